@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what gatehouse needs on a Debian 12 machine, idempotently and
+# without questions. Usage: scripts/deps.sh [build|test|bench]...
+# Each group is a superset of "build". Packages already present are skipped,
+# so a second run costs a few dpkg queries and nothing else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
+    libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libsodium-dev
+    libphonenumber-dev libsqlite3-dev sqlite3 libjansson-dev libinih-dev
+    libcmocka-dev nodejs npm)
+test_pkgs=(curl procps iproute2)
+bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux)
+
+want=("${build_pkgs[@]}")
+npm_dirs=()
+for group in "${@:-build}"; do
+    case "$group" in
+    build) ;;
+    test) want+=("${test_pkgs[@]}"); npm_dirs+=(tests) ;;
+    bench) want+=("${bench_pkgs[@]}") ;;
+    *) echo "deps.sh: unknown group '$group' (build, test, bench)" >&2; exit 2 ;;
+    esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if ((${#missing[@]})); then
+    echo "deps.sh: installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # nginx-light starts a system nginx on :80; the benchmarks run their own.
+    if printf '%s\n' "${missing[@]}" | grep -q '^nginx'; then
+        $sudo systemctl disable --now nginx >/dev/null 2>&1 || $sudo service nginx stop >/dev/null 2>&1 || true
+    fi
+fi
+
+for d in "${npm_dirs[@]}"; do
+    [ -f "$d/package.json" ] || continue
+    stamp="$d/node_modules/.deps-stamp"
+    if [ ! -f "$stamp" ] || [ "$d/package-lock.json" -nt "$stamp" ] || [ "$d/package.json" -nt "$stamp" ]; then
+        echo "deps.sh: npm install in $d"
+        (cd "$d" && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi)
+        touch "$stamp"
+    fi
+done

@@ -1,0 +1,35 @@
+/* This module implements the clocks declared in common.h. */
+#include "core/common.h"
+
+#include <stdio.h>
+#include <time.h>
+
+uint64_t gh_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t gh_now_ms(void)
+{
+    return gh_now_ns() / 1000000u;
+}
+
+uint64_t gh_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+char *gh_time_rfc3339(uint64_t wall_ms, char *out, size_t outlen)
+{
+    time_t secs = (time_t)(wall_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (unsigned)(wall_ms % 1000));
+    return out;
+}

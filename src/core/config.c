@@ -1,0 +1,634 @@
+/* This module implements configuration loading: a table of every key with
+ * its type, bounds and default drives the INI reader, the flag and
+ * environment overrides, the defaults and the dump, so each key is
+ * described once. */
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+enum key_type { T_STR, T_HOSTPORT, T_UINT, T_SIZE, T_DURATION, T_BOOL, T_LEVEL, T_HEXKEY, T_TOKEN };
+
+struct key_def {
+    const char *section;
+    const char *key;
+    enum key_type type;
+    size_t offset;
+    uint64_t min, max; /* for numbers (sizes in bytes, durations in ms) */
+    const char *def;
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct gh_config, f)
+#define KB     1024ull
+#define MB     (1024ull * 1024ull)
+#define SEC    1000ull
+#define HOUR   (3600ull * 1000ull)
+
+static const struct key_def keys[] = {
+    {"server", "listen", T_HOSTPORT, OFF(server.listen), 0, 0, "127.0.0.1:8080",
+     "public listener, host:port ([::1]:8080 for IPv6)"},
+    {"server", "admin_listen", T_HOSTPORT, OFF(server.admin_listen), 0, 0, "127.0.0.1:9091",
+     "admin API and /metrics; keep it on loopback or a private network"},
+    {"server", "data_dir", T_STR, OFF(server.data_dir), 1, 4096, "./var",
+     "database, secrets, outbox and logs (created 0700)"},
+    {"server", "workers", T_UINT, OFF(server.workers), 0, 256, "0",
+     "event-loop threads; 0 = one per core"},
+    {"server", "shutdown_timeout", T_DURATION, OFF(server.shutdown_timeout_ms), 0, HOUR, "10s",
+     "how long SIGTERM waits for in-flight requests"},
+    {"server", "reuseport", T_BOOL, OFF(server.reuseport), 0, 0, "true",
+     "one SO_REUSEPORT socket per worker"},
+
+    {"limits", "header_max", T_SIZE, OFF(limits.header_max), 1 * KB, 1 * MB, "16k",
+     "request line + headers (431 beyond)"},
+    {"limits", "header_count_max", T_UINT, OFF(limits.header_count_max), 8, 1000, "100",
+     "header fields per request (431 beyond)"},
+    {"limits", "header_timeout", T_DURATION, OFF(limits.header_timeout_ms), 100, HOUR, "10s",
+     "complete headers within this (408 and close)"},
+    {"limits", "idle_timeout", T_DURATION, OFF(limits.idle_timeout_ms), 100, HOUR, "60s",
+     "keep-alive connection idle between requests"},
+    {"limits", "body_max", T_SIZE, OFF(limits.body_max), 0, 1024 * MB, "64k",
+     "default request body cap of a route (413 beyond)"},
+    {"limits", "body_min_rate", T_SIZE, OFF(limits.body_min_rate), 0, 1024 * MB, "1k",
+     "bytes per second a request body must keep up after the grace time (408)"},
+    {"limits", "body_rate_grace", T_DURATION, OFF(limits.body_rate_grace_ms), 0, HOUR, "5s",
+     "time before the body rate is checked"},
+    {"limits", "requests_per_conn", T_UINT, OFF(limits.requests_per_conn), 1, 10000000, "1000",
+     "requests served on one connection before it is closed"},
+    {"limits", "max_conns", T_UINT, OFF(limits.max_conns), 1, 10000000, "100000",
+     "open connections, all workers together"},
+    {"limits", "max_conns_per_addr", T_UINT, OFF(limits.max_conns_per_addr), 1, 10000000, "256",
+     "open connections from one client address"},
+    {"limits", "max_pending_headers", T_UINT, OFF(limits.max_pending_headers), 1, 10000000,
+     "4096", "connections that have not sent complete headers; past it the oldest is closed"},
+    {"limits", "pipeline_max", T_SIZE, OFF(limits.pipeline_max), 1 * KB, 64 * MB, "64k",
+     "unparsed bytes kept for a pipelining client before reading pauses"},
+
+    {"log", "access_log", T_STR, OFF(log.access_log), 1, 4096, "access.log",
+     "file under data_dir (or absolute), - for stdout, off"},
+    {"log", "error_log", T_STR, OFF(log.error_log), 1, 4096, "-",
+     "file under data_dir (or absolute), - for stderr"},
+    {"log", "level", T_LEVEL, OFF(log.level), 0, 0, "info", "debug, info, warn, error"},
+    {"log", "access_rate", T_UINT, OFF(log.access_rate), 0, 1000000, "200",
+     "access lines per second per worker before sampling starts"},
+    {"log", "access_sample", T_UINT, OFF(log.access_sample), 1, 1000000, "100",
+     "past access_rate, log one request in this many"},
+
+    {"secrets", "hmac_key", T_HEXKEY, OFF(secrets.hmac_key), 0, 0, "",
+     "64 hex chars; empty = generated at first start in data_dir/secrets"},
+    {"secrets", "enc_key", T_HEXKEY, OFF(secrets.enc_key), 0, 0, "",
+     "64 hex chars; empty = generated at first start in data_dir/secrets"},
+    {"secrets", "admin_token", T_TOKEN, OFF(secrets.admin_token), 0, 0, "",
+     "admin API bearer token; empty = generated in data_dir/admin.token"},
+};
+
+static const char *level_names[] = {"debug", "info", "warn", "error"};
+
+int gh_parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+    if (!s || !*s)
+        return GH_EINVAL;
+    uint64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return GH_EINVAL;
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (max - d) / 10)
+            return GH_EINVAL;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Splits "123abc" into a number and a unit suffix. */
+static int split_unit(const char *s, uint64_t *num, const char **unit)
+{
+    char digits[32];
+    size_t n = 0;
+    while (s[n] >= '0' && s[n] <= '9') {
+        if (n + 1 >= sizeof digits)
+            return GH_EINVAL;
+        digits[n] = s[n];
+        n++;
+    }
+    if (n == 0)
+        return GH_EINVAL;
+    digits[n] = '\0';
+    *unit = s + n;
+    return gh_parse_uint(digits, UINT64_MAX / (1024ull * MB), num);
+}
+
+int gh_parse_size(const char *s, size_t *out)
+{
+    uint64_t n;
+    const char *u;
+    if (split_unit(s, &n, &u))
+        return GH_EINVAL;
+    uint64_t mul;
+    if (!*u || !strcasecmp(u, "b"))
+        mul = 1;
+    else if (!strcasecmp(u, "k") || !strcasecmp(u, "kb") || !strcasecmp(u, "kib"))
+        mul = KB;
+    else if (!strcasecmp(u, "m") || !strcasecmp(u, "mb") || !strcasecmp(u, "mib"))
+        mul = MB;
+    else if (!strcasecmp(u, "g") || !strcasecmp(u, "gb") || !strcasecmp(u, "gib"))
+        mul = 1024 * MB;
+    else
+        return GH_EINVAL;
+    *out = (size_t)(n * mul);
+    return 0;
+}
+
+int gh_parse_duration_ms(const char *s, uint64_t *out)
+{
+    uint64_t n;
+    const char *u;
+    if (split_unit(s, &n, &u))
+        return GH_EINVAL;
+    uint64_t mul;
+    if (!strcmp(u, "ms"))
+        mul = 1;
+    else if (!strcmp(u, "s") || !*u)
+        mul = SEC;
+    else if (!strcmp(u, "m"))
+        mul = 60 * SEC;
+    else if (!strcmp(u, "h"))
+        mul = HOUR;
+    else if (!strcmp(u, "d"))
+        mul = 24 * HOUR;
+    else
+        return GH_EINVAL;
+    *out = n * mul;
+    return 0;
+}
+
+int gh_parse_bool(const char *s, bool *out)
+{
+    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on") ||
+        !strcmp(s, "1")) {
+        *out = true;
+        return 0;
+    }
+    if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off") ||
+        !strcmp(s, "0")) {
+        *out = false;
+        return 0;
+    }
+    return GH_EINVAL;
+}
+
+int gh_parse_hostport(const char *s, struct sockaddr_storage *out)
+{
+    char host[64];
+    const char *port;
+    memset(out, 0, sizeof *out);
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':' || (size_t)(end - s - 1) >= sizeof host)
+            return GH_EINVAL;
+        memcpy(host, s + 1, (size_t)(end - s - 1));
+        host[end - s - 1] = '\0';
+        port = end + 2;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (!colon || (size_t)(colon - s) >= sizeof host)
+            return GH_EINVAL;
+        memcpy(host, s, (size_t)(colon - s));
+        host[colon - s] = '\0';
+        port = colon + 1;
+    }
+    uint64_t p;
+    if (gh_parse_uint(port, 65535, &p))
+        return GH_EINVAL;
+    if (!strcmp(host, "localhost"))
+        strcpy(host, "127.0.0.1");
+    struct sockaddr_in *v4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)p);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)p);
+        return 0;
+    }
+    return GH_EINVAL;
+}
+
+static void set_err(struct gh_buf *err, const char *origin, int line, const struct key_def *k,
+                    const char *section, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+
+static void set_err(struct gh_buf *err, const char *origin, int line, const struct key_def *k,
+                    const char *section, const char *key, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    gh_buf_reset(err);
+    if (line > 0)
+        gh_buf_printf(err, "%s:%d: ", origin, line);
+    else
+        gh_buf_printf(err, "%s: ", origin);
+    gh_buf_printf(err, "[%s] %s: ", k ? k->section : section, k ? k->key : key);
+    va_list ap;
+    va_start(ap, fmt);
+    gh_buf_vprintf(err, fmt, ap);
+    va_end(ap);
+}
+
+static const struct key_def *find_key(const char *section, const char *key)
+{
+    for (size_t i = 0; i < GH_ARRAY_LEN(keys); i++)
+        if (!strcmp(keys[i].section, section) && !strcmp(keys[i].key, key))
+            return &keys[i];
+    return NULL;
+}
+
+static bool section_known(const char *section)
+{
+    for (size_t i = 0; i < GH_ARRAY_LEN(keys); i++)
+        if (!strcmp(keys[i].section, section))
+            return true;
+    return false;
+}
+
+/* Assigns value to the field described by k. Returns 0 or GH_EINVAL with a
+ * reason in err. */
+static int apply(struct gh_config *c, const struct key_def *k, const char *value,
+                 const char *origin, int line, struct gh_buf *err)
+{
+    char *field = (char *)c + k->offset;
+    uint64_t n = 0;
+    size_t sz = 0;
+    bool b;
+    switch (k->type) {
+    case T_STR:
+    case T_HOSTPORT:
+    case T_HEXKEY:
+    case T_TOKEN: {
+        size_t len = strlen(value);
+        if (k->type == T_STR && (len < k->min || len > k->max)) {
+            set_err(err, origin, line, k, NULL, NULL, "must be %llu to %llu characters",
+                    (unsigned long long)k->min, (unsigned long long)k->max);
+            return GH_EINVAL;
+        }
+        if (k->type == T_HOSTPORT) {
+            struct sockaddr_storage ss;
+            if (gh_parse_hostport(value, &ss)) {
+                set_err(err, origin, line, k, NULL, NULL,
+                        "invalid address '%.80s' (expected IP:PORT such as 127.0.0.1:8080 or "
+                        "[::1]:8080)",
+                        value);
+                return GH_EINVAL;
+            }
+        }
+        if (k->type == T_HEXKEY && len) {
+            bool ok = len == 64;
+            for (size_t i = 0; ok && i < len; i++)
+                ok = isxdigit((unsigned char)value[i]);
+            if (!ok) {
+                set_err(err, origin, line, k, NULL, NULL,
+                        "must be 64 hexadecimal characters (32 bytes), or empty to generate one");
+                return GH_EINVAL;
+            }
+        }
+        if (k->type == T_TOKEN && len && (len < 32 || len > 256)) {
+            set_err(err, origin, line, k, NULL, NULL,
+                    "must be 32 to 256 characters, or empty to generate one");
+            return GH_EINVAL;
+        }
+        if (k->type == T_TOKEN) {
+            for (size_t i = 0; i < len; i++)
+                if ((unsigned char)value[i] <= ' ' || (unsigned char)value[i] >= 0x7f) {
+                    set_err(err, origin, line, k, NULL, NULL,
+                            "must be printable ASCII without spaces");
+                    return GH_EINVAL;
+                }
+        }
+        char *dup = strdup(value);
+        if (!dup) {
+            set_err(err, origin, line, k, NULL, NULL, "out of memory");
+            return GH_ENOMEM;
+        }
+        char **slot = (char **)field;
+        free(*slot);
+        *slot = dup;
+        return 0;
+    }
+    case T_UINT:
+        if (gh_parse_uint(value, UINT32_MAX, &n)) {
+            set_err(err, origin, line, k, NULL, NULL, "'%.80s' is not a whole number", value);
+            return GH_EINVAL;
+        }
+        break;
+    case T_SIZE:
+        if (gh_parse_size(value, &sz)) {
+            set_err(err, origin, line, k, NULL, NULL,
+                    "'%.80s' is not a size (expected e.g. 512, 16k, 1m)", value);
+            return GH_EINVAL;
+        }
+        n = sz;
+        break;
+    case T_DURATION:
+        if (gh_parse_duration_ms(value, &n)) {
+            set_err(err, origin, line, k, NULL, NULL,
+                    "'%.80s' is not a duration (expected e.g. 500ms, 10s, 5m, 2h)", value);
+            return GH_EINVAL;
+        }
+        break;
+    case T_BOOL:
+        if (gh_parse_bool(value, &b)) {
+            set_err(err, origin, line, k, NULL, NULL, "'%.80s' is not true or false", value);
+            return GH_EINVAL;
+        }
+        *(bool *)field = b;
+        return 0;
+    case T_LEVEL:
+        for (size_t i = 0; i < GH_ARRAY_LEN(level_names); i++)
+            if (!strcasecmp(value, level_names[i])) {
+                *(enum gh_log_level *)field = (enum gh_log_level)i;
+                return 0;
+            }
+        set_err(err, origin, line, k, NULL, NULL,
+                "'%.80s' is not a level (debug, info, warn, error)", value);
+        return GH_EINVAL;
+    }
+    if (n < k->min || n > k->max) {
+        set_err(err, origin, line, k, NULL, NULL, "%s is out of range (%llu to %llu%s)", value,
+                (unsigned long long)k->min, (unsigned long long)k->max,
+                k->type == T_DURATION ? " ms" : k->type == T_SIZE ? " bytes" : "");
+        return GH_EINVAL;
+    }
+    /* every numeric field is either uint64_t, size_t or unsigned */
+    if (k->type == T_DURATION)
+        *(uint64_t *)field = n;
+    else if (k->type == T_SIZE)
+        *(size_t *)field = (size_t)n;
+    else
+        *(unsigned *)field = (unsigned)n;
+    return 0;
+}
+
+int gh_config_set(struct gh_config *c, const char *section, const char *key, const char *value,
+                  const char *origin, int line, struct gh_buf *err)
+{
+    const struct key_def *k = find_key(section, key);
+    if (!k) {
+        set_err(err, origin, line, NULL, section, key,
+                section_known(section) ? "unknown key" : "unknown section");
+        return GH_EINVAL;
+    }
+    return apply(c, k, value, origin, line, err);
+}
+
+struct gh_config *gh_config_new(void)
+{
+    struct gh_config *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    atomic_init(&c->refs, 1);
+    for (size_t i = 0; i < GH_ARRAY_LEN(keys); i++) {
+        if (apply(c, &keys[i], keys[i].def, "default", 0, NULL)) {
+            gh_config_unref(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+struct gh_config *gh_config_ref(struct gh_config *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void gh_config_unref(struct gh_config *c)
+{
+    if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < GH_ARRAY_LEN(keys); i++) {
+        enum key_type t = keys[i].type;
+        if (t == T_STR || t == T_HOSTPORT || t == T_HEXKEY || t == T_TOKEN) {
+            char **slot = (char **)((char *)c + keys[i].offset);
+            free(*slot);
+        }
+    }
+    free(c->path);
+    free(c);
+}
+
+struct ini_ctx {
+    struct gh_config *c;
+    const char *path;
+    struct gh_buf *err;
+    int rc;
+    FILE *f;
+    int line; /* lines read so far: inih calls the handler right after reading */
+};
+
+/* Debian's inih is built without line numbers in the handler, so the
+ * reader counts lines itself. */
+static char *ini_read_line(char *str, int num, void *stream)
+{
+    struct ini_ctx *ctx = stream;
+    char *r = fgets(str, num, ctx->f);
+    if (r && strchr(r, '\n'))
+        ctx->line++;
+    else if (r && feof(ctx->f))
+        ctx->line++;
+    return r;
+}
+
+static int on_ini_entry(void *user, const char *section, const char *name, const char *value)
+{
+    struct ini_ctx *ctx = user;
+    int lineno = ctx->line;
+    if (ctx->rc)
+        return 0;
+    if (!*section) {
+        set_err(ctx->err, ctx->path, lineno, NULL, "(none)", name,
+                "key outside any section (start the file with e.g. [server])");
+        ctx->rc = GH_EINVAL;
+        return 0;
+    }
+    ctx->rc = gh_config_set(ctx->c, section, name, value, ctx->path, lineno, ctx->err);
+    return ctx->rc == 0;
+}
+
+int gh_config_load_file(struct gh_config *c, const char *path, struct gh_buf *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (err) {
+            gh_buf_reset(err);
+            gh_buf_printf(err, "%s: cannot open: %s", path, strerror(errno));
+        }
+        return GH_EIO;
+    }
+    struct ini_ctx ctx = {c, path, err, 0, f, 0};
+    int rc = ini_parse_stream(ini_read_line, &ctx, on_ini_entry, &ctx);
+    fclose(f);
+    if (ctx.rc)
+        return GH_EINVAL;
+    if (rc != 0) {
+        if (err) {
+            gh_buf_reset(err);
+            gh_buf_printf(err, "%s:%d: syntax error (expected [section] or key = value)", path,
+                          rc);
+        }
+        return GH_EINVAL;
+    }
+    free(c->path);
+    c->path = strdup(path);
+    return 0;
+}
+
+int gh_config_set_assignment(struct gh_config *c, const char *assignment, const char *origin,
+                             struct gh_buf *err)
+{
+    char section[64], key[64];
+    const char *dot = strchr(assignment, '.');
+    const char *eq = strchr(assignment, '=');
+    if (!dot || !eq || dot > eq || (size_t)(dot - assignment) >= sizeof section ||
+        (size_t)(eq - dot - 1) >= sizeof key || dot == assignment || eq == dot + 1) {
+        if (err) {
+            gh_buf_reset(err);
+            gh_buf_printf(err, "%s: '%.80s' is not section.key=value", origin, assignment);
+        }
+        return GH_EINVAL;
+    }
+    memcpy(section, assignment, (size_t)(dot - assignment));
+    section[dot - assignment] = '\0';
+    memcpy(key, dot + 1, (size_t)(eq - dot - 1));
+    key[eq - dot - 1] = '\0';
+    return gh_config_set(c, section, key, eq + 1, origin, 0, err);
+}
+
+static const struct {
+    const char *env, *section, *key;
+} env_aliases[] = {
+    {"GATEHOUSE_LISTEN", "server", "listen"},
+    {"GATEHOUSE_ADMIN_LISTEN", "server", "admin_listen"},
+    {"GATEHOUSE_DATA", "server", "data_dir"},
+    {"GATEHOUSE_WORKERS", "server", "workers"},
+    {"GATEHOUSE_ADMIN_TOKEN", "secrets", "admin_token"},
+};
+
+int gh_config_apply_env(struct gh_config *c, char **envp, struct gh_buf *err)
+{
+    static const char prefix[] = "GATEHOUSE_";
+    for (char **e = envp; e && *e; e++) {
+        if (strncmp(*e, prefix, sizeof prefix - 1))
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        size_t nlen = (size_t)(eq - *e);
+        char origin[128];
+        snprintf(origin, sizeof origin, "environment %.*s", (int)GH_MIN(nlen, 100), *e);
+        bool done = false;
+        for (size_t i = 0; i < GH_ARRAY_LEN(env_aliases); i++) {
+            if (strlen(env_aliases[i].env) == nlen && !strncmp(*e, env_aliases[i].env, nlen)) {
+                int rc = gh_config_set(c, env_aliases[i].section, env_aliases[i].key, eq + 1,
+                                       origin, 0, err);
+                if (rc)
+                    return rc;
+                done = true;
+            }
+        }
+        /* GATEHOUSE_<SECTION>__<KEY>, e.g. GATEHOUSE_LIMITS__HEADER_MAX */
+        const char *name = *e + sizeof prefix - 1;
+        const char *sep = strstr(name, "__");
+        if (done || !sep || sep > eq)
+            continue;
+        char section[64], key[64];
+        size_t sl = (size_t)(sep - name), kl = (size_t)(eq - sep - 2);
+        if (sl == 0 || kl == 0 || sl >= sizeof section || kl >= sizeof key)
+            continue;
+        for (size_t i = 0; i < sl; i++)
+            section[i] = (char)tolower((unsigned char)name[i]);
+        section[sl] = '\0';
+        for (size_t i = 0; i < kl; i++)
+            key[i] = (char)tolower((unsigned char)sep[2 + i]);
+        key[kl] = '\0';
+        int rc = gh_config_set(c, section, key, eq + 1, origin, 0, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
+{
+    const char *origin = c->path ? c->path : "configuration";
+    if (!strcmp(c->server.listen, c->server.admin_listen)) {
+        set_err(err, origin, 0, find_key("server", "admin_listen"), NULL, NULL,
+                "must differ from [server] listen (%s)", c->server.listen);
+        return GH_EINVAL;
+    }
+    if (c->limits.max_conns_per_addr > c->limits.max_conns) {
+        set_err(err, origin, 0, find_key("limits", "max_conns_per_addr"), NULL, NULL,
+                "(%u) cannot exceed [limits] max_conns (%u)", c->limits.max_conns_per_addr,
+                c->limits.max_conns);
+        return GH_EINVAL;
+    }
+    if (c->limits.max_pending_headers > c->limits.max_conns) {
+        set_err(err, origin, 0, find_key("limits", "max_pending_headers"), NULL, NULL,
+                "(%u) cannot exceed [limits] max_conns (%u)", c->limits.max_pending_headers,
+                c->limits.max_conns);
+        return GH_EINVAL;
+    }
+    return 0;
+}
+
+int gh_config_dump(const struct gh_config *c, struct gh_buf *out)
+{
+    const char *section = "";
+    for (size_t i = 0; i < GH_ARRAY_LEN(keys); i++) {
+        const struct key_def *k = &keys[i];
+        if (strcmp(section, k->section)) {
+            gh_buf_printf(out, "%s[%s]\n", i ? "\n" : "", k->section);
+            section = k->section;
+        }
+        const char *field = (const char *)c + k->offset;
+        gh_buf_printf(out, "; %s\n%s = ", k->help, k->key);
+        switch (k->type) {
+        case T_STR:
+        case T_HOSTPORT:
+            gh_buf_printf(out, "%s\n", *(char *const *)field);
+            break;
+        case T_HEXKEY:
+        case T_TOKEN:
+            gh_buf_printf(out, "%s\n", **(char *const *)field ? "(set)" : "");
+            break;
+        case T_UINT:
+            gh_buf_printf(out, "%u\n", *(const unsigned *)field);
+            break;
+        case T_SIZE:
+            gh_buf_printf(out, "%zu\n", *(const size_t *)field);
+            break;
+        case T_DURATION:
+            gh_buf_printf(out, "%llums\n", (unsigned long long)*(const uint64_t *)field);
+            break;
+        case T_BOOL:
+            gh_buf_printf(out, "%s\n", *(const bool *)field ? "true" : "false");
+            break;
+        case T_LEVEL:
+            gh_buf_printf(out, "%s\n", level_names[*(const enum gh_log_level *)field]);
+            break;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,88 @@
+/* Configuration: defaults, an INI file (inih), `--set`-style flags and
+ * GATEHOUSE_* environment variables, applied in that order (later wins).
+ * A loaded configuration is immutable and reference counted: workers hold a
+ * reference, and a reload (SIGHUP) builds a new one and swaps it in whole.
+ * Any thread may ref/unref; building one happens on the main thread. */
+#pragma once
+
+#include "core/common.h"
+#include "core/buf.h"
+
+enum gh_log_level { GH_LOG_DEBUG, GH_LOG_INFO, GH_LOG_WARN, GH_LOG_ERROR };
+
+struct gh_config {
+    atomic_int refs;
+    char *path; /* the file it came from, or NULL */
+
+    struct {
+        char *listen;       /* host:port of the public listener */
+        char *admin_listen; /* host:port of the admin listener */
+        char *data_dir;
+        unsigned workers; /* 0 = one per core */
+        uint64_t shutdown_timeout_ms;
+        bool reuseport;
+    } server;
+
+    struct {
+        size_t header_max;          /* url + header bytes of one request (431) */
+        unsigned header_count_max;  /* header fields of one request (431) */
+        uint64_t header_timeout_ms; /* first byte to complete headers (408) */
+        uint64_t idle_timeout_ms;   /* keep-alive wait between requests */
+        size_t body_max;            /* default body cap of a route (413) */
+        size_t body_min_rate;       /* bytes/s a body must keep up (408) */
+        uint64_t body_rate_grace_ms;
+        unsigned requests_per_conn;
+        unsigned max_conns;
+        unsigned max_conns_per_addr;
+        unsigned max_pending_headers; /* connections without complete headers */
+        size_t pipeline_max;          /* unparsed bytes held for a pipelining client */
+    } limits;
+
+    struct {
+        char *access_log; /* file (relative to data_dir), "-" for stdout, "off" */
+        char *error_log;  /* file, "-" for stderr */
+        enum gh_log_level level;
+        unsigned access_rate;   /* lines per second per worker before sampling */
+        unsigned access_sample; /* past that rate, log one request in N */
+    } log;
+
+    struct {
+        char *hmac_key;    /* 64 hex chars, or empty: generated in data_dir */
+        char *enc_key;     /* 64 hex chars, or empty: generated in data_dir */
+        char *admin_token; /* or empty: generated in data_dir/admin.token */
+    } secrets;
+};
+
+/* A configuration holding the defaults, refs = 1. NULL when out of memory. */
+struct gh_config *gh_config_new(void);
+struct gh_config *gh_config_ref(struct gh_config *c);
+void gh_config_unref(struct gh_config *c);
+
+/* Reads an INI file over c. On failure returns GH_EINVAL (or GH_EIO when the
+ * file cannot be read) and writes "FILE:LINE: [section] key: reason" to err.
+ * Unknown sections and keys are errors too: a typo must not pass silently. */
+int gh_config_load_file(struct gh_config *c, const char *path, struct gh_buf *err);
+/* Sets one key. origin and line name where the value came from, for the
+ * message on failure ("flag --set", 0). */
+int gh_config_set(struct gh_config *c, const char *section, const char *key, const char *value,
+                  const char *origin, int line, struct gh_buf *err);
+/* Applies "section.key=value". */
+int gh_config_set_assignment(struct gh_config *c, const char *assignment, const char *origin,
+                             struct gh_buf *err);
+/* Applies GATEHOUSE_LISTEN, _ADMIN_LISTEN, _DATA, _WORKERS, _ADMIN_TOKEN and
+ * the generic GATEHOUSE_<SECTION>__<KEY> from envp (NULL-terminated). */
+int gh_config_apply_env(struct gh_config *c, char **envp, struct gh_buf *err);
+/* Checks rules that span keys. Same error convention. */
+int gh_config_validate(const struct gh_config *c, struct gh_buf *err);
+
+/* Parsers shared with other modules; 0 or GH_EINVAL. */
+int gh_parse_size(const char *s, size_t *out);         /* 16k, 1m, 1g, 512 */
+int gh_parse_duration_ms(const char *s, uint64_t *out); /* 500ms, 10s, 5m, 2h, 1d */
+int gh_parse_uint(const char *s, uint64_t max, uint64_t *out);
+int gh_parse_bool(const char *s, bool *out);
+/* host:port with an IPv4 address or [IPv6]; fills a sockaddr_storage. */
+struct sockaddr_storage;
+int gh_parse_hostport(const char *s, struct sockaddr_storage *out);
+
+/* Writes the effective configuration as INI (secrets masked). */
+int gh_config_dump(const struct gh_config *c, struct gh_buf *out);

@@ -1,0 +1,151 @@
+/* The server: N event-loop workers, each with its own libuv loop and its
+ * own SO_REUSEPORT listening socket, plus one admin worker on the admin
+ * listener, all started and stopped by the main thread, which also handles
+ * the signals (SIGTERM/SIGINT: graceful stop; SIGHUP: reload).
+ * The main thread owns the gh_server; workers read it and own their
+ * gh_worker. Subsystems attach per-worker state through worker hooks. */
+#pragma once
+
+#include "core/addrtab.h"
+#include "core/config.h"
+#include "core/list.h"
+#include "core/secrets.h"
+#include "http/router.h"
+#include "obs/metrics.h"
+
+#include <pthread.h>
+#include <uv.h>
+
+struct gh_server;
+struct gh_worker;
+
+/* Hooks a subsystem registers before start: init runs on each worker's
+ * thread before it accepts, dispose after its loop has stopped. */
+typedef int (*gh_worker_init_fn)(struct gh_worker *w, void *data);
+typedef void (*gh_worker_dispose_fn)(struct gh_worker *w, void *data);
+/* Decides at accept, before any read, whether an address may connect. */
+typedef bool (*gh_accept_filter_fn)(const struct gh_addr *a, void *data);
+/* Runs on the main thread after a reload was accepted. */
+typedef void (*gh_reload_fn)(struct gh_server *srv, const struct gh_config *cfg, void *data);
+
+#define GH_WORKER_SLOTS 8
+#define GH_HOOKS_MAX    16
+
+struct gh_worker {
+    unsigned id;
+    bool admin;
+    struct gh_server *srv;
+    const struct gh_router *router;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_tcp_t listener;
+    int listen_fd;
+    bool listening;
+    uv_async_t async;
+    atomic_int commands; /* GH_WCMD_* bits posted by the main thread */
+    uv_timer_t tick;
+    struct gh_config *cfg; /* the worker's reference to the current config */
+
+    /* connections, by what they wait for; each list is ordered by since */
+    struct gh_list conns_header; /* headers not complete (slowloris guard) */
+    struct gh_list conns_body;   /* reading a body (minimum rate) */
+    struct gh_list conns_idle;   /* keep-alive between requests */
+    struct gh_list conns_busy;   /* a request being answered */
+    unsigned nconns;
+    unsigned npending; /* in conns_header */
+    unsigned pending_cap;
+    bool stopping;
+
+    uint64_t last_tick_ns;
+    uint64_t lag_window_start_ms;
+    char date_hdr[48]; /* "Date: …\r\n" */
+    uint64_t date_sec;
+    uint64_t req_seq;
+
+    struct {
+        uint64_t window_sec;
+        unsigned count;
+        unsigned skip;
+    } access_log;
+
+    struct gh_worker_stats stats;
+    char *scratch; /* read buffer shared by this worker's connections */
+    size_t scratch_len;
+    void *slots[GH_WORKER_SLOTS]; /* per-worker state of subsystems */
+    int start_rc;
+};
+
+#define GH_WCMD_RELOAD 1
+#define GH_WCMD_STOP   2
+#define GH_WCMD_FORCE  4
+
+struct gh_server {
+    struct gh_config *cfg; /* current; swap and ref under cfg_mu */
+    pthread_mutex_t cfg_mu;
+    char *config_path;
+    char **overrides; /* "section.key=value" from flags, re-applied on reload */
+    unsigned noverrides;
+    char **envp;
+
+    struct gh_secrets secrets;
+    struct gh_router router;       /* public listener */
+    struct gh_router admin_router; /* admin listener */
+    struct gh_worker *workers;
+    unsigned nworkers;
+    struct gh_worker admin;
+
+    atomic_uint conns_total;
+    struct gh_addrtab *addrs;
+    gh_accept_filter_fn accept_filter;
+    void *accept_filter_data;
+
+    struct {
+        gh_worker_init_fn init;
+        gh_worker_dispose_fn dispose;
+        void *data;
+    } hooks[GH_HOOKS_MAX];
+    unsigned nhooks;
+    struct {
+        gh_reload_fn fn;
+        void *data;
+    } reload_hooks[GH_HOOKS_MAX];
+    unsigned nreload_hooks;
+
+    uv_loop_t main_loop;
+    uv_async_t exit_async;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t stop_timer;
+    atomic_uint workers_running;
+    uint64_t started_ms;
+    uint64_t stop_deadline_ms;
+    atomic_bool stopping;
+    int exit_code;
+    char listen_desc[80];
+};
+
+/* Builds the configuration from the file (or NULL), the overrides and the
+ * environment, and validates it. 0 or GH_EINVAL with the message in err. */
+int gh_server_build_config(const char *path, char **overrides, unsigned noverrides,
+                           char **envp, struct gh_config **out, struct gh_buf *err);
+
+/* Prepares a server around cfg (taking over its reference): data
+ * directory, secrets, logs, routes. 0 or a negative code with err set. */
+int gh_server_init(struct gh_server *srv, struct gh_config *cfg, struct gh_buf *err);
+/* Registers a per-worker hook; before gh_server_run only. */
+int gh_server_add_worker_hook(struct gh_server *srv, gh_worker_init_fn init,
+                              gh_worker_dispose_fn dispose, void *data);
+int gh_server_add_reload_hook(struct gh_server *srv, gh_reload_fn fn, void *data);
+/* Binds, starts the workers and runs until a stop signal and the graceful
+ * shutdown are over. Returns the process exit code. */
+int gh_server_run(struct gh_server *srv);
+void gh_server_dispose(struct gh_server *srv);
+
+/* A new reference to the current configuration (any thread). */
+struct gh_config *gh_server_config(struct gh_server *srv);
+/* Re-reads the configuration as SIGHUP does. 0, or an error in err and the
+ * old configuration kept. Main thread. */
+int gh_server_reload(struct gh_server *srv, struct gh_buf *err);
+/* Renders /metrics (any thread). */
+void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out);
+/* Asks the server to stop gracefully (any thread). */
+void gh_server_request_stop(struct gh_server *srv);

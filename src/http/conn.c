@@ -1,0 +1,1047 @@
+/* This module implements connections (conn.h) and the response functions
+ * of http.h.
+ *
+ * A connection is in one state at a time and, for the states that wait on
+ * the client, in the matching list of its worker, ordered by when it
+ * entered it; the worker's tick walks each list from the oldest and stops
+ * at the first that is still in time, so deadline checks cost O(expired).
+ * Reads land in the worker's scratch buffer; only bytes not yet parsed are
+ * copied into the connection, so an idle keep-alive connection holds no
+ * buffer at all. One request per connection is answered at a time;
+ * pipelined requests wait in the input buffer (capped) and answers go out
+ * in order. */
+#include "http/conn.h"
+
+#include "core/log.h"
+#include "http/parser.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum conn_state { ST_HEADER, ST_BODY, ST_BUSY, ST_IDLE, ST_CLOSING };
+
+/* Past this many bytes queued to a slow client, stop parsing new requests. */
+#define WRITE_HIGH_MARK (256u << 10)
+/* A stream's drain callback fires when the queue falls under this. */
+#define WRITE_LOW_MARK (64u << 10)
+
+struct gh_conn {
+    uv_tcp_t tcp;
+    struct gh_worker *w;
+    struct gh_list node;
+    uint64_t since_ms;
+    uint64_t first_byte_ns;
+    struct gh_reqparser parser;
+    struct gh_http_req *req; /* being answered */
+    struct gh_buf in;        /* received, not yet parsed */
+    size_t write_pending;
+    struct gh_addr addr;
+    uint32_t nreq;
+    uint8_t state;
+    bool eof;
+    bool read_paused;
+    bool close_after;
+    bool in_process;
+    bool counted;
+    bool continue_sent;
+    bool shutting;
+    bool got_bytes;
+};
+
+struct write_req {
+    uv_write_t w;
+    struct gh_conn *c;
+    size_t len;
+    char data[];
+};
+
+static void conn_close(struct gh_conn *c);
+static void process_input(struct gh_conn *c);
+static void finish_request(struct gh_http_req *req);
+static void resume_read(struct gh_conn *c);
+
+/* ---- lists and states ---- */
+
+static void set_state(struct gh_conn *c, enum conn_state st, uint64_t now_ms)
+{
+    struct gh_worker *w = c->w;
+    if (c->state == ST_HEADER && st != ST_HEADER) {
+        w->npending--;
+        GH_STAT_ADD(&w->stats.pending_headers, -1);
+    } else if (c->state != ST_HEADER && st == ST_HEADER) {
+        w->npending++;
+        GH_STAT_ADD(&w->stats.pending_headers, 1);
+    }
+    if (gh_list_linked(&c->node))
+        gh_list_remove(&c->node);
+    c->state = (uint8_t)st;
+    c->since_ms = now_ms;
+    switch (st) {
+    case ST_HEADER: gh_list_push_back(&w->conns_header, &c->node); break;
+    case ST_BODY: gh_list_push_back(&w->conns_body, &c->node); break;
+    case ST_BUSY: gh_list_push_back(&w->conns_busy, &c->node); break;
+    case ST_IDLE: gh_list_push_back(&w->conns_idle, &c->node); break;
+    default: break;
+    }
+}
+
+/* ---- writing ---- */
+
+static void maybe_close_after_write(struct gh_conn *c);
+
+static void on_shutdown(uv_shutdown_t *sr, int status)
+{
+    struct gh_conn *c = sr->data;
+    free(sr);
+    conn_close(c);
+}
+
+static void maybe_close_after_write(struct gh_conn *c)
+{
+    if (!c->close_after || c->write_pending || c->req || c->shutting || c->state == ST_CLOSING)
+        return;
+    c->shutting = true;
+    uv_shutdown_t *sr = malloc(sizeof *sr);
+    if (!sr || uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown)) {
+        free(sr);
+        conn_close(c);
+        return;
+    }
+    sr->data = c;
+}
+
+static void on_write(uv_write_t *wr, int status)
+{
+    struct write_req *r = (struct write_req *)wr;
+    struct gh_conn *c = r->c;
+    c->write_pending -= r->len;
+    free(r);
+    if (c->state == ST_CLOSING)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->req && c->req->streaming && c->req->on_drain && c->write_pending < WRITE_LOW_MARK)
+        c->req->on_drain(c->req, c->req->cb_data);
+    if (c->close_after) {
+        maybe_close_after_write(c);
+        return;
+    }
+    if (!c->req && c->write_pending < WRITE_HIGH_MARK)
+        process_input(c);
+}
+
+/* Queues len bytes; copies what the kernel did not take at once. */
+static int conn_write(struct gh_conn *c, const char *data, size_t len)
+{
+    if (c->state == ST_CLOSING || c->shutting)
+        return GH_EIO;
+    size_t off = 0;
+    if (c->write_pending == 0) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n > 0)
+            off = (size_t)n;
+        else if (n < 0 && n != UV_EAGAIN)
+            return GH_EIO;
+    }
+    if (off == len)
+        return 0;
+    struct write_req *r = malloc(sizeof *r + (len - off));
+    if (!r)
+        return GH_ENOMEM;
+    r->c = c;
+    r->len = len - off;
+    memcpy(r->data, data + off, r->len);
+    uv_buf_t b = uv_buf_init(r->data, (unsigned)r->len);
+    if (uv_write(&r->w, (uv_stream_t *)&c->tcp, &b, 1, on_write)) {
+        free(r);
+        return GH_EIO;
+    }
+    c->write_pending += r->len;
+    return 0;
+}
+
+/* ---- addresses ---- */
+
+void gh_addr_format(const struct gh_addr *a, char *out, size_t outlen)
+{
+    if (!inet_ntop(a->family, a->bytes, out, (socklen_t)outlen))
+        snprintf(out, outlen, "unknown");
+}
+
+void gh_addr_format_prefix(const struct gh_addr *a, char *out, size_t outlen)
+{
+    struct gh_addr p = *a;
+    char tmp[64];
+    if (a->family == AF_INET) {
+        p.bytes[3] = 0;
+        gh_addr_format(&p, tmp, sizeof tmp);
+        snprintf(out, outlen, "%s/24", tmp);
+    } else {
+        memset(p.bytes + 6, 0, 10);
+        gh_addr_format(&p, tmp, sizeof tmp);
+        snprintf(out, outlen, "%s/48", tmp);
+    }
+}
+
+static void addr_from_sockaddr(const struct sockaddr_storage *ss, struct gh_addr *a)
+{
+    memset(a, 0, sizeof *a);
+    if (ss->ss_family == AF_INET) {
+        a->family = AF_INET;
+        memcpy(a->bytes, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *in6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(in6)) {
+            a->family = AF_INET;
+            memcpy(a->bytes, in6->s6_addr + 12, 4);
+        } else {
+            a->family = AF_INET6;
+            memcpy(a->bytes, in6->s6_addr, 16);
+        }
+    }
+}
+
+/* ---- responses ---- */
+
+const char *gh_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+bool gh_http_path_is_api(const char *path)
+{
+    return !strncmp(path, "/api/", 5) || !strcmp(path, "/api") || !strncmp(path, "/v1/", 4) ||
+           !strcmp(path, "/v1") || !strncmp(path, "/admin/", 7) || !strcmp(path, "/healthz");
+}
+
+static const char *default_code(int status)
+{
+    switch (status) {
+    case 400: return "invalid_request";
+    case 401: return "unauthorized";
+    case 402: return "insufficient_balance";
+    case 403: return "forbidden";
+    case 404: return "not_found";
+    case 405: return "method_not_allowed";
+    case 408: return "request_timeout";
+    case 413: return "body_too_large";
+    case 415: return "unsupported_media_type";
+    case 417: return "expectation_failed";
+    case 422: return "invalid_parameter";
+    case 429: return "rate_limited";
+    case 431: return "headers_too_large";
+    case 503: return "busy";
+    case 505: return "http_version_not_supported";
+    default: return status >= 500 ? "internal_error" : "invalid_request";
+    }
+}
+
+static const char *error_type(int status)
+{
+    switch (status) {
+    case 401: return "authentication_error";
+    case 402: return "billing_error";
+    case 403: return "permission_error";
+    case 429: return "rate_limit_error";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    }
+}
+
+static void update_date(struct gh_worker *w)
+{
+    uint64_t now = gh_wall_ms() / 1000;
+    if (now == w->date_sec)
+        return;
+    w->date_sec = now;
+    time_t t = (time_t)now;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(w->date_hdr, sizeof w->date_hdr, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+}
+
+/* Writes the status line and the common headers into b. */
+static void build_head(struct gh_http_req *req, struct gh_buf *b, int status,
+                       const char *content_type)
+{
+    struct gh_conn *c = req->conn;
+    update_date(c->w);
+    if (c->w->stopping || c->eof)
+        req->keep_alive = false;
+    gh_buf_printf(b, "HTTP/1.%d %d %s\r\n%sServer: gatehouse\r\n", req->http_minor ? 1 : 0,
+                  status, gh_http_reason(status), c->w->date_hdr);
+    if (content_type)
+        gh_buf_printf(b, "Content-Type: %s\r\n", content_type);
+    if (req->keep_alive && !req->http_minor)
+        gh_buf_append_str(b, "Connection: keep-alive\r\n");
+    else if (!req->keep_alive)
+        gh_buf_append_str(b, "Connection: close\r\n");
+    if (req->res_headers.len)
+        gh_buf_append(b, req->res_headers.data, req->res_headers.len);
+}
+
+int gh_http_add_header(struct gh_http_req *req, const char *name, const char *fmt, ...)
+{
+    char value[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(value, sizeof value, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof value || strpbrk(value, "\r\n") || strpbrk(name, "\r\n: "))
+        return GH_EINVAL;
+    return gh_buf_printf(&req->res_headers, "%s: %s\r\n", name, value);
+}
+
+/* Frees a request whose client has gone (nothing more can be written). */
+static void drop_request(struct gh_http_req *req)
+{
+    gh_http_req_free(req);
+}
+
+void gh_http_respond(struct gh_http_req *req, int status, const char *content_type,
+                     const void *body, size_t len)
+{
+    GH_ASSERT(!req->responded);
+    req->responded = true;
+    req->status = status;
+    if (!req->conn) {
+        drop_request(req);
+        return;
+    }
+    bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
+    struct gh_buf b;
+    gh_buf_init(&b, len + req->res_headers.len + 1024);
+    build_head(req, &b, status, no_body ? NULL : content_type);
+    if (!no_body)
+        gh_buf_printf(&b, "Content-Length: %zu\r\n", len);
+    gh_buf_append(&b, "\r\n", 2);
+    if (!no_body && !req->head && len)
+        gh_buf_append(&b, body, len);
+    req->bytes_out = b.len;
+    if (!b.data || conn_write(req->conn, b.data, b.len))
+        req->keep_alive = false;
+    gh_buf_dispose(&b);
+    finish_request(req);
+}
+
+void gh_http_respond_json(struct gh_http_req *req, int status, const char *json, size_t len)
+{
+    gh_http_respond(req, status, "application/json", json, len);
+}
+
+void gh_http_respond_error_param(struct gh_http_req *req, int status, const char *code,
+                                 const char *param, const char *message)
+{
+    struct gh_buf b;
+    gh_buf_init(&b, 8192);
+    if (!code)
+        code = default_code(status);
+    if (gh_http_path_is_api(req->path ? req->path : "/api")) {
+        gh_buf_append_str(&b, "{\"error\":{\"message\":\"");
+        gh_buf_append_json_str(&b, message, strlen(message));
+        gh_buf_printf(&b, "\",\"type\":\"%s\",\"param\":", error_type(status));
+        if (param) {
+            gh_buf_append_str(&b, "\"");
+            gh_buf_append_json_str(&b, param, strlen(param));
+            gh_buf_append_str(&b, "\"");
+        } else {
+            gh_buf_append_str(&b, "null");
+        }
+        gh_buf_append_str(&b, ",\"code\":\"");
+        gh_buf_append_json_str(&b, code, strlen(code));
+        gh_buf_append_str(&b, "\"}}\n");
+        gh_http_respond(req, status, "application/json", b.data, b.len);
+    } else {
+        gh_buf_printf(&b,
+                      "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+                      "<meta name=\"viewport\" content=\"width=device-width\">"
+                      "<title>%d %s</title></head><body style=\"font-family:sans-serif;"
+                      "max-width:40em;margin:4em auto\"><h1>%d %s</h1><p>",
+                      status, gh_http_reason(status), status, gh_http_reason(status));
+        gh_buf_append_html(&b, message, strlen(message));
+        gh_buf_append_str(&b, "</p><p><a href=\"/\">gatehouse</a></p></body></html>\n");
+        gh_http_respond(req, status, "text/html; charset=utf-8", b.data, b.len);
+    }
+    gh_buf_dispose(&b);
+}
+
+void gh_http_respond_error(struct gh_http_req *req, int status, const char *code,
+                           const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    gh_http_respond_error_param(req, status, code, NULL, msg);
+}
+
+void gh_http_set_callbacks(struct gh_http_req *req, gh_http_abort_cb on_abort,
+                           gh_http_drain_cb on_drain, void *data)
+{
+    req->on_abort = on_abort;
+    req->on_drain = on_drain;
+    req->cb_data = data;
+}
+
+void gh_http_stream_start(struct gh_http_req *req, int status, const char *content_type)
+{
+    GH_ASSERT(!req->responded && !req->streaming);
+    req->streaming = true;
+    req->status = status;
+    if (!req->conn)
+        return;
+    struct gh_buf b;
+    gh_buf_init(&b, req->res_headers.len + 1024);
+    if (!req->http_minor)
+        req->keep_alive = false; /* HTTP/1.0: the close ends the body */
+    build_head(req, &b, status, content_type);
+    if (req->http_minor)
+        gh_buf_append_str(&b, "Transfer-Encoding: chunked\r\n");
+    gh_buf_append(&b, "\r\n", 2);
+    req->bytes_out += b.len;
+    if (!b.data || conn_write(req->conn, b.data, b.len))
+        req->keep_alive = false;
+    gh_buf_dispose(&b);
+}
+
+int64_t gh_http_stream_write(struct gh_http_req *req, const void *data, size_t len)
+{
+    GH_ASSERT(req->streaming && !req->responded);
+    if (!req->conn)
+        return GH_EIO;
+    if (req->head || !len)
+        return (int64_t)req->conn->write_pending;
+    char hdr[24];
+    struct gh_buf b;
+    gh_buf_init(&b, len + 32);
+    if (req->http_minor) {
+        snprintf(hdr, sizeof hdr, "%zx\r\n", len);
+        gh_buf_append_str(&b, hdr);
+    }
+    gh_buf_append(&b, data, len);
+    if (req->http_minor)
+        gh_buf_append(&b, "\r\n", 2);
+    req->bytes_out += b.len;
+    int rc = b.data ? conn_write(req->conn, b.data, b.len) : GH_ENOMEM;
+    gh_buf_dispose(&b);
+    if (rc)
+        return rc;
+    return (int64_t)req->conn->write_pending;
+}
+
+void gh_http_stream_end(struct gh_http_req *req)
+{
+    GH_ASSERT(req->streaming && !req->responded);
+    req->responded = true;
+    if (!req->conn) {
+        drop_request(req);
+        return;
+    }
+    if (req->http_minor && !req->head) {
+        req->bytes_out += 5;
+        if (conn_write(req->conn, "0\r\n\r\n", 5))
+            req->keep_alive = false;
+    }
+    finish_request(req);
+}
+
+/* ---- request lookups ---- */
+
+const char *gh_http_header_get(const struct gh_http_req *req, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (unsigned i = 0; i < req->nheaders; i++) {
+        const struct gh_http_header *h = &req->headers[i];
+        if (h->name_len == nl && !strncasecmp(h->name, name, nl)) {
+            if (len)
+                *len = h->value_len;
+            return h->value;
+        }
+    }
+    return NULL;
+}
+
+static int hexdig(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if ((c | 32) >= 'a' && (c | 32) <= 'f')
+        return (c | 32) - 'a' + 10;
+    return -1;
+}
+
+int gh_http_query_get(const struct gh_http_req *req, const char *name, char *out, size_t outlen)
+{
+    size_t nl = strlen(name);
+    const char *p = req->query;
+    while (p && *p) {
+        const char *amp = strchr(p, '&');
+        size_t plen = amp ? (size_t)(amp - p) : strlen(p);
+        if (plen >= nl && !strncmp(p, name, nl) && (plen == nl || p[nl] == '=')) {
+            const char *v = plen == nl ? p + nl : p + nl + 1;
+            size_t vlen = plen == nl ? 0 : plen - nl - 1, o = 0;
+            for (size_t i = 0; i < vlen; i++) {
+                char ch = v[i];
+                int h1, h2;
+                if (ch == '+')
+                    ch = ' ';
+                else if (ch == '%' && i + 2 < vlen && (h1 = hexdig(v[i + 1])) >= 0 &&
+                         (h2 = hexdig(v[i + 2])) >= 0) {
+                    ch = (char)(h1 * 16 + h2);
+                    i += 2;
+                }
+                if (o + 1 >= outlen)
+                    return GH_ETOOBIG;
+                out[o++] = ch;
+            }
+            out[o] = '\0';
+            return 0;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return GH_ENOTFOUND;
+}
+
+int gh_http_cookie_get(const struct gh_http_req *req, const char *name, char *out, size_t outlen)
+{
+    size_t nl = strlen(name);
+    for (unsigned i = 0; i < req->nheaders; i++) {
+        const struct gh_http_header *h = &req->headers[i];
+        if (h->name_len != 6 || strncasecmp(h->name, "cookie", 6))
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *stop = semi ? semi : end;
+            if ((size_t)(stop - p) > nl && !strncmp(p, name, nl) && p[nl] == '=') {
+                size_t vl = (size_t)(stop - p - nl - 1);
+                if (vl + 1 > outlen)
+                    return GH_ETOOBIG;
+                memcpy(out, p + nl + 1, vl);
+                out[vl] = '\0';
+                return 0;
+            }
+            p = stop;
+        }
+    }
+    return GH_ENOTFOUND;
+}
+
+/* ---- the request cycle ---- */
+
+static void access_log(struct gh_http_req *req, uint64_t dur_us)
+{
+    struct gh_worker *w = req->worker;
+    unsigned rate = req->cfg->log.access_rate;
+    uint64_t sec = gh_now_ms() / 1000;
+    if (sec != w->access_log.window_sec) {
+        w->access_log.window_sec = sec;
+        w->access_log.count = 0;
+    }
+    unsigned sample = 1;
+    if (w->access_log.count++ >= rate) {
+        sample = req->cfg->log.access_sample;
+        if (++w->access_log.skip < sample) {
+            GH_STAT_ADD(&w->stats.access_sampled_out, 1);
+            return;
+        }
+        w->access_log.skip = 0;
+    }
+    char ts[40], prefix[64];
+    char line[1024];
+    gh_addr_format_prefix(&req->client, prefix, sizeof prefix);
+    struct gh_buf b;
+    gh_buf_init(&b, sizeof line);
+    gh_buf_printf(&b, "{\"ts\":\"%s\",\"worker\":%u,\"client\":\"%s\",\"method\":\"%s\",\"path\":\"",
+                  gh_time_rfc3339(gh_wall_ms(), ts, sizeof ts), w->id, prefix,
+                  req->method_name ? req->method_name : "-");
+    const char *path = req->path ? req->path : "-";
+    gh_buf_append_json_str(&b, path, GH_MIN(strlen(path), (size_t)256));
+    gh_buf_printf(&b, "\",\"route\":\"%s\",\"status\":%d,\"bytes\":%llu,\"us\":%llu",
+                  req->route ? req->route->pattern : "-", req->status,
+                  (unsigned long long)req->bytes_out, (unsigned long long)dur_us);
+    if (sample > 1)
+        gh_buf_printf(&b, ",\"sample\":%u", sample);
+    gh_buf_append_str(&b, "}\n");
+    if (b.data)
+        gh_log_access(b.data, b.len);
+    gh_buf_dispose(&b);
+}
+
+static void account(struct gh_http_req *req, unsigned route_idx)
+{
+    uint64_t dur_us = (gh_now_ns() - req->start_ns) / 1000;
+    gh_worker_stats_request(&req->worker->stats, route_idx, req->status, dur_us);
+    if (req->cfg)
+        access_log(req, dur_us);
+}
+
+static unsigned route_index(struct gh_http_req *req)
+{
+    const struct gh_router *r = req->worker->router;
+    return req->route ? req->route->index : r->n; /* r->n = unmatched */
+}
+
+static void finish_request(struct gh_http_req *req)
+{
+    struct gh_conn *c = req->conn;
+    account(req, route_index(req));
+    c->req = NULL;
+    if (!req->keep_alive)
+        c->close_after = true;
+    gh_http_req_free(req);
+    if (c->state == ST_CLOSING)
+        return;
+    gh_reqparser_next(&c->parser);
+    c->continue_sent = false;
+    c->got_bytes = false;
+    if (c->close_after) {
+        maybe_close_after_write(c);
+        return;
+    }
+    set_state(c, ST_IDLE, gh_now_ms());
+    if (c->read_paused && !c->eof) {
+        c->read_paused = false;
+        resume_read(c);
+    }
+    if (!c->in_process && c->write_pending < WRITE_HIGH_MARK)
+        process_input(c);
+}
+
+static int on_headers(struct gh_http_req *req, void *data)
+{
+    struct gh_conn *c = data;
+    struct gh_worker *w = c->w;
+    req->worker = w;
+    req->conn = c;
+    req->client = c->addr;
+    req->cfg = gh_config_ref(w->cfg);
+    req->start_ns = c->first_byte_ns;
+    req->body_max = w->cfg->limits.body_max;
+    char allow[128];
+    const struct gh_route *rt = NULL;
+    enum gh_match m = gh_router_match(w->router, req->method, req->path, &req->arena, &rt,
+                                      req->params, &req->nparams, allow, sizeof allow);
+    if (m == GH_MATCH_OK) {
+        req->route = rt;
+        if (rt->body_max)
+            req->body_max = rt->body_max;
+    } else if (m == GH_MATCH_BAD_METHOD) {
+        /* remembered for dispatch; the body (capped) is read first so the
+         * connection stays usable */
+        gh_http_add_header(req, "Allow", "%s", allow);
+        req->status = 405;
+    } else {
+        req->status = 404;
+    }
+    if (c->state == ST_HEADER)
+        set_state(c, ST_BODY, gh_now_ms());
+    return 0;
+}
+
+static void dispatch(struct gh_conn *c, struct gh_http_req *req)
+{
+    struct gh_worker *w = c->w;
+    c->req = req;
+    c->nreq++;
+    if (c->nreq >= w->cfg->limits.requests_per_conn || w->stopping || c->eof)
+        req->keep_alive = false;
+    set_state(c, ST_BUSY, gh_now_ms());
+    if (req->status == 405) {
+        req->status = 0;
+        gh_http_respond_error(req, 405, "method_not_allowed", "method %s is not allowed on %s",
+                              req->method_name, req->path);
+    } else if (!req->route) {
+        req->status = 0;
+        gh_http_respond_error(req, 404, "not_found", "no such resource: %s", req->path);
+    } else {
+        req->route->handler(req);
+    }
+}
+
+/* Answers a request the parser refused, then closes. */
+static void refuse(struct gh_conn *c, int status, const char *msg)
+{
+    struct gh_worker *w = c->w;
+    enum gh_refusal why = status == 431   ? GH_REFUSE_HEADER_TOO_LARGE
+                          : status == 413 ? GH_REFUSE_BODY_TOO_LARGE
+                          : status == 408 ? (c->state == ST_BODY ? GH_REFUSE_BODY_TIMEOUT
+                                                                 : GH_REFUSE_HEADER_TIMEOUT)
+                                          : GH_REFUSE_BAD_REQUEST;
+    GH_STAT_ADD(&w->stats.refused[why], 1);
+    struct gh_http_req *req = gh_reqparser_take(&c->parser);
+    if (!req)
+        req = gh_http_req_new();
+    if (!req) {
+        conn_close(c);
+        return;
+    }
+    if (!req->worker) {
+        req->worker = w;
+        req->conn = c;
+        req->client = c->addr;
+        req->cfg = gh_config_ref(w->cfg);
+        req->start_ns = c->first_byte_ns ? c->first_byte_ns : gh_now_ns();
+    }
+    req->http_minor = 1;
+    req->head = false;
+    req->keep_alive = false;
+    req->responded = false;
+    req->streaming = false;
+    gh_buf_reset(&req->res_headers);
+    req->route = NULL; /* counted as unmatched */
+    c->req = req;
+    set_state(c, ST_BUSY, gh_now_ms());
+    gh_http_respond_error(req, status, NULL, "%s", msg ? msg : gh_http_reason(status));
+}
+
+/* Parses as much of data as one request at a time allows; returns bytes
+ * used. */
+static size_t parse(struct gh_conn *c, const char *data, size_t len)
+{
+    size_t used_total = 0;
+    while (len > 0 && !c->req && c->state != ST_CLOSING && !c->close_after &&
+           c->write_pending < WRITE_HIGH_MARK) {
+        if (c->state == ST_IDLE) {
+            set_state(c, ST_HEADER, gh_now_ms());
+            c->first_byte_ns = gh_now_ns();
+        } else if (!c->got_bytes) {
+            c->first_byte_ns = gh_now_ns();
+        }
+        c->got_bytes = true;
+        size_t used = 0;
+        enum gh_parse_result r = gh_reqparser_feed(&c->parser, data, len, &used);
+        data += used;
+        len -= used;
+        used_total += used;
+        if (r == GH_PARSE_ERROR) {
+            refuse(c, c->parser.error_status, c->parser.error_msg);
+            return used_total + len; /* the rest is discarded with the connection */
+        }
+        if (r == GH_PARSE_DONE) {
+            dispatch(c, gh_reqparser_take(&c->parser));
+            continue;
+        }
+        /* need more bytes: a client waiting for 100 Continue gets it now */
+        struct gh_http_req *pr = c->parser.req;
+        if (pr && pr->expect_continue && !c->continue_sent && gh_reqparser_in_body(&c->parser)) {
+            c->continue_sent = true;
+            conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        }
+    }
+    return used_total;
+}
+
+static void process_input(struct gh_conn *c)
+{
+    if (c->in_process || !c->in.len)
+        return;
+    c->in_process = true;
+    size_t used = parse(c, c->in.data, c->in.len);
+    if (c->state != ST_CLOSING) {
+        gh_buf_consume(&c->in, used);
+        if (!c->in.len)
+            gh_buf_dispose(&c->in);
+    }
+    c->in_process = false;
+    if (c->state != ST_CLOSING && c->eof && !c->req && !c->in.len) {
+        c->close_after = true;
+        maybe_close_after_write(c);
+    }
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct gh_conn *c = h->data;
+    buf->base = c->w->scratch;
+    buf->len = c->w->scratch_len;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct gh_conn *c = s->data;
+    if (nread == 0 || c->state == ST_CLOSING)
+        return;
+    if (nread < 0) {
+        if (nread != UV_EOF) {
+            conn_close(c);
+            return;
+        }
+        c->eof = true;
+        uv_read_stop(s);
+        if (c->req) {
+            /* the client has gone while its answer was pending */
+            if (c->req->on_abort)
+                conn_close(c);
+            else
+                c->req->keep_alive = false;
+            return;
+        }
+        if (gh_reqparser_in_headers(&c->parser) || gh_reqparser_in_body(&c->parser)) {
+            conn_close(c); /* a request cut short: no one to answer */
+            return;
+        }
+        c->close_after = true;
+        maybe_close_after_write(c);
+        return;
+    }
+    size_t cap = c->w->cfg->limits.pipeline_max + c->w->cfg->limits.header_max;
+    if (!c->in.len && !c->req && !c->in_process) {
+        /* fast path: parse straight from the scratch buffer */
+        c->in_process = true;
+        size_t used = parse(c, buf->base, (size_t)nread);
+        c->in_process = false;
+        if (c->state == ST_CLOSING)
+            return;
+        if (used < (size_t)nread) {
+            gh_buf_init(&c->in, cap);
+            if (gh_buf_append(&c->in, buf->base + used, (size_t)nread - used)) {
+                conn_close(c);
+                return;
+            }
+        }
+    } else {
+        if (!c->in.cap)
+            gh_buf_init(&c->in, cap);
+        if (gh_buf_append(&c->in, buf->base, (size_t)nread)) {
+            conn_close(c);
+            return;
+        }
+        if (!c->req)
+            process_input(c);
+    }
+    if (c->state == ST_CLOSING)
+        return;
+    if (c->in.len >= c->w->cfg->limits.pipeline_max && !c->read_paused) {
+        c->read_paused = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+static void resume_read(struct gh_conn *c)
+{
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- opening and closing ---- */
+
+static void on_closed(uv_handle_t *h)
+{
+    struct gh_conn *c = h->data;
+    gh_reqparser_dispose(&c->parser);
+    gh_buf_dispose(&c->in);
+    free(c);
+}
+
+static void conn_close(struct gh_conn *c)
+{
+    if (c->state == ST_CLOSING)
+        return;
+    struct gh_worker *w = c->w;
+    set_state(c, ST_CLOSING, 0);
+    w->nconns--;
+    GH_STAT_ADD(&w->stats.conns_open, -1);
+    if (c->counted) {
+        atomic_fetch_sub_explicit(&w->srv->conns_total, 1, memory_order_relaxed);
+        gh_addrtab_release(w->srv->addrs, &c->addr);
+    }
+    struct gh_http_req *req = c->req;
+    c->req = NULL;
+    if (req) {
+        /* the answer is still pending: the handler finishes into the void */
+        account(req, route_index(req));
+        req->conn = NULL;
+        req->aborted = true;
+        if (req->on_abort) {
+            req->on_abort(req, req->cb_data);
+            gh_http_req_free(req);
+        } else if (req->responded) {
+            gh_http_req_free(req);
+        }
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void refuse_at_accept(struct gh_worker *w, uv_tcp_t *tcp, enum gh_refusal why)
+{
+    GH_STAT_ADD(&w->stats.refused[why], 1);
+    uv_close((uv_handle_t *)tcp, (uv_close_cb)free);
+}
+
+void gh_conn_on_connection(uv_stream_t *listener, int status)
+{
+    struct gh_worker *w = listener->data;
+    if (status < 0)
+        return;
+    struct gh_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    if (uv_tcp_init(&w->loop, &c->tcp)) {
+        free(c);
+        return;
+    }
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp)) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl)) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    addr_from_sockaddr(&ss, &c->addr);
+    const struct gh_config *cfg = w->cfg;
+    struct gh_server *srv = w->srv;
+    if (!w->admin) {
+        if (srv->accept_filter && !srv->accept_filter(&c->addr, srv->accept_filter_data)) {
+            refuse_at_accept(w, &c->tcp, GH_REFUSE_BLOCKED);
+            return;
+        }
+        unsigned total = atomic_fetch_add_explicit(&srv->conns_total, 1, memory_order_relaxed);
+        if (total >= cfg->limits.max_conns) {
+            atomic_fetch_sub_explicit(&srv->conns_total, 1, memory_order_relaxed);
+            refuse_at_accept(w, &c->tcp, GH_REFUSE_MAX_CONNS);
+            return;
+        }
+        if (!gh_addrtab_acquire(srv->addrs, &c->addr, cfg->limits.max_conns_per_addr)) {
+            atomic_fetch_sub_explicit(&srv->conns_total, 1, memory_order_relaxed);
+            refuse_at_accept(w, &c->tcp, GH_REFUSE_PER_ADDR);
+            return;
+        }
+        c->counted = true;
+        /* the slowloris guard: room for a new connection is made by closing
+         * the one that has waited longest without sending its headers */
+        while (w->npending >= w->pending_cap) {
+            struct gh_list *oldest = gh_list_first(&w->conns_header);
+            if (!oldest)
+                break;
+            GH_STAT_ADD(&w->stats.refused[GH_REFUSE_PENDING_EVICTED], 1);
+            conn_close(GH_CONTAINER_OF(oldest, struct gh_conn, node));
+        }
+    }
+    c->w = w;
+    c->tcp.data = c;
+    gh_list_init(&c->node);
+    c->state = ST_IDLE; /* so the first set_state counts it pending */
+    gh_reqparser_init(&c->parser, cfg->limits.header_max, cfg->limits.header_count_max,
+                      on_headers, c);
+    w->nconns++;
+    GH_STAT_ADD(&w->stats.conns_open, 1);
+    GH_STAT_ADD(&w->stats.conns_accepted, 1);
+    set_state(c, ST_HEADER, gh_now_ms());
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+        conn_close(c);
+}
+
+/* ---- deadlines ---- */
+
+void gh_conn_sweep(struct gh_worker *w, uint64_t now)
+{
+    const struct gh_config *cfg = w->cfg;
+    struct gh_list *n;
+    while ((n = gh_list_first(&w->conns_header))) {
+        struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, node);
+        if (now - c->since_ms < cfg->limits.header_timeout_ms)
+            break;
+        if (c->got_bytes) {
+            refuse(c, 408, "request headers not received in time");
+        } else {
+            GH_STAT_ADD(&w->stats.refused[GH_REFUSE_HEADER_TIMEOUT], 1);
+            conn_close(c);
+        }
+    }
+    uint64_t idle = cfg->limits.idle_timeout_ms;
+    while ((n = gh_list_first(&w->conns_idle))) {
+        struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, node);
+        if (now - c->since_ms < idle)
+            break;
+        GH_STAT_ADD(&w->stats.refused[GH_REFUSE_IDLE_TIMEOUT], 1);
+        conn_close(c);
+    }
+    /* bodies: a minimum average rate once the grace time is over */
+    struct gh_list *it = w->conns_body.next;
+    while (it != &w->conns_body) {
+        struct gh_conn *c = GH_CONTAINER_OF(it, struct gh_conn, node);
+        it = it->next;
+        uint64_t elapsed = now - c->since_ms;
+        if (elapsed < cfg->limits.body_rate_grace_ms || !c->parser.req)
+            continue;
+        uint64_t got = c->parser.req->body.len;
+        if (got * 1000 < (uint64_t)cfg->limits.body_min_rate * elapsed) {
+            refuse(c, 408, "request body arrived too slowly");
+        }
+    }
+}
+
+void gh_conn_stop_worker(struct gh_worker *w)
+{
+    struct gh_list *n;
+    while ((n = gh_list_first(&w->conns_idle)))
+        conn_close(GH_CONTAINER_OF(n, struct gh_conn, node));
+    struct gh_list *it = w->conns_header.next;
+    while (it != &w->conns_header) {
+        struct gh_conn *c = GH_CONTAINER_OF(it, struct gh_conn, node);
+        it = it->next;
+        if (!c->got_bytes)
+            conn_close(c);
+    }
+    for (it = w->conns_busy.next; it != &w->conns_busy; it = it->next) {
+        struct gh_conn *c = GH_CONTAINER_OF(it, struct gh_conn, node);
+        if (c->req)
+            c->req->keep_alive = false;
+    }
+}
+
+void gh_conn_close_all(struct gh_worker *w)
+{
+    struct gh_list *lists[] = {&w->conns_header, &w->conns_body, &w->conns_idle,
+                               &w->conns_busy};
+    for (size_t i = 0; i < GH_ARRAY_LEN(lists); i++) {
+        struct gh_list *n;
+        while ((n = gh_list_first(lists[i])))
+            conn_close(GH_CONTAINER_OF(n, struct gh_conn, node));
+    }
+}

@@ -1,0 +1,61 @@
+/* The request parser: http-parser driven incrementally, collecting one
+ * request at a time into a gh_http_req with every size capped. It knows
+ * nothing of sockets, so the fuzzer drives it directly. One per
+ * connection, used by that connection's loop thread only. */
+#pragma once
+
+#include "http/http.h"
+
+#include <http_parser.h>
+
+enum gh_parse_result {
+    GH_PARSE_AGAIN = 0, /* all input consumed, the request is not complete */
+    GH_PARSE_DONE = 1,  /* one request complete; call gh_reqparser_next after */
+    GH_PARSE_ERROR = 2, /* unrecoverable; error_status says which answer */
+};
+
+/* Called when the headers are complete, before any body byte. Routes the
+ * request and sets req->body_max. Returns 0 to go on or an HTTP status
+ * (413, 404 …) to stop with. */
+typedef int (*gh_reqparser_headers_cb)(struct gh_http_req *req, void *data);
+
+struct gh_reqparser {
+    http_parser hp;
+    struct gh_http_req *req; /* the request being parsed, owned until taken */
+    size_t header_max;
+    unsigned header_count_max;
+    size_t header_bytes;
+    int last_cb; /* 0 none, 1 url, 2 field, 3 value */
+    struct gh_buf raw; /* url and header bytes of the current request */
+    uint32_t *offs;    /* per header: name_off, name_len, value_off, value_len */
+    unsigned nhdr;
+    bool headers_done;
+    bool message_done;
+    int error_status;
+    const char *error_msg;
+    gh_reqparser_headers_cb on_headers;
+    void *cb_data;
+};
+
+/* Prepares a parser with the limits; allocates nothing yet. */
+void gh_reqparser_init(struct gh_reqparser *p, size_t header_max, unsigned header_count_max,
+                       gh_reqparser_headers_cb on_headers, void *cb_data);
+/* Frees the request being parsed, if any. */
+void gh_reqparser_dispose(struct gh_reqparser *p);
+
+/* Feeds len bytes; *consumed tells how many were used. On GH_PARSE_DONE
+ * the complete request is in p->req: take it with gh_reqparser_take, then
+ * call gh_reqparser_next before feeding the rest. */
+enum gh_parse_result gh_reqparser_feed(struct gh_reqparser *p, const char *data, size_t len,
+                                       size_t *consumed);
+/* Hands the complete request to the caller, who frees it with
+ * gh_http_req_free. */
+struct gh_http_req *gh_reqparser_take(struct gh_reqparser *p);
+/* Readies the parser for the next request on the connection. */
+void gh_reqparser_next(struct gh_reqparser *p);
+/* True when bytes of a request have arrived but its headers have not. */
+bool gh_reqparser_in_headers(const struct gh_reqparser *p);
+bool gh_reqparser_in_body(const struct gh_reqparser *p);
+
+struct gh_http_req *gh_http_req_new(void);
+void gh_http_req_free(struct gh_http_req *req);
