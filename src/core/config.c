@@ -89,6 +89,11 @@ static const struct key_def keys[] = {
      "64 hex chars; empty = generated at first start in data_dir/secrets"},
     {"secrets", "admin_token", T_TOKEN, OFF(secrets.admin_token), 0, 0, "",
      "admin API bearer token; empty = generated in data_dir/admin.token"},
+
+    /* @identity-keys */
+    /* @shield-keys */
+    /* @gateway-keys */
+    /* @status-keys */
 };
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};

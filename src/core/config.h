@@ -51,6 +51,13 @@ struct gh_config {
         char *enc_key;     /* 64 hex chars, or empty: generated in data_dir */
         char *admin_token; /* or empty: generated in data_dir/admin.token */
     } secrets;
+
+    /* Subsystem sections: each subsystem adds its own struct below its
+     * marker (and its keys below the same marker in config.c). */
+    /* @identity-fields */
+    /* @shield-fields */
+    /* @gateway-fields */
+    /* @status-fields */
 };
 
 /* A configuration holding the defaults, refs = 1. NULL when out of memory. */

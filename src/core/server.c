@@ -152,6 +152,55 @@ static void set_port(struct sockaddr_storage *ss, uint16_t port)
 
 /* ---- workers ---- */
 
+struct gh_worker_task {
+    struct gh_worker_task *next;
+    gh_worker_task_fn fn;
+    void *data;
+};
+
+int gh_worker_post(struct gh_worker *w, gh_worker_task_fn fn, void *data)
+{
+    struct gh_worker_task *t = malloc(sizeof *t);
+    if (!t)
+        return GH_ENOMEM;
+    t->next = NULL;
+    t->fn = fn;
+    t->data = data;
+    pthread_mutex_lock(&w->task_mu);
+    if (w->task_closed) {
+        pthread_mutex_unlock(&w->task_mu);
+        free(t);
+        return GH_EBUSY;
+    }
+    if (w->task_tail)
+        w->task_tail->next = t;
+    else
+        w->task_head = t;
+    w->task_tail = t;
+    uv_async_send(&w->task_async);
+    pthread_mutex_unlock(&w->task_mu);
+    return 0;
+}
+
+static void run_tasks(struct gh_worker *w)
+{
+    pthread_mutex_lock(&w->task_mu);
+    struct gh_worker_task *t = w->task_head;
+    w->task_head = w->task_tail = NULL;
+    pthread_mutex_unlock(&w->task_mu);
+    while (t) {
+        struct gh_worker_task *next = t->next;
+        t->fn(w, t->data);
+        free(t);
+        t = next;
+    }
+}
+
+static void on_task_async(uv_async_t *a)
+{
+    run_tasks(a->data);
+}
+
 static void worker_take_config(struct gh_worker *w)
 {
     struct gh_config *n = gh_server_config(w->srv);
@@ -170,6 +219,12 @@ static void worker_exit(struct gh_worker *w)
             w->srv->hooks[i].dispose(w, w->srv->hooks[i].data);
     uv_close((uv_handle_t *)&w->async, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
+    /* tasks posted from now on are refused; those queued still run */
+    pthread_mutex_lock(&w->task_mu);
+    w->task_closed = true;
+    pthread_mutex_unlock(&w->task_mu);
+    run_tasks(w);
+    uv_close((uv_handle_t *)&w->task_async, NULL);
     if (w->listening) {
         uv_close((uv_handle_t *)&w->listener, NULL);
         w->listening = false;
@@ -239,6 +294,9 @@ static void worker_main(void *arg)
     w->listening = rc == 0;
     if (!rc)
         rc = uv_async_init(&w->loop, &w->async, on_worker_async);
+    w->task_async.data = w;
+    if (!rc)
+        rc = uv_async_init(&w->loop, &w->task_async, on_task_async);
     if (!rc)
         rc = uv_timer_init(&w->loop, &w->tick);
     if (!rc) {
@@ -381,6 +439,7 @@ static int init_worker(struct gh_server *srv, struct gh_worker *w, unsigned id, 
     gh_list_init(&w->conns_body);
     gh_list_init(&w->conns_idle);
     gh_list_init(&w->conns_busy);
+    pthread_mutex_init(&w->task_mu, NULL);
     w->scratch_len = SCRATCH_BYTES;
     w->scratch = malloc(SCRATCH_BYTES);
     if (!w->scratch || uv_loop_init(&w->loop))

@@ -29,6 +29,10 @@ typedef bool (*gh_accept_filter_fn)(const struct gh_addr *a, void *data);
 typedef void (*gh_reload_fn)(struct gh_server *srv, const struct gh_config *cfg, void *data);
 
 #define GH_WORKER_SLOTS 8
+
+/* A function to run on a worker's loop, posted from any thread. */
+typedef void (*gh_worker_task_fn)(struct gh_worker *w, void *data);
+struct gh_worker_task;
 #define GH_HOOKS_MAX    16
 
 struct gh_worker {
@@ -72,6 +76,11 @@ struct gh_worker {
     char *scratch; /* read buffer shared by this worker's connections */
     size_t scratch_len;
     void *slots[GH_WORKER_SLOTS]; /* per-worker state of subsystems */
+    /* tasks posted by other threads (gh_worker_post) */
+    uv_async_t task_async;
+    pthread_mutex_t task_mu;
+    struct gh_worker_task *task_head, *task_tail;
+    bool task_closed;
     int start_rc;
 };
 
@@ -140,6 +149,11 @@ int gh_server_add_reload_hook(struct gh_server *srv, gh_reload_fn fn, void *data
 int gh_server_run(struct gh_server *srv);
 void gh_server_dispose(struct gh_server *srv);
 
+/* Runs fn(w, data) on w's loop thread soon. Any thread may call it; this
+ * is how work done off the loop (password hashing, database) comes back
+ * to answer its request. Returns GH_ENOMEM, or GH_EBUSY when the worker
+ * has stopped (then fn never runs and the caller keeps data). */
+int gh_worker_post(struct gh_worker *w, gh_worker_task_fn fn, void *data);
 /* A new reference to the current configuration (any thread). */
 struct gh_config *gh_server_config(struct gh_server *srv);
 /* Re-reads the configuration as SIGHUP does. 0, or an error in err and the
