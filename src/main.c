@@ -1,6 +1,7 @@
 /* This module implements the command line: serve, config, version, help
  * (and hands `ctl` to the admin client). */
 #include "admin/admin.h"
+#include "admin/ctl.h"
 #include "core/log.h"
 #include "core/server.h"
 
@@ -16,6 +17,8 @@ static const char usage[] =
     "Usage:\n"
     "  gatehouse serve [options]     run the server\n"
     "  gatehouse config [options]    check the configuration and print it as INI\n"
+    "  gatehouse ctl COMMAND ...     operator commands through the admin API\n"
+    "                                (gatehouse ctl help lists them)\n"
     "  gatehouse version             print the version\n"
     "  gatehouse --help              this text\n"
     "\n"
@@ -208,6 +211,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "config"))
         return cmd_config(argc - 2, argv + 2);
+    if (!strcmp(cmd, "ctl"))
+        return gh_ctl_main(argc - 2, argv + 2, environ);
     fprintf(stderr, "gatehouse: unknown command '%s' (see gatehouse --help)\n", cmd);
     return 2;
 }

@@ -25,6 +25,10 @@ typedef int (*gh_worker_init_fn)(struct gh_worker *w, void *data);
 typedef void (*gh_worker_dispose_fn)(struct gh_worker *w, void *data);
 /* Decides at accept, before any read, whether an address may connect. */
 typedef bool (*gh_accept_filter_fn)(const struct gh_addr *a, void *data);
+/* Runs on the worker before a routed request reaches its handler (the
+ * shield: classify, limit, admit). Returns true to go on; false when it
+ * has answered the request itself (429, 503 …). */
+typedef bool (*gh_request_filter_fn)(struct gh_http_req *req, void *data);
 /* Runs on the main thread after a reload was accepted. */
 typedef void (*gh_reload_fn)(struct gh_server *srv, const struct gh_config *cfg, void *data);
 
@@ -107,6 +111,8 @@ struct gh_server {
     struct gh_addrtab *addrs;
     gh_accept_filter_fn accept_filter;
     void *accept_filter_data;
+    gh_request_filter_fn request_filter; /* public listener only */
+    void *request_filter_data;
 
     struct {
         gh_worker_init_fn init;

@@ -693,6 +693,9 @@ static void dispatch(struct gh_conn *c, struct gh_http_req *req)
     } else if (!req->route) {
         req->status = 0;
         gh_http_respond_error(req, 404, "not_found", "no such resource: %s", req->path);
+    } else if (!w->admin && w->srv->request_filter &&
+               !w->srv->request_filter(req, w->srv->request_filter_data)) {
+        return; /* the filter answered */
     } else {
         req->route->handler(req);
     }

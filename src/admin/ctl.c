@@ -1,0 +1,211 @@
+/* This module implements `gatehouse ctl` (ctl.h): option parsing, the
+ * request to the admin API through libcurl, and the command table. */
+#include "admin/ctl.h"
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/secrets.h"
+#include "core/server.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ctl_cmd {
+    const char *name; /* "policy show": the words that select it */
+    const char *usage;
+    int (*run)(struct gh_ctl *c);
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    struct gh_buf *b = ud;
+    return gh_buf_append(b, p, size * n) ? 0 : size * n;
+}
+
+/* Sends one request; fills *status and the parsed body (NULL if not JSON).
+ * Returns 0, or 3 when the server cannot be reached. */
+static int ctl_request(struct gh_ctl *c, const char *method, const char *path, json_t *body,
+                       long *status, json_t **out)
+{
+    CURL *h = curl_easy_init();
+    if (!h)
+        return 3;
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", c->base, path);
+    struct gh_buf resp;
+    gh_buf_init(&resp, 64u << 20);
+    char auth[400];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->token);
+    struct curl_slist *hdrs = curl_slist_append(NULL, auth);
+    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (text)
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, text);
+    CURLcode rc = curl_easy_perform(h);
+    int result = 0;
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "gatehouse ctl: cannot reach the admin API at %s: %s\n", c->base,
+                curl_easy_strerror(rc));
+        result = 3;
+    } else {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+        *out = resp.len ? json_loadb(resp.data, resp.len, 0, NULL) : NULL;
+    }
+    free(text);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    gh_buf_dispose(&resp);
+    return result;
+}
+
+/* Prints the server's error message and returns 1. */
+static int ctl_fail(long status, json_t *body)
+{
+    const char *msg = json_string_value(json_object_get(json_object_get(body, "error"), "message"));
+    fprintf(stderr, "gatehouse ctl: %ld: %s\n", status, msg ? msg : "request failed");
+    return 1;
+}
+
+int gh_ctl_call(struct gh_ctl *c, const char *method, const char *path, json_t *body,
+                void (*print)(json_t *))
+{
+    long status = 0;
+    json_t *out = NULL;
+    int rc = ctl_request(c, method, path, body, &status, &out);
+    if (rc)
+        return rc;
+    if (status >= 400) {
+        rc = ctl_fail(status, out);
+    } else if (c->json || !print) {
+        if (out) {
+            char *s = json_dumps(out, JSON_INDENT(2) | JSON_SORT_KEYS);
+            if (s)
+                puts(s);
+            free(s);
+        }
+    } else {
+        print(out);
+    }
+    json_decref(out);
+    return rc;
+}
+
+static void print_ok(json_t *j)
+{
+    const char *s = json_string_value(json_object_get(j, "status"));
+    printf("%s\n", s ? s : "unexpected answer");
+}
+
+static int cmd_health(struct gh_ctl *c)
+{
+    return gh_ctl_call(c, "GET", "/healthz", NULL, print_ok);
+}
+
+/* The command table; subsystems add their rows here. */
+static const struct ctl_cmd commands[] = {
+    {"health", "health                      check that the admin API answers", cmd_health},
+    /* @ctl-commands */
+};
+
+static void ctl_usage(FILE *f)
+{
+    fputs("Usage: gatehouse ctl [--config FILE] [--admin URL|HOST:PORT] [--token T] [--json] "
+          "COMMAND ...\n\nCommands:\n",
+          f);
+    for (size_t i = 0; i < GH_ARRAY_LEN(commands); i++)
+        fprintf(f, "  %s\n", commands[i].usage);
+}
+
+int gh_ctl_main(int argc, char **argv, char **envp)
+{
+    struct gh_ctl c = {0};
+    const char *config = getenv("GATEHOUSE_CONFIG");
+    const char *admin = NULL, *token = NULL;
+    int i = 0;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--json")) {
+            c.json = true;
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            ctl_usage(stdout);
+            return 0;
+        } else if ((!strcmp(a, "--config") || !strcmp(a, "--admin") || !strcmp(a, "--token")) &&
+                   i + 1 < argc) {
+            const char **slot = a[2] == 'c' ? &config : a[2] == 'a' ? &admin : &token;
+            *slot = argv[++i];
+        } else {
+            fprintf(stderr, "gatehouse ctl: unknown option '%s'\n", a);
+            ctl_usage(stderr);
+            return 2;
+        }
+    }
+    if (i >= argc || !strcmp(argv[i], "help")) {
+        ctl_usage(i >= argc ? stderr : stdout);
+        return i >= argc ? 2 : 0;
+    }
+    struct gh_buf err;
+    gh_buf_init(&err, 4096);
+    struct gh_config *cfg = NULL;
+    if (gh_server_build_config(config, NULL, 0, envp, &cfg, &err)) {
+        fprintf(stderr, "gatehouse ctl: invalid configuration: %s\n", err.data ? err.data : "");
+        gh_buf_dispose(&err);
+        return 2;
+    }
+    gh_buf_dispose(&err);
+    if (!admin)
+        admin = cfg->server.admin_listen;
+    snprintf(c.base, sizeof c.base, "%s%s", strncmp(admin, "http", 4) ? "http://" : "", admin);
+    if (token)
+        snprintf(c.token, sizeof c.token, "%s", token);
+    else if (gh_secrets_admin_token(cfg, c.token, sizeof c.token)) {
+        fprintf(stderr,
+                "gatehouse ctl: no admin token: set GATEHOUSE_ADMIN_TOKEN, pass --token, or run "
+                "where %s/admin.token is readable\n",
+                cfg->server.data_dir);
+        gh_config_unref(cfg);
+        return 2;
+    }
+    gh_config_unref(cfg);
+    /* match the longest command name: "policy set" before "policy" */
+    const struct ctl_cmd *best = NULL;
+    int best_words = 0;
+    for (size_t k = 0; k < GH_ARRAY_LEN(commands); k++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s", commands[k].name);
+        int words = 0;
+        bool ok = true;
+        for (char *save = NULL, *w = strtok_r(name, " ", &save); w;
+             w = strtok_r(NULL, " ", &save)) {
+            if (i + words >= argc || strcmp(argv[i + words], w)) {
+                ok = false;
+                break;
+            }
+            words++;
+        }
+        if (ok && words > best_words) {
+            best = &commands[k];
+            best_words = words;
+        }
+    }
+    if (!best) {
+        fprintf(stderr, "gatehouse ctl: unknown command '%s'\n", argv[i]);
+        ctl_usage(stderr);
+        return 2;
+    }
+    c.argc = argc - i - best_words;
+    c.argv = argv + i + best_words;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = best->run(&c);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,35 @@
+/* `gatehouse ctl`: the operator's client for the admin API. It finds the
+ * admin address and token the way `serve` does (config file, flags,
+ * GATEHOUSE_ADMIN_LISTEN, GATEHOUSE_ADMIN_TOKEN, <data>/admin.token), sends
+ * one request per command and prints a human-readable table, or the JSON
+ * with --json. Runs in its own process; blocking calls are fine here.
+ * Commands live in a table in ctl.c; each subsystem adds its rows. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+
+/* What a command implementation gets: where the server is, and its own
+ * arguments (after the command words). */
+struct gh_ctl {
+    char base[160]; /* http://127.0.0.1:9091 */
+    char token[300];
+    bool json;
+    int argc;
+    char **argv;
+};
+
+/* Sends method path (with body, which may be NULL; not stolen) to the admin
+ * API. On success prints the JSON answer with --json or when print is NULL,
+ * else calls print(answer). On an error status prints the server's message.
+ * Returns the exit code: 0, 1 (refused), 3 (unreachable). */
+int gh_ctl_call(struct gh_ctl *c, const char *method, const char *path, json_t *body,
+                void (*print)(json_t *answer));
+
+/* Command implementations, one per row of the table in ctl.c. Each returns
+ * an exit code (2 for a usage error, with a message on stderr). */
+/* @ctl-decls */
+
+/* Runs `gatehouse ctl ARGS…`. Returns the exit code: 0 ok, 1 the server
+ * refused or failed, 2 usage error, 3 cannot reach the server. */
+int gh_ctl_main(int argc, char **argv, char **envp);
