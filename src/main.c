@@ -4,6 +4,7 @@
 #include "admin/ctl.h"
 #include "core/log.h"
 #include "core/server.h"
+#include "status/status.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@ static const char usage[] =
     "  gatehouse config [options]    check the configuration and print it as INI\n"
     "  gatehouse ctl COMMAND ...     operator commands through the admin API\n"
     "                                (gatehouse ctl help lists them)\n"
+    "  gatehouse status export DIR [--config FILE] [--data DIR]\n"
+    "                                write the status page and its JSON as static files\n"
     "  gatehouse version             print the version\n"
     "  gatehouse --help              this text\n"
     "\n"
@@ -183,7 +186,13 @@ static int cmd_serve(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    if (gh_status_init(&srv)) {
+        gh_status_stop();
+        rc = 1;
+        goto out;
+    }
     rc = gh_server_run(&srv);
+    gh_status_stop();
 out:
     gh_log_stop();
     gh_server_dispose(&srv);
@@ -213,6 +222,8 @@ int main(int argc, char **argv)
         return cmd_config(argc - 2, argv + 2);
     if (!strcmp(cmd, "ctl"))
         return gh_ctl_main(argc - 2, argv + 2, environ);
+    if (!strcmp(cmd, "status"))
+        return gh_status_export_main(argc - 2, argv + 2, environ);
     fprintf(stderr, "gatehouse: unknown command '%s' (see gatehouse --help)\n", cmd);
     return 2;
 }

@@ -115,6 +115,17 @@ static int cmd_health(struct gh_ctl *c)
 static const struct ctl_cmd commands[] = {
     {"health", "health                      check that the admin API answers", cmd_health},
     /* @ctl-commands */
+    {"incident create", "incident create --title T --impact I [--status S] --body B [--components a,b]",
+     gh_ctl_incident_create},
+    {"incident update", "incident update ID --status S --body B [--impact I]",
+     gh_ctl_incident_update},
+    {"incident list", "incident list               incidents, newest first", gh_ctl_incident_list},
+    {"component list", "component list              status components: state, auto, override",
+     gh_ctl_component_list},
+    {"component set", "component set ID STATUS     override a component's status",
+     gh_ctl_component_set},
+    {"component clear", "component clear ID          back to the automatic status",
+     gh_ctl_component_clear},
 };
 
 static void ctl_usage(FILE *f)

@@ -29,6 +29,13 @@ int gh_ctl_call(struct gh_ctl *c, const char *method, const char *path, json_t *
 /* Command implementations, one per row of the table in ctl.c. Each returns
  * an exit code (2 for a usage error, with a message on stderr). */
 /* @ctl-decls */
+/* status page (src/status/ctl_status.c) */
+int gh_ctl_incident_create(struct gh_ctl *c);
+int gh_ctl_incident_update(struct gh_ctl *c);
+int gh_ctl_incident_list(struct gh_ctl *c);
+int gh_ctl_component_list(struct gh_ctl *c);
+int gh_ctl_component_set(struct gh_ctl *c);
+int gh_ctl_component_clear(struct gh_ctl *c);
 
 /* Runs `gatehouse ctl ARGS…`. Returns the exit code: 0 ok, 1 the server
  * refused or failed, 2 usage error, 3 cannot reach the server. */

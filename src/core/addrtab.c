@@ -4,6 +4,7 @@
 #include "core/addrtab.h"
 
 #include <pthread.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,19 +26,21 @@ struct shard {
 
 struct gh_addrtab {
     struct shard shards[NSHARDS];
+    unsigned char hashkey[crypto_shorthash_KEYBYTES];
 };
 
-static uint64_t addr_hash(const struct gh_addr *a)
+static uint64_t addr_hash(const struct gh_addrtab *t, const struct gh_addr *a)
 {
-    /* FNV-1a: addresses are not attacker-chosen freely enough to make
-     * collisions cheap, and a shard is small and capped anyway */
-    uint64_t h = 1469598103934665603ull ^ a->family;
-    size_t n = a->family == 2 /* AF_INET */ ? 4 : 16;
-    for (size_t i = 0; i < n; i++) {
-        h ^= a->bytes[i];
-        h *= 1099511628211ull;
-    }
-    return h ^ (h >> 29);
+    /* keyed SipHash: every bit (the shard comes from the top ones) depends
+     * on every address bit, and a client holding a whole IPv6 /64 cannot
+     * aim its addresses at one shard to fill it for everyone else */
+    unsigned char in[17], out[crypto_shorthash_BYTES];
+    in[0] = a->family;
+    memcpy(in + 1, a->bytes, 16);
+    crypto_shorthash(out, in, sizeof in, t->hashkey);
+    uint64_t h;
+    memcpy(&h, out, sizeof h);
+    return h;
 }
 
 static bool same(const struct slot *s, const struct gh_addr *a)
@@ -50,6 +53,7 @@ struct gh_addrtab *gh_addrtab_new(unsigned capacity)
     struct gh_addrtab *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
+    randombytes_buf(t->hashkey, sizeof t->hashkey);
     unsigned per = capacity / NSHARDS + 8;
     unsigned size = 16;
     while (size < per * 2)
@@ -86,7 +90,7 @@ static struct shard *shard_of(struct gh_addrtab *t, uint64_t h)
 
 unsigned gh_addrtab_acquire(struct gh_addrtab *t, const struct gh_addr *a, unsigned max)
 {
-    uint64_t h = addr_hash(a);
+    uint64_t h = addr_hash(t, a);
     struct shard *s = shard_of(t, h);
     unsigned result = 0;
     pthread_mutex_lock(&s->mu);
@@ -116,7 +120,7 @@ unsigned gh_addrtab_acquire(struct gh_addrtab *t, const struct gh_addr *a, unsig
 
 void gh_addrtab_release(struct gh_addrtab *t, const struct gh_addr *a)
 {
-    uint64_t h = addr_hash(a);
+    uint64_t h = addr_hash(t, a);
     struct shard *s = shard_of(t, h);
     pthread_mutex_lock(&s->mu);
     unsigned i = (unsigned)h & s->mask;
@@ -135,7 +139,7 @@ void gh_addrtab_release(struct gh_addrtab *t, const struct gh_addr *a)
                         break;
                     struct gh_addr na = {.family = nx->family};
                     memcpy(na.bytes, nx->bytes, 16);
-                    unsigned home = (unsigned)addr_hash(&na) & s->mask;
+                    unsigned home = (unsigned)addr_hash(t, &na) & s->mask;
                     /* can nx move to hole? only if home is not in (hole, j] */
                     bool between = hole <= j ? (home > hole && home <= j)
                                              : (home > hole || home <= j);
@@ -156,7 +160,7 @@ void gh_addrtab_release(struct gh_addrtab *t, const struct gh_addr *a)
 
 unsigned gh_addrtab_count(struct gh_addrtab *t, const struct gh_addr *a)
 {
-    uint64_t h = addr_hash(a);
+    uint64_t h = addr_hash(t, a);
     struct shard *s = shard_of(t, h);
     unsigned c = 0;
     pthread_mutex_lock(&s->mu);

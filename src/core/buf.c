@@ -43,6 +43,7 @@ int gh_buf_reserve(struct gh_buf *b, size_t n)
         return GH_ENOMEM;
     b->data = p;
     b->alloc = na;
+    b->data[b->len] = '\0'; /* a fresh block is a valid empty string too */
     return 0;
 }
 

@@ -91,9 +91,155 @@ static const struct key_def keys[] = {
      "admin API bearer token; empty = generated in data_dir/admin.token"},
 
     /* @identity-keys */
+    {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",
+     "argon2id passes; 0 = libsodium's interactive default (2)"},
+    {"identity", "argon2_mem", T_SIZE, OFF(identity.argon2_mem), 0, 4096 * MB, "0",
+     "argon2id memory; 0 = libsodium's interactive default (64m); at least 8k"},
+    {"identity", "hash_threads", T_UINT, OFF(identity.hash_threads), 0, 256, "0",
+     "password hashing threads; 0 = one per core"},
+    {"identity", "hash_queue_max", T_UINT, OFF(identity.hash_queue_max), 1, 1000000, "1024",
+     "password jobs waiting per priority (login, registration) before 503 busy"},
+    {"identity", "hash_deadline", T_DURATION, OFF(identity.hash_deadline_ms), 10, HOUR, "5s",
+     "a password job not started within this gets 503 busy"},
+    {"identity", "code_ttl", T_DURATION, OFF(identity.code_ttl_ms), 100, 24 * HOUR, "5m",
+     "SMS code lifetime"},
+    {"identity", "code_tries", T_UINT, OFF(identity.code_tries), 1, 100, "5",
+     "wrong entries that kill an SMS code"},
+    {"identity", "session_idle", T_DURATION, OFF(identity.session_idle_ms), SEC, 365 * 24 * HOUR,
+     "7d", "a session unused this long expires"},
+    {"identity", "session_max", T_DURATION, OFF(identity.session_max_ms), SEC, 365 * 24 * HOUR,
+     "30d", "absolute session lifetime"},
+    {"identity", "cookie_secure", T_BOOL, OFF(identity.cookie_secure), 0, 0, "false",
+     "mark cookies Secure (set when served over TLS or behind a TLS proxy)"},
+    {"identity", "keys_per_user", T_UINT, OFF(identity.keys_per_user), 1, 10000, "20",
+     "live API keys per user"},
+    {"identity", "cache_max", T_UINT, OFF(identity.cache_max), 64, 100000000, "262144",
+     "sessions and API keys held in memory"},
+    {"identity", "backoff_base", T_DURATION, OFF(identity.backoff_base_ms), 0, HOUR, "1s",
+     "wait after the first failed login of an account; doubles per failure"},
+    {"identity", "backoff_max", T_DURATION, OFF(identity.backoff_max_ms), 0, 24 * HOUR, "15m",
+     "longest wait between failed logins of an account"},
+    {"identity", "sms_only_after", T_UINT, OFF(identity.sms_only_after), 1, 1000000, "100",
+     "consecutive failed logins after which only SMS-code login works"},
+    {"identity", "login_fail_per_addr", T_UINT, OFF(identity.login_fail_per_addr), 1, 100000000,
+     "100", "failed logins per client address per hour before 429"},
+    {"identity", "allow_voip", T_BOOL, OFF(identity.allow_voip), 0, 0, "false",
+     "accept VoIP phone numbers"},
+    {"identity", "policy", T_STR, OFF(identity.policy), 1, 16, "open",
+     "registration policy at first start: open, restricted, busy, closed"},
+    {"identity", "regions", T_STR, OFF(identity.regions), 0, 1024, "CN",
+     "regions allowed in restricted mode at first start, e.g. CN,HK"},
+    {"identity", "msg_restricted_en", T_STR, OFF(identity.msg_restricted_en), 1, 1024,
+     "Registration is temporarily limited to {regions} phone numbers",
+     "message of restricted mode ({regions} becomes e.g. +86)"},
+    {"identity", "msg_restricted_zh", T_STR, OFF(identity.msg_restricted_zh), 1, 1024,
+     "\xe6\xb3\xa8\xe5\x86\x8c\xe6\x9a\x82\xe6\x97\xb6\xe4\xbb\x85\xe9\x99\x90 "
+     "{regions} \xe6\x89\x8b\xe6\x9c\xba\xe5\x8f\xb7",
+     "message of restricted mode, Chinese"},
+    {"identity", "msg_busy_en", T_STR, OFF(identity.msg_busy_en), 1, 1024,
+     "Registration may be busy, please retry later", "message of busy mode"},
+    {"identity", "msg_busy_zh", T_STR, OFF(identity.msg_busy_zh), 1, 1024,
+     "\xe6\xb3\xa8\xe5\x86\x8c\xe5\x8f\xaf\xe8\x83\xbd\xe7\xb9\x81\xe5\xbf\x99"
+     "\xef\xbc\x8c\xe8\xaf\xb7\xe7\xa8\x8d\xe5\x90\x8e\xe9\x87\x8d\xe8\xaf\x95",
+     "message of busy mode, Chinese"},
+    {"identity", "msg_closed_en", T_STR, OFF(identity.msg_closed_en), 1, 1024,
+     "Registration is closed for now", "message of closed mode"},
+    {"identity", "msg_closed_zh", T_STR, OFF(identity.msg_closed_zh), 1, 1024,
+     "\xe6\x9a\x82\xe5\x81\x9c\xe6\xb3\xa8\xe5\x86\x8c", "message of closed mode, Chinese"},
+    {"identity", "busy_retry", T_DURATION, OFF(identity.busy_retry_ms), SEC, 24 * HOUR, "30s",
+     "Retry-After of busy answers"},
+    {"identity", "store_queue_max", T_UINT, OFF(identity.store_queue_max), 16, 10000000, "10000",
+     "database jobs waiting before 503 busy"},
+    {"sms", "sender", T_STR, OFF(sms.sender), 3, 16, "log",
+     "log (appends to data_dir/sms-outbox.jsonl, for development) or webhook"},
+    {"sms", "webhook_url", T_STR, OFF(sms.webhook_url), 0, 2048, "",
+     "URL the webhook sender POSTs HMAC-signed JSON to"},
+    {"sms", "webhook_timeout", T_DURATION, OFF(sms.webhook_timeout_ms), 100, HOUR, "10s",
+     "timeout of one webhook attempt"},
+    {"sms", "webhook_retries", T_UINT, OFF(sms.webhook_retries), 0, 20, "3",
+     "retries of a failed webhook delivery"},
+    {"sms", "cooldown", T_DURATION, OFF(sms.cooldown_ms), 0, HOUR, "60s",
+     "minimum time between two codes to one number"},
+    {"sms", "per_number_day", T_UINT, OFF(sms.per_number_day), 1, 100000000, "10",
+     "codes per number per day"},
+    {"sms", "per_addr_hour", T_UINT, OFF(sms.per_addr_hour), 1, 100000000, "20",
+     "codes requested per client address per hour"},
+    {"sms", "per_net_hour", T_UINT, OFF(sms.per_net_hour), 1, 100000000, "100",
+     "codes requested per /24 (IPv4) or /48 (IPv6) per hour"},
+    {"sms", "per_prefix_hour", T_UINT, OFF(sms.per_prefix_hour), 1, 100000000, "30",
+     "codes per number prefix (number without its last 4 digits) per hour"},
+    {"sms", "per_cc_hour", T_UINT, OFF(sms.per_cc_hour), 1, 100000000, "5000",
+     "codes per calling code per hour"},
+    {"sms", "global_hour", T_UINT, OFF(sms.global_hour), 1, 1000000000, "20000",
+     "codes per hour in total"},
     /* @shield-keys */
     /* @gateway-keys */
+    {"gateway", "echo", T_BOOL, OFF(gateway.echo), 0, 0, "true",
+     "serve the built-in `echo` model (development and tests: no network)"},
+    {"gateway", "echo_delay", T_DURATION, OFF(gateway.echo_delay_ms), 0, 60 * SEC, "20ms",
+     "pause between two tokens of the echo model"},
+    {"gateway", "max_tokens_cap", T_UINT, OFF(gateway.max_tokens_cap), 1, 10000000, "8192",
+     "largest max_tokens a request may ask (422 above)"},
+    {"gateway", "body_max", T_SIZE, OFF(gateway.body_max), 1 * KB, 256 * MB, "1m",
+     "chat request body cap (413 above)"},
+    {"gateway", "upstreams_file", T_STR, OFF(gateway.upstreams_file), 0, 4096, "",
+     "INI file of model upstreams (see docs/internals/gateway.md); empty = none"},
+    {"gateway", "keepalive", T_DURATION, OFF(gateway.keepalive_ms), 10, HOUR, "10s",
+     "SSE `: keep-alive` comment interval while a stream waits for its first token"},
+    {"gateway", "first_byte_timeout", T_DURATION, OFF(gateway.first_byte_timeout_ms), 100,
+     24 * HOUR, "10m", "absolute deadline for an upstream slot and the first token"},
+    {"gateway", "breaker_failures", T_UINT, OFF(gateway.breaker_failures), 1, 1000000, "5",
+     "upstream failures within breaker_window that open its circuit"},
+    {"gateway", "breaker_window", T_DURATION, OFF(gateway.breaker_window_ms), 100, HOUR, "30s",
+     "window in which breaker_failures are counted"},
+    {"gateway", "breaker_open", T_DURATION, OFF(gateway.breaker_open_ms), 100, HOUR, "30s",
+     "how long an open circuit refuses before a half-open probe"},
+    {"gateway", "cooldown", T_DURATION, OFF(gateway.cooldown_ms), 0, HOUR, "10s",
+     "rest of an upstream after it answered 429 (its Retry-After wins, up to 5m)"},
+    {"gateway", "key_rpm", T_UINT, OFF(gateway.key_rpm), 0, 100000000, "0",
+     "default requests per minute of an API key; 0 = unlimited"},
+    {"gateway", "key_tpm", T_UINT, OFF(gateway.key_tpm), 0, 4000000000u, "0",
+     "default tokens per minute of an API key; 0 = unlimited"},
+    {"gateway", "key_tpd", T_UINT, OFF(gateway.key_tpd), 0, 4000000000u, "0",
+     "default tokens per day (UTC) of an API key (402 when spent); 0 = unlimited"},
+    {"gateway", "key_concurrency", T_UINT, OFF(gateway.key_concurrency), 0, 1000000, "0",
+     "default concurrent requests of an API key; 0 = unlimited"},
+    {"gateway", "user_rpm", T_UINT, OFF(gateway.user_rpm), 0, 100000000, "0",
+     "default requests per minute of a user (all keys and the web chat); 0 = unlimited"},
+    {"gateway", "user_tpm", T_UINT, OFF(gateway.user_tpm), 0, 4000000000u, "0",
+     "default tokens per minute of a user; 0 = unlimited"},
+    {"gateway", "user_tpd", T_UINT, OFF(gateway.user_tpd), 0, 4000000000u, "0",
+     "default tokens per day (UTC) of a user; 0 = unlimited"},
+    {"gateway", "user_concurrency", T_UINT, OFF(gateway.user_concurrency), 0, 1000000, "16",
+     "default concurrent requests of a user; 0 = unlimited"},
+    {"gateway", "quota_entries", T_UINT, OFF(gateway.quota_entries), 64, 100000000, "262144",
+     "capacity of the in-memory quota table (keys and users)"},
     /* @status-keys */
+    {"status", "page_name", T_STR, OFF(status.page_name), 1, 100, "gatehouse",
+     "name of the status page (title and JSON page object)"},
+    {"status", "page_url", T_STR, OFF(status.page_url), 0, 500, "",
+     "public URL of the status page; empty = http://<server.listen>/status"},
+    {"status", "incident_on_elevated", T_BOOL, OFF(status.incident_on_elevated), 0, 0, "false",
+     "open the automatic incident at attack level elevated (default: under_attack only)"},
+    {"status", "auto_resolve_delay", T_DURATION, OFF(status.auto_resolve_delay_ms), 0, 24 * HOUR,
+     "10m", "how long the attack level must stay calm before the automatic incident closes"},
+    {"status", "attack_title_en", T_STR, OFF(status.attack_title_en), 1, 200,
+     "Registration temporarily limited", "title of the automatic attack incident (English)"},
+    {"status", "attack_title_zh", T_STR, OFF(status.attack_title_zh), 1, 200,
+     "注册暂时受限", "title of the automatic attack incident (Chinese)"},
+    {"status", "attack_body_en", T_STR, OFF(status.attack_body_en), 1, 2000,
+     "Due to large-scale malicious attacks, registration is temporarily limited. Registration "
+     "may be busy; please wait and retry. Existing users can log in as usual.",
+     "first update of the automatic attack incident (English)"},
+    {"status", "attack_body_zh", T_STR, OFF(status.attack_body_zh), 1, 2000,
+     "由于近期遭受大规模恶意攻击，注册暂时受限。注册可能繁忙，请稍候重试。已注册用户可以正常登录。",
+     "first update of the automatic attack incident (Chinese)"},
+    {"status", "attack_resolved_en", T_STR, OFF(status.attack_resolved_en), 1, 2000,
+     "The attack has subsided and registration is open again. Thank you for your patience.",
+     "resolving update of the automatic attack incident (English)"},
+    {"status", "attack_resolved_zh", T_STR, OFF(status.attack_resolved_zh), 1, 2000,
+     "攻击已平息，注册已恢复开放。感谢您的耐心等待。",
+     "resolving update of the automatic attack incident (Chinese)"},
 };
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
@@ -107,7 +253,7 @@ int gh_parse_uint(const char *s, uint64_t max, uint64_t *out)
         if (*p < '0' || *p > '9')
             return GH_EINVAL;
         unsigned d = (unsigned)(*p - '0');
-        if (v > (max - d) / 10)
+        if (d > max || v > (max - d) / 10) /* d > max: max - d would wrap */
             return GH_EINVAL;
         v = v * 10 + d;
     }
@@ -441,6 +587,7 @@ struct ini_ctx {
     int rc;
     FILE *f;
     int line; /* lines read so far: inih calls the handler right after reading */
+    int err_line; /* line of the handler's error, when rc is set */
 };
 
 /* Debian's inih is built without line numbers in the handler, so the
@@ -462,6 +609,7 @@ static int on_ini_entry(void *user, const char *section, const char *name, const
     int lineno = ctx->line;
     if (ctx->rc)
         return 0;
+    ctx->err_line = lineno;
     if (!*section) {
         set_err(ctx->err, ctx->path, lineno, NULL, "(none)", name,
                 "key outside any section (start the file with e.g. [server])");
@@ -482,10 +630,20 @@ int gh_config_load_file(struct gh_config *c, const char *path, struct gh_buf *er
         }
         return GH_EIO;
     }
-    struct ini_ctx ctx = {c, path, err, 0, f, 0};
+    struct ini_ctx ctx = {c, path, err, 0, f, 0, 0};
     int rc = ini_parse_stream(ini_read_line, &ctx, on_ini_entry, &ctx);
+    int read_errno = ferror(f) ? (errno ? errno : EIO) : 0; /* e.g. EISDIR: fopen accepts a directory */
     fclose(f);
-    if (ctx.rc)
+    if (read_errno) {
+        if (err) {
+            gh_buf_reset(err);
+            gh_buf_printf(err, "%s: cannot read: %s", path, strerror(read_errno));
+        }
+        return GH_EIO;
+    }
+    /* inih returns the first bad line: a syntax error above the key the
+     * handler refused is the one to report */
+    if (ctx.rc && !(rc > 0 && rc < ctx.err_line))
         return GH_EINVAL;
     if (rc != 0) {
         if (err) {

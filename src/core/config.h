@@ -55,9 +55,73 @@ struct gh_config {
     /* Subsystem sections: each subsystem adds its own struct below its
      * marker (and its keys below the same marker in config.c). */
     /* @identity-fields */
+    struct {
+        unsigned argon2_ops;       /* 0 = libsodium's OPSLIMIT_INTERACTIVE */
+        size_t argon2_mem;         /* 0 = MEMLIMIT_INTERACTIVE */
+        unsigned hash_threads;     /* password CPU pool; 0 = one per core */
+        unsigned hash_queue_max;   /* jobs waiting per priority */
+        uint64_t hash_deadline_ms; /* a job still queued past this: 503 busy */
+        uint64_t code_ttl_ms;
+        unsigned code_tries;
+        uint64_t session_idle_ms;
+        uint64_t session_max_ms;
+        bool cookie_secure;
+        unsigned keys_per_user;
+        unsigned cache_max; /* sessions + keys held in memory */
+        uint64_t backoff_base_ms;
+        uint64_t backoff_max_ms;
+        unsigned sms_only_after;      /* consecutive failures */
+        unsigned login_fail_per_addr; /* failed logins per address per hour */
+        bool allow_voip;
+        char *policy;  /* initial mode when the store has none */
+        char *regions; /* initial allowed regions, "CN,HK" */
+        char *msg_restricted_en, *msg_restricted_zh;
+        char *msg_busy_en, *msg_busy_zh;
+        char *msg_closed_en, *msg_closed_zh;
+        uint64_t busy_retry_ms;
+        unsigned store_queue_max;
+    } identity;
+    struct {
+        char *sender; /* log | webhook */
+        char *webhook_url;
+        uint64_t webhook_timeout_ms;
+        unsigned webhook_retries;
+        uint64_t cooldown_ms;
+        unsigned per_number_day;
+        unsigned per_addr_hour;
+        unsigned per_net_hour;    /* /24 or /48 */
+        unsigned per_prefix_hour; /* number without its last 4 digits */
+        unsigned per_cc_hour;     /* calling code */
+        unsigned global_hour;
+    } sms;
     /* @shield-fields */
     /* @gateway-fields */
+    struct {
+        bool echo;                   /* the built-in `echo` model */
+        uint64_t echo_delay_ms;      /* between two echo tokens */
+        unsigned max_tokens_cap;     /* max_tokens above this: 422 */
+        size_t body_max;             /* /v1/chat/completions body cap (413) */
+        char *upstreams_file;        /* INI file of upstreams, "" = none */
+        uint64_t keepalive_ms;       /* ": keep-alive" interval before the first byte */
+        uint64_t first_byte_timeout_ms; /* absolute: slot wait + upstream first byte */
+        unsigned breaker_failures;   /* failures within breaker_window open the circuit */
+        uint64_t breaker_window_ms;
+        uint64_t breaker_open_ms;    /* open this long, then one half-open probe */
+        uint64_t cooldown_ms;        /* an upstream's rest after a 429 (or its Retry-After) */
+        unsigned key_rpm, key_tpm, key_tpd, key_concurrency;     /* defaults per API key */
+        unsigned user_rpm, user_tpm, user_tpd, user_concurrency; /* defaults per user */
+        unsigned quota_entries;      /* capacity of the in-memory quota table */
+    } gateway;
     /* @status-fields */
+    struct {
+        char *page_name; /* shown in the page title and the JSON page object */
+        char *page_url;  /* public URL of the status page; empty = http://<listen>/status */
+        bool incident_on_elevated; /* auto incident from "elevated" on, not only "under_attack" */
+        uint64_t auto_resolve_delay_ms; /* calm this long before the auto incident closes */
+        char *attack_title_en, *attack_title_zh;
+        char *attack_body_en, *attack_body_zh;
+        char *attack_resolved_en, *attack_resolved_zh;
+    } status;
 };
 
 /* A configuration holding the defaults, refs = 1. NULL when out of memory. */

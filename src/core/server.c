@@ -660,8 +660,9 @@ void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out)
                            "# TYPE gatehouse_connections_open gauge\n");
     for (unsigned i = 0; i <= srv->nworkers; i++) {
         struct gh_worker *w = i < srv->nworkers ? &srv->workers[i] : &srv->admin;
-        gh_buf_printf(out, "gatehouse_connections_open{worker=\"%s%u\"} %lld\n",
-                      w->admin ? "admin" : "", w->admin ? 0 : w->id,
+        char id[16];
+        snprintf(id, sizeof id, w->admin ? "admin" : "%u", w->id);
+        gh_buf_printf(out, "gatehouse_connections_open{worker=\"%s\"} %lld\n", id,
                       (long long)(int64_t)GH_STAT_GET(&w->stats.conns_open));
     }
     uint64_t accepted = 0, pending = 0, sampled = 0;

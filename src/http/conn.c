@@ -570,6 +570,8 @@ int gh_http_cookie_get(const struct gh_http_req *req, const char *name, char *ou
 
 static void access_log(struct gh_http_req *req, uint64_t dur_us)
 {
+    if (!strcmp(req->cfg->log.access_log, "off"))
+        return; /* nothing to format: the line would be dropped */
     struct gh_worker *w = req->worker;
     unsigned rate = req->cfg->log.access_rate;
     uint64_t sec = gh_now_ms() / 1000;
@@ -786,9 +788,16 @@ static void process_input(struct gh_conn *c)
             gh_buf_dispose(&c->in);
     }
     c->in_process = false;
-    if (c->state != ST_CLOSING && c->eof && !c->req && !c->in.len) {
+    if (c->state == ST_CLOSING)
+        return;
+    if (c->eof && !c->req && !c->in.len) {
         c->close_after = true;
         maybe_close_after_write(c);
+    } else if (c->read_paused && !c->eof && !c->req &&
+               c->in.len < c->w->cfg->limits.pipeline_max) {
+        /* the backlog that paused reading has been worked off */
+        c->read_paused = false;
+        resume_read(c);
     }
 }
 

@@ -155,6 +155,10 @@ static int on_headers_complete(http_parser *hp)
         h->name_len = o[1];
         h->value = o[3] ? raw + o[2] : "";
         h->value_len = o[3];
+        /* http-parser outside strict mode lets spaces into names; RFC 9112
+         * 5.1 wants "Name : value" refused (a smuggling vector) */
+        if (memchr(h->name, ' ', h->name_len))
+            return fail(p, 400, "malformed request: invalid character in a header");
         /* values may end in spaces the parser kept */
         while (h->value_len && (h->value[h->value_len - 1] == ' ' ||
                                 h->value[h->value_len - 1] == '\t'))
@@ -169,11 +173,10 @@ static int on_headers_complete(http_parser *hp)
         }
     }
     /* split path and query; strip a fragment a client should not send */
-    size_t ulen = strlen(raw);
-    char *q = memchr(raw, '?', ulen);
-    char *hash = memchr(raw, '#', ulen);
+    char *hash = strchr(raw, '#');
     if (hash)
-        *hash = '\0';
+        *hash = '\0'; /* first, so a '?' inside the fragment starts no query */
+    char *q = strchr(raw, '?');
     if (q) {
         char *path = gh_arena_strndup(&req->arena, raw, (size_t)(q - raw));
         if (!path)
@@ -312,7 +315,10 @@ void gh_reqparser_next(struct gh_reqparser *p)
     p->message_done = false;
     p->headers_done = false;
     p->header_bytes = 0;
-    http_parser_pause(&p->hp, 0);
+    /* after a refused request the parser is in error state (the connection
+     * closes) and http_parser asserts if asked to un-pause it */
+    if (HTTP_PARSER_ERRNO(&p->hp) == HPE_PAUSED)
+        http_parser_pause(&p->hp, 0);
 }
 
 bool gh_reqparser_in_headers(const struct gh_reqparser *p)

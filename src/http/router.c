@@ -49,8 +49,18 @@ struct gh_route *gh_router_add(struct gh_router *r, const char *method, const ch
         rt->seglen[rt->nsegs] = (uint8_t)len;
         rt->nsegs++;
         p += len;
-        if (*p == '/')
+        if (*p == '/') {
             p++;
+            /* "/docs/": the trailing slash is an empty last segment, so the
+             * route matches "/docs/" and not "/docs" */
+            if (!*p) {
+                if (rt->nsegs >= GH_ARRAY_LEN(rt->segs))
+                    return NULL;
+                rt->segs[rt->nsegs] = p;
+                rt->seglen[rt->nsegs] = 0;
+                rt->nsegs++;
+            }
+        }
     }
     r->n++;
     return rt;
