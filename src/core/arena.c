@@ -32,13 +32,27 @@ void gh_arena_dispose(struct gh_arena *a)
     a->used_total = 0;
 }
 
+void gh_arena_reset(struct gh_arena *a, size_t keep)
+{
+    if (a->used_total > keep) {
+        gh_arena_dispose(a);
+        return;
+    }
+    for (struct gh_arena_chunk *c = a->head; c; c = c->next)
+        c->used = 0;
+}
+
 void *gh_arena_alloc(struct gh_arena *a, size_t n)
 {
     if (n > a->cap)
         return NULL;
     size_t need = (n + 15) & ~(size_t)15;
     struct gh_arena_chunk *c = a->head;
-    if (!c || c->size - c->used < need) {
+    /* a recycled arena has free room in older chunks too */
+    while (c && c->size - c->used < need)
+        c = c->next;
+    if (!c) {
+        c = a->head;
         size_t size = GH_MAX(need, c ? c->size * 2 : (size_t)CHUNK_MIN);
         if (a->used_total + size > a->cap) {
             size = need;
@@ -48,6 +62,7 @@ void *gh_arena_alloc(struct gh_arena *a, size_t n)
         c = malloc(sizeof *c + size);
         if (!c)
             return NULL;
+        /* new chunks go first: they are the largest */
         c->size = size;
         c->used = 0;
         c->next = a->head;

@@ -17,6 +17,9 @@ struct gh_arena {
 void gh_arena_init(struct gh_arena *a, size_t cap);
 /* Frees every chunk; the arena is empty and reusable. */
 void gh_arena_dispose(struct gh_arena *a);
+/* Makes every byte reusable but keeps the chunks when they total at most
+ * keep bytes (else frees them all), so a recycled arena allocates nothing. */
+void gh_arena_reset(struct gh_arena *a, size_t keep);
 /* n bytes aligned to 16, or NULL when the cap would be exceeded or memory
  * is out. The memory lives until gh_arena_dispose. */
 void *gh_arena_alloc(struct gh_arena *a, size_t n);

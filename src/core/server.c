@@ -4,6 +4,7 @@
 
 #include "core/log.h"
 #include "http/conn.h"
+#include "http/parser.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -274,7 +275,8 @@ static void on_tick(uv_timer_t *t)
     } else if (lag_us > GH_STAT_GET(&w->stats.loop_lag_max_us)) {
         atomic_store_explicit(&w->stats.loop_lag_max_us, lag_us, memory_order_relaxed);
     }
-    gh_conn_sweep(w, now);
+    /* connection states are stamped with the loop's clock: compare alike */
+    gh_conn_sweep(w, uv_now(&w->loop));
     if (w->stopping && w->nconns == 0)
         worker_exit(w);
 }
@@ -315,6 +317,8 @@ static void worker_main(void *arg)
     }
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* anything a hook left open is closed here, so the loop can end */
+    gh_http_req_cache_flush();
+    gh_buf_dispose(&w->out);
     if (uv_loop_close(&w->loop) == UV_EBUSY) {
         uv_walk(&w->loop, (uv_walk_cb)(void (*)(void))uv_close, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);

@@ -78,6 +78,7 @@ struct gh_worker {
 
     struct gh_worker_stats stats;
     char *scratch; /* read buffer shared by this worker's connections */
+    struct gh_buf out; /* where responses are assembled; its block is reused */
     size_t scratch_len;
     void *slots[GH_WORKER_SLOTS]; /* per-worker state of subsystems */
     /* tasks posted by other threads (gh_worker_post) */

@@ -301,13 +301,22 @@ static void build_head(struct gh_http_req *req, struct gh_buf *b, int status,
                        const char *content_type)
 {
     struct gh_conn *c = req->conn;
-    update_date(c->w);
     if (c->w->stopping || c->eof)
         req->keep_alive = false;
-    gh_buf_printf(b, "HTTP/1.%d %d %s\r\n%sServer: gatehouse\r\n", req->http_minor ? 1 : 0,
-                  status, gh_http_reason(status), c->w->date_hdr);
-    if (content_type)
-        gh_buf_printf(b, "Content-Type: %s\r\n", content_type);
+    /* appends, not printf: this runs for every response */
+    char code[4] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
+                    (char)('0' + status % 10), ' '};
+    gh_buf_append_str(b, req->http_minor ? "HTTP/1.1 " : "HTTP/1.0 ");
+    gh_buf_append(b, code, 4);
+    gh_buf_append_str(b, gh_http_reason(status));
+    gh_buf_append(b, "\r\n", 2);
+    gh_buf_append_str(b, c->w->date_hdr);
+    gh_buf_append_str(b, "Server: gatehouse\r\n");
+    if (content_type) {
+        gh_buf_append_str(b, "Content-Type: ");
+        gh_buf_append_str(b, content_type);
+        gh_buf_append(b, "\r\n", 2);
+    }
     if (req->keep_alive && !req->http_minor)
         gh_buf_append_str(b, "Connection: keep-alive\r\n");
     else if (!req->keep_alive)
@@ -345,18 +354,33 @@ void gh_http_respond(struct gh_http_req *req, int status, const char *content_ty
         return;
     }
     bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
-    struct gh_buf b;
-    gh_buf_init(&b, len + req->res_headers.len + 1024);
+    /* assembled in the worker's buffer: conn_write copies what the kernel
+     * does not take at once, so the block is free again when it returns */
+    struct gh_buf b = req->worker->out;
+    b.len = 0;
+    b.cap = len + req->res_headers.len + 1024;
     build_head(req, &b, status, no_body ? NULL : content_type);
-    if (!no_body)
-        gh_buf_printf(&b, "Content-Length: %zu\r\n", len);
+    if (!no_body) {
+        char num[24];
+        size_t i = sizeof num;
+        size_t v = len;
+        do {
+            num[--i] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        gh_buf_append_str(&b, "Content-Length: ");
+        gh_buf_append(&b, num + i, sizeof num - i);
+        gh_buf_append(&b, "\r\n", 2);
+    }
     gh_buf_append(&b, "\r\n", 2);
     if (!no_body && !req->head && len)
         gh_buf_append(&b, body, len);
     req->bytes_out = b.len;
     if (!b.data || conn_write(req->conn, b.data, b.len))
         req->keep_alive = false;
-    gh_buf_dispose(&b);
+    if (b.alloc > (64u << 10))
+        gh_buf_dispose(&b); /* keep small blocks only */
+    req->worker->out = b;
     finish_request(req);
 }
 
@@ -574,7 +598,7 @@ static void access_log(struct gh_http_req *req, uint64_t dur_us)
         return; /* nothing to format: the line would be dropped */
     struct gh_worker *w = req->worker;
     unsigned rate = req->cfg->log.access_rate;
-    uint64_t sec = gh_now_ms() / 1000;
+    uint64_t sec = uv_now(&w->loop) / 1000;
     if (sec != w->access_log.window_sec) {
         w->access_log.window_sec = sec;
         w->access_log.count = 0;
@@ -640,7 +664,7 @@ static void finish_request(struct gh_http_req *req)
         maybe_close_after_write(c);
         return;
     }
-    set_state(c, ST_IDLE, gh_now_ms());
+    set_state(c, ST_IDLE, uv_now(&c->w->loop));
     if (c->read_paused && !c->eof) {
         c->read_paused = false;
         resume_read(c);
@@ -676,7 +700,7 @@ static int on_headers(struct gh_http_req *req, void *data)
         req->status = 404;
     }
     if (c->state == ST_HEADER)
-        set_state(c, ST_BODY, gh_now_ms());
+        set_state(c, ST_BODY, uv_now(&w->loop));
     return 0;
 }
 
@@ -687,7 +711,7 @@ static void dispatch(struct gh_conn *c, struct gh_http_req *req)
     c->nreq++;
     if (c->nreq >= w->cfg->limits.requests_per_conn || w->stopping || c->eof)
         req->keep_alive = false;
-    set_state(c, ST_BUSY, gh_now_ms());
+    set_state(c, ST_BUSY, uv_now(&c->w->loop));
     if (req->status == 405) {
         req->status = 0;
         gh_http_respond_error(req, 405, "method_not_allowed", "method %s is not allowed on %s",
@@ -735,22 +759,22 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
     gh_buf_reset(&req->res_headers);
     req->route = NULL; /* counted as unmatched */
     c->req = req;
-    set_state(c, ST_BUSY, gh_now_ms());
+    set_state(c, ST_BUSY, uv_now(&c->w->loop));
     gh_http_respond_error(req, status, NULL, "%s", msg ? msg : gh_http_reason(status));
 }
 
 /* Parses as much of data as one request at a time allows; returns bytes
  * used. */
-static size_t parse(struct gh_conn *c, const char *data, size_t len)
+static size_t parse(struct gh_conn *c, const char *data, size_t len, uint64_t now_ns)
 {
     size_t used_total = 0;
     while (len > 0 && !c->req && c->state != ST_CLOSING && !c->close_after &&
            c->write_pending < WRITE_HIGH_MARK) {
         if (c->state == ST_IDLE) {
-            set_state(c, ST_HEADER, gh_now_ms());
-            c->first_byte_ns = gh_now_ns();
+            set_state(c, ST_HEADER, uv_now(&c->w->loop));
+            c->first_byte_ns = now_ns;
         } else if (!c->got_bytes) {
-            c->first_byte_ns = gh_now_ns();
+            c->first_byte_ns = now_ns;
         }
         c->got_bytes = true;
         size_t used = 0;
@@ -781,7 +805,7 @@ static void process_input(struct gh_conn *c)
     if (c->in_process || !c->in.len)
         return;
     c->in_process = true;
-    size_t used = parse(c, c->in.data, c->in.len);
+    size_t used = parse(c, c->in.data, c->in.len, gh_now_ns());
     if (c->state != ST_CLOSING) {
         gh_buf_consume(&c->in, used);
         if (!c->in.len)
@@ -842,7 +866,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (!c->in.len && !c->req && !c->in_process) {
         /* fast path: parse straight from the scratch buffer */
         c->in_process = true;
-        size_t used = parse(c, buf->base, (size_t)nread);
+        size_t used = parse(c, buf->base, (size_t)nread, gh_now_ns());
         c->in_process = false;
         if (c->state == ST_CLOSING)
             return;
@@ -973,6 +997,8 @@ void gh_conn_on_connection(uv_stream_t *listener, int status)
             conn_close(GH_CONTAINER_OF(oldest, struct gh_conn, node));
         }
     }
+    if (!w->date_sec)
+        update_date(w);
     c->w = w;
     c->tcp.data = c;
     gh_list_init(&c->node);
@@ -982,7 +1008,7 @@ void gh_conn_on_connection(uv_stream_t *listener, int status)
     w->nconns++;
     GH_STAT_ADD(&w->stats.conns_open, 1);
     GH_STAT_ADD(&w->stats.conns_accepted, 1);
-    set_state(c, ST_HEADER, gh_now_ms());
+    set_state(c, ST_HEADER, uv_now(&w->loop));
     uv_tcp_nodelay(&c->tcp, 1);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
         conn_close(c);
@@ -993,6 +1019,7 @@ void gh_conn_on_connection(uv_stream_t *listener, int status)
 void gh_conn_sweep(struct gh_worker *w, uint64_t now)
 {
     const struct gh_config *cfg = w->cfg;
+    update_date(w); /* the Date header is refreshed here, not per response */
     struct gh_list *n;
     while ((n = gh_list_first(&w->conns_header))) {
         struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, node);

@@ -4,6 +4,7 @@
  * buffer may move while it grows. */
 #include "http/parser.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -18,12 +19,56 @@ static int fail(struct gh_reqparser *p, int status, const char *msg)
     return -1;
 }
 
+/* Each thread keeps a few freed requests, arena chunks included, so the
+ * steady state of a worker allocates nothing per request. */
+#define REQ_CACHE_MAX  32
+#define REQ_ARENA_KEEP (8u << 10)
+
+static __thread struct {
+    struct gh_http_req *head;
+    unsigned n;
+} req_cache;
+static pthread_key_t req_cache_key;
+static pthread_once_t req_cache_once = PTHREAD_ONCE_INIT;
+
+static void req_cache_destroy(void *unused)
+{
+    (void)unused;
+    gh_http_req_cache_flush();
+}
+
+static void req_cache_key_init(void)
+{
+    pthread_key_create(&req_cache_key, req_cache_destroy);
+}
+
+void gh_http_req_cache_flush(void)
+{
+    while (req_cache.head) {
+        struct gh_http_req *r = req_cache.head;
+        req_cache.head = r->handler_data;
+        gh_arena_dispose(&r->arena);
+        free(r);
+    }
+    req_cache.n = 0;
+}
+
 struct gh_http_req *gh_http_req_new(void)
 {
-    struct gh_http_req *req = calloc(1, sizeof *req);
-    if (!req)
-        return NULL;
-    gh_arena_init(&req->arena, REQ_ARENA_CAP);
+    struct gh_http_req *req = req_cache.head;
+    struct gh_arena arena;
+    if (req) {
+        req_cache.head = req->handler_data;
+        req_cache.n--;
+        arena = req->arena;
+    } else {
+        req = malloc(sizeof *req);
+        if (!req)
+            return NULL;
+        gh_arena_init(&arena, REQ_ARENA_CAP);
+    }
+    memset(req, 0, sizeof *req);
+    req->arena = arena;
     gh_buf_init(&req->body, 0);
     gh_buf_init(&req->res_headers, RES_HDR_CAP);
     req->content_length = UINT64_MAX;
@@ -37,10 +82,21 @@ void gh_http_req_free(struct gh_http_req *req)
         return;
     gh_buf_dispose(&req->body);
     gh_buf_dispose(&req->res_headers);
-    gh_arena_dispose(&req->arena);
     if (req->cfg)
         gh_config_unref(req->cfg);
-    free(req);
+    if (req_cache.n >= REQ_CACHE_MAX) {
+        gh_arena_dispose(&req->arena);
+        free(req);
+        return;
+    }
+    if (!req_cache.head && !req_cache.n) {
+        pthread_once(&req_cache_once, req_cache_key_init);
+        pthread_setspecific(req_cache_key, &req_cache); /* runs the destructor at exit */
+    }
+    gh_arena_reset(&req->arena, REQ_ARENA_KEEP);
+    req->handler_data = req_cache.head; /* the free list's link */
+    req_cache.head = req;
+    req_cache.n++;
 }
 
 static struct gh_reqparser *P(http_parser *hp)

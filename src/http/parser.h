@@ -57,5 +57,9 @@ void gh_reqparser_next(struct gh_reqparser *p);
 bool gh_reqparser_in_headers(const struct gh_reqparser *p);
 bool gh_reqparser_in_body(const struct gh_reqparser *p);
 
+/* A new request (from this thread's cache of freed ones when it has one). */
 struct gh_http_req *gh_http_req_new(void);
+/* Frees a request; any thread, though workers free their own. */
 void gh_http_req_free(struct gh_http_req *req);
+/* Frees this thread's cache of requests (worker exit; tests). */
+void gh_http_req_cache_flush(void);
