@@ -28,7 +28,8 @@ int gh_buf_append(struct gh_buf *b, const void *p, size_t n);
 int gh_buf_append_str(struct gh_buf *b, const char *s);
 /* Appends formatted text (never truncates: all or GH_ETOOBIG). */
 int gh_buf_printf(struct gh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int gh_buf_vprintf(struct gh_buf *b, const char *fmt, va_list ap);
+int gh_buf_vprintf(struct gh_buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 /* Appends s as the inside of a JSON string (quotes not included): escapes
  * quotes, backslashes and control characters; invalid UTF-8 bytes become
  * U+FFFD so the output is always valid JSON. */

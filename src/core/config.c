@@ -173,6 +173,46 @@ static const struct key_def keys[] = {
     {"sms", "global_hour", T_UINT, OFF(sms.global_hour), 1, 1000000000, "20000",
      "codes per hour in total"},
     /* @shield-keys */
+    {"shield", "enabled", T_BOOL, OFF(shield.enabled), 0, 0, "true",
+     "classify and rate-limit public requests"},
+    {"shield", "rules", T_STR, OFF(shield.rules), 0, 4096,
+     "anon:addr:100/1s:burst=200, register:addr:300/1m, register:prefix:1000/1m, "
+     "login:addr:300/1m",
+     "limiter rules CLASS:KEY:COUNT/PERIOD[:burst=N][:dry_run], comma separated; KEY is addr, "
+     "prefix, prefix48, account, apikey, phone, phone_prefix, calling_code or global"},
+    {"shield", "limiter_memory", T_SIZE, OFF(shield.limiter_memory), 64 * KB, 64 * 1024 * MB,
+     "64m", "memory of the limiter table (16 bytes per key); full, it evicts the least recent"},
+    {"shield", "block_file", T_STR, OFF(shield.block_file), 0, 4096, "",
+     "CIDR block list (FireHOL / Spamhaus DROP format), closed at accept; reloaded on SIGHUP"},
+    {"shield", "allow_file", T_STR, OFF(shield.allow_file), 0, 4096, "",
+     "CIDR allow list: never blocked nor rate-limited"},
+    {"shield", "list_max", T_SIZE, OFF(shield.list_max), 16, 10000000, "1000000",
+     "entries per IP list"},
+    {"shield", "trusted_proxies", T_STR, OFF(shield.trusted_proxies), 0, 4096, "",
+     "CIDRs of balancers whose X-Forwarded-For is believed, comma separated"},
+    {"shield", "pow_bits", T_UINT, OFF(shield.pow_bits), 0, 32, "0",
+     "proof-of-work difficulty at the normal level (0 = none)"},
+    {"shield", "elevated_pow_bits", T_UINT, OFF(shield.elevated_pow_bits), 0, 32, "16",
+     "proof-of-work difficulty at the elevated level"},
+    {"shield", "attack_pow_bits", T_UINT, OFF(shield.attack_pow_bits), 0, 32, "20",
+     "proof-of-work difficulty under attack"},
+    {"shield", "pow_ttl", T_DURATION, OFF(shield.pow_ttl_ms), 10 * SEC, 24 * HOUR, "5m",
+     "lifetime of a proof-of-work challenge"},
+    {"shield", "pow_replay_entries", T_SIZE, OFF(shield.pow_replay_entries), 1024, 100000000,
+     "1000000", "solutions remembered to refuse replays (16 bytes each)"},
+    {"shield", "attack_regions", T_STR, OFF(shield.attack_regions), 0, 256, "CN",
+     "regions still allowed to register under attack, comma separated"},
+    {"shield", "attack_register_per_minute", T_UINT, OFF(shield.attack_register_per_minute), 0,
+     10000000, "600", "registrations per minute under attack (0 = no cap)"},
+    {"shield", "level_interval", T_DURATION, OFF(shield.level_interval_ms), 100, HOUR, "5s",
+     "period of the attack-level signals"},
+    {"shield", "level_calm_periods", T_UINT, OFF(shield.level_calm_periods), 1, 100000, "12",
+     "calm periods before the attack level falls one step"},
+    {"shield", "level_thresholds", T_STR, OFF(shield.level_thresholds), 0, 1024,
+     "register_rate:20:100, sms_rate:20:100, verify_fail_ratio:0.6:0.9, "
+     "login_fail_ratio:0.6:0.9, distinct_prefixes:200:2000, refusal_rate:200:2000, "
+     "queue_delay_ms:500:2000, loop_lag_ms:200:1000",
+     "SIGNAL:ELEVATED:UNDER_ATTACK thresholds (per second, ratios 0..1, ms); 0 = unused"},
     /* @gateway-keys */
     {"gateway", "echo", T_BOOL, OFF(gateway.echo), 0, 0, "true",
      "serve the built-in `echo` model (development and tests: no network)"},
@@ -362,7 +402,7 @@ int gh_parse_hostport(const char *s, struct sockaddr_storage *out)
     if (gh_parse_uint(port, 65535, &p))
         return GH_EINVAL;
     if (!strcmp(host, "localhost"))
-        strcpy(host, "127.0.0.1");
+        snprintf(host, sizeof host, "127.0.0.1");
     struct sockaddr_in *v4 = (struct sockaddr_in *)out;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
     if (inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &v4->sin_addr) == 1) {

@@ -29,6 +29,9 @@ typedef bool (*gh_accept_filter_fn)(const struct gh_addr *a, void *data);
  * shield: classify, limit, admit). Returns true to go on; false when it
  * has answered the request itself (429, 503 …). */
 typedef bool (*gh_request_filter_fn)(struct gh_http_req *req, void *data);
+/* True when a peer is a trusted load balancer whose connections start
+ * with a PROXY protocol header (v1 or v2). Any worker thread. */
+typedef bool (*gh_proxy_trusted_fn)(const struct gh_addr *peer, void *data);
 /* Runs on the main thread after a reload was accepted. */
 typedef void (*gh_reload_fn)(struct gh_server *srv, const struct gh_config *cfg, void *data);
 
@@ -112,6 +115,8 @@ struct gh_server {
     struct gh_addrtab *addrs;
     gh_accept_filter_fn accept_filter;
     void *accept_filter_data;
+    gh_proxy_trusted_fn proxy_trusted; /* public listener only */
+    void *proxy_trusted_data;
     gh_request_filter_fn request_filter; /* public listener only */
     void *request_filter_data;
 

@@ -14,6 +14,7 @@
 
 #include "core/log.h"
 #include "http/parser.h"
+#include "shield/proxy.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -46,7 +47,9 @@ struct gh_conn {
     bool read_paused;
     bool close_after;
     bool in_process;
-    bool counted;
+    bool counted;      /* in the server's total */
+    bool addr_counted; /* in the per-address table, under addr */
+    bool expect_proxy; /* a trusted balancer: a PROXY header comes first */
     bool continue_sent;
     bool shutting;
     bool got_bytes;
@@ -834,6 +837,49 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = c->w->scratch_len;
 }
 
+/* Reads the PROXY header of a connection from a trusted balancer, then
+ * applies the address checks to the client it reports, as accept does for
+ * direct clients. */
+static void read_proxy_header(struct gh_conn *c, const char *data, size_t len, size_t cap)
+{
+    struct gh_worker *w = c->w;
+    struct gh_server *srv = w->srv;
+    if (!c->in.cap)
+        gh_buf_init(&c->in, cap);
+    if (gh_buf_append(&c->in, data, len)) {
+        conn_close(c);
+        return;
+    }
+    struct gh_proxy_result pr;
+    enum gh_proxy_status st = gh_proxy_parse((const uint8_t *)c->in.data, c->in.len, &pr);
+    if (st == GH_PROXY_NEED_MORE && c->in.len < GH_PROXY_MAX)
+        return;
+    if (st != GH_PROXY_DONE) {
+        GH_STAT_ADD(&w->stats.refused[GH_REFUSE_BAD_REQUEST], 1);
+        conn_close(c);
+        return;
+    }
+    c->expect_proxy = false;
+    if (pr.has_source)
+        c->addr = pr.src;
+    if (srv->accept_filter && !srv->accept_filter(&c->addr, srv->accept_filter_data)) {
+        GH_STAT_ADD(&w->stats.refused[GH_REFUSE_BLOCKED], 1);
+        conn_close(c);
+        return;
+    }
+    if (!gh_addrtab_acquire(srv->addrs, &c->addr, w->cfg->limits.max_conns_per_addr)) {
+        GH_STAT_ADD(&w->stats.refused[GH_REFUSE_PER_ADDR], 1);
+        conn_close(c);
+        return;
+    }
+    c->addr_counted = true;
+    gh_buf_consume(&c->in, pr.consumed);
+    if (c->in.len)
+        process_input(c);
+    else
+        gh_buf_dispose(&c->in);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct gh_conn *c = s->data;
@@ -863,6 +909,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     size_t cap = c->w->cfg->limits.pipeline_max + c->w->cfg->limits.header_max;
+    if (c->expect_proxy) {
+        read_proxy_header(c, buf->base, (size_t)nread, cap);
+        return;
+    }
     if (!c->in.len && !c->req && !c->in_process) {
         /* fast path: parse straight from the scratch buffer */
         c->in_process = true;
@@ -918,10 +968,10 @@ static void conn_close(struct gh_conn *c)
     set_state(c, ST_CLOSING, 0);
     w->nconns--;
     GH_STAT_ADD(&w->stats.conns_open, -1);
-    if (c->counted) {
+    if (c->counted)
         atomic_fetch_sub_explicit(&w->srv->conns_total, 1, memory_order_relaxed);
+    if (c->addr_counted)
         gh_addrtab_release(w->srv->addrs, &c->addr);
-    }
     struct gh_http_req *req = c->req;
     c->req = NULL;
     if (req) {
@@ -971,7 +1021,12 @@ void gh_conn_on_connection(uv_stream_t *listener, int status)
     const struct gh_config *cfg = w->cfg;
     struct gh_server *srv = w->srv;
     if (!w->admin) {
-        if (srv->accept_filter && !srv->accept_filter(&c->addr, srv->accept_filter_data)) {
+        /* a trusted balancer speaks for many clients: the address checks
+         * wait for the client address its PROXY header reports */
+        c->expect_proxy =
+            srv->proxy_trusted && srv->proxy_trusted(&c->addr, srv->proxy_trusted_data);
+        if (!c->expect_proxy && srv->accept_filter &&
+            !srv->accept_filter(&c->addr, srv->accept_filter_data)) {
             refuse_at_accept(w, &c->tcp, GH_REFUSE_BLOCKED);
             return;
         }
@@ -981,12 +1036,14 @@ void gh_conn_on_connection(uv_stream_t *listener, int status)
             refuse_at_accept(w, &c->tcp, GH_REFUSE_MAX_CONNS);
             return;
         }
-        if (!gh_addrtab_acquire(srv->addrs, &c->addr, cfg->limits.max_conns_per_addr)) {
+        if (!c->expect_proxy &&
+            !gh_addrtab_acquire(srv->addrs, &c->addr, cfg->limits.max_conns_per_addr)) {
             atomic_fetch_sub_explicit(&srv->conns_total, 1, memory_order_relaxed);
             refuse_at_accept(w, &c->tcp, GH_REFUSE_PER_ADDR);
             return;
         }
         c->counted = true;
+        c->addr_counted = !c->expect_proxy;
         /* the slowloris guard: room for a new connection is made by closing
          * the one that has waited longest without sending its headers */
         while (w->npending >= w->pending_cap) {

@@ -21,7 +21,11 @@ static int fail(struct gh_reqparser *p, int status, const char *msg)
 
 /* Each thread keeps a few freed requests, arena chunks included, so the
  * steady state of a worker allocates nothing per request. */
-#define REQ_CACHE_MAX  32
+#ifdef GH_DEBUG
+#define REQ_CACHE_MAX 0 /* sanitizer builds: every freed request really is freed */
+#else
+#define REQ_CACHE_MAX 32
+#endif
 #define REQ_ARENA_KEEP (8u << 10)
 
 static __thread struct {

@@ -137,6 +137,7 @@ enum gh_match gh_router_match(const struct gh_router *r, int method, const char 
 {
     bool path_seen = false;
     size_t alen = 0;
+    uint64_t listed = 0; /* methods already in allow, as bits */
     if (allowlen)
         allow[0] = '\0';
     for (unsigned i = 0; i < r->n; i++) {
@@ -150,16 +151,15 @@ enum gh_match gh_router_match(const struct gh_router *r, int method, const char 
             return GH_MATCH_OK;
         }
         path_seen = true;
-        const char *name = http_method_str((enum http_method)rt->method);
-        if (allowlen && !strstr(allow, name)) {
-            int n = snprintf(allow + alen, allowlen - alen, "%s%s", alen ? ", " : "", name);
+        int ms[2] = {rt->method, rt->method == HTTP_GET ? HTTP_HEAD : -1};
+        for (int k = 0; k < 2 && allowlen; k++) {
+            if (ms[k] < 0 || ms[k] >= 64 || (listed & (1ull << ms[k])))
+                continue;
+            listed |= 1ull << ms[k];
+            int n = snprintf(allow + alen, allowlen - alen, "%s%s", alen ? ", " : "",
+                             http_method_str((enum http_method)ms[k]));
             if (n > 0 && (size_t)n < allowlen - alen)
                 alen += (size_t)n;
-            if (rt->method == HTTP_GET && !strstr(allow, "HEAD")) {
-                n = snprintf(allow + alen, allowlen - alen, ", HEAD");
-                if (n > 0 && (size_t)n < allowlen - alen)
-                    alen += (size_t)n;
-            }
         }
     }
     return path_seen ? GH_MATCH_BAD_METHOD : GH_MATCH_NOT_FOUND;

@@ -1,0 +1,36 @@
+/* The web pages (/, /register, /login, /chat, /keys, /account) and the
+ * static assets under /css/, /js/ and /img/, all from the embedded
+ * gh_assets[] table (web/, see scripts/embed-web.sh).
+ *
+ * Pages are templates (web/pages/NAME.html) rendered once per language at
+ * start, with the strings of web/i18n/{en,zh}.json:
+ *   {{key}}          the string `key` of the page's language, HTML-escaped
+ *   {{/css/x.css}}   the asset's URL with its version (?v=<hash>)
+ *   {{>_partial}}    web/pages/_partial.html, rendered in place
+ *   {{=lang}}, {{=other_lang}}, {{=i18n}} (the language's strings as JSON
+ *   for a <script type="application/json"> data block)
+ * The language: ?lang=en|zh (remembered in the cookie gh_lang), else the
+ * cookie, else Accept-Language, else English.
+ *
+ * Every page carries the security headers (a strict Content-Security-Policy,
+ * X-Frame-Options, Referrer-Policy, X-Content-Type-Options). Assets carry an
+ * ETag; a versioned URL is cached for a year, an unversioned one is
+ * revalidated.
+ *
+ * Ownership and threads: gh_pages_init runs on the main thread before the
+ * server starts and renders everything into memory that lives as long as
+ * the process and is read-only afterwards, so the handlers run on any
+ * worker without locks. */
+#pragma once
+
+#include "core/server.h"
+
+/* Renders the pages and registers the routes on srv->router. 0, or a
+ * negative code with a message logged and printed (a template or string
+ * table that does not render is a build mistake: the server must not
+ * start). */
+int gh_pages_init(struct gh_server *srv);
+
+/* Which language Accept-Language prefers: 1 for Chinese, 0 for English
+ * (also when the header is absent or names neither). Any thread. */
+int gh_pages_lang_from_accept(const char *h, size_t len);
