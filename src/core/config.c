@@ -190,6 +190,9 @@ static const struct key_def keys[] = {
      "entries per IP list"},
     {"shield", "trusted_proxies", T_STR, OFF(shield.trusted_proxies), 0, 4096, "",
      "CIDRs of balancers whose X-Forwarded-For is believed, comma separated"},
+    {"shield", "proxy_protocol_from", T_STR, OFF(shield.proxy_protocol_from), 0, 4096, "",
+     "CIDRs of balancers whose connections start with a PROXY protocol header (v1 or v2); "
+     "their reported address is the client's. Comma separated"},
     {"shield", "pow_bits", T_UINT, OFF(shield.pow_bits), 0, 32, "0",
      "proof-of-work difficulty at the normal level (0 = none)"},
     {"shield", "elevated_pow_bits", T_UINT, OFF(shield.elevated_pow_bits), 0, 32, "16",

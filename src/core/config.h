@@ -95,6 +95,26 @@ struct gh_config {
         unsigned global_hour;
     } sms;
     /* @shield-fields */
+    struct {
+        bool enabled;                /* classify and limit public requests */
+        char *rules;                 /* limiter rules (shield/limiter.h syntax) */
+        size_t limiter_memory;       /* bytes of the limiter table */
+        char *block_file;            /* CIDR list closed at accept ("" = none) */
+        char *allow_file;            /* CIDR list never blocked nor limited */
+        size_t list_max;             /* entries per list */
+        char *trusted_proxies;       /* CIDRs whose X-Forwarded-For we believe */
+        char *proxy_protocol_from;   /* CIDRs of balancers that send a PROXY header */
+        unsigned pow_bits;           /* difficulty at the normal level */
+        unsigned elevated_pow_bits;  /* at elevated */
+        unsigned attack_pow_bits;    /* at under_attack */
+        uint64_t pow_ttl_ms;         /* lifetime of a challenge */
+        size_t pow_replay_entries;   /* capacity of the replay cache */
+        char *attack_regions;        /* regions allowed to register under attack */
+        unsigned attack_register_per_minute; /* registration cap under attack */
+        uint64_t level_interval_ms;  /* signal period of the attack level */
+        unsigned level_calm_periods; /* calm periods before it falls a level */
+        char *level_thresholds;      /* signal:elevated:under_attack, … */
+    } shield;
     /* @gateway-fields */
     struct {
         bool echo;                   /* the built-in `echo` model */

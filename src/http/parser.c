@@ -88,7 +88,7 @@ void gh_http_req_free(struct gh_http_req *req)
     gh_buf_dispose(&req->res_headers);
     if (req->cfg)
         gh_config_unref(req->cfg);
-    if (req_cache.n >= REQ_CACHE_MAX) {
+    if (req_cache.n + 1 > REQ_CACHE_MAX) {
         gh_arena_dispose(&req->arena);
         free(req);
         return;

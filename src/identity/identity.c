@@ -1,0 +1,1617 @@
+/* This module implements the identity subsystem of identity.h: the routes
+ * of CONTRACT.md for accounts, sessions, API keys and the registration
+ * policy. Handlers run on their worker's loop; database work goes to the
+ * store threads, password hashing to the password pool, and every result
+ * comes back to the same worker (gh_worker_post) to answer. */
+#include "identity/identity.h"
+
+#include "admin/admin.h"
+#include "core/log.h"
+#include "identity/audit.h"
+#include "identity/auth.h"
+#include "identity/backoff.h"
+#include "identity/kvtab.h"
+#include "identity/password.h"
+#include "identity/phone.h"
+#include "identity/policy.h"
+#include "identity/pwpool.h"
+#include "identity/sms.h"
+#include "identity/smssend.h"
+#include "identity/tokens.h"
+#include "store/store.h"
+
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HOUR_MS (3600ull * 1000)
+
+/* The subsystem's state: one per process (the admin routes' ctx must be
+ * the server, and auth.h takes no context). */
+static struct identity {
+    struct gh_server *srv;
+    struct gh_store *store;
+    struct gh_pwpool *pool;
+    struct gh_sms *sms;
+    struct gh_smssend *sender;
+    struct gh_kvtab *fails; /* login failures per phone and per address */
+    bool ready;
+} ids;
+
+/* ---- small helpers ---- */
+
+static void phone_hash(const char *e164, uint8_t out[32])
+{
+    char buf[40];
+    int n = snprintf(buf, sizeof buf, "phone:%s", e164);
+    gh_token_hash(buf, (size_t)n, out);
+}
+
+static uint64_t ceil_s(uint64_t ms)
+{
+    return ms ? (ms + 999) / 1000 : 1;
+}
+
+/* Parses the body as a JSON object; answers 400 and returns NULL when it is
+ * not one. */
+static json_t *body_object(struct gh_http_req *req)
+{
+    if (!req->body.len) {
+        gh_http_respond_error(req, 400, "invalid_json", "body: a JSON object is required");
+        return NULL;
+    }
+    json_error_t e;
+    json_t *o = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &e);
+    if (!o) {
+        gh_http_respond_error(req, 400, "invalid_json", "body: not valid JSON (line %d: %.80s)",
+                              e.line, e.text);
+        return NULL;
+    }
+    if (!json_is_object(o)) {
+        json_decref(o);
+        gh_http_respond_error(req, 400, "invalid_json", "body: expected a JSON object");
+        return NULL;
+    }
+    return o;
+}
+
+/* Gets string field name (required) of at most max bytes. false after
+ * answering 400. */
+static bool field_str(struct gh_http_req *req, json_t *o, const char *name, size_t max,
+                      const char **s, size_t *len)
+{
+    json_t *v = json_object_get(o, name);
+    if (!v || json_is_null(v)) {
+        gh_http_respond_error(req, 400, "invalid_request", "%s: required", name);
+        return false;
+    }
+    if (!json_is_string(v)) {
+        gh_http_respond_error(req, 400, "invalid_request", "%s: expected a string", name);
+        return false;
+    }
+    *s = json_string_value(v);
+    *len = json_string_length(v);
+    if (*len > max) {
+        gh_http_respond_error(req, 400, "invalid_request", "%s: too long (at most %zu bytes)", name,
+                              max);
+        return false;
+    }
+    return true;
+}
+
+static bool field_phone(struct gh_http_req *req, json_t *o, struct gh_phone *p)
+{
+    json_t *v = json_object_get(o, "phone");
+    if (!v || json_is_null(v)) {
+        gh_http_respond_error(req, 400, "invalid_request", "phone: required");
+        return false;
+    }
+    if (!json_is_string(v)) {
+        gh_http_respond_error(req, 400, "invalid_phone", "phone: expected a string");
+        return false;
+    }
+    const char *why = NULL;
+    if (gh_phone_parse(json_string_value(v), json_string_length(v), req->cfg->identity.allow_voip,
+                       p, &why)) {
+        gh_http_respond_error(req, 400, "invalid_phone", "%s", why);
+        return false;
+    }
+    return true;
+}
+
+/* The code field: 6 ASCII digits. */
+static bool field_code(struct gh_http_req *req, json_t *o, const char **code, size_t *len)
+{
+    if (!field_str(req, o, "code", 64, code, len))
+        return false;
+    bool ok = *len == 6;
+    for (size_t i = 0; ok && i < 6; i++)
+        ok = (*code)[i] >= '0' && (*code)[i] <= '9';
+    if (!ok) {
+        gh_http_respond_error(req, 400, "invalid_request", "code: expected 6 digits");
+        return false;
+    }
+    return true;
+}
+
+static bool field_password(struct gh_http_req *req, json_t *o, const char **pw, size_t *len)
+{
+    if (!field_str(req, o, "password", 4096, pw, len))
+        return false;
+    const char *why = NULL;
+    if (gh_password_acceptable(*pw, *len, &why)) {
+        gh_http_respond_error_param(req, 422, "invalid_parameter", "password", why);
+        return false;
+    }
+    return true;
+}
+
+/* Refuses registration (and its codes) by the policy; false after
+ * answering. */
+static bool policy_allows(struct gh_http_req *req, const struct gh_phone *p)
+{
+    const struct gh_policy *pol = gh_policy_current();
+    if (!pol)
+        return true;
+    switch (pol->mode) {
+    case GH_POLICY_OPEN:
+        return true;
+    case GH_POLICY_CLOSED:
+        gh_http_respond_error(req, 403, "registration_closed", "%s", pol->msg_en);
+        return false;
+    case GH_POLICY_BUSY:
+        gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)pol->retry_after_s);
+        gh_http_respond_error(req, 503, "busy", "%s", pol->msg_en);
+        return false;
+    case GH_POLICY_RESTRICTED:
+        if (p && gh_policy_region_allowed(pol, p->region))
+            return true;
+        gh_http_respond_error(req, 403, "registration_restricted", "%s", pol->msg_en);
+        return false;
+    }
+    return true;
+}
+
+static void respond_busy(struct gh_http_req *req, const char *what)
+{
+    uint64_t s = ceil_s(req->cfg->identity.busy_retry_ms);
+    gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)s);
+    gh_http_respond_error(req, 503, "busy", "%s is busy, please retry later", what);
+}
+
+static void respond_json_buf(struct gh_http_req *req, int status, struct gh_buf *b)
+{
+    gh_http_respond_json(req, status, b->data ? b->data : "{}", b->data ? b->len : 2);
+}
+
+static int user_json(const struct gh_user *u, struct gh_buf *b)
+{
+    char ts[40], ll[40];
+    int rc = gh_buf_printf(b, "{\"id\":%llu,\"phone\":\"", (unsigned long long)u->id);
+    rc = rc ? rc : gh_buf_append_json_str(b, u->phone, strlen(u->phone));
+    rc = rc ? rc
+            : gh_buf_printf(b,
+                            "\",\"region\":\"%s\",\"calling_code\":%u,\"created_at\":\"%s\","
+                            "\"last_login_at\":%s%s%s}",
+                            u->region, u->calling_code, gh_time_rfc3339(u->created_ms, ts, sizeof ts),
+                            u->last_login_ms ? "\"" : "",
+                            u->last_login_ms ? gh_time_rfc3339(u->last_login_ms, ll, sizeof ll)
+                                             : "null",
+                            u->last_login_ms ? "\"" : "");
+    return rc;
+}
+
+static void audit_detail(char *out, size_t outlen, const char *e164, const char *region,
+                         const char *extra)
+{
+    char masked[32];
+    gh_audit_mask_phone(e164, masked, sizeof masked);
+    snprintf(out, outlen, "{\"phone\":\"%s\",\"region\":\"%s\"%s%s}", masked, region,
+             extra && *extra ? "," : "", extra ? extra : "");
+}
+
+/* Authenticates a user request: the session cookie (with the CSRF header
+ * when need_csrf), or a Bearer API key when allow_key. false after
+ * answering 401/403. */
+static bool authed(struct gh_http_req *req, bool need_csrf, bool allow_key,
+                   struct gh_principal *pr)
+{
+    size_t len = 0;
+    const char *h = gh_http_header_get(req, "authorization", &len);
+    if (h && allow_key) {
+        if (gh_auth_request(req, pr) == 0)
+            return true;
+        gh_http_add_header(req, "WWW-Authenticate", "Bearer");
+        gh_http_respond_error(req, 401, "invalid_api_key", "the API key is wrong or revoked");
+        return false;
+    }
+    int rc = gh_auth_session(req, need_csrf, pr);
+    if (rc == GH_EINVAL) {
+        gh_http_respond_error(req, 403, "forbidden",
+                              "X-CSRF-Token header missing or wrong (send the gh_csrf cookie's "
+                              "value)");
+        return false;
+    }
+    if (rc) {
+        gh_http_respond_error(req, 401, "unauthorized", "sign in first");
+        return false;
+    }
+    return true;
+}
+
+/* ---- sessions ---- */
+
+static void set_session_cookies(struct gh_http_req *req, const char *tok)
+{
+    char csrf[GH_TOKEN_B64_LEN + 1];
+    gh_token_csrf(tok, strlen(tok), csrf);
+    unsigned long long age = req->cfg->identity.session_max_ms / 1000;
+    const char *sec = req->cfg->identity.cookie_secure ? "; Secure" : "";
+    gh_http_add_header(req, "Set-Cookie",
+                       "gh_session=%s; Path=/; Max-Age=%llu; HttpOnly; SameSite=Lax%s", tok, age,
+                       sec);
+    gh_http_add_header(req, "Set-Cookie", "gh_csrf=%s; Path=/; Max-Age=%llu; SameSite=Lax%s", csrf,
+                       age, sec);
+    gh_http_add_header(req, "Cache-Control", "no-store");
+}
+
+static void clear_session_cookies(struct gh_http_req *req)
+{
+    const char *sec = req->cfg->identity.cookie_secure ? "; Secure" : "";
+    gh_http_add_header(req, "Set-Cookie",
+                       "gh_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax%s", sec);
+    gh_http_add_header(req, "Set-Cookie", "gh_csrf=; Path=/; Max-Age=0; SameSite=Lax%s", sec);
+}
+
+/* ---- the state of one asynchronous account operation ---- */
+
+enum op_kind { OP_REGISTER, OP_LOGIN_PW, OP_LOGIN_CODE, OP_RESET };
+
+struct op {
+    struct gh_http_req *req;
+    enum op_kind kind;
+    struct gh_phone phone;
+    uint8_t phone_hash[32];
+    char password[GH_PASSWORD_MAX * 4 + 1];
+    size_t pwlen;
+    char pw_hash[GH_PWHASH_STR_MAX];
+    struct gh_user user;
+    bool found;
+    bool verified;
+    int rc;
+    /* the new session */
+    char token[GH_TOKEN_B64_LEN + 1];
+    struct gh_store_session sess;
+    uint64_t session_max_ms, session_idle_ms;
+    unsigned sms_only_after;
+};
+
+static void op_free(struct op *op)
+{
+    sodium_memzero(op->password, sizeof op->password);
+    sodium_memzero(op->token, sizeof op->token);
+    free(op);
+}
+
+static struct op *op_new(struct gh_http_req *req, enum op_kind kind, const struct gh_phone *p)
+{
+    struct op *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->req = req;
+    op->kind = kind;
+    op->phone = *p;
+    phone_hash(p->e164, op->phone_hash);
+    op->session_max_ms = req->cfg->identity.session_max_ms;
+    op->session_idle_ms = req->cfg->identity.session_idle_ms;
+    op->sms_only_after = req->cfg->identity.sms_only_after;
+    return op;
+}
+
+static void op_new_session(struct op *op)
+{
+    gh_token_new_session(op->token);
+    gh_token_hash(op->token, strlen(op->token), op->sess.hash);
+    op->sess.created_ms = gh_wall_ms();
+    op->sess.expires_ms = op->sess.created_ms + op->session_max_ms;
+}
+
+/* After the session row is durable: cache it, set the cookies, answer. */
+static void op_finish_session(struct op *op, int status)
+{
+    struct gh_http_req *req = op->req;
+    struct gh_cred c = {.kind = GH_CRED_SESSION,
+                        .user_id = op->user.id,
+                        .id = op->sess.id,
+                        .expires_ms = op->sess.expires_ms,
+                        .idle_ms = op->session_idle_ms};
+    memcpy(c.hash, op->sess.hash, sizeof c.hash);
+    if (gh_tokens_put(&c)) {
+        respond_busy(req, "sign-in");
+        return;
+    }
+    set_session_cookies(req, op->token);
+    struct gh_buf b;
+    gh_buf_init(&b, 4096);
+    gh_buf_append_str(&b, "{\"user\":");
+    user_json(&op->user, &b);
+    gh_buf_append_str(&b, "}");
+    respond_json_buf(req, status, &b);
+    gh_buf_dispose(&b);
+}
+
+/* ---- login failures (memory): per phone and per address ---- */
+
+static void fail_keys(const struct op *op, uint8_t kp[16], uint8_t ka[16])
+{
+    gh_kvtab_key(kp, "lf", op->phone_hash, 32);
+    const struct gh_addr *a = &op->req->client;
+    gh_kvtab_key(ka, "la", a->bytes, a->family == AF_INET ? 4 : 16);
+}
+
+/* Refuses when the account waits out a back-off or the address failed too
+ * often. false after answering 429. sms_only: the account's failures
+ * passed the limit. */
+static bool login_allowed(struct op *op, bool *sms_only)
+{
+    struct gh_http_req *req = op->req;
+    uint8_t kp[16], ka[16];
+    fail_keys(op, kp, ka);
+    uint64_t now = gh_now_ms(), wait = 0;
+    gh_kvtab_lock(ids.fails);
+    struct gh_kv *p = gh_kvtab_find_locked(ids.fails, kp, now, false, 0);
+    struct gh_kv *a = gh_kvtab_find_locked(ids.fails, ka, now, false, 0);
+    if (p && p->v[1] > now)
+        wait = p->v[1] - now;
+    *sms_only = p && p->v[0] >= req->cfg->identity.sms_only_after;
+    bool addr_over = a && a->v[0] >= req->cfg->identity.login_fail_per_addr;
+    if (addr_over && a->expires_ms - now > wait)
+        wait = a->expires_ms - now;
+    gh_kvtab_unlock(ids.fails);
+    if (wait) {
+        gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)ceil_s(wait));
+        gh_http_respond_error(req, 429, "rate_limited",
+                              "too many failed sign-ins; retry in %llu s",
+                              (unsigned long long)ceil_s(wait));
+        return false;
+    }
+    return true;
+}
+
+static void login_failed_mem(struct op *op)
+{
+    const struct gh_config *cfg = op->req->cfg;
+    uint8_t kp[16], ka[16];
+    fail_keys(op, kp, ka);
+    uint64_t now = gh_now_ms();
+    gh_kvtab_lock(ids.fails);
+    /* the account's entry lives a day past its last failure */
+    struct gh_kv *p = gh_kvtab_find_locked(ids.fails, kp, now, true, 24 * HOUR_MS);
+    if (p) {
+        p->v[0] = GH_MAX(p->v[0], (uint64_t)op->user.failed_logins) + 1;
+        p->v[1] = now + gh_backoff_ms((unsigned)GH_MIN(p->v[0], 64ull), cfg->identity.backoff_base_ms,
+                                   cfg->identity.backoff_max_ms);
+        p->expires_ms = now + 24 * HOUR_MS;
+    }
+    struct gh_kv *a = gh_kvtab_find_locked(ids.fails, ka, now, true, HOUR_MS);
+    if (a)
+        a->v[0]++;
+    gh_kvtab_unlock(ids.fails);
+}
+
+static void login_succeeded_mem(struct op *op)
+{
+    uint8_t kp[16], ka[16];
+    fail_keys(op, kp, ka);
+    gh_kvtab_lock(ids.fails);
+    gh_kvtab_del_locked(ids.fails, kp);
+    gh_kvtab_unlock(ids.fails);
+}
+
+/* ---- POST /api/auth/sms-code ---- */
+
+struct sms_job {
+    struct gh_phone phone;
+    uint8_t phone_hash[32];
+    enum gh_sms_purpose purpose;
+    bool exists;
+    uint64_t ttl_ms;
+};
+
+static int sms_lookup_fn(struct gh_store_conn *c, void *arg)
+{
+    struct sms_job *j = arg;
+    struct gh_user u;
+    int rc = gh_store_user_by_phone(c, j->phone_hash, &u);
+    j->exists = rc == 0;
+    sodium_memzero(&u, sizeof u);
+    return rc == GH_ENOTFOUND ? 0 : rc;
+}
+
+static void sms_lookup_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct sms_job *j = arg;
+    if (rc || !ids.sms || !ids.sender)
+        goto out;
+    /* login and reset codes go only to numbers with an account: nobody
+     * pays for texts to numbers that cannot use them */
+    if (j->purpose != GH_SMS_REGISTER && !j->exists)
+        goto out;
+    char code[7];
+    if (gh_sms_code_issue(ids.sms, j->phone.e164, j->purpose, gh_now_ms(), code))
+        goto out;
+    char text[400];
+    unsigned mins = (unsigned)GH_MAX(j->ttl_ms / 60000, 1ull);
+    if (j->purpose == GH_SMS_REGISTER && j->exists)
+        snprintf(text, sizeof text,
+                 "gatehouse: someone asked to register this number, which already has an "
+                 "account. If it was you, sign in or reset your password instead. Code %s "
+                 "(%u min).",
+                 code, mins);
+    else if (j->purpose == GH_SMS_REGISTER)
+        snprintf(text, sizeof text,
+                 "gatehouse: your registration code is %s. It expires in %u min. Never share it.",
+                 code, mins);
+    else if (j->purpose == GH_SMS_LOGIN)
+        snprintf(text, sizeof text,
+                 "gatehouse: your sign-in code is %s. It expires in %u min. Never share it.", code,
+                 mins);
+    else
+        snprintf(text, sizeof text,
+                 "gatehouse: your password reset code is %s. It expires in %u min. Never share "
+                 "it.",
+                 code, mins);
+    gh_smssend_send(ids.sender, j->phone.e164, gh_sms_purpose_name(j->purpose), code, text);
+    sodium_memzero(code, sizeof code);
+out:
+    free(j);
+}
+
+static void h_sms_code(struct gh_http_req *req)
+{
+    json_t *o = body_object(req);
+    if (!o)
+        return;
+    struct gh_phone p;
+    const char *ps;
+    size_t plen;
+    if (!field_phone(req, o, &p) || !field_str(req, o, "purpose", 32, &ps, &plen))
+        goto out;
+    int purpose = gh_sms_purpose_parse(ps, plen);
+    if (purpose < 0) {
+        gh_http_respond_error(req, 400, "invalid_request",
+                              "purpose: expected register, login or reset");
+        goto out;
+    }
+    if (purpose == GH_SMS_REGISTER && !policy_allows(req, &p))
+        goto out;
+    struct gh_sms_req sr = {.e164 = p.e164,
+                            .prefix = p.prefix,
+                            .calling_code = p.calling_code,
+                            .client = req->client};
+    uint64_t wait = 0;
+    const char *which = NULL;
+    if (gh_sms_budget(ids.sms, &sr, gh_now_ms(), &wait, &which)) {
+        gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)ceil_s(wait));
+        gh_http_respond_error(req, 429, "rate_limited",
+                              "too many codes requested (%s); retry in %llu s", which,
+                              (unsigned long long)ceil_s(wait));
+        goto out;
+    }
+    struct sms_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        respond_busy(req, "the SMS service");
+        goto out;
+    }
+    j->phone = p;
+    phone_hash(p.e164, j->phone_hash);
+    j->purpose = (enum gh_sms_purpose)purpose;
+    j->ttl_ms = req->cfg->identity.code_ttl_ms;
+    /* the answer does not wait for the look-up: same bytes, same time,
+     * whether or not the number has an account */
+    if (gh_store_read(ids.store, sms_lookup_fn, j, req->worker, sms_lookup_done)) {
+        free(j);
+        respond_busy(req, "the SMS service");
+        goto out;
+    }
+    char body[64];
+    int n = snprintf(body, sizeof body, "{\"sent\":true,\"retry_after\":%llu}",
+                     (unsigned long long)(req->cfg->sms.cooldown_ms / 1000));
+    gh_http_respond_json(req, 202, body, (size_t)n);
+out:
+    json_decref(o);
+}
+
+/* ---- POST /api/auth/register ---- */
+
+static int register_write_fn(struct gh_store_conn *c, void *arg)
+{
+    struct op *op = arg;
+    struct gh_user *u = &op->user;
+    memset(u, 0, sizeof *u);
+    memcpy(u->phone_hash, op->phone_hash, 32);
+    snprintf(u->phone, sizeof u->phone, "%s", op->phone.e164);
+    snprintf(u->region, sizeof u->region, "%s", op->phone.region);
+    u->calling_code = op->phone.calling_code;
+    snprintf(u->pw_hash, sizeof u->pw_hash, "%s", op->pw_hash);
+    u->created_ms = gh_wall_ms();
+    u->last_login_ms = u->created_ms;
+    int rc = gh_store_user_insert(c, u);
+    if (rc)
+        return rc;
+    gh_store_user_login_result(c, u->id, true, u->created_ms);
+    op->sess.user_id = u->id;
+    rc = gh_store_session_insert(c, &op->sess);
+    if (rc)
+        return rc;
+    char d[160];
+    audit_detail(d, sizeof d, op->phone.e164, op->phone.region, NULL);
+    return gh_audit_row(c, "register", u->id, d);
+}
+
+static void register_write_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct op *op = arg;
+    if (!w)
+        goto out;
+    if (rc == GH_EEXIST)
+        gh_http_respond_error(op->req, 409, "account_exists",
+                              "phone: this number already has an account; sign in or reset the "
+                              "password");
+    else if (rc)
+        respond_busy(op->req, "registration");
+    else
+        op_finish_session(op, 201);
+out:
+    op_free(op);
+}
+
+static void hash_fn(void *arg)
+{
+    struct op *op = arg;
+    op->rc = gh_password_hash(op->password, op->pwlen, op->pw_hash);
+    sodium_memzero(op->password, sizeof op->password);
+}
+
+static void register_hash_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct op *op = arg;
+    if (!w)
+        goto fail;
+    if (rc || op->rc) {
+        respond_busy(op->req, "registration");
+        goto fail;
+    }
+    op_new_session(op);
+    if (gh_store_write(ids.store, register_write_fn, op, w, register_write_done)) {
+        respond_busy(op->req, "registration");
+        goto fail;
+    }
+    return;
+fail:
+    op_free(op);
+}
+
+static bool check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpose p,
+                       const char *code, size_t len)
+{
+    int rc = gh_sms_code_check(ids.sms, e164, p, code, len, gh_now_ms());
+    if (rc == 0)
+        return true;
+    if (rc == GH_EINVAL)
+        gh_http_respond_error_param(req, 400, "invalid_code", "code",
+                                    "code: wrong code; check the SMS or request a new code");
+    else
+        gh_http_respond_error_param(req, 400, "invalid_code", "code",
+                                    "code: no valid code for this number (expired, used or "
+                                    "too many wrong tries); request a new code");
+    return false;
+}
+
+static void h_register(struct gh_http_req *req)
+{
+    json_t *o = body_object(req);
+    if (!o)
+        return;
+    struct gh_phone p;
+    const char *code, *pw;
+    size_t clen, pwlen;
+    if (!field_phone(req, o, &p) || !field_code(req, o, &code, &clen) ||
+        !field_password(req, o, &pw, &pwlen))
+        goto out;
+    if (!policy_allows(req, &p))
+        goto out;
+    if (!check_code(req, p.e164, GH_SMS_REGISTER, code, clen))
+        goto out;
+    struct op *op = op_new(req, OP_REGISTER, &p);
+    if (!op) {
+        respond_busy(req, "registration");
+        goto out;
+    }
+    memcpy(op->password, pw, pwlen);
+    op->pwlen = pwlen;
+    if (gh_pwpool_submit(ids.pool, GH_PW_REGISTER, hash_fn, op, req->worker,
+                         register_hash_done)) {
+        op_free(op);
+        respond_busy(req, "registration");
+    }
+out:
+    json_decref(o);
+}
+
+/* ---- POST /api/auth/login ---- */
+
+static int login_read_fn(struct gh_store_conn *c, void *arg)
+{
+    struct op *op = arg;
+    int rc = gh_store_user_by_phone(c, op->phone_hash, &op->user);
+    op->found = rc == 0;
+    return rc == GH_ENOTFOUND ? 0 : rc;
+}
+
+static void verify_fn(void *arg)
+{
+    struct op *op = arg;
+    /* unknown numbers cost one verification too (against a dummy hash) */
+    op->verified = gh_password_verify(op->found ? op->user.pw_hash : NULL, op->password,
+                                      op->pwlen) == 0 &&
+                   op->found;
+    sodium_memzero(op->password, sizeof op->password);
+}
+
+static int login_ok_fn(struct gh_store_conn *c, void *arg)
+{
+    struct op *op = arg;
+    uint64_t now = gh_wall_ms();
+    gh_store_user_login_result(c, op->user.id, true, now);
+    op->user.last_login_ms = now;
+    op->user.failed_logins = 0;
+    op->sess.user_id = op->user.id;
+    int rc = gh_store_session_insert(c, &op->sess);
+    if (rc)
+        return rc;
+    char d[200];
+    audit_detail(d, sizeof d, op->phone.e164, op->phone.region,
+                 op->kind == OP_LOGIN_CODE ? "\"method\":\"sms_code\"" : "\"method\":\"password\"");
+    return gh_audit_row(c, "login", op->user.id, d);
+}
+
+static int login_fail_fn(struct gh_store_conn *c, void *arg)
+{
+    struct op *op = arg;
+    if (op->found)
+        gh_store_user_login_result(c, op->user.id, false, 0);
+    char d[200];
+    audit_detail(d, sizeof d, op->phone.e164, op->phone.region,
+                 op->found ? "\"account\":true" : "\"account\":false");
+    return gh_audit_row(c, "login_failure", op->found ? op->user.id : 0, d);
+}
+
+static void login_ok_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct op *op = arg;
+    if (w) {
+        if (rc)
+            respond_busy(op->req, "sign-in");
+        else
+            op_finish_session(op, 200);
+    }
+    op_free(op);
+}
+
+static void login_fail_answer(struct gh_http_req *req, bool sms_only)
+{
+    if (sms_only)
+        gh_http_respond_error(req, 401, "unauthorized",
+                              "too many failed attempts: sign in with an SMS code (purpose "
+                              "login) or reset the password");
+    else
+        gh_http_respond_error(req, 401, "unauthorized", "wrong phone number or password");
+}
+
+static void op_free_done(struct gh_worker *w, void *arg, int rc)
+{
+    op_free(arg);
+}
+
+static void login_failed(struct op *op)
+{
+    login_failed_mem(op);
+    login_fail_answer(op->req, false);
+    op->req = NULL; /* answered: the write below only records the failure */
+    if (gh_store_write(ids.store, login_fail_fn, op, NULL, op_free_done))
+        op_free(op);
+}
+
+static void login_succeeded(struct gh_worker *w, struct op *op)
+{
+    login_succeeded_mem(op);
+    op_new_session(op);
+    if (gh_store_write(ids.store, login_ok_fn, op, w, login_ok_done)) {
+        respond_busy(op->req, "sign-in");
+        op_free(op);
+    }
+}
+
+static void verify_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct op *op = arg;
+    if (!w) {
+        op_free(op);
+        return;
+    }
+    if (rc) {
+        respond_busy(op->req, "sign-in");
+        op_free(op);
+        return;
+    }
+    if (op->verified)
+        login_succeeded(w, op);
+    else
+        login_failed(op);
+}
+
+static void login_read_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct op *op = arg;
+    if (!w) {
+        op_free(op);
+        return;
+    }
+    if (rc) {
+        respond_busy(op->req, "sign-in");
+        op_free(op);
+        return;
+    }
+    if (op->kind == OP_LOGIN_CODE) {
+        if (op->found)
+            login_succeeded(w, op);
+        else
+            login_failed(op);
+        return;
+    }
+    if (op->found && op->user.failed_logins >= op->sms_only_after) {
+        login_fail_answer(op->req, true);
+        op_free(op);
+        return;
+    }
+    if (gh_pwpool_submit(ids.pool, GH_PW_LOGIN, verify_fn, op, w, verify_done)) {
+        respond_busy(op->req, "sign-in");
+        op_free(op);
+    }
+}
+
+static void h_login(struct gh_http_req *req)
+{
+    json_t *o = body_object(req);
+    if (!o)
+        return;
+    struct gh_phone p;
+    if (!field_phone(req, o, &p))
+        goto out;
+    bool by_code = json_object_get(o, "code") != NULL;
+    bool by_pw = json_object_get(o, "password") != NULL;
+    if (by_code == by_pw) {
+        gh_http_respond_error(req, 400, "invalid_request",
+                              "password or code: send exactly one of them");
+        goto out;
+    }
+    const char *code = NULL, *pw = NULL;
+    size_t clen = 0, pwlen = 0;
+    if (by_code && !field_code(req, o, &code, &clen))
+        goto out;
+    if (by_pw && !field_str(req, o, "password", GH_PASSWORD_MAX * 4, &pw, &pwlen))
+        goto out;
+    struct op *op = op_new(req, by_code ? OP_LOGIN_CODE : OP_LOGIN_PW, &p);
+    if (!op) {
+        respond_busy(req, "sign-in");
+        goto out;
+    }
+    bool sms_only = false;
+    if (!login_allowed(op, &sms_only)) {
+        op_free(op);
+        goto out;
+    }
+    if (by_code) {
+        if (!check_code(req, p.e164, GH_SMS_LOGIN, code, clen)) {
+            op_free(op);
+            goto out;
+        }
+    } else {
+        if (sms_only) {
+            login_fail_answer(req, true);
+            op_free(op);
+            goto out;
+        }
+        memcpy(op->password, pw, pwlen);
+        op->pwlen = pwlen;
+    }
+    if (gh_store_read(ids.store, login_read_fn, op, req->worker, login_read_done)) {
+        respond_busy(req, "sign-in");
+        op_free(op);
+    }
+out:
+    json_decref(o);
+}
+
+/* ---- POST /api/auth/password-reset ---- */
+
+static int reset_write_fn(struct gh_store_conn *c, void *arg)
+{
+    struct op *op = arg;
+    int rc = gh_store_user_by_phone(c, op->phone_hash, &op->user);
+    if (rc)
+        return rc;
+    rc = gh_store_user_set_password(c, op->user.id, op->pw_hash);
+    if (rc)
+        return rc;
+    /* a reset signs out every session: whoever knew the old password */
+    rc = gh_store_sessions_delete_user(c, op->user.id);
+    if (rc < 0)
+        return rc;
+    char d[160];
+    audit_detail(d, sizeof d, op->phone.e164, op->phone.region, NULL);
+    return gh_audit_row(c, "password_reset", op->user.id, d);
+}
+
+static void reset_write_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct op *op = arg;
+    if (w) {
+        if (rc == GH_ENOTFOUND) {
+            gh_http_respond_error_param(op->req, 400, "invalid_code", "code",
+                                        "code: no valid code for this number; request a new "
+                                        "code");
+        } else if (rc) {
+            respond_busy(op->req, "password reset");
+        } else {
+            gh_tokens_del_user(op->user.id, GH_CRED_SESSION);
+            login_succeeded_mem(op);
+            clear_session_cookies(op->req);
+            static const char body[] = "{\"reset\":true}";
+            gh_http_respond_json(op->req, 200, body, sizeof body - 1);
+        }
+    }
+    op_free(op);
+}
+
+static void reset_hash_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct op *op = arg;
+    if (!w)
+        goto fail;
+    if (rc || op->rc) {
+        respond_busy(op->req, "password reset");
+        goto fail;
+    }
+    if (gh_store_write(ids.store, reset_write_fn, op, w, reset_write_done)) {
+        respond_busy(op->req, "password reset");
+        goto fail;
+    }
+    return;
+fail:
+    op_free(op);
+}
+
+static void h_reset(struct gh_http_req *req)
+{
+    json_t *o = body_object(req);
+    if (!o)
+        return;
+    struct gh_phone p;
+    const char *code, *pw;
+    size_t clen, pwlen;
+    if (!field_phone(req, o, &p) || !field_code(req, o, &code, &clen) ||
+        !field_password(req, o, &pw, &pwlen))
+        goto out;
+    if (!check_code(req, p.e164, GH_SMS_RESET, code, clen))
+        goto out;
+    struct op *op = op_new(req, OP_RESET, &p);
+    if (!op) {
+        respond_busy(req, "password reset");
+        goto out;
+    }
+    memcpy(op->password, pw, pwlen);
+    op->pwlen = pwlen;
+    if (gh_pwpool_submit(ids.pool, GH_PW_LOGIN, hash_fn, op, req->worker, reset_hash_done)) {
+        op_free(op);
+        respond_busy(req, "password reset");
+    }
+out:
+    json_decref(o);
+}
+
+/* ---- POST /api/auth/logout ---- */
+
+static int drop_session_fn(struct gh_store_conn *c, void *arg)
+{
+    int rc = gh_store_session_delete(c, arg);
+    return rc == GH_ENOTFOUND ? 0 : rc;
+}
+
+static void free_done(struct gh_worker *w, void *arg, int rc)
+{
+    free(arg);
+}
+
+static void h_logout(struct gh_http_req *req)
+{
+    char tok[GH_TOKEN_B64_LEN + 8];
+    struct gh_principal pr;
+    int rc = gh_auth_session(req, true, &pr);
+    if (rc == GH_EINVAL) {
+        gh_http_respond_error(req, 403, "forbidden", "X-CSRF-Token header missing or wrong");
+        return;
+    }
+    if (rc == 0 && gh_http_cookie_get(req, "gh_session", tok, sizeof tok) == 0) {
+        uint8_t *h = malloc(GH_TOKEN_HASH_BYTES);
+        if (h) {
+            gh_token_hash(tok, strlen(tok), h);
+            gh_tokens_del(h); /* every worker stops accepting it now */
+            if (gh_store_write(ids.store, drop_session_fn, h, NULL, free_done))
+                free(h);
+        }
+        gh_audit_queue(ids.store, "logout", pr.user_id, NULL);
+    }
+    clear_session_cookies(req);
+    gh_http_respond(req, 204, NULL, NULL, 0);
+}
+
+/* ---- GET /api/me, GET /api/me/export, DELETE /api/me ---- */
+
+struct me_job {
+    struct gh_http_req *req;
+    uint64_t user_id;
+    bool export;
+    struct gh_buf out;
+    int rc;
+};
+
+static void export_session(const struct gh_store_session *s, void *arg)
+{
+    struct gh_buf *b = arg;
+    char c[40], e[40];
+    gh_buf_printf(b, "%s{\"id\":%llu,\"created_at\":\"%s\",\"expires_at\":\"%s\"}",
+                  b->data[b->len - 1] == '[' ? "" : ",", (unsigned long long)s->id,
+                  gh_time_rfc3339(s->created_ms, c, sizeof c),
+                  gh_time_rfc3339(s->expires_ms, e, sizeof e));
+}
+
+static void key_json(const struct gh_store_key *k, struct gh_buf *b, uint64_t last_used)
+{
+    char c[40], l[40], r[40];
+    uint64_t lu = GH_MAX(k->last_used_ms, last_used);
+    gh_buf_printf(b, "%s{\"id\":%llu,\"name\":\"", b->data[b->len - 1] == '[' ? "" : ",",
+                  (unsigned long long)k->id);
+    gh_buf_append_json_str(b, k->name, strlen(k->name));
+    gh_buf_printf(b, "\",\"prefix\":\"%s\",\"created_at\":\"%s\",\"last_used_at\":%s%s%s", k->prefix,
+                  gh_time_rfc3339(k->created_ms, c, sizeof c), lu ? "\"" : "",
+                  lu ? gh_time_rfc3339(lu, l, sizeof l) : "null", lu ? "\"" : "");
+    if (k->revoked_ms)
+        gh_buf_printf(b, ",\"revoked_at\":\"%s\"", gh_time_rfc3339(k->revoked_ms, r, sizeof r));
+    gh_buf_append_str(b, "}");
+}
+
+static void export_key(const struct gh_store_key *k, void *arg)
+{
+    struct gh_cred c;
+    uint64_t lu = !k->revoked_ms && gh_tokens_peek(k->hash, &c) == 0 ? c.last_seen_ms : 0;
+    key_json(k, arg, lu);
+}
+
+static void export_audit(const struct gh_store_audit *a, void *arg)
+{
+    struct gh_buf *b = arg;
+    char t[40];
+    gh_buf_printf(b, "%s{\"at\":\"%s\",\"event\":\"", b->data[b->len - 1] == '[' ? "" : ",",
+                  gh_time_rfc3339(a->ts_ms, t, sizeof t));
+    gh_buf_append_json_str(b, a->event, strlen(a->event));
+    gh_buf_printf(b, "\",\"detail\":%s}", a->detail[0] ? a->detail : "{}");
+}
+
+static int me_read_fn(struct gh_store_conn *c, void *arg)
+{
+    struct me_job *j = arg;
+    struct gh_user u;
+    int rc = gh_store_user_by_id(c, j->user_id, &u);
+    if (rc)
+        return rc;
+    struct gh_buf *b = &j->out;
+    gh_buf_append_str(b, "{\"user\":");
+    user_json(&u, b);
+    if (j->export) {
+        char now[40];
+        gh_buf_printf(b, ",\"exported_at\":\"%s\",\"sessions\":[",
+                      gh_time_rfc3339(gh_wall_ms(), now, sizeof now));
+        gh_store_sessions_each(c, j->user_id, 0, export_session, b);
+        gh_buf_append_str(b, "],\"api_keys\":[");
+        gh_store_keys_each(c, j->user_id, true, export_key, b);
+        gh_buf_append_str(b, "],\"audit\":[");
+        gh_store_audit_each(c, j->user_id, 1000, export_audit, b);
+        gh_buf_append_str(b, "]");
+    }
+    sodium_memzero(&u, sizeof u);
+    return gh_buf_append_str(b, "}");
+}
+
+static void me_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct me_job *j = arg;
+    if (w) {
+        if (rc == GH_ENOTFOUND)
+            gh_http_respond_error(j->req, 401, "unauthorized", "sign in first");
+        else if (rc)
+            respond_busy(j->req, "the account service");
+        else {
+            if (j->export) {
+                gh_http_add_header(j->req, "Content-Disposition",
+                                   "attachment; filename=\"gatehouse-export.json\"");
+                gh_audit_queue(ids.store, "export", j->user_id, NULL);
+            }
+            gh_http_add_header(j->req, "Cache-Control", "no-store");
+            respond_json_buf(j->req, 200, &j->out);
+        }
+    }
+    gh_buf_dispose(&j->out);
+    free(j);
+}
+
+static void me_common(struct gh_http_req *req, bool export)
+{
+    struct gh_principal pr;
+    if (!authed(req, false, true, &pr))
+        return;
+    struct me_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        respond_busy(req, "the account service");
+        return;
+    }
+    j->req = req;
+    j->user_id = pr.user_id;
+    j->export = export;
+    gh_buf_init(&j->out, 16u << 20);
+    if (gh_store_read(ids.store, me_read_fn, j, req->worker, me_done)) {
+        gh_buf_dispose(&j->out);
+        free(j);
+        respond_busy(req, "the account service");
+    }
+}
+
+static void h_me(struct gh_http_req *req)
+{
+    me_common(req, false);
+}
+
+static void h_export(struct gh_http_req *req)
+{
+    me_common(req, true);
+}
+
+static int delete_fn(struct gh_store_conn *c, void *arg)
+{
+    struct me_job *j = arg;
+    int rc = gh_store_user_delete(c, j->user_id);
+    if (rc)
+        return rc;
+    return gh_audit_row(c, "account_deleted", j->user_id, NULL);
+}
+
+static void delete_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct me_job *j = arg;
+    /* again after the write: a login that raced the deletion */
+    gh_tokens_del_user(j->user_id, 0);
+    if (w) {
+        if (rc && rc != GH_ENOTFOUND) {
+            respond_busy(j->req, "the account service");
+        } else {
+            clear_session_cookies(j->req);
+            gh_http_respond(j->req, 204, NULL, NULL, 0);
+        }
+    }
+    free(j);
+}
+
+static void h_delete_me(struct gh_http_req *req)
+{
+    struct gh_principal pr;
+    if (!authed(req, true, false, &pr))
+        return;
+    struct me_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        respond_busy(req, "the account service");
+        return;
+    }
+    j->req = req;
+    j->user_id = pr.user_id;
+    /* sessions and keys stop working on every worker now */
+    gh_tokens_del_user(pr.user_id, 0);
+    if (gh_store_write(ids.store, delete_fn, j, req->worker, delete_done)) {
+        free(j);
+        respond_busy(req, "the account service");
+    }
+}
+
+/* ---- API keys ---- */
+
+struct key_job {
+    struct gh_http_req *req;
+    uint64_t user_id;
+    unsigned max;
+    char token[GH_API_KEY_LEN + 1];
+    struct gh_store_key key;
+    struct gh_buf out;
+};
+
+static void key_job_free(struct key_job *j)
+{
+    sodium_memzero(j->token, sizeof j->token);
+    gh_buf_dispose(&j->out);
+    free(j);
+}
+
+static int key_create_fn(struct gh_store_conn *c, void *arg)
+{
+    struct key_job *j = arg;
+    if (gh_store_keys_live_count(c, j->user_id) >= j->max)
+        return GH_ETOOBIG;
+    struct gh_user u;
+    if (gh_store_user_by_id(c, j->user_id, &u))
+        return GH_ENOTFOUND;
+    int rc = gh_store_key_insert(c, &j->key);
+    if (rc)
+        return rc;
+    char d[128];
+    snprintf(d, sizeof d, "{\"key_id\":%llu,\"prefix\":\"%s\"}", (unsigned long long)j->key.id,
+             j->key.prefix);
+    return gh_audit_row(c, "key_created", j->user_id, d);
+}
+
+static void key_create_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct key_job *j = arg;
+    if (!w)
+        goto out;
+    if (rc == GH_ETOOBIG) {
+        gh_http_respond_error(j->req, 422, "invalid_parameter",
+                              "name: you already have the maximum number of keys (%u); revoke one",
+                              j->max);
+        goto out;
+    }
+    if (rc == GH_ENOTFOUND) {
+        gh_http_respond_error(j->req, 401, "unauthorized", "sign in first");
+        goto out;
+    }
+    struct gh_cred c = {.kind = GH_CRED_KEY, .user_id = j->user_id, .id = j->key.id};
+    memcpy(c.hash, j->key.hash, 32);
+    if (rc || gh_tokens_put(&c)) {
+        respond_busy(j->req, "the key service");
+        goto out;
+    }
+    char ts[40];
+    gh_buf_printf(&j->out, "{\"id\":%llu,\"key\":\"%s\",\"prefix\":\"%s\",\"name\":\"",
+                  (unsigned long long)j->key.id, j->token, j->key.prefix);
+    gh_buf_append_json_str(&j->out, j->key.name, strlen(j->key.name));
+    gh_buf_printf(&j->out, "\",\"created_at\":\"%s\"}",
+                  gh_time_rfc3339(j->key.created_ms, ts, sizeof ts));
+    gh_http_add_header(j->req, "Cache-Control", "no-store");
+    respond_json_buf(j->req, 201, &j->out);
+out:
+    key_job_free(j);
+}
+
+static void h_key_create(struct gh_http_req *req)
+{
+    struct gh_principal pr;
+    if (!authed(req, true, false, &pr))
+        return;
+    json_t *o = body_object(req);
+    if (!o)
+        return;
+    const char *name;
+    size_t nlen;
+    if (!field_str(req, o, "name", GH_KEY_NAME_MAX, &name, &nlen))
+        goto out;
+    for (size_t i = 0; i < nlen; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) {
+            gh_http_respond_error(req, 400, "invalid_request", "name: no control characters");
+            goto out;
+        }
+    if (!nlen) {
+        gh_http_respond_error(req, 400, "invalid_request", "name: must not be empty");
+        goto out;
+    }
+    struct key_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        respond_busy(req, "the key service");
+        goto out;
+    }
+    j->req = req;
+    j->user_id = pr.user_id;
+    j->max = req->cfg->identity.keys_per_user;
+    gh_buf_init(&j->out, 4096);
+    gh_token_new_api_key(j->token);
+    gh_token_hash(j->token, GH_API_KEY_LEN, j->key.hash);
+    memcpy(j->key.prefix, j->token, GH_API_KEY_PREFIX_LEN);
+    memcpy(j->key.name, name, nlen);
+    j->key.user_id = pr.user_id;
+    j->key.created_ms = gh_wall_ms();
+    if (gh_store_write(ids.store, key_create_fn, j, req->worker, key_create_done)) {
+        key_job_free(j);
+        respond_busy(req, "the key service");
+    }
+out:
+    json_decref(o);
+}
+
+static void list_key(const struct gh_store_key *k, void *arg)
+{
+    struct gh_cred c;
+    uint64_t lu = gh_tokens_peek(k->hash, &c) == 0 ? c.last_seen_ms : 0;
+    key_json(k, arg, lu);
+}
+
+static int key_list_fn(struct gh_store_conn *c, void *arg)
+{
+    struct key_job *j = arg;
+    gh_buf_append_str(&j->out, "{\"object\":\"list\",\"data\":[");
+    int rc = gh_store_keys_each(c, j->user_id, false, list_key, &j->out);
+    return rc ? rc : gh_buf_append_str(&j->out, "]}");
+}
+
+static void key_list_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct key_job *j = arg;
+    if (w) {
+        if (rc)
+            respond_busy(j->req, "the key service");
+        else
+            respond_json_buf(j->req, 200, &j->out);
+    }
+    key_job_free(j);
+}
+
+static void h_key_list(struct gh_http_req *req)
+{
+    struct gh_principal pr;
+    if (!authed(req, false, true, &pr))
+        return;
+    struct key_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        respond_busy(req, "the key service");
+        return;
+    }
+    j->req = req;
+    j->user_id = pr.user_id;
+    gh_buf_init(&j->out, 1u << 20);
+    if (gh_store_read(ids.store, key_list_fn, j, req->worker, key_list_done)) {
+        key_job_free(j);
+        respond_busy(req, "the key service");
+    }
+}
+
+static int key_revoke_fn(struct gh_store_conn *c, void *arg)
+{
+    struct key_job *j = arg;
+    int rc = gh_store_key_revoke(c, j->user_id, j->key.id, gh_wall_ms(), &j->key);
+    if (rc)
+        return rc;
+    char d[128];
+    snprintf(d, sizeof d, "{\"key_id\":%llu,\"prefix\":\"%s\"}", (unsigned long long)j->key.id,
+             j->key.prefix);
+    return gh_audit_row(c, "key_revoked", j->user_id, d);
+}
+
+static void key_revoke_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct key_job *j = arg;
+    if (!rc)
+        gh_tokens_del(j->key.hash);
+    if (w) {
+        if (rc == GH_ENOTFOUND)
+            gh_http_respond_error(j->req, 404, "not_found", "no such key");
+        else if (rc)
+            respond_busy(j->req, "the key service");
+        else
+            gh_http_respond(j->req, 204, NULL, NULL, 0);
+    }
+    key_job_free(j);
+}
+
+static void h_key_delete(struct gh_http_req *req)
+{
+    struct gh_principal pr;
+    if (!authed(req, true, true, &pr))
+        return;
+    uint64_t id = 0;
+    if (req->nparams < 1 || gh_parse_uint(req->params[0], UINT32_MAX * 1024ull, &id) || !id) {
+        gh_http_respond_error(req, 404, "not_found", "no such key");
+        return;
+    }
+    struct key_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        respond_busy(req, "the key service");
+        return;
+    }
+    j->req = req;
+    j->user_id = pr.user_id;
+    j->key.id = id;
+    gh_buf_init(&j->out, 64);
+    if (gh_store_write(ids.store, key_revoke_fn, j, req->worker, key_revoke_done)) {
+        key_job_free(j);
+        respond_busy(req, "the key service");
+    }
+}
+
+/* ---- policy ---- */
+
+static void h_policy(struct gh_http_req *req)
+{
+    const struct gh_policy *p = gh_policy_current();
+    struct gh_buf b;
+    gh_buf_init(&b, 8192);
+    gh_policy_render(p, false, &b);
+    gh_http_add_header(req, "Cache-Control", "no-cache");
+    respond_json_buf(req, 200, &b);
+    gh_buf_dispose(&b);
+}
+
+static void h_admin_policy_get(struct gh_http_req *req)
+{
+    if (!gh_admin_authorized(req))
+        return;
+    struct gh_buf b;
+    gh_buf_init(&b, 16384);
+    gh_policy_render(gh_policy_current(), true, &b);
+    respond_json_buf(req, 200, &b);
+    gh_buf_dispose(&b);
+}
+
+struct policy_job {
+    struct gh_http_req *req;
+    char *json;     /* the stored form */
+    char *answer;   /* the admin answer */
+    char detail[256];
+};
+
+static int policy_write_fn(struct gh_store_conn *c, void *arg)
+{
+    struct policy_job *j = arg;
+    int rc = gh_store_setting_put(c, "policy", j->json);
+    return rc ? rc : gh_audit_row(c, "policy_changed", 0, j->detail);
+}
+
+static void policy_write_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct policy_job *j = arg;
+    if (w) {
+        if (rc)
+            gh_http_respond_error(j->req, 500, "store_error",
+                                  "the policy is in force but could not be saved");
+        else
+            gh_http_respond_json(j->req, 200, j->answer, strlen(j->answer));
+    }
+    free(j->json);
+    free(j->answer);
+    free(j);
+}
+
+static void h_admin_policy_put(struct gh_http_req *req)
+{
+    if (!gh_admin_authorized(req))
+        return;
+    struct gh_policy *p = NULL;
+    const char *why = NULL;
+    int rc = gh_policy_parse(req->body.data ? req->body.data : "", req->body.len, req->cfg, &p,
+                             &why);
+    if (rc) {
+        gh_http_respond_error(req, 400, rc == GH_EINVAL ? "invalid_request" : "server_error", "%s",
+                              why ? why : "cannot build the policy");
+        return;
+    }
+    struct policy_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        gh_policy_free(p);
+        respond_busy(req, "the policy service");
+        return;
+    }
+    j->req = req;
+    enum gh_policy_mode mode = p->mode;
+    unsigned bits = p->pow_bits;
+    uint64_t until = p->until_ms;
+    gh_policy_install(p); /* in force on every worker from the next request */
+    struct gh_buf b;
+    gh_buf_init(&b, 16384);
+    gh_policy_render(p, true, &b);
+    j->json = gh_buf_steal(&b, NULL);
+    j->answer = j->json ? strdup(j->json) : NULL;
+    snprintf(j->detail, sizeof j->detail, "{\"mode\":\"%s\",\"pow_bits\":%u,\"until_ms\":%llu}",
+             gh_policy_mode_name(mode), bits, (unsigned long long)until);
+    if (!j->json || !j->answer ||
+        gh_store_write(ids.store, policy_write_fn, j, req->worker, policy_write_done)) {
+        free(j->json);
+        free(j->answer);
+        free(j);
+        gh_http_respond_error(req, 500, "store_error",
+                              "the policy is in force but could not be saved");
+    }
+}
+
+/* ---- start and stop ---- */
+
+static void load_session(const struct gh_store_session *s, void *arg)
+{
+    struct gh_cred c = {.kind = GH_CRED_SESSION,
+                        .user_id = s->user_id,
+                        .id = s->id,
+                        .expires_ms = s->expires_ms,
+                        .idle_ms = *(const uint64_t *)arg};
+    memcpy(c.hash, s->hash, 32);
+    gh_tokens_put(&c);
+}
+
+static void load_key(const struct gh_store_key *k, void *arg)
+{
+    struct gh_cred c = {.kind = GH_CRED_KEY, .user_id = k->user_id, .id = k->id};
+    memcpy(c.hash, k->hash, 32);
+    gh_tokens_put(&c);
+}
+
+struct load_arg {
+    uint64_t idle_ms;
+    struct gh_buf policy;
+};
+
+static int load_fn(struct gh_store_conn *c, void *arg)
+{
+    struct load_arg *la = arg;
+    int rc = gh_store_sessions_each(c, 0, gh_wall_ms(), load_session, &la->idle_ms);
+    rc = rc ? rc : gh_store_keys_each(c, 0, false, load_key, NULL);
+    if (!rc && gh_store_setting_get(c, "policy", &la->policy) == GH_EIO)
+        rc = GH_EIO;
+    return rc;
+}
+
+static struct route_def {
+    const char *method, *path;
+    gh_http_handler fn;
+    enum gh_class cls;
+    size_t body_max;
+} routes[] = {
+    {"GET", "/api/policy", h_policy, GH_CLASS_ANON, 0},
+    {"POST", "/api/auth/sms-code", h_sms_code, GH_CLASS_REGISTER, 4096},
+    {"POST", "/api/auth/register", h_register, GH_CLASS_REGISTER, 16384},
+    {"POST", "/api/auth/login", h_login, GH_CLASS_LOGIN, 16384},
+    {"POST", "/api/auth/logout", h_logout, GH_CLASS_USER, 4096},
+    {"POST", "/api/auth/password-reset", h_reset, GH_CLASS_LOGIN, 16384},
+    {"GET", "/api/me", h_me, GH_CLASS_USER, 0},
+    {"GET", "/api/me/export", h_export, GH_CLASS_USER, 0},
+    {"DELETE", "/api/me", h_delete_me, GH_CLASS_USER, 4096},
+    {"POST", "/api/keys", h_key_create, GH_CLASS_USER, 4096},
+    {"GET", "/api/keys", h_key_list, GH_CLASS_USER, 0},
+    {"DELETE", "/api/keys/{id}", h_key_delete, GH_CLASS_USER, 4096},
+};
+
+int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
+{
+    const struct gh_config *cfg = srv->cfg;
+    ids.srv = srv;
+    gh_phone_init();
+    int rc = gh_tokens_init(srv->secrets.hmac_key, cfg->identity.cache_max);
+    if (rc) {
+        gh_buf_printf(err, "identity: out of memory for the credential cache");
+        return rc;
+    }
+    rc = gh_password_init(cfg->identity.argon2_ops, cfg->identity.argon2_mem);
+    if (rc) {
+        gh_buf_printf(err, "identity: cannot set up password hashing");
+        return rc;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/gatehouse.db", cfg->server.data_dir);
+    struct gh_store_options so = {.path = path,
+                                  .enc_key = srv->secrets.enc_key,
+                                  .queue_max = cfg->identity.store_queue_max,
+                                  .readers = 2};
+    rc = gh_store_open(&so, &ids.store, err);
+    if (rc)
+        return rc;
+    struct load_arg la = {.idle_ms = cfg->identity.session_idle_ms};
+    gh_buf_init(&la.policy, 1u << 20);
+    rc = gh_store_read_now(ids.store, load_fn, &la);
+    if (rc) {
+        gh_buf_dispose(&la.policy);
+        gh_buf_printf(err, "identity: cannot load sessions and keys from %s", path);
+        return rc;
+    }
+    rc = gh_policy_init(cfg, la.policy.data);
+    gh_buf_dispose(&la.policy);
+    if (rc)
+        return rc;
+    gh_log(GH_LOG_INFO, "identity_loaded", "%u sessions and keys cached; policy %s",
+           gh_tokens_count(), gh_policy_mode_name(gh_policy_current()->mode));
+    rc = gh_pwpool_new(cfg->identity.hash_threads, cfg->identity.hash_queue_max,
+                       cfg->identity.hash_deadline_ms, &ids.pool);
+    if (rc) {
+        gh_buf_printf(err, "identity: cannot start the password pool");
+        return rc;
+    }
+    struct gh_sms_limits lim = {.code_ttl_ms = cfg->identity.code_ttl_ms,
+                                .code_tries = cfg->identity.code_tries,
+                                .cooldown_ms = cfg->sms.cooldown_ms,
+                                .per_number_day = cfg->sms.per_number_day,
+                                .per_addr_hour = cfg->sms.per_addr_hour,
+                                .per_net_hour = cfg->sms.per_net_hour,
+                                .per_prefix_hour = cfg->sms.per_prefix_hour,
+                                .per_cc_hour = cfg->sms.per_cc_hour,
+                                .global_hour = cfg->sms.global_hour};
+    uint8_t smskey[32];
+    crypto_generichash(smskey, sizeof smskey, (const unsigned char *)"sms codes", 9,
+                       srv->secrets.hmac_key, sizeof srv->secrets.hmac_key);
+    rc = gh_sms_new(&lim, smskey, 1u << 16, &ids.sms);
+    sodium_memzero(smskey, sizeof smskey);
+    if (rc || gh_kvtab_new(1u << 18, &ids.fails)) {
+        gh_buf_printf(err, "identity: out of memory");
+        return GH_ENOMEM;
+    }
+    char outbox[4200];
+    snprintf(outbox, sizeof outbox, "%s/sms-outbox.jsonl", cfg->server.data_dir);
+    struct gh_smssend_options sso = {.kind = cfg->sms.sender,
+                                     .outbox_path = outbox,
+                                     .url = cfg->sms.webhook_url,
+                                     .timeout_ms = cfg->sms.webhook_timeout_ms,
+                                     .retries = cfg->sms.webhook_retries,
+                                     .hmac_key = srv->secrets.hmac_key,
+                                     .queue_max = 10000};
+    rc = gh_smssend_new(&sso, &ids.sender);
+    if (rc) {
+        gh_buf_printf(err,
+                      "[sms] sender: '%s' cannot start (expected log, or webhook with "
+                      "webhook_url)",
+                      cfg->sms.sender);
+        return rc;
+    }
+    for (size_t i = 0; i < GH_ARRAY_LEN(routes); i++) {
+        struct gh_route *r =
+            gh_router_add(&srv->router, routes[i].method, routes[i].path, routes[i].fn, &ids);
+        if (!r) {
+            gh_buf_printf(err, "identity: route table full");
+            return GH_ETOOBIG;
+        }
+        r->cls = routes[i].cls;
+        r->body_max = routes[i].body_max;
+    }
+    struct gh_route *a1 =
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/policy", h_admin_policy_get, srv);
+    struct gh_route *a2 =
+        gh_router_add(&srv->admin_router, "PUT", "/admin/v1/policy", h_admin_policy_put, srv);
+    if (!a1 || !a2) {
+        gh_buf_printf(err, "identity: admin route table full");
+        return GH_ETOOBIG;
+    }
+    a1->cls = a2->cls = GH_CLASS_OPS;
+    a2->body_max = 16384;
+    ids.ready = true;
+    return 0;
+}
+
+void gh_identity_dispose(void)
+{
+    /* the password pool first: its jobs post into the store */
+    gh_pwpool_free(ids.pool);
+    ids.pool = NULL;
+    gh_store_close(ids.store);
+    ids.store = NULL;
+    gh_smssend_free(ids.sender);
+    ids.sender = NULL;
+    gh_sms_free(ids.sms);
+    ids.sms = NULL;
+    gh_kvtab_free(ids.fails);
+    ids.fails = NULL;
+    gh_policy_dispose();
+    gh_password_dispose();
+    gh_tokens_dispose();
+    ids.ready = false;
+}

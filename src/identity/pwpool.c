@@ -1,0 +1,182 @@
+/* This module implements the password CPU pool of pwpool.h: one mutex,
+ * one condition variable, a FIFO per priority; a thread always takes from
+ * the highest-priority non-empty queue. */
+#include "identity/pwpool.h"
+
+#include "core/server.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define THREADS_MAX 256
+
+struct pjob {
+    struct pjob *next;
+    gh_pwpool_fn fn;
+    gh_pwpool_done_fn done;
+    void *arg;
+    struct gh_worker *w;
+    uint64_t deadline_ms;
+    int rc;
+};
+
+struct gh_pwpool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct {
+        struct pjob *head, *tail;
+        unsigned n;
+    } q[GH_PW_NPRIO];
+    unsigned queue_max;
+    uint64_t deadline_ms;
+    bool stopping;
+    unsigned nthreads;
+    pthread_t threads[THREADS_MAX];
+};
+
+static void finish_task(struct gh_worker *w, void *data)
+{
+    struct pjob *j = data;
+    j->done(w, j->arg, j->rc);
+    free(j);
+}
+
+static void finish(struct pjob *j)
+{
+    if (j->w && gh_worker_post(j->w, finish_task, j) == 0)
+        return;
+    j->done(NULL, j->arg, j->rc);
+    free(j);
+}
+
+static struct pjob *take_locked(struct gh_pwpool *p)
+{
+    for (int i = 0; i < GH_PW_NPRIO; i++) {
+        struct pjob *j = p->q[i].head;
+        if (j) {
+            p->q[i].head = j->next;
+            if (!p->q[i].head)
+                p->q[i].tail = NULL;
+            p->q[i].n--;
+            return j;
+        }
+    }
+    return NULL;
+}
+
+static void *pool_main(void *data)
+{
+    struct gh_pwpool *p = data;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        struct pjob *j;
+        while (!(j = take_locked(p)) && !p->stopping)
+            pthread_cond_wait(&p->cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+        if (!j)
+            break;
+        if (gh_now_ms() > j->deadline_ms) {
+            j->rc = GH_EBUSY;
+        } else {
+            j->fn(j->arg);
+            j->rc = 0;
+        }
+        finish(j);
+    }
+    return NULL;
+}
+
+int gh_pwpool_new(unsigned threads, unsigned queue_max, uint64_t deadline_ms,
+                  struct gh_pwpool **out)
+{
+    struct gh_pwpool *p = calloc(1, sizeof *p);
+    if (!p)
+        return GH_ENOMEM;
+    if (!threads) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (unsigned)n : 1;
+    }
+    threads = GH_MIN(threads, (unsigned)THREADS_MAX);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->queue_max = queue_max ? queue_max : 1024;
+    p->deadline_ms = deadline_ms ? deadline_ms : 5000;
+    for (unsigned i = 0; i < threads; i++) {
+        if (pthread_create(&p->threads[i], NULL, pool_main, p))
+            break;
+        p->nthreads++;
+    }
+    if (!p->nthreads) {
+        free(p);
+        return GH_ENOMEM;
+    }
+    *out = p;
+    return 0;
+}
+
+void gh_pwpool_free(struct gh_pwpool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stopping = true;
+    /* jobs nobody will run: answered GH_EIO */
+    struct pjob *j;
+    while ((j = take_locked(p)) != NULL) {
+        pthread_mutex_unlock(&p->mu);
+        j->rc = GH_EIO;
+        finish(j);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (unsigned i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
+
+int gh_pwpool_submit(struct gh_pwpool *p, enum gh_pw_prio prio, gh_pwpool_fn fn, void *arg,
+                     struct gh_worker *w, gh_pwpool_done_fn done)
+{
+    if ((unsigned)prio >= GH_PW_NPRIO)
+        return GH_EINVAL;
+    struct pjob *j = calloc(1, sizeof *j);
+    if (!j)
+        return GH_ENOMEM;
+    j->fn = fn;
+    j->done = done;
+    j->arg = arg;
+    j->w = w;
+    j->deadline_ms = gh_now_ms() + p->deadline_ms;
+    pthread_mutex_lock(&p->mu);
+    if (p->stopping || p->q[prio].n >= p->queue_max) {
+        pthread_mutex_unlock(&p->mu);
+        free(j);
+        return GH_EBUSY;
+    }
+    if (p->q[prio].tail)
+        p->q[prio].tail->next = j;
+    else
+        p->q[prio].head = j;
+    p->q[prio].tail = j;
+    p->q[prio].n++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+unsigned gh_pwpool_queued(struct gh_pwpool *p, enum gh_pw_prio prio)
+{
+    pthread_mutex_lock(&p->mu);
+    unsigned n = (unsigned)prio < GH_PW_NPRIO ? p->q[prio].n : 0;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+unsigned gh_pwpool_threads(struct gh_pwpool *p)
+{
+    return p->nthreads;
+}

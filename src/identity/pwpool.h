@@ -1,0 +1,38 @@
+/* The password CPU pool: threads that run expensive jobs (argon2id) taken
+ * from priority queues, login before registration, so that a flood of
+ * registrations never delays a login. Each queue is bounded, and a job
+ * still waiting past its deadline is not run but answered "busy".
+ * The pool is created and freed on the main thread; any thread may submit.
+ * The caller owns arg; done is where it gets it back. */
+#pragma once
+
+#include "core/common.h"
+
+struct gh_worker;
+struct gh_pwpool;
+
+enum gh_pw_prio { GH_PW_LOGIN = 0, GH_PW_REGISTER = 1, GH_PW_NPRIO };
+
+/* Runs on a pool thread. */
+typedef void (*gh_pwpool_fn)(void *arg);
+/* rc is 0 when fn ran, GH_EBUSY when the job passed its deadline before a
+ * thread took it (fn did not run), GH_EIO when the pool stopped first.
+ * Posted to w; called on the pool thread when w is NULL or gone (then w
+ * is NULL). */
+typedef void (*gh_pwpool_done_fn)(struct gh_worker *w, void *arg, int rc);
+
+/* threads 0 = one per core. 0 or GH_ENOMEM. */
+int gh_pwpool_new(unsigned threads, unsigned queue_max, uint64_t deadline_ms,
+                  struct gh_pwpool **out);
+/* Stops the threads; queued jobs get done(…, GH_EIO). */
+void gh_pwpool_free(struct gh_pwpool *p);
+
+/* Queues a job. 0, or GH_EBUSY when that priority's queue is full (then
+ * nothing runs and the caller keeps arg). */
+int gh_pwpool_submit(struct gh_pwpool *p, enum gh_pw_prio prio, gh_pwpool_fn fn, void *arg,
+                     struct gh_worker *w, gh_pwpool_done_fn done);
+
+/* Jobs waiting at prio. */
+unsigned gh_pwpool_queued(struct gh_pwpool *p, enum gh_pw_prio prio);
+/* The pool's thread count. */
+unsigned gh_pwpool_threads(struct gh_pwpool *p);

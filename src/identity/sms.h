@@ -1,0 +1,64 @@
+/* SMS codes and SMS budgets. Codes: 6 digits from a CSPRNG, kept only as
+ * keyed hashes in memory, expiring, killed after a number of wrong tries,
+ * one live code per number and purpose. Budgets, all checked before a
+ * code is sent and charged together: a resend cooldown and a daily cap per
+ * number, hourly caps per client address, per /24 or /48 network, per
+ * number prefix (the number without its last 4 digits), per calling code,
+ * and a global hourly cap. Any thread; times are passed in (monotonic ms)
+ * so tests control the clock. The module owns its tables. */
+#pragma once
+
+#include "core/common.h"
+#include "http/http.h"
+
+struct gh_sms;
+
+enum gh_sms_purpose { GH_SMS_REGISTER, GH_SMS_LOGIN, GH_SMS_RESET, GH_SMS_NPURPOSE };
+
+struct gh_sms_limits {
+    uint64_t code_ttl_ms;
+    unsigned code_tries;
+    uint64_t cooldown_ms;
+    unsigned per_number_day;
+    unsigned per_addr_hour;
+    unsigned per_net_hour;
+    unsigned per_prefix_hour;
+    unsigned per_cc_hour;
+    unsigned global_hour;
+};
+
+/* What a request for a code is charged to. */
+struct gh_sms_req {
+    const char *e164;   /* "+8613800138000" */
+    const char *prefix; /* e164 without its last 4 digits */
+    unsigned calling_code;
+    struct gh_addr client;
+};
+
+/* key: 32 bytes for hashing codes. 0 or GH_ENOMEM. */
+int gh_sms_new(const struct gh_sms_limits *l, const uint8_t key[32], unsigned capacity,
+               struct gh_sms **out);
+void gh_sms_free(struct gh_sms *s);
+/* Replaces the limits (reload). */
+void gh_sms_set_limits(struct gh_sms *s, const struct gh_sms_limits *l);
+
+/* Checks every budget for r at now_ms and, when all allow, charges them.
+ * 0, or GH_EBUSY with *retry_after_ms (how long until the tightest refusing
+ * budget allows) and *which naming it ("cooldown", "number_day", "address",
+ * "network", "prefix", "calling_code", "global"). */
+int gh_sms_budget(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
+                  uint64_t *retry_after_ms, const char **which);
+
+/* Makes a new code for (e164, purpose), replacing any live one, into code
+ * (6 digits and a NUL). 0 or GH_ENOMEM. */
+int gh_sms_code_issue(struct gh_sms *s, const char *e164, enum gh_sms_purpose p, uint64_t now_ms,
+                      char code[7]);
+/* Checks a code entered for (e164, purpose). 0: right, and the code is
+ * consumed. GH_EINVAL: wrong (a try is used; the last try kills it).
+ * GH_ENOTFOUND: no live code (never sent, expired, used or dead). */
+int gh_sms_code_check(struct gh_sms *s, const char *e164, enum gh_sms_purpose p,
+                      const char *code, size_t len, uint64_t now_ms);
+
+/* "register" → GH_SMS_REGISTER …; -1 when unknown. */
+int gh_sms_purpose_parse(const char *s, size_t len);
+const char *gh_sms_purpose_name(enum gh_sms_purpose p);

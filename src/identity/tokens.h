@@ -1,0 +1,66 @@
+/* Session tokens and API keys, and the in-memory credential cache that
+ * answers every look-up on the request path (auth.h). The cache is one
+ * process-wide table (auth.h's functions take no context), sharded with a
+ * mutex per shard and a fixed capacity; any thread may call any function
+ * here once gh_tokens_init has run on the main thread. Tokens are 256-bit
+ * random values; only their keyed hashes (BLAKE2b with the server's HMAC
+ * key) are kept, here and in the store. Callers own the strings they pass
+ * and receive copies. */
+#pragma once
+
+#include "core/common.h"
+
+#define GH_TOKEN_BYTES      32 /* random bytes in a token */
+#define GH_TOKEN_HASH_BYTES 32
+#define GH_TOKEN_B64_LEN    43 /* base64url without padding of 32 bytes */
+#define GH_API_KEY_LEN      (3 + GH_TOKEN_B64_LEN) /* "sk-" + 43 */
+#define GH_API_KEY_PREFIX_LEN 11 /* "sk-" + 8 characters shown in listings */
+
+enum gh_cred_kind { GH_CRED_SESSION = 1, GH_CRED_KEY = 2 };
+
+/* One cached credential. */
+struct gh_cred {
+    uint8_t hash[GH_TOKEN_HASH_BYTES];
+    uint8_t kind;         /* enum gh_cred_kind */
+    uint64_t user_id;
+    uint64_t id;          /* session or key id (store row) */
+    uint64_t expires_ms;  /* wall clock; 0 = never */
+    uint64_t idle_ms;     /* idle expiry; 0 = none */
+    uint64_t last_seen_ms; /* wall clock; updated by gh_tokens_get */
+};
+
+/* Sets up the cache for about capacity credentials and keeps a copy of the
+ * hashing key. Main thread, once. 0 or GH_ENOMEM. */
+int gh_tokens_init(const uint8_t key[32], unsigned capacity);
+/* Frees the cache. Main thread, after every other thread stopped. */
+void gh_tokens_dispose(void);
+
+/* The keyed hash of a token (len bytes) into out. */
+void gh_token_hash(const char *token, size_t len, uint8_t out[GH_TOKEN_HASH_BYTES]);
+/* A new session token: 43 base64url characters and a NUL. */
+void gh_token_new_session(char out[GH_TOKEN_B64_LEN + 1]);
+/* A new API key: "sk-" + 43 base64url characters and a NUL. */
+void gh_token_new_api_key(char out[GH_API_KEY_LEN + 1]);
+/* True when s (len bytes) has the shape of an API key. */
+bool gh_token_api_key_wellformed(const char *s, size_t len);
+/* True when s (len bytes) has the shape of a session token. */
+bool gh_token_session_wellformed(const char *s, size_t len);
+/* The CSRF token bound to a session token: a keyed hash of it, as 43
+ * base64url characters and a NUL (the value of cookie gh_csrf). */
+void gh_token_csrf(const char *session, size_t len, char out[GH_TOKEN_B64_LEN + 1]);
+
+/* Adds or replaces a credential. 0, or GH_EBUSY when its shard is full
+ * even after dropping expired entries. */
+int gh_tokens_put(const struct gh_cred *c);
+/* Looks up a live credential by hash at wall time now_ms and marks it seen.
+ * 0 with *out filled, or GH_ENOTFOUND (unknown or expired: then removed). */
+int gh_tokens_get(const uint8_t hash[GH_TOKEN_HASH_BYTES], uint64_t now_ms, struct gh_cred *out);
+/* Like gh_tokens_get without touching or expiring anything. */
+int gh_tokens_peek(const uint8_t hash[GH_TOKEN_HASH_BYTES], struct gh_cred *out);
+/* Removes one credential. 0 or GH_ENOTFOUND. */
+int gh_tokens_del(const uint8_t hash[GH_TOKEN_HASH_BYTES]);
+/* Removes every credential of user_id (kind 0 = all kinds). Returns how
+ * many were removed. Walks every shard: for rare events (deletion). */
+unsigned gh_tokens_del_user(uint64_t user_id, int kind);
+/* Credentials cached now (for metrics and tests). */
+unsigned gh_tokens_count(void);

@@ -1,0 +1,567 @@
+/* This module implements the SQLite backend of the store (sqlite.h):
+ * WAL mode, synchronous=FULL on the writer, versioned migrations kept in a
+ * schema_version table, and the data functions of store.h. Phone numbers
+ * are sealed with crypto_secretbox_easy (random nonce in front). */
+#include "store/sqlite.h"
+
+#include "core/log.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Each entry moves the schema one version up; never edit a released one,
+ * append a new one. */
+static const char *const migrations[] = {
+    /* 1 */
+    "CREATE TABLE users ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " phone_hash BLOB NOT NULL UNIQUE,"
+    " phone_enc BLOB NOT NULL,"
+    " region TEXT NOT NULL,"
+    " calling_code INTEGER NOT NULL,"
+    " pw_hash TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " last_login_ms INTEGER NOT NULL DEFAULT 0,"
+    " failed_logins INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE sessions ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    " hash BLOB NOT NULL UNIQUE,"
+    " created_ms INTEGER NOT NULL,"
+    " expires_ms INTEGER NOT NULL);"
+    "CREATE INDEX sessions_user ON sessions(user_id);"
+    "CREATE TABLE api_keys ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    " hash BLOB NOT NULL UNIQUE,"
+    " prefix TEXT NOT NULL,"
+    " name TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " last_used_ms INTEGER NOT NULL DEFAULT 0,"
+    " revoked_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX api_keys_user ON api_keys(user_id);"
+    "CREATE TABLE audit ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " ts_ms INTEGER NOT NULL,"
+    " event TEXT NOT NULL,"
+    " user_id INTEGER NOT NULL DEFAULT 0,"
+    " detail TEXT NOT NULL DEFAULT '{}');"
+    "CREATE INDEX audit_user ON audit(user_id, id);"
+    "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+};
+
+static int fail_db(struct gh_store_conn *c, const char *what)
+{
+    gh_log(GH_LOG_ERROR, "store_error", "%s: %s", what, sqlite3_errmsg(c->db));
+    return GH_EIO;
+}
+
+int gh_sqlite_exec(struct gh_store_conn *c, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        gh_log(GH_LOG_ERROR, "store_error", "exec failed: %s", msg ? msg : "?");
+        sqlite3_free(msg);
+        return GH_EIO;
+    }
+    return 0;
+}
+
+static int user_version(struct gh_store_conn *c)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(c->db, "SELECT max(version) FROM schema_version", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+int gh_sqlite_schema_version(struct gh_store_conn *c)
+{
+    return user_version(c);
+}
+
+static int migrate(struct gh_store_conn *c, struct gh_buf *err)
+{
+    if (gh_sqlite_exec(c, "CREATE TABLE IF NOT EXISTS schema_version ("
+                          " version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)")) {
+        gh_buf_printf(err, "cannot create schema_version: %s", sqlite3_errmsg(c->db));
+        return GH_EIO;
+    }
+    int have = user_version(c);
+    if (have < 0)
+        have = 0;
+    if ((size_t)have > GH_ARRAY_LEN(migrations)) {
+        gh_buf_printf(err, "database schema version %d is newer than this gatehouse (%zu)", have,
+                      GH_ARRAY_LEN(migrations));
+        return GH_EIO;
+    }
+    for (size_t v = (size_t)have; v < GH_ARRAY_LEN(migrations); v++) {
+        char *msg = NULL;
+        char mark[128];
+        snprintf(mark, sizeof mark, "INSERT INTO schema_version VALUES (%zu, %llu)", v + 1,
+                 (unsigned long long)gh_wall_ms());
+        if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+            sqlite3_exec(c->db, migrations[v], NULL, NULL, &msg) != SQLITE_OK ||
+            sqlite3_exec(c->db, mark, NULL, NULL, &msg) != SQLITE_OK ||
+            sqlite3_exec(c->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+            gh_buf_printf(err, "migration %zu failed: %s", v + 1, msg ? msg : "?");
+            sqlite3_free(msg);
+            sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+            return GH_EIO;
+        }
+        gh_log(GH_LOG_INFO, "store_migrated", "schema version %zu", v + 1);
+    }
+    return 0;
+}
+
+int gh_sqlite_open(struct gh_store_conn *c, const char *path, bool writer, struct gh_buf *err)
+{
+    c->writer = writer;
+    int flags = SQLITE_OPEN_NOMUTEX |
+                (writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY);
+    if (sqlite3_open_v2(path, &c->db, flags, NULL) != SQLITE_OK) {
+        gh_buf_printf(err, "cannot open %s: %s", path, c->db ? sqlite3_errmsg(c->db) : "?");
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return GH_EIO;
+    }
+    sqlite3_busy_timeout(c->db, 5000);
+    const char *setup = writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                 " PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
+                               : "PRAGMA foreign_keys=ON;";
+    char *msg = NULL;
+    if (sqlite3_exec(c->db, setup, NULL, NULL, &msg) != SQLITE_OK) {
+        gh_buf_printf(err, "cannot set up %s: %s", path, msg ? msg : "?");
+        sqlite3_free(msg);
+        gh_sqlite_close(c);
+        return GH_EIO;
+    }
+    if (writer && migrate(c, err)) {
+        gh_sqlite_close(c);
+        return GH_EIO;
+    }
+    return 0;
+}
+
+void gh_sqlite_close(struct gh_store_conn *c)
+{
+    if (c->db)
+        sqlite3_close_v2(c->db);
+    c->db = NULL;
+}
+
+/* ---- helpers ---- */
+
+static sqlite3_stmt *prep(struct gh_store_conn *c, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fail_db(c, "prepare");
+        return NULL;
+    }
+    return st;
+}
+
+static int step_done(struct gh_store_conn *c, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    int out = 0;
+    if (rc == SQLITE_CONSTRAINT)
+        out = GH_EEXIST;
+    else if (rc != SQLITE_DONE)
+        out = fail_db(c, "step");
+    sqlite3_finalize(st);
+    return out;
+}
+
+static void copy_text(char *dst, size_t cap, sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    snprintf(dst, cap, "%s", t ? (const char *)t : "");
+}
+
+static void copy_blob32(uint8_t *dst, sqlite3_stmt *st, int col)
+{
+    const void *b = sqlite3_column_blob(st, col);
+    if (b && sqlite3_column_bytes(st, col) == 32)
+        memcpy(dst, b, 32);
+    else
+        memset(dst, 0, 32);
+}
+
+/* ---- users ---- */
+
+#define SEAL_MAX (crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + GH_PHONE_MAX)
+
+int gh_store_user_insert(struct gh_store_conn *c, struct gh_user *u)
+{
+    size_t plen = strnlen(u->phone, GH_PHONE_MAX - 1);
+    uint8_t sealed[SEAL_MAX];
+    randombytes_buf(sealed, crypto_secretbox_NONCEBYTES);
+    crypto_secretbox_easy(sealed + crypto_secretbox_NONCEBYTES, (const uint8_t *)u->phone, plen,
+                          sealed, c->enc_key);
+    size_t slen = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plen;
+    sqlite3_stmt *st = prep(c, "INSERT INTO users (phone_hash, phone_enc, region, calling_code,"
+                               " pw_hash, created_ms) VALUES (?,?,?,?,?,?)");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_blob(st, 1, u->phone_hash, 32, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, sealed, (int)slen, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, u->region, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, (int)u->calling_code);
+    sqlite3_bind_text(st, 5, u->pw_hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)u->created_ms);
+    int rc = step_done(c, st);
+    if (!rc)
+        u->id = (uint64_t)sqlite3_last_insert_rowid(c->db);
+    return rc;
+}
+
+static void user_row(struct gh_store_conn *c, sqlite3_stmt *st, struct gh_user *u)
+{
+    memset(u, 0, sizeof *u);
+    u->id = (uint64_t)sqlite3_column_int64(st, 0);
+    copy_blob32(u->phone_hash, st, 1);
+    const uint8_t *sealed = sqlite3_column_blob(st, 2);
+    int slen = sqlite3_column_bytes(st, 2);
+    int overhead = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES;
+    if (sealed && slen > overhead && slen - overhead < GH_PHONE_MAX) {
+        if (crypto_secretbox_open_easy((uint8_t *)u->phone, sealed + crypto_secretbox_NONCEBYTES,
+                                       (unsigned long long)(slen - crypto_secretbox_NONCEBYTES),
+                                       sealed, c->enc_key))
+            u->phone[0] = 0; /* wrong key: the number stays unknown */
+        else
+            u->phone[slen - overhead] = 0;
+    }
+    copy_text(u->region, sizeof u->region, st, 3);
+    u->calling_code = (unsigned)sqlite3_column_int(st, 4);
+    copy_text(u->pw_hash, sizeof u->pw_hash, st, 5);
+    u->created_ms = (uint64_t)sqlite3_column_int64(st, 6);
+    u->last_login_ms = (uint64_t)sqlite3_column_int64(st, 7);
+    u->failed_logins = (unsigned)sqlite3_column_int(st, 8);
+}
+
+#define USER_COLS                                                                                  \
+    "id, phone_hash, phone_enc, region, calling_code, pw_hash, created_ms, last_login_ms,"         \
+    " failed_logins"
+
+static int user_query(struct gh_store_conn *c, sqlite3_stmt *st, struct gh_user *out)
+{
+    int rc = sqlite3_step(st);
+    int ret = GH_ENOTFOUND;
+    if (rc == SQLITE_ROW) {
+        user_row(c, st, out);
+        ret = 0;
+    } else if (rc != SQLITE_DONE) {
+        ret = fail_db(c, "user query");
+    }
+    sqlite3_finalize(st);
+    return ret;
+}
+
+int gh_store_user_by_phone(struct gh_store_conn *c, const uint8_t phone_hash[32],
+                           struct gh_user *out)
+{
+    sqlite3_stmt *st = prep(c, "SELECT " USER_COLS " FROM users WHERE phone_hash = ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_blob(st, 1, phone_hash, 32, SQLITE_STATIC);
+    return user_query(c, st, out);
+}
+
+int gh_store_user_by_id(struct gh_store_conn *c, uint64_t id, struct gh_user *out)
+{
+    sqlite3_stmt *st = prep(c, "SELECT " USER_COLS " FROM users WHERE id = ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    return user_query(c, st, out);
+}
+
+static int changes_or_notfound(struct gh_store_conn *c, int rc)
+{
+    if (!rc && sqlite3_changes(c->db) == 0)
+        return GH_ENOTFOUND;
+    return rc;
+}
+
+int gh_store_user_set_password(struct gh_store_conn *c, uint64_t id, const char *pw_hash)
+{
+    sqlite3_stmt *st =
+        prep(c, "UPDATE users SET pw_hash = ?, failed_logins = 0 WHERE id = ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_text(st, 1, pw_hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
+    return changes_or_notfound(c, step_done(c, st));
+}
+
+int gh_store_user_login_result(struct gh_store_conn *c, uint64_t id, bool success,
+                               uint64_t now_ms)
+{
+    sqlite3_stmt *st =
+        prep(c, success ? "UPDATE users SET failed_logins = 0, last_login_ms = ? WHERE id = ?"
+                        : "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ?2"
+                          " AND ?1 >= 0");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
+    return changes_or_notfound(c, step_done(c, st));
+}
+
+int gh_store_user_delete(struct gh_store_conn *c, uint64_t id)
+{
+    static const char *const sql[] = {"DELETE FROM sessions WHERE user_id = ?",
+                                      "DELETE FROM api_keys WHERE user_id = ?",
+                                      "DELETE FROM users WHERE id = ?"};
+    int rc = 0;
+    for (size_t i = 0; i < GH_ARRAY_LEN(sql) && !rc; i++) {
+        sqlite3_stmt *st = prep(c, sql[i]);
+        if (!st)
+            return GH_EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        rc = step_done(c, st);
+    }
+    return changes_or_notfound(c, rc);
+}
+
+/* ---- sessions ---- */
+
+int gh_store_session_insert(struct gh_store_conn *c, struct gh_store_session *s)
+{
+    sqlite3_stmt *st = prep(c, "INSERT INTO sessions (user_id, hash, created_ms, expires_ms)"
+                               " VALUES (?,?,?,?)");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)s->user_id);
+    sqlite3_bind_blob(st, 2, s->hash, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)s->created_ms);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)s->expires_ms);
+    int rc = step_done(c, st);
+    if (!rc)
+        s->id = (uint64_t)sqlite3_last_insert_rowid(c->db);
+    return rc;
+}
+
+int gh_store_session_delete(struct gh_store_conn *c, const uint8_t hash[32])
+{
+    sqlite3_stmt *st = prep(c, "DELETE FROM sessions WHERE hash = ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
+    return changes_or_notfound(c, step_done(c, st));
+}
+
+int gh_store_sessions_delete_user(struct gh_store_conn *c, uint64_t user_id)
+{
+    sqlite3_stmt *st = prep(c, "DELETE FROM sessions WHERE user_id = ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)user_id);
+    int rc = step_done(c, st);
+    return rc ? rc : sqlite3_changes(c->db);
+}
+
+int gh_store_sessions_each(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms,
+                           void (*fn)(const struct gh_store_session *, void *), void *arg)
+{
+    sqlite3_stmt *st =
+        prep(c, user_id ? "SELECT id, user_id, hash, created_ms, expires_ms FROM sessions"
+                          " WHERE user_id = ?1 AND ?2 >= 0 ORDER BY id"
+                        : "SELECT id, user_id, hash, created_ms, expires_ms FROM sessions"
+                          " WHERE expires_ms > ?2 AND ?1 = 0");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)user_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)now_ms);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct gh_store_session s;
+        s.id = (uint64_t)sqlite3_column_int64(st, 0);
+        s.user_id = (uint64_t)sqlite3_column_int64(st, 1);
+        copy_blob32(s.hash, st, 2);
+        s.created_ms = (uint64_t)sqlite3_column_int64(st, 3);
+        s.expires_ms = (uint64_t)sqlite3_column_int64(st, 4);
+        fn(&s, arg);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : fail_db(c, "sessions");
+    sqlite3_finalize(st);
+    return ret;
+}
+
+/* ---- API keys ---- */
+
+int gh_store_key_insert(struct gh_store_conn *c, struct gh_store_key *k)
+{
+    sqlite3_stmt *st = prep(c, "INSERT INTO api_keys (user_id, hash, prefix, name, created_ms)"
+                               " VALUES (?,?,?,?,?)");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)k->user_id);
+    sqlite3_bind_blob(st, 2, k->hash, 32, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, k->prefix, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, k->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)k->created_ms);
+    int rc = step_done(c, st);
+    if (!rc)
+        k->id = (uint64_t)sqlite3_last_insert_rowid(c->db);
+    return rc;
+}
+
+#define KEY_COLS "id, user_id, hash, prefix, name, created_ms, last_used_ms, revoked_ms"
+
+static void key_row(sqlite3_stmt *st, struct gh_store_key *k)
+{
+    k->id = (uint64_t)sqlite3_column_int64(st, 0);
+    k->user_id = (uint64_t)sqlite3_column_int64(st, 1);
+    copy_blob32(k->hash, st, 2);
+    copy_text(k->prefix, sizeof k->prefix, st, 3);
+    copy_text(k->name, sizeof k->name, st, 4);
+    k->created_ms = (uint64_t)sqlite3_column_int64(st, 5);
+    k->last_used_ms = (uint64_t)sqlite3_column_int64(st, 6);
+    k->revoked_ms = (uint64_t)sqlite3_column_int64(st, 7);
+}
+
+int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id,
+                        uint64_t now_ms, struct gh_store_key *out)
+{
+    sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys WHERE id = ? AND user_id = ?"
+                               " AND revoked_ms = 0");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)user_id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return rc == SQLITE_DONE ? GH_ENOTFOUND : fail_db(c, "key");
+    }
+    key_row(st, out);
+    sqlite3_finalize(st);
+    st = prep(c, "UPDATE api_keys SET revoked_ms = ? WHERE id = ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
+    out->revoked_ms = now_ms;
+    return step_done(c, st);
+}
+
+int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_ms)
+{
+    sqlite3_stmt *st = prep(c, "UPDATE api_keys SET last_used_ms = ?"
+                               " WHERE id = ? AND last_used_ms < ?1");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)last_used_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
+    return step_done(c, st);
+}
+
+int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_revoked,
+                       void (*fn)(const struct gh_store_key *, void *), void *arg)
+{
+    sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys"
+                               " WHERE (?1 = 0 OR user_id = ?1) AND (?2 OR revoked_ms = 0)"
+                               " ORDER BY id");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)user_id);
+    sqlite3_bind_int(st, 2, include_revoked);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct gh_store_key k;
+        key_row(st, &k);
+        fn(&k, arg);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : fail_db(c, "keys");
+    sqlite3_finalize(st);
+    return ret;
+}
+
+unsigned gh_store_keys_live_count(struct gh_store_conn *c, uint64_t user_id)
+{
+    sqlite3_stmt *st =
+        prep(c, "SELECT count(*) FROM api_keys WHERE user_id = ? AND revoked_ms = 0");
+    if (!st)
+        return 0;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)user_id);
+    unsigned n = sqlite3_step(st) == SQLITE_ROW ? (unsigned)sqlite3_column_int(st, 0) : 0;
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* ---- audit ---- */
+
+int gh_store_audit_insert(struct gh_store_conn *c, const struct gh_store_audit *a)
+{
+    sqlite3_stmt *st =
+        prep(c, "INSERT INTO audit (ts_ms, event, user_id, detail) VALUES (?,?,?,?)");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)a->ts_ms);
+    sqlite3_bind_text(st, 2, a->event, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)a->user_id);
+    sqlite3_bind_text(st, 4, a->detail[0] ? a->detail : "{}", -1, SQLITE_STATIC);
+    return step_done(c, st);
+}
+
+int gh_store_audit_each(struct gh_store_conn *c, uint64_t user_id, unsigned limit,
+                        void (*fn)(const struct gh_store_audit *, void *), void *arg)
+{
+    sqlite3_stmt *st = prep(c, "SELECT ts_ms, event, user_id, detail FROM audit"
+                               " WHERE user_id = ? ORDER BY id DESC LIMIT ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)user_id);
+    sqlite3_bind_int(st, 2, (int)limit);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct gh_store_audit a;
+        a.ts_ms = (uint64_t)sqlite3_column_int64(st, 0);
+        copy_text(a.event, sizeof a.event, st, 1);
+        a.user_id = (uint64_t)sqlite3_column_int64(st, 2);
+        copy_text(a.detail, sizeof a.detail, st, 3);
+        fn(&a, arg);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : fail_db(c, "audit");
+    sqlite3_finalize(st);
+    return ret;
+}
+
+/* ---- settings ---- */
+
+int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out)
+{
+    sqlite3_stmt *st = prep(c, "SELECT value FROM settings WHERE name = ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int ret = GH_ENOTFOUND;
+    if (rc == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        ret = gh_buf_append_str(out, t ? (const char *)t : "");
+    } else if (rc != SQLITE_DONE) {
+        ret = fail_db(c, "setting");
+    }
+    sqlite3_finalize(st);
+    return ret;
+}
+
+int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *value)
+{
+    sqlite3_stmt *st = prep(c, "INSERT INTO settings (name, value) VALUES (?,?)"
+                               " ON CONFLICT(name) DO UPDATE SET value = excluded.value");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    return step_done(c, st);
+}

@@ -1,0 +1,144 @@
+/* The account store: users, sessions, API keys, the audit trail and small
+ * settings (the registration policy). No SQL exists outside src/store/.
+ *
+ * Threads: every call that touches the database runs on a store thread,
+ * never on an event loop. gh_store_write queues a job for the one writer
+ * thread, which runs queued jobs in one transaction (group commit, a
+ * savepoint per job, synchronous=FULL: when the job's callback runs, what
+ * it wrote is durable). gh_store_read queues a job for the reader threads
+ * (their own connections; WAL lets them read while the writer writes).
+ * A job is fn(conn, arg) run on the store thread, then done(w, arg, rc)
+ * posted to worker w with fn's result. The gh_store_* data functions below
+ * take that conn and are called from inside fn only.
+ *
+ * Personal data: phone numbers are stored encrypted (secretbox with the
+ * server's encryption key) with a keyed hash column for look-ups; the
+ * store encrypts and decrypts, callers pass and get E.164 text. The SQLite
+ * implementation lives in sqlite.c; a PostgreSQL one would implement the
+ * same functions. */
+#pragma once
+
+#include "core/buf.h"
+#include "core/common.h"
+
+struct gh_worker;
+struct gh_store;
+struct gh_store_conn;
+
+#define GH_PHONE_MAX 24 /* E.164: '+' and at most 15 digits, NUL */
+#define GH_PWHASH_MAX 128
+#define GH_KEY_NAME_MAX 64
+
+struct gh_user {
+    uint64_t id;
+    uint8_t phone_hash[32];
+    char phone[GH_PHONE_MAX]; /* E.164 */
+    char region[4];           /* "CN" */
+    unsigned calling_code;
+    char pw_hash[GH_PWHASH_MAX]; /* argon2id string */
+    uint64_t created_ms;         /* wall clock */
+    uint64_t last_login_ms;
+    unsigned failed_logins; /* consecutive */
+};
+
+struct gh_store_session {
+    uint64_t id;
+    uint64_t user_id;
+    uint8_t hash[32];
+    uint64_t created_ms;
+    uint64_t expires_ms;
+};
+
+struct gh_store_key {
+    uint64_t id;
+    uint64_t user_id;
+    uint8_t hash[32];
+    char prefix[16];
+    char name[GH_KEY_NAME_MAX + 1];
+    uint64_t created_ms;
+    uint64_t last_used_ms;
+    uint64_t revoked_ms; /* 0 = live */
+};
+
+struct gh_store_audit {
+    uint64_t ts_ms;
+    char event[32];
+    uint64_t user_id;
+    char detail[512]; /* JSON object text */
+};
+
+typedef int (*gh_store_fn)(struct gh_store_conn *c, void *arg);
+/* w is the worker named at submission, or NULL when the job could not be
+ * delivered there (the worker stopped): then it runs on the store thread
+ * and must only free arg. */
+typedef void (*gh_store_done_fn)(struct gh_worker *w, void *arg, int rc);
+
+struct gh_store_options {
+    const char *path;          /* database file */
+    const uint8_t *enc_key;    /* 32 bytes, for phone numbers */
+    unsigned queue_max;        /* jobs waiting per queue (writer, readers) */
+    unsigned readers;          /* reader threads */
+};
+
+/* Opens (creating if needed) the database, applies pending migrations and
+ * starts the threads. Main thread. 0 or a negative code with err set. */
+int gh_store_open(const struct gh_store_options *o, struct gh_store **out, struct gh_buf *err);
+/* Runs the queued jobs, stops the threads and closes. Main thread. */
+void gh_store_close(struct gh_store *s);
+
+/* Queues a write job. done may be NULL (fire and forget: audit rows).
+ * 0, or GH_EBUSY when the queue is full (fn and done never run). */
+int gh_store_write(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_worker *w,
+                   gh_store_done_fn done);
+/* Queues a read job for a reader thread; same convention. */
+int gh_store_read(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_worker *w,
+                  gh_store_done_fn done);
+/* Runs fn on a private read connection of the calling thread, now, for
+ * start-up loading on the main thread. */
+int gh_store_read_now(struct gh_store *s, gh_store_fn fn, void *arg);
+/* Jobs waiting, for metrics. */
+unsigned gh_store_pending(struct gh_store *s);
+
+/* ---- data functions: only inside a job's fn ---- */
+
+/* Inserts u (id ignored; filled). GH_EEXIST when the phone is taken. */
+int gh_store_user_insert(struct gh_store_conn *c, struct gh_user *u);
+/* 0 and *out, or GH_ENOTFOUND. */
+int gh_store_user_by_phone(struct gh_store_conn *c, const uint8_t phone_hash[32],
+                           struct gh_user *out);
+int gh_store_user_by_id(struct gh_store_conn *c, uint64_t id, struct gh_user *out);
+int gh_store_user_set_password(struct gh_store_conn *c, uint64_t id, const char *pw_hash);
+/* Records a login attempt: success resets the consecutive failures and sets
+ * last_login; failure increments them. */
+int gh_store_user_login_result(struct gh_store_conn *c, uint64_t id, bool success,
+                               uint64_t now_ms);
+/* Deletes the user with their sessions and keys. GH_ENOTFOUND. */
+int gh_store_user_delete(struct gh_store_conn *c, uint64_t id);
+
+int gh_store_session_insert(struct gh_store_conn *c, struct gh_store_session *s);
+int gh_store_session_delete(struct gh_store_conn *c, const uint8_t hash[32]);
+/* Deletes every session of user_id; returns how many (>= 0) or GH_EIO. */
+int gh_store_sessions_delete_user(struct gh_store_conn *c, uint64_t user_id);
+/* Calls fn for every session of user_id (0 = every live one at now_ms). */
+int gh_store_sessions_each(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms,
+                           void (*fn)(const struct gh_store_session *, void *), void *arg);
+
+int gh_store_key_insert(struct gh_store_conn *c, struct gh_store_key *k);
+/* Revokes key id of user_id; *out gets the key. GH_ENOTFOUND when there is
+ * no live key of that user with that id. */
+int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id,
+                        uint64_t now_ms, struct gh_store_key *out);
+int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_ms);
+/* Calls fn for the keys of user_id (0 = every live key of every user). */
+int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_revoked,
+                       void (*fn)(const struct gh_store_key *, void *), void *arg);
+unsigned gh_store_keys_live_count(struct gh_store_conn *c, uint64_t user_id);
+
+int gh_store_audit_insert(struct gh_store_conn *c, const struct gh_store_audit *a);
+/* Calls fn for the audit rows of user_id, newest first, at most limit. */
+int gh_store_audit_each(struct gh_store_conn *c, uint64_t user_id, unsigned limit,
+                        void (*fn)(const struct gh_store_audit *, void *), void *arg);
+
+/* Small settings: value text under a name. GH_ENOTFOUND. */
+int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out);
+int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *value);

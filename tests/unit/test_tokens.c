@@ -1,0 +1,122 @@
+/* Unit tests of tokens and the credential cache (identity/tokens.h), and
+ * of the login back-off arithmetic (identity/backoff.h). */
+#include "test_util.h"
+
+#include "identity/backoff.h"
+#include "identity/tokens.h"
+
+#include <sodium.h>
+
+static void formats(void **state)
+{
+    char s1[GH_TOKEN_B64_LEN + 1], s2[GH_TOKEN_B64_LEN + 1], k[GH_API_KEY_LEN + 1];
+    gh_token_new_session(s1);
+    gh_token_new_session(s2);
+    assert_int_equal(strlen(s1), 43);
+    assert_string_not_equal(s1, s2);
+    assert_true(gh_token_session_wellformed(s1, strlen(s1)));
+    gh_token_new_api_key(k);
+    assert_int_equal(strlen(k), 46);
+    tu_assert_prefix(k, "sk-");
+    assert_true(gh_token_api_key_wellformed(k, strlen(k)));
+    assert_false(gh_token_api_key_wellformed(k, strlen(k) - 1));
+    assert_false(gh_token_api_key_wellformed(s1, strlen(s1)));
+    k[10] = '+';
+    assert_false(gh_token_api_key_wellformed(k, strlen(k)));
+    /* the CSRF token is bound to the session and differs from it */
+    char c1[GH_TOKEN_B64_LEN + 1], c1b[GH_TOKEN_B64_LEN + 1], c2[GH_TOKEN_B64_LEN + 1];
+    gh_token_csrf(s1, 43, c1);
+    gh_token_csrf(s1, 43, c1b);
+    gh_token_csrf(s2, 43, c2);
+    assert_string_equal(c1, c1b);
+    assert_string_not_equal(c1, c2);
+    assert_string_not_equal(c1, s1);
+}
+
+static void cache(void **state)
+{
+    char tok[GH_TOKEN_B64_LEN + 1];
+    struct gh_cred c = {.kind = GH_CRED_SESSION, .user_id = 7, .id = 1};
+    uint64_t now = gh_wall_ms();
+    gh_token_new_session(tok);
+    gh_token_hash(tok, 43, c.hash);
+    assert_int_equal(gh_tokens_put(&c), 0);
+    struct gh_cred out;
+    assert_int_equal(gh_tokens_get(c.hash, now, &out), 0);
+    assert_int_equal(out.user_id, 7);
+    /* many entries of several users; delete one user */
+    uint8_t hashes[500][32];
+    for (int i = 0; i < 500; i++) {
+        struct gh_cred k = {.kind = GH_CRED_KEY, .user_id = 100 + (i % 5), .id = (uint64_t)i};
+        char t[GH_API_KEY_LEN + 1];
+        gh_token_new_api_key(t);
+        gh_token_hash(t, GH_API_KEY_LEN, k.hash);
+        memcpy(hashes[i], k.hash, 32);
+        assert_int_equal(gh_tokens_put(&k), 0);
+    }
+    assert_int_equal(gh_tokens_count(), 501);
+    assert_int_equal(gh_tokens_del_user(102, 0), 100);
+    for (int i = 0; i < 500; i++)
+        assert_int_equal(gh_tokens_get(hashes[i], now, &out) == 0, i % 5 != 2);
+    assert_int_equal(gh_tokens_del(hashes[0]), 0);
+    assert_int_equal(gh_tokens_del(hashes[0]), GH_ENOTFOUND);
+    assert_int_equal(gh_tokens_get(hashes[1], now, &out), 0);
+    /* absolute and idle expiry */
+    struct gh_cred e = {.kind = GH_CRED_SESSION, .user_id = 9, .expires_ms = now + 1000};
+    gh_token_new_session(tok);
+    gh_token_hash(tok, 43, e.hash);
+    assert_int_equal(gh_tokens_put(&e), 0);
+    assert_int_equal(gh_tokens_get(e.hash, now + 999, &out), 0);
+    assert_int_equal(gh_tokens_get(e.hash, now + 1000, &out), GH_ENOTFOUND);
+    struct gh_cred idle = {.kind = GH_CRED_SESSION, .user_id = 9, .idle_ms = 500,
+                           .last_seen_ms = now};
+    gh_token_new_session(tok);
+    gh_token_hash(tok, 43, idle.hash);
+    assert_int_equal(gh_tokens_put(&idle), 0);
+    assert_int_equal(gh_tokens_get(idle.hash, now + 400, &out), 0); /* seen: clock restarts */
+    assert_int_equal(gh_tokens_get(idle.hash, now + 800, &out), 0);
+    assert_int_equal(gh_tokens_get(idle.hash, now + 1400, &out), GH_ENOTFOUND);
+}
+
+static void full_shard(void **state)
+{
+    /* the table refuses rather than grows; the cap is per shard */
+    unsigned refused = 0;
+    for (int i = 0; i < 200000 && !refused; i++) {
+        struct gh_cred k = {.kind = GH_CRED_KEY, .user_id = 1, .id = (uint64_t)i};
+        randombytes_buf(k.hash, sizeof k.hash);
+        refused += gh_tokens_put(&k) == GH_EBUSY;
+    }
+    assert_true(refused > 0);
+}
+
+static void backoff(void **state)
+{
+    uint64_t s = 1000, max = 15 * 60 * 1000;
+    assert_int_equal(gh_backoff_ms(0, s, max), 0);
+    assert_int_equal(gh_backoff_ms(1, s, max), 1000);
+    assert_int_equal(gh_backoff_ms(2, s, max), 2000);
+    assert_int_equal(gh_backoff_ms(5, s, max), 16000);
+    assert_int_equal(gh_backoff_ms(10, s, max), 512000);
+    assert_int_equal(gh_backoff_ms(11, s, max), max);
+    assert_int_equal(gh_backoff_ms(100, s, max), max);
+    assert_int_equal(gh_backoff_ms(4000000000u, s, max), max);
+    assert_int_equal(gh_backoff_ms(3, 0, max), 0);
+}
+
+int main(void)
+{
+    assert_true(sodium_init() >= 0);
+    uint8_t key[32];
+    randombytes_buf(key, sizeof key);
+    assert_int_equal(gh_tokens_init(key, 4096), 0);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(formats),
+        cmocka_unit_test(cache),
+        cmocka_unit_test(full_shard),
+        cmocka_unit_test(backoff),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    gh_tokens_dispose();
+    return rc;
+}
