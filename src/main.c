@@ -4,6 +4,10 @@
 #include "admin/ctl.h"
 #include "core/log.h"
 #include "core/server.h"
+#include "identity/identity.h"
+#include "shield/shield.h"
+#include "gateway/gateway.h"
+#include "http/pages.h"
 #include "status/status.h"
 
 #include <stdio.h>
@@ -186,14 +190,38 @@ static int cmd_serve(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    rc = gh_shield_init(&srv, &err);
+    if (rc) {
+        fprintf(stderr, "gatehouse: %s%s\n", rc == GH_EINVAL ? "invalid configuration: " : "",
+                err.data ? err.data : "cannot start the shield");
+        rc = rc == GH_EINVAL ? 2 : 1;
+        goto out;
+    }
+    if (gh_identity_init(&srv, &err)) {
+        fprintf(stderr, "gatehouse: cannot start accounts: %s\n", err.data ? err.data : "");
+        gh_identity_dispose();
+        rc = 1;
+        goto out;
+    }
+    if (gh_gateway_init(&srv)) {
+        rc = 1;
+        goto out;
+    }
+    if (gh_pages_init(&srv)) {
+        gh_identity_dispose();
+        rc = 1;
+        goto out;
+    }
     if (gh_status_init(&srv)) {
         gh_status_stop();
         rc = 1;
         goto out;
     }
     rc = gh_server_run(&srv);
+    gh_identity_dispose();
     gh_status_stop();
 out:
+    gh_shield_dispose();
     gh_log_stop();
     gh_server_dispose(&srv);
     gh_buf_dispose(&err);

@@ -29,6 +29,20 @@ int gh_ctl_call(struct gh_ctl *c, const char *method, const char *path, json_t *
 /* Command implementations, one per row of the table in ctl.c. Each returns
  * an exit code (2 for a usage error, with a message on stderr). */
 /* @ctl-decls */
+/* shield (src/shield/shieldctl.c) */
+int gh_ctl_level_show(struct gh_ctl *c);
+int gh_ctl_level_pin(struct gh_ctl *c);
+int gh_ctl_level_unpin(struct gh_ctl *c);
+int gh_ctl_block(struct gh_ctl *c);
+int gh_ctl_unblock(struct gh_ctl *c);
+int gh_ctl_lists(struct gh_ctl *c);
+/* gateway (src/gateway/gwctl.c) */
+int gh_ctl_quota_set(struct gh_ctl *c);
+int gh_ctl_quota_unset(struct gh_ctl *c);
+int gh_ctl_quota_show(struct gh_ctl *c);
+int gh_ctl_upstreams(struct gh_ctl *c);
+int gh_ctl_policy_show(struct gh_ctl *c); /* identity/policyctl.c */
+int gh_ctl_policy_set(struct gh_ctl *c);
 /* status page (src/status/ctl_status.c) */
 int gh_ctl_incident_create(struct gh_ctl *c);
 int gh_ctl_incident_update(struct gh_ctl *c);

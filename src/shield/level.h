@@ -1,0 +1,121 @@
+/* The attack level: a state machine normal / elevated / under_attack fed
+ * every few seconds with signals (registration and SMS request rates,
+ * verification and login failure ratios, distinct prefixes among
+ * registrations, limiter refusals, queue delay, event-loop lag). It rises
+ * at once when a signal crosses a threshold and falls one level only after
+ * `calm_periods` consecutive periods below it (hysteresis, so it does not
+ * flap). Operators pin a level for a time or until unpinned; the computed
+ * level keeps being tracked underneath and takes over when the pin ends.
+ * Each level maps to a registration policy preset (gh_level_policy).
+ *
+ * Every change of the effective level is logged (event "attack_level"),
+ * counted (gh_shield_attack_level_changes_total, gauge
+ * gh_shield_attack_level) and handed to the listeners (the status page).
+ *
+ * Threads: the machine holds a mutex; any thread may feed, pin, unpin and
+ * read it. Listeners run on the thread that caused the change, outside
+ * the mutex, and must not block. The caller owns the struct (init/dispose);
+ * time is a parameter (ms, monotonic) so tests drive a simulated clock. */
+#pragma once
+
+#include "core/buf.h"
+#include "core/common.h"
+
+#include <pthread.h>
+
+enum gh_level { GH_LEVEL_NORMAL, GH_LEVEL_ELEVATED, GH_LEVEL_UNDER_ATTACK, GH_LEVEL_COUNT };
+
+/* One period's signals. Rates are per second, ratios 0..1. */
+struct gh_level_signals {
+    double register_rate;    /* registration attempts */
+    double sms_rate;         /* SMS code requests */
+    double verify_fail_ratio; /* wrong SMS codes / code checks */
+    double login_fail_ratio;  /* failed logins / logins */
+    double distinct_prefixes; /* distinct /24 or /48 among registrations this period */
+    double refusal_rate;      /* limiter refusals */
+    double queue_delay_ms;    /* admission queue delay */
+    double loop_lag_ms;       /* worst event-loop lag */
+};
+
+#define GH_LEVEL_NSIGNALS 8
+
+/* Thresholds per signal to reach elevated [0] and under_attack [1]; 0
+ * leaves that signal out. In the order of struct gh_level_signals. */
+struct gh_level_config {
+    double threshold[GH_LEVEL_NSIGNALS][2];
+    unsigned calm_periods; /* periods below a level before falling from it */
+    /* ratios only count once there are enough events to mean something */
+    double ratio_min_rate; /* events/s under which the two ratios are ignored */
+};
+
+/* What a level asks of registration. */
+enum gh_reg_mode { GH_REG_OPEN, GH_REG_RESTRICTED, GH_REG_BUSY, GH_REG_CLOSED };
+
+struct gh_level_policy {
+    enum gh_reg_mode mode;
+    const char *regions; /* "CN,HK" for restricted, "" for all */
+    unsigned pow_bits;
+    unsigned register_per_minute; /* 0 = no cap */
+};
+
+/* Presets from configuration: what each level asks. */
+struct gh_level_presets {
+    struct gh_level_policy level[GH_LEVEL_COUNT];
+};
+
+/* Called after the effective level changed (reason: "signals", "pin",
+ * "unpin", "pin expired"). */
+typedef void (*gh_level_listener_fn)(enum gh_level from, enum gh_level to, const char *reason,
+                                     void *data);
+
+#define GH_LEVEL_LISTENERS_MAX 8
+
+struct gh_level_machine {
+    pthread_mutex_t mu;
+    struct gh_level_config cfg;
+    enum gh_level computed;  /* from the signals */
+    enum gh_level effective; /* what everybody uses */
+    atomic_int effective_pub; /* effective, readable without the mutex */
+    unsigned calm;            /* consecutive periods below computed */
+    bool pinned;
+    enum gh_level pin_level;
+    uint64_t pin_until_ms; /* 0 = until unpinned */
+    uint64_t since_ms;     /* when effective last changed */
+    char last_reason[96];  /* the signal that raised it, for operators */
+    struct {
+        gh_level_listener_fn fn;
+        void *data;
+    } listeners[GH_LEVEL_LISTENERS_MAX];
+    unsigned nlisteners;
+    _Atomic uint64_t *m_changes, *m_level;
+};
+
+void gh_level_init(struct gh_level_machine *m, const struct gh_level_config *cfg, uint64_t now_ms);
+void gh_level_dispose(struct gh_level_machine *m);
+/* Replaces the thresholds (reload). */
+void gh_level_configure(struct gh_level_machine *m, const struct gh_level_config *cfg);
+/* Adds a listener; before the machine is shared. 0 or GH_ETOOBIG. */
+int gh_level_subscribe(struct gh_level_machine *m, gh_level_listener_fn fn, void *data);
+
+/* Feeds one period's signals; returns the effective level. Also ends an
+ * expired pin. */
+enum gh_level gh_level_feed(struct gh_level_machine *m, const struct gh_level_signals *s,
+                            uint64_t now_ms);
+/* Pins level for for_ms (0 = until unpinned). */
+void gh_level_pin(struct gh_level_machine *m, enum gh_level level, uint64_t for_ms, uint64_t now_ms);
+/* Ends a pin: the computed level applies again. */
+void gh_level_unpin(struct gh_level_machine *m, uint64_t now_ms);
+/* Ends the pin when it has expired (called by feed; also by readers that
+ * want to be exact between periods). */
+void gh_level_tick(struct gh_level_machine *m, uint64_t now_ms);
+/* The effective level, lock-free. */
+enum gh_level gh_level_get(const struct gh_level_machine *m);
+
+/* The state as JSON: {"level","computed","pinned","pinned_for_ms"
+ * (remaining ms of a timed pin, else null),"since_ms" (since the last
+ * change),"reason" (what last moved the computed level)}. */
+int gh_level_json(struct gh_level_machine *m, uint64_t now_ms, struct gh_buf *out);
+
+const char *gh_level_name(enum gh_level l);
+int gh_level_parse(const char *s, enum gh_level *out);
+const char *gh_reg_mode_name(enum gh_reg_mode m);

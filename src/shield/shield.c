@@ -1,0 +1,894 @@
+/* This module implements the shield's wiring (shield.h): configuration,
+ * the accept and request filters, the attack-level signals and timer, the
+ * proof-of-work challenge route and the admin routes. */
+#include "shield/shield.h"
+
+#include "admin/admin.h"
+#include "core/log.h"
+#include "identity/auth.h"
+#include "identity/policy.h"
+#include "shield/admission.h"
+#include "shield/ipset.h"
+#include "shield/limiter.h"
+#include "shield/proxy.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#define PREFIX_BITS 4096 /* linear-counting bitmap of registration prefixes */
+#define RETIRED_MAX 64
+
+struct gh_shield {
+    struct gh_server *srv;
+    struct gh_limiter *lim;
+    _Atomic(struct gh_limit_rules *) rules;
+    _Atomic(struct gh_ipset *) trusted;
+    _Atomic(struct gh_ipset *) proxy_from; /* PROXY protocol balancers */
+    /* replaced rules and trusted lists: a worker may still be reading one,
+     * and they are small, so they are kept until dispose (or 64 reloads) */
+    struct gh_limit_rules *retired[RETIRED_MAX];
+    unsigned nretired;
+    struct gh_ipset *retired_sets[RETIRED_MAX];
+    unsigned nretired_sets;
+    bool level_ready;
+    struct gh_iplist *block, *allow;
+    struct gh_pow *pow;
+    struct gh_level_machine level;
+    struct gh_level_presets presets;
+    char attack_regions[256];
+    uint64_t pow_ttl_ms;
+    uv_timer_t timer; /* on the admin worker */
+    bool timer_on;
+    uint64_t interval_ms, last_feed_ms;
+
+    /* signals of the current period */
+    atomic_ullong register_reqs, refusals;
+    atomic_ullong signals[GH_SIGNAL_COUNT];
+    _Atomic uint64_t prefix_bits[PREFIX_BITS / 64];
+
+    /* metrics */
+    _Atomic uint64_t *m_class[GH_NCLASSES];
+    _Atomic uint64_t *m_limited[GH_NCLASSES];
+    _Atomic uint64_t *m_blocked_xff, *m_evictions, *m_pow[GH_POW_BUSY + 1];
+    _Atomic uint64_t *m_sig_register, *m_sig_prefixes;
+};
+
+/* The process's shield (see shield.h): set once by init, cleared by dispose. */
+static struct gh_shield *the_shield;
+
+/* ---- configuration ---- */
+
+static int parse_thresholds(const char *text, struct gh_level_config *lc, struct gh_buf *err)
+{
+    static const char *const names[GH_LEVEL_NSIGNALS] = {
+        "register_rate", "sms_rate",     "verify_fail_ratio", "login_fail_ratio",
+        "distinct_prefixes", "refusal_rate", "queue_delay_ms", "loop_lag_ms"};
+    const char *p = text ? text : "";
+    while (*p) {
+        while (*p == ',' || *p == ' ' || *p == ';')
+            p++;
+        if (!*p)
+            break;
+        size_t len = strcspn(p, ", ;");
+        char item[96];
+        if (len >= sizeof item)
+            goto bad;
+        memcpy(item, p, len);
+        item[len] = '\0';
+        char *c1 = strchr(item, ':');
+        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            goto bad;
+        *c1 = *c2 = '\0';
+        int idx = -1;
+        for (int i = 0; i < GH_LEVEL_NSIGNALS; i++)
+            if (!strcmp(item, names[i]))
+                idx = i;
+        char *e1, *e2;
+        double a = strtod(c1 + 1, &e1), b = strtod(c2 + 1, &e2);
+        if (idx < 0 || *e1 || *e2 || e1 == c1 + 1 || e2 == c2 + 1 || a < 0 || b < 0 ||
+            !isfinite(a) || !isfinite(b))
+            goto bad;
+        lc->threshold[idx][0] = a;
+        lc->threshold[idx][1] = b;
+        p += len;
+        continue;
+    bad:
+        gh_buf_printf(err,
+                      "[shield] level_thresholds: '%.*s' is not SIGNAL:ELEVATED:UNDER_ATTACK "
+                      "(signals: register_rate, sms_rate, verify_fail_ratio, login_fail_ratio, "
+                      "distinct_prefixes, refusal_rate, queue_delay_ms, loop_lag_ms)",
+                      (int)GH_MIN(len, (size_t)60), p);
+        return GH_EINVAL;
+    }
+    return 0;
+}
+
+static int level_config(const struct gh_config *cfg, struct gh_level_config *lc,
+                        struct gh_buf *err)
+{
+    memset(lc, 0, sizeof *lc);
+    lc->calm_periods = cfg->shield.level_calm_periods;
+    lc->ratio_min_rate = 0.2; /* one code check every 5 s */
+    return parse_thresholds(cfg->shield.level_thresholds, lc, err);
+}
+
+/* Parses a comma-separated CIDR list into a tree. */
+static int parse_trusted(const char *key, const char *text, struct gh_ipset **out,
+                         struct gh_buf *err)
+{
+    struct gh_cidr *cs = NULL;
+    size_t n = 0;
+    struct gh_buf report;
+    gh_buf_init(&report, 1024);
+    /* one entry a line, the list format's comments allowed */
+    char *copy = strdup(text ? text : "");
+    if (!copy)
+        return GH_ENOMEM;
+    for (char *c = copy; *c; c++)
+        if (*c == ',')
+            *c = '\n';
+    int rc = gh_ipset_parse_list(copy, strlen(copy), key, &cs, &n, 4096, &report);
+    free(copy);
+    if (rc > 0) {
+        gh_buf_printf(err, "[shield] %s: %s", key, report.data ? report.data : "");
+        rc = GH_EINVAL;
+    }
+    gh_buf_dispose(&report);
+    if (rc) {
+        free(cs);
+        return rc < 0 ? rc : GH_EINVAL;
+    }
+    *out = n ? gh_ipset_build(cs, n) : NULL;
+    free(cs);
+    return n && !*out ? GH_ENOMEM : 0;
+}
+
+static void presets_from(struct gh_shield *sh, const struct gh_config *cfg)
+{
+    snprintf(sh->attack_regions, sizeof sh->attack_regions, "%s", cfg->shield.attack_regions);
+    struct gh_level_policy *p = sh->presets.level;
+    p[GH_LEVEL_NORMAL] = (struct gh_level_policy){GH_REG_OPEN, "", cfg->shield.pow_bits, 0};
+    p[GH_LEVEL_ELEVATED] =
+        (struct gh_level_policy){GH_REG_OPEN, "", cfg->shield.elevated_pow_bits, 0};
+    p[GH_LEVEL_UNDER_ATTACK] = (struct gh_level_policy){
+        sh->attack_regions[0] ? GH_REG_RESTRICTED : GH_REG_OPEN, sh->attack_regions,
+        cfg->shield.attack_pow_bits, cfg->shield.attack_register_per_minute};
+}
+
+static void retire(struct gh_shield *sh, struct gh_limit_rules *p)
+{
+    if (!p)
+        return;
+    if (sh->nretired == RETIRED_MAX) { /* 64 reloads later, nobody reads the oldest */
+        free(sh->retired[0]);
+        memmove(sh->retired, sh->retired + 1, sizeof sh->retired[0] * (RETIRED_MAX - 1));
+        sh->nretired--;
+    }
+    sh->retired[sh->nretired++] = p;
+}
+
+static void retire_set(struct gh_shield *sh, struct gh_ipset *p)
+{
+    if (!p)
+        return;
+    if (sh->nretired_sets == RETIRED_MAX) {
+        gh_ipset_unref(sh->retired_sets[0]);
+        memmove(sh->retired_sets, sh->retired_sets + 1,
+                sizeof sh->retired_sets[0] * (RETIRED_MAX - 1));
+        sh->nretired_sets--;
+    }
+    sh->retired_sets[sh->nretired_sets++] = p;
+}
+
+static int load_lists(struct gh_shield *sh, const struct gh_config *cfg, bool strict,
+                      struct gh_buf *err)
+{
+    struct {
+        struct gh_iplist *l;
+        const char *path, *key;
+    } lists[] = {{sh->block, cfg->shield.block_file, "block_file"},
+                 {sh->allow, cfg->shield.allow_file, "allow_file"}};
+    for (size_t i = 0; i < GH_ARRAY_LEN(lists); i++) {
+        char path[4200];
+        const char *p = lists[i].path;
+        if (p && *p && p[0] != '/') {
+            snprintf(path, sizeof path, "%s/%s", cfg->server.data_dir, p);
+            p = path;
+        }
+        struct gh_buf report;
+        gh_buf_init(&report, 8192);
+        unsigned bad = 0;
+        int rc = gh_iplist_load_file(lists[i].l, p, &report, &bad);
+        if (bad)
+            gh_log(GH_LOG_WARN, "ip_list", "%u malformed line(s) skipped: %s", bad,
+                   report.data ? report.data : "");
+        if (rc) {
+            gh_log(GH_LOG_ERROR, "ip_list", "[shield] %s: cannot load %s: %s", lists[i].key, p,
+                   report.data ? report.data : "");
+            if (strict) {
+                gh_buf_printf(err, "[shield] %s: cannot load %s", lists[i].key, p);
+                gh_buf_dispose(&report);
+                return GH_EINVAL;
+            }
+        } else if (p && *p) {
+            struct gh_iplist_info info;
+            gh_iplist_info(lists[i].l, &info);
+            gh_log(GH_LOG_INFO, "ip_list", "%s: %zu entries from %s", lists[i].key,
+                   info.file_entries, p);
+        }
+        gh_buf_dispose(&report);
+    }
+    return 0;
+}
+
+/* ---- signals ---- */
+
+void gh_shield_signal(enum gh_shield_signal s, unsigned n)
+{
+    struct gh_shield *sh = the_shield;
+    if (sh && (unsigned)s < GH_SIGNAL_COUNT)
+        atomic_fetch_add_explicit(&sh->signals[s], n, memory_order_relaxed);
+}
+
+static double take(atomic_ullong *c)
+{
+    return (double)atomic_exchange_explicit(c, 0, memory_order_relaxed);
+}
+
+static void feed_level(struct gh_shield *sh, uint64_t now)
+{
+    double dt = (double)(now - sh->last_feed_ms) / 1000.0;
+    sh->last_feed_ms = now;
+    if (dt <= 0)
+        dt = 1e-3;
+    struct gh_level_signals s = {0};
+    s.register_rate = take(&sh->register_reqs) / dt;
+    s.sms_rate = take(&sh->signals[GH_SIGNAL_SMS_SENT]) / dt;
+    double vok = take(&sh->signals[GH_SIGNAL_VERIFY_OK]),
+           vfail = take(&sh->signals[GH_SIGNAL_VERIFY_FAIL]);
+    double lok = take(&sh->signals[GH_SIGNAL_LOGIN_OK]),
+           lfail = take(&sh->signals[GH_SIGNAL_LOGIN_FAIL]);
+    take(&sh->signals[GH_SIGNAL_REGISTERED]);
+    s.verify_fail_ratio = vok + vfail > 0 ? vfail / (vok + vfail) : 0;
+    s.login_fail_ratio = lok + lfail > 0 ? lfail / (lok + lfail) : 0;
+    /* linear counting: n ~ -m ln(V/m), V the zero bits */
+    unsigned zero = 0;
+    for (int i = 0; i < PREFIX_BITS / 64; i++)
+        zero += 64u - (unsigned)__builtin_popcountll(atomic_exchange(&sh->prefix_bits[i], 0));
+    s.distinct_prefixes = zero ? -(double)PREFIX_BITS * log((double)zero / PREFIX_BITS)
+                               : (double)PREFIX_BITS * log((double)PREFIX_BITS);
+    s.refusal_rate = take(&sh->refusals) / dt;
+    uint64_t lag_us = 0;
+    for (unsigned i = 0; i < sh->srv->nworkers; i++)
+        lag_us = GH_MAX(lag_us, GH_STAT_GET(&sh->srv->workers[i].stats.loop_lag_us));
+    s.loop_lag_ms = (double)lag_us / 1000.0;
+    if (sh->m_sig_register)
+        atomic_store(sh->m_sig_register, (uint64_t)(s.register_rate * 1000));
+    if (sh->m_sig_prefixes)
+        atomic_store(sh->m_sig_prefixes, (uint64_t)s.distinct_prefixes);
+    gh_level_feed(&sh->level, &s, now);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    feed_level(t->data, gh_now_ms());
+}
+
+static int worker_init(struct gh_worker *w, void *data)
+{
+    struct gh_shield *sh = data;
+    if (!w->admin)
+        return 0;
+    int rc = uv_timer_init(&w->loop, &sh->timer);
+    sh->timer.data = sh;
+    sh->last_feed_ms = gh_now_ms();
+    if (!rc)
+        rc = uv_timer_start(&sh->timer, on_timer, sh->interval_ms, sh->interval_ms);
+    sh->timer_on = rc == 0;
+    return rc;
+}
+
+static void worker_dispose(struct gh_worker *w, void *data)
+{
+    struct gh_shield *sh = data;
+    if (w->admin && sh->timer_on) {
+        uv_close((uv_handle_t *)&sh->timer, NULL);
+        sh->timer_on = false;
+    }
+}
+
+/* ---- filters ---- */
+
+static bool accept_filter(const struct gh_addr *a, void *data)
+{
+    struct gh_shield *sh = data;
+    if (gh_iplist_contains(sh->allow, a))
+        return true;
+    return !gh_iplist_contains(sh->block, a);
+}
+
+static bool proxy_trusted(const struct gh_addr *peer, void *data)
+{
+    struct gh_shield *sh = data;
+    return gh_ipset_contains(atomic_load_explicit(&sh->proxy_from, memory_order_acquire), peer);
+}
+
+/* Ceiling of ns in whole seconds, at least 1. */
+static unsigned long long secs_up(uint64_t ns)
+{
+    uint64_t s = (ns + 999999999ull) / 1000000000ull;
+    return s ? s : 1;
+}
+
+/* Checks the rules of cls that the subject offers keys for. Returns true
+ * when every rule lets it pass; otherwise answers 429. */
+static bool apply_rules(struct gh_shield *sh, struct gh_http_req *req, enum gh_class cls,
+                        const struct gh_limit_subject *subj, bool phone_rules)
+{
+    const struct gh_limit_rules *rs = atomic_load_explicit(&sh->rules, memory_order_acquire);
+    uint64_t now = gh_now_ns();
+    for (unsigned i = 0; i < rs->n; i++) {
+        const struct gh_limit_rule *r = &rs->rules[i];
+        bool is_phone = r->kind == GH_LKEY_PHONE || r->kind == GH_LKEY_PHONE_PREFIX ||
+                        r->kind == GH_LKEY_CALLING_CODE;
+        uint64_t key;
+        if (r->cls != cls || is_phone != phone_rules || !gh_limit_rule_key(sh->lim, r, subj, &key))
+            continue;
+        struct gh_limit_decision d;
+        gh_limiter_check(sh->lim, key, &r->lim, 1, now, r->dry_run, &d);
+        if (d.limited && r->dry_run) {
+            if (r->m_would_refuse)
+                atomic_fetch_add_explicit(r->m_would_refuse, 1, memory_order_relaxed);
+        } else if (!d.allowed) {
+            if (r->m_refused)
+                atomic_fetch_add_explicit(r->m_refused, 1, memory_order_relaxed);
+            if (sh->m_limited[cls])
+                atomic_fetch_add_explicit(sh->m_limited[cls], 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sh->refusals, 1, memory_order_relaxed);
+            unsigned long long retry = secs_up(d.retry_after_ns);
+            gh_http_add_header(req, "Retry-After", "%llu", retry);
+            gh_http_add_header(req, "X-RateLimit-Limit", "%u", d.limit);
+            gh_http_add_header(req, "X-RateLimit-Remaining", "0");
+            gh_http_add_header(req, "X-RateLimit-Reset", "%llu", secs_up(d.reset_ns));
+            gh_http_respond_error(req, 429, "rate_limited",
+                                  "too many requests; retry in %llu second%s", retry,
+                                  retry == 1 ? "" : "s");
+            return false;
+        } else if (r->m_allowed) {
+            atomic_fetch_add_explicit(r->m_allowed, 1, memory_order_relaxed);
+        }
+    }
+    /* no X-RateLimit-* on answers that pass: they would vary from one
+     * answer to the next and tell apart what must look identical (the
+     * sms-code answer for known and unknown numbers) */
+    return true;
+}
+
+/* The class of req: its route's, raised to user by valid credentials; a
+ * user route without them counts as anon. Fills the principal's ids. */
+static enum gh_class classify(struct gh_http_req *req, struct gh_limit_subject *subj)
+{
+    enum gh_class cls = req->route->cls;
+    if (cls == GH_CLASS_OPS)
+        return cls;
+    struct gh_principal p;
+    bool valid = false;
+    size_t len = 0;
+    const char *auth = gh_http_header_get(req, "authorization", &len);
+    if (auth && len > 7 && !strncasecmp(auth, "Bearer ", 7)) {
+        valid = gh_auth_api_key(auth + 7, len - 7, &p) == 0;
+    } else {
+        char tmp[8];
+        int rc = gh_http_cookie_get(req, "gh_session", tmp, sizeof tmp);
+        if (rc == 0 || rc == GH_ETOOBIG)
+            valid = gh_auth_session(req, false, &p) == 0;
+    }
+    if (valid) {
+        subj->account_id = p.user_id;
+        subj->apikey_id = p.key_id;
+        return GH_CLASS_USER;
+    }
+    return cls == GH_CLASS_USER ? GH_CLASS_ANON : cls;
+}
+
+static bool request_filter(struct gh_http_req *req, void *data)
+{
+    struct gh_shield *sh = data;
+    if (!req->cfg->shield.enabled)
+        return true;
+    /* the address a trusted balancer reports */
+    struct gh_ipset *trusted = atomic_load_explicit(&sh->trusted, memory_order_acquire);
+    if (trusted) {
+        size_t len = 0;
+        const char *xff = gh_http_header_get(req, "x-forwarded-for", &len);
+        struct gh_addr real;
+        if (xff && gh_proxy_xff(xff, len, &req->client, trusted, &real)) {
+            req->client = real;
+            if (!gh_iplist_contains(sh->allow, &real) && gh_iplist_contains(sh->block, &real)) {
+                if (sh->m_blocked_xff)
+                    atomic_fetch_add_explicit(sh->m_blocked_xff, 1, memory_order_relaxed);
+                gh_http_respond_error(req, 403, "forbidden", "your network is blocked");
+                return false;
+            }
+        }
+    }
+    struct gh_limit_subject subj = {.addr = &req->client};
+    enum gh_class cls = classify(req, &subj);
+    if (sh->m_class[cls])
+        atomic_fetch_add_explicit(sh->m_class[cls], 1, memory_order_relaxed);
+    if (cls == GH_CLASS_OPS || gh_iplist_contains(sh->allow, &req->client))
+        return true;
+    if (cls == GH_CLASS_REGISTER) {
+        atomic_fetch_add_explicit(&sh->register_reqs, 1, memory_order_relaxed);
+        uint8_t pfx[7] = {req->client.family};
+        memcpy(pfx + 1, req->client.bytes, req->client.family == AF_INET ? 3 : 6);
+        uint64_t h = gh_limiter_key(sh->lim, 0xffffffffu, pfx, sizeof pfx) % PREFIX_BITS;
+        atomic_fetch_or_explicit(&sh->prefix_bits[h / 64], 1ull << (h % 64),
+                                 memory_order_relaxed);
+    }
+    return apply_rules(sh, req, cls, &subj, false);
+}
+
+bool gh_shield_limit_phone(struct gh_http_req *req, enum gh_class cls, const char *e164,
+                           const char *calling_code)
+{
+    struct gh_shield *sh = the_shield;
+    if (!sh || !req->cfg->shield.enabled || gh_iplist_contains(sh->allow, &req->client))
+        return true;
+    struct gh_limit_subject subj = {.addr = &req->client, .phone = e164,
+                                    .calling_code = calling_code};
+    return apply_rules(sh, req, cls, &subj, true);
+}
+
+/* ---- level, policy, proof of work ---- */
+
+enum gh_level gh_shield_level(void)
+{
+    return the_shield ? gh_level_get(&the_shield->level) : GH_LEVEL_NORMAL;
+}
+
+void gh_shield_level_policy(enum gh_level level, struct gh_level_policy *out)
+{
+    static const struct gh_level_policy none = {GH_REG_OPEN, "", 0, 0};
+    *out = the_shield && (unsigned)level < GH_LEVEL_COUNT ? the_shield->presets.level[level]
+                                                          : none;
+}
+
+int gh_shield_subscribe_level(gh_level_listener_fn fn, void *data)
+{
+    return the_shield ? gh_level_subscribe(&the_shield->level, fn, data) : GH_EINVAL;
+}
+
+unsigned gh_shield_pow_bits(enum gh_pow_scope scope)
+{
+    struct gh_level_policy p;
+    gh_shield_level_policy(gh_shield_level(), &p);
+    unsigned bits = p.pow_bits;
+    const struct gh_policy *pol = gh_policy_current();
+    if (pol && scope == GH_POW_REGISTER)
+        bits = GH_MAX(bits, pol->pow_bits);
+    return GH_MIN(bits, (unsigned)GH_POW_BITS_MAX);
+}
+
+enum gh_pow_result gh_shield_pow_verify(const struct gh_http_req *req, enum gh_pow_scope scope,
+                                        unsigned min_bits, const char *challenge, size_t clen,
+                                        const char *nonce, size_t nlen)
+{
+    struct gh_shield *sh = the_shield;
+    if (!sh)
+        return GH_POW_MALFORMED;
+    enum gh_pow_result r = gh_pow_verify(sh->pow, scope, &req->client, min_bits, challenge, clen,
+                                         nonce, nlen, gh_wall_ms());
+    if (sh->m_pow[r])
+        atomic_fetch_add_explicit(sh->m_pow[r], 1, memory_order_relaxed);
+    return r;
+}
+
+static void pow_challenge(struct gh_http_req *req)
+{
+    struct gh_shield *sh = req->route->ctx;
+    char scope_s[16];
+    enum gh_pow_scope scope = GH_POW_REGISTER;
+    int rc = gh_http_query_get(req, "scope", scope_s, sizeof scope_s);
+    if (rc == 0 ? gh_pow_scope_parse(scope_s, &scope) != 0 : rc != GH_ENOTFOUND) {
+        gh_http_respond_error(req, 400, "invalid_request",
+                              "scope must be register, sms or login");
+        return;
+    }
+    char ch[GH_POW_CHALLENGE_MAX];
+    uint64_t exp;
+    unsigned bits = gh_shield_pow_bits(scope);
+    if (gh_pow_issue(sh->pow, scope, &req->client, bits, sh->pow_ttl_ms, gh_wall_ms(), ch,
+                     sizeof ch, &exp)) {
+        gh_http_respond_error(req, 500, "internal_error", "cannot issue a challenge");
+        return;
+    }
+    char body[GH_POW_CHALLENGE_MAX + 96];
+    int n = snprintf(body, sizeof body, "{\"challenge\":\"%s\",\"bits\":%u,\"expires_at\":%llu}\n",
+                     ch, bits, (unsigned long long)exp);
+    gh_http_add_header(req, "Cache-Control", "no-store");
+    gh_http_respond_json(req, 200, body, (size_t)n);
+}
+
+/* ---- admin routes ---- */
+
+static void respond_buf(struct gh_http_req *req, int status, struct gh_buf *b)
+{
+    gh_buf_append_str(b, "\n");
+    gh_http_respond_json(req, status, b->data ? b->data : "{}", b->len);
+    gh_buf_dispose(b);
+}
+
+static void level_answer(struct gh_http_req *req, struct gh_shield *sh)
+{
+    uint64_t now = gh_now_ms();
+    gh_level_tick(&sh->level, now);
+    struct gh_buf b;
+    gh_buf_init(&b, 8192);
+    gh_level_json(&sh->level, now, &b);
+    /* add the preset of the effective level */
+    struct gh_level_policy p = sh->presets.level[gh_level_get(&sh->level)];
+    if (b.len && b.data[b.len - 1] == '}') {
+        b.len--;
+        gh_buf_printf(&b,
+                      ",\"policy\":{\"mode\":\"%s\",\"allowed_regions\":\"%s\",\"pow_bits\":%u,"
+                      "\"register_per_minute\":%u}}",
+                      gh_reg_mode_name(p.mode), p.regions, p.pow_bits, p.register_per_minute);
+    }
+    respond_buf(req, 200, &b);
+}
+
+static json_t *body_json(struct gh_http_req *req)
+{
+    json_error_t je;
+    json_t *j = req->body.len ? json_loadb(req->body.data, req->body.len, 0, &je) : NULL;
+    if (!json_is_object(j)) {
+        json_decref(j);
+        gh_http_respond_error(req, 400, "invalid_json", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+static void admin_level(struct gh_http_req *req)
+{
+    struct gh_shield *sh = the_shield;
+    if (!gh_admin_authorized(req))
+        return;
+    if (!strcmp(req->method_name, "PUT")) {
+        json_t *j = body_json(req);
+        if (!j)
+            return;
+        enum gh_level lv;
+        const char *name = json_string_value(json_object_get(j, "level"));
+        json_t *fs = json_object_get(j, "for_seconds");
+        if (!name || gh_level_parse(name, &lv)) {
+            json_decref(j);
+            gh_http_respond_error(req, 400, "invalid_request",
+                                  "level must be normal, elevated or under_attack");
+            return;
+        }
+        if (fs && !json_is_null(fs) &&
+            (!json_is_integer(fs) || json_integer_value(fs) <= 0 ||
+             json_integer_value(fs) > 366 * 86400)) {
+            json_decref(j);
+            gh_http_respond_error(req, 400, "invalid_request",
+                                  "for_seconds must be a positive whole number of seconds");
+            return;
+        }
+        uint64_t for_ms = fs && json_is_integer(fs) ? (uint64_t)json_integer_value(fs) * 1000 : 0;
+        json_decref(j);
+        gh_level_pin(&sh->level, lv, for_ms, gh_now_ms());
+    } else if (!strcmp(req->method_name, "DELETE")) {
+        gh_level_unpin(&sh->level, gh_now_ms());
+    }
+    level_answer(req, sh);
+}
+
+static void list_json(struct gh_buf *b, const char *name, struct gh_iplist *l, const char *file)
+{
+    struct gh_iplist_info info;
+    gh_iplist_info(l, &info);
+    gh_buf_printf(b, "\"%s\":{\"file\":\"", name);
+    gh_buf_append_json_str(b, file ? file : "", file ? strlen(file) : 0);
+    gh_buf_printf(b, "\",\"file_entries\":%zu,\"bad_lines\":%u,\"nodes\":%zu,\"runtime\":",
+                  info.file_entries, info.bad_lines, info.nodes);
+    gh_iplist_runtime_json(l, b);
+    gh_buf_append_str(b, "}");
+}
+
+static void admin_lists(struct gh_http_req *req)
+{
+    struct gh_shield *sh = the_shield;
+    if (!gh_admin_authorized(req))
+        return;
+    struct gh_buf b;
+    gh_buf_init(&b, 16u << 20);
+    gh_buf_append_str(&b, "{");
+    list_json(&b, "block", sh->block, req->cfg->shield.block_file);
+    gh_buf_append_str(&b, ",");
+    list_json(&b, "allow", sh->allow, req->cfg->shield.allow_file);
+    gh_buf_append_str(&b, ",\"trusted_proxies\":\"");
+    const char *tp = req->cfg->shield.trusted_proxies;
+    gh_buf_append_json_str(&b, tp, strlen(tp));
+    gh_buf_append_str(&b, "\",\"proxy_protocol_from\":\"");
+    const char *pf = req->cfg->shield.proxy_protocol_from;
+    gh_buf_append_json_str(&b, pf, strlen(pf));
+    gh_buf_append_str(&b, "\"}");
+    respond_buf(req, 200, &b);
+}
+
+static void admin_block(struct gh_http_req *req)
+{
+    struct gh_shield *sh = the_shield;
+    if (!gh_admin_authorized(req))
+        return;
+    json_t *j = body_json(req);
+    if (!j)
+        return;
+    const char *text = json_string_value(json_object_get(j, "cidr"));
+    struct gh_cidr c;
+    if (!text || gh_cidr_parse(text, strlen(text), &c)) {
+        json_decref(j);
+        gh_http_respond_error(req, 400, "invalid_request",
+                              "cidr must be an address or prefix such as 192.0.2.0/24");
+        return;
+    }
+    json_decref(j);
+    char canon[64];
+    gh_cidr_format(&c, canon, sizeof canon);
+    bool add = !strcmp(req->method_name, "POST");
+    int rc = add ? gh_iplist_add(sh->block, &c) : gh_iplist_remove(sh->block, &c);
+    if (rc == GH_ENOTFOUND) {
+        gh_http_respond_error(req, 404, "not_found", "%s is not in the block list", canon);
+        return;
+    }
+    if (rc && rc != GH_EEXIST) {
+        gh_http_respond_error(req, rc == GH_ETOOBIG ? 422 : 500,
+                              rc == GH_ETOOBIG ? "invalid_parameter" : "internal_error",
+                              rc == GH_ETOOBIG ? "the block list is full" : "cannot change the "
+                                                                           "block list");
+        return;
+    }
+    gh_log(GH_LOG_WARN, "ip_list", "%s %s the block list", canon,
+           add ? (rc ? "already in" : "added to") : "removed from");
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"cidr\":\"%s\",\"%s\":%s}\n", canon,
+                     add ? "added" : "removed", rc ? "false" : "true");
+    gh_http_respond_json(req, add && !rc ? 201 : 200, body, (size_t)n);
+}
+
+static void admin_pow_verify(struct gh_http_req *req)
+{
+    struct gh_shield *sh = the_shield;
+    if (!gh_admin_authorized(req))
+        return;
+    json_t *j = body_json(req);
+    if (!j)
+        return;
+    const char *scope_s = json_string_value(json_object_get(j, "scope"));
+    const char *ch = json_string_value(json_object_get(j, "challenge"));
+    json_t *nj = json_object_get(j, "nonce");
+    const char *client = json_string_value(json_object_get(j, "client"));
+    char nonce[32];
+    if (json_is_integer(nj))
+        snprintf(nonce, sizeof nonce, "%lld", (long long)json_integer_value(nj));
+    else
+        snprintf(nonce, sizeof nonce, "%s", json_string_value(nj) ? json_string_value(nj) : "");
+    enum gh_pow_scope scope = GH_POW_REGISTER;
+    struct gh_addr addr = req->client;
+    if ((scope_s && gh_pow_scope_parse(scope_s, &scope)) || !ch ||
+        (client && gh_proxy_parse_addr(client, strlen(client), &addr))) {
+        json_decref(j);
+        gh_http_respond_error(req, 400, "invalid_request",
+                              "expected {scope, challenge, nonce, client?}");
+        return;
+    }
+    enum gh_pow_result r = gh_pow_verify(sh->pow, scope, &addr, 0, ch, strlen(ch), nonce,
+                                         strlen(nonce), gh_wall_ms());
+    json_decref(j);
+    if (sh->m_pow[r])
+        atomic_fetch_add_explicit(sh->m_pow[r], 1, memory_order_relaxed);
+    char body[96];
+    int n = snprintf(body, sizeof body, "{\"valid\":%s,\"result\":\"%s\"}\n",
+                     r == GH_POW_OK ? "true" : "false", gh_pow_result_name(r));
+    gh_http_respond_json(req, 200, body, (size_t)n);
+}
+
+/* ---- reload ---- */
+
+static void on_reload(struct gh_server *srv, const struct gh_config *cfg, void *data)
+{
+    struct gh_shield *sh = data;
+    struct gh_buf err;
+    gh_buf_init(&err, 4096);
+    struct gh_limit_rules *rules = calloc(1, sizeof *rules);
+    struct gh_ipset *trusted = NULL, *pfrom = NULL;
+    struct gh_level_config lc;
+    if (!rules || gh_limit_rules_parse(cfg->shield.rules, rules, &err) ||
+        parse_trusted("trusted_proxies", cfg->shield.trusted_proxies, &trusted, &err) ||
+        parse_trusted("proxy_protocol_from", cfg->shield.proxy_protocol_from, &pfrom, &err) ||
+        level_config(cfg, &lc, &err)) {
+        gh_log(GH_LOG_ERROR, "shield_reload", "shield configuration kept: %s",
+               err.data ? err.data : "out of memory");
+        free(rules);
+        gh_ipset_unref(trusted);
+        gh_ipset_unref(pfrom);
+        gh_buf_dispose(&err);
+        return;
+    }
+    retire(sh, atomic_exchange(&sh->rules, rules));
+    retire_set(sh, atomic_exchange(&sh->trusted, trusted));
+    retire_set(sh, atomic_exchange(&sh->proxy_from, pfrom));
+    gh_level_configure(&sh->level, &lc);
+    load_lists(sh, cfg, false, &err);
+    gh_buf_dispose(&err);
+    (void)srv;
+}
+
+/* ---- init ---- */
+
+static const char *const class_label[GH_NCLASSES] = {"ops", "user", "login", "register",
+                                                            "anon"};
+
+static double limiter_evictions(void *data)
+{
+    struct gh_limiter_stats st;
+    gh_limiter_get_stats(data, &st);
+    return (double)st.evictions;
+}
+
+static double limiter_capacity(void *data)
+{
+    struct gh_limiter_stats st;
+    gh_limiter_get_stats(data, &st);
+    return (double)st.capacity;
+}
+
+int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
+{
+    struct gh_config *cfg = gh_server_config(srv);
+    struct gh_shield *sh = calloc(1, sizeof *sh);
+    int rc = GH_ENOMEM;
+    if (!sh)
+        goto fail;
+    sh->srv = srv;
+    struct gh_limit_rules *rules = calloc(1, sizeof *rules);
+    if (!rules)
+        goto fail;
+    atomic_init(&sh->rules, rules);
+    rc = gh_limit_rules_parse(cfg->shield.rules, rules, err);
+    if (rc) {
+        struct gh_buf tmp;
+        gh_buf_init(&tmp, 1024);
+        gh_buf_printf(&tmp, "[shield] rules: %s", err->data ? err->data : "");
+        gh_buf_reset(err);
+        gh_buf_append_str(err, tmp.data ? tmp.data : "");
+        gh_buf_dispose(&tmp);
+        goto fail;
+    }
+    struct gh_level_config lc;
+    struct gh_ipset *trusted = NULL, *pfrom = NULL;
+    rc = level_config(cfg, &lc, err);
+    if (!rc)
+        rc = parse_trusted("trusted_proxies", cfg->shield.trusted_proxies, &trusted, err);
+    atomic_init(&sh->trusted, trusted);
+    if (!rc)
+        rc = parse_trusted("proxy_protocol_from", cfg->shield.proxy_protocol_from, &pfrom, err);
+    atomic_init(&sh->proxy_from, pfrom);
+    if (rc)
+        goto fail;
+    rc = GH_ENOMEM;
+    sh->lim = gh_limiter_new(cfg->shield.limiter_memory);
+    sh->block = gh_iplist_new(cfg->shield.list_max);
+    sh->allow = gh_iplist_new(cfg->shield.list_max);
+    sh->pow = gh_pow_new(srv->secrets.hmac_key, cfg->shield.pow_replay_entries);
+    if (!sh->lim || !sh->block || !sh->allow || !sh->pow)
+        goto fail;
+    rc = load_lists(sh, cfg, true, err);
+    if (rc)
+        goto fail;
+    gh_level_init(&sh->level, &lc, gh_now_ms());
+    sh->level_ready = true;
+    presets_from(sh, cfg);
+    sh->pow_ttl_ms = cfg->shield.pow_ttl_ms;
+    sh->interval_ms = cfg->shield.level_interval_ms;
+
+    for (int c = 0; c < GH_NCLASSES; c++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "class=\"%s\"", class_label[c]);
+        sh->m_class[c] = gh_metrics_counter("gh_shield_requests_total", labels,
+                                            "public requests by traffic class");
+        sh->m_limited[c] = gh_metrics_counter("gh_shield_rate_limited_total", labels,
+                                              "requests refused 429 by the limiters, by class");
+    }
+    for (int r = 0; r <= GH_POW_BUSY; r++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "result=\"%s\"", gh_pow_result_name((enum gh_pow_result)r));
+        for (char *p = labels; *p; p++)
+            if (*p == ' ')
+                *p = '_';
+        sh->m_pow[r] = gh_metrics_counter("gh_shield_pow_verifications_total", labels,
+                                          "proof-of-work verifications by result");
+    }
+    sh->m_blocked_xff = gh_metrics_counter(
+        "gh_shield_blocked_requests_total", "",
+        "requests refused because the address reported by a trusted proxy is blocked");
+    sh->m_sig_register = gh_metrics_gauge("gh_shield_signal_register_rate_milli", "",
+                                          "registration-class requests per 1000 s, last period");
+    sh->m_sig_prefixes = gh_metrics_gauge("gh_shield_signal_distinct_prefixes", "",
+                                          "distinct prefixes among registrations, last period");
+    gh_metrics_gauge_func("gh_shield_limiter_evictions", "", "limiter entries evicted since start",
+                          limiter_evictions, sh->lim);
+    gh_metrics_gauge_func("gh_shield_limiter_capacity", "", "limiter table capacity in keys",
+                          limiter_capacity, sh->lim);
+
+    struct gh_route *r1 = gh_router_add(&srv->router, "GET", "/api/pow/challenge",
+                                        pow_challenge, sh);
+    struct gh_route *a[7] = {
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/level", admin_level, srv),
+        gh_router_add(&srv->admin_router, "PUT", "/admin/v1/level", admin_level, srv),
+        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/level", admin_level, srv),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/lists", admin_lists, srv),
+        gh_router_add(&srv->admin_router, "POST", "/admin/v1/lists/block", admin_block, srv),
+        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/lists/block", admin_block, srv),
+        gh_router_add(&srv->admin_router, "POST", "/admin/v1/pow/verify", admin_pow_verify, srv),
+    };
+    rc = GH_ETOOBIG;
+    if (!r1)
+        goto fail_routes;
+    r1->cls = GH_CLASS_ANON;
+    r1->body_max = 1; /* a GET: no body */
+    for (size_t i = 0; i < GH_ARRAY_LEN(a); i++) {
+        if (!a[i])
+            goto fail_routes;
+        a[i]->cls = GH_CLASS_OPS;
+    }
+    if (gh_server_add_worker_hook(srv, worker_init, worker_dispose, sh) ||
+        gh_server_add_reload_hook(srv, on_reload, sh))
+        goto fail_routes;
+    srv->accept_filter = accept_filter;
+    srv->accept_filter_data = sh;
+    srv->request_filter = request_filter;
+    srv->request_filter_data = sh;
+    srv->proxy_trusted = proxy_trusted;
+    srv->proxy_trusted_data = sh;
+    the_shield = sh;
+    gh_config_unref(cfg);
+    return 0;
+fail_routes:
+    gh_buf_printf(err, "cannot register the shield's routes and hooks");
+fail:
+    the_shield = sh; /* so dispose frees what was made */
+    gh_shield_dispose();
+    gh_config_unref(cfg);
+    return rc;
+}
+
+void gh_shield_dispose(void)
+{
+    struct gh_shield *sh = the_shield;
+    if (!sh)
+        return;
+    the_shield = NULL;
+    free(atomic_load(&sh->rules));
+    gh_ipset_unref(atomic_load(&sh->trusted));
+    gh_ipset_unref(atomic_load(&sh->proxy_from));
+    for (unsigned i = 0; i < sh->nretired; i++)
+        free(sh->retired[i]);
+    for (unsigned i = 0; i < sh->nretired_sets; i++)
+        gh_ipset_unref(sh->retired_sets[i]);
+    gh_limiter_free(sh->lim);
+    gh_iplist_free(sh->block);
+    gh_iplist_free(sh->allow);
+    gh_pow_free(sh->pow);
+    if (sh->level_ready)
+        gh_level_dispose(&sh->level);
+    free(sh);
+}

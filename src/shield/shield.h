@@ -1,0 +1,66 @@
+/* The shield wired into the server: it owns the limiter table and rules,
+ * the block and allow lists, the trusted-proxy list, the proof-of-work
+ * verifier, the attack-level machine and its signals. It installs
+ *  - srv->accept_filter: allow list passes, block list is closed at accept;
+ *  - srv->request_filter: every routed public request gets a class (the
+ *    route's, raised to `user` by a valid API key or session; invalid
+ *    credentials never raise it), the client address from X-Forwarded-For
+ *    when the peer is a trusted proxy, and the limiter rules of its class
+ *    (429 rate_limited with Retry-After and X-RateLimit-*);
+ *  - GET /api/pow/challenge; the admin routes /admin/v1/level,
+ *    /admin/v1/lists, /admin/v1/lists/block, /admin/v1/pow/verify;
+ *  - a timer on the admin worker that feeds the attack level every
+ *    shield.level_interval, and a reload hook (SIGHUP: lists, rules,
+ *    trusted proxies, thresholds).
+ *
+ * There is one shield per process (like the logger and the metrics
+ * registry): gh_shield_init makes it on the main thread before the server
+ * runs, gh_shield_dispose frees it after gh_server_run has returned. The
+ * gh_shield_* functions below may be called from any thread in between
+ * (they do nothing useful before init or after dispose). */
+#pragma once
+
+#include "core/server.h"
+#include "shield/level.h"
+#include "shield/pow.h"
+
+/* Makes the shield from srv's configuration and registers its hooks and
+ * routes. 0, or GH_EINVAL (a bad rule, list or threshold: the message, naming
+ * the key, is in err) or GH_ENOMEM. */
+int gh_shield_init(struct gh_server *srv, struct gh_buf *err);
+void gh_shield_dispose(void);
+
+/* Signals that other subsystems report for the attack level. */
+enum gh_shield_signal {
+    GH_SIGNAL_SMS_SENT,     /* an SMS code was requested */
+    GH_SIGNAL_VERIFY_OK,    /* an SMS code was right */
+    GH_SIGNAL_VERIFY_FAIL,  /* an SMS code was wrong */
+    GH_SIGNAL_LOGIN_OK,
+    GH_SIGNAL_LOGIN_FAIL,
+    GH_SIGNAL_REGISTERED, /* an account was created */
+    GH_SIGNAL_COUNT
+};
+void gh_shield_signal(enum gh_shield_signal s, unsigned n);
+
+/* The attack level now, and the registration preset it asks for. */
+enum gh_level gh_shield_level(void);
+void gh_shield_level_policy(enum gh_level level, struct gh_level_policy *out);
+/* Subscribes to attack-level changes (before the server runs). 0 or
+ * GH_ETOOBIG. */
+int gh_shield_subscribe_level(gh_level_listener_fn fn, void *data);
+
+/* The proof-of-work difficulty required now for scope (0 = none): the
+ * larger of the level's preset and the registration policy's pow_bits. */
+unsigned gh_shield_pow_bits(enum gh_pow_scope scope);
+/* Verifies a solution sent with req (from the JSON "pow" object the caller
+ * parsed) for scope, needing min_bits; bound to req->client's prefix. */
+enum gh_pow_result gh_shield_pow_verify(const struct gh_http_req *req, enum gh_pow_scope scope,
+                                        unsigned min_bits, const char *challenge, size_t clen,
+                                        const char *nonce, size_t nlen);
+
+/* Applies the rules of class cls keyed on a phone number (phone,
+ * phone_prefix, calling_code), which only the caller knows once it has
+ * parsed and normalised the number. Returns true when allowed; otherwise
+ * it has answered 429 itself and the caller must stop. */
+bool gh_shield_limit_phone(struct gh_http_req *req, enum gh_class cls, const char *e164,
+                           const char *calling_code);

@@ -1,0 +1,448 @@
+/* Unit tests of the GCRA limiters (shield/limiter.h) on a simulated clock:
+ * the arithmetic (burst, steady rate, Retry-After, Reset, cost), dry run,
+ * the rules and their keys, and a table-full spray of distinct addresses
+ * during which the aggregate keys keep refusing. Prints the cost of one
+ * check and the memory per entry. */
+#include "test_util.h"
+
+#include "shield/limiter.h"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define MS 1000000ull
+#define SEC 1000000000ull
+
+static void gcra_burst_then_refuse(void **state)
+{
+    struct gh_limit lim = {.period_ns = SEC, .count = 3, .burst = 3};
+    struct gh_limit_decision d;
+    uint64_t now = 1000 * SEC, tat = 0;
+    const uint64_t T = SEC / 3;
+    for (uint32_t i = 0; i < 3; i++) {
+        tat = gh_limit_gcra(tat, &lim, 1, now, false, &d);
+        assert_true(d.allowed);
+        assert_false(d.limited);
+        assert_int_equal(d.limit, 3);
+        assert_int_equal(d.remaining, 2 - i);
+        assert_int_equal(d.reset_ns, (i + 1) * T); /* full again after (i+1) emissions */
+    }
+    uint64_t before = tat;
+    tat = gh_limit_gcra(tat, &lim, 1, now, false, &d); /* the 4th at once */
+    assert_false(d.allowed);
+    assert_true(d.limited);
+    assert_false(d.impossible);
+    assert_int_equal(d.remaining, 0);
+    assert_int_equal(d.retry_after_ns, T);
+    assert_int_equal(d.reset_ns, 3 * T);
+    assert_int_equal(tat, before); /* a refusal stores nothing */
+    /* one ns early: still refused, retry after 1 ns */
+    gh_limit_gcra(tat, &lim, 1, now + T - 1, false, &d);
+    assert_false(d.allowed);
+    assert_int_equal(d.retry_after_ns, 1);
+    /* exactly at Retry-After: passes */
+    tat = gh_limit_gcra(tat, &lim, 1, now + T, false, &d);
+    assert_true(d.allowed);
+    assert_int_equal(d.remaining, 0);
+    /* after a long idle time the full burst is back */
+    tat = gh_limit_gcra(tat, &lim, 1, now + 100 * SEC, false, &d);
+    assert_true(d.allowed);
+    assert_int_equal(d.remaining, 2);
+}
+
+static void gcra_steady_rate(void **state)
+{
+    /* 10 per second, no burst beyond one: exactly one per 100 ms */
+    struct gh_limit lim = {.period_ns = SEC, .count = 10, .burst = 1};
+    struct gh_limit_decision d;
+    uint64_t tat = 0, now = 5 * SEC;
+    unsigned allowed = 0;
+    for (int i = 0; i < 1000; i++) { /* one try every 10 ms for 10 s */
+        tat = gh_limit_gcra(tat, &lim, 1, now + (uint64_t)i * 10 * MS, false, &d);
+        allowed += d.allowed;
+        if (!d.allowed) {
+            assert_true(d.retry_after_ns > 0 && d.retry_after_ns <= 100 * MS);
+            assert_int_equal(d.retry_after_ns % (10 * MS), 0);
+        }
+    }
+    assert_int_equal(allowed, 100);
+    /* halfway through an interval: retry after the other half */
+    tat = 0;
+    tat = gh_limit_gcra(tat, &lim, 1, now, false, &d);
+    gh_limit_gcra(tat, &lim, 1, now + 40 * MS, false, &d);
+    assert_false(d.allowed);
+    assert_int_equal(d.retry_after_ns, 60 * MS);
+    /* burst 0 means burst = count */
+    struct gh_limit lim2 = {.period_ns = SEC, .count = 5};
+    tat = 0;
+    allowed = 0;
+    for (int i = 0; i < 10; i++) {
+        tat = gh_limit_gcra(tat, &lim2, 1, now, false, &d);
+        allowed += d.allowed;
+    }
+    assert_int_equal(allowed, 5);
+}
+
+static void gcra_cost_tokens(void **state)
+{
+    /* an LLM quota: 60000 tokens per minute, all of it at once */
+    struct gh_limit lim = {.period_ns = 60 * SEC, .count = 60000, .burst = 60000};
+    struct gh_limit_decision d;
+    uint64_t tat = 0, now = SEC;
+    tat = gh_limit_gcra(tat, &lim, 36000, now, false, &d);
+    assert_true(d.allowed);
+    assert_int_equal(d.remaining, 24000);
+    tat = gh_limit_gcra(tat, &lim, 36000, now, false, &d);
+    assert_false(d.allowed);
+    /* 12000 more tokens must drain: 12 s at 1000 per second */
+    assert_int_equal(d.retry_after_ns, 12 * SEC);
+    tat = gh_limit_gcra(tat, &lim, 36000, now + 12 * SEC, false, &d);
+    assert_true(d.allowed);
+    /* more than the burst can never pass */
+    gh_limit_gcra(0, &lim, 60001, now, false, &d);
+    assert_false(d.allowed);
+    assert_true(d.impossible);
+    assert_true(d.retry_after_ns > 0);
+    /* a huge cost does not wrap around */
+    gh_limit_gcra(0, &lim, UINT32_MAX, now, false, &d);
+    assert_false(d.allowed);
+}
+
+static void dry_run_counts_never_refuses(void **state)
+{
+    struct gh_limiter *t = gh_limiter_new(1 << 20);
+    assert_non_null(t);
+    struct gh_limit lim = {.period_ns = SEC, .count = 2};
+    struct gh_limit_decision d;
+    uint64_t kd = gh_limiter_key(t, 1, "a", 1), kr = gh_limiter_key(t, 2, "a", 1);
+    unsigned limited = 0, refused_real = 0;
+    for (int i = 0; i < 10; i++) {
+        gh_limiter_check(t, kd, &lim, 1, SEC, true, &d);
+        assert_true(d.allowed);
+        limited += d.limited;
+        gh_limiter_check(t, kr, &lim, 1, SEC, false, &d);
+        refused_real += !d.allowed;
+    }
+    /* the dry run flags exactly what the real rule refuses */
+    assert_int_equal(limited, 8);
+    assert_int_equal(refused_real, 8);
+    /* and its state is the real one's: after half a second one passes */
+    gh_limiter_check(t, kd, &lim, 1, SEC + SEC / 2, true, &d);
+    assert_false(d.limited);
+    gh_limiter_check(t, kd, &lim, 1, SEC + SEC / 2, true, &d);
+    assert_true(d.limited);
+    gh_limiter_free(t);
+}
+
+static void table_keys_independent(void **state)
+{
+    struct gh_limiter *t = gh_limiter_new(64 << 10);
+    struct gh_limit lim = {.period_ns = SEC, .count = 1};
+    struct gh_limit_decision d;
+    /* 200 keys in a 64 KiB table (4000 entries): none interferes */
+    for (int round = 0; round < 2; round++)
+        for (uint32_t i = 0; i < 200; i++) {
+            uint64_t k = gh_limiter_key(t, 7, &i, sizeof i);
+            gh_limiter_check(t, k, &lim, 1, SEC, false, &d);
+            assert_int_equal(d.allowed, round == 0);
+        }
+    /* the same data under another rule id is another key */
+    assert_true(gh_limiter_key(t, 7, "x", 1) != gh_limiter_key(t, 8, "x", 1));
+    /* a different table has a different secret */
+    struct gh_limiter *t2 = gh_limiter_new(64 << 10);
+    assert_true(gh_limiter_key(t, 7, "x", 1) != gh_limiter_key(t2, 7, "x", 1));
+    struct gh_limiter_stats st;
+    gh_limiter_get_stats(t, &st);
+    assert_int_equal(st.inserts, 200);
+    assert_int_equal(st.evictions, 0);
+    assert_true(st.bytes <= 64 << 10);
+    gh_limiter_free(t);
+    gh_limiter_free(t2);
+}
+
+static void rules_parse(void **state)
+{
+    struct gh_limit_rules rs;
+    struct gh_buf err;
+    gh_buf_init(&err, 1024);
+    assert_int_equal(gh_limit_rules_parse("anon:addr:3/1s, register:prefix:30/m:burst=10;"
+                                          " login:global:100/1s:dry_run  user:account:5/h",
+                                          &rs, &err),
+                     0);
+    assert_int_equal(rs.n, 4);
+    assert_int_equal(rs.rules[0].cls, GH_CLASS_ANON);
+    assert_int_equal(rs.rules[0].kind, GH_LKEY_ADDR);
+    assert_int_equal(rs.rules[0].lim.count, 3);
+    assert_int_equal(rs.rules[0].lim.period_ns, SEC);
+    assert_int_equal(rs.rules[1].cls, GH_CLASS_REGISTER);
+    assert_int_equal(rs.rules[1].kind, GH_LKEY_PREFIX);
+    assert_int_equal(rs.rules[1].lim.period_ns, 60 * SEC);
+    assert_int_equal(rs.rules[1].lim.burst, 10);
+    assert_true(rs.rules[2].dry_run);
+    assert_false(rs.rules[1].dry_run);
+    assert_int_equal(rs.rules[3].lim.period_ns, 3600 * SEC);
+    assert_string_equal(rs.rules[0].name, "anon:addr:3/1000ms");
+    assert_true(rs.rules[0].id != rs.rules[1].id);
+    assert_non_null(rs.rules[0].m_refused);
+    /* the id depends on the rule, not its position */
+    struct gh_limit_rules rs2;
+    assert_int_equal(gh_limit_rules_parse("login:global:1/1s anon:addr:3/1s", &rs2, &err), 0);
+    assert_int_equal(rs2.rules[1].id, rs.rules[0].id);
+    assert_int_equal(gh_limit_rules_parse("", &rs2, &err), 0);
+    assert_int_equal(rs2.n, 0);
+
+    static const char *bad[] = {"anon:addr",          "guest:addr:1/s",      "anon:ip:1/s",
+                                "anon:addr:0/s",      "anon:addr:1/fortnight", "anon:addr:1/s:x",
+                                "anon:addr:x/s",      "anon:addr:1/s:burst=0", "anon:addr:1"};
+    for (size_t i = 0; i < GH_ARRAY_LEN(bad); i++) {
+        gh_buf_reset(&err);
+        assert_int_equal(gh_limit_rules_parse(bad[i], &rs2, &err), GH_EINVAL);
+        assert_non_null(err.data);
+        tu_assert_contains(err.data, "rule '");
+    }
+    gh_buf_reset(&err);
+    gh_limit_rules_parse("anon:guest:1/s", &rs2, &err);
+    tu_assert_contains(err.data, "unknown key 'guest'");
+    gh_buf_dispose(&err);
+}
+
+static struct gh_addr v4(const char *s)
+{
+    struct gh_addr a = {.family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, s, a.bytes), 1);
+    return a;
+}
+
+static struct gh_addr v6(const char *s)
+{
+    struct gh_addr a = {.family = AF_INET6};
+    assert_int_equal(inet_pton(AF_INET6, s, a.bytes), 1);
+    return a;
+}
+
+static void rule_keys(void **state)
+{
+    struct gh_limiter *t = gh_limiter_new(1 << 16);
+    struct gh_limit_rules rs;
+    struct gh_buf err;
+    gh_buf_init(&err, 1024);
+    assert_int_equal(gh_limit_rules_parse("anon:addr:1/s anon:prefix:1/s anon:prefix48:1/s "
+                                          "anon:account:1/s anon:apikey:1/s anon:phone:1/s "
+                                          "anon:phone_prefix:1/s anon:calling_code:1/s "
+                                          "anon:global:1/s",
+                                          &rs, &err),
+                     0);
+    struct gh_addr a1 = v4("192.0.2.1"), a2 = v4("192.0.2.200"), a3 = v4("192.0.3.1");
+    struct gh_addr b1 = v6("2001:db8:1:2::1"), b2 = v6("2001:db8:1:2:ffff::9"),
+                   b3 = v6("2001:db8:1:3::1"), b4 = v6("2001:db8:2::1");
+    uint64_t k1, k2;
+#define KEY(rule, subj, out) assert_true(gh_limit_rule_key(t, &rs.rules[rule], (subj), (out)))
+    struct gh_limit_subject s1 = {.addr = &a1}, s2 = {.addr = &a2}, s3 = {.addr = &a3};
+    KEY(0, &s1, &k1);
+    KEY(0, &s2, &k2);
+    assert_true(k1 != k2); /* addr: two addresses */
+    KEY(1, &s1, &k1);
+    KEY(1, &s2, &k2);
+    assert_true(k1 == k2); /* prefix: same /24 */
+    KEY(1, &s3, &k2);
+    assert_true(k1 != k2);
+    struct gh_limit_subject t1 = {.addr = &b1}, t2 = {.addr = &b2}, t3 = {.addr = &b3},
+                            t4 = {.addr = &b4};
+    KEY(1, &t1, &k1);
+    KEY(1, &t2, &k2);
+    assert_true(k1 == k2); /* same /64 */
+    KEY(1, &t3, &k2);
+    assert_true(k1 != k2); /* another /64 */
+    KEY(2, &t1, &k1);
+    KEY(2, &t3, &k2);
+    assert_true(k1 == k2); /* same /48 */
+    KEY(2, &t4, &k2);
+    assert_true(k1 != k2);
+    /* absent members: the rule does not apply */
+    assert_false(gh_limit_rule_key(t, &rs.rules[3], &s1, &k1));
+    assert_false(gh_limit_rule_key(t, &rs.rules[5], &s1, &k1));
+    struct gh_limit_subject p1 = {.phone = "+8613800138000", .calling_code = "86",
+                                  .account_id = 5, .apikey_id = 5},
+                            p2 = {.phone = "+8613800139999", .calling_code = "86",
+                                  .account_id = 6, .apikey_id = 6};
+    KEY(3, &p1, &k1);
+    KEY(4, &p1, &k2);
+    assert_true(k1 != k2); /* account 5 and key 5 differ */
+    KEY(5, &p1, &k1);
+    KEY(5, &p2, &k2);
+    assert_true(k1 != k2);
+    KEY(6, &p1, &k1);
+    KEY(6, &p2, &k2);
+    assert_true(k1 == k2); /* +86138001 3xxxx: same phone prefix */
+    KEY(7, &p1, &k1);
+    KEY(7, &p2, &k2);
+    assert_true(k1 == k2);
+    KEY(8, &s1, &k1);
+    KEY(8, &t4, &k2);
+    assert_true(k1 == k2); /* global */
+#undef KEY
+    gh_buf_dispose(&err);
+    gh_limiter_free(t);
+}
+
+/* A spray of 1,000,000 distinct addresses from 16 /24s through a table of
+ * 256 KiB (16,000 entries): per-address state is evicted all along, yet
+ * the prefix and global rules hold, and the memory does not grow. */
+static void spray_keeps_aggregates(void **state)
+{
+    const size_t bytes = 256 << 10;
+    struct gh_limiter *t = gh_limiter_new(bytes);
+    struct gh_limit_rules rs;
+    struct gh_buf err;
+    gh_buf_init(&err, 1024);
+    assert_int_equal(gh_limit_rules_parse("register:addr:5/1m register:prefix:60/1m "
+                                          "register:global:600/1m",
+                                          &rs, &err),
+                     0);
+    gh_buf_dispose(&err);
+    unsigned allowed_total = 0;
+    uint64_t now = 1000 * SEC;
+    const unsigned N = 1000000;
+    const uint64_t step = 120 * SEC / N; /* the whole spray lasts 2 minutes */
+    for (unsigned i = 0; i < N; i++) {
+        struct gh_addr a = {.family = AF_INET,
+                            .bytes = {10, (uint8_t)(i % 16), (uint8_t)(i >> 12), (uint8_t)(i >> 4)}};
+        struct gh_limit_subject s = {.addr = &a};
+        bool ok = true;
+        for (unsigned r = 0; r < rs.n && ok; r++) {
+            uint64_t k;
+            struct gh_limit_decision d;
+            assert_true(gh_limit_rule_key(t, &rs.rules[r], &s, &k));
+            gh_limiter_check(t, k, &rs.rules[r].lim, 1, now, false, &d);
+            ok = d.allowed;
+        }
+        allowed_total += ok;
+        now += step;
+    }
+    /* global: 600 at once + 10/s for 120 s = 1800 at most */
+    assert_true(allowed_total <= 600 + 1200 + 1);
+    assert_true(allowed_total >= 1700); /* and the limits do let traffic through */
+    struct gh_limiter_stats st;
+    gh_limiter_get_stats(t, &st);
+    assert_true(st.bytes <= bytes);
+    assert_true(st.evictions > 0 || st.inserts <= st.capacity);
+    print_message("spray: %u of %u allowed, capacity %llu entries in %llu bytes (%.1f bytes/entry),"
+                  " %llu inserts, %llu evictions\n",
+                  allowed_total, N, (unsigned long long)st.capacity, (unsigned long long)st.bytes,
+                  (double)st.bytes / (double)st.capacity, (unsigned long long)st.inserts,
+                  (unsigned long long)st.evictions);
+    gh_limiter_free(t);
+}
+
+/* The same spray confined to one /24 with a table far too small: the
+ * prefix key is touched by every request, never evicted, and refuses. */
+static void spray_one_prefix_tiny_table(void **state)
+{
+    struct gh_limiter *t = gh_limiter_new(8 << 10); /* ~ 500 entries */
+    struct gh_limit_rules rs;
+    struct gh_buf err;
+    gh_buf_init(&err, 1024);
+    assert_int_equal(gh_limit_rules_parse("register:addr:5/1m register:prefix:50/1m", &rs, &err),
+                     0);
+    gh_buf_dispose(&err);
+    uint64_t now = 10 * SEC;
+    unsigned allowed = 0;
+    /* 200,000 requests from 256 addresses x many ports... every address of
+     * one /24 and 50,000 other /24s interleaved, within one second */
+    for (unsigned i = 0; i < 200000; i++) {
+        struct gh_addr a = {.family = AF_INET};
+        if (i % 2) {
+            a.bytes[0] = 198;
+            a.bytes[1] = 51;
+            a.bytes[2] = 100;
+            a.bytes[3] = (uint8_t)i;
+        } else { /* noise from elsewhere, to churn the table */
+            a.bytes[0] = 11;
+            a.bytes[1] = (uint8_t)(i >> 16);
+            a.bytes[2] = (uint8_t)(i >> 8);
+            a.bytes[3] = (uint8_t)i;
+        }
+        struct gh_limit_subject s = {.addr = &a};
+        bool ok = true;
+        for (unsigned r = 0; r < rs.n && ok; r++) {
+            uint64_t k;
+            struct gh_limit_decision d;
+            gh_limit_rule_key(t, &rs.rules[r], &s, &k);
+            gh_limiter_check(t, k, &rs.rules[r].lim, 1, now + i * 5000ull, false, &d);
+            ok = d.allowed;
+        }
+        if (i % 2)
+            allowed += ok;
+    }
+    assert_int_equal(allowed, 50); /* exactly the prefix's burst */
+    struct gh_limiter_stats st;
+    gh_limiter_get_stats(t, &st);
+    assert_true(st.evictions > 10000);
+    assert_true(st.bytes <= 8 << 10);
+    gh_limiter_free(t);
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * SEC + (uint64_t)ts.tv_nsec;
+}
+
+static void cost_of_a_check(void **state)
+{
+    struct gh_limiter *t = gh_limiter_new(64 << 20);
+    struct gh_limit_rules rs;
+    struct gh_buf err;
+    gh_buf_init(&err, 1024);
+    assert_int_equal(gh_limit_rules_parse("anon:addr:100/1s", &rs, &err), 0);
+    gh_buf_dispose(&err);
+    const unsigned N = 2000000;
+    uint64_t t0 = mono_ns();
+    unsigned allowed = 0;
+    for (unsigned i = 0; i < N; i++) {
+        struct gh_addr a = {.family = AF_INET, .bytes = {10, (uint8_t)(i >> 16), (uint8_t)(i >> 8),
+                                                         (uint8_t)i}};
+        struct gh_limit_subject s = {.addr = &a};
+        uint64_t k;
+        struct gh_limit_decision d;
+        gh_limit_rule_key(t, &rs.rules[0], &s, &k);
+        gh_limiter_check(t, k, &rs.rules[0].lim, 1, t0 + i, false, &d);
+        allowed += d.allowed;
+    }
+    uint64_t dt = mono_ns() - t0;
+    struct gh_limiter_stats st;
+    gh_limiter_get_stats(t, &st);
+    print_message("limiter: %.1f ns per check (key hash + lookup/insert, 64 MiB table, %llu "
+                  "entries, %.1f bytes/entry)\n",
+                  (double)dt / N, (unsigned long long)st.capacity,
+                  (double)st.bytes / (double)st.capacity);
+    assert_true(allowed > 0);
+    /* hot: 1000 keys that stay in cache */
+    t0 = mono_ns();
+    for (unsigned i = 0; i < N; i++) {
+        struct gh_addr a = {.family = AF_INET, .bytes = {10, 0, (uint8_t)((i % 1000) >> 8),
+                                                         (uint8_t)(i % 1000)}};
+        struct gh_limit_subject s = {.addr = &a};
+        uint64_t k;
+        struct gh_limit_decision d;
+        gh_limit_rule_key(t, &rs.rules[0], &s, &k);
+        gh_limiter_check(t, k, &rs.rules[0].lim, 1, t0 + i, false, &d);
+    }
+    dt = mono_ns() - t0;
+    print_message("limiter: %.1f ns per check on 1000 hot keys\n", (double)dt / N);
+    gh_limiter_free(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(gcra_burst_then_refuse),  cmocka_unit_test(gcra_steady_rate),
+        cmocka_unit_test(gcra_cost_tokens),        cmocka_unit_test(dry_run_counts_never_refuses),
+        cmocka_unit_test(table_keys_independent),  cmocka_unit_test(rules_parse),
+        cmocka_unit_test(rule_keys),               cmocka_unit_test(spray_keeps_aggregates),
+        cmocka_unit_test(spray_one_prefix_tiny_table), cmocka_unit_test(cost_of_a_check),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
