@@ -13,8 +13,8 @@
 #include <strings.h>
 
 #define CSP                                                                                        \
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "             \
-    "connect-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'self'; "                \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
+    "connect-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'self'; "                 \
     "frame-ancestors 'none'"
 
 #define NLANG      2
@@ -27,9 +27,9 @@ static const char *const LANGS[NLANG] = {"en", "zh"};
 static const struct {
     const char *route, *tpl;
 } PAGES[] = {
-    {"/", "/pages/index.html"},       {"/register", "/pages/register.html"},
-    {"/login", "/pages/login.html"},  {"/chat", "/pages/chat.html"},
-    {"/keys", "/pages/keys.html"},    {"/account", "/pages/account.html"},
+    {"/", "/pages/index.html"},      {"/register", "/pages/register.html"},
+    {"/login", "/pages/login.html"}, {"/chat", "/pages/chat.html"},
+    {"/keys", "/pages/keys.html"},   {"/account", "/pages/account.html"},
 };
 #define NPAGES GH_ARRAY_LEN(PAGES)
 
@@ -71,10 +71,14 @@ static const char *content_type(const char *path)
     static const struct {
         const char *ext, *type;
     } types[] = {
-        {".css", "text/css; charset=utf-8"},     {".js", "text/javascript; charset=utf-8"},
-        {".json", "application/json"},           {".svg", "image/svg+xml"},
-        {".png", "image/png"},                   {".ico", "image/x-icon"},
-        {".txt", "text/plain; charset=utf-8"},   {".html", "text/html; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".json", "application/json"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".txt", "text/plain; charset=utf-8"},
+        {".html", "text/html; charset=utf-8"},
         {".woff2", "font/woff2"},
     };
     const char *dot = strrchr(path, '.');
@@ -213,8 +217,8 @@ static int render_all(void)
         for (int l = 0; l < NLANG; l++) {
             struct gh_buf b;
             gh_buf_init(&b, PAGE_MAX);
-            int rc = render(&b, (const char *)gh_assets[i].data, gh_assets[i].len, l, 0,
-                            PAGES[p].tpl);
+            int rc =
+                render(&b, (const char *)gh_assets[i].data, gh_assets[i].len, l, 0, PAGES[p].tpl);
             if (rc) {
                 gh_buf_dispose(&b);
                 return rc;
