@@ -1,0 +1,333 @@
+/* This module implements the chat request validation and the gateway's own
+ * JSON output (chat.h). */
+#include "gateway/chat.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+static int fail(struct gh_chat_error *err, int status, const char *code, const char *param,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int fail(struct gh_chat_error *err, int status, const char *code, const char *param,
+                const char *fmt, ...)
+{
+    err->status = status;
+    err->code = code;
+    err->param = param;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return GH_EINVAL;
+}
+
+unsigned gh_chat_estimate_tokens(const char *s, size_t len)
+{
+    (void)s;
+    if (!len)
+        return 0;
+    size_t t = (len + 3) / 4;
+    return t > UINT32_MAX ? UINT32_MAX : (unsigned)t;
+}
+
+static const char *const roles[] = {"system", "user", "assistant", "tool", "developer"};
+
+/* Checks one message; adds its text bytes to *bytes. Remembers the text of
+ * a user message in out. */
+static int check_message(json_t *m, size_t i, struct gh_chat_req *out, size_t *bytes,
+                         struct gh_chat_error *err)
+{
+    if (!json_is_object(m))
+        return fail(err, 400, "invalid_request", "messages", "messages[%zu] must be an object", i);
+    const char *role = json_string_value(json_object_get(m, "role"));
+    if (!role)
+        return fail(err, 400, "invalid_request", "messages",
+                    "messages[%zu].role is required and must be a string", i);
+    bool known = false;
+    for (size_t k = 0; k < GH_ARRAY_LEN(roles); k++)
+        known = known || !strcmp(role, roles[k]);
+    if (!known)
+        return fail(err, 400, "invalid_request", "messages",
+                    "messages[%zu].role must be one of system, user, assistant, tool, "
+                    "developer",
+                    i);
+    json_t *content = json_object_get(m, "content");
+    bool is_user = !strcmp(role, "user");
+    if (json_is_string(content)) {
+        size_t n = json_string_length(content);
+        *bytes += n;
+        if (is_user) {
+            out->last_user = json_string_value(content);
+            out->last_user_len = n;
+        }
+    } else if (json_is_array(content)) {
+        size_t j;
+        json_t *part;
+        bool first_text = true;
+        json_array_foreach(content, j, part)
+        {
+            const char *type = json_string_value(json_object_get(part, "type"));
+            if (!json_is_object(part) || !type)
+                return fail(err, 400, "invalid_request", "messages",
+                            "messages[%zu].content[%zu] must be an object with a type", i, j);
+            json_t *text = json_object_get(part, "text");
+            if (!strcmp(type, "text")) {
+                if (!json_is_string(text))
+                    return fail(err, 400, "invalid_request", "messages",
+                                "messages[%zu].content[%zu].text must be a string", i, j);
+                *bytes += json_string_length(text);
+                if (is_user && first_text) {
+                    out->last_user = json_string_value(text);
+                    out->last_user_len = json_string_length(text);
+                    first_text = false;
+                }
+            } else {
+                *bytes += 1024; /* images and audio: a flat estimate */
+            }
+        }
+    } else if (json_is_null(content) || !content) {
+        /* an assistant turn holding only tool calls */
+        if (strcmp(role, "assistant"))
+            return fail(err, 400, "invalid_request", "messages",
+                        "messages[%zu].content is required for role %s", i, role);
+        if (is_user) {
+            out->last_user = "";
+            out->last_user_len = 0;
+        }
+    } else {
+        return fail(err, 400, "invalid_request", "messages",
+                    "messages[%zu].content must be a string or an array of parts", i);
+    }
+    return 0;
+}
+
+/* An optional number within [lo, hi]; 400 when not a number, 422 outside. */
+static int check_number(json_t *root, const char *name, double lo, double hi,
+                        struct gh_chat_error *err)
+{
+    json_t *v = json_object_get(root, name);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_number(v))
+        return fail(err, 400, "invalid_request", name, "%s must be a number", name);
+    double d = json_number_value(v);
+    if (d < lo || d > hi)
+        return fail(err, 422, "invalid_parameter", name, "%s must be between %g and %g", name, lo,
+                    hi);
+    return 0;
+}
+
+int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, struct gh_chat_req *out,
+                  struct gh_chat_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->last_user = "";
+    if (!len)
+        return fail(err, 400, "invalid_json", NULL, "the request body is empty: send a JSON object");
+    json_error_t je;
+    out->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!out->root)
+        return fail(err, 400, "invalid_json", NULL,
+                    "the request body is not valid JSON (line %d, column %d): %.120s", je.line,
+                    je.column, je.text);
+    json_t *root = out->root;
+    if (!json_is_object(root))
+        return fail(err, 400, "invalid_request", NULL, "the request body must be a JSON object");
+
+    json_t *model = json_object_get(root, "model");
+    if (!model)
+        return fail(err, 400, "invalid_request", "model", "model is required");
+    if (!json_is_string(model) || !json_string_length(model) || json_string_length(model) > 256)
+        return fail(err, 400, "invalid_request", "model",
+                    "model must be a non-empty string of at most 256 bytes");
+    out->model = json_string_value(model);
+
+    json_t *messages = json_object_get(root, "messages");
+    if (!messages)
+        return fail(err, 400, "invalid_request", "messages", "messages is required");
+    if (!json_is_array(messages) || !json_array_size(messages))
+        return fail(err, 400, "invalid_request", "messages",
+                    "messages must be a non-empty array of {role, content}");
+    size_t i;
+    json_t *m;
+    size_t bytes = 0;
+    json_array_foreach(messages, i, m)
+    {
+        if (check_message(m, i, out, &bytes, err))
+            return GH_EINVAL;
+    }
+    out->nmessages = (unsigned)json_array_size(messages);
+    size_t est = gh_chat_estimate_tokens(NULL, bytes) + 4u * out->nmessages;
+    out->prompt_tokens = est > UINT32_MAX ? UINT32_MAX : (unsigned)est;
+
+    json_t *stream = json_object_get(root, "stream");
+    if (stream && !json_is_null(stream) && !json_is_boolean(stream))
+        return fail(err, 400, "invalid_request", "stream", "stream must be true or false");
+    out->stream = json_is_true(stream);
+
+    json_t *so = json_object_get(root, "stream_options");
+    if (so && !json_is_null(so)) {
+        if (!json_is_object(so))
+            return fail(err, 400, "invalid_request", "stream_options",
+                        "stream_options must be an object");
+        json_t *iu = json_object_get(so, "include_usage");
+        if (iu && !json_is_null(iu) && !json_is_boolean(iu))
+            return fail(err, 400, "invalid_request", "stream_options.include_usage",
+                        "stream_options.include_usage must be true or false");
+        out->include_usage = json_is_true(iu);
+    }
+
+    static const char *const mt_names[] = {"max_tokens", "max_completion_tokens"};
+    for (size_t k = 0; k < GH_ARRAY_LEN(mt_names); k++) {
+        json_t *mt = json_object_get(root, mt_names[k]);
+        if (!mt || json_is_null(mt))
+            continue;
+        if (!json_is_integer(mt))
+            return fail(err, 400, "invalid_request", mt_names[k], "%s must be an integer",
+                        mt_names[k]);
+        json_int_t v = json_integer_value(mt);
+        if (v < 1 || (uint64_t)v > max_tokens_cap)
+            return fail(err, 422, "invalid_parameter", mt_names[k],
+                        "%s must be between 1 and %u", mt_names[k], max_tokens_cap);
+        out->max_tokens = (unsigned)v;
+    }
+
+    if (check_number(root, "temperature", 0, 2, err) || check_number(root, "top_p", 0, 1, err) ||
+        check_number(root, "presence_penalty", -2, 2, err) ||
+        check_number(root, "frequency_penalty", -2, 2, err))
+        return GH_EINVAL;
+    json_t *n = json_object_get(root, "n");
+    if (n && !json_is_null(n)) {
+        if (!json_is_integer(n))
+            return fail(err, 400, "invalid_request", "n", "n must be an integer");
+        if (json_integer_value(n) != 1)
+            return fail(err, 422, "invalid_parameter", "n", "only n = 1 is supported");
+    }
+    json_t *user = json_object_get(root, "user");
+    if (user && !json_is_null(user) && (!json_is_string(user) || json_string_length(user) > 512))
+        return fail(err, 400, "invalid_request", "user",
+                    "user must be a string of at most 512 bytes");
+    return 0;
+}
+
+void gh_chat_req_dispose(struct gh_chat_req *r)
+{
+    json_decref(r->root);
+    r->root = NULL;
+}
+
+void gh_chat_format_duration(uint64_t ms, char *out, size_t outlen)
+{
+    if (ms < 1000) {
+        snprintf(out, outlen, ms ? "%llums" : "0s", (unsigned long long)ms);
+        return;
+    }
+    uint64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, frac = ms % 1000;
+    char sec[24];
+    if (frac) {
+        /* Go's format: trailing zeros of the fraction dropped */
+        char f[8];
+        snprintf(f, sizeof f, "%03llu", (unsigned long long)frac);
+        size_t fl = strlen(f);
+        while (fl && f[fl - 1] == '0')
+            f[--fl] = 0;
+        snprintf(sec, sizeof sec, "%llu.%ss", (unsigned long long)s, f);
+    } else {
+        snprintf(sec, sizeof sec, "%llus", (unsigned long long)s);
+    }
+    if (h)
+        snprintf(out, outlen, "%lluh%llum%s", (unsigned long long)h, (unsigned long long)m, sec);
+    else if (m)
+        snprintf(out, outlen, "%llum%s", (unsigned long long)m, sec);
+    else
+        snprintf(out, outlen, "%s", sec);
+}
+
+static int head(struct gh_buf *b, const char *object, const char *id, uint64_t created,
+                const char *model)
+{
+    int rc = gh_buf_printf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%llu,\"model\":\"", id,
+                           object, (unsigned long long)created);
+    rc = rc ? rc : gh_buf_append_json_str(b, model, strlen(model));
+    return rc ? rc : gh_buf_append_str(b, "\",\"system_fingerprint\":null,");
+}
+
+int gh_chat_sse_chunk(struct gh_buf *b, const char *id, uint64_t created, const char *model,
+                      const char *role, const char *content, size_t content_len,
+                      const char *finish, bool with_usage)
+{
+    int rc = gh_buf_append_str(b, "data: ");
+    rc = rc ? rc : head(b, "chat.completion.chunk", id, created, model);
+    rc = rc ? rc : gh_buf_append_str(b, "\"choices\":[{\"index\":0,\"delta\":{");
+    if (!rc && role)
+        rc = gh_buf_printf(b, "\"role\":\"%s\"%s", role, content ? "," : "");
+    if (!rc && content) {
+        rc = gh_buf_append_str(b, "\"content\":\"");
+        rc = rc ? rc : gh_buf_append_json_str(b, content, content_len);
+        rc = rc ? rc : gh_buf_append_str(b, "\"");
+    }
+    if (!rc && finish)
+        rc = gh_buf_printf(b, "},\"logprobs\":null,\"finish_reason\":\"%s\"}]", finish);
+    else if (!rc)
+        rc = gh_buf_append_str(b, "},\"logprobs\":null,\"finish_reason\":null}]");
+    if (!rc && with_usage)
+        rc = gh_buf_append_str(b, ",\"usage\":null");
+    return rc ? rc : gh_buf_append_str(b, "}\n\n");
+}
+
+static int usage_obj(struct gh_buf *b, unsigned prompt, unsigned completion)
+{
+    return gh_buf_printf(b,
+                         "\"usage\":{\"prompt_tokens\":%u,\"completion_tokens\":%u,"
+                         "\"total_tokens\":%llu}",
+                         prompt, completion, (unsigned long long)prompt + completion);
+}
+
+int gh_chat_sse_usage(struct gh_buf *b, const char *id, uint64_t created, const char *model,
+                      unsigned prompt, unsigned completion)
+{
+    int rc = gh_buf_append_str(b, "data: ");
+    rc = rc ? rc : head(b, "chat.completion.chunk", id, created, model);
+    rc = rc ? rc : gh_buf_append_str(b, "\"choices\":[],");
+    rc = rc ? rc : usage_obj(b, prompt, completion);
+    return rc ? rc : gh_buf_append_str(b, "}\n\n");
+}
+
+int gh_chat_sse_done(struct gh_buf *b)
+{
+    return gh_buf_append_str(b, "data: [DONE]\n\n");
+}
+
+int gh_chat_sse_error(struct gh_buf *b, const char *message, const char *type, const char *code)
+{
+    int rc = gh_buf_append_str(b, "data: {\"error\":{\"message\":\"");
+    rc = rc ? rc : gh_buf_append_json_str(b, message, strlen(message));
+    rc = rc ? rc : gh_buf_printf(b, "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}\n\n",
+                                 type, code);
+    return rc;
+}
+
+int gh_chat_completion(struct gh_buf *b, const char *id, uint64_t created, const char *model,
+                       const char *content, size_t content_len, const char *finish,
+                       unsigned prompt, unsigned completion)
+{
+    int rc = head(b, "chat.completion", id, created, model);
+    rc = rc ? rc
+            : gh_buf_append_str(b, "\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                                   "\"assistant\",\"content\":\"");
+    rc = rc ? rc : gh_buf_append_json_str(b, content, content_len);
+    rc = rc ? rc
+            : gh_buf_printf(b, "\"},\"logprobs\":null,\"finish_reason\":\"%s\"}],", finish);
+    rc = rc ? rc : usage_obj(b, prompt, completion);
+    return rc ? rc : gh_buf_append_str(b, "}\n");
+}
+
+void gh_chat_new_id(char *out, size_t outlen)
+{
+    unsigned char r[12];
+    randombytes_buf(r, sizeof r);
+    char hex[25];
+    sodium_bin2hex(hex, sizeof hex, r, sizeof r);
+    snprintf(out, outlen, "chatcmpl-%s", hex);
+}

@@ -1,0 +1,74 @@
+/* The chat completion request as the gateway sees it: parsing and
+ * validating the body of POST /v1/chat/completions (before any upstream
+ * work), the token estimate used by quotas, and the JSON the gateway writes
+ * itself (completions, chunks, errors). Pure functions on caller memory:
+ * any thread may call them; nothing here touches the network or a loop.
+ * A parsed request owns its jansson tree until gh_chat_req_dispose. */
+#pragma once
+
+#include "core/buf.h"
+#include "core/common.h"
+
+#include <jansson.h>
+
+/* A validated request. Strings point into root and live as long as it. */
+struct gh_chat_req {
+    json_t *root;
+    const char *model;
+    bool stream;
+    bool include_usage;      /* stream_options.include_usage */
+    unsigned max_tokens;     /* 0 = not given */
+    unsigned nmessages;
+    const char *last_user;   /* text of the last user message ("" if none) */
+    size_t last_user_len;
+    unsigned prompt_tokens;  /* estimate, see gh_chat_estimate_tokens */
+};
+
+/* What a refused request gets: the status, OpenAI's `code` and `param`. */
+struct gh_chat_error {
+    int status;
+    const char *code;
+    const char *param; /* NULL or a static string */
+    char message[256];
+};
+
+/* Parses and validates body (len bytes). On success fills *out (dispose
+ * it) and returns 0; on failure fills *err and returns GH_EINVAL. The model
+ * name is checked for shape only; whether it exists is the caller's
+ * question. max_tokens_cap bounds max_tokens (422 above). */
+int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, struct gh_chat_req *out,
+                  struct gh_chat_error *err);
+void gh_chat_req_dispose(struct gh_chat_req *r);
+
+/* The gateway's token rule, used for estimates and for the echo model:
+ * ceil(bytes / 4) of a text (at least 1 for a non-empty text). The prompt
+ * estimate is the sum over the messages' text plus 4 per message. */
+unsigned gh_chat_estimate_tokens(const char *s, size_t len);
+
+/* Formats a duration the way OpenAI's x-ratelimit-reset-* headers do:
+ * "0s", "12ms", "1.5s", "20s", "6m0s", "1h2m3s". out: at least 32 bytes. */
+void gh_chat_format_duration(uint64_t ms, char *out, size_t outlen);
+
+/* Builders of the gateway's own JSON, appended to b (0 or GH_ETOOBIG /
+ * GH_ENOMEM). id is "chatcmpl-…", created is Unix seconds. */
+
+/* One stream event "data: {chunk}\n\n". role may be NULL (no role in the
+ * delta), content may be NULL (no content), finish NULL (null). When
+ * with_usage the chunk carries "usage":null (the client asked for usage). */
+int gh_chat_sse_chunk(struct gh_buf *b, const char *id, uint64_t created, const char *model,
+                      const char *role, const char *content, size_t content_len,
+                      const char *finish, bool with_usage);
+/* The usage event: "choices":[] and the whole request's usage. */
+int gh_chat_sse_usage(struct gh_buf *b, const char *id, uint64_t created, const char *model,
+                      unsigned prompt, unsigned completion);
+/* "data: [DONE]\n\n". */
+int gh_chat_sse_done(struct gh_buf *b);
+/* One error event: "data: {"error":{message,type,param:null,code}}\n\n". */
+int gh_chat_sse_error(struct gh_buf *b, const char *message, const char *type, const char *code);
+/* A whole non-streamed chat.completion. */
+int gh_chat_completion(struct gh_buf *b, const char *id, uint64_t created, const char *model,
+                       const char *content, size_t content_len, const char *finish,
+                       unsigned prompt, unsigned completion);
+
+/* A fresh completion id "chatcmpl-" + 24 random hex digits into out (>= 40). */
+void gh_chat_new_id(char *out, size_t outlen);

@@ -1,0 +1,984 @@
+/* This module implements the gateway's routes (gateway.h): the chat API
+ * with authentication, validation and quotas, the `echo` model, the usage
+ * and admin routes, and the life of a call (gw.h). The upstream side is in
+ * relay.c. */
+#include "gateway/gw.h"
+
+#include "admin/admin.h"
+#include "core/log.h"
+
+#include <http_parser.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Past this many bytes queued to the client, a producer pauses until the
+ * connection's drain callback (the queue fell under 64 KiB). */
+#define RELAY_HIGH_MARK (256u << 10)
+/* An echo "token" is a word, cut at this many bytes. */
+#define ECHO_TOKEN_MAX 64
+
+static void chat_completions(struct gh_http_req *req);
+
+struct gw_worker *gw_worker_of(struct gh_gateway *gw, struct gh_worker *w)
+{
+    unsigned i = w->admin ? 0 : 1 + w->id;
+    return i < GH_ARRAY_LEN(gw->wws) ? gw->wws[i] : NULL;
+}
+
+struct gh_gateway *gh_gateway_of(const struct gh_server *srv)
+{
+    for (unsigned i = 0; i < srv->router.n; i++)
+        if (srv->router.routes[i].handler == chat_completions)
+            return srv->router.routes[i].ctx;
+    return NULL;
+}
+
+static void add_common_headers(struct gh_http_req *req)
+{
+    if (!req->id[0]) {
+        /* the core leaves the id to the handler: 16 random hex digits */
+        unsigned char r[8];
+        randombytes_buf(r, sizeof r);
+        sodium_bin2hex(req->id, sizeof req->id, r, sizeof r);
+    }
+    gh_http_add_header(req, "x-request-id", "%s", req->id);
+}
+
+/* ---- authentication ---- */
+
+/* Fills *who or answers 401/403 and returns false. */
+static bool authenticate(struct gh_http_req *req, struct gh_principal *who, bool csrf)
+{
+    size_t len = 0;
+    const char *auth = gh_http_header_get(req, "authorization", &len);
+    int rc;
+    if (auth)
+        rc = gh_auth_request(req, who);
+    else
+        rc = csrf ? gh_auth_request(req, who) : gh_auth_session(req, false, who);
+    if (!rc)
+        return true;
+    if (rc == GH_EINVAL) {
+        gh_http_respond_error(req, 403, "forbidden",
+                              "the X-CSRF-Token header must carry the gh_csrf cookie's value");
+        return false;
+    }
+    gh_http_add_header(req, "WWW-Authenticate", "Bearer realm=\"gatehouse\"");
+    gh_http_respond_error_param(req, 401, "invalid_api_key", NULL,
+                                auth ? "Incorrect API key provided. You can find your API keys "
+                                       "on the /keys page."
+                                     : "You didn't provide an API key: send Authorization: "
+                                       "Bearer sk-…");
+    return false;
+}
+
+/* ---- /v1/models ---- */
+
+static void models(struct gh_http_req *req)
+{
+    struct gh_gateway *gw = req->route->ctx;
+    add_common_headers(req);
+    struct gh_principal who;
+    if (!authenticate(req, &who, false))
+        return;
+    struct gh_buf b;
+    gh_buf_init(&b, 64u << 10);
+    gh_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
+    bool first = true;
+    if (req->cfg->gateway.echo) {
+        gh_buf_printf(&b,
+                      "{\"id\":\"echo\",\"object\":\"model\",\"created\":%llu,"
+                      "\"owned_by\":\"gatehouse\"}",
+                      (unsigned long long)gw->created);
+        first = false;
+    }
+    for (unsigned i = 0; i < gw->ups.n; i++) {
+        bool seen = req->cfg->gateway.echo && !strcmp(gw->ups.ups[i].model, "echo");
+        for (unsigned j = 0; j < i && !seen; j++)
+            seen = !strcmp(gw->ups.ups[j].model, gw->ups.ups[i].model);
+        if (seen)
+            continue;
+        gh_buf_printf(&b, "%s{\"id\":\"", first ? "" : ",");
+        gh_buf_append_json_str(&b, gw->ups.ups[i].model, strlen(gw->ups.ups[i].model));
+        gh_buf_printf(&b, "\",\"object\":\"model\",\"created\":%llu,\"owned_by\":\"gatehouse\"}",
+                      (unsigned long long)gw->created);
+        first = false;
+    }
+    gh_buf_append_str(&b, "]}\n");
+    gh_http_respond_json(req, 200, b.data, b.len);
+    gh_buf_dispose(&b);
+}
+
+/* ---- quotas ---- */
+
+static void defaults_of(const struct gh_config *cfg, enum gh_quota_kind kind,
+                        struct gh_quota_limits *out)
+{
+    if (kind == GH_QUOTA_KEY)
+        *out = (struct gh_quota_limits){cfg->gateway.key_rpm, cfg->gateway.key_tpm,
+                                        cfg->gateway.key_tpd, cfg->gateway.key_concurrency};
+    else
+        *out = (struct gh_quota_limits){cfg->gateway.user_rpm, cfg->gateway.user_tpm,
+                                        cfg->gateway.user_tpd, cfg->gateway.user_concurrency};
+}
+
+static void ratelimit_headers(struct gh_http_req *req, const struct gh_quota_info *in)
+{
+    char d[32];
+    if (in->has_requests) {
+        gh_http_add_header(req, "x-ratelimit-limit-requests", "%u", in->limit_requests);
+        gh_http_add_header(req, "x-ratelimit-remaining-requests", "%u", in->remaining_requests);
+        gh_chat_format_duration(in->reset_requests_ms, d, sizeof d);
+        gh_http_add_header(req, "x-ratelimit-reset-requests", "%s", d);
+    }
+    if (in->has_tokens) {
+        gh_http_add_header(req, "x-ratelimit-limit-tokens", "%u", in->limit_tokens);
+        gh_http_add_header(req, "x-ratelimit-remaining-tokens", "%u", in->remaining_tokens);
+        gh_chat_format_duration(in->reset_tokens_ms, d, sizeof d);
+        gh_http_add_header(req, "x-ratelimit-reset-tokens", "%s", d);
+    }
+}
+
+/* Admits c on its key's and its user's quotas, or answers 429/402 and
+ * returns false. The headers describe the key's limits when it has any,
+ * else the user's. */
+static bool admit(struct gw_call *c)
+{
+    struct gh_gateway *gw = c->gw;
+    struct gh_http_req *req = c->req;
+    int64_t now = (int64_t)gh_now_ns();
+    c->day = gh_usage_today();
+    struct gh_quota_limits kd, ud;
+    defaults_of(req->cfg, GH_QUOTA_KEY, &kd);
+    defaults_of(req->cfg, GH_QUOTA_USER, &ud);
+    if (c->who.key_id)
+        gh_quota_limits_of(gw->quotas, GH_QUOTA_KEY, c->who.key_id, &kd, &c->key_limits);
+    gh_quota_limits_of(gw->quotas, GH_QUOTA_USER, c->who.user_id, &ud, &c->user_limits);
+    struct gh_quota_info ki = {0}, ui = {0};
+    enum gh_quota_verdict v = GH_QUOTA_OK;
+    if (c->who.key_id)
+        v = gh_quota_admit(gw->quotas, GH_QUOTA_KEY, c->who.key_id, &c->key_limits, now, c->day,
+                           c->est, false, &ki);
+    bool user_refused = false;
+    if (v == GH_QUOTA_OK) {
+        v = gh_quota_admit(gw->quotas, GH_QUOTA_USER, c->who.user_id, &c->user_limits, now,
+                           c->day, c->est, true, &ui);
+        user_refused = v != GH_QUOTA_OK;
+    }
+    if (v == GH_QUOTA_OK && c->who.key_id) {
+        v = gh_quota_admit(gw->quotas, GH_QUOTA_KEY, c->who.key_id, &c->key_limits, now, c->day,
+                           c->est, true, &ki);
+        if (v != GH_QUOTA_OK) /* lost a race with another worker: give the user's back */
+            gh_quota_release(gw->quotas, GH_QUOTA_USER, c->who.user_id, &c->user_limits, now,
+                             c->day, c->est, 0);
+    }
+    const struct gh_quota_info *shown =
+        user_refused || !(ki.has_requests || ki.has_tokens) ? &ui : &ki;
+    ratelimit_headers(req, shown);
+    if (v == GH_QUOTA_OK)
+        return true;
+    GH_STAT_ADD(gw->m_quota_refused, 1);
+    const struct gh_quota_info *why = user_refused ? &ui : &ki;
+    uint64_t retry_s = (why->retry_after_ms + 999) / 1000;
+    gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)(retry_s ? retry_s : 1));
+    const char *who = user_refused ? "your account" : "this API key";
+    switch (v) {
+    case GH_QUOTA_BALANCE:
+        gh_http_respond_error(req, 402, "insufficient_balance",
+                              "the daily token allowance of %s is spent; it renews at 00:00 UTC",
+                              who);
+        break;
+    case GH_QUOTA_CONCURRENCY:
+        gh_http_respond_error(req, 429, "rate_limited",
+                              "too many concurrent requests for %s (limit %u); retry when one "
+                              "has finished",
+                              who,
+                              user_refused ? c->user_limits.concurrency
+                                           : c->key_limits.concurrency);
+        break;
+    case GH_QUOTA_TOKENS:
+        gh_http_respond_error(req, 429, "rate_limited",
+                              "rate limit reached for %s: tokens per minute (limit %u, this "
+                              "request is estimated at %u); retry after %llu s",
+                              who, why->limit_tokens, c->est, (unsigned long long)retry_s);
+        break;
+    case GH_QUOTA_FULL:
+        gh_http_respond_error(req, 429, "rate_limited", "too many clients at once; retry soon");
+        break;
+    default:
+        gh_http_respond_error(req, 429, "rate_limited",
+                              "rate limit reached for %s: requests per minute (limit %u); retry "
+                              "after %llu s",
+                              who, why->limit_requests, (unsigned long long)retry_s);
+        break;
+    }
+    return false;
+}
+
+/* ---- the life of a call ---- */
+
+static void on_call_closed(uv_handle_t *h)
+{
+    struct gw_call *c = h->data;
+    gh_buf_dispose(&c->out);
+    gh_buf_dispose(&c->err_body);
+    gh_sse_dispose(&c->sse);
+    gh_chat_req_dispose(&c->chat);
+    free(c->echo_text);
+    free(c);
+}
+
+void gw_call_finish(struct gw_call *c)
+{
+    if (c->finished)
+        return;
+    c->finished = true;
+    struct gh_gateway *gw = c->gw;
+    if (c->req) {
+        /* not answered yet (a bug guard): answer so the request is freed */
+        struct gh_http_req *req = c->req;
+        c->req = NULL;
+        gh_http_set_callbacks(req, NULL, NULL, NULL);
+        if (req->streaming)
+            gh_http_stream_end(req);
+        else if (!req->responded)
+            gh_http_respond_error(req, 500, "internal_error", "the call ended unanswered");
+    }
+    gw_relay_abort(c);
+    int64_t now = (int64_t)gh_now_ns();
+    unsigned actual = c->prompt_tokens + c->completion_tokens;
+    gh_quota_release(gw->quotas, GH_QUOTA_USER, c->who.user_id, &c->user_limits, now, c->day,
+                     c->est, actual);
+    if (c->who.key_id)
+        gh_quota_release(gw->quotas, GH_QUOTA_KEY, c->who.key_id, &c->key_limits, now, c->day,
+                         c->est, actual);
+    struct gh_usage_rec rec = {
+        .key_id = c->who.key_id,
+        .user_id = c->who.user_id,
+        .day = c->day,
+        .model = c->model,
+        .prompt_tokens = c->prompt_tokens,
+        .completion_tokens = c->completion_tokens,
+        .cut_short = c->cut_short,
+        .status = c->last_status,
+    };
+    gh_usage_record(gw->usage, &rec);
+    GH_STAT_ADD(gw->m_prompt_tokens, c->prompt_tokens);
+    GH_STAT_ADD(gw->m_completion_tokens, c->completion_tokens);
+    if (c->cut_short)
+        GH_STAT_ADD(gw->m_cut_short, 1);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_call_closed);
+}
+
+void gw_call_start_stream(struct gw_call *c)
+{
+    if (c->started || !c->req)
+        return;
+    c->started = true;
+    c->last_status = 200;
+    gh_http_add_header(c->req, "Cache-Control", "no-cache");
+    gh_http_add_header(c->req, "X-Accel-Buffering", "no");
+    gh_http_stream_start(c->req, 200, "text/event-stream; charset=utf-8");
+}
+
+int64_t gw_call_flush(struct gw_call *c)
+{
+    if (!c->req)
+        return GH_EIO;
+    gw_call_start_stream(c);
+    int64_t q = gh_http_stream_write(c->req, c->out.data, c->out.len);
+    gh_buf_reset(&c->out);
+    return q;
+}
+
+void gw_call_fail(struct gw_call *c, int status, const char *code, const char *message)
+{
+    struct gh_http_req *req = c->req;
+    if (req && !c->started) {
+        c->last_status = status;
+        c->req = NULL;
+        gh_http_set_callbacks(req, NULL, NULL, NULL);
+        if (status == 503 || status == 429)
+            gh_http_add_header(req, "Retry-After", "%u", 5);
+        gh_http_respond_error_param(req, status, code, NULL, message);
+    } else if (req) {
+        c->cut_short = c->first_byte;
+        gh_buf_reset(&c->out);
+        gh_chat_sse_error(&c->out, message, status >= 500 ? "server_error" : "invalid_request_error",
+                          code);
+        gw_call_flush(c);
+        c->req = NULL;
+        gh_http_set_callbacks(req, NULL, NULL, NULL);
+        gh_http_stream_end(req);
+    }
+    gw_call_finish(c);
+}
+
+static void on_abort(struct gh_http_req *req, void *data)
+{
+    struct gw_call *c = data;
+    (void)req;
+    c->req = NULL;
+    c->cut_short = true;
+    if (!c->last_status)
+        c->last_status = 499; /* nginx's "client closed request", for the record */
+    gw_call_finish(c);
+}
+
+/* ---- the echo model ---- */
+
+static void echo_tick(uv_timer_t *t);
+
+/* The next token of the reply at *pos, or 0 bytes at the end. */
+static size_t echo_next(struct gw_call *c, const char **tok)
+{
+    const char *s = c->echo_text;
+    size_t n = c->echo_len, p = c->echo_pos;
+    while (p < n && (s[p] == ' ' || s[p] == '\t' || s[p] == '\n' || s[p] == '\r'))
+        p++;
+    size_t start = p;
+    while (p < n && p - start < ECHO_TOKEN_MAX && s[p] != ' ' && s[p] != '\t' && s[p] != '\n' &&
+           s[p] != '\r')
+        p++;
+    /* a long word is cut, on a UTF-8 character boundary */
+    while (p < n && p - start == ECHO_TOKEN_MAX && p > start + 1 && ((unsigned char)s[p] & 0xc0) == 0x80)
+        p--;
+    c->echo_pos = p;
+    *tok = s + start;
+    return p - start;
+}
+
+static void echo_complete(struct gw_call *c, const char *finish)
+{
+    struct gh_http_req *req = c->req;
+    c->last_status = 200;
+    if (!c->stream) {
+        struct gh_buf b;
+        gh_buf_init(&b, c->out.len * 2 + 4096);
+        int rc = gh_chat_completion(&b, c->id, c->created, c->model,
+                                    c->out.data ? c->out.data : "", c->out.len, finish,
+                                    c->prompt_tokens, c->completion_tokens);
+        c->req = NULL;
+        gh_http_set_callbacks(req, NULL, NULL, NULL);
+        if (rc)
+            gh_http_respond_error(req, 500, "internal_error", "the answer is too large");
+        else
+            gh_http_respond_json(req, 200, b.data, b.len);
+        gh_buf_dispose(&b);
+    } else {
+        gh_chat_sse_chunk(&c->out, c->id, c->created, c->model, NULL, NULL, 0, finish,
+                          c->include_usage);
+        if (c->include_usage)
+            gh_chat_sse_usage(&c->out, c->id, c->created, c->model, c->prompt_tokens,
+                              c->completion_tokens);
+        gh_chat_sse_done(&c->out);
+        gw_call_flush(c);
+        c->req = NULL;
+        gh_http_set_callbacks(req, NULL, NULL, NULL);
+        gh_http_stream_end(req);
+    }
+    gw_call_finish(c);
+}
+
+/* Emits tokens: one per tick, or a batch when there is no delay. */
+static void echo_run(struct gw_call *c)
+{
+    uint64_t delay = c->req->cfg->gateway.echo_delay_ms;
+    unsigned batch = delay ? 1 : 64;
+    unsigned limit = c->chat.max_tokens ? c->chat.max_tokens : UINT32_MAX;
+    for (unsigned i = 0; i < batch; i++) {
+        const char *tok;
+        size_t n = echo_next(c, &tok);
+        if (!n) {
+            echo_complete(c, "stop");
+            return;
+        }
+        if (c->completion_tokens >= limit) {
+            echo_complete(c, "length");
+            return;
+        }
+        c->completion_tokens++;
+        if (c->stream) {
+            char piece[ECHO_TOKEN_MAX + 2];
+            size_t pl = 0;
+            if (c->completion_tokens > 1)
+                piece[pl++] = ' ';
+            memcpy(piece + pl, tok, n);
+            pl += n;
+            gh_chat_sse_chunk(&c->out, c->id, c->created, c->model, NULL, piece, pl, NULL,
+                              c->include_usage);
+        } else {
+            if (c->completion_tokens > 1)
+                gh_buf_append(&c->out, " ", 1);
+            if (gh_buf_append(&c->out, tok, n)) {
+                echo_complete(c, "length");
+                return;
+            }
+        }
+    }
+    if (c->stream) {
+        c->first_byte = true;
+        int64_t q = gw_call_flush(c);
+        if (q < 0)
+            return; /* the client has gone: on_abort finishes */
+        if ((uint64_t)q > RELAY_HIGH_MARK) {
+            c->echo_paused = true;
+            return;
+        }
+    }
+    uv_timer_start(&c->timer, echo_tick, delay, 0);
+}
+
+static void echo_tick(uv_timer_t *t)
+{
+    struct gw_call *c = t->data;
+    if (c->req && !c->finished)
+        echo_run(c);
+}
+
+static void on_drain(struct gh_http_req *req, void *data)
+{
+    struct gw_call *c = data;
+    (void)req;
+    if (c->finished || !c->req)
+        return;
+    if (c->echo_text) {
+        if (c->echo_paused) {
+            c->echo_paused = false;
+            uv_timer_start(&c->timer, echo_tick, 0, 0);
+        }
+    } else {
+        gw_relay_drain(c);
+    }
+}
+
+static void echo_start(struct gw_call *c)
+{
+    size_t n = c->chat.last_user_len;
+    const char *prefix = "Echo:";
+    const char *text = n ? c->chat.last_user : "(nothing)";
+    if (!n)
+        n = strlen(text);
+    c->echo_text = malloc(strlen(prefix) + 1 + n + 1);
+    if (!c->echo_text) {
+        gw_call_fail(c, 500, "internal_error", "out of memory");
+        return;
+    }
+    c->echo_len = (size_t)snprintf(c->echo_text, strlen(prefix) + 1 + n + 1, "%s %.*s", prefix,
+                                   (int)n, text);
+    c->prompt_tokens = c->chat.prompt_tokens;
+    c->usage_known = true;
+    gh_buf_init(&c->out, c->stream ? 1u << 20 : 64u << 20);
+    if (c->stream) {
+        gh_chat_sse_chunk(&c->out, c->id, c->created, c->model, "assistant", "", 0, NULL,
+                          c->include_usage);
+        if (gw_call_flush(c) < 0)
+            return;
+    }
+    uv_timer_start(&c->timer, echo_tick, c->req->cfg->gateway.echo_delay_ms, 0);
+}
+
+/* ---- POST /v1/chat/completions ---- */
+
+static void chat_completions(struct gh_http_req *req)
+{
+    struct gh_gateway *gw = req->route->ctx;
+    struct gh_config *cfg = req->cfg;
+    add_common_headers(req);
+    GH_STAT_ADD(gw->m_requests, 1);
+    struct gh_principal who;
+    if (!authenticate(req, &who, true))
+        return;
+    struct gw_call *c = calloc(1, sizeof *c);
+    struct gw_worker *ww = gw_worker_of(gw, req->worker);
+    if (!c || !ww) {
+        free(c);
+        gh_http_respond_error(req, 503, "busy", "the gateway cannot take this request now");
+        return;
+    }
+    c->gw = gw;
+    c->ww = ww;
+    c->req = req;
+    c->who = who;
+    c->up = -1;
+    gh_list_init(&c->wait_node);
+    gh_buf_init(&c->err_body, 64u << 10);
+    gh_sse_init(&c->sse, 4u << 20);
+    struct gh_chat_error err;
+    if (gh_chat_parse(req->body.data ? req->body.data : "", req->body.len,
+                      cfg->gateway.max_tokens_cap, &c->chat, &err)) {
+        gh_http_respond_error_param(req, err.status, err.code, err.param, err.message);
+        goto drop;
+    }
+    bool echo = cfg->gateway.echo && !strcmp(c->chat.model, "echo");
+    if (!echo && !gh_upstreams_has_model(&gw->ups, c->chat.model)) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "The model '%.256s' does not exist; GET /v1/models lists the models", c->chat.model);
+        gh_http_respond_error_param(req, 404, "model_not_found", "model", msg);
+        goto drop;
+    }
+    snprintf(c->model, sizeof c->model, "%s", c->chat.model);
+    c->stream = c->chat.stream;
+    c->include_usage = c->stream && c->chat.include_usage;
+    unsigned out_est = c->chat.max_tokens ? c->chat.max_tokens
+                                          : GH_MIN(cfg->gateway.max_tokens_cap, 1024u);
+    if (echo) /* the echo's answer is as long as the message */
+        out_est = GH_MIN(out_est, gh_chat_estimate_tokens(NULL, c->chat.last_user_len) + 2);
+    uint64_t est = (uint64_t)c->chat.prompt_tokens + out_est;
+    c->est = est > UINT32_MAX ? UINT32_MAX : (unsigned)est;
+    if (!admit(c))
+        goto drop;
+    /* from here on the call holds quota and must end in gw_call_finish */
+    gh_chat_new_id(c->id, sizeof c->id);
+    c->created = gh_wall_ms() / 1000;
+    c->start_ms = gh_now_ms();
+    c->deadline_ms = c->start_ms + cfg->gateway.first_byte_timeout_ms;
+    uv_timer_init(&req->worker->loop, &c->timer);
+    c->timer.data = c;
+    gh_http_set_callbacks(req, on_abort, on_drain, c);
+    if (echo) {
+        echo_start(c);
+    } else {
+        gh_buf_init(&c->out, c->stream ? 1u << 20 : 16u << 20);
+        gw_relay_start(c);
+    }
+    return;
+drop:
+    gh_sse_dispose(&c->sse);
+    gh_buf_dispose(&c->err_body);
+    gh_chat_req_dispose(&c->chat);
+    free(c);
+}
+
+/* ---- GET /api/usage ---- */
+
+static void usage_route(struct gh_http_req *req)
+{
+    struct gh_gateway *gw = req->route->ctx;
+    struct gh_principal who;
+    if (!authenticate(req, &who, false))
+        return;
+    char q[16];
+    uint64_t days = 30;
+    if (!gh_http_query_get(req, "days", q, sizeof q) && (gh_parse_uint(q, 3660, &days) || !days)) {
+        gh_http_respond_error_param(req, 400, "invalid_request", "days",
+                                    "days must be a whole number between 1 and 3660");
+        return;
+    }
+    uint32_t today = gh_usage_today();
+    uint32_t from = today + 1 > days ? today + 1 - (uint32_t)days : 0;
+    json_t *rows = gh_usage_query(gw->usage, who.user_id, from);
+    json_t *ans = json_pack("{s:s,s:o,s:s}", "object", "list", "data", rows ? rows : json_array(),
+                            "policy",
+                            "tokens as the model reported them; a stream cut short counts its "
+                            "prompt and the tokens delivered before the cut");
+    char *text = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
+    json_decref(ans);
+    if (!text) {
+        gh_http_respond_error(req, 500, "internal_error", "out of memory");
+        return;
+    }
+    gh_http_respond_json(req, 200, text, strlen(text));
+    free(text);
+}
+
+/* ---- admin: quotas and upstreams ---- */
+
+struct save_job {
+    uv_work_t work;
+    struct gh_http_req *req;
+    struct gh_gateway *gw;
+    json_t *answer;
+    int rc;
+};
+
+static void save_work(uv_work_t *w)
+{
+    struct save_job *j = w->data;
+    j->rc = gh_quota_save(j->gw->quotas, j->gw->quota_path);
+}
+
+static void save_done(uv_work_t *w, int status)
+{
+    struct save_job *j = w->data;
+    if (status || j->rc) {
+        gh_http_respond_error(j->req, 500, "internal_error",
+                              "the quota was set but could not be saved to %s", j->gw->quota_path);
+    } else {
+        char *text = json_dumps(j->answer, JSON_COMPACT);
+        if (text)
+            gh_http_respond_json(j->req, 200, text, strlen(text));
+        else
+            gh_http_respond_error(j->req, 500, "internal_error", "out of memory");
+        free(text);
+    }
+    json_decref(j->answer);
+    free(j);
+}
+
+static bool parse_target(struct gh_http_req *req, enum gh_quota_kind *kind, uint64_t *id)
+{
+    const char *k = req->params[0], *i = req->params[1];
+    if (!strcmp(k, "keys") || !strcmp(k, "key"))
+        *kind = GH_QUOTA_KEY;
+    else if (!strcmp(k, "users") || !strcmp(k, "user"))
+        *kind = GH_QUOTA_USER;
+    else {
+        gh_http_respond_error(req, 404, "not_found", "quotas are set on keys/ID or users/ID");
+        return false;
+    }
+    if (gh_parse_uint(i, UINT64_MAX >> 8, id) || !*id) {
+        gh_http_respond_error_param(req, 400, "invalid_request", "id",
+                                    "the id must be a positive whole number");
+        return false;
+    }
+    return true;
+}
+
+static json_t *limits_json(enum gh_quota_kind kind, uint64_t id, const struct gh_quota_limits *l)
+{
+    return json_pack("{s:s,s:I,s:I,s:I,s:I,s:I}", "kind", kind == GH_QUOTA_KEY ? "key" : "user",
+                     "id", (json_int_t)id, "rpm", (json_int_t)l->rpm, "tpm", (json_int_t)l->tpm,
+                     "tpd", (json_int_t)l->tpd, "concurrency", (json_int_t)l->concurrency);
+}
+
+static void admin_quota_put(struct gh_http_req *req)
+{
+    struct gh_server *srv = req->route->ctx;
+    struct gh_gateway *gw = gh_gateway_of(srv);
+    if (!gh_admin_authorized(req))
+        return;
+    enum gh_quota_kind kind;
+    uint64_t id;
+    if (!parse_target(req, &kind, &id))
+        return;
+    bool del = req->method == HTTP_DELETE;
+    struct gh_quota_limits l = {GH_QUOTA_UNSET, GH_QUOTA_UNSET, GH_QUOTA_UNSET, GH_QUOTA_UNSET};
+    if (!del) {
+        json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, NULL);
+        if (!json_is_object(body)) {
+            json_decref(body);
+            gh_http_respond_error(req, 400, "invalid_json",
+                                  "send a JSON object {rpm, tpm, tpd, concurrency}");
+            return;
+        }
+        static const char *const names[] = {"rpm", "tpm", "tpd", "concurrency"};
+        unsigned *fields[] = {&l.rpm, &l.tpm, &l.tpd, &l.concurrency};
+        for (size_t i = 0; i < GH_ARRAY_LEN(names); i++) {
+            json_t *v = json_object_get(body, names[i]);
+            if (!v)
+                continue;
+            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                json_integer_value(v) >= (json_int_t)GH_QUOTA_UNSET) {
+                json_decref(body);
+                gh_http_respond_error_param(req, 422, "invalid_parameter", names[i],
+                                            "limits are whole numbers >= 0 (0 = unlimited)");
+                return;
+            }
+            *fields[i] = (unsigned)json_integer_value(v);
+        }
+        json_decref(body);
+    }
+    int rc = gh_quota_set(gw->quotas, kind, id, del ? NULL : &l);
+    if (rc == GH_ENOTFOUND) {
+        gh_http_respond_error(req, 404, "not_found", "no quota override for this %s",
+                              kind == GH_QUOTA_KEY ? "key" : "user");
+        return;
+    }
+    if (rc) {
+        gh_http_respond_error(req, 507, "too_many", "too many quota overrides");
+        return;
+    }
+    struct gh_quota_limits defaults, eff;
+    defaults_of(req->cfg, kind, &defaults);
+    gh_quota_limits_of(gw->quotas, kind, id, &defaults, &eff);
+    gh_log(GH_LOG_INFO, "quota_set", "%s %llu: rpm=%u tpm=%u tpd=%u concurrency=%u%s",
+           kind == GH_QUOTA_KEY ? "key" : "user", (unsigned long long)id, eff.rpm, eff.tpm,
+           eff.tpd, eff.concurrency, del ? " (override removed)" : "");
+    struct save_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        gh_http_respond_error(req, 500, "internal_error", "out of memory");
+        return;
+    }
+    j->req = req;
+    j->gw = gw;
+    j->answer = limits_json(kind, id, &eff);
+    j->work.data = j;
+    if (uv_queue_work(&req->worker->loop, &j->work, save_work, save_done)) {
+        json_decref(j->answer);
+        free(j);
+        gh_http_respond_error(req, 500, "internal_error", "cannot queue the save");
+    }
+}
+
+static void admin_quotas(struct gh_http_req *req)
+{
+    struct gh_server *srv = req->route->ctx;
+    struct gh_gateway *gw = gh_gateway_of(srv);
+    if (!gh_admin_authorized(req))
+        return;
+    struct gh_config *cfg = req->cfg;
+    json_t *ans = json_pack(
+        "{s:o,s:{s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I}}}", "overrides", gh_quota_list(gw->quotas),
+        "defaults", "key", "rpm", (json_int_t)cfg->gateway.key_rpm, "tpm",
+        (json_int_t)cfg->gateway.key_tpm, "tpd", (json_int_t)cfg->gateway.key_tpd, "concurrency",
+        (json_int_t)cfg->gateway.key_concurrency, "user", "rpm", (json_int_t)cfg->gateway.user_rpm,
+        "tpm", (json_int_t)cfg->gateway.user_tpm, "tpd", (json_int_t)cfg->gateway.user_tpd,
+        "concurrency", (json_int_t)cfg->gateway.user_concurrency);
+    char *text = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
+    json_decref(ans);
+    if (text)
+        gh_http_respond_json(req, 200, text, strlen(text));
+    else
+        gh_http_respond_error(req, 500, "internal_error", "out of memory");
+    free(text);
+}
+
+unsigned gh_gateway_upstreams(struct gh_gateway *gw, struct gh_gateway_upstream_status *out,
+                              unsigned max)
+{
+    uint64_t now = gh_now_ms();
+    for (unsigned i = 0; i < gw->ups.n && i < max; i++) {
+        struct gh_upstream *up = &gw->ups.ups[i];
+        struct gh_gateway_upstream_status *s = &out[i];
+        snprintf(s->name, sizeof s->name, "%s", up->name);
+        snprintf(s->model, sizeof s->model, "%s", up->model);
+        s->state = gh_upstream_state(up, now);
+        s->up = !strcmp(s->state, "up") || !strcmp(s->state, "half_open");
+        s->active = atomic_load(&up->active);
+        s->max_concurrent = up->max_concurrent;
+        s->requests = atomic_load(&up->requests);
+        s->failures = atomic_load(&up->failures);
+        s->rate_limited = atomic_load(&up->rate_limited);
+    }
+    return gw->ups.n;
+}
+
+static void admin_upstreams(struct gh_http_req *req)
+{
+    struct gh_server *srv = req->route->ctx;
+    struct gh_gateway *gw = gh_gateway_of(srv);
+    if (!gh_admin_authorized(req))
+        return;
+    struct gh_gateway_upstream_status st[GH_UPSTREAMS_MAX];
+    unsigned n = gh_gateway_upstreams(gw, st, GH_UPSTREAMS_MAX);
+    json_t *arr = json_array();
+    for (unsigned i = 0; i < n; i++) {
+        struct gh_upstream *up = &gw->ups.ups[i];
+        json_array_append_new(
+            arr, json_pack("{s:s,s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I}", "name", st[i].name,
+                           "model", st[i].model, "base_url", up->base_url, "state", st[i].state,
+                           "up", st[i].up, "weight", (json_int_t)up->weight, "active",
+                           (json_int_t)st[i].active, "max_concurrent",
+                           (json_int_t)st[i].max_concurrent, "requests",
+                           (json_int_t)st[i].requests, "failures", (json_int_t)st[i].failures,
+                           "rate_limited", (json_int_t)st[i].rate_limited));
+    }
+    json_t *ans = json_pack("{s:o,s:b}", "upstreams", arr, "echo", req->cfg->gateway.echo);
+    char *text = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
+    json_decref(ans);
+    if (text)
+        gh_http_respond_json(req, 200, text, strlen(text));
+    else
+        gh_http_respond_error(req, 500, "internal_error", "out of memory");
+    free(text);
+}
+
+/* ---- workers, metrics, init ---- */
+
+/* Frees the gateway once no worker can use it any more. */
+static void gateway_free(struct gh_gateway *gw)
+{
+    gh_usage_free(gw->usage); /* writes what is queued */
+    gh_quota_table_free(gw->quotas);
+    gh_upstreams_dispose(&gw->ups);
+    free(gw);
+}
+
+static int worker_init(struct gh_worker *w, void *data)
+{
+    struct gh_gateway *gw = data;
+    atomic_fetch_add(&gw->workers, 1);
+    if (w->admin)
+        return 0;
+    unsigned i = 1 + w->id;
+    if (i >= GH_ARRAY_LEN(gw->wws))
+        return UV_EINVAL;
+    struct gw_worker *ww = calloc(1, sizeof *ww);
+    if (!ww)
+        return UV_ENOMEM;
+    ww->gw = gw;
+    ww->w = w;
+    gh_list_init(&ww->waiting);
+    int rc = gw_relay_worker_init(ww);
+    if (rc) {
+        free(ww);
+        return rc;
+    }
+    gw->wws[i] = ww;
+    return 0;
+}
+
+static void worker_dispose(struct gh_worker *w, void *data)
+{
+    struct gh_gateway *gw = data;
+    struct gw_worker *ww = w->admin ? NULL : gw->wws[1 + w->id];
+    if (ww) {
+        gw->wws[1 + w->id] = NULL;
+        gw_relay_worker_dispose(ww); /* frees ww once its handles have closed */
+    }
+    /* the last worker out (its loop has no calls left) frees the gateway */
+    if (atomic_fetch_sub(&gw->workers, 1) == 1)
+        gateway_free(gw);
+}
+
+static double upstream_metric(void *data, int what)
+{
+    struct gh_upstream *up = data;
+    const char *s = gh_upstream_state(up, gh_now_ms());
+    switch (what) {
+    case 0:
+        return !strcmp(s, "up") || !strcmp(s, "half_open");
+    case 1:
+        return !strcmp(s, "circuit_open");
+    default:
+        return atomic_load(&up->active);
+    }
+}
+static double m_up(void *d) { return upstream_metric(d, 0); }
+static double m_open(void *d) { return upstream_metric(d, 1); }
+static double m_active(void *d) { return upstream_metric(d, 2); }
+static double m_requests(void *d) { return (double)atomic_load(&((struct gh_upstream *)d)->requests); }
+static double m_failures(void *d) { return (double)atomic_load(&((struct gh_upstream *)d)->failures); }
+static double m_limited(void *d)
+{
+    return (double)atomic_load(&((struct gh_upstream *)d)->rate_limited);
+}
+
+static void register_metrics(struct gh_gateway *gw)
+{
+    gw->m_requests = gh_metrics_counter("gatehouse_chat_requests_total", "",
+                                        "chat completion requests received");
+    gw->m_prompt_tokens = gh_metrics_counter("gatehouse_chat_tokens_total", "kind=\"prompt\"",
+                                             "tokens charged to users");
+    gw->m_completion_tokens = gh_metrics_counter("gatehouse_chat_tokens_total",
+                                                 "kind=\"completion\"", "tokens charged to users");
+    gw->m_quota_refused = gh_metrics_counter("gatehouse_chat_quota_refused_total", "",
+                                             "chat requests refused by a quota (429/402)");
+    gw->m_cut_short = gh_metrics_counter("gatehouse_chat_cut_short_total", "",
+                                         "answers ended early (client gone or upstream broke)");
+    gw->m_failovers = gh_metrics_counter("gatehouse_upstream_failovers_total", "",
+                                         "calls moved to another upstream before the first byte");
+    gw->m_upstream_errors = gh_metrics_counter(
+        "gatehouse_upstream_errors_total", "", "calls that ended in an error for the client");
+    for (unsigned i = 0; i < gw->ups.n; i++) {
+        struct gh_upstream *up = &gw->ups.ups[i];
+        char labels[256];
+        snprintf(labels, sizeof labels, "upstream=\"%s\",model=\"%s\"", up->name, up->model);
+        gh_metrics_gauge_func("gatehouse_upstream_up", labels,
+                              "1 when the upstream is in rotation", m_up, up);
+        gh_metrics_gauge_func("gatehouse_upstream_circuit_open", labels,
+                              "1 while the upstream's circuit breaker is open", m_open, up);
+        gh_metrics_gauge_func("gatehouse_upstream_active", labels, "calls in flight", m_active,
+                              up);
+        gh_metrics_gauge_func("gatehouse_upstream_requests_total", labels, "calls started",
+                              m_requests, up);
+        gh_metrics_gauge_func("gatehouse_upstream_failures_total", labels,
+                              "failed calls (5xx, connection, broken stream, 401/402/403)",
+                              m_failures, up);
+        gh_metrics_gauge_func("gatehouse_upstream_rate_limited_total", labels,
+                              "429 answers (the upstream cooled down)", m_limited, up);
+    }
+}
+
+static void prime_quota(uint64_t key_id, uint64_t user_id, uint64_t tokens, void *data)
+{
+    struct gh_gateway *gw = data;
+    uint32_t day = gh_usage_today();
+    if (key_id)
+        gh_quota_prime(gw->quotas, GH_QUOTA_KEY, key_id, day, tokens);
+    gh_quota_prime(gw->quotas, GH_QUOTA_USER, user_id, day, tokens);
+}
+
+int gh_gateway_init(struct gh_server *srv)
+{
+    struct gh_config *cfg = gh_server_config(srv);
+    struct gh_gateway *gw = calloc(1, sizeof *gw);
+    char err[1024] = "";
+    int rc = GH_ENOMEM;
+    if (!gw)
+        goto fail;
+    gw->srv = srv;
+    gw->created = gh_wall_ms() / 1000;
+    gw->breaker = (struct gh_breaker){cfg->gateway.breaker_failures, cfg->gateway.breaker_window_ms,
+                                      cfg->gateway.breaker_open_ms, cfg->gateway.cooldown_ms};
+    rc = gh_upstreams_load(cfg->gateway.upstreams_file, srv->envp ? srv->envp : NULL, &gw->ups,
+                           err, sizeof err);
+    if (rc)
+        goto fail;
+    rc = GH_ENOMEM;
+    gw->quotas = gh_quota_table_new(cfg->gateway.quota_entries);
+    if (!gw->quotas)
+        goto fail;
+    snprintf(gw->quota_path, sizeof gw->quota_path, "%s/quotas.json", cfg->server.data_dir);
+    if (gh_quota_load(gw->quotas, gw->quota_path)) {
+        snprintf(err, sizeof err, "%.900s: not a quota file (JSON object of overrides)", gw->quota_path);
+        rc = GH_EINVAL;
+        goto fail;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/usage.jsonl", cfg->server.data_dir);
+    gw->usage = gh_usage_new(path, 1u << 18, err, sizeof err);
+    if (!gw->usage) {
+        rc = GH_EIO;
+        goto fail;
+    }
+    gh_usage_each(gw->usage, gh_usage_today(), prime_quota, gw);
+    struct gh_route *r[6] = {
+        gh_router_add(&srv->router, "GET", "/v1/models", models, gw),
+        gh_router_add(&srv->router, "POST", "/v1/chat/completions", chat_completions, gw),
+        gh_router_add(&srv->router, "GET", "/api/usage", usage_route, gw),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/quotas", admin_quotas, srv),
+        gh_router_add(&srv->admin_router, "PUT", "/admin/v1/quotas/{kind}/{id}", admin_quota_put,
+                      srv),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/upstreams", admin_upstreams, srv),
+    };
+    struct gh_route *rdel = gh_router_add(&srv->admin_router, "DELETE",
+                                          "/admin/v1/quotas/{kind}/{id}", admin_quota_put, srv);
+    for (size_t i = 0; i < GH_ARRAY_LEN(r); i++)
+        if (!r[i])
+            rdel = NULL;
+    if (!rdel) {
+        snprintf(err, sizeof err, "the route table is full");
+        rc = GH_ETOOBIG;
+        goto fail;
+    }
+    r[0]->cls = GH_CLASS_USER;
+    r[1]->cls = GH_CLASS_USER;
+    r[1]->body_max = cfg->gateway.body_max;
+    r[2]->cls = GH_CLASS_USER;
+    r[3]->cls = r[4]->cls = r[5]->cls = rdel->cls = GH_CLASS_OPS;
+    rc = gh_server_add_worker_hook(srv, worker_init, worker_dispose, gw);
+    if (rc) {
+        snprintf(err, sizeof err, "too many worker hooks");
+        goto fail;
+    }
+    register_metrics(gw);
+    gh_log(GH_LOG_INFO, "gateway_start", "echo model %s, %u upstream(s)%s%s",
+           cfg->gateway.echo ? "on" : "off", gw->ups.n, gw->ups.n ? " from " : "",
+           gw->ups.n ? cfg->gateway.upstreams_file : "");
+    gh_config_unref(cfg);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    return 0;
+fail:
+    gh_log(GH_LOG_ERROR, "gateway_start", "the gateway cannot start: %s",
+           err[0] ? err : "out of memory");
+    fprintf(stderr, "gatehouse: gateway: %s\n", err[0] ? err : "out of memory");
+    gh_config_unref(cfg);
+    /* the process exits: what was loaded is left to it */
+    return rc;
+}

@@ -1,0 +1,116 @@
+/* Private declarations shared by the gateway's files (gateway.c: routes,
+ * calls, quotas, the echo model; relay.c: upstream calls through libcurl
+ * multi). Not for other subsystems: they use gateway.h. Everything about
+ * a call and a gw_worker runs on that worker's loop thread. */
+#pragma once
+
+#include "core/list.h"
+#include "core/server.h"
+#include "gateway/chat.h"
+#include "gateway/gateway.h"
+#include "gateway/quota.h"
+#include "gateway/sse.h"
+#include "gateway/upstream.h"
+#include "gateway/usage.h"
+#include "identity/auth.h"
+
+#include <curl/curl.h>
+#include <uv.h>
+
+struct gh_gateway {
+    struct gh_server *srv;
+    struct gh_upstreams ups;
+    struct gh_quota_table *quotas;
+    struct gh_usage *usage;
+    char quota_path[4200];
+    struct gh_breaker breaker;
+    uint64_t created; /* /v1/models "created" */
+    atomic_uint workers; /* started workers not yet disposed */
+    /* per-worker state, [0] the admin worker, [1 + id] public worker id */
+    struct gw_worker *wws[1 + 257];
+    _Atomic uint64_t *m_requests, *m_prompt_tokens, *m_completion_tokens, *m_quota_refused,
+        *m_cut_short, *m_failovers, *m_upstream_errors;
+};
+
+/* Per-worker state: the curl multi handle driven by this loop. */
+struct gw_worker {
+    struct gh_gateway *gw;
+    struct gh_worker *w;
+    CURLM *multi;
+    uv_timer_t curl_timer;
+    uv_timer_t wait_timer; /* polls for upstream slots while calls wait */
+    struct gh_list waiting;
+    unsigned nwaiting;
+    int closing; /* handles still closing at dispose */
+};
+
+/* One chat request being answered. */
+struct gw_call {
+    struct gh_gateway *gw;
+    struct gw_worker *ww;
+    struct gh_http_req *req; /* NULL once the client has gone */
+    struct gh_chat_req chat;
+    struct gh_principal who;
+    struct gh_quota_limits key_limits, user_limits;
+    unsigned est;
+    uint32_t day;
+    char id[48];
+    uint64_t created;
+    char model[136];
+    uint64_t start_ms, deadline_ms;
+    bool stream, include_usage;
+    bool started;    /* the stream's head (and maybe keep-alives) went out */
+    bool first_byte; /* content reached the client: no failover any more */
+    bool finished;
+    bool cut_short;
+    bool usage_known;
+    unsigned prompt_tokens, completion_tokens;
+    uv_timer_t timer; /* echo: the next token; relay: keep-alive and deadline */
+    struct gh_buf out; /* events batched for one write; a non-streamed answer */
+
+    /* echo */
+    char *echo_text; /* "Echo: …" (owned) */
+    size_t echo_len, echo_pos;
+    bool echo_paused;
+
+    /* relay */
+    CURL *easy;
+    int up; /* index of the upstream holding a slot, or -1 */
+    uint64_t tried;
+    struct curl_slist *hdrs;
+    char *body;
+    struct gh_sse_parser sse;
+    struct gh_buf err_body;
+    long http_status;
+    uint64_t retry_after_ms;
+    bool done_seen, paused, proto_error;
+    struct gh_list wait_node;
+    char last_error[160];
+    int last_status; /* what the client gets when every upstream failed */
+};
+
+/* gateway.c */
+struct gw_worker *gw_worker_of(struct gh_gateway *gw, struct gh_worker *w);
+/* Starts the SSE answer (headers) if it has not started. */
+void gw_call_start_stream(struct gw_call *c);
+/* Writes c->out to the client and empties it. Returns the bytes queued to
+ * the client or a negative code when it has gone. */
+int64_t gw_call_flush(struct gw_call *c);
+/* Answers with an error: a status when nothing was sent yet, else one SSE
+ * error event and the end of the stream. Then finishes the call. */
+void gw_call_fail(struct gw_call *c, int status, const char *code, const char *message);
+/* Ends the call: settles quotas, records usage, frees everything (the
+ * request was answered, or the client has gone). */
+void gw_call_finish(struct gw_call *c);
+
+/* relay.c */
+int gw_relay_worker_init(struct gw_worker *ww);
+void gw_relay_worker_dispose(struct gw_worker *ww);
+/* Starts (or continues, after a failure) the upstream call of c. */
+void gw_relay_start(struct gw_call *c);
+/* The client left or the call ends: stops the transfer at once. */
+void gw_relay_abort(struct gw_call *c);
+/* The client's queue drained: resume a paused transfer. */
+void gw_relay_drain(struct gw_call *c);
+/* The keep-alive / deadline timer of a relayed call. */
+void gw_relay_on_timer(struct gw_call *c);

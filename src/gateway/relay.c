@@ -1,0 +1,636 @@
+/* This module implements the upstream side of the gateway (gw.h): one
+ * libcurl multi handle per worker driven by the worker's libuv loop
+ * (CURLMOPT_SOCKETFUNCTION with a uv_poll_t per socket, CURLMOPT_TIMERFUNCTION
+ * with a uv_timer_t), the relay of an upstream's SSE stream to the client
+ * with backpressure, failover before the first byte, and the classification
+ * of upstream errors. Everything runs on the worker's loop thread; curl's
+ * callbacks never remove handles (that waits for check_done). */
+#include "gateway/gw.h"
+
+#include "core/log.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RELAY_HIGH_MARK (256u << 10)
+#define WAIT_POLL_MS    50
+
+struct sock_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct gw_worker *ww;
+};
+
+static void check_done(struct gw_worker *ww);
+
+/* ---- curl on the loop ---- */
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    struct sock_ctx *sc = p->data;
+    struct gw_worker *ww = sc->ww;
+    int flags = 0;
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    int running;
+    curl_multi_socket_action(ww->multi, sc->fd, flags, &running);
+    check_done(ww);
+}
+
+static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct gw_worker *ww = userp;
+    struct sock_ctx *sc = socketp;
+    (void)e;
+    if (what == CURL_POLL_REMOVE) {
+        if (sc) {
+            uv_poll_stop(&sc->poll);
+            uv_close((uv_handle_t *)&sc->poll, on_poll_closed);
+            curl_multi_assign(ww->multi, s, NULL);
+        }
+        return 0;
+    }
+    if (!sc) {
+        sc = calloc(1, sizeof *sc);
+        if (!sc)
+            return -1;
+        if (uv_poll_init_socket(&ww->w->loop, &sc->poll, s)) {
+            free(sc);
+            return -1;
+        }
+        sc->fd = s;
+        sc->ww = ww;
+        sc->poll.data = sc;
+        curl_multi_assign(ww->multi, s, sc);
+    }
+    int ev = 0;
+    if (what & CURL_POLL_IN)
+        ev |= UV_READABLE;
+    if (what & CURL_POLL_OUT)
+        ev |= UV_WRITABLE;
+    uv_poll_start(&sc->poll, ev, on_poll);
+    return 0;
+}
+
+static void on_curl_timer(uv_timer_t *t)
+{
+    struct gw_worker *ww = t->data;
+    int running;
+    curl_multi_socket_action(ww->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(ww);
+}
+
+static int on_timer_set(CURLM *m, long timeout_ms, void *userp)
+{
+    struct gw_worker *ww = userp;
+    (void)m;
+    if (timeout_ms < 0)
+        uv_timer_stop(&ww->curl_timer);
+    else
+        uv_timer_start(&ww->curl_timer, on_curl_timer, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+static void wake_waiters(struct gw_worker *ww);
+
+static void on_wait_poll(uv_timer_t *t)
+{
+    struct gw_worker *ww = t->data;
+    wake_waiters(ww);
+    if (!ww->nwaiting)
+        uv_timer_stop(&ww->wait_timer);
+}
+
+int gw_relay_worker_init(struct gw_worker *ww)
+{
+    ww->multi = curl_multi_init();
+    if (!ww->multi)
+        return UV_ENOMEM;
+    curl_multi_setopt(ww->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(ww->multi, CURLMOPT_SOCKETDATA, ww);
+    curl_multi_setopt(ww->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
+    curl_multi_setopt(ww->multi, CURLMOPT_TIMERDATA, ww);
+    curl_multi_setopt(ww->multi, CURLMOPT_MAXCONNECTS, 256L);
+    uv_timer_init(&ww->w->loop, &ww->curl_timer);
+    uv_timer_init(&ww->w->loop, &ww->wait_timer);
+    ww->curl_timer.data = ww;
+    ww->wait_timer.data = ww;
+    return 0;
+}
+
+static void on_ww_closed(uv_handle_t *h)
+{
+    struct gw_worker *ww = h->data;
+    /* libuv runs close callbacks in no promised order: the last one frees */
+    if (--ww->closing == 0)
+        free(ww);
+}
+
+void gw_relay_worker_dispose(struct gw_worker *ww)
+{
+    /* every call ended when its connection closed; what is left are idle
+     * pooled connections, whose sockets curl closes here */
+    curl_multi_cleanup(ww->multi);
+    ww->multi = NULL;
+    ww->closing = 2;
+    uv_close((uv_handle_t *)&ww->curl_timer, on_ww_closed);
+    uv_close((uv_handle_t *)&ww->wait_timer, on_ww_closed);
+}
+
+/* ---- one attempt ---- */
+
+static void reset_attempt(struct gw_call *c)
+{
+    if (c->easy) {
+        curl_multi_remove_handle(c->ww->multi, c->easy);
+        curl_easy_cleanup(c->easy);
+        c->easy = NULL;
+    }
+    curl_slist_free_all(c->hdrs);
+    c->hdrs = NULL;
+    free(c->body);
+    c->body = NULL;
+    c->http_status = 0;
+    c->retry_after_ms = 0;
+    c->done_seen = c->paused = c->proto_error = false;
+    gh_buf_reset(&c->err_body);
+    gh_buf_reset(&c->out);
+    gh_sse_dispose(&c->sse);
+    gh_sse_init(&c->sse, 4u << 20);
+}
+
+static void release_upstream(struct gw_call *c, enum gh_upstream_outcome o)
+{
+    if (c->up < 0)
+        return;
+    struct gh_upstream *up = &c->gw->ups.ups[c->up];
+    c->up = -1;
+    gh_upstream_release(up, &c->gw->breaker, o, c->retry_after_ms, gh_now_ms());
+    if (o == GH_UP_AUTH)
+        gh_log(GH_LOG_ERROR, "upstream_auth",
+               "ALERT upstream %s refused our credentials (HTTP %ld): taken out of rotation; "
+               "fix its api_key_env and restart",
+               up->name, c->http_status);
+    wake_waiters(c->ww);
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    struct gw_call *c = ud;
+    size_t len = sz * n;
+    if (len > 5 && !strncmp(p, "HTTP/", 5)) {
+        c->retry_after_ms = 0;
+    } else if (len > 12 && !strncasecmp(p, "retry-after:", 12)) {
+        char v[24];
+        size_t vl = GH_MIN(len - 12, sizeof v - 1);
+        memcpy(v, p + 12, vl);
+        v[vl] = 0;
+        char *s = v;
+        while (*s == ' ')
+            s++;
+        char *e = s;
+        while (*e >= '0' && *e <= '9')
+            e++;
+        *e = 0;
+        uint64_t secs;
+        if (!gh_parse_uint(s, 86400, &secs))
+            c->retry_after_ms = secs * 1000;
+    }
+    return len;
+}
+
+/* Reads prompt and completion tokens from a JSON text holding "usage". */
+static bool read_usage(struct gw_call *c, const char *data, size_t len)
+{
+    json_t *j = json_loadb(data, len, 0, NULL);
+    json_t *u = json_object_get(j, "usage");
+    bool ok = json_is_object(u);
+    if (ok) {
+        c->prompt_tokens = (unsigned)json_integer_value(json_object_get(u, "prompt_tokens"));
+        c->completion_tokens =
+            (unsigned)json_integer_value(json_object_get(u, "completion_tokens"));
+        c->usage_known = true;
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* One upstream event: checked, counted, and queued for the client. */
+static int on_event(const char *data, size_t len, void *ud)
+{
+    struct gw_call *c = ud;
+    if (len == 6 && !memcmp(data, "[DONE]", 6)) {
+        c->done_seen = true;
+        return gh_buf_append_str(&c->out, "data: [DONE]\n\n");
+    }
+    if (len < 2 || data[0] != '{' || data[len - 1] != '}')
+        return GH_EINVAL; /* not a JSON object: a broken upstream */
+    bool forward = true;
+    if (len > 9 && !memcmp(data, "{\"error\"", 8)) {
+        c->proto_error = true; /* the upstream reports a failure mid-stream */
+    } else if (memmem(data, len, "\"usage\":{", 9) || memmem(data, len, "\"usage\": {", 10)) {
+        if (!read_usage(c, data, len))
+            return GH_EINVAL;
+        /* the usage-only chunk goes on only if the client asked for it */
+        if (!c->include_usage &&
+            (memmem(data, len, "\"choices\":[]", 12) || memmem(data, len, "\"choices\": []", 13)))
+            forward = false;
+    } else if (!c->usage_known) {
+        const char *k = memmem(data, len, "\"content\":\"", 11);
+        if (!k)
+            k = memmem(data, len, "\"content\": \"", 12);
+        if (k) {
+            const char *v = memchr(k + 10, '"', (size_t)(data + len - (k + 10)));
+            if (v && v + 1 < data + len && v[1] != '"')
+                c->completion_tokens++; /* a token delivered: one chunk ~ one token */
+        }
+    }
+    if (!forward)
+        return 0;
+    int rc = gh_buf_append(&c->out, "data: ", 6);
+    rc = rc ? rc : gh_buf_append(&c->out, data, len);
+    rc = rc ? rc : gh_buf_append(&c->out, "\n\n", 2);
+    if (!rc && c->proto_error)
+        c->done_seen = true;
+    return rc;
+}
+
+static size_t on_data(char *p, size_t sz, size_t n, void *ud)
+{
+    struct gw_call *c = ud;
+    size_t len = sz * n;
+    if (!c->req)
+        return 0;
+    if (c->paused)
+        return CURL_WRITEFUNC_PAUSE; /* kept by curl until the client drains */
+    if (!c->http_status)
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->http_status);
+    if (c->http_status < 200 || c->http_status >= 300) {
+        gh_buf_append(&c->err_body, p, GH_MIN(len, c->err_body.cap - c->err_body.len));
+        return len;
+    }
+    if (!c->stream) {
+        if (gh_buf_append(&c->out, p, len)) {
+            c->proto_error = true;
+            return 0;
+        }
+        return len;
+    }
+    int rc = gh_sse_feed(&c->sse, p, len, on_event, c);
+    if (c->out.len) {
+        if (!c->first_byte) {
+            c->first_byte = true;
+            c->prompt_tokens = c->usage_known ? c->prompt_tokens : c->chat.prompt_tokens;
+        }
+        int64_t q = gw_call_flush(c);
+        if (q < 0)
+            return 0;
+        if ((uint64_t)q > RELAY_HIGH_MARK)
+            c->paused = true; /* the next delivery is refused until on_drain */
+    }
+    if (rc) {
+        c->proto_error = true;
+        if (rc == GH_EINVAL)
+            snprintf(c->last_error, sizeof c->last_error, "the model server sent a malformed event");
+        return 0;
+    }
+    return len;
+}
+
+static int build_body(struct gw_call *c, const struct gh_upstream *up)
+{
+    json_t *root = c->chat.root;
+    /* the request's strings pointed into root; only c->model is used now */
+    c->chat.model = NULL;
+    c->chat.last_user = "";
+    json_object_set_new(root, "model", json_string(up->upstream_model));
+    if (c->stream) {
+        json_t *so = json_object_get(root, "stream_options");
+        if (!json_is_object(so)) {
+            so = json_object();
+            json_object_set_new(root, "stream_options", so);
+        }
+        json_object_set_new(so, "include_usage", json_true());
+    } else {
+        json_object_del(root, "stream_options");
+    }
+    c->body = json_dumps(root, JSON_COMPACT);
+    return c->body ? 0 : GH_ENOMEM;
+}
+
+static void relay_timer(uv_timer_t *t);
+
+static void arm_timer(struct gw_call *c)
+{
+    if (c->first_byte || !c->req)
+        return;
+    uint64_t now = gh_now_ms();
+    uint64_t left = c->deadline_ms > now ? c->deadline_ms - now : 0;
+    uint64_t every = c->req->cfg->gateway.keepalive_ms;
+    uv_timer_start(&c->timer, relay_timer, c->stream ? GH_MIN(every, left) : left, 0);
+}
+
+void gw_relay_start(struct gw_call *c)
+{
+    struct gh_gateway *gw = c->gw;
+    struct gw_worker *ww = c->ww;
+    if (!uv_is_active((uv_handle_t *)&c->timer))
+        arm_timer(c);
+    int idx = gh_upstream_acquire(&gw->ups, c->model, c->tried, gh_now_ms(), randombytes_random());
+    if (idx == GH_EBUSY) {
+        if (!gh_list_linked(&c->wait_node)) {
+            gh_list_push_back(&ww->waiting, &c->wait_node);
+            ww->nwaiting++;
+            if (!uv_is_active((uv_handle_t *)&ww->wait_timer))
+                uv_timer_start(&ww->wait_timer, on_wait_poll, WAIT_POLL_MS, WAIT_POLL_MS);
+        }
+        return;
+    }
+    if (gh_list_linked(&c->wait_node)) {
+        gh_list_remove(&c->wait_node);
+        ww->nwaiting--;
+    }
+    if (idx < 0) {
+        GH_STAT_ADD(gw->m_upstream_errors, 1);
+        if (!c->tried) {
+            char msg[300];
+            snprintf(msg, sizeof msg,
+                     "no model server for '%.128s' is available now; retry in a moment", c->model);
+            gw_call_fail(c, 503, "busy", msg);
+        } else {
+            int st = c->last_status >= 400 ? c->last_status : 502;
+            char msg[300];
+            snprintf(msg, sizeof msg, "the model servers failed: %s",
+                     c->last_error[0] ? c->last_error : "no answer");
+            gw_call_fail(c, st, st == 503 ? "busy" : "upstream_error", msg);
+        }
+        return;
+    }
+    struct gh_upstream *up = &gw->ups.ups[idx];
+    c->up = idx;
+    c->tried |= 1ull << idx;
+    char url[600], auth[560], rid[64];
+    snprintf(url, sizeof url, "%s/chat/completions", up->base_url);
+    CURL *e = curl_easy_init();
+    if (!e || build_body(c, up)) {
+        if (e)
+            curl_easy_cleanup(e);
+        release_upstream(c, GH_UP_NEUTRAL);
+        gw_call_fail(c, 500, "internal_error", "out of memory");
+        return;
+    }
+    c->easy = e;
+    c->hdrs = curl_slist_append(c->hdrs, "Content-Type: application/json");
+    c->hdrs = curl_slist_append(c->hdrs, "Expect:");
+    if (c->stream)
+        c->hdrs = curl_slist_append(c->hdrs, "Accept: text/event-stream");
+    if (up->api_key[0]) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", up->api_key);
+        c->hdrs = curl_slist_append(c->hdrs, auth);
+    }
+    if (c->req) {
+        snprintf(rid, sizeof rid, "X-Request-Id: %s", c->req->id);
+        c->hdrs = curl_slist_append(c->hdrs, rid);
+    }
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->hdrs);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(c->body));
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)up->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "gatehouse/" GH_VERSION);
+    if (curl_multi_add_handle(ww->multi, e)) {
+        reset_attempt(c);
+        release_upstream(c, GH_UP_NEUTRAL);
+        gw_call_fail(c, 500, "internal_error", "cannot start the upstream call");
+    }
+}
+
+void gw_relay_abort(struct gw_call *c)
+{
+    if (gh_list_linked(&c->wait_node)) {
+        gh_list_remove(&c->wait_node);
+        c->ww->nwaiting--;
+    }
+    reset_attempt(c);
+    release_upstream(c, GH_UP_NEUTRAL); /* the client left: nothing learnt */
+}
+
+void gw_relay_drain(struct gw_call *c)
+{
+    if (c->paused && c->easy) {
+        c->paused = false;
+        curl_easy_pause(c->easy, CURLPAUSE_CONT);
+    }
+}
+
+static void relay_timer(uv_timer_t *t)
+{
+    struct gw_call *c = t->data;
+    if (c->finished || c->first_byte || !c->req)
+        return;
+    if (gh_now_ms() >= c->deadline_ms) {
+        GH_STAT_ADD(c->gw->m_upstream_errors, 1);
+        bool calling = c->easy != NULL;
+        reset_attempt(c);
+        release_upstream(c, calling ? GH_UP_FAILURE : GH_UP_NEUTRAL);
+        gw_call_fail(c, 503, "busy",
+                     "no model server answered in time; the service is busy, retry later");
+        return;
+    }
+    if (c->stream) {
+        gh_buf_append_str(&c->out, ": keep-alive\n\n");
+        if (gw_call_flush(c) < 0)
+            return;
+    }
+    arm_timer(c);
+}
+
+void gw_relay_on_timer(struct gw_call *c)
+{
+    relay_timer(&c->timer);
+}
+
+static void wake_waiters(struct gw_worker *ww)
+{
+    struct gh_list *n;
+    unsigned budget = ww->nwaiting;
+    while (budget-- && (n = gh_list_first(&ww->waiting))) {
+        struct gw_call *c = GH_CONTAINER_OF(n, struct gw_call, wait_node);
+        unsigned before = ww->nwaiting;
+        gw_relay_start(c);
+        if (ww->nwaiting == before)
+            break; /* still full: the rest wait too */
+    }
+}
+
+/* ---- the end of a transfer ---- */
+
+/* The upstream's error message (OpenAI's shape), for the client. */
+static void upstream_message(struct gw_call *c, char *out, size_t outlen)
+{
+    json_t *j = json_loadb(c->err_body.data ? c->err_body.data : "", c->err_body.len, 0, NULL);
+    const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    if (!m)
+        m = json_string_value(json_object_get(j, "message"));
+    snprintf(out, outlen, "%s", m ? m : "the model server refused the request");
+    json_decref(j);
+}
+
+static void finish_success(struct gw_call *c)
+{
+    struct gh_http_req *req = c->req;
+    if (c->stream) {
+        if (!c->done_seen)
+            gh_buf_append_str(&c->out, "data: [DONE]\n\n");
+        if (!c->usage_known && !c->first_byte)
+            c->prompt_tokens = c->chat.prompt_tokens;
+        gw_call_flush(c);
+        c->req = NULL;
+        gh_http_set_callbacks(req, NULL, NULL, NULL);
+        gh_http_stream_end(req);
+    } else {
+        c->last_status = 200;
+        if (!read_usage(c, c->out.data ? c->out.data : "", c->out.len)) {
+            c->prompt_tokens = c->chat.prompt_tokens;
+            c->completion_tokens = gh_chat_estimate_tokens(NULL, c->out.len);
+        }
+        c->req = NULL;
+        gh_http_set_callbacks(req, NULL, NULL, NULL);
+        gh_http_respond_json(req, 200, c->out.data ? c->out.data : "", c->out.len);
+    }
+    gw_call_finish(c);
+}
+
+static void transfer_done(struct gw_call *c, CURLcode res)
+{
+    if (!c->http_status)
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->http_status);
+    long st = c->http_status;
+    bool ok2xx = st >= 200 && st < 300;
+    if (res == CURLE_OK && ok2xx && !c->stream && !c->proto_error) {
+        json_t *j = json_loadb(c->out.data ? c->out.data : "", c->out.len, 0, NULL);
+        bool valid = json_is_object(j) && json_is_array(json_object_get(j, "choices"));
+        json_decref(j);
+        if (!valid) {
+            c->proto_error = true;
+            snprintf(c->last_error, sizeof c->last_error,
+                     "the model server sent a malformed completion");
+        }
+    }
+    if (res == CURLE_OK && ok2xx && !c->proto_error) {
+        if (c->easy) {
+            curl_multi_remove_handle(c->ww->multi, c->easy);
+            curl_easy_cleanup(c->easy);
+            c->easy = NULL;
+        }
+        release_upstream(c, GH_UP_SUCCESS);
+        finish_success(c);
+        return;
+    }
+    if (c->first_byte) {
+        /* broken mid-stream: one error event, then the end */
+        bool upstream_event = c->proto_error && c->done_seen;
+        char msg[200];
+        snprintf(msg, sizeof msg, "the model server's stream broke off: %s",
+                 c->last_error[0] ? c->last_error : curl_easy_strerror(res));
+        gh_log(GH_LOG_WARN, "upstream_broken", "upstream %s: %s",
+               c->up >= 0 ? c->gw->ups.ups[c->up].name : "?", msg);
+        uv_timer_stop(&c->timer);
+        reset_attempt(c);
+        release_upstream(c, GH_UP_FAILURE);
+        GH_STAT_ADD(c->gw->m_upstream_errors, 1);
+        c->cut_short = true;
+        if (upstream_event) {
+            /* the upstream's own error event went out already */
+            struct gh_http_req *req = c->req;
+            c->req = NULL;
+            gh_http_set_callbacks(req, NULL, NULL, NULL);
+            gh_http_stream_end(req);
+            gw_call_finish(c);
+        } else {
+            gw_call_fail(c, 502, "upstream_error", msg);
+        }
+        return;
+    }
+    /* nothing reached the client: classify, and maybe try another */
+    enum gh_upstream_outcome o = GH_UP_FAILURE;
+    const char *name = c->up >= 0 ? c->gw->ups.ups[c->up].name : "?";
+    if (res != CURLE_OK && !(st >= 400)) {
+        snprintf(c->last_error, sizeof c->last_error, "%s", curl_easy_strerror(res));
+        c->last_status = res == CURLE_OPERATION_TIMEDOUT ? 504 : 502;
+    } else if (st == 429) {
+        o = GH_UP_RATE_LIMITED;
+        snprintf(c->last_error, sizeof c->last_error, "the model servers are busy (429)");
+        c->last_status = 503;
+    } else if (st == 401 || st == 402 || st == 403) {
+        o = GH_UP_AUTH;
+        snprintf(c->last_error, sizeof c->last_error, "a model server refused our credentials");
+        c->last_status = 502;
+    } else if (st == 400 || st == 422) {
+        /* the client's request: its answer, not the upstream's health */
+        char msg[300];
+        upstream_message(c, msg, sizeof msg);
+        reset_attempt(c);
+        release_upstream(c, GH_UP_SUCCESS);
+        gw_call_fail(c, (int)st, st == 400 ? "invalid_request" : "invalid_parameter", msg);
+        return;
+    } else if (ok2xx) {
+        if (!c->last_error[0])
+            snprintf(c->last_error, sizeof c->last_error, "the model server's answer broke off");
+        c->last_status = 502;
+    } else {
+        snprintf(c->last_error, sizeof c->last_error, "a model server answered HTTP %ld", st);
+        c->last_status = 502;
+    }
+    gh_log(GH_LOG_WARN, "upstream_failed", "upstream %s: %s; trying another", name,
+           c->last_error);
+    reset_attempt(c);
+    release_upstream(c, o);
+    GH_STAT_ADD(c->gw->m_failovers, 1);
+    if (!c->req) {
+        gw_call_finish(c);
+        return;
+    }
+    gw_relay_start(c);
+}
+
+static void check_done(struct gw_worker *ww)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(ww->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *e = m->easy_handle;
+        CURLcode res = m->data.result;
+        struct gw_call *c = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
+        if (!c || c->easy != e) {
+            curl_multi_remove_handle(ww->multi, e);
+            curl_easy_cleanup(e);
+            continue;
+        }
+        transfer_done(c, res);
+    }
+}

@@ -1,0 +1,77 @@
+/* This module implements the incremental SSE parser of sse.h. */
+#include "gateway/sse.h"
+
+#include <string.h>
+
+void gh_sse_init(struct gh_sse_parser *p, size_t cap)
+{
+    gh_buf_init(&p->line, cap);
+    gh_buf_init(&p->data, cap);
+    p->has_data = false;
+}
+
+void gh_sse_dispose(struct gh_sse_parser *p)
+{
+    gh_buf_dispose(&p->line);
+    gh_buf_dispose(&p->data);
+}
+
+bool gh_sse_pending(const struct gh_sse_parser *p)
+{
+    return p->line.len || p->has_data;
+}
+
+/* One complete line without its terminator. */
+static int on_line(struct gh_sse_parser *p, const char *s, size_t n, gh_sse_event_cb cb, void *ud)
+{
+    if (n && s[n - 1] == '\r')
+        n--;
+    if (!n) {
+        if (!p->has_data)
+            return 0;
+        p->has_data = false;
+        int rc = cb(p->data.data ? p->data.data : "", p->data.len, ud);
+        gh_buf_reset(&p->data);
+        return rc;
+    }
+    if (s[0] == ':')
+        return 0;
+    if (n < 5 || memcmp(s, "data:", 5))
+        return 0; /* event:, id:, retry: and unknown fields */
+    s += 5;
+    n -= 5;
+    if (n && *s == ' ') {
+        s++;
+        n--;
+    }
+    int rc = 0;
+    if (p->has_data)
+        rc = gh_buf_append(&p->data, "\n", 1);
+    p->has_data = true;
+    return rc ? rc : gh_buf_append(&p->data, s, n);
+}
+
+int gh_sse_feed(struct gh_sse_parser *p, const char *buf, size_t len, gh_sse_event_cb cb,
+                void *ud)
+{
+    while (len) {
+        const char *nl = memchr(buf, '\n', len);
+        if (!nl)
+            return gh_buf_append(&p->line, buf, len);
+        size_t n = (size_t)(nl - buf);
+        int rc;
+        if (p->line.len) {
+            rc = gh_buf_append(&p->line, buf, n);
+            if (!rc)
+                rc = on_line(p, p->line.data, p->line.len, cb, ud);
+            gh_buf_reset(&p->line);
+        } else {
+            rc = on_line(p, buf, n, cb, ud);
+        }
+        if (rc)
+            return rc;
+        buf += n + 1;
+        len -= n + 1;
+    }
+    return 0;
+}

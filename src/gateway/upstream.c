@@ -1,0 +1,312 @@
+/* This module implements the upstream pool of upstream.h. */
+#include "gateway/upstream.h"
+
+#include "core/config.h"
+
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct load_ctx {
+    struct gh_upstreams *out;
+    char **envp;
+    char *err;
+    size_t errlen;
+    const char *path;
+};
+
+static const char *env_get(char **envp, const char *name)
+{
+    size_t n = strlen(name);
+    for (char **e = envp; e && *e; e++)
+        if (!strncmp(*e, name, n) && (*e)[n] == '=')
+            return *e + n + 1;
+    return NULL;
+}
+
+static int copy(char *dst, size_t cap, const char *v)
+{
+    size_t n = strlen(v);
+    if (n >= cap)
+        return GH_ETOOBIG;
+    memcpy(dst, v, n + 1);
+    return 0;
+}
+
+static int on_key(void *user, const char *section, const char *key, const char *value)
+{
+    struct load_ctx *c = user;
+    struct gh_upstreams *u = c->out;
+    if (c->err[0])
+        return 0; /* inih goes on after an error: keep the first message */
+    if (strncmp(section, "upstream ", 9) || !section[9]) {
+        snprintf(c->err, c->errlen, "[%s]: sections are [upstream NAME]", section);
+        return 0;
+    }
+    const char *name = section + 9;
+    struct gh_upstream *up = u->n ? &u->ups[u->n - 1] : NULL;
+    if (!up || strcmp(up->name, name)) {
+        for (unsigned i = 0; i < u->n; i++)
+            if (!strcmp(u->ups[i].name, name)) {
+                snprintf(c->err, c->errlen, "[%s]: upstream '%s' appears twice", section, name);
+                return 0;
+            }
+        if (u->n >= GH_UPSTREAMS_MAX) {
+            snprintf(c->err, c->errlen, "[%s]: at most %d upstreams", section, GH_UPSTREAMS_MAX);
+            return 0;
+        }
+        up = &u->ups[u->n++];
+        memset(up, 0, sizeof *up);
+        pthread_mutex_init(&up->mu, NULL);
+        if (copy(up->name, sizeof up->name, name)) {
+            snprintf(c->err, c->errlen, "[%s]: name too long", section);
+            return 0;
+        }
+        up->weight = 1;
+        up->max_concurrent = 64;
+        up->connect_timeout_ms = 5000;
+        up->timeout_ms = 600000;
+    }
+    uint64_t n = 0;
+    int rc = 0;
+    if (!strcmp(key, "model")) {
+        rc = copy(up->model, sizeof up->model, value);
+    } else if (!strcmp(key, "base_url")) {
+        if (strncmp(value, "http://", 7) && strncmp(value, "https://", 8)) {
+            snprintf(c->err, c->errlen, "[%s] base_url: must start with http:// or https://",
+                     section);
+            return 0;
+        }
+        rc = copy(up->base_url, sizeof up->base_url, value);
+        size_t l = strlen(up->base_url);
+        while (l && up->base_url[l - 1] == '/')
+            up->base_url[--l] = 0;
+    } else if (!strcmp(key, "api_key_env")) {
+        const char *v = env_get(c->envp, value);
+        if (!v) {
+            snprintf(c->err, c->errlen, "[%s] api_key_env: environment variable %s is not set",
+                     section, value);
+            return 0;
+        }
+        rc = copy(up->api_key, sizeof up->api_key, v);
+    } else if (!strcmp(key, "upstream_model")) {
+        rc = copy(up->upstream_model, sizeof up->upstream_model, value);
+    } else if (!strcmp(key, "weight")) {
+        rc = gh_parse_uint(value, 1000000, &n) || !n ? GH_EINVAL : 0;
+        up->weight = (unsigned)n;
+    } else if (!strcmp(key, "max_concurrent")) {
+        rc = gh_parse_uint(value, 1000000, &n) || !n ? GH_EINVAL : 0;
+        up->max_concurrent = (unsigned)n;
+    } else if (!strcmp(key, "connect_timeout")) {
+        rc = gh_parse_duration_ms(value, &up->connect_timeout_ms);
+    } else if (!strcmp(key, "timeout")) {
+        rc = gh_parse_duration_ms(value, &up->timeout_ms);
+    } else {
+        snprintf(c->err, c->errlen,
+                 "[%s] %s: unknown key (model, base_url, api_key_env, upstream_model, weight, "
+                 "max_concurrent, connect_timeout, timeout)",
+                 section, key);
+        return 0;
+    }
+    if (rc) {
+        snprintf(c->err, c->errlen, "[%s] %s: invalid value '%.80s'", section, key, value);
+        return 0;
+    }
+    return 1;
+}
+
+int gh_upstreams_load(const char *path, char **envp, struct gh_upstreams *out, char *err,
+                      size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (!path || !*path)
+        return 0;
+    out->ups = calloc(GH_UPSTREAMS_MAX, sizeof *out->ups);
+    if (!out->ups) {
+        snprintf(err, errlen, "out of memory");
+        return GH_ENOMEM;
+    }
+    char msg[512] = "";
+    struct load_ctx c = {out, envp, msg, sizeof msg, path};
+    int line = ini_parse(path, on_key, &c);
+    if (line < 0) {
+        snprintf(err, errlen, "%s: cannot read the upstreams file", path);
+        gh_upstreams_dispose(out);
+        return GH_EIO;
+    }
+    if (line > 0) {
+        snprintf(err, errlen, "%s:%d: %s", path, line, msg[0] ? msg : "syntax error");
+        gh_upstreams_dispose(out);
+        return GH_EINVAL;
+    }
+    for (unsigned i = 0; i < out->n; i++) {
+        struct gh_upstream *up = &out->ups[i];
+        if (!up->model[0] || !up->base_url[0]) {
+            snprintf(err, errlen, "%s: [upstream %s]: model and base_url are required", path,
+                     up->name);
+            gh_upstreams_dispose(out);
+            return GH_EINVAL;
+        }
+        if (!up->upstream_model[0])
+            copy(up->upstream_model, sizeof up->upstream_model, up->model);
+    }
+    return 0;
+}
+
+void gh_upstreams_dispose(struct gh_upstreams *u)
+{
+    for (unsigned i = 0; i < u->n; i++)
+        pthread_mutex_destroy(&u->ups[i].mu);
+    free(u->ups);
+    memset(u, 0, sizeof *u);
+}
+
+bool gh_upstreams_has_model(const struct gh_upstreams *u, const char *model)
+{
+    for (unsigned i = 0; i < u->n; i++)
+        if (!strcmp(u->ups[i].model, model))
+            return true;
+    return false;
+}
+
+/* In rotation now? May start the half-open probe (then the caller must
+ * use the slot or give it back). Under up->mu. */
+static bool eligible_locked(struct gh_upstream *up, uint64_t now, bool take_probe)
+{
+    if (up->disabled || now < up->cooldown_until_ms)
+        return false;
+    if (up->circuit == GH_CIRCUIT_OPEN) {
+        if (now < up->open_until_ms)
+            return false;
+        up->circuit = GH_CIRCUIT_HALF_OPEN;
+        up->probing = false;
+    }
+    if (up->circuit == GH_CIRCUIT_HALF_OPEN) {
+        if (up->probing)
+            return false;
+        if (take_probe)
+            up->probing = true;
+    }
+    return true;
+}
+
+static bool take_slot(struct gh_upstream *up)
+{
+    unsigned a = atomic_load(&up->active);
+    while (a < up->max_concurrent)
+        if (atomic_compare_exchange_weak(&up->active, &a, a + 1))
+            return true;
+    return false;
+}
+
+int gh_upstream_acquire(struct gh_upstreams *u, const char *model, uint64_t tried, uint64_t now_ms,
+                        uint32_t rnd)
+{
+    unsigned cand[GH_UPSTREAMS_MAX];
+    unsigned nc = 0, total = 0;
+    bool any = false;
+    for (unsigned i = 0; i < u->n; i++) {
+        struct gh_upstream *up = &u->ups[i];
+        if ((tried >> i & 1) || strcmp(up->model, model))
+            continue;
+        pthread_mutex_lock(&up->mu);
+        bool ok = eligible_locked(up, now_ms, false);
+        pthread_mutex_unlock(&up->mu);
+        if (!ok)
+            continue;
+        any = true;
+        if (atomic_load(&up->active) < up->max_concurrent) {
+            cand[nc++] = i;
+            total += up->weight;
+        }
+    }
+    if (!nc)
+        return any ? GH_EBUSY : GH_ENOTFOUND;
+    /* weighted choice, then the others in order if that one filled up */
+    unsigned r = total ? rnd % total : 0, first = 0;
+    for (unsigned k = 0; k < nc; k++) {
+        unsigned w = u->ups[cand[k]].weight;
+        if (r < w) {
+            first = k;
+            break;
+        }
+        r -= w;
+    }
+    for (unsigned k = 0; k < nc; k++) {
+        struct gh_upstream *up = &u->ups[cand[(first + k) % nc]];
+        pthread_mutex_lock(&up->mu);
+        bool ok = eligible_locked(up, now_ms, true) && take_slot(up);
+        if (!ok && up->circuit == GH_CIRCUIT_HALF_OPEN && up->probing &&
+            atomic_load(&up->active) >= up->max_concurrent)
+            up->probing = false; /* took the probe but no slot: give it back */
+        pthread_mutex_unlock(&up->mu);
+        if (ok) {
+            atomic_fetch_add(&up->requests, 1);
+            return (int)cand[(first + k) % nc];
+        }
+    }
+    return GH_EBUSY;
+}
+
+void gh_upstream_release(struct gh_upstream *up, const struct gh_breaker *b,
+                         enum gh_upstream_outcome outcome, uint64_t retry_after_ms,
+                         uint64_t now_ms)
+{
+    atomic_fetch_sub(&up->active, 1);
+    pthread_mutex_lock(&up->mu);
+    bool was_probe = up->circuit == GH_CIRCUIT_HALF_OPEN && up->probing;
+    switch (outcome) {
+    case GH_UP_SUCCESS:
+        up->circuit = GH_CIRCUIT_CLOSED;
+        up->probing = false;
+        up->window_failures = 0;
+        break;
+    case GH_UP_RATE_LIMITED:
+        atomic_fetch_add(&up->rate_limited, 1);
+        up->cooldown_until_ms =
+            now_ms + (retry_after_ms ? GH_MIN(retry_after_ms, 300000) : b->cooldown_ms);
+        if (was_probe)
+            up->probing = false;
+        break;
+    case GH_UP_AUTH:
+        atomic_fetch_add(&up->failures, 1);
+        up->disabled = true;
+        break;
+    case GH_UP_FAILURE:
+        atomic_fetch_add(&up->failures, 1);
+        if (was_probe) {
+            up->circuit = GH_CIRCUIT_OPEN;
+            up->open_until_ms = now_ms + b->open_ms;
+            up->probing = false;
+            break;
+        }
+        if (now_ms - up->window_start_ms > b->window_ms) {
+            up->window_start_ms = now_ms;
+            up->window_failures = 0;
+        }
+        if (++up->window_failures >= b->failures && up->circuit == GH_CIRCUIT_CLOSED) {
+            up->circuit = GH_CIRCUIT_OPEN;
+            up->open_until_ms = now_ms + b->open_ms;
+        }
+        break;
+    case GH_UP_NEUTRAL:
+        if (was_probe)
+            up->probing = false;
+        break;
+    }
+    pthread_mutex_unlock(&up->mu);
+}
+
+const char *gh_upstream_state(struct gh_upstream *up, uint64_t now_ms)
+{
+    pthread_mutex_lock(&up->mu);
+    const char *s = up->disabled                       ? "disabled"
+                    : up->circuit == GH_CIRCUIT_OPEN &&
+                            now_ms < up->open_until_ms ? "circuit_open"
+                    : up->circuit != GH_CIRCUIT_CLOSED ? "half_open"
+                    : now_ms < up->cooldown_until_ms   ? "cooling_down"
+                                                       : "up";
+    pthread_mutex_unlock(&up->mu);
+    return s;
+}

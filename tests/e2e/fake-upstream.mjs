@@ -1,0 +1,204 @@
+// A fake OpenAI-compatible model server for the gateway's black-box tests,
+// run as its own process. Its behaviour is chosen by the model name the
+// gateway sends (the upstream_model of the upstreams file), so one fake
+// serves every scenario at once:
+//
+//   ok                    a normal answer ("Hello from fake", 3 tokens)
+//   slow-first-byte:MS    wait MS before the response head, then ok
+//   status:CODE           answer CODE with an OpenAI error body (429 adds Retry-After: 1)
+//   reset-after:N         stream N chunks, then reset the connection
+//   malformed-after:N     stream N chunks, then an event that is not JSON
+//   endless:MS            a chunk every MS until the client goes away
+//   flood                 chunks as fast as the socket takes them, until it closes
+//
+// Run:   node tests/e2e/fake-upstream.mjs   -> prints "PORT <n>" on stdout
+// Control: GET /_log -> [{id, model, stream, include_usage, start, closedAt, bytes, chunks}]
+//          POST /_reset clears the log.
+// As a module: const fake = await startFakeUpstream(); fake.url, fake.log(), fake.stop().
+import http from 'node:http';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function chunk(id, model, delta, finish = null, usage) {
+  const o = {
+    id,
+    object: 'chat.completion.chunk',
+    created: Math.floor(Date.now() / 1000),
+    model,
+    choices: [{ index: 0, delta, finish_reason: finish }],
+  };
+  if (usage !== undefined) o.usage = usage;
+  return `data: ${JSON.stringify(o)}\n\n`;
+}
+
+function serve() {
+  const log = [];
+  let seq = 0;
+  const server = http.createServer(async (req, res) => {
+    if (req.url === '/_log') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(log));
+      return;
+    }
+    if (req.url === '/_reset' && req.method === 'POST') {
+      log.length = 0;
+      res.writeHead(204).end();
+      return;
+    }
+    let body = '';
+    for await (const d of req) body += d;
+    if (req.url !== '/v1/chat/completions' || req.method !== 'POST') {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end('{"error":{"message":"not found","type":"invalid_request_error"}}');
+      return;
+    }
+    let j;
+    try {
+      j = JSON.parse(body);
+    } catch {
+      res.writeHead(400).end('{"error":{"message":"bad json"}}');
+      return;
+    }
+    const model = String(j.model || '');
+    const [mode, arg] = model.split(':');
+    const entry = {
+      id: ++seq,
+      model,
+      stream: !!j.stream,
+      include_usage: !!j.stream_options?.include_usage,
+      authorization: req.headers.authorization || null,
+      start: Date.now(),
+      closedAt: null,
+      bytes: 0,
+      chunks: 0,
+    };
+    log.push(entry);
+    res.on('close', () => {
+      entry.closedAt = Date.now();
+    });
+    const id = `chatcmpl-fake${entry.id}`;
+    const write = (s) => {
+      entry.bytes += s.length;
+      entry.chunks++;
+      return res.write(s);
+    };
+    if (mode === 'status') {
+      const code = Number(arg);
+      const h = { 'content-type': 'application/json' };
+      if (code === 429) h['retry-after'] = '1';
+      res.writeHead(code, h);
+      res.end(JSON.stringify({ error: { message: `fake says ${code}`, type: 'x', code: `fake_${code}` } }));
+      return;
+    }
+    if (mode === 'slow-first-byte') await sleep(Number(arg));
+    if (res.destroyed) return;
+    const words = ['Hello', ' from', ' fake'];
+    if (!j.stream) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          id,
+          object: 'chat.completion',
+          created: Math.floor(Date.now() / 1000),
+          model,
+          choices: [{ index: 0, message: { role: 'assistant', content: words.join('') }, finish_reason: 'stop' }],
+          usage: { prompt_tokens: 11, completion_tokens: 3, total_tokens: 14 },
+        }),
+      );
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    write(chunk(id, model, { role: 'assistant', content: '' }, null, entry.include_usage ? null : undefined));
+    if (mode === 'reset-after' || mode === 'malformed-after') {
+      for (let i = 0; i < Number(arg); i++) {
+        write(chunk(id, model, { content: ` w${i}` }));
+        await sleep(20);
+      }
+      if (mode === 'reset-after') {
+        res.socket.resetAndDestroy ? res.socket.resetAndDestroy() : res.socket.destroy();
+      } else {
+        write('data: {"id":"x","choices":[{"delta":{"content":"oops"\n\n');
+        await sleep(20);
+        res.end();
+      }
+      return;
+    }
+    if (mode === 'endless') {
+      let i = 0;
+      while (!res.destroyed && !res.writableEnded) {
+        write(chunk(id, model, { content: ` t${i++}` }));
+        await sleep(Number(arg) || 50);
+      }
+      return;
+    }
+    if (mode === 'flood') {
+      const filler = 'x'.repeat(1000);
+      let i = 0;
+      while (!res.destroyed) {
+        if (!write(chunk(id, model, { content: `${i++}${filler}` }))) {
+          await new Promise((r) => {
+            const done = () => {
+              res.off('drain', done);
+              res.off('close', done);
+              r();
+            };
+            res.on('drain', done);
+            res.on('close', done);
+          });
+        }
+      }
+      return;
+    }
+    for (const w of words) write(chunk(id, model, { content: w }));
+    write(chunk(id, model, {}, 'stop'));
+    if (entry.include_usage)
+      write(
+        `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: 1, model, choices: [], usage: { prompt_tokens: 11, completion_tokens: 3, total_tokens: 14 } })}\n\n`,
+      );
+    write('data: [DONE]\n\n');
+    res.end();
+  });
+  server.keepAliveTimeout = 30000;
+  server.listen(0, '127.0.0.1', () => {
+    process.stdout.write(`PORT ${server.address().port}\n`);
+  });
+}
+
+/** Spawns the fake in its own process; resolves when it listens. */
+export function startFakeUpstream() {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    proc.on('error', reject);
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = /PORT (\d+)/.exec(out);
+      if (m && !proc.fakeReady) {
+        proc.fakeReady = true;
+        const url = `http://127.0.0.1:${m[1]}`;
+        resolve({
+          url,
+          port: Number(m[1]),
+          async log() {
+            return (await fetch(`${url}/_log`)).json();
+          },
+          async reset() {
+            await fetch(`${url}/_reset`, { method: 'POST' });
+          },
+          stop() {
+            proc.kill('SIGKILL');
+          },
+        });
+      }
+    });
+    proc.on('exit', (code) => {
+      if (!proc.fakeReady) reject(new Error(`fake upstream exited (${code})`));
+    });
+  });
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) serve();

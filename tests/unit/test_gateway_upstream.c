@@ -1,0 +1,155 @@
+/* Unit tests of the upstream pool (gateway/upstream.h): the upstreams
+ * file, weighted choice with slots, the 429 cool-down, out of rotation
+ * after 401, and the circuit breaker with its half-open probe. */
+#include "test_util.h"
+
+#include "gateway/upstream.h"
+
+static char dir[256], path[300];
+
+static void write_file(const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static const char conf[] = "; two servers for one model\n"
+                           "[upstream a]\nmodel = m\nbase_url = http://127.0.0.1:1/v1/\n"
+                           "api_key_env = TEST_KEY\nmax_concurrent = 1\nweight = 3\n"
+                           "connect_timeout = 2s\ntimeout = 1m\n"
+                           "[upstream b]\nmodel = m\nbase_url = http://127.0.0.1:2/v1\n"
+                           "upstream_model = real-name\n";
+
+static void load(void **state)
+{
+    tu_mkdtemp(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/upstreams.ini", dir);
+    write_file(conf);
+    char *env[] = {"TEST_KEY=sk-secret", NULL};
+    struct gh_upstreams u;
+    char err[512];
+    assert_int_equal(gh_upstreams_load(path, env, &u, err, sizeof err), 0);
+    assert_int_equal(u.n, 2);
+    assert_string_equal(u.ups[0].base_url, "http://127.0.0.1:1/v1");
+    assert_string_equal(u.ups[0].api_key, "sk-secret");
+    assert_string_equal(u.ups[0].upstream_model, "m");
+    assert_string_equal(u.ups[1].upstream_model, "real-name");
+    assert_int_equal(u.ups[0].weight, 3);
+    assert_int_equal(u.ups[0].connect_timeout_ms, 2000);
+    assert_int_equal(u.ups[1].max_concurrent, 64);
+    assert_true(gh_upstreams_has_model(&u, "m"));
+    assert_false(gh_upstreams_has_model(&u, "x"));
+    gh_upstreams_dispose(&u);
+
+    /* errors name the file and line */
+    write_file("[upstream a]\nmodel = m\nbase_url = ftp://x\n");
+    assert_int_equal(gh_upstreams_load(path, env, &u, err, sizeof err), GH_EINVAL);
+    assert_non_null(strstr(err, "upstreams.ini:3:"));
+    assert_non_null(strstr(err, "base_url"));
+    write_file("[upstream a]\nmodel = m\nbase_url = http://x\napi_key_env = NOPE\n");
+    assert_int_equal(gh_upstreams_load(path, env, &u, err, sizeof err), GH_EINVAL);
+    assert_non_null(strstr(err, "NOPE"));
+    write_file("[upstream a]\nmodel = m\n");
+    assert_int_equal(gh_upstreams_load(path, env, &u, err, sizeof err), GH_EINVAL);
+    assert_non_null(strstr(err, "required"));
+    write_file("[models]\nx = y\n");
+    assert_int_equal(gh_upstreams_load(path, env, &u, err, sizeof err), GH_EINVAL);
+    assert_int_equal(gh_upstreams_load("", env, &u, err, sizeof err), 0);
+    assert_int_equal(u.n, 0);
+    tu_rmtree(dir);
+}
+
+static struct gh_upstreams pool(void)
+{
+    tu_mkdtemp(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/upstreams.ini", dir);
+    write_file(conf);
+    char *env[] = {"TEST_KEY=k", NULL};
+    struct gh_upstreams u;
+    char err[512];
+    assert_int_equal(gh_upstreams_load(path, env, &u, err, sizeof err), 0);
+    tu_rmtree(dir);
+    return u;
+}
+
+static const struct gh_breaker br = {.failures = 3, .window_ms = 10000, .open_ms = 5000,
+                                     .cooldown_ms = 2000};
+
+static void slots_and_tried(void **state)
+{
+    struct gh_upstreams u = pool();
+    /* a has one slot */
+    int first = gh_upstream_acquire(&u, "m", 0, 1000, 0); /* weight 3 of 4: a */
+    assert_int_equal(first, 0);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 0, 1000, 0), 1); /* a is full: b */
+    /* with b tried, a full: wait */
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0), GH_EBUSY);
+    assert_int_equal(gh_upstream_acquire(&u, "x", 0, 1000, 0), GH_ENOTFOUND);
+    gh_upstream_release(&u.ups[0], &br, GH_UP_SUCCESS, 0, 1000);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0), 0);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 3, 1000, 0), GH_ENOTFOUND);
+    gh_upstreams_dispose(&u);
+}
+
+static void cooldown_and_auth(void **state)
+{
+    struct gh_upstreams u = pool();
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0), 0);
+    gh_upstream_release(&u.ups[0], &br, GH_UP_RATE_LIMITED, 0, 1000);
+    assert_string_equal(gh_upstream_state(&u.ups[0], 1500), "cooling_down");
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1500, 0), GH_ENOTFOUND);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 3000, 0), 0);
+    /* the upstream's Retry-After wins over the default */
+    gh_upstream_release(&u.ups[0], &br, GH_UP_RATE_LIMITED, 30000, 3000);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 20000, 0), GH_ENOTFOUND);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 33001, 0), 0);
+    gh_upstream_release(&u.ups[0], &br, GH_UP_AUTH, 0, 34000);
+    assert_string_equal(gh_upstream_state(&u.ups[0], 1000000), "disabled");
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000000, 0), GH_ENOTFOUND);
+    gh_upstreams_dispose(&u);
+}
+
+static void breaker(void **state)
+{
+    struct gh_upstreams u = pool();
+    uint64_t now = 100000;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(gh_upstream_acquire(&u, "m", 2, now, 0), 0);
+        gh_upstream_release(&u.ups[0], &br, GH_UP_FAILURE, 0, now);
+    }
+    assert_string_equal(gh_upstream_state(&u.ups[0], now), "circuit_open");
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 4999, 0), GH_ENOTFOUND);
+    /* half-open: one probe only */
+    u.ups[0].max_concurrent = 5;
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 5000, 0), 0);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 5001, 0), GH_ENOTFOUND);
+    /* the probe fails: open again */
+    gh_upstream_release(&u.ups[0], &br, GH_UP_FAILURE, 0, now + 5002);
+    assert_string_equal(gh_upstream_state(&u.ups[0], now + 5003), "circuit_open");
+    /* the next probe succeeds: closed */
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 10003, 0), 0);
+    gh_upstream_release(&u.ups[0], &br, GH_UP_SUCCESS, 0, now + 10004);
+    assert_string_equal(gh_upstream_state(&u.ups[0], now + 10005), "up");
+    /* failures spread over more than the window do not open it */
+    now = 200000;
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(gh_upstream_acquire(&u, "m", 2, now, 0), 0);
+        gh_upstream_release(&u.ups[0], &br, GH_UP_FAILURE, 0, now);
+        now += 6000;
+    }
+    assert_string_equal(gh_upstream_state(&u.ups[0], now), "up");
+    gh_upstreams_dispose(&u);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(load),
+        cmocka_unit_test(slots_and_tried),
+        cmocka_unit_test(cooldown_and_auth),
+        cmocka_unit_test(breaker),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
