@@ -324,6 +324,11 @@ static void build_head(struct gh_http_req *req, struct gh_buf *b, int status,
         gh_buf_append_str(b, "Connection: keep-alive\r\n");
     else if (!req->keep_alive)
         gh_buf_append_str(b, "Connection: close\r\n");
+    if (req->id[0]) {
+        gh_buf_append_str(b, "x-request-id: ");
+        gh_buf_append_str(b, req->id);
+        gh_buf_append(b, "\r\n", 2);
+    }
     if (req->res_headers.len)
         gh_buf_append(b, req->res_headers.data, req->res_headers.len);
 }
@@ -707,9 +712,23 @@ static int on_headers(struct gh_http_req *req, void *data)
     return 0;
 }
 
+/* API answers carry x-request-id (as OpenAI's do): unique per process run,
+ * cheap to make, and not a secret. */
+static void assign_request_id(struct gh_http_req *req)
+{
+    if (req->id[0] || !req->path ||
+        (strncmp(req->path, "/v1/", 4) && strncmp(req->path, "/api/", 5)))
+        return;
+    struct gh_worker *w = req->worker;
+    snprintf(req->id, sizeof req->id, "req_%05llx%02x%08llx",
+             (unsigned long long)(w->srv->started_ms & 0xfffff), w->id & 0xff,
+             (unsigned long long)(++w->req_seq & 0xffffffffull));
+}
+
 static void dispatch(struct gh_conn *c, struct gh_http_req *req)
 {
     struct gh_worker *w = c->w;
+    assign_request_id(req);
     c->req = req;
     c->nreq++;
     if (c->nreq >= w->cfg->limits.requests_per_conn || w->stopping || c->eof)
@@ -761,6 +780,7 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
     req->streaming = false;
     gh_buf_reset(&req->res_headers);
     req->route = NULL; /* counted as unmatched */
+    assign_request_id(req);
     c->req = req;
     set_state(c, ST_BUSY, uv_now(&c->w->loop));
     gh_http_respond_error(req, status, NULL, "%s", msg ? msg : gh_http_reason(status));
@@ -1090,6 +1110,9 @@ void gh_conn_sweep(struct gh_worker *w, uint64_t now)
         }
     }
     uint64_t idle = cfg->limits.idle_timeout_ms;
+    unsigned f = atomic_load_explicit(&w->srv->idle_factor_milli, memory_order_relaxed);
+    if (f && f < 1000) /* shortened under pressure (the shield) */
+        idle = idle * f / 1000;
     while ((n = gh_list_first(&w->conns_idle))) {
         struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, node);
         if (now - c->since_ms < idle)
