@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
     libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libsodium-dev
     libphonenumber-dev libsqlite3-dev sqlite3 libjansson-dev libinih-dev
-    libcmocka-dev nodejs npm)
-test_pkgs=(curl procps iproute2 chromium)
-bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux)
+    libcmocka-dev)
+test_pkgs=(curl procps iproute2 chromium fonts-dejavu-core)
+bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux procps)
 
 want=("${build_pkgs[@]}")
 npm_dirs=()
@@ -23,6 +23,13 @@ for group in "${@:-build}"; do
     *) echo "deps.sh: unknown group '$group' (build, test, bench)" >&2; exit 2 ;;
     esac
 done
+
+# Node.js: any node >= 18 with npm will do. Some images ship NodeSource's
+# nodejs (which bundles npm and conflicts with Debian's npm package), so
+# look for the commands, and only install Debian's packages without them.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    want+=(nodejs npm)
+fi
 
 missing=()
 for p in "${want[@]}"; do
