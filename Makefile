@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 
-.PHONY: all build run test bench clean format deps
+.PHONY: all build run test bench bench-attack clean format deps
 
 all: build
 
@@ -28,6 +28,14 @@ bench:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 	@bench/run.sh
+
+# the attack lab: scenarios of bench/scenarios/ against gatehouse and against
+# nginx limits in front of it; writes bench/results/attack-report.md (~10 min)
+bench-attack:
+	@scripts/deps.sh bench
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@bench/attack.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) test-output
