@@ -2,9 +2,11 @@
  * (and hands `ctl` to the admin client). */
 #include "admin/admin.h"
 #include "admin/ctl.h"
+#include "admin/summary.h"
 #include "core/log.h"
 #include "core/server.h"
 #include "identity/identity.h"
+#include "identity/admin_users.h"
 #include "shield/shield.h"
 #include "gateway/gateway.h"
 #include "http/pages.h"
@@ -213,6 +215,14 @@ static int cmd_serve(int argc, char **argv)
         goto out;
     }
     if (gh_status_init(&srv)) {
+        gh_status_stop();
+        rc = 1;
+        goto out;
+    }
+    /* the operator's routes that read the subsystems above */
+    if (gh_admin_users_init(&srv) || gh_summary_init(&srv)) {
+        fprintf(stderr, "gatehouse: cannot register the admin routes\n");
+        gh_identity_dispose();
         gh_status_stop();
         rc = 1;
         goto out;

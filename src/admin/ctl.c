@@ -108,6 +108,11 @@ static void print_ok(json_t *j)
 
 static int cmd_health(struct gh_ctl *c)
 {
+    if (c->argc) {
+        fprintf(stderr, "gatehouse ctl: unexpected argument '%s'\nusage: gatehouse ctl health\n",
+                c->argv[0]);
+        return 2;
+    }
     return gh_ctl_call(c, "GET", "/healthz", NULL, print_ok);
 }
 
@@ -115,6 +120,19 @@ static int cmd_health(struct gh_ctl *c)
 static const struct ctl_cmd commands[] = {
     {"health", "health                      check that the admin API answers", cmd_health},
     /* @ctl-commands */
+    {"users find", "users find PHONE            the account of a phone number (shown masked)",
+     gh_ctl_users_find},
+    {"users show", "users show ID               one account: state, last login, sessions, keys",
+     gh_ctl_users_show},
+    {"users disable", "users disable ID            refuse sign-in; end sessions, stop keys now",
+     gh_ctl_users_disable},
+    {"users enable", "users enable ID             allow sign-in again (keys work again)",
+     gh_ctl_users_enable},
+    {"keys list", "keys list --user ID         an account's API keys, revoked ones too",
+     gh_ctl_keys_list},
+    {"keys revoke", "keys revoke ID              revoke an API key now", gh_ctl_keys_revoke},
+    {"top", "top [--watch] [--count N]   live summary: requests, refusals, queues, level",
+     gh_ctl_top},
     {"level show", "level show                  the attack level, its reason and policy preset",
      gh_ctl_level_show},
     {"level pin", "level pin normal|elevated|under_attack [--for 2h]   pin the attack level",

@@ -29,6 +29,14 @@ int gh_ctl_call(struct gh_ctl *c, const char *method, const char *path, json_t *
 /* Command implementations, one per row of the table in ctl.c. Each returns
  * an exit code (2 for a usage error, with a message on stderr). */
 /* @ctl-decls */
+/* accounts (src/identity/userctl.c) and the live summary (src/admin/topctl.c) */
+int gh_ctl_users_find(struct gh_ctl *c);
+int gh_ctl_users_show(struct gh_ctl *c);
+int gh_ctl_users_disable(struct gh_ctl *c);
+int gh_ctl_users_enable(struct gh_ctl *c);
+int gh_ctl_keys_list(struct gh_ctl *c);
+int gh_ctl_keys_revoke(struct gh_ctl *c);
+int gh_ctl_top(struct gh_ctl *c);
 /* shield (src/shield/shieldctl.c) */
 int gh_ctl_level_show(struct gh_ctl *c);
 int gh_ctl_level_pin(struct gh_ctl *c);

@@ -216,6 +216,14 @@ static const struct key_def keys[] = {
      "login_fail_ratio:0.6:0.9, distinct_prefixes:200:2000, refusal_rate:200:2000, "
      "queue_delay_ms:500:2000, loop_lag_ms:200:1000",
      "SIGNAL:ELEVATED:UNDER_ATTACK thresholds (per second, ratios 0..1, ms); 0 = unused"},
+    {"shield", "shed", T_BOOL, OFF(shield.shed), 0, 0, "true",
+     "under pressure refuse anon, then register, then login, then user (503 busy) and shorten "
+     "keep-alive idle timeouts"},
+    {"shield", "shed_queue_delay", T_DURATION, OFF(shield.shed_queue_delay_ms), 1, HOUR, "1s",
+     "password-pool queue delay that counts as pressure 1 (anon shed at 1, register 1.5, "
+     "login 2.5, user 4)"},
+    {"shield", "shed_loop_lag", T_DURATION, OFF(shield.shed_loop_lag_ms), 1, HOUR, "250ms",
+     "event-loop lag that counts as pressure 1"},
     /* @gateway-keys */
     {"gateway", "echo", T_BOOL, OFF(gateway.echo), 0, 0, "true",
      "serve the built-in `echo` model (development and tests: no network)"},

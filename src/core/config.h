@@ -114,6 +114,9 @@ struct gh_config {
         uint64_t level_interval_ms;  /* signal period of the attack level */
         unsigned level_calm_periods; /* calm periods before it falls a level */
         char *level_thresholds;      /* signal:elevated:under_attack, … */
+        bool shed;                   /* refuse classes under pressure (503 busy) */
+        uint64_t shed_queue_delay_ms; /* password-pool queue delay = pressure 1 */
+        uint64_t shed_loop_lag_ms;    /* event-loop lag = pressure 1 */
     } shield;
     /* @gateway-fields */
     struct {

@@ -119,6 +119,9 @@ struct gh_server {
     void *proxy_trusted_data;
     gh_request_filter_fn request_filter; /* public listener only */
     void *request_filter_data;
+    /* keep-alive idle timeout factor in thousandths (0 or 1000 = as
+     * configured); the shield lowers it under pressure, the sweep reads it */
+    atomic_uint idle_factor_milli;
 
     struct {
         gh_worker_init_fn init;

@@ -18,6 +18,8 @@
 #include "identity/sms.h"
 #include "identity/smssend.h"
 #include "identity/tokens.h"
+#include "shield/shield.h"
+#include "status/status.h"
 #include "store/store.h"
 
 #include <jansson.h>
@@ -38,6 +40,11 @@ static struct identity {
     struct gh_smssend *sender;
     struct gh_kvtab *fails; /* login failures per phone and per address */
     bool ready;
+    _Atomic uint64_t reg_tat_ns; /* GCRA of the registration cap (level preset) */
+    uv_timer_t policy_timer;     /* on the admin worker: pin expiry */
+    bool timer_on;
+    _Atomic uint64_t *m_policy_changes[4];
+    _Atomic uint64_t *m_reg_capped;
 } ids;
 
 /* ---- small helpers ---- */
@@ -179,6 +186,84 @@ static void respond_busy(struct gh_http_req *req, const char *what)
     uint64_t s = ceil_s(req->cfg->identity.busy_retry_ms);
     gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)s);
     gh_http_respond_error(req, 503, "busy", "%s is busy, please retry later", what);
+}
+
+/* Proof of work: when bits > 0, the body's "pow":{"challenge","nonce"}
+ * must solve a challenge of scope issued to this client's network. false
+ * after answering 403 pow_required with how to get one. */
+static bool pow_ok(struct gh_http_req *req, json_t *o, enum gh_pow_scope scope, unsigned bits)
+{
+    if (!bits)
+        return true;
+    json_t *pw = json_object_get(o, "pow");
+    const char *ch = NULL, *nonce = NULL;
+    char nbuf[32];
+    if (json_is_object(pw)) {
+        ch = json_string_value(json_object_get(pw, "challenge"));
+        json_t *n = json_object_get(pw, "nonce");
+        if (json_is_integer(n) && json_integer_value(n) >= 0) {
+            snprintf(nbuf, sizeof nbuf, "%lld", (long long)json_integer_value(n));
+            nonce = nbuf;
+        } else {
+            nonce = json_string_value(n);
+        }
+    }
+    enum gh_pow_result r = GH_POW_MALFORMED;
+    if (ch && nonce)
+        r = gh_shield_pow_verify(req, scope, bits, ch, strlen(ch), nonce, strlen(nonce));
+    if (r == GH_POW_OK)
+        return true;
+    const char *sn = gh_pow_scope_name(scope);
+    char msg[400];
+    if (!pw || json_is_null(pw))
+        snprintf(msg, sizeof msg,
+                 "proof of work required (%u bits): GET /api/pow/challenge?scope=%s, find a "
+                 "decimal nonce such that SHA-256(challenge \":\" nonce) starts with %u zero "
+                 "bits, and send \"pow\":{\"challenge\":…,\"nonce\":…} with this request",
+                 bits, sn, bits);
+    else
+        snprintf(msg, sizeof msg,
+                 "proof of work refused (%s): get a new challenge with GET "
+                 "/api/pow/challenge?scope=%s and solve it (%u bits)",
+                 gh_pow_result_name(r), sn, bits);
+    gh_http_respond_error_param(req, 403, "pow_required", "pow", msg);
+    return false;
+}
+
+/* The shield's rules keyed on the phone number, its prefix and calling
+ * code (none by default: identity's SMS budgets already cover what codes
+ * cost; operators add e.g. login:phone:10/1m). false after answering 429. */
+static bool limit_phone(struct gh_http_req *req, enum gh_class cls, const struct gh_phone *p)
+{
+    char cc[12];
+    snprintf(cc, sizeof cc, "%u", p->calling_code);
+    return gh_shield_limit_phone(req, cls, p->e164, cc);
+}
+
+/* The registration cap of the policy (a level preset): one GCRA over the
+ * whole process, burst a tenth of a minute. false after answering 503. */
+static bool register_cap_ok(struct gh_http_req *req, const struct gh_policy *pol)
+{
+    unsigned per_min = pol ? pol->register_per_minute : 0;
+    if (!per_min)
+        return true;
+    uint64_t t = 60000000000ull / per_min, tau = t * GH_MAX(per_min / 10, 1u);
+    uint64_t now = gh_now_ns(), tat = atomic_load(&ids.reg_tat_ns);
+    for (;;) {
+        uint64_t base = GH_MAX(tat, now);
+        if (base + t - now > tau) {
+            if (ids.m_reg_capped)
+                atomic_fetch_add_explicit(ids.m_reg_capped, 1, memory_order_relaxed);
+            uint64_t wait = base + t - now - tau;
+            gh_http_add_header(req, "Retry-After", "%llu",
+                               (unsigned long long)GH_MAX((wait + 999999999ull) / 1000000000ull,
+                                                          1ull));
+            gh_http_respond_error(req, 503, "busy", "%s", req->cfg->identity.msg_busy_en);
+            return false;
+        }
+        if (atomic_compare_exchange_weak(&ids.reg_tat_ns, &tat, base + t))
+            return true;
+    }
 }
 
 static void respond_json_buf(struct gh_http_req *req, int status, struct gh_buf *b)
@@ -354,7 +439,7 @@ static void fail_keys(const struct op *op, uint8_t kp[16], uint8_t ka[16])
 /* Refuses when the account waits out a back-off or the address failed too
  * often. false after answering 429. sms_only: the account's failures
  * passed the limit. */
-static bool login_allowed(struct op *op, bool *sms_only)
+static bool login_allowed(struct op *op, bool *sms_only, bool *had_failures)
 {
     struct gh_http_req *req = op->req;
     uint8_t kp[16], ka[16];
@@ -366,6 +451,7 @@ static bool login_allowed(struct op *op, bool *sms_only)
     if (p && p->v[1] > now)
         wait = p->v[1] - now;
     *sms_only = p && p->v[0] >= req->cfg->identity.sms_only_after;
+    *had_failures = (p && p->v[0] > 0) || (a && a->v[0] > 0);
     bool addr_over = a && a->v[0] >= req->cfg->identity.login_fail_per_addr;
     if (addr_over && a->expires_ms - now > wait)
         wait = a->expires_ms - now;
@@ -485,7 +571,10 @@ static void h_sms_code(struct gh_http_req *req)
                               "purpose: expected register, login or reset");
         goto out;
     }
-    if (purpose == GH_SMS_REGISTER && !policy_allows(req, &p))
+    if (purpose == GH_SMS_REGISTER &&
+        (!policy_allows(req, &p) || !pow_ok(req, o, GH_POW_SMS, gh_shield_pow_bits(GH_POW_SMS))))
+        goto out;
+    if (!limit_phone(req, req->route->cls, &p))
         goto out;
     struct gh_sms_req sr = {.e164 = p.e164,
                             .prefix = p.prefix,
@@ -516,6 +605,7 @@ static void h_sms_code(struct gh_http_req *req)
         respond_busy(req, "the SMS service");
         goto out;
     }
+    gh_shield_signal(GH_SIGNAL_SMS_SENT, 1);
     char body[64];
     int n = snprintf(body, sizeof body, "{\"sent\":true,\"retry_after\":%llu}",
                      (unsigned long long)(req->cfg->sms.cooldown_ms / 1000));
@@ -562,8 +652,10 @@ static void register_write_done(struct gh_worker *w, void *arg, int rc)
                               "password");
     else if (rc)
         respond_busy(op->req, "registration");
-    else
+    else {
+        gh_shield_signal(GH_SIGNAL_REGISTERED, 1);
         op_finish_session(op, 201);
+    }
 out:
     op_free(op);
 }
@@ -598,6 +690,7 @@ static bool check_code(struct gh_http_req *req, const char *e164, enum gh_sms_pu
                        const char *code, size_t len)
 {
     int rc = gh_sms_code_check(ids.sms, e164, p, code, len, gh_now_ms());
+    gh_shield_signal(rc == 0 ? GH_SIGNAL_VERIFY_OK : GH_SIGNAL_VERIFY_FAIL, 1);
     if (rc == 0)
         return true;
     if (rc == GH_EINVAL)
@@ -621,7 +714,13 @@ static void h_register(struct gh_http_req *req)
     if (!field_phone(req, o, &p) || !field_code(req, o, &code, &clen) ||
         !field_password(req, o, &pw, &pwlen))
         goto out;
-    if (!policy_allows(req, &p))
+    /* cheapest refusals first, and all of them before the code is spent:
+     * policy, proof of work, phone-keyed rules, the level's registration
+     * cap, admission to the password pool */
+    if (!policy_allows(req, &p) ||
+        !pow_ok(req, o, GH_POW_REGISTER, gh_shield_pow_bits(GH_POW_REGISTER)) ||
+        !limit_phone(req, GH_CLASS_REGISTER, &p) ||
+        !register_cap_ok(req, gh_policy_current()) || !gh_shield_admit(req, GH_CLASS_REGISTER))
         goto out;
     if (!check_code(req, p.e164, GH_SMS_REGISTER, code, clen))
         goto out;
@@ -647,7 +746,9 @@ static int login_read_fn(struct gh_store_conn *c, void *arg)
 {
     struct op *op = arg;
     int rc = gh_store_user_by_phone(c, op->phone_hash, &op->user);
-    op->found = rc == 0;
+    /* a disabled account signs in like an unknown number: the same dummy
+     * verification, the same generic failure (no enumeration) */
+    op->found = rc == 0 && !op->user.disabled_ms;
     return rc == GH_ENOTFOUND ? 0 : rc;
 }
 
@@ -718,6 +819,7 @@ static void op_free_done(struct gh_worker *w, void *arg, int rc)
 
 static void login_failed(struct op *op)
 {
+    gh_shield_signal(GH_SIGNAL_LOGIN_FAIL, 1);
     login_failed_mem(op);
     login_fail_answer(op->req, false);
     op->req = NULL; /* answered: the write below only records the failure */
@@ -727,6 +829,7 @@ static void login_failed(struct op *op)
 
 static void login_succeeded(struct gh_worker *w, struct op *op)
 {
+    gh_shield_signal(GH_SIGNAL_LOGIN_OK, 1);
     login_succeeded_mem(op);
     op_new_session(op);
     if (gh_store_write(ids.store, login_ok_fn, op, w, login_ok_done)) {
@@ -810,7 +913,17 @@ static void h_login(struct gh_http_req *req)
         goto out;
     }
     bool sms_only = false;
-    if (!login_allowed(op, &sms_only)) {
+    bool had_failures = false;
+    if (!login_allowed(op, &sms_only, &had_failures)) {
+        op_free(op);
+        goto out;
+    }
+    /* after recent failures of the account or the address: proof of work
+     * (scope login) when the attack level's preset asks for it; then
+     * phone-keyed shield rules, then admission to the password pool */
+    if ((had_failures && !pow_ok(req, o, GH_POW_LOGIN, gh_shield_pow_bits(GH_POW_LOGIN))) ||
+        !limit_phone(req, GH_CLASS_LOGIN, &p) ||
+        (!by_code && !gh_shield_admit(req, GH_CLASS_LOGIN))) {
         op_free(op);
         goto out;
     }
@@ -905,6 +1018,9 @@ static void h_reset(struct gh_http_req *req)
     size_t clen, pwlen;
     if (!field_phone(req, o, &p) || !field_code(req, o, &code, &clen) ||
         !field_password(req, o, &pw, &pwlen))
+        goto out;
+    if (!limit_phone(req, GH_CLASS_LOGIN, &p) ||
+        !gh_shield_admit(req, GH_CLASS_LOGIN))
         goto out;
     if (!check_code(req, p.e164, GH_SMS_RESET, code, clen))
         goto out;
@@ -1439,6 +1555,137 @@ static void h_admin_policy_put(struct gh_http_req *req)
     }
 }
 
+/* ---- the attack level, the effective policy and who hears of it ---- */
+
+static enum gh_component_status reg_component(enum gh_policy_mode m)
+{
+    switch (m) {
+    case GH_POLICY_OPEN:
+        return GH_STATUS_OPERATIONAL;
+    case GH_POLICY_RESTRICTED:
+        return GH_STATUS_DEGRADED_PERFORMANCE;
+    case GH_POLICY_BUSY:
+        return GH_STATUS_PARTIAL_OUTAGE;
+    case GH_POLICY_CLOSED:
+        return GH_STATUS_MAJOR_OUTAGE;
+    }
+    return GH_STATUS_OPERATIONAL;
+}
+
+static void report_component(const struct gh_policy *p)
+{
+    char reason[96];
+    snprintf(reason, sizeof reason, "registration policy %s (%s)", gh_policy_mode_name(p->mode),
+             p->source);
+    gh_status_component_auto("registration", reg_component(p->mode), reason);
+}
+
+static const char *const change_whys[] = {"operator", "operator (temporary)", "level", "expired"};
+
+/* Every change of the effective policy: status page, metrics, log, and
+ * the audit trail (operator changes are audited by their handler, in the
+ * same transaction as the stored policy). */
+static void on_policy(const struct gh_policy *eff, const char *why, void *data)
+{
+    (void)data;
+    if (!eff)
+        return;
+    report_component(eff);
+    for (size_t i = 0; i < GH_ARRAY_LEN(change_whys); i++)
+        if (!strcmp(why, change_whys[i]) && ids.m_policy_changes[i])
+            atomic_fetch_add_explicit(ids.m_policy_changes[i], 1, memory_order_relaxed);
+    gh_log(GH_LOG_WARN, "policy_changed",
+           "registration policy now %s, pow %u bits, cap %u/min, source %s (%s)",
+           gh_policy_mode_name(eff->mode), eff->pow_bits, eff->register_per_minute, eff->source,
+           why);
+    if (strncmp(why, "operator", 8) != 0 && ids.store) {
+        char d[256];
+        snprintf(d, sizeof d,
+                 "{\"mode\":\"%s\",\"pow_bits\":%u,\"register_per_minute\":%u,\"source\":\"%s\","
+                 "\"why\":\"%s\"}",
+                 gh_policy_mode_name(eff->mode), eff->pow_bits, eff->register_per_minute,
+                 eff->source, why);
+        gh_audit_queue(ids.store, "policy_changed", 0, d);
+    }
+}
+
+/* The preset of level as the policy's overlay. */
+static void level_overlay(enum gh_level lv)
+{
+    struct gh_level_policy lp;
+    gh_shield_level_policy(lv, &lp);
+    struct gh_policy_overlay o;
+    memset(&o, 0, sizeof o);
+    o.mode = lp.mode == GH_REG_RESTRICTED ? GH_POLICY_RESTRICTED
+             : lp.mode == GH_REG_BUSY     ? GH_POLICY_BUSY
+             : lp.mode == GH_REG_CLOSED   ? GH_POLICY_CLOSED
+                                          : GH_POLICY_OPEN;
+    snprintf(o.regions, sizeof o.regions, "%s", lp.regions ? lp.regions : "");
+    o.pow_bits = lp.pow_bits;
+    o.register_per_minute = lp.register_per_minute;
+    snprintf(o.level, sizeof o.level, "%s", gh_level_name(lv));
+    gh_policy_set_overlay(&o);
+}
+
+static void on_level(enum gh_level from, enum gh_level to, const char *reason, void *data)
+{
+    (void)data;
+    level_overlay(to);
+    if (!ids.store)
+        return;
+    struct gh_buf d;
+    gh_buf_init(&d, 512);
+    gh_buf_printf(&d, "{\"from\":\"%s\",\"to\":\"%s\",\"reason\":\"", gh_level_name(from),
+                  gh_level_name(to));
+    gh_buf_append_json_str(&d, reason ? reason : "", reason ? strlen(reason) : 0);
+    gh_buf_append_str(&d, "\"}");
+    gh_audit_queue(ids.store, "attack_level", 0, d.data);
+    gh_buf_dispose(&d);
+}
+
+static uint64_t pool_delay(enum gh_class cls, void *data)
+{
+    (void)data;
+    if (!ids.pool)
+        return 0;
+    if (cls == GH_CLASS_LOGIN)
+        return gh_pwpool_delay_ms(ids.pool, GH_PW_LOGIN, gh_now_ms());
+    if (cls == GH_CLASS_REGISTER)
+        return gh_pwpool_delay_ms(ids.pool, GH_PW_REGISTER, gh_now_ms());
+    return 0;
+}
+
+static void on_policy_timer(uv_timer_t *t)
+{
+    (void)t;
+    gh_policy_tick();
+}
+
+static int id_worker_init(struct gh_worker *w, void *data)
+{
+    (void)data;
+    if (!w->admin)
+        return 0;
+    /* every subsystem is up: the status page hears the policy once */
+    const struct gh_policy *p = gh_policy_current();
+    if (p)
+        report_component(p);
+    int rc = uv_timer_init(&w->loop, &ids.policy_timer);
+    if (!rc)
+        rc = uv_timer_start(&ids.policy_timer, on_policy_timer, 1000, 1000);
+    ids.timer_on = rc == 0;
+    return rc;
+}
+
+static void id_worker_dispose(struct gh_worker *w, void *data)
+{
+    (void)data;
+    if (w->admin && ids.timer_on) {
+        uv_close((uv_handle_t *)&ids.policy_timer, NULL);
+        ids.timer_on = false;
+    }
+}
+
 /* ---- start and stop ---- */
 
 static void load_session(const struct gh_store_session *s, void *arg)
@@ -1530,6 +1777,22 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
     gh_buf_dispose(&la.policy);
     if (rc)
         return rc;
+    /* the attack level's preset over the standing policy, then every
+     * change from here on is heard */
+    level_overlay(gh_shield_level());
+    gh_policy_set_listener(on_policy, NULL);
+    for (size_t i = 0; i < GH_ARRAY_LEN(change_whys); i++) {
+        static const char *const label[] = {"operator", "operator_temporary", "level",
+                                            "expired"};
+        char labels[64];
+        snprintf(labels, sizeof labels, "why=\"%s\"", label[i]);
+        ids.m_policy_changes[i] = gh_metrics_counter(
+            "gh_identity_policy_changes_total", labels,
+            "changes of the effective registration policy, by cause");
+    }
+    ids.m_reg_capped = gh_metrics_counter(
+        "gh_identity_register_capped_total", "",
+        "registrations refused 503 by the attack level's registration cap");
     gh_log(GH_LOG_INFO, "identity_loaded", "%u sessions and keys cached; policy %s",
            gh_tokens_count(), gh_policy_mode_name(gh_policy_current()->mode));
     rc = gh_pwpool_new(cfg->identity.hash_threads, cfg->identity.hash_queue_max,
@@ -1593,8 +1856,26 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
     }
     a1->cls = a2->cls = GH_CLASS_OPS;
     a2->body_max = 16384;
+    /* the shield: level changes become policy presets, the pool's queue
+     * delay feeds the shedding (both absent when the shield is not up) */
+    gh_shield_subscribe_level(on_level, NULL);
+    gh_shield_watch_queue(pool_delay, NULL);
+    if (gh_server_add_worker_hook(srv, id_worker_init, id_worker_dispose, NULL)) {
+        gh_buf_printf(err, "identity: too many worker hooks");
+        return GH_ETOOBIG;
+    }
     ids.ready = true;
     return 0;
+}
+
+struct gh_store *gh_identity_store(void)
+{
+    return ids.store;
+}
+
+struct gh_pwpool *gh_identity_pwpool(void)
+{
+    return ids.pool;
 }
 
 void gh_identity_dispose(void)

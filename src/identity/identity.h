@@ -10,6 +10,15 @@
 
 #include "core/server.h"
 
+struct gh_store;
+struct gh_pwpool;
+
 /* 0, or a negative code with a message in err. */
 int gh_identity_init(struct gh_server *srv, struct gh_buf *err);
 void gh_identity_dispose(void);
+
+/* The subsystem's store and password pool, for its other modules (the
+ * admin user routes, the live summary). NULL before gh_identity_init and
+ * after gh_identity_dispose; any thread in between. */
+struct gh_store *gh_identity_store(void);
+struct gh_pwpool *gh_identity_pwpool(void);

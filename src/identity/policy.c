@@ -18,9 +18,20 @@ struct retired {
     uint64_t at_ms;
 };
 
+/* cur is what readers see: a pinned operator policy (until_ms set) or
+ * composed; composed = standing ⊕ overlay, what an expired pin falls back
+ * to. standing and every replaced struct are private to the mutex;
+ * replaced published structs are retired (freed a minute later). */
 static struct {
     _Atomic(struct gh_policy *) cur;
-    pthread_mutex_t mu; /* installs and the retired list */
+    _Atomic(struct gh_policy *) composed;
+    pthread_mutex_t mu; /* changes, the standing policy, the retired list */
+    struct gh_policy *standing;
+    struct gh_policy_overlay ov;
+    bool has_ov;
+    struct gh_config *cfg; /* message templates (a reference) */
+    gh_policy_listener_fn listener;
+    void *listener_data;
     struct retired *retired;
 } pol = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -251,7 +262,140 @@ static struct gh_policy *from_config(const struct gh_config *cfg)
     default_msgs(p, cfg);
     p->set_ms = gh_wall_ms();
     p->retry_after_s = GH_MAX(cfg->identity.busy_retry_ms / 1000, 1ull);
+    snprintf(p->source, sizeof p->source, "config");
     return p;
+}
+
+/* Puts p on the retired list (freed RETIRE_MS later) and frees what
+ * was retired long enough ago. Under pol.mu. */
+static void retire_locked(struct gh_policy *p, uint64_t now)
+{
+    for (struct retired **pp = &pol.retired; *pp;) {
+        struct retired *r = *pp;
+        if (now >= r->at_ms + RETIRE_MS) {
+            *pp = r->next;
+            gh_policy_free(r->p);
+            free(r);
+        } else {
+            pp = &r->next;
+        }
+    }
+    if (!p)
+        return;
+    struct retired *r = malloc(sizeof *r);
+    if (r) {
+        r->p = p;
+        r->at_ms = now;
+        r->next = pol.retired;
+        pol.retired = r;
+    } /* else: leak one small struct rather than free it under a reader */
+}
+
+/* The regions of a "CN,HK" list into p (restricted). */
+static void regions_from_list(struct gh_policy *p, const char *r)
+{
+    p->nregions = 0;
+    while (r && *r) {
+        const char *end = strchr(r, ',');
+        size_t len = end ? (size_t)(end - r) : strlen(r);
+        while (len && *r == ' ') {
+            r++;
+            len--;
+        }
+        while (len && r[len - 1] == ' ')
+            len--;
+        if (len)
+            add_region(p, r, len);
+        r = end ? end + 1 : r + strlen(r);
+    }
+}
+
+/* standing ⊕ overlay: the overlay never loosens the standing policy. */
+static struct gh_policy *compose_locked(void)
+{
+    const struct gh_policy *b = pol.standing;
+    struct gh_policy *c = policy_copy(b);
+    if (!c)
+        return NULL;
+    c->until_ms = 0;
+    if (!pol.has_ov)
+        return c;
+    const struct gh_policy_overlay *o = &pol.ov;
+    bool changed = false;
+    if (o->mode > c->mode) {
+        c->mode = o->mode;
+        changed = true;
+        if (c->mode == GH_POLICY_RESTRICTED) {
+            regions_from_list(c, o->regions);
+            if (!c->nregions)
+                add_region(c, "CN", 2);
+        }
+    } else if (o->mode == GH_POLICY_RESTRICTED && c->mode == GH_POLICY_RESTRICTED) {
+        /* both restrict: the regions both allow (the standing ones when
+         * they have none in common: the operator chose them) */
+        struct gh_policy tmp = {.mode = GH_POLICY_RESTRICTED};
+        regions_from_list(&tmp, o->regions);
+        unsigned n = 0;
+        for (unsigned i = 0; i < c->nregions; i++)
+            for (unsigned j = 0; j < tmp.nregions; j++)
+                if (!strcmp(c->regions[i], tmp.regions[j]))
+                    memcpy(tmp.regions[GH_POLICY_REGIONS_MAX - 1 - n++], c->regions[i], 4);
+        if (n && n != c->nregions) {
+            for (unsigned i = 0; i < n; i++)
+                memcpy(c->regions[i], tmp.regions[GH_POLICY_REGIONS_MAX - 1 - i], 4);
+            c->nregions = n;
+            changed = true;
+        }
+    }
+    c->pow_bits = GH_MAX(c->pow_bits, o->pow_bits);
+    if (o->register_per_minute &&
+        (!c->register_per_minute || o->register_per_minute < c->register_per_minute))
+        c->register_per_minute = o->register_per_minute;
+    if (changed && pol.cfg) {
+        c->custom_msg = false;
+        default_msgs(c, pol.cfg);
+    }
+    if (o->mode != GH_POLICY_OPEN || o->pow_bits > b->pow_bits || o->register_per_minute)
+        snprintf(c->source, sizeof c->source, "level %s", o->level);
+    return c;
+}
+
+static bool pinned(const struct gh_policy *p, uint64_t now)
+{
+    return p && p->until_ms && now < p->until_ms;
+}
+
+/* Rebuilds composed from standing and the overlay; makes it current
+ * unless an operator pin is in force. Returns true when cur changed.
+ * Under pol.mu. */
+static bool recompose_locked(uint64_t now, bool end_pin)
+{
+    struct gh_policy *c = compose_locked();
+    if (!c)
+        return false;
+    struct gh_policy *oldc = atomic_exchange(&pol.composed, c);
+    struct gh_policy *cur = atomic_load(&pol.cur);
+    bool swap = end_pin || !pinned(cur, now);
+    /* the same rules as before (a preset that asks nothing more) is no change */
+    bool same = cur == oldc && oldc && oldc->mode == c->mode && oldc->pow_bits == c->pow_bits &&
+                oldc->register_per_minute == c->register_per_minute &&
+                oldc->nregions == c->nregions &&
+                !memcmp(oldc->regions, c->regions, sizeof c->regions) &&
+                !strcmp(oldc->msg_en, c->msg_en);
+    if (swap) {
+        atomic_store_explicit(&pol.cur, c, memory_order_release);
+        if (cur && cur != oldc)
+            retire_locked(cur, now);
+    }
+    retire_locked(oldc, now);
+    return swap && !same;
+}
+
+static void notify(const char *why)
+{
+    gh_policy_listener_fn fn = pol.listener;
+    if (fn)
+        fn(gh_policy_current(), why, pol.listener_data);
 }
 
 int gh_policy_init(const struct gh_config *cfg, const char *stored)
@@ -266,33 +410,76 @@ int gh_policy_init(const struct gh_config *cfg, const char *stored)
         else
             gh_policy_free(q);
         json_decref(o);
+        if (p)
+            snprintf(p->source, sizeof p->source, "operator");
     }
     if (!p)
         p = from_config(cfg);
     if (!p)
         return GH_ENOMEM;
-    atomic_store(&pol.cur, p);
+    pthread_mutex_lock(&pol.mu);
+    pol.cfg = gh_config_ref((struct gh_config *)cfg);
+    uint64_t now = gh_wall_ms();
+    struct gh_policy *pin = NULL;
+    if (p->until_ms && p->fallback) { /* a stored pin: its fallback is the standing one */
+        pol.standing = p->fallback;
+        snprintf(pol.standing->source, sizeof pol.standing->source, "operator");
+        p->fallback = policy_copy(pol.standing);
+        if (p->fallback)
+            p->fallback->fallback = NULL;
+        pin = p;
+    } else {
+        p->until_ms = 0;
+        gh_policy_free(p->fallback);
+        p->fallback = NULL;
+        pol.standing = p;
+    }
+    struct gh_policy *c = compose_locked();
+    if (!c) {
+        pthread_mutex_unlock(&pol.mu);
+        return GH_ENOMEM;
+    }
+    atomic_store(&pol.composed, c);
+    if (pin && pinned(pin, now)) {
+        atomic_store(&pol.cur, pin);
+    } else {
+        gh_policy_free(pin);
+        atomic_store(&pol.cur, c);
+    }
+    pthread_mutex_unlock(&pol.mu);
     return 0;
 }
 
 void gh_policy_dispose(void)
 {
     pthread_mutex_lock(&pol.mu);
-    gh_policy_free(atomic_exchange(&pol.cur, NULL));
+    struct gh_policy *cur = atomic_exchange(&pol.cur, NULL);
+    struct gh_policy *c = atomic_exchange(&pol.composed, NULL);
+    if (cur != c)
+        gh_policy_free(cur);
+    gh_policy_free(c);
+    gh_policy_free(pol.standing);
+    pol.standing = NULL;
+    pol.has_ov = false;
     while (pol.retired) {
         struct retired *r = pol.retired;
         pol.retired = r->next;
         gh_policy_free(r->p);
         free(r);
     }
+    gh_config_unref(pol.cfg);
+    pol.cfg = NULL;
+    pol.listener = NULL;
     pthread_mutex_unlock(&pol.mu);
 }
 
 const struct gh_policy *gh_policy_current(void)
 {
     const struct gh_policy *p = atomic_load_explicit(&pol.cur, memory_order_acquire);
-    if (p && p->until_ms && p->fallback && gh_wall_ms() >= p->until_ms)
-        return p->fallback;
+    if (p && p->until_ms && gh_wall_ms() >= p->until_ms) {
+        const struct gh_policy *c = atomic_load_explicit(&pol.composed, memory_order_acquire);
+        return c ? c : p;
+    }
     return p;
 }
 
@@ -327,36 +514,79 @@ void gh_policy_install(struct gh_policy *p)
 {
     pthread_mutex_lock(&pol.mu);
     uint64_t now = gh_wall_ms();
+    const char *why;
+    gh_policy_free(p->fallback);
+    p->fallback = NULL;
     if (p->until_ms) {
-        /* fall back to what is in force now, without its own expiry */
-        const struct gh_policy *eff = gh_policy_current();
-        if (eff) {
-            p->fallback = policy_copy(eff);
+        /* a pin: shown with the standing policy it falls back to */
+        snprintf(p->source, sizeof p->source, "operator (temporary)");
+        if (pol.standing) {
+            p->fallback = policy_copy(pol.standing);
             if (p->fallback)
                 p->fallback->until_ms = 0;
         }
+        struct gh_policy *old = atomic_exchange_explicit(&pol.cur, p, memory_order_acq_rel);
+        if (old && old != atomic_load(&pol.composed))
+            retire_locked(old, now);
+        why = "operator (temporary)";
+    } else {
+        /* the new standing policy; p stays valid for the caller (retired,
+         * never freed at once, when replaced) */
+        snprintf(p->source, sizeof p->source, "operator");
+        retire_locked(pol.standing, now);
+        pol.standing = p;
+        recompose_locked(now, true); /* a new standing policy ends a pin */
+        why = "operator";
     }
-    struct gh_policy *old = atomic_exchange_explicit(&pol.cur, p, memory_order_acq_rel);
-    /* free what was retired long enough ago, then retire old */
-    for (struct retired **pp = &pol.retired; *pp;) {
-        struct retired *r = *pp;
-        if (now >= r->at_ms + RETIRE_MS) {
-            *pp = r->next;
-            gh_policy_free(r->p);
-            free(r);
-        } else {
-            pp = &r->next;
-        }
+    pthread_mutex_unlock(&pol.mu);
+    notify(why);
+}
+
+void gh_policy_set_overlay(const struct gh_policy_overlay *o)
+{
+    struct gh_policy_overlay keep;
+    memset(&keep, 0, sizeof keep);
+    if (o) {
+        keep.mode = o->mode;
+        keep.pow_bits = o->pow_bits;
+        keep.register_per_minute = o->register_per_minute;
+        snprintf(keep.regions, sizeof keep.regions, "%s", o->regions);
+        snprintf(keep.level, sizeof keep.level, "%s", o->level);
     }
-    if (old) {
-        struct retired *r = malloc(sizeof *r);
-        if (r) {
-            r->p = old;
-            r->at_ms = now;
-            r->next = pol.retired;
-            pol.retired = r;
-        } /* else: leak one small struct rather than free it under a reader */
+    pthread_mutex_lock(&pol.mu);
+    if (!pol.standing || (o ? pol.has_ov && !memcmp(&pol.ov, &keep, sizeof keep) : !pol.has_ov)) {
+        pthread_mutex_unlock(&pol.mu);
+        return;
     }
+    pol.ov = keep;
+    pol.has_ov = o != NULL;
+    bool changed = recompose_locked(gh_wall_ms(), false);
+    pthread_mutex_unlock(&pol.mu);
+    if (changed)
+        notify("level");
+}
+
+void gh_policy_tick(void)
+{
+    pthread_mutex_lock(&pol.mu);
+    uint64_t now = gh_wall_ms();
+    struct gh_policy *cur = atomic_load(&pol.cur);
+    struct gh_policy *c = atomic_load(&pol.composed);
+    bool expired = cur && c && cur != c && cur->until_ms && now >= cur->until_ms;
+    if (expired) {
+        atomic_store_explicit(&pol.cur, c, memory_order_release);
+        retire_locked(cur, now);
+    }
+    pthread_mutex_unlock(&pol.mu);
+    if (expired)
+        notify("expired");
+}
+
+void gh_policy_set_listener(gh_policy_listener_fn fn, void *data)
+{
+    pthread_mutex_lock(&pol.mu);
+    pol.listener = fn;
+    pol.listener_data = data;
     pthread_mutex_unlock(&pol.mu);
 }
 
@@ -385,6 +615,9 @@ static int render_one(const struct gh_policy *p, bool full, struct gh_buf *b)
         rc = gh_buf_printf(b, ",\"custom_message\":%s,\"set_ms\":%llu,\"set_at\":\"%s\"",
                            p->custom_msg ? "true" : "false", (unsigned long long)p->set_ms,
                            gh_time_rfc3339(p->set_ms, ts, sizeof ts));
+        if (!rc)
+            rc = gh_buf_printf(b, ",\"register_per_minute\":%u,\"source\":\"%s\"",
+                               p->register_per_minute, p->source);
         if (!rc && p->until_ms)
             rc = gh_buf_printf(b, ",\"until_ms\":%llu,\"until\":\"%s\"",
                                (unsigned long long)p->until_ms,

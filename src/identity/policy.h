@@ -4,8 +4,17 @@
  * policy is an immutable struct behind an atomic pointer: readers on any
  * thread get it with one load, a change swaps the pointer (main or admin
  * thread), and replaced policies are freed a minute later, long after any
- * reader let go (readers keep the pointer only within one callback). A
- * policy set "for" a duration falls back by itself to the one before. */
+ * reader let go (readers keep the pointer only within one callback).
+ *
+ * Three layers make the effective policy, the first present wins:
+ *  1. an operator policy set "for" a duration (a pin): in force until it
+ *     expires, then the layers below apply again;
+ *  2. the attack level's preset (gh_policy_set_overlay), applied over the
+ *     standing policy and never loosening it: the stricter mode, the
+ *     larger pow_bits, the regions both allow, the registration cap;
+ *  3. the standing policy: the configured default (identity.policy …), or
+ *     what an operator set without a duration (persisted).
+ * Every change of the effective policy calls the listener. */
 #pragma once
 
 #include "core/buf.h"
@@ -28,8 +37,24 @@ struct gh_policy {
     uint64_t set_ms;               /* wall clock of the change */
     uint64_t until_ms;             /* wall clock; 0 = until changed */
     uint64_t retry_after_s;        /* of busy answers */
-    struct gh_policy *fallback;    /* in force after until_ms (owned) */
+    unsigned register_per_minute;  /* registration cap (level preset); 0 = none */
+    char source[32];               /* "config", "operator", "level elevated" */
+    struct gh_policy *fallback;    /* the standing policy, shown after until_ms (owned) */
 };
+
+/* What an attack level asks of registration (the shield's presets). */
+struct gh_policy_overlay {
+    enum gh_policy_mode mode;
+    char regions[256]; /* "CN,HK" for restricted */
+    unsigned pow_bits;
+    unsigned register_per_minute;
+    char level[16]; /* its name, for the source and the audit */
+};
+
+/* Called after the effective policy changed (why: "operator", "operator
+ * (temporary)", "level", "expired"), outside the module's lock, on the
+ * thread that changed it. */
+typedef void (*gh_policy_listener_fn)(const struct gh_policy *eff, const char *why, void *data);
 
 /* Installs the first policy: the stored JSON (from a previous run) when
  * given and valid, else the one configured in cfg (identity.policy …).
@@ -48,9 +73,19 @@ const struct gh_policy *gh_policy_current(void);
  * naming the field. */
 int gh_policy_parse(const char *json, size_t len, const struct gh_config *cfg,
                     struct gh_policy **out, const char **why);
-/* Makes p current (taking ownership). A temporary p falls back to the
- * policy in force before it. One thread at a time (admin). */
+/* Makes p current (taking ownership). A temporary p (until_ms) pins it
+ * until then; a permanent one becomes the standing policy. Any thread
+ * (serialised inside); p stays valid until the caller's callback returns. */
 void gh_policy_install(struct gh_policy *p);
+/* Applies an attack level's preset over the standing policy (NULL:
+ * none). A pinned operator policy stays in force. Any thread. */
+void gh_policy_set_overlay(const struct gh_policy_overlay *o);
+/* Ends an expired pin now so the listener hears of it (call every
+ * second). Any thread. */
+void gh_policy_tick(void);
+/* One listener (identity: status page, audit, metrics). Before the
+ * workers start. */
+void gh_policy_set_listener(gh_policy_listener_fn fn, void *data);
 void gh_policy_free(struct gh_policy *p);
 
 /* The public JSON of /api/policy: {mode, allowed_regions, pow_bits,

@@ -18,6 +18,7 @@ struct pjob {
     void *arg;
     struct gh_worker *w;
     uint64_t deadline_ms;
+    uint64_t enq_ms;
     int rc;
 };
 
@@ -150,7 +151,8 @@ int gh_pwpool_submit(struct gh_pwpool *p, enum gh_pw_prio prio, gh_pwpool_fn fn,
     j->done = done;
     j->arg = arg;
     j->w = w;
-    j->deadline_ms = gh_now_ms() + p->deadline_ms;
+    j->enq_ms = gh_now_ms();
+    j->deadline_ms = j->enq_ms + p->deadline_ms;
     pthread_mutex_lock(&p->mu);
     if (p->stopping || p->q[prio].n >= p->queue_max) {
         pthread_mutex_unlock(&p->mu);
@@ -174,6 +176,17 @@ unsigned gh_pwpool_queued(struct gh_pwpool *p, enum gh_pw_prio prio)
     unsigned n = (unsigned)prio < GH_PW_NPRIO ? p->q[prio].n : 0;
     pthread_mutex_unlock(&p->mu);
     return n;
+}
+
+uint64_t gh_pwpool_delay_ms(struct gh_pwpool *p, enum gh_pw_prio prio, uint64_t now_ms)
+{
+    if ((unsigned)prio >= GH_PW_NPRIO)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    const struct pjob *j = p->q[prio].head;
+    uint64_t d = j && now_ms > j->enq_ms ? now_ms - j->enq_ms : 0;
+    pthread_mutex_unlock(&p->mu);
+    return d;
 }
 
 unsigned gh_pwpool_threads(struct gh_pwpool *p)

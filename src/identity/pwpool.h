@@ -32,6 +32,9 @@ void gh_pwpool_free(struct gh_pwpool *p);
 int gh_pwpool_submit(struct gh_pwpool *p, enum gh_pw_prio prio, gh_pwpool_fn fn, void *arg,
                      struct gh_worker *w, gh_pwpool_done_fn done);
 
+/* How long the oldest job waiting at prio has waited (ms; 0 when none):
+ * the queue-delay signal the shield sheds on. Any thread. */
+uint64_t gh_pwpool_delay_ms(struct gh_pwpool *p, enum gh_pw_prio prio, uint64_t now_ms);
 /* Jobs waiting at prio. */
 unsigned gh_pwpool_queued(struct gh_pwpool *p, enum gh_pw_prio prio);
 /* The pool's thread count. */

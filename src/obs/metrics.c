@@ -169,3 +169,16 @@ void gh_metrics_render_registry(struct gh_buf *out)
     }
     pthread_mutex_unlock(&R.mu);
 }
+
+void gh_metrics_each(gh_metrics_each_fn fn, void *data)
+{
+    pthread_mutex_lock(&R.mu);
+    unsigned n = atomic_load(&R.n);
+    for (unsigned i = 0; i < n; i++) {
+        struct entry *e = &R.e[i];
+        double v = e->kind == K_FUNC ? (e->fn ? e->fn(e->data) : 0.0)
+                                     : (double)atomic_load(&e->value);
+        fn(e->name, e->labels, v, data);
+    }
+    pthread_mutex_unlock(&R.mu);
+}

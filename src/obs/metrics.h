@@ -64,3 +64,9 @@ int gh_metrics_gauge_func(const char *name, const char *labels, const char *help
                           gh_metrics_gauge_fn fn, void *data);
 /* Writes every registered metric. */
 void gh_metrics_render_registry(struct gh_buf *out);
+/* Calls fn for every registered metric with its value now (gauge
+ * functions computed), in registration order, under the registry's lock:
+ * fn must not register metrics. Any thread (the admin summary). */
+typedef void (*gh_metrics_each_fn)(const char *name, const char *labels, double value,
+                                   void *data);
+void gh_metrics_each(gh_metrics_each_fn fn, void *data);

@@ -11,6 +11,7 @@
 #include "shield/ipset.h"
 #include "shield/limiter.h"
 #include "shield/proxy.h"
+#include "status/status.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -22,6 +23,9 @@
 
 #define PREFIX_BITS 4096 /* linear-counting bitmap of registration prefixes */
 #define RETIRED_MAX 64
+#define QUEUES_MAX  4
+#define SHED_EVERY_MS 50
+#define SHED_RETRY_S  5
 
 struct gh_shield {
     struct gh_server *srv;
@@ -56,6 +60,24 @@ struct gh_shield {
     _Atomic uint64_t *m_limited[GH_NCLASSES];
     _Atomic uint64_t *m_blocked_xff, *m_evictions, *m_pow[GH_POW_BUSY + 1];
     _Atomic uint64_t *m_sig_register, *m_sig_prefixes;
+
+    /* shedding: targets (set at init and reload), the last evaluation */
+    atomic_bool shed_on;
+    _Atomic uint64_t shed_queue_ms, shed_lag_ms;
+    atomic_uint max_conns;
+    _Atomic uint64_t shed_eval_ms;
+    atomic_uint shed_general; /* bit per class refused by the request filter */
+    atomic_uint shed_admit;   /* bit per class refused before its queue */
+    _Atomic uint64_t shed_pressure_milli;
+    atomic_uint shed_idle_milli;
+    _Atomic uint64_t queue_delay_max_ms; /* the period's worst, for the level */
+    struct {
+        gh_shield_queue_delay_fn fn;
+        void *data;
+    } queues[QUEUES_MAX];
+    unsigned nqueues;
+    _Atomic uint64_t *m_shed[GH_NCLASSES];
+    _Atomic uint64_t *m_pressure, *m_idle_factor;
 };
 
 /* The process's shield (see shield.h): set once by init, cleared by dispose. */
@@ -264,6 +286,7 @@ static void feed_level(struct gh_shield *sh, uint64_t now)
     s.distinct_prefixes = zero ? -(double)PREFIX_BITS * log((double)zero / PREFIX_BITS)
                                : (double)PREFIX_BITS * log((double)PREFIX_BITS);
     s.refusal_rate = take(&sh->refusals) / dt;
+    s.queue_delay_ms = (double)atomic_exchange(&sh->queue_delay_max_ms, 0);
     uint64_t lag_us = 0;
     for (unsigned i = 0; i < sh->srv->nworkers; i++)
         lag_us = GH_MAX(lag_us, GH_STAT_GET(&sh->srv->workers[i].stats.loop_lag_us));
@@ -280,11 +303,20 @@ static void on_timer(uv_timer_t *t)
     feed_level(t->data, gh_now_ms());
 }
 
+static void level_to_status(enum gh_level from, enum gh_level to, const char *reason,
+                            void *data)
+{
+    (void)from, (void)reason, (void)data;
+    gh_status_attack_level(gh_level_name(to));
+}
+
 static int worker_init(struct gh_worker *w, void *data)
 {
     struct gh_shield *sh = data;
     if (!w->admin)
         return 0;
+    /* every subsystem is up now: the status page hears the level once */
+    gh_status_attack_level(gh_level_name(gh_level_get(&sh->level)));
     int rc = uv_timer_init(&w->loop, &sh->timer);
     sh->timer.data = sh;
     sh->last_feed_ms = gh_now_ms();
@@ -301,6 +333,138 @@ static void worker_dispose(struct gh_worker *w, void *data)
         uv_close((uv_handle_t *)&sh->timer, NULL);
         sh->timer_on = false;
     }
+}
+
+/* ---- shedding ---- */
+
+static void shed_targets(struct gh_shield *sh, const struct gh_config *cfg)
+{
+    atomic_store(&sh->shed_on, cfg->shield.shed);
+    atomic_store(&sh->shed_queue_ms, cfg->shield.shed_queue_delay_ms);
+    atomic_store(&sh->shed_lag_ms, cfg->shield.shed_loop_lag_ms);
+    atomic_store(&sh->max_conns, cfg->limits.max_conns);
+}
+
+static unsigned refused_mask(const struct gh_shed_state *st)
+{
+    unsigned m = 0;
+    for (int c = 0; c < GH_NCLASSES; c++)
+        if (gh_shed_refuses(st, (enum gh_class)c))
+            m |= 1u << c;
+    return m;
+}
+
+/* Re-evaluates the pressure when the last evaluation is older than
+ * SHED_EVERY_MS (one thread wins the race; the others keep the state). */
+static void shed_eval(struct gh_shield *sh, uint64_t now_ms)
+{
+    uint64_t last = atomic_load_explicit(&sh->shed_eval_ms, memory_order_relaxed);
+    if (now_ms < last + SHED_EVERY_MS ||
+        !atomic_compare_exchange_strong(&sh->shed_eval_ms, &last, now_ms))
+        return;
+    struct gh_shed_config c;
+    gh_shed_config_default(&c);
+    c.queue_delay_ms = (double)atomic_load(&sh->shed_queue_ms);
+    c.loop_lag_ms = (double)atomic_load(&sh->shed_lag_ms);
+    uint64_t d[GH_NCLASSES] = {0};
+    for (unsigned q = 0; q < sh->nqueues; q++)
+        for (int cls = 0; cls < GH_NCLASSES; cls++)
+            d[cls] = GH_MAX(d[cls], sh->queues[q].fn((enum gh_class)cls, sh->queues[q].data));
+    uint64_t lag_us = 0;
+    for (unsigned i = 0; i < sh->srv->nworkers; i++)
+        lag_us = GH_MAX(lag_us, GH_STAT_GET(&sh->srv->workers[i].stats.loop_lag_us));
+    /* the delay of important work counts against every class */
+    struct gh_shed_input in = {.queue_delay_ms = (double)GH_MAX(d[GH_CLASS_USER],
+                                                                d[GH_CLASS_LOGIN]),
+                               .loop_lag_ms = (double)lag_us / 1000.0,
+                               .conns = atomic_load(&sh->srv->conns_total),
+                               .max_conns = atomic_load(&sh->max_conns)};
+    struct gh_shed_state st;
+    gh_shed_evaluate(&c, &in, &st);
+    unsigned general = refused_mask(&st), admit = general;
+    /* a class's own queue counts only against that class */
+    for (int cls = 0; cls < GH_NCLASSES; cls++) {
+        struct gh_shed_input own = in;
+        own.queue_delay_ms = (double)d[cls];
+        struct gh_shed_state ost;
+        gh_shed_evaluate(&c, &own, &ost);
+        if (gh_shed_refuses(&ost, (enum gh_class)cls))
+            admit |= 1u << cls;
+    }
+    unsigned idle = (unsigned)(st.idle_factor * 1000.0);
+    if (!atomic_load(&sh->shed_on)) {
+        general = admit = 0;
+        idle = 1000;
+    }
+    uint64_t worst = 0;
+    for (int cls = 0; cls < GH_NCLASSES; cls++)
+        worst = GH_MAX(worst, d[cls]);
+    uint64_t prev = atomic_load(&sh->queue_delay_max_ms);
+    while (worst > prev && !atomic_compare_exchange_weak(&sh->queue_delay_max_ms, &prev, worst))
+        ;
+    atomic_store_explicit(&sh->shed_general, general, memory_order_relaxed);
+    atomic_store_explicit(&sh->shed_admit, admit, memory_order_relaxed);
+    atomic_store_explicit(&sh->shed_pressure_milli, (uint64_t)(st.pressure * 1000.0),
+                          memory_order_relaxed);
+    atomic_store_explicit(&sh->shed_idle_milli, idle, memory_order_relaxed);
+    atomic_store_explicit(&sh->srv->idle_factor_milli, idle, memory_order_relaxed);
+    if (sh->m_pressure)
+        atomic_store_explicit(sh->m_pressure, (uint64_t)(st.pressure * 1000.0),
+                              memory_order_relaxed);
+    if (sh->m_idle_factor)
+        atomic_store_explicit(sh->m_idle_factor, idle, memory_order_relaxed);
+}
+
+static void shed_answer(struct gh_shield *sh, struct gh_http_req *req, enum gh_class cls)
+{
+    if (sh->m_shed[cls])
+        atomic_fetch_add_explicit(sh->m_shed[cls], 1, memory_order_relaxed);
+    gh_http_add_header(req, "Retry-After", "%u", SHED_RETRY_S);
+    gh_http_respond_error(req, 503, "busy", "the service is busy; please retry in %u seconds",
+                          SHED_RETRY_S);
+}
+
+int gh_shield_watch_queue(gh_shield_queue_delay_fn fn, void *data)
+{
+    struct gh_shield *sh = the_shield;
+    if (!sh || !fn)
+        return GH_EINVAL;
+    if (sh->nqueues == QUEUES_MAX)
+        return GH_ETOOBIG;
+    sh->queues[sh->nqueues].fn = fn;
+    sh->queues[sh->nqueues].data = data;
+    sh->nqueues++;
+    return 0;
+}
+
+bool gh_shield_admit(struct gh_http_req *req, enum gh_class cls)
+{
+    struct gh_shield *sh = the_shield;
+    if (!sh || (unsigned)cls >= GH_NCLASSES || cls == GH_CLASS_OPS)
+        return true;
+    shed_eval(sh, gh_now_ms());
+    if (!(atomic_load_explicit(&sh->shed_admit, memory_order_relaxed) & (1u << cls)))
+        return true;
+    shed_answer(sh, req, cls);
+    return false;
+}
+
+void gh_shield_shed_state(struct gh_shed_state *out)
+{
+    struct gh_shield *sh = the_shield;
+    memset(out, 0, sizeof *out);
+    out->idle_factor = 1;
+    if (!sh)
+        return;
+    shed_eval(sh, gh_now_ms());
+    out->pressure = (double)atomic_load(&sh->shed_pressure_milli) / 1000.0;
+    unsigned g = atomic_load(&sh->shed_general);
+    out->shed_levels = g & (1u << GH_CLASS_USER)       ? 4
+                       : g & (1u << GH_CLASS_LOGIN)    ? 3
+                       : g & (1u << GH_CLASS_REGISTER) ? 2
+                       : g & (1u << GH_CLASS_ANON)     ? 1
+                                                       : 0;
+    out->idle_factor = (double)atomic_load(&sh->shed_idle_milli) / 1000.0;
 }
 
 /* ---- filters ---- */
@@ -424,6 +588,11 @@ static bool request_filter(struct gh_http_req *req, void *data)
         atomic_fetch_add_explicit(sh->m_class[cls], 1, memory_order_relaxed);
     if (cls == GH_CLASS_OPS || gh_iplist_contains(sh->allow, &req->client))
         return true;
+    shed_eval(sh, req->start_ns / 1000000u);
+    if (atomic_load_explicit(&sh->shed_general, memory_order_relaxed) & (1u << cls)) {
+        shed_answer(sh, req, cls);
+        return false;
+    }
     if (cls == GH_CLASS_REGISTER) {
         atomic_fetch_add_explicit(&sh->register_reqs, 1, memory_order_relaxed);
         uint8_t pfx[7] = {req->client.family};
@@ -470,9 +639,11 @@ unsigned gh_shield_pow_bits(enum gh_pow_scope scope)
     struct gh_level_policy p;
     gh_shield_level_policy(gh_shield_level(), &p);
     unsigned bits = p.pow_bits;
+    /* registration and its SMS codes: the effective registration policy,
+     * which holds the level's preset unless an operator pinned another */
     const struct gh_policy *pol = gh_policy_current();
-    if (pol && scope == GH_POW_REGISTER)
-        bits = GH_MAX(bits, pol->pow_bits);
+    if (pol && (scope == GH_POW_REGISTER || scope == GH_POW_SMS))
+        bits = pol->pow_bits;
     return GH_MIN(bits, (unsigned)GH_POW_BITS_MAX);
 }
 
@@ -727,6 +898,7 @@ static void on_reload(struct gh_server *srv, const struct gh_config *cfg, void *
     retire_set(sh, atomic_exchange(&sh->trusted, trusted));
     retire_set(sh, atomic_exchange(&sh->proxy_from, pfrom));
     gh_level_configure(&sh->level, &lc);
+    shed_targets(sh, cfg);
     load_lists(sh, cfg, false, &err);
     gh_buf_dispose(&err);
     (void)srv;
@@ -799,6 +971,12 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     presets_from(sh, cfg);
     sh->pow_ttl_ms = cfg->shield.pow_ttl_ms;
     sh->interval_ms = cfg->shield.level_interval_ms;
+    shed_targets(sh, cfg);
+    atomic_store(&sh->shed_idle_milli, 1000);
+    if (gh_level_subscribe(&sh->level, level_to_status, sh)) {
+        rc = GH_ETOOBIG;
+        goto fail;
+    }
 
     for (int c = 0; c < GH_NCLASSES; c++) {
         char labels[64];
@@ -807,6 +985,8 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
                                             "public requests by traffic class");
         sh->m_limited[c] = gh_metrics_counter("gh_shield_rate_limited_total", labels,
                                               "requests refused 429 by the limiters, by class");
+        sh->m_shed[c] = gh_metrics_counter("gh_shield_shed_total", labels,
+                                           "requests refused 503 busy by load shedding, by class");
     }
     for (int r = 0; r <= GH_POW_BUSY; r++) {
         char labels[64];
@@ -824,6 +1004,10 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
                                           "registration-class requests per 1000 s, last period");
     sh->m_sig_prefixes = gh_metrics_gauge("gh_shield_signal_distinct_prefixes", "",
                                           "distinct prefixes among registrations, last period");
+    sh->m_pressure = gh_metrics_gauge("gh_shield_pressure_milli", "",
+                                      "load-shedding pressure x1000 (1000 = at target)");
+    sh->m_idle_factor = gh_metrics_gauge("gh_shield_idle_factor_milli", "",
+                                         "keep-alive idle timeout factor x1000");
     gh_metrics_gauge_func("gh_shield_limiter_evictions", "", "limiter entries evicted since start",
                           limiter_evictions, sh->lim);
     gh_metrics_gauge_func("gh_shield_limiter_capacity", "", "limiter table capacity in keys",

@@ -11,7 +11,13 @@
  *    /admin/v1/lists, /admin/v1/lists/block, /admin/v1/pow/verify;
  *  - a timer on the admin worker that feeds the attack level every
  *    shield.level_interval, and a reload hook (SIGHUP: lists, rules,
- *    trusted proxies, thresholds).
+ *    trusted proxies, thresholds);
+ *  - load shedding: every 50 ms at most, the pressure (watched queues'
+ *    delay, the workers' loop lag, the connection count) decides which
+ *    classes are refused 503 busy (anon, then register, login, user) and
+ *    the keep-alive idle factor (srv->idle_factor_milli);
+ *  - the attack level reported to the status page (gh_status_attack_level)
+ *    at each change and once when the admin worker starts.
  *
  * There is one shield per process (like the logger and the metrics
  * registry): gh_shield_init makes it on the main thread before the server
@@ -21,6 +27,7 @@
 #pragma once
 
 #include "core/server.h"
+#include "shield/admission.h"
 #include "shield/level.h"
 #include "shield/pow.h"
 
@@ -64,3 +71,22 @@ enum gh_pow_result gh_shield_pow_verify(const struct gh_http_req *req, enum gh_p
  * it has answered 429 itself and the caller must stop. */
 bool gh_shield_limit_phone(struct gh_http_req *req, enum gh_class cls, const char *e164,
                            const char *calling_code);
+
+/* ---- admission and shedding ---- */
+
+/* How long the oldest waiting item of class cls has waited in a queue of
+ * expensive work (ms; 0 when none or when the queue does not serve cls). */
+typedef uint64_t (*gh_shield_queue_delay_fn)(enum gh_class cls, void *data);
+/* Watches a queue (the identity password pool). Main thread, before the
+ * server runs. 0, GH_EINVAL (no shield) or GH_ETOOBIG. */
+int gh_shield_watch_queue(gh_shield_queue_delay_fn fn, void *data);
+/* Admission of expensive work of class cls for req (before it queues):
+ * true to go on; false after answering 503 busy with Retry-After because
+ * the shield sheds that class now. Under pressure the delay of the user
+ * and login queues counts against every class; a class's own queue delay
+ * counts only against that class (a registration flood backs up the
+ * register queue and sheds registrations, never logins). Worker thread. */
+bool gh_shield_admit(struct gh_http_req *req, enum gh_class cls);
+/* The shedding state now: pressure, shed levels, idle factor (any thread;
+ * re-evaluated at most every 50 ms). */
+void gh_shield_shed_state(struct gh_shed_state *out);

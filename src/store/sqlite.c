@@ -49,6 +49,8 @@ static const char *const migrations[] = {
     " detail TEXT NOT NULL DEFAULT '{}');"
     "CREATE INDEX audit_user ON audit(user_id, id);"
     "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    /* 2: operators disable accounts (wall clock of the change; 0 = active) */
+    "ALTER TABLE users ADD COLUMN disabled_ms INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int fail_db(struct gh_store_conn *c, const char *what)
@@ -244,11 +246,12 @@ static void user_row(struct gh_store_conn *c, sqlite3_stmt *st, struct gh_user *
     u->created_ms = (uint64_t)sqlite3_column_int64(st, 6);
     u->last_login_ms = (uint64_t)sqlite3_column_int64(st, 7);
     u->failed_logins = (unsigned)sqlite3_column_int(st, 8);
+    u->disabled_ms = (uint64_t)sqlite3_column_int64(st, 9);
 }
 
 #define USER_COLS                                                                                  \
     "id, phone_hash, phone_enc, region, calling_code, pw_hash, created_ms, last_login_ms,"         \
-    " failed_logins"
+    " failed_logins, disabled_ms"
 
 static int user_query(struct gh_store_conn *c, sqlite3_stmt *st, struct gh_user *out)
 {
@@ -315,6 +318,16 @@ int gh_store_user_login_result(struct gh_store_conn *c, uint64_t id, bool succes
     return changes_or_notfound(c, step_done(c, st));
 }
 
+int gh_store_user_set_disabled(struct gh_store_conn *c, uint64_t id, uint64_t disabled_ms)
+{
+    sqlite3_stmt *st = prep(c, "UPDATE users SET disabled_ms = ? WHERE id = ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)disabled_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
+    return changes_or_notfound(c, step_done(c, st));
+}
+
 int gh_store_user_delete(struct gh_store_conn *c, uint64_t id)
 {
     static const char *const sql[] = {"DELETE FROM sessions WHERE user_id = ?",
@@ -335,15 +348,17 @@ int gh_store_user_delete(struct gh_store_conn *c, uint64_t id)
 
 int gh_store_session_insert(struct gh_store_conn *c, struct gh_store_session *s)
 {
+    /* never for a disabled account (a sign-in racing the operator) */
     sqlite3_stmt *st = prep(c, "INSERT INTO sessions (user_id, hash, created_ms, expires_ms)"
-                               " VALUES (?,?,?,?)");
+                               " SELECT ?1,?2,?3,?4 WHERE NOT EXISTS (SELECT 1 FROM users"
+                               " WHERE id = ?1 AND disabled_ms != 0)");
     if (!st)
         return GH_EIO;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)s->user_id);
     sqlite3_bind_blob(st, 2, s->hash, 32, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)s->created_ms);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)s->expires_ms);
-    int rc = step_done(c, st);
+    int rc = changes_or_notfound(c, step_done(c, st));
     if (!rc)
         s->id = (uint64_t)sqlite3_last_insert_rowid(c->db);
     return rc;
@@ -375,7 +390,8 @@ int gh_store_sessions_each(struct gh_store_conn *c, uint64_t user_id, uint64_t n
         prep(c, user_id ? "SELECT id, user_id, hash, created_ms, expires_ms FROM sessions"
                           " WHERE user_id = ?1 AND ?2 >= 0 ORDER BY id"
                         : "SELECT id, user_id, hash, created_ms, expires_ms FROM sessions"
-                          " WHERE expires_ms > ?2 AND ?1 = 0");
+                          " WHERE expires_ms > ?2 AND ?1 = 0 AND user_id NOT IN"
+                          " (SELECT id FROM users WHERE disabled_ms != 0)");
     if (!st)
         return GH_EIO;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)user_id);
@@ -400,7 +416,8 @@ int gh_store_sessions_each(struct gh_store_conn *c, uint64_t user_id, uint64_t n
 int gh_store_key_insert(struct gh_store_conn *c, struct gh_store_key *k)
 {
     sqlite3_stmt *st = prep(c, "INSERT INTO api_keys (user_id, hash, prefix, name, created_ms)"
-                               " VALUES (?,?,?,?,?)");
+                               " SELECT ?1,?2,?3,?4,?5 WHERE NOT EXISTS (SELECT 1 FROM users"
+                               " WHERE id = ?1 AND disabled_ms != 0)");
     if (!st)
         return GH_EIO;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)k->user_id);
@@ -408,7 +425,7 @@ int gh_store_key_insert(struct gh_store_conn *c, struct gh_store_key *k)
     sqlite3_bind_text(st, 3, k->prefix, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, k->name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)k->created_ms);
-    int rc = step_done(c, st);
+    int rc = changes_or_notfound(c, step_done(c, st));
     if (!rc)
         k->id = (uint64_t)sqlite3_last_insert_rowid(c->db);
     return rc;
@@ -453,6 +470,24 @@ int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id,
     return step_done(c, st);
 }
 
+int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *out)
+{
+    sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    int rc = sqlite3_step(st);
+    int ret = GH_ENOTFOUND;
+    if (rc == SQLITE_ROW) {
+        key_row(st, out);
+        ret = 0;
+    } else if (rc != SQLITE_DONE) {
+        ret = fail_db(c, "key");
+    }
+    sqlite3_finalize(st);
+    return ret;
+}
+
 int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_ms)
 {
     sqlite3_stmt *st = prep(c, "UPDATE api_keys SET last_used_ms = ?"
@@ -469,6 +504,8 @@ int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_r
 {
     sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys"
                                " WHERE (?1 = 0 OR user_id = ?1) AND (?2 OR revoked_ms = 0)"
+                               " AND (?1 != 0 OR user_id NOT IN"
+                               " (SELECT id FROM users WHERE disabled_ms != 0))"
                                " ORDER BY id");
     if (!st)
         return GH_EIO;

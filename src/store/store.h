@@ -39,6 +39,7 @@ struct gh_user {
     uint64_t created_ms;         /* wall clock */
     uint64_t last_login_ms;
     unsigned failed_logins; /* consecutive */
+    uint64_t disabled_ms;   /* wall clock of an operator's disable; 0 = active */
 };
 
 struct gh_store_session {
@@ -112,24 +113,35 @@ int gh_store_user_set_password(struct gh_store_conn *c, uint64_t id, const char 
  * last_login; failure increments them. */
 int gh_store_user_login_result(struct gh_store_conn *c, uint64_t id, bool success,
                                uint64_t now_ms);
+/* Disables (disabled_ms = wall clock) or enables (0) the account.
+ * GH_ENOTFOUND. A disabled account gets no new session or key, and its
+ * sessions and keys are left out of the start-up load (each with
+ * user_id 0 below). */
+int gh_store_user_set_disabled(struct gh_store_conn *c, uint64_t id, uint64_t disabled_ms);
 /* Deletes the user with their sessions and keys. GH_ENOTFOUND. */
 int gh_store_user_delete(struct gh_store_conn *c, uint64_t id);
 
+/* GH_ENOTFOUND when the user is disabled (or gone). */
 int gh_store_session_insert(struct gh_store_conn *c, struct gh_store_session *s);
 int gh_store_session_delete(struct gh_store_conn *c, const uint8_t hash[32]);
 /* Deletes every session of user_id; returns how many (>= 0) or GH_EIO. */
 int gh_store_sessions_delete_user(struct gh_store_conn *c, uint64_t user_id);
-/* Calls fn for every session of user_id (0 = every live one at now_ms). */
+/* Calls fn for every session of user_id (0 = every live one at now_ms of
+ * every account that is not disabled). */
 int gh_store_sessions_each(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms,
                            void (*fn)(const struct gh_store_session *, void *), void *arg);
 
+/* GH_ENOTFOUND when the user is disabled (or gone). */
 int gh_store_key_insert(struct gh_store_conn *c, struct gh_store_key *k);
+/* Any key by id, revoked or not, whoever owns it. GH_ENOTFOUND. */
+int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *out);
 /* Revokes key id of user_id; *out gets the key. GH_ENOTFOUND when there is
  * no live key of that user with that id. */
 int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id,
                         uint64_t now_ms, struct gh_store_key *out);
 int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_ms);
-/* Calls fn for the keys of user_id (0 = every live key of every user). */
+/* Calls fn for the keys of user_id (0 = every live key of every account
+ * that is not disabled). */
 int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_revoked,
                        void (*fn)(const struct gh_store_key *, void *), void *arg);
 unsigned gh_store_keys_live_count(struct gh_store_conn *c, uint64_t user_id);

@@ -226,6 +226,43 @@ test('failed logins back off per account', async (t) => {
   assert.equal(r.status, 200);
 });
 
+test('after failed logins, login needs proof of work when the attack level asks for it', async (t) => {
+  const srv = await startServer({ t, set: { ...FAST, 'shield.elevated_pow_bits': '6' } });
+  const phone = cnPhone();
+  await registerUser(srv, phone);
+  const token = adminToken(srv.dataDir);
+  let r = await api(srv.adminUrl, 'PUT', '/admin/v1/level', { body: { level: 'elevated' }, bearer: token });
+  assert.equal(r.status, 200);
+  // no failures yet: no proof needed
+  r = await api(srv.url, 'POST', '/api/auth/login', { body: { phone, password: PW } });
+  assert.equal(r.status, 200, r.text);
+  r = await api(srv.url, 'POST', '/api/auth/login', { body: { phone, password: 'wrong wrong wrong' } });
+  assert.equal(r.status, 401);
+  // now the account (and this address) failed recently: scope login
+  r = await api(srv.url, 'POST', '/api/auth/login', { body: { phone, password: PW } });
+  assert.equal(r.status, 403, r.text);
+  assert.equal(r.json.error.code, 'pow_required');
+  assert.match(r.json.error.message, /scope=login/);
+  const c = (await api(srv.url, 'GET', '/api/pow/challenge?scope=login')).json;
+  assert.equal(c.bits, 6);
+  const { createHash } = await import('node:crypto');
+  let nonce = 0;
+  for (;; nonce++) {
+    const h = createHash('sha256').update(`${c.challenge}:${nonce}`).digest();
+    if (h[0] === 0 && h[1] >> 2 === 0) break; // 8 + 6 bits >= 6
+    if ((h[0] >> 2) === 0) break; // the first 6 bits
+  }
+  r = await api(srv.url, 'POST', '/api/auth/login', { body: { phone, password: PW, pow: { challenge: c.challenge, nonce: String(nonce) } } });
+  assert.equal(r.status, 200, r.text);
+  // the account's failures are gone with the success; this address's
+  // count lasts the hour, another address needs no proof
+  r = await api(srv.url, 'POST', '/api/auth/login', { body: { phone, password: PW } });
+  assert.equal(r.status, 403);
+  r = await api(srv.url, 'POST', '/api/auth/login', { body: { phone, password: PW }, localAddress: '127.0.0.2' });
+  assert.equal(r.status, 200, r.text);
+  await srv.stop();
+});
+
 async function setPolicy(srv, body) {
   const token = adminToken(srv.dataDir);
   const r = await api(srv.adminUrl, 'PUT', '/admin/v1/policy', { body, bearer: token });
