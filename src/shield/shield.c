@@ -490,13 +490,54 @@ static unsigned long long secs_up(uint64_t ns)
     return s ? s : 1;
 }
 
+/* Appends the decimal digits of v. */
+static void put_u64(struct gh_buf *b, unsigned long long v)
+{
+    char num[24];
+    size_t i = sizeof num;
+    do {
+        num[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    gh_buf_append(b, num + i, sizeof num - i);
+}
+
+/* The 429 answer, assembled without printf: under a flood this is the
+ * answer gatehouse gives most, so it must cost less than serving. */
+static void answer_429(struct gh_http_req *req, unsigned long long retry, unsigned limit,
+                       unsigned long long reset)
+{
+    struct gh_buf *h = &req->res_headers;
+    gh_buf_append_str(h, "Retry-After: ");
+    put_u64(h, retry);
+    gh_buf_append_str(h, "\r\nX-RateLimit-Limit: ");
+    put_u64(h, limit);
+    gh_buf_append_str(h, "\r\nX-RateLimit-Remaining: 0\r\nX-RateLimit-Reset: ");
+    put_u64(h, reset);
+    gh_buf_append(h, "\r\n", 2);
+    if (!gh_http_path_is_api(req->path)) {
+        gh_http_respond_error(req, 429, "rate_limited", "too many requests; retry in %llu s",
+                              retry);
+        return;
+    }
+    char body[200];
+    struct gh_buf b = {body, 0, sizeof body, sizeof body - 1};
+    gh_buf_append_str(&b, "{\"error\":{\"message\":\"too many requests; retry in ");
+    put_u64(&b, retry);
+    gh_buf_append_str(&b, retry == 1 ? " second" : " seconds");
+    gh_buf_append_str(&b, "\",\"type\":\"rate_limit_error\",\"param\":null,"
+                          "\"code\":\"rate_limited\"}}\n");
+    gh_http_respond(req, 429, "application/json", b.data, b.len);
+}
+
 /* Checks the rules of cls that the subject offers keys for. Returns true
  * when every rule lets it pass; otherwise answers 429. */
 static bool apply_rules(struct gh_shield *sh, struct gh_http_req *req, enum gh_class cls,
                         const struct gh_limit_subject *subj, bool phone_rules)
 {
     const struct gh_limit_rules *rs = atomic_load_explicit(&sh->rules, memory_order_acquire);
-    uint64_t now = gh_now_ns();
+    /* the request's first byte is "now" closely enough, and costs no clock read */
+    uint64_t now = req->start_ns ? req->start_ns : gh_now_ns();
     for (unsigned i = 0; i < rs->n; i++) {
         const struct gh_limit_rule *r = &rs->rules[i];
         bool is_phone = r->kind == GH_LKEY_PHONE || r->kind == GH_LKEY_PHONE_PREFIX ||
@@ -515,14 +556,7 @@ static bool apply_rules(struct gh_shield *sh, struct gh_http_req *req, enum gh_c
             if (sh->m_limited[cls])
                 atomic_fetch_add_explicit(sh->m_limited[cls], 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&sh->refusals, 1, memory_order_relaxed);
-            unsigned long long retry = secs_up(d.retry_after_ns);
-            gh_http_add_header(req, "Retry-After", "%llu", retry);
-            gh_http_add_header(req, "X-RateLimit-Limit", "%u", d.limit);
-            gh_http_add_header(req, "X-RateLimit-Remaining", "0");
-            gh_http_add_header(req, "X-RateLimit-Reset", "%llu", secs_up(d.reset_ns));
-            gh_http_respond_error(req, 429, "rate_limited",
-                                  "too many requests; retry in %llu second%s", retry,
-                                  retry == 1 ? "" : "s");
+            answer_429(req, secs_up(d.retry_after_ns), d.limit, secs_up(d.reset_ns));
             return false;
         } else if (r->m_allowed) {
             atomic_fetch_add_explicit(r->m_allowed, 1, memory_order_relaxed);
