@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 static struct gh_addr A(const char *s)
@@ -303,7 +304,8 @@ static void list_runtime_entries(void **state)
 struct reader_arg {
     struct gh_iplist *l;
     atomic_bool *stop;
-    unsigned long lookups, hits;
+    atomic_ulong lookups;
+    unsigned long hits;
 };
 
 static void *reader(void *p)
@@ -314,7 +316,7 @@ static void *reader(void *p)
         r->hits += gh_iplist_contains(r->l, &a);
         if (!gh_iplist_contains(r->l, &always))
             abort(); /* present in every version of the list */
-        r->lookups++;
+        atomic_fetch_add(&r->lookups, 1);
     }
     return NULL;
 }
@@ -332,6 +334,11 @@ static void list_concurrent_readers(void **state)
         args[i] = (struct reader_arg){.l = l, .stop = &stop};
         pthread_create(&th[i], NULL, reader, &args[i]);
     }
+    /* on a loaded machine the readers may not have run yet: wait for each
+     * to look once, so the swaps below really race with readers */
+    for (int i = 0; i < 3; i++)
+        while (atomic_load(&args[i].lookups) == 0)
+            sched_yield();
     struct gh_cidr c = C("192.0.2.0/24");
     for (int i = 0; i < 2000; i++) {
         assert_int_equal(gh_iplist_add(l, &c), 0);
@@ -341,7 +348,7 @@ static void list_concurrent_readers(void **state)
     unsigned long total = 0;
     for (int i = 0; i < 3; i++) {
         pthread_join(th[i], NULL);
-        total += args[i].lookups;
+        total += atomic_load(&args[i].lookups);
     }
     assert_true(total > 0);
     gh_iplist_free(l);
