@@ -53,6 +53,9 @@ struct gh_conn {
     bool continue_sent;
     bool shutting;
     bool got_bytes;
+    bool linger;    /* refused mid-request: drain what the client still sends */
+    bool lingering; /* our side is shut; reading and discarding until EOF */
+    uint32_t lingered; /* bytes discarded while lingering */
 };
 
 struct write_req {
@@ -96,10 +99,25 @@ static void set_state(struct gh_conn *c, enum conn_state st, uint64_t now_ms)
 
 static void maybe_close_after_write(struct gh_conn *c);
 
+/* Closing right after refusing a request whose body is still arriving
+ * would make the kernel answer the client's next bytes with a reset, and
+ * a reset can destroy the refusal before the client reads it. So, like
+ * nginx's lingering close, read and discard for a short while (bounded in
+ * time and bytes) after shutting our side, then close. */
+#define LINGER_MS    2000
+#define LINGER_BYTES (8u << 20)
+
 static void on_shutdown(uv_shutdown_t *sr, int status)
 {
     struct gh_conn *c = sr->data;
     free(sr);
+    if (c->state == ST_CLOSING)
+        return;
+    if (status == 0 && c->linger && !c->eof) {
+        c->lingering = true;
+        set_state(c, ST_BODY, uv_now(&c->w->loop)); /* the sweep ends it */
+        return;
+    }
     conn_close(c);
 }
 
@@ -759,6 +777,7 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
                                                                  : GH_REFUSE_HEADER_TIMEOUT)
                                           : GH_REFUSE_BAD_REQUEST;
     GH_STAT_ADD(&w->stats.refused[why], 1);
+    c->linger = true;
     struct gh_http_req *req = gh_reqparser_take(&c->parser);
     if (!req)
         req = gh_http_req_new();
@@ -905,6 +924,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     struct gh_conn *c = s->data;
     if (nread == 0 || c->state == ST_CLOSING)
         return;
+    if (c->lingering) {
+        c->lingered += nread > 0 ? (uint32_t)GH_MIN((size_t)nread, LINGER_BYTES) : 0;
+        if (nread < 0 || c->lingered >= LINGER_BYTES)
+            conn_close(c);
+        return;
+    }
+    if (c->linger && c->close_after && nread > 0)
+        return; /* refused: what follows is discarded until our side is shut */
     if (nread < 0) {
         if (nread != UV_EOF) {
             conn_close(c);
@@ -1126,6 +1153,11 @@ void gh_conn_sweep(struct gh_worker *w, uint64_t now)
         struct gh_conn *c = GH_CONTAINER_OF(it, struct gh_conn, node);
         it = it->next;
         uint64_t elapsed = now - c->since_ms;
+        if (c->lingering) {
+            if (elapsed >= LINGER_MS)
+                conn_close(c);
+            continue;
+        }
         if (elapsed < cfg->limits.body_rate_grace_ms || !c->parser.req)
             continue;
         uint64_t got = c->parser.req->body.len;
