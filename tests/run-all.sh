@@ -28,14 +28,15 @@ build() { # dir, cmake args...
 run_unit() { # build dir, label
     local dir=$1 label=$2 log="$out/unit-$2.log"
     note "unit tests ($label)"
-    (cd "$dir" && ctest --output-on-failure -j "$jobs") >"$log" 2>&1
+    (cd "$dir" && ctest -V -j "$jobs") >"$log" 2>&1
     local p f
     p=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$log")
     f=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*(Failed|Exception|Timeout|Not Run)' "$log")
+    # a program that died before cmocka's summary counts as a failure too
     # count the cmocka cases inside, which is what a reader cares about
     local cp cf
-    cp=$(grep -hoE '^\[  PASSED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {print s+0}')
-    cf=$(grep -hoE '^\[  FAILED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {print s+0}')
+    cp=$(grep -hoE '\[  PASSED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {print s+0}')
+    cf=$(grep -hoE '\[  FAILED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {print s+0}')
     echo "$label: $p unit programs passed, $f failed ($cp cases passed, $cf failed)"
     if ((f > 0)); then
         grep -E 'Failed|Exception|Timeout|Not Run|\[  FAILED  \]|ERROR' "$log" | head -40
