@@ -119,8 +119,8 @@ static void tampered(void **state)
     gh_pow_free(q);
     /* truncated, extended, garbage */
     static const char *junk[] = {"", "1", "1.register", "2.register.1.1.000000.00.00",
-                                 "hello world", "1.register.x.4.c63364.aaaaaaaaaaaaaaaaaaaaaaaa."
-                                                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+                                 "hello world",
+                                 "1.register.x.4.c63364.aaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
     for (size_t i = 0; i < GH_ARRAY_LEN(junk); i++)
         assert_int_equal(VERIFY(p, GH_POW_REGISTER, &a, 0, junk[i], nonce, NOW),
                          GH_POW_MALFORMED);
