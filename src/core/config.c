@@ -123,6 +123,13 @@ static const struct key_def keys[] = {
      "consecutive failed logins after which only SMS-code login works"},
     {"identity", "login_fail_per_addr", T_UINT, OFF(identity.login_fail_per_addr), 1, 100000000,
      "100", "failed logins per client address per hour before 429"},
+    {"identity", "login_suspect_after", T_UINT, OFF(identity.login_suspect_after), 1, 1000000,
+     "4", "password logins of a /24 (/48) not followed by a success (hour) after which its "
+     "logins are suspect: lowest priority in the password pool, proof of work when elevated"},
+    {"identity", "suspect_deadline", T_DURATION, OFF(identity.suspect_deadline_ms), 10, HOUR,
+     "1s", "a suspect login not started within this gets 503 busy"},
+    {"identity", "suspect_queue_max", T_UINT, OFF(identity.suspect_queue_max), 1, 1000000, "64",
+     "suspect logins waiting in the password pool before 503 busy"},
     {"identity", "allow_voip", T_BOOL, OFF(identity.allow_voip), 0, 0, "false",
      "accept VoIP phone numbers"},
     {"identity", "policy", T_STR, OFF(identity.policy), 1, 16, "open",
@@ -170,14 +177,15 @@ static const struct key_def keys[] = {
      "codes per number prefix (number without its last 4 digits) per hour"},
     {"sms", "per_cc_hour", T_UINT, OFF(sms.per_cc_hour), 1, 100000000, "5000",
      "codes per calling code per hour"},
-    {"sms", "global_hour", T_UINT, OFF(sms.global_hour), 1, 1000000000, "20000",
+    {"sms", "global_hour", T_UINT, OFF(sms.global_hour), 1, 1000000000, "3000",
      "codes per hour in total"},
     /* @shield-keys */
     {"shield", "enabled", T_BOOL, OFF(shield.enabled), 0, 0, "true",
      "classify and rate-limit public requests"},
     {"shield", "rules", T_STR, OFF(shield.rules), 0, 4096,
-     "anon:addr:100/1s:burst=200, register:addr:300/1m, register:prefix:1000/1m, "
-     "login:addr:300/1m",
+     "anon:addr:100/1s:burst=200, anon:prefix:200/1s:burst=200, anon:global:2000/1s:burst=4000, "
+     "register:addr:300/1m, register:prefix:1000/1m, login:addr:300/1m, "
+     "login:prefix:600/1m:burst=300",
      "limiter rules CLASS:KEY:COUNT/PERIOD[:burst=N][:dry_run], comma separated; KEY is addr, "
      "prefix, prefix48, account, apikey, phone, phone_prefix, calling_code or global"},
     {"shield", "limiter_memory", T_SIZE, OFF(shield.limiter_memory), 64 * KB, 64 * 1024 * MB,
@@ -207,14 +215,14 @@ static const struct key_def keys[] = {
      "regions still allowed to register under attack, comma separated"},
     {"shield", "attack_register_per_minute", T_UINT, OFF(shield.attack_register_per_minute), 0,
      10000000, "600", "registrations per minute under attack (0 = no cap)"},
-    {"shield", "level_interval", T_DURATION, OFF(shield.level_interval_ms), 100, HOUR, "5s",
+    {"shield", "level_interval", T_DURATION, OFF(shield.level_interval_ms), 100, HOUR, "1s",
      "period of the attack-level signals"},
-    {"shield", "level_calm_periods", T_UINT, OFF(shield.level_calm_periods), 1, 100000, "12",
+    {"shield", "level_calm_periods", T_UINT, OFF(shield.level_calm_periods), 1, 100000, "60",
      "calm periods before the attack level falls one step"},
     {"shield", "level_thresholds", T_STR, OFF(shield.level_thresholds), 0, 1024,
      "register_rate:20:100, sms_rate:20:100, verify_fail_ratio:0.6:0.9, "
      "login_fail_ratio:0.6:0.9, distinct_prefixes:200:2000, refusal_rate:200:2000, "
-     "queue_delay_ms:500:2000, loop_lag_ms:200:1000",
+     "queue_delay_ms:500:2000, loop_lag_ms:200:1000, login_fail_rate:20:100",
      "SIGNAL:ELEVATED:UNDER_ATTACK thresholds (per second, ratios 0..1, ms); 0 = unused"},
     {"shield", "shed", T_BOOL, OFF(shield.shed), 0, 0, "true",
      "under pressure refuse anon, then register, then login, then user (503 busy) and shorten "
@@ -639,6 +647,8 @@ struct ini_ctx {
     FILE *f;
     int line; /* lines read so far: inih calls the handler right after reading */
     int err_line; /* line of the handler's error, when rc is set */
+    bool continued; /* the last line read was indented: a continuation */
+    char last_section[64], last_key[64];
 };
 
 /* Debian's inih is built without line numbers in the handler, so the
@@ -646,11 +656,33 @@ struct ini_ctx {
 static char *ini_read_line(char *str, int num, void *stream)
 {
     struct ini_ctx *ctx = stream;
+    if (ctx->rc)
+        return NULL; /* an error stops the parse */
     char *r = fgets(str, num, ctx->f);
-    if (r && strchr(r, '\n'))
+    if (!r)
+        return NULL;
+    if (!strchr(r, '\n') && !feof(ctx->f)) {
+        /* inih would cut the line and read the rest as a new line */
         ctx->line++;
-    else if (r && feof(ctx->f))
-        ctx->line++;
+        if (!ctx->err) {
+            ctx->rc = GH_EINVAL;
+            return NULL;
+        }
+        gh_buf_reset(ctx->err);
+        gh_buf_printf(ctx->err,
+                      "%s:%d: line longer than %d characters (continue a long value on "
+                      "indented lines)",
+                      ctx->path, ctx->line, num - 2);
+        ctx->rc = GH_EINVAL;
+        ctx->err_line = ctx->line;
+        return NULL;
+    }
+    ctx->line++;
+    /* an indented line continues the previous key's value (inih calls the
+     * handler again with the same key; on_ini_entry appends) */
+    ctx->continued = (r[0] == ' ' || r[0] == '\t') && r[strspn(r, " \t")] != '\n' &&
+                     r[strspn(r, " \t")] != '\0' && r[strspn(r, " \t")] != ';' &&
+                     r[strspn(r, " \t")] != '#';
     return r;
 }
 
@@ -661,6 +693,28 @@ static int on_ini_entry(void *user, const char *section, const char *name, const
     if (ctx->rc)
         return 0;
     ctx->err_line = lineno;
+    if (ctx->continued && !strcmp(section, ctx->last_section) && !strcmp(name, ctx->last_key)) {
+        const struct key_def *k = find_key(section, name);
+        if (!k || k->type != T_STR) {
+            set_err(ctx->err, ctx->path, lineno, k, section, name,
+                    "only list and text values may continue on indented lines");
+            ctx->rc = GH_EINVAL;
+            return 0;
+        }
+        const char *old = *(char *const *)((const char *)ctx->c + k->offset);
+        size_t len = strlen(old) + strlen(value) + 2;
+        char *joined = malloc(len);
+        if (!joined) {
+            ctx->rc = GH_ENOMEM;
+            return 0;
+        }
+        snprintf(joined, len, "%s %s", old, value);
+        ctx->rc = gh_config_set(ctx->c, section, name, joined, ctx->path, lineno, ctx->err);
+        free(joined);
+        return ctx->rc == 0;
+    }
+    snprintf(ctx->last_section, sizeof ctx->last_section, "%s", section);
+    snprintf(ctx->last_key, sizeof ctx->last_key, "%s", name);
     if (!*section) {
         set_err(ctx->err, ctx->path, lineno, NULL, "(none)", name,
                 "key outside any section (start the file with e.g. [server])");
@@ -681,7 +735,7 @@ int gh_config_load_file(struct gh_config *c, const char *path, struct gh_buf *er
         }
         return GH_EIO;
     }
-    struct ini_ctx ctx = {c, path, err, 0, f, 0, 0};
+    struct ini_ctx ctx = {.c = c, .path = path, .err = err, .f = f};
     int rc = ini_parse_stream(ini_read_line, &ctx, on_ini_entry, &ctx);
     int read_errno = ferror(f) ? (errno ? errno : EIO) : 0; /* e.g. EISDIR: fopen accepts a directory */
     fclose(f);
@@ -807,8 +861,25 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
     return 0;
 }
 
+/* Writes v in the largest unit that divides it exactly: 7d, 5m, 64m … */
+static void dump_scaled(struct gh_buf *out, uint64_t v, const uint64_t *mul, const char **unit,
+                        size_t n)
+{
+    for (size_t i = n; i-- > 0;) {
+        if (v && v % mul[i] == 0) {
+            gh_buf_printf(out, "%llu%s\n", (unsigned long long)(v / mul[i]), unit[i]);
+            return;
+        }
+    }
+    gh_buf_printf(out, "%llu%s\n", (unsigned long long)v, unit[0]);
+}
+
 int gh_config_dump(const struct gh_config *c, struct gh_buf *out)
 {
+    static const uint64_t dmul[] = {1, SEC, 60 * SEC, HOUR, 24 * HOUR};
+    static const char *dunit[] = {"ms", "s", "m", "h", "d"};
+    static const uint64_t smul[] = {1, KB, MB, 1024 * MB};
+    static const char *sunit[] = {"", "k", "m", "g"};
     const char *section = "";
     for (size_t i = 0; i < GH_ARRAY_LEN(keys); i++) {
         const struct key_def *k = &keys[i];
@@ -819,10 +890,30 @@ int gh_config_dump(const struct gh_config *c, struct gh_buf *out)
         const char *field = (const char *)c + k->offset;
         gh_buf_printf(out, "; %s\n%s = ", k->help, k->key);
         switch (k->type) {
-        case T_STR:
         case T_HOSTPORT:
             gh_buf_printf(out, "%s\n", *(char *const *)field);
             break;
+        case T_STR: {
+            /* long lists go on indented continuation lines, split after a
+             * comma, so every line stays under inih's line length */
+            const char *v = *(char *const *)field;
+            size_t col = strlen(k->key) + 3;
+            while (strlen(v) + col > 150) {
+                const char *cut = NULL;
+                for (const char *q = v; *q && (size_t)(q - v) + col < 150; q++)
+                    if (*q == ',')
+                        cut = q;
+                if (!cut)
+                    break;
+                gh_buf_printf(out, "%.*s\n    ", (int)(cut - v + 1), v);
+                v = cut + 1;
+                while (*v == ' ')
+                    v++;
+                col = 4;
+            }
+            gh_buf_printf(out, "%s\n", v);
+            break;
+        }
         case T_HEXKEY:
         case T_TOKEN:
             gh_buf_printf(out, "%s\n", **(char *const *)field ? "(set)" : "");
@@ -831,10 +922,10 @@ int gh_config_dump(const struct gh_config *c, struct gh_buf *out)
             gh_buf_printf(out, "%u\n", *(const unsigned *)field);
             break;
         case T_SIZE:
-            gh_buf_printf(out, "%zu\n", *(const size_t *)field);
+            dump_scaled(out, *(const size_t *)field, smul, sunit, GH_ARRAY_LEN(smul));
             break;
         case T_DURATION:
-            gh_buf_printf(out, "%llums\n", (unsigned long long)*(const uint64_t *)field);
+            dump_scaled(out, *(const uint64_t *)field, dmul, dunit, GH_ARRAY_LEN(dmul));
             break;
         case T_BOOL:
             gh_buf_printf(out, "%s\n", *(const bool *)field ? "true" : "false");

@@ -162,8 +162,8 @@ static void load_good_file(void **state)
     assert_int_equal(gh_config_dump(c, &out), 0);
     tu_assert_contains(out.data, "[server]\n");
     tu_assert_contains(out.data, "listen = [::1]:8443\n");
-    tu_assert_contains(out.data, "header_max = 32768\n");
-    tu_assert_contains(out.data, "idle_timeout = 120000ms\n");
+    tu_assert_contains(out.data, "header_max = 32k\n");
+    tu_assert_contains(out.data, "idle_timeout = 2m\n");
     tu_assert_contains(out.data, "level = warn\n");
     tu_assert_contains(out.data, "hmac_key = (set)\n");
     assert_null(strstr(out.data, "abcdefghijklmnopqrstuvwxyz"));
@@ -645,6 +645,39 @@ static void parse_hostport(void **state)
     }
 }
 
+/* Long lists continue on indented lines; an over-long line is an error,
+ * not a silent split; the dump wraps and loads back to the same values. */
+static void continuation_and_long_lines(void **state)
+{
+    struct fx *f = *state;
+    char path[512];
+    assert_int_equal(load(f, "cont.ini",
+                          "[shield]\nrules = anon:addr:100/1s,\n    login:addr:5/1m\n"
+                          "; a comment does not continue\nenabled = true\n",
+                          path, sizeof path),
+                     0);
+    assert_string_equal(f->c->shield.rules, "anon:addr:100/1s, login:addr:5/1m");
+    /* a number cannot continue */
+    expect_file_error(f, "[server]\nworkers = 2\n    3\n", 3,
+                      "[server] workers: only list and text values may continue on indented "
+                      "lines");
+    char big[400];
+    snprintf(big, sizeof big, "[server]\ndata_dir = %0300d\n", 0);
+    expect_file_error(f, big, 2,
+                      "line longer than 198 characters (continue a long value on indented "
+                      "lines)");
+    /* the dump of any configuration loads back to the same dump */
+    struct gh_buf out, again;
+    gh_buf_init(&out, 1 << 16);
+    gh_buf_init(&again, 1 << 16);
+    assert_int_equal(gh_config_dump(f->c, &out), 0);
+    assert_int_equal(load(f, "dump.ini", out.data, path, sizeof path), 0);
+    assert_int_equal(gh_config_dump(f->c, &again), 0);
+    assert_string_equal(out.data, again.data);
+    gh_buf_dispose(&out);
+    gh_buf_dispose(&again);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -662,6 +695,7 @@ int main(void)
         T(validate_cross_keys),
         T(overrides),
         T(environment),
+        T(continuation_and_long_lines),
         cmocka_unit_test(parse_size),
         cmocka_unit_test(parse_duration),
         cmocka_unit_test(parse_uint),
