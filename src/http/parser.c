@@ -219,6 +219,13 @@ static int on_headers_complete(http_parser *hp)
          * 5.1 wants "Name : value" refused (a smuggling vector) */
         if (memchr(h->name, ' ', h->name_len))
             return fail(p, 400, "malformed request: invalid character in a header");
+        /* RFC 9110 5.5: no control characters (but tab) in a value; a NUL
+         * would also cut every C string made of it short */
+        for (size_t k = 0; k < h->value_len; k++) {
+            unsigned char ch = (unsigned char)h->value[k];
+            if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+                return fail(p, 400, "malformed request: control character in a header value");
+        }
         /* values may end in spaces the parser kept */
         while (h->value_len && (h->value[h->value_len - 1] == ' ' ||
                                 h->value[h->value_len - 1] == '\t'))

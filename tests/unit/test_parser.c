@@ -424,6 +424,8 @@ static void bad_request_lines(void **state)
         "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "GET http://example.com/ HTTP/1.1\r\n\r\n", /* absolute form: not a path */
         "OPTIONS * HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n", /* control characters in a value */
+        "GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n",
     };
     for (size_t i = 0; i < GH_ARRAY_LEN(bad); i++) {
         expect_error(f, bad[i], 400);
