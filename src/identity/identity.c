@@ -39,6 +39,7 @@ static struct identity {
     struct gh_sms *sms;
     struct gh_smssend *sender;
     struct gh_kvtab *fails; /* login failures per phone and per address */
+    struct gh_kvtab *sources; /* per /24 (/48): unresolved logins, last success */
     bool ready;
     _Atomic uint64_t reg_tat_ns; /* GCRA of the registration cap (level preset) */
     uv_timer_t policy_timer;     /* on the admin worker: pin expiry */
@@ -371,6 +372,7 @@ struct op {
     struct gh_store_session sess;
     uint64_t session_max_ms, session_idle_ms;
     unsigned sms_only_after;
+    enum gh_pw_prio prio; /* password login: the source's tier in the pool */
 };
 
 static void op_free(struct op *op)
@@ -436,9 +438,92 @@ static void fail_keys(const struct op *op, uint8_t kp[16], uint8_t ka[16])
     gh_kvtab_key(ka, "la", a->bytes, a->family == AF_INET ? 4 : 16);
 }
 
+/* The client's /24 (IPv4) or /48 (IPv6), and its address, in the sources
+ * table. */
+static void source_key(const struct gh_http_req *req, uint8_t ks[16])
+{
+    const struct gh_addr *a = &req->client;
+    gh_kvtab_key(ks, "ls", a->bytes, a->family == AF_INET ? 3 : 6);
+}
+
+static void source_addr_key(const struct gh_http_req *req, uint8_t ka[16])
+{
+    const struct gh_addr *a = &req->client;
+    gh_kvtab_key(ka, "lk", a->bytes, a->family == AF_INET ? 4 : 16);
+}
+
+#define TRUST_MS (7 * 24 * HOUR_MS) /* a success vouches for its address this long */
+
+/* The tier of a password login in the pool, from the source alone (never
+ * from the account: a known and an unknown number wait in the same queue,
+ * and an attacker cannot lower a user's tier without their /24):
+ *  - LOGIN: the address signed in or registered within TRUST_MS, its /24
+ *    (/48) has fewer than 4 × suspect_after password logins not followed
+ *    by a success this hour, and the address failed at most once;
+ *  - LOGIN_NEW: no such success, fewer than suspect_after unresolved
+ *    logins in the /24, the address failed at most once;
+ *  - LOGIN_SUSPECT: the rest (a spray from a /24 gets suspect_after clean
+ *    tries before its failures are even known). */
+static enum gh_pw_prio login_tier(const struct gh_http_req *req, uint64_t addr_fails)
+{
+    uint8_t ks[16], ka[16];
+    source_key(req, ks);
+    source_addr_key(req, ka);
+    uint64_t now = gh_now_ms(), unresolved = 0;
+    bool known = false;
+    gh_kvtab_lock(ids.sources);
+    struct gh_kv *s = gh_kvtab_find_locked(ids.sources, ks, now, false, 0);
+    if (s)
+        unresolved = s->v[0];
+    struct gh_kv *k = gh_kvtab_find_locked(ids.sources, ka, now, false, 0);
+    known = k && k->v[1] && now - k->v[1] < TRUST_MS;
+    gh_kvtab_unlock(ids.sources);
+    unsigned after = req->cfg->identity.login_suspect_after;
+    if (addr_fails >= 2 || unresolved >= (known ? 4ull * after : after))
+        return GH_PW_LOGIN_SUSPECT;
+    return known ? GH_PW_LOGIN : GH_PW_LOGIN_NEW;
+}
+
+/* A password login from the client's /24 (/48) begins: unresolved until a
+ * success from there. */
+static void source_attempt(const struct gh_http_req *req)
+{
+    uint8_t ks[16];
+    source_key(req, ks);
+    uint64_t now = gh_now_ms();
+    gh_kvtab_lock(ids.sources);
+    struct gh_kv *s = gh_kvtab_find_locked(ids.sources, ks, now, true, HOUR_MS);
+    if (s) {
+        s->v[0]++;
+        s->expires_ms = GH_MAX(s->expires_ms, now + HOUR_MS);
+    }
+    gh_kvtab_unlock(ids.sources);
+}
+
+/* A sign-in or registration from the client succeeded: its address is
+ * known for TRUST_MS, and one unresolved login of its /24 (/48) is
+ * resolved. */
+static void source_success(const struct gh_http_req *req)
+{
+    uint8_t ks[16], ka[16];
+    source_key(req, ks);
+    source_addr_key(req, ka);
+    uint64_t now = gh_now_ms();
+    gh_kvtab_lock(ids.sources);
+    struct gh_kv *s = gh_kvtab_find_locked(ids.sources, ks, now, false, 0);
+    if (s && s->v[0])
+        s->v[0]--;
+    struct gh_kv *k = gh_kvtab_find_locked(ids.sources, ka, now, true, TRUST_MS);
+    if (k) {
+        k->v[1] = now ? now : 1;
+        k->expires_ms = now + TRUST_MS;
+    }
+    gh_kvtab_unlock(ids.sources);
+}
+
 /* Refuses when the account waits out a back-off or the address failed too
  * often. false after answering 429. sms_only: the account's failures
- * passed the limit. */
+ * passed the limit. Sets op->prio (login_tier). */
 static bool login_allowed(struct op *op, bool *sms_only, bool *had_failures)
 {
     struct gh_http_req *req = op->req;
@@ -455,7 +540,9 @@ static bool login_allowed(struct op *op, bool *sms_only, bool *had_failures)
     bool addr_over = a && a->v[0] >= req->cfg->identity.login_fail_per_addr;
     if (addr_over && a->expires_ms - now > wait)
         wait = a->expires_ms - now;
+    uint64_t addr_fails = a ? a->v[0] : 0;
     gh_kvtab_unlock(ids.fails);
+    op->prio = login_tier(req, addr_fails);
     if (wait) {
         gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)ceil_s(wait));
         gh_http_respond_error(req, 429, "rate_limited",
@@ -494,6 +581,7 @@ static void login_succeeded_mem(struct op *op)
     gh_kvtab_lock(ids.fails);
     gh_kvtab_del_locked(ids.fails, kp);
     gh_kvtab_unlock(ids.fails);
+    source_success(op->req);
 }
 
 /* ---- POST /api/auth/sms-code ---- */
@@ -503,6 +591,7 @@ struct sms_job {
     uint8_t phone_hash[32];
     enum gh_sms_purpose purpose;
     bool exists;
+    bool disabled; /* the account was disabled by an operator */
     uint64_t ttl_ms;
 };
 
@@ -512,6 +601,7 @@ static int sms_lookup_fn(struct gh_store_conn *c, void *arg)
     struct gh_user u;
     int rc = gh_store_user_by_phone(c, j->phone_hash, &u);
     j->exists = rc == 0;
+    j->disabled = rc == 0 && u.disabled_ms;
     sodium_memzero(&u, sizeof u);
     return rc == GH_ENOTFOUND ? 0 : rc;
 }
@@ -522,8 +612,10 @@ static void sms_lookup_done(struct gh_worker *w, void *arg, int rc)
     if (rc || !ids.sms || !ids.sender)
         goto out;
     /* login and reset codes go only to numbers with an account: nobody
-     * pays for texts to numbers that cannot use them */
-    if (j->purpose != GH_SMS_REGISTER && !j->exists)
+     * pays for texts to numbers that cannot use them; a disabled account
+     * cannot sign in or reset, so it gets none either (the 202 was the
+     * same bytes already) */
+    if (j->purpose != GH_SMS_REGISTER && (!j->exists || j->disabled))
         goto out;
     char code[7];
     if (gh_sms_code_issue(ids.sms, j->phone.e164, j->purpose, gh_now_ms(), code))
@@ -654,6 +746,7 @@ static void register_write_done(struct gh_worker *w, void *arg, int rc)
         respond_busy(op->req, "registration");
     else {
         gh_shield_signal(GH_SIGNAL_REGISTERED, 1);
+        source_success(op->req);
         op_finish_session(op, 201);
     }
 out:
@@ -846,6 +939,8 @@ static void verify_done(struct gh_worker *w, void *arg, int rc)
         return;
     }
     if (rc) {
+        if (rc == GH_EBUSY)
+            gh_shield_signal(GH_SIGNAL_LOGIN_REFUSED, 1);
         respond_busy(op->req, "sign-in");
         op_free(op);
         return;
@@ -880,7 +975,8 @@ static void login_read_done(struct gh_worker *w, void *arg, int rc)
         op_free(op);
         return;
     }
-    if (gh_pwpool_submit(ids.pool, GH_PW_LOGIN, verify_fn, op, w, verify_done)) {
+    if (gh_pwpool_submit(ids.pool, op->prio, verify_fn, op, w, verify_done)) {
+        gh_shield_signal(GH_SIGNAL_LOGIN_REFUSED, 1);
         respond_busy(op->req, "sign-in");
         op_free(op);
     }
@@ -915,15 +1011,21 @@ static void h_login(struct gh_http_req *req)
     bool sms_only = false;
     bool had_failures = false;
     if (!login_allowed(op, &sms_only, &had_failures)) {
+        gh_shield_signal(GH_SIGNAL_LOGIN_REFUSED, 1);
         op_free(op);
         goto out;
     }
-    /* after recent failures of the account or the address: proof of work
-     * (scope login) when the attack level's preset asks for it; then
-     * phone-keyed shield rules, then admission to the password pool */
-    if ((had_failures && !pow_ok(req, o, GH_POW_LOGIN, gh_shield_pow_bits(GH_POW_LOGIN))) ||
+    /* proof of work (scope login) when the attack level's preset asks for
+     * it: after recent failures of the account or the address, from a
+     * suspect source (login_tier), and under attack from any source
+     * without a recent success; then phone-keyed shield rules, then
+     * admission to the password pool. All before any hashing. */
+    bool pow_needed = had_failures || op->prio == GH_PW_LOGIN_SUSPECT ||
+                      (op->prio == GH_PW_LOGIN_NEW && gh_shield_level() == GH_LEVEL_UNDER_ATTACK);
+    if ((pow_needed && !pow_ok(req, o, GH_POW_LOGIN, gh_shield_pow_bits(GH_POW_LOGIN))) ||
         !limit_phone(req, GH_CLASS_LOGIN, &p) ||
         (!by_code && !gh_shield_admit(req, GH_CLASS_LOGIN))) {
+        gh_shield_signal(GH_SIGNAL_LOGIN_REFUSED, 1);
         op_free(op);
         goto out;
     }
@@ -940,6 +1042,7 @@ static void h_login(struct gh_http_req *req)
         }
         memcpy(op->password, pw, pwlen);
         op->pwlen = pwlen;
+        source_attempt(req);
     }
     if (gh_store_read(ids.store, login_read_fn, op, req->worker, login_read_done)) {
         respond_busy(req, "sign-in");
@@ -1648,6 +1751,8 @@ static uint64_t pool_delay(enum gh_class cls, void *data)
     (void)data;
     if (!ids.pool)
         return 0;
+    /* logins from known sources only: a spray that backs up the new and
+     * suspect tiers sheds nobody else */
     if (cls == GH_CLASS_LOGIN)
         return gh_pwpool_delay_ms(ids.pool, GH_PW_LOGIN, gh_now_ms());
     if (cls == GH_CLASS_REGISTER)
@@ -1797,6 +1902,14 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
            gh_tokens_count(), gh_policy_mode_name(gh_policy_current()->mode));
     rc = gh_pwpool_new(cfg->identity.hash_threads, cfg->identity.hash_queue_max,
                        cfg->identity.hash_deadline_ms, &ids.pool);
+    if (!rc)
+        rc = gh_pwpool_set_queue(ids.pool, GH_PW_REGISTER, cfg->identity.hash_queue_max,
+                                 cfg->identity.hash_deadline_ms, true);
+    if (!rc)
+        rc = gh_pwpool_set_queue(
+            ids.pool, GH_PW_LOGIN_SUSPECT,
+            GH_MIN(cfg->identity.suspect_queue_max, cfg->identity.hash_queue_max),
+            GH_MIN(cfg->identity.suspect_deadline_ms, cfg->identity.hash_deadline_ms), true);
     if (rc) {
         gh_buf_printf(err, "identity: cannot start the password pool");
         return rc;
@@ -1815,7 +1928,7 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
                        srv->secrets.hmac_key, sizeof srv->secrets.hmac_key);
     rc = gh_sms_new(&lim, smskey, 1u << 16, &ids.sms);
     sodium_memzero(smskey, sizeof smskey);
-    if (rc || gh_kvtab_new(1u << 18, &ids.fails)) {
+    if (rc || gh_kvtab_new(1u << 18, &ids.fails) || gh_kvtab_new(1u << 17, &ids.sources)) {
         gh_buf_printf(err, "identity: out of memory");
         return GH_ENOMEM;
     }
@@ -1891,6 +2004,8 @@ void gh_identity_dispose(void)
     ids.sms = NULL;
     gh_kvtab_free(ids.fails);
     ids.fails = NULL;
+    gh_kvtab_free(ids.sources);
+    ids.sources = NULL;
     gh_policy_dispose();
     gh_password_dispose();
     gh_tokens_dispose();

@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { BIN, childEnv, freePorts, runGatehouse, sleep, startServer, tempDir } from './lib/harness.mjs';
-import { FAST, Jar, api, cnPhone, getCode, registerUser } from './lib/accounts.mjs';
+import { FAST, Jar, api, cnPhone, outbox, registerUser } from './lib/accounts.mjs';
 
 const PASSWORD = 'correct horse battery';
 const LEVELS = ['normal', 'elevated', 'under_attack'];
@@ -183,10 +183,18 @@ test('a disabled user cannot sign in, their session and key stop; enable lets th
   assert.equal(right.status, 401);
   assert.equal(right.text, wrong.text);
   assert.equal(right.headers['set-cookie'], undefined);
-  const code = await getCode(srv, phone, 'login');
-  const bySms = await api(srv.url, 'POST', '/api/auth/login', { body: { phone, code } });
-  assert.equal(bySms.status, 401);
-  assert.equal(bySms.json.error.code, 'unauthorized');
+  // by SMS code: the request answers the same 202, but no code is sent
+  const before = outbox(srv.dataDir).length;
+  const sc = await api(srv.url, 'POST', '/api/auth/sms-code', { body: { phone, purpose: 'login' } });
+  assert.equal(sc.status, 202);
+  await sleep(300);
+  assert.equal(outbox(srv.dataDir).slice(before).filter((m) => m.to === phone).length, 0, 'no SMS to a disabled account');
+  // … so a code login fails as for a number without an account
+  const bySms = await api(srv.url, 'POST', '/api/auth/login', { body: { phone, code: '000000' } });
+  const nobody = await api(srv.url, 'POST', '/api/auth/login', { body: { phone: cnPhone(), code: '000000' } });
+  assert.equal(bySms.status, 400);
+  assert.equal(bySms.json.error.code, 'invalid_code');
+  assert.equal(bySms.text, nobody.text);
 
   // disabling twice changes nothing
   const twice = await okJson(['users', 'disable', String(user.id)]);
