@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
 
 #define HOUR_MS (3600ull * 1000)
 
@@ -1934,14 +1936,38 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
     }
     char outbox[4200];
     snprintf(outbox, sizeof outbox, "%s/sms-outbox.jsonl", cfg->server.data_dir);
+    /* the webhook is signed with a key derived from the server's HMAC key,
+     * never the key itself: an SMS provider holding it learns nothing that
+     * keys phone hashes, API keys or proof of work. It is written to
+     * <data>/sms-webhook.key (0600) for the operator to hand over. */
+    uint8_t hookkey[32];
+    crypto_generichash(hookkey, sizeof hookkey, (const unsigned char *)"sms webhook v1", 14,
+                       srv->secrets.hmac_key, sizeof srv->secrets.hmac_key);
+    if (!strcmp(cfg->sms.sender, "webhook")) {
+        char kpath[4200], hex[65];
+        snprintf(kpath, sizeof kpath, "%s/sms-webhook.key", cfg->server.data_dir);
+        sodium_bin2hex(hex, sizeof hex, hookkey, sizeof hookkey);
+        hex[64] = '\n';
+        int kfd = open(kpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        bool written = kfd >= 0 && write(kfd, hex, 65) == 65;
+        if (kfd >= 0)
+            close(kfd);
+        sodium_memzero(hex, sizeof hex);
+        if (!written) {
+            gh_buf_printf(err, "[sms] cannot write the webhook key to %s", kpath);
+            sodium_memzero(hookkey, sizeof hookkey);
+            return GH_EIO;
+        }
+    }
     struct gh_smssend_options sso = {.kind = cfg->sms.sender,
                                      .outbox_path = outbox,
                                      .url = cfg->sms.webhook_url,
                                      .timeout_ms = cfg->sms.webhook_timeout_ms,
                                      .retries = cfg->sms.webhook_retries,
-                                     .hmac_key = srv->secrets.hmac_key,
+                                     .hmac_key = hookkey,
                                      .queue_max = 10000};
     rc = gh_smssend_new(&sso, &ids.sender);
+    sodium_memzero(hookkey, sizeof hookkey);
     if (rc) {
         gh_buf_printf(err,
                       "[sms] sender: '%s' cannot start (expected log, or webhook with "

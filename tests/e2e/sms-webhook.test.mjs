@@ -1,6 +1,6 @@
 // Black-box tests of the `webhook` SMS sender (issue 3): a small receiver
-// on loopback verifies X-Gatehouse-Signature with the server's HMAC key
-// (<data>/secrets) and records the messages. It can answer 500 the first
+// on loopback verifies X-Gatehouse-Signature with the webhook key
+// (<data>/sms-webhook.key) and records the messages. It can answer 500 the first
 // N times, answer with a wrong key's verdict, or hang, per phone number.
 // Checked: one signed message with the right fields whose code registers;
 // 500, 500, 200 still delivers (retries); a hanging receiver for one
@@ -107,11 +107,19 @@ function startReceiver() {
   });
 }
 
+// The webhook key is derived from the server's HMAC key and written to
+// <data>/sms-webhook.key (0600) for the SMS provider; the master key itself
+// must never be what signs.
 function hmacKey(dataDir) {
-  const text = fs.readFileSync(path.join(dataDir, 'secrets'), 'utf8');
-  const m = /^hmac_key=([0-9a-f]{64})$/m.exec(text);
-  assert.ok(m, 'secrets has hmac_key');
-  return Buffer.from(m[1], 'hex');
+  const file = path.join(dataDir, 'sms-webhook.key');
+  assert.equal(fs.statSync(file).mode & 0o777, 0o600, 'sms-webhook.key is mode 0600');
+  const hex = fs.readFileSync(file, 'utf8').trim();
+  assert.match(hex, /^[0-9a-f]{64}$/);
+  const master = /^hmac_key=([0-9a-f]{64})$/m.exec(
+    fs.readFileSync(path.join(dataDir, 'secrets'), 'utf8'));
+  assert.ok(master, 'secrets has hmac_key');
+  assert.notEqual(hex, master[1], 'the webhook key is not the master key');
+  return Buffer.from(hex, 'hex');
 }
 
 function metric(text, name, labels) {
