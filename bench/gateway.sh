@@ -2,7 +2,8 @@
 # The gateway against nginx proxy_pass, both in front of the same model
 # server (an nginx answering chat completions from memory), in the same
 # run with the same CPU placement: the proxy under test on SERVER_CPU, the
-# model server and wrk on CLIENT_CPU.
+# model server and wrk on CLIENT_CPU (for the latency figures, by default,
+# on SERVER_CPU too: BENCH_LAT_CPUS below).
 #
 # 1. Proxy overhead: wrk with one connection (requests one after another)
 #    straight to the model server, through nginx and through gatehouse,
@@ -77,10 +78,12 @@ model = bench-sse
 base_url = http://127.0.0.1:$UP_PORT/sse/v1
 max_concurrent = 1024
 INI
-    start_gatehouse "$BENCH_TMP/gh-$tag" --set gateway.upstreams_file="$BENCH_TMP/gh-$tag/upstreams.ini" \
+    # one data directory for both phases: one registration (the shield
+    # limits how many a client may make), the same key
+    start_gatehouse "$BENCH_TMP/gh" --set gateway.upstreams_file="$BENCH_TMP/gh-$tag/upstreams.ini" \
         --set gateway.echo=false --set gateway.user_concurrency=0 --set gateway.key_concurrency=0
     start_proxy_nginx "$BENCH_TMP/nginx-$tag"
-    KEY=$(api_key "$BENCH_TMP/gh-$tag") # each start has its own data directory
+    [ -n "${KEY:-}" ] || KEY=$(api_key "$BENCH_TMP/gh")
 }
 
 # start_proxy_nginx DIR: nginx proxy_pass to the model server, one worker
@@ -155,18 +158,51 @@ LUA
     return 0
 }
 
+# BENCH_PERF=DIR: perf record -g of gatehouse during its runs, into
+# DIR/perf-NAME.data (perf report -i …); the figures of a profiled run
+# carry perf's own cost.
+PERF_PID=
+perf_start() {
+    [ -n "${BENCH_PERF:-}" ] || return 0
+    mkdir -p "$BENCH_PERF"
+    perf record -g -q -o "$BENCH_PERF/perf-$1.data" -p "$GH_PID" >/dev/null 2>&1 &
+    PERF_PID=$!
+    track_pid "$PERF_PID"
+    sleep 0.3
+}
+perf_stop() {
+    [ -n "$PERF_PID" ] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=
+}
+
 p50_us() { to_us "$(awk '$1 == "50%" {print $2}' "$1")"; }
 requests_of() { awk '/requests in/ {print $1}' "$1"; }
 
 # ---- 1. latency added ----
+# BENCH_LAT_CPUS=one (default): every process of this phase on SERVER_CPU,
+# so the figure is the proxy's own work on the path, not the cost of waking
+# another CPU; =split: the placement of phase 2.
+SPLIT_CLIENT_CPU=$CLIENT_CPU
+[ "${BENCH_LAT_CPUS:-one}" = one ] && CLIENT_CPU=$SERVER_CPU
 start_proxies "$LAT_EVENTS" lat
 for mode in plain sse; do
     stream=false
     [ $mode = sse ] && stream=true
     for run in $(seq "$RUNS"); do
+        # the order alternates (odd runs: nginx first; even: gatehouse
+        # first) so a drift of the machine does not favour one of them
         wrk_run "$BENCH_TMP/d-$mode-$run" 1 "http://127.0.0.1:$UP_PORT/$mode/v1/chat/completions" m $stream
-        wrk_run "$BENCH_TMP/n-$mode-$run" 1 "http://127.0.0.1:$NGINX_PORT/$mode/v1/chat/completions" m $stream
-        wrk_run "$BENCH_TMP/g-$mode-$run" 1 "http://127.0.0.1:$GH_PORT/v1/chat/completions" "bench-$mode" $stream "$KEY"
+        for who in $([ $((run % 2)) = 1 ] && echo "n g" || echo "g n"); do
+            if [ "$who" = n ]; then
+                wrk_run "$BENCH_TMP/n-$mode-$run" 1 "http://127.0.0.1:$NGINX_PORT/$mode/v1/chat/completions" m $stream
+            else
+                perf_start "lat-$mode-$run"
+                wrk_run "$BENCH_TMP/g-$mode-$run" 1 "http://127.0.0.1:$GH_PORT/v1/chat/completions" "bench-$mode" $stream "$KEY"
+                perf_stop
+            fi
+        done
         d=$(p50_us "$BENCH_TMP/d-$mode-$run")
         n=$(p50_us "$BENCH_TMP/n-$mode-$run")
         g=$(p50_us "$BENCH_TMP/g-$mode-$run")
@@ -177,17 +213,21 @@ for mode in plain sse; do
     done
 done
 stop_proxies
+LAT_CLIENT_CPU=$CLIENT_CPU
+CLIENT_CPU=$SPLIT_CLIENT_CPU
 
 # ---- 2. relay cost ----
 start_proxies "$EVENTS" relay
 for run in $(seq "$RUNS"); do
-    for who in nginx gatehouse; do
+    for who in $([ $((run % 2)) = 1 ] && echo "nginx gatehouse" || echo "gatehouse nginx"); do
         out="$BENCH_TMP/relay-$who-$run"
         if [ $who = nginx ]; then pids=("$NGINX_WORKER") url="http://127.0.0.1:$NGINX_PORT/sse/v1/chat/completions" model=m auth=
         else pids=("$GH_PID") url="http://127.0.0.1:$GH_PORT/v1/chat/completions" model=bench-sse auth=$KEY; fi
+        [ $who = gatehouse ] && perf_start "relay-$run"
         read -r u0 s0 <<<"$(cpu_ticks "${pids[@]}")"
         wrk_run "$out" "$CONNS" "$url" "$model" true "$auth"
         read -r u1 s1 <<<"$(cpu_ticks "${pids[@]}")"
+        [ $who = gatehouse ] && perf_stop
         reqs=$(requests_of "$out")
         us=$(calc "(($u1 - $u0) + ($s1 - $s0)) * 1000000 / $CLK_TCK / ($reqs * ($EVENTS + 2))")
         bench_row "$who" "$run" cpu_per_event "$us" us
@@ -213,8 +253,9 @@ bench_ratio "gateway: relay CPU per SSE event: gatehouse $cg us vs nginx $cn us 
 bench_md <<MD
 ### Gateway: proxy overhead and relay cost (bench/gateway.sh)
 
-Model server: nginx answering from memory. Proxies on CPU $SERVER_CPU, model server and wrk on CPU $CLIENT_CPU.
-Median of $RUNS runs of ${DURATION}s.
+Model server: nginx answering from memory. Latency: proxies on CPU $SERVER_CPU, model server and wrk on CPU $LAT_CLIENT_CPU;
+relay cost: proxies on CPU $SERVER_CPU, model server and wrk on CPU $CLIENT_CPU.
+Median of $RUNS runs of ${DURATION}s (the order of nginx and gatehouse alternates between runs).
 
 | figure | gatehouse | nginx proxy_pass | ratio |
 |---|---|---|---|

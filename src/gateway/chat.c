@@ -331,3 +331,159 @@ void gh_chat_new_id(char *out, size_t outlen)
     sodium_bin2hex(hex, sizeof hex, r, sizeof r);
     snprintf(out, outlen, "chatcmpl-%s", hex);
 }
+
+/* ---- the upstream's body: a splice of the client's ---- */
+
+static size_t skip_ws(const char *s, size_t i, size_t n)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* s[i] is '"': the index after the closing quote; *esc when it holds a
+ * backslash. n on a broken string. */
+static size_t skip_string(const char *s, size_t i, size_t n, bool *esc)
+{
+    for (i++; i < n; i++) {
+        if (s[i] == '\\') {
+            *esc = true;
+            i++;
+        } else if (s[i] == '"') {
+            return i + 1;
+        }
+    }
+    return n;
+}
+
+/* The index after the value starting at s[i]. */
+static size_t skip_value(const char *s, size_t i, size_t n)
+{
+    bool esc;
+    if (i >= n)
+        return n;
+    if (s[i] == '"')
+        return skip_string(s, i, n, &esc);
+    if (s[i] != '{' && s[i] != '[') {
+        while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+               s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+            i++;
+        return i;
+    }
+    unsigned depth = 0;
+    while (i < n) {
+        char ch = s[i];
+        if (ch == '"') {
+            i = skip_string(s, i, n, &esc);
+            continue;
+        }
+        if (ch == '{' || ch == '[')
+            depth++;
+        else if ((ch == '}' || ch == ']') && --depth == 0)
+            return i + 1;
+        i++;
+    }
+    return n;
+}
+
+/* One member of an object: key [k0, k1) (quotes included), value [v0, v1). */
+struct member {
+    size_t k0, k1, v0, v1;
+    bool esc;
+};
+
+/* The member at s[*i] (after '{' or ','); *i moves past its ',' or the
+ * closing '}'. Returns 1 for a member, 0 at the end, GH_EINVAL when the
+ * text is not what a validated object looks like. */
+static int next_member(const char *s, size_t n, size_t *i, struct member *m)
+{
+    size_t p = skip_ws(s, *i, n);
+    if (p < n && s[p] == '}') {
+        *i = p + 1;
+        return 0;
+    }
+    if (p >= n || s[p] != '"')
+        return GH_EINVAL;
+    m->esc = false;
+    m->k0 = p;
+    m->k1 = skip_string(s, p, n, &m->esc);
+    p = skip_ws(s, m->k1, n);
+    if (p >= n || s[p] != ':')
+        return GH_EINVAL;
+    m->v0 = skip_ws(s, p + 1, n);
+    m->v1 = skip_value(s, m->v0, n);
+    if (m->v1 <= m->v0)
+        return GH_EINVAL;
+    p = skip_ws(s, m->v1, n);
+    if (p < n && s[p] == ',')
+        p++;
+    else if (p >= n || s[p] != '}')
+        return GH_EINVAL;
+    *i = p;
+    return 1;
+}
+
+static bool key_is(const char *s, const struct member *m, const char *name)
+{
+    size_t l = strlen(name);
+    return m->k1 - m->k0 == l + 2 && !memcmp(s + m->k0 + 1, name, l);
+}
+
+int gh_chat_upstream_body(const char *body, size_t len, const char *model, bool stream,
+                          struct gh_buf *out)
+{
+    size_t i = skip_ws(body, 0, len);
+    if (i >= len || body[i] != '{')
+        return GH_EINVAL;
+    i++;
+    int rc = gh_buf_reserve(out, len + strlen(model) * 6 + 64);
+    if (rc)
+        return rc;
+    bool first = true, so_done = false;
+    struct member m;
+    gh_buf_append(out, "{", 1);
+    while ((rc = next_member(body, len, &i, &m)) == 1) {
+        rc = 0;
+        if (m.esc)
+            return GH_EINVAL; /* an escaped key might spell a name we rewrite */
+        if (key_is(body, &m, "stream_options") && !stream)
+            continue; /* a non-streamed call asks for nothing of a stream */
+        if (!first)
+            rc = gh_buf_append(out, ",", 1);
+        first = false;
+        if (key_is(body, &m, "model")) {
+            rc = rc ? rc : gh_buf_append_str(out, "\"model\":\"");
+            rc = rc ? rc : gh_buf_append_json_str(out, model, strlen(model));
+            rc = rc ? rc : gh_buf_append(out, "\"", 1);
+        } else if (key_is(body, &m, "stream_options")) {
+            so_done = true;
+            rc = rc ? rc : gh_buf_append_str(out, "\"stream_options\":{\"include_usage\":true");
+            if (!rc && body[m.v0] == '{') {
+                size_t j = m.v0 + 1;
+                struct member in;
+                int r2 = 0;
+                while (!rc && (r2 = next_member(body, m.v1, &j, &in)) == 1) {
+                    if (in.esc)
+                        return GH_EINVAL;
+                    if (key_is(body, &in, "include_usage"))
+                        continue;
+                    rc = gh_buf_append(out, ",", 1);
+                    rc = rc ? rc : gh_buf_append(out, body + in.k0, in.v1 - in.k0);
+                }
+                if (!rc && r2 < 0)
+                    return r2;
+            }
+            rc = rc ? rc : gh_buf_append(out, "}", 1);
+        } else {
+            rc = rc ? rc : gh_buf_append(out, body + m.k0, m.v1 - m.k0);
+        }
+        if (rc)
+            return rc;
+    }
+    if (rc < 0)
+        return rc;
+    if (stream && !so_done)
+        rc = gh_buf_append_str(out, first ? "\"stream_options\":{\"include_usage\":true}"
+                                          : ",\"stream_options\":{\"include_usage\":true}");
+    return rc ? rc : gh_buf_append(out, "}", 1);
+}

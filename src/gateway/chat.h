@@ -70,5 +70,15 @@ int gh_chat_completion(struct gh_buf *b, const char *id, uint64_t created, const
                        const char *content, size_t content_len, const char *finish,
                        unsigned prompt, unsigned completion);
 
+/* The body sent to an upstream, appended to out: the client's body (a
+ * JSON object that gh_chat_parse accepted) with "model" set to model and,
+ * when stream, "stream_options":{"include_usage":true,…} (its other
+ * members kept); without stream, no stream_options. Members are copied
+ * byte for byte (whitespace between them dropped): nothing is parsed into
+ * a tree nor re-serialized. GH_EINVAL when the text is not as expected
+ * (e.g. a top-level key with escapes): then build it another way. */
+int gh_chat_upstream_body(const char *body, size_t len, const char *model, bool stream,
+                          struct gh_buf *out);
+
 /* A fresh completion id "chatcmpl-" + 24 random hex digits into out (>= 40). */
 void gh_chat_new_id(char *out, size_t outlen);

@@ -218,6 +218,7 @@ static void on_call_closed(uv_handle_t *h)
 {
     struct gw_call *c = h->data;
     gh_buf_dispose(&c->out);
+    gh_buf_dispose(&c->body);
     gh_buf_dispose(&c->err_body);
     gh_sse_dispose(&c->sse);
     gh_chat_req_dispose(&c->chat);
@@ -539,6 +540,7 @@ static void chat_completions(struct gh_http_req *req)
         echo_start(c);
     } else {
         gh_buf_init(&c->out, c->stream ? 1u << 20 : 16u << 20);
+        gh_buf_init(&c->body, 2 * req->body.len + (64u << 10));
         gw_relay_start(c);
     }
     return;

@@ -32,6 +32,8 @@ struct gh_gateway {
         *m_cut_short, *m_failovers, *m_upstream_errors;
 };
 
+#define GW_EASY_POOL 64
+
 /* Per-worker state: the curl multi handle driven by this loop. */
 struct gw_worker {
     struct gh_gateway *gw;
@@ -42,6 +44,13 @@ struct gw_worker {
     struct gh_list waiting;
     unsigned nwaiting;
     int closing; /* handles still closing at dispose */
+    /* idle easy handles (curl_easy_reset), reused by the next calls */
+    CURL *easy_pool[GW_EASY_POOL];
+    unsigned neasy_pool;
+    /* poll handles by descriptor, kept between transfers (relay.c) */
+    struct sock_ctx **socks;
+    size_t nsocks;
+    uint32_t rng; /* xorshift state for the weighted upstream choice */
 };
 
 /* One chat request being answered. */
@@ -77,13 +86,17 @@ struct gw_call {
     CURL *easy;
     int up; /* index of the upstream holding a slot, or -1 */
     uint64_t tried;
-    struct curl_slist *hdrs;
-    char *body;
+    /* the request headers: nodes and texts owned by the call (curl only
+     * reads the list), so an attempt allocates nothing for them */
+    struct curl_slist hdrs[6];
+    char hdr_auth[560], hdr_rid[64];
+    struct gh_buf body; /* the body sent upstream */
     struct gh_sse_parser sse;
     struct gh_buf err_body;
     long http_status;
     uint64_t retry_after_ms;
     bool done_seen, paused, proto_error;
+    bool client_gone; /* a write to the client failed: end, blame nobody */
     struct gh_list wait_node;
     char last_error[160];
     int last_status; /* what the client gets when every upstream failed */

@@ -23,13 +23,58 @@ struct sock_ctx {
     struct gw_worker *ww;
 };
 
+/* Poll handles are kept per descriptor number after curl lets go of a
+ * socket (CURL_POLL_REMOVE, which comes at the end of every transfer even
+ * when the connection stays in the cache): the next transfer on the same
+ * connection starts the stopped handle again instead of paying for a new
+ * one (uv_poll_init_socket, then two uv_close epoll calls): 5 system calls
+ * per call. A stopped handle watches nothing, so a descriptor number reused
+ * by another file is safe; curl removes a socket before closing it. */
+#define SOCK_CACHE_MAX 65536
+
 static void check_done(struct gw_worker *ww);
 
 /* ---- curl on the loop ---- */
 
+static void ww_release(struct gw_worker *ww);
+
 static void on_poll_closed(uv_handle_t *h)
 {
     free(h->data);
+}
+
+static void on_cached_poll_closed(uv_handle_t *h)
+{
+    struct sock_ctx *sc = h->data;
+    struct gw_worker *ww = sc->ww;
+    free(sc);
+    ww_release(ww);
+}
+
+/* The cached handle of fd, or NULL. */
+static struct sock_ctx *sock_cached(struct gw_worker *ww, curl_socket_t fd)
+{
+    return fd >= 0 && (size_t)fd < ww->nsocks ? ww->socks[fd] : NULL;
+}
+
+/* Keeps sc for its descriptor (when the cache can grow to it). */
+static void sock_cache(struct gw_worker *ww, struct sock_ctx *sc)
+{
+    if (sc->fd < 0 || sc->fd >= SOCK_CACHE_MAX)
+        return;
+    size_t need = (size_t)sc->fd + 1;
+    if (need > ww->nsocks) {
+        size_t n = ww->nsocks ? ww->nsocks : 64;
+        while (n < need)
+            n *= 2;
+        struct sock_ctx **t = realloc(ww->socks, n * sizeof *t);
+        if (!t)
+            return;
+        memset(t + ww->nsocks, 0, (n - ww->nsocks) * sizeof *t);
+        ww->socks = t;
+        ww->nsocks = n;
+    }
+    ww->socks[sc->fd] = sc;
 }
 
 static void on_poll(uv_poll_t *p, int status, int events)
@@ -56,12 +101,15 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
     if (what == CURL_POLL_REMOVE) {
         if (sc) {
             uv_poll_stop(&sc->poll);
-            uv_close((uv_handle_t *)&sc->poll, on_poll_closed);
             curl_multi_assign(ww->multi, s, NULL);
+            if (sock_cached(ww, s) != sc)
+                uv_close((uv_handle_t *)&sc->poll, on_poll_closed);
         }
         return 0;
     }
-    if (!sc) {
+    if (!sc && (sc = sock_cached(ww, s))) {
+        curl_multi_assign(ww->multi, s, sc);
+    } else if (!sc) {
         sc = calloc(1, sizeof *sc);
         if (!sc)
             return -1;
@@ -73,6 +121,7 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
         sc->ww = ww;
         sc->poll.data = sc;
         curl_multi_assign(ww->multi, s, sc);
+        sock_cache(ww, sc);
     }
     int ev = 0;
     if (what & CURL_POLL_IN)
@@ -129,12 +178,17 @@ int gw_relay_worker_init(struct gw_worker *ww)
     return 0;
 }
 
-static void on_ww_closed(uv_handle_t *h)
+/* One of the handles closed at dispose is gone: the last one frees ww
+ * (libuv runs close callbacks in no promised order). */
+static void ww_release(struct gw_worker *ww)
 {
-    struct gw_worker *ww = h->data;
-    /* libuv runs close callbacks in no promised order: the last one frees */
     if (--ww->closing == 0)
         free(ww);
+}
+
+static void on_ww_closed(uv_handle_t *h)
+{
+    ww_release(h->data);
 }
 
 void gw_relay_worker_dispose(struct gw_worker *ww)
@@ -142,25 +196,50 @@ void gw_relay_worker_dispose(struct gw_worker *ww)
     /* every call ended when its connection closed; what is left are idle
      * pooled connections, whose sockets curl closes here */
     curl_multi_cleanup(ww->multi);
+    while (ww->neasy_pool)
+        curl_easy_cleanup(ww->easy_pool[--ww->neasy_pool]);
     ww->multi = NULL;
     ww->closing = 2;
+    for (size_t i = 0; i < ww->nsocks; i++) {
+        if (ww->socks[i]) {
+            ww->closing++;
+            uv_close((uv_handle_t *)&ww->socks[i]->poll, on_cached_poll_closed);
+        }
+    }
+    free(ww->socks);
+    ww->socks = NULL;
+    ww->nsocks = 0;
     uv_close((uv_handle_t *)&ww->curl_timer, on_ww_closed);
     uv_close((uv_handle_t *)&ww->wait_timer, on_ww_closed);
 }
 
 /* ---- one attempt ---- */
 
+/* An easy handle from the worker's pool, or a new one. */
+static CURL *easy_get(struct gw_worker *ww)
+{
+    return ww->neasy_pool ? ww->easy_pool[--ww->neasy_pool] : curl_easy_init();
+}
+
+/* Takes e out of the multi handle and keeps it for the next call (its
+ * options reset; the connection it used stays in the multi's cache). */
+static void easy_put(struct gw_worker *ww, CURL *e)
+{
+    curl_multi_remove_handle(ww->multi, e);
+    if (ww->neasy_pool < GW_EASY_POOL) {
+        curl_easy_reset(e);
+        ww->easy_pool[ww->neasy_pool++] = e;
+    } else {
+        curl_easy_cleanup(e);
+    }
+}
+
 static void reset_attempt(struct gw_call *c)
 {
     if (c->easy) {
-        curl_multi_remove_handle(c->ww->multi, c->easy);
-        curl_easy_cleanup(c->easy);
+        easy_put(c->ww, c->easy);
         c->easy = NULL;
     }
-    curl_slist_free_all(c->hdrs);
-    c->hdrs = NULL;
-    free(c->body);
-    c->body = NULL;
     c->http_status = 0;
     c->retry_after_ms = 0;
     c->done_seen = c->paused = c->proto_error = false;
@@ -226,6 +305,36 @@ static bool read_usage(struct gw_call *c, const char *data, size_t len)
     return ok;
 }
 
+/* What on_event needs of a chunk, found in one pass over its colons
+ * (memmem per key was the relay's top cost): a "usage" object, an empty
+ * "choices", a non-empty "content" string. A key inside a string value is
+ * escaped (\"usage\") and so never matches. */
+struct chunk_keys {
+    bool usage, choices_empty, content;
+};
+
+static void scan_chunk(const char *d, size_t n, struct chunk_keys *k)
+{
+    const char *end = d + n, *p = d;
+    while ((p = memchr(p, ':', (size_t)(end - p)))) {
+        size_t before = (size_t)(p - d);
+        const char *v = p + 1;
+        if (v < end && *v == ' ')
+            v++;
+        p++;
+        if (v >= end || before < 7 || p[-2] != '"')
+            continue;
+        if (*v == '{' && !memcmp(p - 8, "\"usage\"", 7))
+            k->usage = true;
+        else if (before >= 9 && *v == '[' && v + 1 < end && v[1] == ']' &&
+                 !memcmp(p - 10, "\"choices\"", 9))
+            k->choices_empty = true;
+        else if (before >= 9 && *v == '"' && v + 1 < end && v[1] != '"' &&
+                 !memcmp(p - 10, "\"content\"", 9))
+            k->content = true;
+    }
+}
+
 /* One upstream event: checked, counted, and queued for the client. */
 static int on_event(const char *data, size_t len, void *ud)
 {
@@ -239,28 +348,30 @@ static int on_event(const char *data, size_t len, void *ud)
     bool forward = true;
     if (len > 9 && !memcmp(data, "{\"error\"", 8)) {
         c->proto_error = true; /* the upstream reports a failure mid-stream */
-    } else if (memmem(data, len, "\"usage\":{", 9) || memmem(data, len, "\"usage\": {", 10)) {
-        if (!read_usage(c, data, len))
-            return GH_EINVAL;
-        /* the usage-only chunk goes on only if the client asked for it */
-        if (!c->include_usage &&
-            (memmem(data, len, "\"choices\":[]", 12) || memmem(data, len, "\"choices\": []", 13)))
-            forward = false;
-    } else if (!c->usage_known) {
-        const char *k = memmem(data, len, "\"content\":\"", 11);
-        if (!k)
-            k = memmem(data, len, "\"content\": \"", 12);
-        if (k) {
-            const char *v = memchr(k + 10, '"', (size_t)(data + len - (k + 10)));
-            if (v && v + 1 < data + len && v[1] != '"')
-                c->completion_tokens++; /* a token delivered: one chunk ~ one token */
+    } else {
+        struct chunk_keys k = {0};
+        scan_chunk(data, len, &k);
+        if (k.usage) {
+            if (!read_usage(c, data, len))
+                return GH_EINVAL;
+            /* the usage-only chunk goes on only if the client asked for it */
+            if (!c->include_usage && k.choices_empty)
+                forward = false;
+        } else if (!c->usage_known && k.content) {
+            c->completion_tokens++; /* a token delivered: one chunk ~ one token */
         }
     }
     if (!forward)
         return 0;
-    int rc = gh_buf_append(&c->out, "data: ", 6);
-    rc = rc ? rc : gh_buf_append(&c->out, data, len);
-    rc = rc ? rc : gh_buf_append(&c->out, "\n\n", 2);
+    /* "data: " + data + "\n\n" in one reservation */
+    int rc = gh_buf_reserve(&c->out, len + 8);
+    if (rc)
+        return rc;
+    char *o = c->out.data + c->out.len;
+    memcpy(o, "data: ", 6);
+    memcpy(o + 6, data, len);
+    memcpy(o + 6 + len, "\n\n", 2);
+    c->out.len += len + 8;
     if (!rc && c->proto_error)
         c->done_seen = true;
     return rc;
@@ -270,8 +381,10 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ud)
 {
     struct gw_call *c = ud;
     size_t len = sz * n;
-    if (!c->req)
+    if (!c->req) {
+        c->client_gone = true;
         return 0;
+    }
     if (c->paused)
         return CURL_WRITEFUNC_PAUSE; /* kept by curl until the client drains */
     if (!c->http_status)
@@ -294,8 +407,10 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ud)
             c->prompt_tokens = c->usage_known ? c->prompt_tokens : c->chat.prompt_tokens;
         }
         int64_t q = gw_call_flush(c);
-        if (q < 0)
+        if (q < 0) {
+            c->client_gone = true; /* not the upstream's fault */
             return 0;
+        }
         if ((uint64_t)q > RELAY_HIGH_MARK)
             c->paused = true; /* the next delivery is refused until on_drain */
     }
@@ -310,6 +425,13 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ud)
 
 static int build_body(struct gw_call *c, const struct gh_upstream *up)
 {
+    gh_buf_reset(&c->body);
+    if (c->req && !gh_chat_upstream_body(c->req->body.data ? c->req->body.data : "",
+                                         c->req->body.len, up->upstream_model, c->stream,
+                                         &c->body))
+        return 0;
+    /* the splice could not read it (or the client has gone): jansson */
+    gh_buf_reset(&c->body);
     json_t *root = c->chat.root;
     /* the request's strings pointed into root; only c->model is used now */
     c->chat.model = NULL;
@@ -325,8 +447,10 @@ static int build_body(struct gw_call *c, const struct gh_upstream *up)
     } else {
         json_object_del(root, "stream_options");
     }
-    c->body = json_dumps(root, JSON_COMPACT);
-    return c->body ? 0 : GH_ENOMEM;
+    char *text = json_dumps(root, JSON_COMPACT);
+    int rc = text ? gh_buf_append_str(&c->body, text) : GH_ENOMEM;
+    free(text);
+    return rc;
 }
 
 static void relay_timer(uv_timer_t *t);
@@ -347,7 +471,14 @@ void gw_relay_start(struct gw_call *c)
     struct gw_worker *ww = c->ww;
     if (!uv_is_active((uv_handle_t *)&c->timer))
         arm_timer(c);
-    int idx = gh_upstream_acquire(&gw->ups, c->model, c->tried, gh_now_ms(), randombytes_random());
+    /* xorshift32 seeded once per worker: the weighted choice needs no
+     * cryptographic randomness (nor a getrandom call per request) */
+    if (!ww->rng)
+        ww->rng = randombytes_random() | 1u;
+    ww->rng ^= ww->rng << 13;
+    ww->rng ^= ww->rng >> 17;
+    ww->rng ^= ww->rng << 5;
+    int idx = gh_upstream_acquire(&gw->ups, c->model, c->tried, gh_now_ms(), ww->rng);
     if (idx == GH_EBUSY) {
         if (!gh_list_linked(&c->wait_node)) {
             gh_list_push_back(&ww->waiting, &c->wait_node);
@@ -380,9 +511,9 @@ void gw_relay_start(struct gw_call *c)
     struct gh_upstream *up = &gw->ups.ups[idx];
     c->up = idx;
     c->tried |= 1ull << idx;
-    char url[600], auth[560], rid[64];
+    char url[600];
     snprintf(url, sizeof url, "%s/chat/completions", up->base_url);
-    CURL *e = curl_easy_init();
+    CURL *e = easy_get(ww);
     if (!e || build_body(c, up)) {
         if (e)
             curl_easy_cleanup(e);
@@ -391,22 +522,26 @@ void gw_relay_start(struct gw_call *c)
         return;
     }
     c->easy = e;
-    c->hdrs = curl_slist_append(c->hdrs, "Content-Type: application/json");
-    c->hdrs = curl_slist_append(c->hdrs, "Expect:");
+    /* the header list lives in the call: no allocation per attempt */
+    unsigned nh = 0;
+    c->hdrs[nh++].data = (char *)"Content-Type: application/json";
+    c->hdrs[nh++].data = (char *)"Expect:";
     if (c->stream)
-        c->hdrs = curl_slist_append(c->hdrs, "Accept: text/event-stream");
+        c->hdrs[nh++].data = (char *)"Accept: text/event-stream";
     if (up->api_key[0]) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", up->api_key);
-        c->hdrs = curl_slist_append(c->hdrs, auth);
+        snprintf(c->hdr_auth, sizeof c->hdr_auth, "Authorization: Bearer %s", up->api_key);
+        c->hdrs[nh++].data = c->hdr_auth;
     }
     if (c->req) {
-        snprintf(rid, sizeof rid, "X-Request-Id: %s", c->req->id);
-        c->hdrs = curl_slist_append(c->hdrs, rid);
+        snprintf(c->hdr_rid, sizeof c->hdr_rid, "X-Request-Id: %s", c->req->id);
+        c->hdrs[nh++].data = c->hdr_rid;
     }
+    for (unsigned i = 0; i < nh; i++)
+        c->hdrs[i].next = i + 1 < nh ? &c->hdrs[i + 1] : NULL;
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->hdrs);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(c->body));
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body.data);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body.len);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -511,7 +646,7 @@ static void finish_success(struct gw_call *c)
         gh_http_stream_end(req);
     } else {
         c->last_status = 200;
-        if (!read_usage(c, c->out.data ? c->out.data : "", c->out.len)) {
+        if (!c->usage_known) { /* read by transfer_done */
             c->prompt_tokens = c->chat.prompt_tokens;
             c->completion_tokens = gh_chat_estimate_tokens(NULL, c->out.len);
         }
@@ -529,8 +664,17 @@ static void transfer_done(struct gw_call *c, CURLcode res)
     long st = c->http_status;
     bool ok2xx = st >= 200 && st < 300;
     if (res == CURLE_OK && ok2xx && !c->stream && !c->proto_error) {
+        /* one parse: the answer's shape, and its usage for the accounts */
         json_t *j = json_loadb(c->out.data ? c->out.data : "", c->out.len, 0, NULL);
         bool valid = json_is_object(j) && json_is_array(json_object_get(j, "choices"));
+        json_t *u = json_object_get(j, "usage");
+        if (valid && json_is_object(u)) {
+            c->prompt_tokens =
+                (unsigned)json_integer_value(json_object_get(u, "prompt_tokens"));
+            c->completion_tokens =
+                (unsigned)json_integer_value(json_object_get(u, "completion_tokens"));
+            c->usage_known = true;
+        }
         json_decref(j);
         if (!valid) {
             c->proto_error = true;
@@ -540,12 +684,23 @@ static void transfer_done(struct gw_call *c, CURLcode res)
     }
     if (res == CURLE_OK && ok2xx && !c->proto_error) {
         if (c->easy) {
-            curl_multi_remove_handle(c->ww->multi, c->easy);
-            curl_easy_cleanup(c->easy);
+            easy_put(c->ww, c->easy);
             c->easy = NULL;
         }
         release_upstream(c, GH_UP_SUCCESS);
         finish_success(c);
+        return;
+    }
+    if (c->client_gone) {
+        /* our write to the client failed: the upstream did nothing wrong
+         * (counting it would open its circuit whenever clients leave) */
+        uv_timer_stop(&c->timer);
+        reset_attempt(c);
+        release_upstream(c, GH_UP_NEUTRAL);
+        c->cut_short = true;
+        if (!c->last_status)
+            c->last_status = 499;
+        gw_call_finish(c);
         return;
     }
     if (c->first_byte) {

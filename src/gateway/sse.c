@@ -55,6 +55,30 @@ int gh_sse_feed(struct gh_sse_parser *p, const char *buf, size_t len, gh_sse_eve
                 void *ud)
 {
     while (len) {
+        /* the common case, without a copy: nothing held and a whole
+         * one-line event "data:…\n\n" in buf; its data goes to cb in place */
+        if (!p->line.len && !p->has_data && len > 6 && !memcmp(buf, "data:", 5)) {
+            const char *nl = memchr(buf + 5, '\n', len - 5);
+            if (nl && (size_t)(nl - buf) + 1 < len && nl[1] == '\n') {
+                const char *s = buf + 5;
+                size_t n = (size_t)(nl - s);
+                if (n && *s == ' ') {
+                    s++;
+                    n--;
+                }
+                if (n && s[n - 1] == '\r')
+                    n--;
+                if (n > p->data.cap)
+                    return GH_ETOOBIG;
+                int rc = cb(s, n, ud);
+                if (rc)
+                    return rc;
+                size_t used = (size_t)(nl - buf) + 2;
+                buf += used;
+                len -= used;
+                continue;
+            }
+        }
         const char *nl = memchr(buf, '\n', len);
         if (!nl)
             return gh_buf_append(&p->line, buf, len);
