@@ -256,6 +256,7 @@ static void release_upstream(struct gw_call *c, enum gh_upstream_outcome o)
     struct gh_upstream *up = &c->gw->ups.ups[c->up];
     c->up = -1;
     gh_upstream_release(up, &c->gw->breaker, o, c->retry_after_ms, gh_now_ms());
+    gh_upstreams_report_status(&c->gw->ups, gh_now_ms());
     if (o == GH_UP_AUTH)
         gh_log(GH_LOG_ERROR, "upstream_auth",
                "ALERT upstream %s refused our credentials (HTTP %ld): taken out of rotation; "
@@ -479,6 +480,8 @@ void gw_relay_start(struct gw_call *c)
     ww->rng ^= ww->rng >> 17;
     ww->rng ^= ww->rng << 5;
     int idx = gh_upstream_acquire(&gw->ups, c->model, c->tried, gh_now_ms(), ww->rng);
+    if (idx < 0)
+        gh_upstreams_report_status(&gw->ups, gh_now_ms()); /* circuits may have re-closed */
     if (idx == GH_EBUSY) {
         if (!gh_list_linked(&c->wait_node)) {
             gh_list_push_back(&ww->waiting, &c->wait_node);

@@ -1,5 +1,6 @@
 /* This module implements the upstream pool of upstream.h. */
 #include "gateway/upstream.h"
+#include "status/status.h"
 
 #include "core/config.h"
 
@@ -160,6 +161,29 @@ void gh_upstreams_dispose(struct gh_upstreams *u)
         pthread_mutex_destroy(&u->ups[i].mu);
     free(u->ups);
     memset(u, 0, sizeof *u);
+}
+
+void gh_upstreams_report_status(struct gh_upstreams *u, uint64_t now_ms)
+{
+    if (!u->n)
+        return; /* the echo model alone: nothing can fail */
+    unsigned out = 0;
+    for (unsigned i = 0; i < u->n; i++) {
+        struct gh_upstream *up = &u->ups[i];
+        pthread_mutex_lock(&up->mu);
+        if (up->disabled || (up->circuit == GH_CIRCUIT_OPEN && now_ms < up->open_until_ms))
+            out++;
+        pthread_mutex_unlock(&up->mu);
+    }
+    enum gh_component_status st = out == 0        ? GH_STATUS_OPERATIONAL
+                                  : out < u->n ? GH_STATUS_PARTIAL_OUTAGE
+                                               : GH_STATUS_MAJOR_OUTAGE;
+    if (atomic_exchange(&u->reported, (int)st) == (int)st)
+        return;
+    char reason[96];
+    snprintf(reason, sizeof reason, "%u of %u model servers out of rotation", out, u->n);
+    gh_status_component_auto("api", st, reason);
+    gh_status_component_auto("models", st, reason);
 }
 
 bool gh_upstreams_has_model(const struct gh_upstreams *u, const char *model)

@@ -48,7 +48,14 @@ struct gh_upstream {
 struct gh_upstreams {
     struct gh_upstream *ups; /* n entries */
     unsigned n;
+    atomic_int reported; /* last status handed to the status page, -1 none */
 };
+
+/* Hands the upstreams' health to the status page's "api" and "models"
+ * components when it changed: all in rotation → operational, some out
+ * (open circuit, taken out after 401/402/403) → partial_outage, all out →
+ * major_outage. Cheap when nothing changed; any thread. */
+void gh_upstreams_report_status(struct gh_upstreams *u, uint64_t now_ms);
 
 /* Breaker settings (from the [gateway] section). */
 struct gh_breaker {

@@ -425,6 +425,10 @@ test('top: once, --count, --json, --watch until Ctrl-C', async () => {
   assert.ok(open.requests.by_status['5xx'] >= 1);
   const screen = await ok(['top']);
   assert.match(screen, /^UPSTREAMS +1, 1 circuit open$/m);
+  // the status page's API component follows the circuits by itself
+  const comps = JSON.parse(await (await fetch(`${srv.url}/api/v2/components.json`)).text());
+  const apiComp = comps.components.find((c) => c.id === 'api');
+  assert.equal(apiComp.status, 'major_outage', 'all model servers out: API in major outage');
   assert.match(screen, /^ +dead-a +dead-model +(yes|no) +open +0 +\d+ +[1-9]\d*$/m);
 
   // --watch: until Ctrl-C, then exit 0
