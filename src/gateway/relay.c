@@ -643,10 +643,11 @@ static void finish_success(struct gw_call *c)
             gh_buf_append_str(&c->out, "data: [DONE]\n\n");
         if (!c->usage_known && !c->first_byte)
             c->prompt_tokens = c->chat.prompt_tokens;
-        gw_call_flush(c);
+        gw_call_start_stream(c);
         c->req = NULL;
         gh_http_set_callbacks(req, NULL, NULL, NULL);
-        gh_http_stream_end(req);
+        gh_http_stream_end_with(req, c->out.data, c->out.len); /* [DONE] and the end at once */
+        gh_buf_reset(&c->out);
     } else {
         c->last_status = 200;
         if (!c->usage_known) { /* read by transfer_done */

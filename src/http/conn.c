@@ -360,6 +360,8 @@ int gh_http_add_header(struct gh_http_req *req, const char *name, const char *fm
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof value || strpbrk(value, "\r\n") || strpbrk(name, "\r\n: "))
         return GH_EINVAL;
+    if (req->streaming)
+        return GH_EINVAL; /* the head is written (or waiting, complete) */
     return gh_buf_printf(&req->res_headers, "%s: %s\r\n", name, value);
 }
 
@@ -470,6 +472,10 @@ void gh_http_set_callbacks(struct gh_http_req *req, gh_http_abort_cb on_abort,
     req->cb_data = data;
 }
 
+/* Streaming answers cost one write per piece, and on a busy CPU every write
+ * wakes the client once more. So the head waits (in res_headers, whose
+ * lines it already holds) and leaves with the first piece of body, and
+ * the last piece leaves with the terminating chunk (gh_http_stream_end_with). */
 void gh_http_stream_start(struct gh_http_req *req, int status, const char *content_type)
 {
     GH_ASSERT(!req->responded && !req->streaming);
@@ -485,10 +491,43 @@ void gh_http_stream_start(struct gh_http_req *req, int status, const char *conte
     if (req->http_minor)
         gh_buf_append_str(&b, "Transfer-Encoding: chunked\r\n");
     gh_buf_append(&b, "\r\n", 2);
-    req->bytes_out += b.len;
-    if (!b.data || conn_write(req->conn, b.data, b.len))
+    gh_buf_reset(&req->res_headers);
+    if (!b.data || gh_buf_append(&req->res_headers, b.data, b.len))
         req->keep_alive = false;
+    else
+        req->head_pending = true;
     gh_buf_dispose(&b);
+}
+
+/* Writes the pending head (if any), data as one chunk (if len), and the
+ * terminating chunk (if last), in one write. */
+static int stream_send(struct gh_http_req *req, const void *data, size_t len, bool last)
+{
+    struct gh_buf b;
+    gh_buf_init(&b, len + req->res_headers.len + 48);
+    if (req->head_pending) {
+        gh_buf_append(&b, req->res_headers.data, req->res_headers.len);
+        req->head_pending = false;
+        gh_buf_dispose(&req->res_headers);
+    }
+    if (len && !req->head) {
+        if (req->http_minor) {
+            char hdr[24];
+            snprintf(hdr, sizeof hdr, "%zx\r\n", len);
+            gh_buf_append_str(&b, hdr);
+        }
+        gh_buf_append(&b, data, len);
+        if (req->http_minor)
+            gh_buf_append(&b, "\r\n", 2);
+    }
+    if (last && req->http_minor && !req->head)
+        gh_buf_append(&b, "0\r\n\r\n", 5);
+    req->bytes_out += b.len;
+    int rc = 0;
+    if (b.len)
+        rc = b.data ? conn_write(req->conn, b.data, b.len) : GH_ENOMEM;
+    gh_buf_dispose(&b);
+    return rc;
 }
 
 int64_t gh_http_stream_write(struct gh_http_req *req, const void *data, size_t len)
@@ -496,27 +535,15 @@ int64_t gh_http_stream_write(struct gh_http_req *req, const void *data, size_t l
     GH_ASSERT(req->streaming && !req->responded);
     if (!req->conn)
         return GH_EIO;
-    if (req->head || !len)
+    if (!len && !req->head_pending)
         return (int64_t)req->conn->write_pending;
-    char hdr[24];
-    struct gh_buf b;
-    gh_buf_init(&b, len + 32);
-    if (req->http_minor) {
-        snprintf(hdr, sizeof hdr, "%zx\r\n", len);
-        gh_buf_append_str(&b, hdr);
-    }
-    gh_buf_append(&b, data, len);
-    if (req->http_minor)
-        gh_buf_append(&b, "\r\n", 2);
-    req->bytes_out += b.len;
-    int rc = b.data ? conn_write(req->conn, b.data, b.len) : GH_ENOMEM;
-    gh_buf_dispose(&b);
+    int rc = stream_send(req, data, len, false);
     if (rc)
         return rc;
     return (int64_t)req->conn->write_pending;
 }
 
-void gh_http_stream_end(struct gh_http_req *req)
+void gh_http_stream_end_with(struct gh_http_req *req, const void *data, size_t len)
 {
     GH_ASSERT(req->streaming && !req->responded);
     req->responded = true;
@@ -524,12 +551,14 @@ void gh_http_stream_end(struct gh_http_req *req)
         drop_request(req);
         return;
     }
-    if (req->http_minor && !req->head) {
-        req->bytes_out += 5;
-        if (conn_write(req->conn, "0\r\n\r\n", 5))
-            req->keep_alive = false;
-    }
+    if (stream_send(req, data, len, true))
+        req->keep_alive = false;
     finish_request(req);
+}
+
+void gh_http_stream_end(struct gh_http_req *req)
+{
+    gh_http_stream_end_with(req, NULL, 0);
 }
 
 /* ---- request lookups ---- */

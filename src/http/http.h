@@ -74,6 +74,7 @@ struct gh_http_req {
     uint64_t bytes_out;
     bool responded;
     bool streaming;
+    bool head_pending; /* a stream's head waits for its first piece */
     bool aborted;
     gh_http_abort_cb on_abort;
     gh_http_drain_cb on_drain;
@@ -114,6 +115,8 @@ void gh_http_respond_error_param(struct gh_http_req *req, int status, const char
 void gh_http_stream_start(struct gh_http_req *req, int status, const char *content_type);
 int64_t gh_http_stream_write(struct gh_http_req *req, const void *data, size_t len);
 void gh_http_stream_end(struct gh_http_req *req);
+/* Writes a last piece and ends the stream, in one write. */
+void gh_http_stream_end_with(struct gh_http_req *req, const void *data, size_t len);
 /* Registers the abort and drain callbacks of an async or streaming answer. */
 void gh_http_set_callbacks(struct gh_http_req *req, gh_http_abort_cb on_abort,
                            gh_http_drain_cb on_drain, void *data);
