@@ -141,7 +141,7 @@ run_one() {
         # raised, since every request now comes from nginx's address
         gh_sets=(--set shield.enabled=false --set limits.max_conns_per_addr=100000
             --set identity.login_fail_per_addr=100000000 --set sms.per_addr_hour=100000000
-            --set sms.per_net_hour=100000000)
+            --set sms.per_net_hour=100000000 --set identity.login_tiers=false)
     fi
     start_gatehouse "$dir/gh" "${gh_sets[@]}"
     local pids=("$GH_PID") target=$GH_PORT

@@ -123,6 +123,9 @@ static const struct key_def keys[] = {
      "consecutive failed logins after which only SMS-code login works"},
     {"identity", "login_fail_per_addr", T_UINT, OFF(identity.login_fail_per_addr), 1, 100000000,
      "100", "failed logins per client address per hour before 429"},
+    {"identity", "login_tiers", T_BOOL, OFF(identity.login_tiers), 0, 0, "true",
+     "order password logins in the pool by their source (known address, new, suspect /24); "
+     "off: one queue for every login (behind a proxy whose client address is not passed on)"},
     {"identity", "login_suspect_after", T_UINT, OFF(identity.login_suspect_after), 1, 1000000,
      "4", "password logins of a /24 (/48) not followed by a success (hour) after which its "
      "logins are suspect: lowest priority in the password pool, proof of work when elevated"},
@@ -215,9 +218,9 @@ static const struct key_def keys[] = {
      "regions still allowed to register under attack, comma separated"},
     {"shield", "attack_register_per_minute", T_UINT, OFF(shield.attack_register_per_minute), 0,
      10000000, "600", "registrations per minute under attack (0 = no cap)"},
-    {"shield", "level_interval", T_DURATION, OFF(shield.level_interval_ms), 100, HOUR, "1s",
+    {"shield", "level_interval", T_DURATION, OFF(shield.level_interval_ms), 100, HOUR, "5s",
      "period of the attack-level signals"},
-    {"shield", "level_calm_periods", T_UINT, OFF(shield.level_calm_periods), 1, 100000, "60",
+    {"shield", "level_calm_periods", T_UINT, OFF(shield.level_calm_periods), 1, 100000, "12",
      "calm periods before the attack level falls one step"},
     {"shield", "level_thresholds", T_STR, OFF(shield.level_thresholds), 0, 1024,
      "register_rate:20:100, sms_rate:20:100, verify_fail_ratio:0.6:0.9, "

@@ -525,7 +525,12 @@ static void source_success(const struct gh_http_req *req)
 
 /* Refuses when the account waits out a back-off or the address failed too
  * often. false after answering 429. sms_only: the account's failures
- * passed the limit. Sets op->prio (login_tier). */
+ * passed the limit. Sets op->prio (login_tier). had_failures: the account
+ * or the address failed recently — except for a vouched source (tier
+ * `login` and no failure of the address this hour), which also skips the
+ * account's back-off: a flood against a user's number from elsewhere
+ * neither locks the user out nor makes them solve proof of work at home,
+ * and an attacker's own known address gets one guess an hour at most. */
 static bool login_allowed(struct op *op, bool *sms_only, bool *had_failures)
 {
     struct gh_http_req *req = op->req;
@@ -544,7 +549,13 @@ static bool login_allowed(struct op *op, bool *sms_only, bool *had_failures)
         wait = a->expires_ms - now;
     uint64_t addr_fails = a ? a->v[0] : 0;
     gh_kvtab_unlock(ids.fails);
-    op->prio = login_tier(req, addr_fails);
+    bool tiers = req->cfg->identity.login_tiers;
+    op->prio = tiers ? login_tier(req, addr_fails) : GH_PW_LOGIN;
+    if (tiers && op->prio == GH_PW_LOGIN && addr_fails == 0) {
+        *had_failures = false;
+        if (!addr_over)
+            wait = 0;
+    }
     if (wait) {
         gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)ceil_s(wait));
         gh_http_respond_error(req, 429, "rate_limited",
@@ -1904,9 +1915,11 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
            gh_tokens_count(), gh_policy_mode_name(gh_policy_current()->mode));
     rc = gh_pwpool_new(cfg->identity.hash_threads, cfg->identity.hash_queue_max,
                        cfg->identity.hash_deadline_ms, &ids.pool);
+    /* without tiers, one login queue before registrations, as any
+     * application has */
     if (!rc)
         rc = gh_pwpool_set_queue(ids.pool, GH_PW_REGISTER, cfg->identity.hash_queue_max,
-                                 cfg->identity.hash_deadline_ms, true);
+                                 cfg->identity.hash_deadline_ms, cfg->identity.login_tiers);
     if (!rc)
         rc = gh_pwpool_set_queue(
             ids.pool, GH_PW_LOGIN_SUSPECT,

@@ -1,6 +1,7 @@
 /* This module implements the password CPU pool of pwpool.h: one mutex,
- * one condition variable, a FIFO per priority; a thread always takes from
- * the highest-priority non-empty queue. */
+ * one condition variable, a FIFO per priority with its own bound and
+ * deadline; a thread always takes from the highest-priority non-empty
+ * queue it may serve (a `low` queue only while another thread stays free). */
 #include "identity/pwpool.h"
 
 #include "core/server.h"
@@ -28,10 +29,12 @@ struct gh_pwpool {
     struct {
         struct pjob *head, *tail;
         unsigned n;
+        unsigned max;
+        uint64_t deadline_ms;
+        bool low;
     } q[GH_PW_NPRIO];
-    unsigned queue_max;
-    uint64_t deadline_ms;
     bool stopping;
+    unsigned busy; /* threads running a job */
     unsigned nthreads;
     pthread_t threads[THREADS_MAX];
 };
@@ -51,19 +54,34 @@ static void finish(struct pjob *j)
     free(j);
 }
 
-static struct pjob *take_locked(struct gh_pwpool *p)
+static struct pjob *unlink_head(struct gh_pwpool *p, int i)
 {
-    for (int i = 0; i < GH_PW_NPRIO; i++) {
-        struct pjob *j = p->q[i].head;
-        if (j) {
-            p->q[i].head = j->next;
-            if (!p->q[i].head)
-                p->q[i].tail = NULL;
-            p->q[i].n--;
-            return j;
-        }
-    }
+    struct pjob *j = p->q[i].head;
+    p->q[i].head = j->next;
+    if (!p->q[i].head)
+        p->q[i].tail = NULL;
+    p->q[i].n--;
+    j->next = NULL;
+    return j;
+}
+
+/* The next job this thread may run; all = ignore the reservation (stop). */
+static struct pjob *take_locked(struct gh_pwpool *p, bool all)
+{
+    /* one thread stays free for the queues that are not low */
+    bool low_ok = all || p->nthreads < 2 || p->busy + 1 < p->nthreads;
+    for (int i = 0; i < GH_PW_NPRIO; i++)
+        if (p->q[i].head && (low_ok || !p->q[i].low))
+            return unlink_head(p, i);
     return NULL;
+}
+
+static bool low_waiting_locked(const struct gh_pwpool *p)
+{
+    for (int i = 0; i < GH_PW_NPRIO; i++)
+        if (p->q[i].low && p->q[i].head)
+            return true;
+    return false;
 }
 
 static void *pool_main(void *data)
@@ -72,8 +90,10 @@ static void *pool_main(void *data)
     for (;;) {
         pthread_mutex_lock(&p->mu);
         struct pjob *j;
-        while (!(j = take_locked(p)) && !p->stopping)
+        while (!(j = take_locked(p, false)) && !p->stopping)
             pthread_cond_wait(&p->cv, &p->mu);
+        if (j)
+            p->busy++;
         pthread_mutex_unlock(&p->mu);
         if (!j)
             break;
@@ -84,6 +104,12 @@ static void *pool_main(void *data)
             j->rc = 0;
         }
         finish(j);
+        pthread_mutex_lock(&p->mu);
+        p->busy--;
+        /* a low job may have waited for this thread to become free */
+        if (low_waiting_locked(p))
+            pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
     }
     return NULL;
 }
@@ -101,8 +127,10 @@ int gh_pwpool_new(unsigned threads, unsigned queue_max, uint64_t deadline_ms,
     threads = GH_MIN(threads, (unsigned)THREADS_MAX);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    p->queue_max = queue_max ? queue_max : 1024;
-    p->deadline_ms = deadline_ms ? deadline_ms : 5000;
+    for (int i = 0; i < GH_PW_NPRIO; i++) {
+        p->q[i].max = queue_max ? queue_max : 1024;
+        p->q[i].deadline_ms = deadline_ms ? deadline_ms : 5000;
+    }
     for (unsigned i = 0; i < threads; i++) {
         if (pthread_create(&p->threads[i], NULL, pool_main, p))
             break;
@@ -116,6 +144,19 @@ int gh_pwpool_new(unsigned threads, unsigned queue_max, uint64_t deadline_ms,
     return 0;
 }
 
+int gh_pwpool_set_queue(struct gh_pwpool *p, enum gh_pw_prio prio, unsigned queue_max,
+                        uint64_t deadline_ms, bool low)
+{
+    if ((unsigned)prio >= GH_PW_NPRIO || !queue_max || !deadline_ms)
+        return GH_EINVAL;
+    pthread_mutex_lock(&p->mu);
+    p->q[prio].max = queue_max;
+    p->q[prio].deadline_ms = deadline_ms;
+    p->q[prio].low = low;
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
 void gh_pwpool_free(struct gh_pwpool *p)
 {
     if (!p)
@@ -124,7 +165,7 @@ void gh_pwpool_free(struct gh_pwpool *p)
     p->stopping = true;
     /* jobs nobody will run: answered GH_EIO */
     struct pjob *j;
-    while ((j = take_locked(p)) != NULL) {
+    while ((j = take_locked(p, true)) != NULL) {
         pthread_mutex_unlock(&p->mu);
         j->rc = GH_EIO;
         finish(j);
@@ -152,22 +193,39 @@ int gh_pwpool_submit(struct gh_pwpool *p, enum gh_pw_prio prio, gh_pwpool_fn fn,
     j->arg = arg;
     j->w = w;
     j->enq_ms = gh_now_ms();
-    j->deadline_ms = j->enq_ms + p->deadline_ms;
+    struct pjob *late = NULL, **late_tail = &late;
     pthread_mutex_lock(&p->mu);
-    if (p->stopping || p->q[prio].n >= p->queue_max) {
-        pthread_mutex_unlock(&p->mu);
-        free(j);
-        return GH_EBUSY;
+    j->deadline_ms = j->enq_ms + p->q[prio].deadline_ms;
+    /* a full queue first drops what waited past its deadline (the oldest,
+     * at its head): those would only be answered busy when taken */
+    bool full = p->q[prio].n >= p->q[prio].max;
+    while (full && p->q[prio].head && p->q[prio].head->deadline_ms < j->enq_ms) {
+        struct pjob *old = unlink_head(p, prio);
+        old->rc = GH_EBUSY;
+        *late_tail = old;
+        late_tail = &old->next;
     }
-    if (p->q[prio].tail)
-        p->q[prio].tail->next = j;
-    else
-        p->q[prio].head = j;
-    p->q[prio].tail = j;
-    p->q[prio].n++;
-    pthread_cond_signal(&p->cv);
+    int rc = 0;
+    if (p->stopping || p->q[prio].n >= p->q[prio].max) {
+        rc = GH_EBUSY;
+    } else {
+        if (p->q[prio].tail)
+            p->q[prio].tail->next = j;
+        else
+            p->q[prio].head = j;
+        p->q[prio].tail = j;
+        p->q[prio].n++;
+        pthread_cond_signal(&p->cv);
+    }
     pthread_mutex_unlock(&p->mu);
-    return 0;
+    while (late) {
+        struct pjob *next = late->next;
+        finish(late);
+        late = next;
+    }
+    if (rc)
+        free(j);
+    return rc;
 }
 
 unsigned gh_pwpool_queued(struct gh_pwpool *p, enum gh_pw_prio prio)

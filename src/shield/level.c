@@ -10,7 +10,7 @@
 static const char *const level_names[GH_LEVEL_COUNT] = {"normal", "elevated", "under_attack"};
 static const char *const signal_names[GH_LEVEL_NSIGNALS] = {
     "register_rate", "sms_rate",     "verify_fail_ratio", "login_fail_ratio",
-    "distinct_prefixes", "refusal_rate", "queue_delay_ms", "loop_lag_ms"};
+    "distinct_prefixes", "refusal_rate", "queue_delay_ms", "loop_lag_ms", "login_fail_rate"};
 
 const char *gh_level_name(enum gh_level l)
 {
@@ -81,13 +81,15 @@ static enum gh_level level_of(const struct gh_level_config *c, const struct gh_l
 {
     double v[GH_LEVEL_NSIGNALS] = {s->register_rate,     s->sms_rate,     s->verify_fail_ratio,
                                    s->login_fail_ratio,  s->distinct_prefixes,
-                                   s->refusal_rate,      s->queue_delay_ms, s->loop_lag_ms};
-    /* a ratio of 3 failures in 4 tries says nothing */
-    bool ratios = s->register_rate + s->sms_rate >= c->ratio_min_rate;
+                                   s->refusal_rate,      s->queue_delay_ms, s->loop_lag_ms,
+                                   s->login_fail_rate};
+    /* a ratio of 3 failures in 4 tries says nothing: each ratio counts
+     * once its own events are frequent enough */
     enum gh_level best = GH_LEVEL_NORMAL;
     why[0] = '\0';
     for (int i = 0; i < GH_LEVEL_NSIGNALS; i++) {
-        if ((i == 2 || i == 3) && !ratios)
+        if ((i == 2 && s->verify_rate < c->ratio_min_rate) ||
+            (i == 3 && s->login_rate < c->ratio_min_rate))
             continue;
         for (int l = 1; l >= 0; l--) {
             double t = c->threshold[i][l];

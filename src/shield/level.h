@@ -35,9 +35,13 @@ struct gh_level_signals {
     double refusal_rate;      /* limiter refusals */
     double queue_delay_ms;    /* admission queue delay */
     double loop_lag_ms;       /* worst event-loop lag */
+    double login_fail_rate;   /* failed and refused password logins */
+    /* not thresholds: the event rates under which each ratio is ignored */
+    double verify_rate; /* SMS code checks */
+    double login_rate;  /* login outcomes (ok, failed, refused) */
 };
 
-#define GH_LEVEL_NSIGNALS 8
+#define GH_LEVEL_NSIGNALS 9
 
 /* Thresholds per signal to reach elevated [0] and under_attack [1]; 0
  * leaves that signal out. In the order of struct gh_level_signals. */
@@ -45,7 +49,8 @@ struct gh_level_config {
     double threshold[GH_LEVEL_NSIGNALS][2];
     unsigned calm_periods; /* periods below a level before falling from it */
     /* ratios only count once there are enough events to mean something */
-    double ratio_min_rate; /* events/s under which the two ratios are ignored */
+    double ratio_min_rate; /* events/s (of that ratio: verify_rate, login_rate) under which
+                              a ratio is ignored */
 };
 
 /* What a level asks of registration. */

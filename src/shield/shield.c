@@ -50,7 +50,9 @@ struct gh_shield {
     bool timer_on;
     uint64_t interval_ms, last_feed_ms;
 
-    /* signals of the current period */
+    /* signals of the current period (none while shield.enabled is off:
+     * the level then stays normal and asks nothing of anyone) */
+    atomic_bool enabled;
     atomic_ullong register_reqs, refusals;
     atomic_ullong signals[GH_SIGNAL_COUNT];
     _Atomic uint64_t prefix_bits[PREFIX_BITS / 64];
@@ -89,7 +91,7 @@ static int parse_thresholds(const char *text, struct gh_level_config *lc, struct
 {
     static const char *const names[GH_LEVEL_NSIGNALS] = {
         "register_rate", "sms_rate",     "verify_fail_ratio", "login_fail_ratio",
-        "distinct_prefixes", "refusal_rate", "queue_delay_ms", "loop_lag_ms"};
+        "distinct_prefixes", "refusal_rate", "queue_delay_ms", "loop_lag_ms", "login_fail_rate"};
     const char *p = text ? text : "";
     while (*p) {
         while (*p == ',' || *p == ' ' || *p == ';')
@@ -124,7 +126,8 @@ static int parse_thresholds(const char *text, struct gh_level_config *lc, struct
         gh_buf_printf(err,
                       "[shield] level_thresholds: '%.*s' is not SIGNAL:ELEVATED:UNDER_ATTACK "
                       "(signals: register_rate, sms_rate, verify_fail_ratio, login_fail_ratio, "
-                      "distinct_prefixes, refusal_rate, queue_delay_ms, loop_lag_ms)",
+                      "distinct_prefixes, refusal_rate, queue_delay_ms, loop_lag_ms, "
+                      "login_fail_rate)",
                       (int)GH_MIN(len, (size_t)60), p);
         return GH_EINVAL;
     }
@@ -136,7 +139,7 @@ static int level_config(const struct gh_config *cfg, struct gh_level_config *lc,
 {
     memset(lc, 0, sizeof *lc);
     lc->calm_periods = cfg->shield.level_calm_periods;
-    lc->ratio_min_rate = 0.2; /* one code check every 5 s */
+    lc->ratio_min_rate = 1; /* a ratio needs one event a second (of its kind) */
     return parse_thresholds(cfg->shield.level_thresholds, lc, err);
 }
 
@@ -254,7 +257,8 @@ static int load_lists(struct gh_shield *sh, const struct gh_config *cfg, bool st
 void gh_shield_signal(enum gh_shield_signal s, unsigned n)
 {
     struct gh_shield *sh = the_shield;
-    if (sh && (unsigned)s < GH_SIGNAL_COUNT)
+    if (sh && (unsigned)s < GH_SIGNAL_COUNT &&
+        atomic_load_explicit(&sh->enabled, memory_order_relaxed))
         atomic_fetch_add_explicit(&sh->signals[s], n, memory_order_relaxed);
 }
 
@@ -275,10 +279,16 @@ static void feed_level(struct gh_shield *sh, uint64_t now)
     double vok = take(&sh->signals[GH_SIGNAL_VERIFY_OK]),
            vfail = take(&sh->signals[GH_SIGNAL_VERIFY_FAIL]);
     double lok = take(&sh->signals[GH_SIGNAL_LOGIN_OK]),
-           lfail = take(&sh->signals[GH_SIGNAL_LOGIN_FAIL]);
+           lfail = take(&sh->signals[GH_SIGNAL_LOGIN_FAIL]) +
+                   take(&sh->signals[GH_SIGNAL_LOGIN_REFUSED]);
     take(&sh->signals[GH_SIGNAL_REGISTERED]);
     s.verify_fail_ratio = vok + vfail > 0 ? vfail / (vok + vfail) : 0;
+    s.verify_rate = (vok + vfail) / dt;
+    /* refused attempts count as failures: once proof of work refuses a
+     * stuffing flood before hashing, its volume still holds the level */
     s.login_fail_ratio = lok + lfail > 0 ? lfail / (lok + lfail) : 0;
+    s.login_rate = (lok + lfail) / dt;
+    s.login_fail_rate = lfail / dt;
     /* linear counting: n ~ -m ln(V/m), V the zero bits */
     unsigned zero = 0;
     for (int i = 0; i < PREFIX_BITS / 64; i++)
@@ -291,6 +301,8 @@ static void feed_level(struct gh_shield *sh, uint64_t now)
     for (unsigned i = 0; i < sh->srv->nworkers; i++)
         lag_us = GH_MAX(lag_us, GH_STAT_GET(&sh->srv->workers[i].stats.loop_lag_us));
     s.loop_lag_ms = (double)lag_us / 1000.0;
+    if (!atomic_load(&sh->enabled))
+        s = (struct gh_level_signals){0};
     if (sh->m_sig_register)
         atomic_store(sh->m_sig_register, (uint64_t)(s.register_rate * 1000));
     if (sh->m_sig_prefixes)
@@ -932,6 +944,7 @@ static void on_reload(struct gh_server *srv, const struct gh_config *cfg, void *
     retire_set(sh, atomic_exchange(&sh->trusted, trusted));
     retire_set(sh, atomic_exchange(&sh->proxy_from, pfrom));
     gh_level_configure(&sh->level, &lc);
+    atomic_store(&sh->enabled, cfg->shield.enabled);
     shed_targets(sh, cfg);
     load_lists(sh, cfg, false, &err);
     gh_buf_dispose(&err);
@@ -1005,6 +1018,7 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     presets_from(sh, cfg);
     sh->pow_ttl_ms = cfg->shield.pow_ttl_ms;
     sh->interval_ms = cfg->shield.level_interval_ms;
+    atomic_store(&sh->enabled, cfg->shield.enabled);
     shed_targets(sh, cfg);
     atomic_store(&sh->shed_idle_milli, 1000);
     if (gh_level_subscribe(&sh->level, level_to_status, sh)) {

@@ -45,6 +45,8 @@ enum gh_shield_signal {
     GH_SIGNAL_LOGIN_OK,
     GH_SIGNAL_LOGIN_FAIL,
     GH_SIGNAL_REGISTERED, /* an account was created */
+    GH_SIGNAL_LOGIN_REFUSED, /* a password login refused before its verdict (back-off,
+                                proof of work, shed, pool busy) */
     GH_SIGNAL_COUNT
 };
 void gh_shield_signal(enum gh_shield_signal s, unsigned n);

@@ -310,3 +310,76 @@ test('shedding: a backed-up register queue refuses registrations 503, never logi
   assert.match(m, /gh_shield_shed_total\{class="login"\} 0\b/);
   await srv.stop();
 });
+
+test('credential stuffing from a /16: a user signing in from a known address keeps signing in; the level rises; suspect sources need proof of work', async (t) => {
+  const srv = await startServer({
+    t,
+    workers: 1,
+    set: {
+      ...FAST,
+      // a hash that costs something, on two threads: a flood fills the pool
+      'identity.argon2_mem': '16m',
+      'identity.hash_threads': '2',
+      'shield.level_interval': '300ms',
+      'shield.level_calm_periods': '100',
+      'shield.elevated_pow_bits': '8',
+      'shield.attack_pow_bits': '8',
+      // not under test here: the persisted sms-only switch after many failures
+      'identity.sms_only_after': '100000',
+    },
+  });
+  const home = '127.2.0.7';
+  const user = cnPhone();
+  await registerUser(srv, user, PW, { localAddress: home }); // the address is now known
+  // the flood: wrong passwords, unknown numbers and the user's own number,
+  // from 127.3.0.0/16 in order (256 per /24), 48 at a time
+  const statuses = {};
+  let sent = 0;
+  let stop = false;
+  const worker = async () => {
+    while (!stop && sent < 1200) {
+      const i = sent++;
+      const localAddress = `127.3.${(i >> 8) & 255}.${i & 255}`;
+      const phone = i % 4 === 0 ? user : cnPhone();
+      const r = await api(srv.url, 'POST', '/api/auth/login', { body: { phone, password: `wrong-${i}` }, localAddress, timeout: 30000 }).catch(() => ({ status: 'error' }));
+      statuses[r.status] = (statuses[r.status] || 0) + 1;
+    }
+  };
+  const flood = Promise.all(Array.from({ length: 48 }, worker));
+  await sleep(300);
+  // meanwhile the user signs in from home, again and again, without proof of work
+  const times = [];
+  for (let k = 0; k < 6; k++) {
+    const t0 = Date.now();
+    const r = await api(srv.url, 'POST', '/api/auth/login', { body: { phone: user, password: PW }, localAddress: home, timeout: 30000 });
+    times.push(Date.now() - t0);
+    assert.equal(r.status, 200, `login ${k} during the flood: ${r.status} ${r.text}`);
+    await sleep(150);
+  }
+  stop = true;
+  await flood;
+  t.diagnostic(`flood: ${JSON.stringify(statuses)}; user logins ms: ${times.join(' ')}`);
+  // the spray was turned away before hashing (suspect tier shed, proof of work)
+  assert.ok((statuses[503] || 0) + (statuses[403] || 0) > 0, JSON.stringify(statuses));
+  // the level rose on failing logins alone (no registration traffic)
+  const lv = await admin(srv, 'GET', '/admin/v1/level');
+  assert.notEqual(lv.json.level, 'normal', JSON.stringify(lv.json));
+  assert.match(lv.json.reason, /login_fail/);
+  // a suspect /24 now needs proof of work, whether the number exists or not
+  const known = await api(srv.url, 'POST', '/api/auth/login', { body: { phone: user, password: 'wrong' }, localAddress: '127.3.0.200' });
+  const unknown = await api(srv.url, 'POST', '/api/auth/login', { body: { phone: cnPhone(), password: 'wrong' }, localAddress: '127.3.0.201' });
+  assert.equal(known.status, 403, known.text);
+  assert.equal(unknown.status, 403, unknown.text);
+  assert.equal(known.json.error.code, 'pow_required');
+  assert.equal(known.text.replace(/\d+ bits/, ''), unknown.text.replace(/\d+ bits/, ''));
+  // with a solution it is judged like any login (and fails: wrong password)
+  const pow = await solved(srv, 'login', '127.3.0.202');
+  const judged = await api(srv.url, 'POST', '/api/auth/login', { body: { phone: user, password: 'wrong', pow }, localAddress: '127.3.0.202', timeout: 30000 });
+  assert.ok([401, 429].includes(judged.status), `${judged.status} ${judged.text}`);
+  // and the user still signs in from home without one
+  const again = await api(srv.url, 'POST', '/api/auth/login', { body: { phone: user, password: PW }, localAddress: home, timeout: 30000 });
+  assert.equal(again.status, 200, again.text);
+  const m = await srv.metrics();
+  assert.match(m, /gh_shield_shed_total\{class="login"\} 0\b/);
+  await srv.stop();
+});

@@ -83,15 +83,52 @@ static void rises_stays_falls(void **state)
     gh_level_dispose(&m);
 }
 
+/* Credential stuffing alone (no registration or SMS traffic): the login
+ * failure ratio counts on login events, and the failing volume is a signal
+ * of its own. */
+static void stuffing_signals(void **state)
+{
+    struct gh_level_machine m;
+    struct gh_level_config c = {0};
+    c.threshold[3][0] = 0.6;  /* login_fail_ratio */
+    c.threshold[3][1] = 0.9;
+    c.threshold[8][0] = 20;   /* login_fail_rate */
+    c.threshold[8][1] = 100;
+    c.calm_periods = 3;
+    c.ratio_min_rate = 1;
+    gh_level_init(&m, &c, 0);
+    /* two failures in a quiet period: nothing */
+    struct gh_level_signals few = {.login_rate = 0.4, .login_fail_ratio = 1, .login_fail_rate = 0.4};
+    assert_int_equal(gh_level_feed(&m, &few, 1000), GH_LEVEL_NORMAL);
+    /* a steady 70 % failing: elevated by the ratio */
+    struct gh_level_signals some = {.login_rate = 10, .login_fail_ratio = 0.7, .login_fail_rate = 7};
+    assert_int_equal(gh_level_feed(&m, &some, 2000), GH_LEVEL_ELEVATED);
+    /* a flood: under attack by the volume even when users dilute the ratio */
+    struct gh_level_signals flood = {.login_rate = 400, .login_fail_ratio = 0.8,
+                                     .login_fail_rate = 320};
+    assert_int_equal(gh_level_feed(&m, &flood, 3000), GH_LEVEL_UNDER_ATTACK);
+    struct gh_buf b;
+    gh_buf_init(&b, 1024);
+    assert_int_equal(gh_level_json(&m, 3000, &b), 0);
+    tu_assert_contains(b.data, "login_fail_rate");
+    gh_buf_dispose(&b);
+    gh_level_dispose(&m);
+}
+
 static void other_signals(void **state)
 {
     struct gh_level_machine m;
     struct seen seen;
     setup_machine(&m, &seen);
     /* a failure ratio on a trickle of attempts means nothing */
-    struct gh_level_signals few = {.register_rate = 0.2, .verify_fail_ratio = 0.9};
+    struct gh_level_signals few = {.verify_rate = 0.2, .verify_fail_ratio = 0.9};
     assert_int_equal(gh_level_feed(&m, &few, 1000), GH_LEVEL_NORMAL);
-    struct gh_level_signals many = {.register_rate = 2, .verify_fail_ratio = 0.9};
+    /* the gate is the ratio's own events: many registrations do not make
+     * a few code checks meaningful */
+    struct gh_level_signals other = {.register_rate = 2, .verify_rate = 0.2,
+                                     .verify_fail_ratio = 0.9};
+    assert_int_equal(gh_level_feed(&m, &other, 1500), GH_LEVEL_NORMAL);
+    struct gh_level_signals many = {.verify_rate = 2, .verify_fail_ratio = 0.9};
     assert_int_equal(gh_level_feed(&m, &many, 2000), GH_LEVEL_ELEVATED);
     /* a signal with only an under_attack threshold */
     struct gh_level_signals lag = {.loop_lag_ms = 800};
@@ -179,6 +216,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rises_stays_falls),
         cmocka_unit_test(other_signals),
+        cmocka_unit_test(stuffing_signals),
         cmocka_unit_test(pin_unpin_expiry),
         cmocka_unit_test(names),
     };

@@ -1,6 +1,8 @@
 /* Unit tests of the password CPU pool (identity/pwpool.h) and passwords
  * (identity/password.h): login jobs overtake queued registration jobs,
- * bounded queues, deadlines, the common list, argon2id round trip. */
+ * the login tiers (known, new, suspect) in order, low queues never take
+ * the last free thread, per-queue bounds and deadlines (a full queue drops
+ * what is past its deadline), the common list, argon2id round trip. */
 #include "test_util.h"
 
 #include "identity/password.h"
@@ -119,6 +121,127 @@ static void bounded_and_deadline(void **state)
     gh_pwpool_free(p);
 }
 
+static void wait_ran(struct order *o, int n)
+{
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&o->mu);
+        int got = o->n;
+        pthread_mutex_unlock(&o->mu);
+        if (got >= n)
+            return;
+        usleep(2000);
+    }
+    fail_msg("only some jobs ran");
+}
+
+static void release(struct order *o)
+{
+    pthread_mutex_lock(&o->mu);
+    o->released = true;
+    pthread_cond_broadcast(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void tiers_in_order(void **state)
+{
+    struct gh_pwpool *p;
+    assert_int_equal(gh_pwpool_new(1, 100, 60000, &p), 0);
+    assert_int_equal(gh_pwpool_set_queue(p, GH_PW_LOGIN_SUSPECT, 10, 60000, true), 0);
+    assert_int_equal(gh_pwpool_set_queue(p, GH_PW_REGISTER, 100, 60000, true), 0);
+    struct order o = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    struct item items[10];
+    items[0] = (struct item){&o, 0, true};
+    assert_int_equal(gh_pwpool_submit(p, GH_PW_LOGIN, run_item, &items[0], NULL, done_item), 0);
+    usleep(20000);
+    /* submitted lowest tier first; served known, new, registration, suspect */
+    static const struct {
+        enum gh_pw_prio prio;
+        int id;
+    } sub[] = {{GH_PW_LOGIN_SUSPECT, 40}, {GH_PW_LOGIN_SUSPECT, 41}, {GH_PW_REGISTER, 30},
+               {GH_PW_LOGIN_NEW, 20},     {GH_PW_LOGIN_NEW, 21},     {GH_PW_REGISTER, 31},
+               {GH_PW_LOGIN, 10},         {GH_PW_LOGIN_SUSPECT, 42}, {GH_PW_LOGIN, 11}};
+    for (int i = 0; i < 9; i++) {
+        items[i + 1] = (struct item){&o, sub[i].id, false};
+        assert_int_equal(
+            gh_pwpool_submit(p, sub[i].prio, run_item, &items[i + 1], NULL, done_item), 0);
+    }
+    assert_int_equal(gh_pwpool_queued(p, GH_PW_LOGIN_SUSPECT), 3);
+    release(&o);
+    wait_done(&o, 10);
+    static const int want[] = {0, 10, 11, 20, 21, 30, 31, 40, 41, 42};
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(o.seq[i], want[i]);
+    gh_pwpool_free(p);
+}
+
+static void low_keeps_a_thread_free(void **state)
+{
+    struct gh_pwpool *p;
+    assert_int_equal(gh_pwpool_new(2, 100, 60000, &p), 0);
+    assert_int_equal(gh_pwpool_set_queue(p, GH_PW_LOGIN_SUSPECT, 10, 60000, true), 0);
+    struct order o = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    struct item items[4];
+    /* a suspect job holds one thread; a second suspect job must wait
+     * although the other thread is idle: it is kept for the higher tiers */
+    items[0] = (struct item){&o, 0, true};
+    assert_int_equal(
+        gh_pwpool_submit(p, GH_PW_LOGIN_SUSPECT, run_item, &items[0], NULL, done_item), 0);
+    usleep(20000);
+    items[1] = (struct item){&o, 1, false};
+    assert_int_equal(
+        gh_pwpool_submit(p, GH_PW_LOGIN_SUSPECT, run_item, &items[1], NULL, done_item), 0);
+    usleep(50000);
+    pthread_mutex_lock(&o.mu);
+    assert_int_equal(o.n, 0);
+    pthread_mutex_unlock(&o.mu);
+    assert_int_equal(gh_pwpool_queued(p, GH_PW_LOGIN_SUSPECT), 1);
+    /* a new-source login starts at once on the free thread */
+    items[2] = (struct item){&o, 2, false};
+    assert_int_equal(gh_pwpool_submit(p, GH_PW_LOGIN_NEW, run_item, &items[2], NULL, done_item),
+                     0);
+    wait_ran(&o, 1);
+    assert_int_equal(o.seq[0], 2);
+    /* the blocker ends: the waiting suspect job runs */
+    release(&o);
+    wait_done(&o, 3);
+    assert_int_equal(o.seq[1], 0);
+    assert_int_equal(o.seq[2], 1);
+    gh_pwpool_free(p);
+}
+
+static void full_queue_drops_late_jobs(void **state)
+{
+    struct gh_pwpool *p;
+    assert_int_equal(gh_pwpool_new(1, 100, 60000, &p), 0);
+    assert_int_equal(gh_pwpool_set_queue(p, GH_PW_LOGIN_SUSPECT, 2, 30, true), 0);
+    assert_int_equal(gh_pwpool_set_queue(p, GH_PW_LOGIN_SUSPECT, 0, 30, true), GH_EINVAL);
+    struct order o = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    struct item items[6];
+    items[0] = (struct item){&o, 0, true};
+    assert_int_equal(gh_pwpool_submit(p, GH_PW_LOGIN, run_item, &items[0], NULL, done_item), 0);
+    usleep(20000);
+    for (int i = 1; i <= 2; i++) {
+        items[i] = (struct item){&o, i, false};
+        assert_int_equal(
+            gh_pwpool_submit(p, GH_PW_LOGIN_SUSPECT, run_item, &items[i], NULL, done_item), 0);
+    }
+    items[3] = (struct item){&o, 3, false};
+    assert_int_equal(
+        gh_pwpool_submit(p, GH_PW_LOGIN_SUSPECT, run_item, &items[3], NULL, done_item), GH_EBUSY);
+    usleep(60000); /* the two queued jobs pass their 30 ms deadline */
+    assert_int_equal(
+        gh_pwpool_submit(p, GH_PW_LOGIN_SUSPECT, run_item, &items[3], NULL, done_item), 0);
+    pthread_mutex_lock(&o.mu);
+    assert_int_equal(o.busy, 2); /* answered busy at once, without a thread */
+    pthread_mutex_unlock(&o.mu);
+    assert_int_equal(gh_pwpool_queued(p, GH_PW_LOGIN_SUSPECT), 1);
+    release(&o);
+    wait_done(&o, 4);
+    assert_int_equal(o.n, 2); /* the blocker and the last job */
+    assert_int_equal(o.seq[1], 3);
+    gh_pwpool_free(p);
+}
+
 static void passwords(void **state)
 {
     const char *why = NULL;
@@ -158,6 +281,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(login_first),
         cmocka_unit_test(bounded_and_deadline),
+        cmocka_unit_test(tiers_in_order),
+        cmocka_unit_test(low_keeps_a_thread_free),
+        cmocka_unit_test(full_queue_drops_late_jobs),
         cmocka_unit_test(passwords),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
