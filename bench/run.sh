@@ -26,7 +26,7 @@ if (($#)); then
     done
 else
     for f in bench/*.sh; do
-        case "$(basename "$f")" in run.sh | lib.sh) continue ;; esac
+        case "$(basename "$f")" in run.sh | lib.sh | attack.sh) continue ;; esac  # attack.sh: make bench-attack
         scenarios+=("$f")
     done
 fi

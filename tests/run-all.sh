@@ -91,7 +91,7 @@ run_fuzz() {
         [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/
         if "$h" -max_total_time="$each" -timeout=5 -rss_limit_mb=2048 "$work" \
             >"$out/$name.log" 2>&1; then
-            echo "$name: ok ($(grep -oE 'stat::number_of_executed_units: [0-9]+' "$out/$name.log" | awk '{print $2}') runs or see log)"
+            echo "$name: ok ($(grep -oE 'Done [0-9]+ runs' "$out/$name.log" | awk '{print $2}') runs)"
             passed=$((passed + 1))
         else
             echo "$name: FAILED"
