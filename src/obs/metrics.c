@@ -3,6 +3,7 @@
 #include "obs/metrics.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,8 +103,8 @@ static struct entry *lookup_or_add(const char *name, const char *labels, const c
             found = &R.e[i];
     if (!found && R.e && n < GH_METRICS_MAX) {
         found = &R.e[n];
-        strcpy(found->name, name);
-        strcpy(found->labels, labels);
+        snprintf(found->name, sizeof found->name, "%s", name);
+        snprintf(found->labels, sizeof found->labels, "%s", labels);
         found->help = help;
         found->kind = kind;
         atomic_store(&R.n, n + 1);
