@@ -618,6 +618,35 @@ int gh_http_query_get(const struct gh_http_req *req, const char *name, char *out
     return GH_ENOTFOUND;
 }
 
+bool gh_http_etag_matches(const struct gh_http_req *req, const char *etag)
+{
+    size_t len = 0;
+    const char *h = gh_http_header_get(req, "if-none-match", &len);
+    if (!h)
+        return false;
+    size_t el = strlen(etag);
+    for (size_t i = 0; i < len;) {
+        while (i < len && (h[i] == ' ' || h[i] == ','))
+            i++;
+        size_t j = i;
+        while (j < len && h[j] != ',')
+            j++;
+        size_t e = j;
+        while (e > i && h[e - 1] == ' ')
+            e--;
+        const char *t = h + i;
+        size_t tl = e - i;
+        if (tl > 2 && !strncmp(t, "W/", 2)) {
+            t += 2;
+            tl -= 2;
+        }
+        if ((tl == 1 && *t == '*') || (tl == el && !memcmp(t, etag, el)))
+            return true;
+        i = j;
+    }
+    return false;
+}
+
 int gh_http_cookie_get(const struct gh_http_req *req, const char *name, char *out, size_t outlen)
 {
     size_t nl = strlen(name);

@@ -87,6 +87,9 @@ const char *gh_http_header_get(const struct gh_http_req *req, const char *name, 
 /* Copies the decoded query parameter name into out. 0, GH_ENOTFOUND or
  * GH_ETOOBIG. */
 int gh_http_query_get(const struct gh_http_req *req, const char *name, char *out, size_t outlen);
+/* True when the request's If-None-Match lists etag (weak or strong) or is
+ * "*": the caller answers 304. */
+bool gh_http_etag_matches(const struct gh_http_req *req, const char *etag);
 /* Returns the value of cookie name into out. 0 or GH_ENOTFOUND. */
 int gh_http_cookie_get(const struct gh_http_req *req, const char *name, char *out, size_t outlen);
 

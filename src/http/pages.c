@@ -301,32 +301,6 @@ static int pick_lang(struct gh_http_req *req)
     return gh_pages_lang_from_accept(h, len);
 }
 
-static bool not_modified(struct gh_http_req *req, const char *etag)
-{
-    size_t len = 0;
-    const char *h = gh_http_header_get(req, "if-none-match", &len);
-    size_t el = strlen(etag);
-    for (size_t i = 0; h && i < len;) {
-        while (i < len && (h[i] == ' ' || h[i] == ','))
-            i++;
-        size_t j = i;
-        while (j < len && h[j] != ',')
-            j++;
-        size_t e = j;
-        while (e > i && h[e - 1] == ' ')
-            e--;
-        const char *t = h + i;
-        size_t tl = e - i;
-        if (tl > 2 && !strncmp(t, "W/", 2)) {
-            t += 2;
-            tl -= 2;
-        }
-        if ((tl == 1 && *t == '*') || (tl == el && !memcmp(t, etag, el)))
-            return true;
-        i = j;
-    }
-    return false;
-}
 
 static void security_headers(struct gh_http_req *req)
 {
@@ -347,7 +321,7 @@ static void get_page(struct gh_http_req *req)
     gh_http_add_header(req, "Vary", "Accept-Language, Cookie");
     gh_http_add_header(req, "Cache-Control", "no-cache");
     gh_http_add_header(req, "ETag", "%s", d->etag);
-    if (not_modified(req, d->etag))
+    if (gh_http_etag_matches(req, d->etag))
         gh_http_respond(req, 304, NULL, NULL, 0);
     else
         gh_http_respond(req, 200, "text/html; charset=utf-8", d->data, d->len);
@@ -370,7 +344,7 @@ static void get_asset(struct gh_http_req *req)
     gh_http_add_header(req, "Cache-Control", "%s",
                        versioned ? "public, max-age=31536000, immutable" : "no-cache");
     gh_http_add_header(req, "ETag", "%s", pg.etag[i]);
-    if (not_modified(req, pg.etag[i]))
+    if (gh_http_etag_matches(req, pg.etag[i]))
         gh_http_respond(req, 304, NULL, NULL, 0);
     else
         gh_http_respond(req, 200, content_type(path), gh_assets[i].data, gh_assets[i].len);

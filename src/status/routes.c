@@ -73,35 +73,6 @@ static uint64_t fnv1a(const unsigned char *p, size_t n)
     return h;
 }
 
-/* True when If-None-Match lists etag (or is "*"). */
-static bool not_modified(struct gh_http_req *req, const char *etag)
-{
-    size_t len = 0;
-    const char *h = gh_http_header_get(req, "if-none-match", &len);
-    if (!h)
-        return false;
-    size_t el = strlen(etag);
-    for (size_t i = 0; i < len;) {
-        while (i < len && (h[i] == ' ' || h[i] == ','))
-            i++;
-        size_t j = i;
-        while (j < len && h[j] != ',')
-            j++;
-        size_t e = j;
-        while (e > i && h[e - 1] == ' ')
-            e--;
-        const char *t = h + i;
-        size_t tl = e - i;
-        if (tl > 2 && !strncmp(t, "W/", 2)) {
-            t += 2;
-            tl -= 2;
-        }
-        if ((tl == 1 && *t == '*') || (tl == el && !memcmp(t, etag, el)))
-            return true;
-        i = j;
-    }
-    return false;
-}
 
 /* 1 for Chinese, 0 for English: ?lang= first, then the Accept-Language
  * entry with the highest q (the first among equals). */
@@ -159,7 +130,7 @@ static void send_doc(struct gh_http_req *req, enum gh_status_doc doc)
     }
     gh_http_add_header(req, "Cache-Control", "public, max-age=10");
     gh_http_add_header(req, "ETag", "%s", s->etag[doc]);
-    if (not_modified(req, s->etag[doc]))
+    if (gh_http_etag_matches(req, s->etag[doc]))
         gh_http_respond(req, 304, NULL, NULL, 0);
     else
         gh_http_respond(req, 200, html ? "text/html; charset=utf-8" : "application/json",
@@ -234,7 +205,7 @@ static void get_static(struct gh_http_req *req)
             gh_http_add_header(req, "X-Content-Type-Options", "nosniff");
         gh_http_add_header(req, "Cache-Control", "public, max-age=300");
         gh_http_add_header(req, "ETag", "%s", sf->etag[i]);
-        if (not_modified(req, sf->etag[i]))
+        if (gh_http_etag_matches(req, sf->etag[i]))
             gh_http_respond(req, 304, NULL, NULL, 0);
         else
             gh_http_respond(req, 200, type, a->data, a->len);
