@@ -11,6 +11,7 @@
 #include <http_parser.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -643,6 +644,26 @@ static void render_listener(struct gh_buf *out, const char *listener, struct gh_
     }
 }
 
+/* One gauge per worker (the admin worker labelled "admin"): the stats
+ * field at offset, times scale (1 prints a whole, signed number). */
+static void render_per_worker(struct gh_buf *out, struct gh_server *srv, const char *name,
+                              const char *help, size_t offset, double scale)
+{
+    gh_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+    for (unsigned i = 0; i <= srv->nworkers; i++) {
+        struct gh_worker *w = i < srv->nworkers ? &srv->workers[i] : &srv->admin;
+        _Atomic uint64_t *f = (_Atomic uint64_t *)((char *)&w->stats + offset);
+        char id[16];
+        snprintf(id, sizeof id, w->admin ? "admin" : "%u", w->id);
+        if (scale == 1)
+            gh_buf_printf(out, "%s{worker=\"%s\"} %lld\n", name, id,
+                          (long long)(int64_t)GH_STAT_GET(f));
+        else
+            gh_buf_printf(out, "%s{worker=\"%s\"} %.6f\n", name, id,
+                          (double)GH_STAT_GET(f) * scale);
+    }
+}
+
 void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out)
 {
     gh_buf_printf(out, "# HELP gatehouse_build_info Version of the running binary.\n"
@@ -660,15 +681,8 @@ void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out)
                            "first byte of a request to its answer.\n"
                            "# TYPE gatehouse_http_request_duration_seconds histogram\n");
 
-    gh_buf_append_str(out, "# HELP gatehouse_connections_open Open client connections.\n"
-                           "# TYPE gatehouse_connections_open gauge\n");
-    for (unsigned i = 0; i <= srv->nworkers; i++) {
-        struct gh_worker *w = i < srv->nworkers ? &srv->workers[i] : &srv->admin;
-        char id[16];
-        snprintf(id, sizeof id, w->admin ? "admin" : "%u", w->id);
-        gh_buf_printf(out, "gatehouse_connections_open{worker=\"%s\"} %lld\n", id,
-                      (long long)(int64_t)GH_STAT_GET(&w->stats.conns_open));
-    }
+    render_per_worker(out, srv, "gatehouse_connections_open", "Open client connections.",
+                      offsetof(struct gh_worker_stats, conns_open), 1);
     uint64_t accepted = 0, pending = 0, sampled = 0;
     uint64_t refused[GH_REFUSE_COUNT] = {0};
     for (unsigned i = 0; i < srv->nworkers; i++) {
@@ -694,26 +708,12 @@ void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out)
     for (unsigned k = 0; k < GH_REFUSE_COUNT; k++)
         gh_buf_printf(out, "gatehouse_connections_refused_total{limit=\"%s\"} %llu\n",
                       gh_refusal_name((enum gh_refusal)k), (unsigned long long)refused[k]);
-    gh_buf_append_str(out, "# HELP gatehouse_event_loop_lag_seconds How late the last 100 ms "
-                           "tick of each worker's loop fired.\n"
-                           "# TYPE gatehouse_event_loop_lag_seconds gauge\n");
-    for (unsigned i = 0; i <= srv->nworkers; i++) {
-        struct gh_worker *w = i < srv->nworkers ? &srv->workers[i] : &srv->admin;
-        char id[16];
-        snprintf(id, sizeof id, w->admin ? "admin" : "%u", w->id);
-        gh_buf_printf(out, "gatehouse_event_loop_lag_seconds{worker=\"%s\"} %.6f\n", id,
-                      (double)GH_STAT_GET(&w->stats.loop_lag_us) / 1e6);
-    }
-    gh_buf_append_str(out, "# HELP gatehouse_event_loop_lag_max_seconds Largest tick lag of "
-                           "each worker over the last 10 s.\n"
-                           "# TYPE gatehouse_event_loop_lag_max_seconds gauge\n");
-    for (unsigned i = 0; i <= srv->nworkers; i++) {
-        struct gh_worker *w = i < srv->nworkers ? &srv->workers[i] : &srv->admin;
-        char id[16];
-        snprintf(id, sizeof id, w->admin ? "admin" : "%u", w->id);
-        gh_buf_printf(out, "gatehouse_event_loop_lag_max_seconds{worker=\"%s\"} %.6f\n", id,
-                      (double)GH_STAT_GET(&w->stats.loop_lag_max_us) / 1e6);
-    }
+    render_per_worker(out, srv, "gatehouse_event_loop_lag_seconds",
+                      "How late the last 100 ms tick of each worker's loop fired.",
+                      offsetof(struct gh_worker_stats, loop_lag_us), 1e-6);
+    render_per_worker(out, srv, "gatehouse_event_loop_lag_max_seconds",
+                      "Largest tick lag of each worker over the last 10 s.",
+                      offsetof(struct gh_worker_stats, loop_lag_max_us), 1e-6);
     gh_buf_printf(out,
                   "# HELP gatehouse_log_lines_dropped_total Log lines dropped because the "
                   "buffer was full.\n# TYPE gatehouse_log_lines_dropped_total counter\n"

@@ -8,6 +8,7 @@
 #include "gateway/gw.h"
 
 #include "core/log.h"
+#include "status/status.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -256,7 +257,10 @@ static void release_upstream(struct gw_call *c, enum gh_upstream_outcome o)
     struct gh_upstream *up = &c->gw->ups.ups[c->up];
     c->up = -1;
     gh_upstream_release(up, &c->gw->breaker, o, c->retry_after_ms, gh_now_ms());
-    gh_upstreams_report_status(&c->gw->ups, gh_now_ms());
+    /* a success while all is well changes nothing: skip the scan (it takes
+     * every upstream's lock) on the common path */
+    if (o != GH_UP_SUCCESS || atomic_load(&c->gw->ups.reported) != GH_STATUS_OPERATIONAL)
+        gh_upstreams_report_status(&c->gw->ups, gh_now_ms());
     if (o == GH_UP_AUTH)
         gh_log(GH_LOG_ERROR, "upstream_auth",
                "ALERT upstream %s refused our credentials (HTTP %ld): taken out of rotation; "
