@@ -186,9 +186,10 @@ static const struct key_def keys[] = {
     {"shield", "enabled", T_BOOL, OFF(shield.enabled), 0, 0, "true",
      "classify and rate-limit public requests"},
     {"shield", "rules", T_STR, OFF(shield.rules), 0, 4096,
-     "anon:addr:100/1s:burst=200, anon:prefix:200/1s:burst=200, anon:global:2000/1s:burst=4000, "
-     "register:addr:300/1m, register:prefix:1000/1m, login:addr:300/1m, "
-     "login:prefix:600/1m:burst=300",
+     "anon:addr:100/1s:burst=200, anon:prefix:200/1s:burst=200, "
+     "anon:prefix48:200/1s:burst=200, anon:global:2000/1s:burst=4000, "
+     "register:addr:300/1m, register:prefix:1000/1m, register:prefix48:1000/1m, "
+     "login:addr:300/1m, login:prefix:600/1m:burst=300, login:prefix48:600/1m:burst=300",
      "limiter rules CLASS:KEY:COUNT/PERIOD[:burst=N][:dry_run], comma separated; KEY is addr, "
      "prefix, prefix48, account, apikey, phone, phone_prefix, calling_code or global"},
     {"shield", "limiter_memory", T_SIZE, OFF(shield.limiter_memory), 64 * KB, 64 * 1024 * MB,

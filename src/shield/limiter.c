@@ -29,6 +29,7 @@ struct shard {
     pthread_mutex_t mu;
     uint64_t inserts;
     uint64_t evictions;
+    uint64_t dropped;
 } __attribute__((aligned(64)));
 
 struct gh_limiter {
@@ -144,7 +145,63 @@ uint64_t gh_limiter_key(const struct gh_limiter *t, uint32_t rule_id, const void
     crypto_shorthash(out, in, 4 + n, t->hashkey);
     uint64_t k;
     memcpy(&k, out, sizeof k);
-    return k ? k : 1;
+    k &= ~(uint64_t)GH_LIMIT_RANK_MASK;
+    return k ? k : GH_LIMIT_RANK_MASK + 1; /* rank 0, never 0 */
+}
+
+void gh_limiter_set_hashkey(struct gh_limiter *t, const unsigned char key[16])
+{
+    memcpy(t->hashkey, key, sizeof t->hashkey);
+}
+
+unsigned gh_limit_keykind_rank(enum gh_limit_keykind k)
+{
+    switch (k) {
+    case GH_LKEY_GLOBAL:
+        return 3;
+    case GH_LKEY_PREFIX48:
+    case GH_LKEY_CALLING_CODE:
+        return 2;
+    case GH_LKEY_PREFIX:
+    case GH_LKEY_PHONE_PREFIX:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* The key's rank (limiter.h): how many requests share it. */
+static inline unsigned key_rank(uint64_t key)
+{
+    return (unsigned)(key & GH_LIMIT_RANK_MASK);
+}
+
+/* The slot a new key of rank `rank` may take in b, or -1 when every slot
+ * holds a live key that outranks it. An empty slot first, then one that has
+ * fully refilled (forgetting it loses nothing), then the least recently
+ * active of the lowest rank present, never one ranked above the newcomer:
+ * a flood of per-address keys can only displace each other, never the
+ * prefix or global key that is refusing the flood, whatever the hash key. */
+static int pick_victim(const struct bucket *b, unsigned rank, uint64_t now_ns, bool *evicts)
+{
+    *evicts = false;
+    for (int i = WAYS - 1; i >= 0; i--)
+        if (b->s[i].key == 0)
+            return i;
+    for (int i = WAYS - 1; i >= 0; i--)
+        if (b->s[i].tat <= now_ns)
+            return i;
+    int v = -1;
+    unsigned best = GH_LIMIT_RANK_MASK + 1;
+    for (int i = WAYS - 1; i >= 0; i--) { /* from the least recently used */
+        unsigned r = key_rank(b->s[i].key);
+        if (r <= rank && r < best) {
+            best = r;
+            v = i;
+        }
+    }
+    *evicts = v >= 0;
+    return v;
 }
 
 void gh_limiter_check(struct gh_limiter *t, uint64_t key, const struct gh_limit *lim,
@@ -171,28 +228,19 @@ void gh_limiter_check(struct gh_limiter *t, uint64_t key, const struct gh_limit 
     } else {
         uint64_t tat = gh_limit_gcra(0, lim, cost, now_ns, dry_run, d);
         if (tat > now_ns) { /* something to remember */
-            /* the victim: an empty slot, else a refilled one (nothing is
-             * lost), else the least recently active (evicted, counted) */
-            int v = -1;
-            for (int i = WAYS - 1; i >= 0; i--)
-                if (b->s[i].key == 0) {
-                    v = i;
-                    break;
-                }
-            if (v < 0)
-                for (int i = WAYS - 1; i >= 0; i--)
-                    if (b->s[i].tat <= now_ns) {
-                        v = i;
-                        break;
-                    }
+            bool evicts;
+            int v = pick_victim(b, key_rank(key), now_ns, &evicts);
             if (v < 0) {
-                v = WAYS - 1;
-                sh->evictions++;
+                /* every slot outranks this key: it is not remembered, and
+                 * the aggregate keys above it go on counting its traffic */
+                sh->dropped++;
+            } else {
+                sh->evictions += evicts;
+                sh->inserts++;
+                memmove(&b->s[1], &b->s[0], sizeof(struct slot) * (size_t)v);
+                b->s[0].key = key;
+                b->s[0].tat = tat;
             }
-            sh->inserts++;
-            memmove(&b->s[1], &b->s[0], sizeof(struct slot) * (size_t)v);
-            b->s[0].key = key;
-            b->s[0].tat = tat;
         }
     }
     pthread_mutex_unlock(&sh->mu);
@@ -207,6 +255,7 @@ void gh_limiter_get_stats(struct gh_limiter *t, struct gh_limiter_stats *out)
         pthread_mutex_lock(&t->shards[i].mu);
         out->inserts += t->shards[i].inserts;
         out->evictions += t->shards[i].evictions;
+        out->dropped += t->shards[i].dropped;
         pthread_mutex_unlock(&t->shards[i].mu);
     }
 }
@@ -361,6 +410,8 @@ bool gh_limit_rule_key(const struct gh_limiter *t, const struct gh_limit_rule *r
         if (!s->addr)
             return false;
         bool v4 = s->addr->family == AF_INET;
+        if (v4 && r->kind == GH_LKEY_PREFIX48)
+            return false; /* IPv4 has no level between /24 and everyone: prefix covers it */
         size_t keep = v4 ? (r->kind == GH_LKEY_ADDR ? 4 : 3)
                          : (r->kind == GH_LKEY_ADDR ? 16 : r->kind == GH_LKEY_PREFIX ? 8 : 6);
         buf[n++] = v4 ? 4 : 6;
@@ -387,7 +438,8 @@ bool gh_limit_rule_key(const struct gh_limiter *t, const struct gh_limit_rule *r
         if (r->kind == GH_LKEY_PHONE_PREFIX)
             len = len > 4 ? len - 4 : 0;
         if (len > sizeof buf - n) {
-            *key = gh_limiter_key(t, r->id ^ ((uint32_t)r->kind << 24), v, len);
+            *key = gh_limiter_key(t, r->id ^ ((uint32_t)r->kind << 24), v, len) |
+                   gh_limit_keykind_rank(r->kind);
             return true;
         }
         memcpy(buf + n, v, len);
@@ -398,6 +450,6 @@ bool gh_limit_rule_key(const struct gh_limiter *t, const struct gh_limit_rule *r
     case GH_LKEY_COUNT:
         break;
     }
-    *key = gh_limiter_key(t, r->id, buf, n);
+    *key = gh_limiter_key(t, r->id, buf, n) | gh_limit_keykind_rank(r->kind);
     return true;
 }

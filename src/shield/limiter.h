@@ -11,8 +11,14 @@
  * 8-way buckets kept in most-recently-used order: when a bucket is full, an
  * entry that has fully refilled (TAT <= now, so forgetting it loses nothing)
  * is reused first, else the least recently active entry is evicted and
- * counted. Aggregate keys (prefix, global) are touched by every request of a
- * spray, so they stay at the front while per-address entries are evicted.
+ * counted. Every key carries a rank in its two low bits (how many requests
+ * share it: 0 address, account, key or number; 1 /24, /64 or number prefix;
+ * 2 /48 or calling code; 3 global), and a new key only ever displaces a
+ * live key of its own rank or below, lowest rank first: a flood of
+ * per-address or per-number keys can evict only its own kind, never the
+ * aggregate key that refuses it, whatever the hash key. A new key that
+ * finds its bucket full of higher-ranked live keys is not remembered
+ * (counted as dropped); the aggregates above it still count its requests.
  *
  * Threads: gh_limiter_check and the stats may be called from any thread
  * at once; new/free on one thread while nobody else uses the table. Rules
@@ -53,7 +59,11 @@ struct gh_limiter_stats {
     uint64_t bytes;     /* memory of the entries and shards */
     uint64_t inserts;   /* new keys stored */
     uint64_t evictions; /* live entries dropped for a new key */
+    uint64_t dropped;   /* new keys not stored: their bucket was all higher-ranked */
 };
+
+/* The two low bits of a table key: its rank (see the top of this file). */
+#define GH_LIMIT_RANK_MASK 3u
 
 /* A table whose entries and shards fit in bytes (at least one shard of one
  * bucket). NULL when out of memory. Call once at start. */
@@ -61,9 +71,14 @@ struct gh_limiter *gh_limiter_new(size_t bytes);
 void gh_limiter_free(struct gh_limiter *t);
 
 /* The table key of (rule id, data): a SipHash under the table's secret,
- * never 0. Any thread. */
+ * never 0, of rank 0 (OR a rank into the low bits for aggregate keys; see
+ * gh_limit_keykind_rank). Any thread. */
 uint64_t gh_limiter_key(const struct gh_limiter *t, uint32_t rule_id, const void *data,
                         size_t len);
+
+/* Replaces the table's random hash key (for tests that need a fixed or a
+ * chosen key). Call before any other thread uses the table. */
+void gh_limiter_set_hashkey(struct gh_limiter *t, const unsigned char key[16]);
 
 /* Checks and, when it passes, counts `cost` units for key at time now_ns
  * against lim. With dry_run a request over the rate still passes
@@ -86,7 +101,7 @@ void gh_limiter_get_stats(struct gh_limiter *t, struct gh_limiter_stats *out);
 enum gh_limit_keykind {
     GH_LKEY_ADDR,         /* the client address */
     GH_LKEY_PREFIX,       /* IPv4 /24, IPv6 /64 */
-    GH_LKEY_PREFIX48,     /* IPv4 /24, IPv6 /48 */
+    GH_LKEY_PREFIX48,     /* IPv6 /48 (a site); IPv4 requests skip these rules */
     GH_LKEY_ACCOUNT,      /* the authenticated user */
     GH_LKEY_APIKEY,       /* the API key */
     GH_LKEY_PHONE,        /* the phone number (E.164) */
@@ -139,6 +154,8 @@ bool gh_limit_rule_key(const struct gh_limiter *t, const struct gh_limit_rule *r
                        const struct gh_limit_subject *s, uint64_t *key);
 
 const char *gh_limit_keykind_name(enum gh_limit_keykind k);
+/* The rank keys of kind k carry (0..3, higher = shared by more requests). */
+unsigned gh_limit_keykind_rank(enum gh_limit_keykind k);
 const char *gh_class_name(enum gh_class c);
 /* Parses a class name; 0 or GH_EINVAL. */
 int gh_class_parse(const char *s, size_t len, enum gh_class *out);

@@ -643,7 +643,7 @@ static bool request_filter(struct gh_http_req *req, void *data)
         atomic_fetch_add_explicit(&sh->register_reqs, 1, memory_order_relaxed);
         uint8_t pfx[7] = {req->client.family};
         memcpy(pfx + 1, req->client.bytes, req->client.family == AF_INET ? 3 : 6);
-        uint64_t h = gh_limiter_key(sh->lim, 0xffffffffu, pfx, sizeof pfx) % PREFIX_BITS;
+        uint64_t h = (gh_limiter_key(sh->lim, 0xffffffffu, pfx, sizeof pfx) >> 32) % PREFIX_BITS;
         atomic_fetch_or_explicit(&sh->prefix_bits[h / 64], 1ull << (h % 64),
                                  memory_order_relaxed);
     }

@@ -8,6 +8,7 @@
 #include "shield/limiter.h"
 
 #include <arpa/inet.h>
+#include <sodium.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -259,6 +260,17 @@ static void rule_keys(void **state)
     assert_true(k1 == k2); /* same /48 */
     KEY(2, &t4, &k2);
     assert_true(k1 != k2);
+    /* IPv4 has no /48 level: its /24 is the prefix rule's */
+    assert_false(gh_limit_rule_key(t, &rs.rules[2], &s1, &k1));
+    /* ranks: address 0, /64 1, /48 2, global 3 */
+    KEY(0, &t1, &k1);
+    assert_int_equal(k1 & GH_LIMIT_RANK_MASK, 0);
+    KEY(1, &t1, &k1);
+    assert_int_equal(k1 & GH_LIMIT_RANK_MASK, 1);
+    KEY(2, &t1, &k1);
+    assert_int_equal(k1 & GH_LIMIT_RANK_MASK, 2);
+    KEY(8, &t1, &k1);
+    assert_int_equal(k1 & GH_LIMIT_RANK_MASK, 3);
     /* absent members: the rule does not apply */
     assert_false(gh_limit_rule_key(t, &rs.rules[3], &s1, &k1));
     assert_false(gh_limit_rule_key(t, &rs.rules[5], &s1, &k1));
@@ -286,13 +298,17 @@ static void rule_keys(void **state)
     gh_limiter_free(t);
 }
 
-/* A spray of 1,000,000 distinct addresses from 16 /24s through a table of
- * 256 KiB (16,000 entries): per-address state is evicted all along, yet
- * the prefix and global rules hold, and the memory does not grow. */
-static void spray_keeps_aggregates(void **state)
+/* A spray of n distinct addresses over ~4,000 /24s, lasting 2 minutes,
+ * through a table of `bytes` (per-address state is evicted all along)
+ * against addr 5/1m, prefix 60/1m and global 600/1m. hashkey NULL keeps
+ * the table's random key. Returns how many passed every rule. */
+static unsigned spray(size_t bytes, unsigned n, const unsigned char *hashkey,
+                      struct gh_limiter_stats *st)
 {
-    const size_t bytes = 256 << 10;
     struct gh_limiter *t = gh_limiter_new(bytes);
+    assert_non_null(t);
+    if (hashkey)
+        gh_limiter_set_hashkey(t, hashkey);
     struct gh_limit_rules rs;
     struct gh_buf err;
     gh_buf_init(&err, 1024);
@@ -303,11 +319,11 @@ static void spray_keeps_aggregates(void **state)
     gh_buf_dispose(&err);
     unsigned allowed_total = 0;
     uint64_t now = 1000 * SEC;
-    const unsigned N = 1000000;
-    const uint64_t step = 120 * SEC / N; /* the whole spray lasts 2 minutes */
-    for (unsigned i = 0; i < N; i++) {
+    const uint64_t step = 120 * SEC / n;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned j = (unsigned)((uint64_t)i * 1000000u / n); /* the same /24s at any n */
         struct gh_addr a = {.family = AF_INET,
-                            .bytes = {10, (uint8_t)(i % 16), (uint8_t)(i >> 12), (uint8_t)(i >> 4)}};
+                            .bytes = {10, (uint8_t)(j % 16), (uint8_t)(j >> 12), (uint8_t)(j >> 4)}};
         struct gh_limit_subject s = {.addr = &a};
         bool ok = true;
         for (unsigned r = 0; r < rs.n && ok; r++) {
@@ -320,18 +336,124 @@ static void spray_keeps_aggregates(void **state)
         allowed_total += ok;
         now += step;
     }
-    /* global: 600 at once + 10/s for 120 s = 1800 at most */
-    assert_true(allowed_total <= 600 + 1200 + 1);
-    assert_true(allowed_total >= 1700); /* and the limits do let traffic through */
+    gh_limiter_get_stats(t, st);
+    assert_true(st->bytes <= bytes);
+    gh_limiter_free(t);
+    return allowed_total;
+}
+
+/* 1,000,000 distinct addresses through 256 KiB (16,000 entries) under a
+ * fixed hash key: the global rule holds (600 at once + 10/s for 120 s),
+ * the limits still let traffic through, and the memory does not grow. */
+static void spray_keeps_aggregates(void **state)
+{
+    static const unsigned char key[16] = "gatehouse-spray";
+    struct gh_limiter_stats st;
+    unsigned allowed = spray(256 << 10, 1000000, key, &st);
+    print_message("spray: %u of 1000000 allowed, capacity %llu entries, %llu inserts, %llu "
+                  "evictions, %llu dropped\n",
+                  allowed, (unsigned long long)st.capacity, (unsigned long long)st.inserts,
+                  (unsigned long long)st.evictions, (unsigned long long)st.dropped);
+    assert_true(allowed <= 600 + 1200 + 1);
+    assert_true(allowed >= 1700);
+    assert_true(st.evictions > 0);
+}
+
+/* The same promise as a property over 100 random hash keys, with the
+ * spray shaped to starve the global key of touches: 99 % of requests come
+ * from new addresses of one IPv6 /64 whose prefix allowance is spent (each
+ * stores a per-address key and never reaches the global rule), 1 % from
+ * fresh IPv4 /24s that reach it. Through a 4 KiB table (31 buckets) an
+ * LRU-only table loses the global key between two touches in nearly every
+ * run; ranked eviction never does, whatever the key. */
+static void spray_any_hash_key(void **state)
+{
+    struct gh_limit_rules rs;
+    struct gh_buf err;
+    gh_buf_init(&err, 1024);
+    assert_int_equal(gh_limit_rules_parse("register:addr:5/1m register:prefix:60/1m "
+                                          "register:global:100/1m",
+                                          &rs, &err),
+                     0);
+    gh_buf_dispose(&err);
+    const unsigned n = 100000;
+    const uint64_t step = 120 * SEC / n;
+    for (int run = 0; run < 100; run++) {
+        struct gh_limiter *t = gh_limiter_new(4 << 10);
+        unsigned char key[16];
+        randombytes_buf(key, sizeof key);
+        gh_limiter_set_hashkey(t, key);
+        unsigned allowed = 0;
+        uint64_t now = 1000 * SEC;
+        for (unsigned i = 0; i < n; i++, now += step) {
+            struct gh_addr a = {.family = AF_INET6, .bytes = {0x20, 0x01, 0x0d, 0xb8}};
+            if (i % 100 == 0) {
+                a.family = AF_INET;
+                a.bytes[0] = 10;
+                a.bytes[1] = (uint8_t)(i >> 16);
+                a.bytes[2] = (uint8_t)(i >> 8);
+                a.bytes[3] = 1;
+            } else {
+                memcpy(a.bytes + 12, &i, sizeof i); /* a new address of one /64 */
+            }
+            struct gh_limit_subject s = {.addr = &a};
+            bool ok = true;
+            for (unsigned r = 0; r < rs.n && ok; r++) {
+                uint64_t k;
+                struct gh_limit_decision d;
+                gh_limit_rule_key(t, &rs.rules[r], &s, &k);
+                gh_limiter_check(t, k, &rs.rules[r].lim, 1, now, false, &d);
+                ok = d.allowed;
+            }
+            allowed += ok;
+        }
+        struct gh_limiter_stats st;
+        gh_limiter_get_stats(t, &st);
+        gh_limiter_free(t);
+        /* global: 100 at once + 100/min for 2 min; demand ~1,180 */
+        if (allowed > 100 + 200 + 1 || allowed < 290) {
+            char hex[33];
+            sodium_bin2hex(hex, sizeof hex, key, sizeof key);
+            fail_msg("hash key %s: %u allowed (want 290..301), %llu evictions", hex, allowed,
+                     (unsigned long long)st.evictions);
+        }
+        assert_true(st.evictions > 1000); /* the table did churn */
+    }
+}
+
+/* A bucket full of aggregate keys takes no per-address key, and a full
+ * bucket of per-address keys gives way to an aggregate one. */
+static void rank_orders_eviction(void **state)
+{
+    struct gh_limiter *t = gh_limiter_new(1); /* one shard of one bucket: 8 slots */
+    struct gh_limit lim = {.period_ns = 60 * SEC, .count = 1};
+    struct gh_limit_decision d;
+    uint64_t now = 100 * SEC;
+    /* 8 live global-rank keys */
+    for (uint64_t i = 1; i <= 8; i++)
+        gh_limiter_check(t, (i << 8) | 3, &lim, 1, now, false, &d);
+    for (uint64_t i = 100; i < 1100; i++) /* per-address keys knock in vain */
+        gh_limiter_check(t, i << 8, &lim, 1, now, false, &d);
+    for (uint64_t i = 1; i <= 8; i++) { /* every aggregate still refuses */
+        gh_limiter_check(t, (i << 8) | 3, &lim, 1, now, false, &d);
+        assert_false(d.allowed);
+    }
     struct gh_limiter_stats st;
     gh_limiter_get_stats(t, &st);
-    assert_true(st.bytes <= bytes);
-    assert_true(st.evictions > 0 || st.inserts <= st.capacity);
-    print_message("spray: %u of %u allowed, capacity %llu entries in %llu bytes (%.1f bytes/entry),"
-                  " %llu inserts, %llu evictions\n",
-                  allowed_total, N, (unsigned long long)st.capacity, (unsigned long long)st.bytes,
-                  (double)st.bytes / (double)st.capacity, (unsigned long long)st.inserts,
-                  (unsigned long long)st.evictions);
+    assert_int_equal(st.evictions, 0);
+    assert_int_equal(st.dropped, 1000);
+    gh_limiter_free(t);
+    /* the other way round: per-address keys give way, least recent first */
+    t = gh_limiter_new(1);
+    for (uint64_t i = 1; i <= 8; i++)
+        gh_limiter_check(t, i << 8, &lim, 1, now, false, &d);
+    gh_limiter_check(t, (99ull << 8) | 1, &lim, 1, now, false, &d); /* a prefix key */
+    gh_limiter_check(t, (99ull << 8) | 1, &lim, 1, now, false, &d);
+    assert_false(d.allowed); /* remembered */
+    gh_limiter_check(t, 1ull << 8, &lim, 1, now, false, &d);
+    assert_true(d.allowed); /* the oldest address key was the one evicted */
+    gh_limiter_get_stats(t, &st);
+    assert_int_equal(st.evictions, 2);
     gh_limiter_free(t);
 }
 
@@ -441,7 +563,8 @@ int main(void)
         cmocka_unit_test(gcra_burst_then_refuse),  cmocka_unit_test(gcra_steady_rate),
         cmocka_unit_test(gcra_cost_tokens),        cmocka_unit_test(dry_run_counts_never_refuses),
         cmocka_unit_test(table_keys_independent),  cmocka_unit_test(rules_parse),
-        cmocka_unit_test(rule_keys),               cmocka_unit_test(spray_keeps_aggregates),
+        cmocka_unit_test(rule_keys),               cmocka_unit_test(spray_keeps_aggregates), cmocka_unit_test(spray_any_hash_key),
+        cmocka_unit_test(rank_orders_eviction),
         cmocka_unit_test(spray_one_prefix_tiny_table), cmocka_unit_test(cost_of_a_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

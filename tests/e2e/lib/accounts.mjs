@@ -50,7 +50,7 @@ export class Jar {
   }
 }
 
-/** A JSON request. opts: body (object or string), jar, csrf (bool), bearer, localAddress, admin token. */
+/** A JSON request. opts: body (object or string), jar, csrf (bool), bearer, xff (X-Forwarded-For), localAddress, admin token. */
 export async function api(base, method, p, opts = {}) {
   const headers = {};
   let body;
@@ -64,6 +64,7 @@ export async function api(base, method, p, opts = {}) {
     if (opts.csrf !== false && opts.jar.csrf) headers['x-csrf-token'] = opts.jar.csrf;
   }
   if (opts.bearer) headers.authorization = `Bearer ${opts.bearer}`;
+  if (opts.xff) headers['x-forwarded-for'] = opts.xff;
   const res = await request(base + p, { method, headers, body, localAddress: opts.localAddress, timeout: opts.timeout });
   if (opts.jar) opts.jar.take(res);
   let json = null;

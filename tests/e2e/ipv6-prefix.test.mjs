@@ -1,0 +1,41 @@
+// The default rules hold IPv6 sprays at the /48 as they hold IPv4 ones at
+// the /24 (issue 10, item 12): logins from hundreds of /64s of one /48 are
+// refused with 429 once the /48's allowance is spent, while a client of
+// another /48 still signs in. The client addresses arrive in
+// X-Forwarded-For from a trusted proxy (127.0.0.1), as behind HAProxy.
+//
+//   GATEHOUSE_BIN=build/gatehouse node --test tests/e2e/ipv6-prefix.test.mjs
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { startServer } from './lib/harness.mjs';
+import { FAST, api, cnPhone } from './lib/accounts.mjs';
+
+const SPRAY = 420; // login:prefix48 allows a burst of 300, then 10/s
+
+function login(srv, xff) {
+  const body = { phone: cnPhone(), password: 'not the password 123' };
+  return api(srv.url, 'POST', '/api/auth/login', { body, xff });
+}
+
+test('default rules: a /48 spraying from many /64s is refused, another /48 is not', async (t) => {
+  const srv = await startServer({ t, set: { ...FAST, 'shield.trusted_proxies': '127.0.0.1/32' } });
+  const statuses = {};
+  let refusedWithRetry = 0;
+  for (let i = 0; i < SPRAY; i++) {
+    // a new /64 of 2001:db8:77::/48 each time
+    const r = await login(srv, `2001:db8:77:${i.toString(16)}::1`);
+    statuses[r.status] = (statuses[r.status] || 0) + 1;
+    if (r.status === 429) {
+      assert.equal(r.json.error.code, 'rate_limited');
+      if (Number(r.headers['retry-after']) >= 1) refusedWithRetry++;
+    }
+  }
+  // before the prefix48 defaults every one of these reached the password check
+  assert.ok((statuses[429] || 0) >= 60, `429s from one /48: ${JSON.stringify(statuses)}`);
+  assert.equal(refusedWithRetry, statuses[429]);
+  assert.ok((statuses[401] || 0) >= 250, `the allowance still lets a /48 in: ${JSON.stringify(statuses)}`);
+  // a client of another /48 is untouched
+  const other = await login(srv, '2001:db8:99:1::1');
+  assert.equal(other.status, 401, other.text);
+});
