@@ -225,9 +225,19 @@ static const struct key_def keys[] = {
      "calm periods before the attack level falls one step"},
     {"shield", "level_thresholds", T_STR, OFF(shield.level_thresholds), 0, 1024,
      "register_rate:20:100, sms_rate:20:100, verify_fail_ratio:0.6:0.9, "
-     "login_fail_ratio:0.6:0.9, distinct_prefixes:200:2000, refusal_rate:200:2000, "
+     "login_fail_ratio:0.6:0.9, distinct_prefixes:200:2000, "
      "queue_delay_ms:500:2000, loop_lag_ms:200:1000, login_fail_rate:20:100",
      "SIGNAL:ELEVATED:UNDER_ATTACK thresholds (per second, ratios 0..1, ms); 0 = unused"},
+    {"shield", "level_min_events", T_UINT, OFF(shield.level_min_events), 1, 10000000, "20",
+     "events (after level_source_cap) a signal needs in a period to count"},
+    {"shield", "level_min_prefixes", T_UINT, OFF(shield.level_min_prefixes), 1, 100000, "8",
+     "distinct /24 (IPv6 /48) a signal's events need in a period to count: one network "
+     "cannot raise the attack level"},
+    {"shield", "level_source_cap", T_UINT, OFF(shield.level_source_cap), 1, 10000000, "5",
+     "events one /24 (/48) adds to a signal in a period, at most"},
+    {"shield", "incident_after", T_DURATION, OFF(shield.incident_after_ms), 0, 24 * HOUR, "3m",
+     "how long a computed attack level must hold before the status page hears it (the "
+     "automatic incident); an operator's pin is public at once"},
     {"shield", "shed", T_BOOL, OFF(shield.shed), 0, 0, "true",
      "under pressure refuse anon, then register, then login, then user (503 busy) and shorten "
      "keep-alive idle timeouts"},

@@ -118,6 +118,10 @@ struct gh_config {
         uint64_t level_interval_ms;  /* signal period of the attack level */
         unsigned level_calm_periods; /* calm periods before it falls a level */
         char *level_thresholds;      /* signal:elevated:under_attack, … */
+        unsigned level_min_events;   /* capped events a signal needs per period */
+        unsigned level_min_prefixes; /* distinct /24 (/48) a signal needs per period */
+        unsigned level_source_cap;   /* events one /24 (/48) adds to a signal per period */
+        uint64_t incident_after_ms;  /* a computed level holds this long before it is public */
         bool shed;                   /* refuse classes under pressure (503 busy) */
         uint64_t shed_queue_delay_ms; /* password-pool queue delay = pressure 1 */
         uint64_t shed_loop_lag_ms;    /* event-loop lag = pressure 1 */

@@ -710,7 +710,7 @@ static void h_sms_code(struct gh_http_req *req)
         respond_busy(req, "the SMS service");
         goto out;
     }
-    gh_shield_signal(GH_SIGNAL_SMS_SENT, 1);
+    gh_shield_signal(req, GH_SIGNAL_SMS_SENT);
     char body[64];
     int n = snprintf(body, sizeof body, "{\"sent\":true,\"retry_after\":%llu}",
                      (unsigned long long)(req->cfg->sms.cooldown_ms / 1000));
@@ -758,7 +758,7 @@ static void register_write_done(struct gh_worker *w, void *arg, int rc)
     else if (rc)
         respond_busy(op->req, "registration");
     else {
-        gh_shield_signal(GH_SIGNAL_REGISTERED, 1);
+        gh_shield_signal(op->req, GH_SIGNAL_REGISTERED);
         source_success(op->req);
         op_finish_session(op, 201);
     }
@@ -796,7 +796,7 @@ static bool check_code(struct gh_http_req *req, const char *e164, enum gh_sms_pu
                        const char *code, size_t len)
 {
     int rc = gh_sms_code_check(ids.sms, e164, p, code, len, gh_now_ms());
-    gh_shield_signal(rc == 0 ? GH_SIGNAL_VERIFY_OK : GH_SIGNAL_VERIFY_FAIL, 1);
+    gh_shield_signal(req, rc == 0 ? GH_SIGNAL_VERIFY_OK : GH_SIGNAL_VERIFY_FAIL);
     if (rc == 0)
         return true;
     if (rc == GH_EINVAL)
@@ -925,7 +925,7 @@ static void op_free_done(struct gh_worker *w, void *arg, int rc)
 
 static void login_failed(struct op *op)
 {
-    gh_shield_signal(GH_SIGNAL_LOGIN_FAIL, 1);
+    gh_shield_signal(op->req, GH_SIGNAL_LOGIN_FAIL);
     login_failed_mem(op);
     login_fail_answer(op->req, false);
     op->req = NULL; /* answered: the write below only records the failure */
@@ -935,7 +935,7 @@ static void login_failed(struct op *op)
 
 static void login_succeeded(struct gh_worker *w, struct op *op)
 {
-    gh_shield_signal(GH_SIGNAL_LOGIN_OK, 1);
+    gh_shield_signal(op->req, GH_SIGNAL_LOGIN_OK);
     login_succeeded_mem(op);
     op_new_session(op);
     if (gh_store_write(ids.store, login_ok_fn, op, w, login_ok_done)) {
@@ -953,7 +953,7 @@ static void verify_done(struct gh_worker *w, void *arg, int rc)
     }
     if (rc) {
         if (rc == GH_EBUSY)
-            gh_shield_signal(GH_SIGNAL_LOGIN_REFUSED, 1);
+            gh_shield_signal(op->req, GH_SIGNAL_LOGIN_REFUSED);
         respond_busy(op->req, "sign-in");
         op_free(op);
         return;
@@ -989,7 +989,7 @@ static void login_read_done(struct gh_worker *w, void *arg, int rc)
         return;
     }
     if (gh_pwpool_submit(ids.pool, op->prio, verify_fn, op, w, verify_done)) {
-        gh_shield_signal(GH_SIGNAL_LOGIN_REFUSED, 1);
+        gh_shield_signal(op->req, GH_SIGNAL_LOGIN_REFUSED);
         respond_busy(op->req, "sign-in");
         op_free(op);
     }
@@ -1024,7 +1024,7 @@ static void h_login(struct gh_http_req *req)
     bool sms_only = false;
     bool had_failures = false;
     if (!login_allowed(op, &sms_only, &had_failures)) {
-        gh_shield_signal(GH_SIGNAL_LOGIN_REFUSED, 1);
+        gh_shield_signal(req, GH_SIGNAL_LOGIN_REFUSED);
         op_free(op);
         goto out;
     }
@@ -1038,7 +1038,7 @@ static void h_login(struct gh_http_req *req)
     if ((pow_needed && !pow_ok(req, o, GH_POW_LOGIN, gh_shield_pow_bits(GH_POW_LOGIN))) ||
         !limit_phone(req, GH_CLASS_LOGIN, &p) ||
         (!by_code && !gh_shield_admit(req, GH_CLASS_LOGIN))) {
-        gh_shield_signal(GH_SIGNAL_LOGIN_REFUSED, 1);
+        gh_shield_signal(req, GH_SIGNAL_LOGIN_REFUSED);
         op_free(op);
         goto out;
     }

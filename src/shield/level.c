@@ -2,10 +2,15 @@
 #include "shield/level.h"
 
 #include "core/log.h"
+#include "http/http.h"
 #include "obs/metrics.h"
 
+#include <math.h>
+#include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static const char *const level_names[GH_LEVEL_COUNT] = {"normal", "elevated", "under_attack"};
 static const char *const signal_names[GH_LEVEL_NSIGNALS] = {
@@ -70,6 +75,24 @@ int gh_level_subscribe(struct gh_level_machine *m, gh_level_listener_fn fn, void
     return 0;
 }
 
+int gh_level_subscribe_public(struct gh_level_machine *m, gh_level_listener_fn fn, void *data)
+{
+    if (m->npublic >= GH_LEVEL_LISTENERS_MAX)
+        return GH_ETOOBIG;
+    m->public_listeners[m->npublic].fn = fn;
+    m->public_listeners[m->npublic].data = data;
+    m->npublic++;
+    return 0;
+}
+
+enum gh_level gh_level_get_public(struct gh_level_machine *m)
+{
+    pthread_mutex_lock(&m->mu);
+    enum gh_level l = m->public_level;
+    pthread_mutex_unlock(&m->mu);
+    return l;
+}
+
 enum gh_level gh_level_get(const struct gh_level_machine *m)
 {
     return (enum gh_level)atomic_load_explicit(&m->effective_pub, memory_order_relaxed);
@@ -112,6 +135,36 @@ struct change {
     const char *reason;
 };
 
+/* Moves the public level after the effective one: up once the effective
+ * level has held for incident_after_ms (at once when an operator pinned
+ * it), down at once. One address flapping the computed level for a
+ * period never reaches the status page. */
+static void publish_locked(struct gh_level_machine *m, uint64_t now_ms, const char *reason,
+                           struct change *ch)
+{
+    enum gh_level eff = m->effective, pub = GH_LEVEL_NORMAL;
+    /* since + 1: 0 means "not at this level" even on a clock that starts at 0 */
+    for (unsigned l = 1; l < GH_LEVEL_COUNT; l++) {
+        if ((unsigned)eff < l)
+            m->above_since_ms[l] = 0;
+        else if (!m->above_since_ms[l])
+            m->above_since_ms[l] = now_ms + 1;
+    }
+    for (unsigned l = GH_LEVEL_COUNT - 1; l > 0; l--)
+        if ((unsigned)eff >= l &&
+            (m->pinned || now_ms + 1 - m->above_since_ms[l] >= m->cfg.incident_after_ms)) {
+            pub = (enum gh_level)l;
+            break;
+        }
+    if (pub == m->public_level)
+        return;
+    ch->happened = true;
+    ch->from = m->public_level;
+    ch->to = pub;
+    ch->reason = pub > m->public_level && !m->pinned ? "held" : reason;
+    m->public_level = pub;
+}
+
 /* Recomputes the effective level; records a change. */
 static void settle_locked(struct gh_level_machine *m, uint64_t now_ms, const char *reason,
                           struct change *ch)
@@ -137,6 +190,17 @@ static void expire_pin_locked(struct gh_level_machine *m, uint64_t now_ms, struc
     }
 }
 
+/* Tells the public listeners (the status page), outside the mutex. */
+static void announce_public(struct gh_level_machine *m, const struct change *ch)
+{
+    if (!ch->happened)
+        return;
+    gh_log(GH_LOG_INFO, "attack_level_public", "public attack level %s -> %s (%s)",
+           level_names[ch->from], level_names[ch->to], ch->reason);
+    for (unsigned i = 0; i < m->npublic; i++)
+        m->public_listeners[i].fn(ch->from, ch->to, ch->reason, m->public_listeners[i].data);
+}
+
 /* Logs, counts and tells the listeners, outside the mutex. */
 static void announce(struct gh_level_machine *m, const struct change *ch, const char *why)
 {
@@ -156,7 +220,7 @@ static void announce(struct gh_level_machine *m, const struct change *ch, const 
 enum gh_level gh_level_feed(struct gh_level_machine *m, const struct gh_level_signals *s,
                             uint64_t now_ms)
 {
-    struct change pin_ch = {0}, ch = {0};
+    struct change pin_ch = {0}, ch = {0}, pub_ch = {0};
     char why[96];
     pthread_mutex_lock(&m->mu);
     expire_pin_locked(m, now_ms, &pin_ch);
@@ -176,23 +240,26 @@ enum gh_level gh_level_feed(struct gh_level_machine *m, const struct gh_level_si
         m->calm = 0;
     }
     settle_locked(m, now_ms, "signals", &ch);
+    publish_locked(m, now_ms, pin_ch.happened ? "pin expired" : "signals", &pub_ch);
     enum gh_level eff = m->effective;
     char reason[96];
     snprintf(reason, sizeof reason, "%s", m->last_reason);
     pthread_mutex_unlock(&m->mu);
     announce(m, &pin_ch, NULL);
     announce(m, &ch, reason);
+    announce_public(m, &pub_ch);
     return eff;
 }
 
 void gh_level_pin(struct gh_level_machine *m, enum gh_level level, uint64_t for_ms, uint64_t now_ms)
 {
-    struct change ch = {0};
+    struct change ch = {0}, pub_ch = {0};
     pthread_mutex_lock(&m->mu);
     m->pinned = true;
     m->pin_level = level;
     m->pin_until_ms = for_ms ? now_ms + for_ms : 0;
     settle_locked(m, now_ms, "pin", &ch);
+    publish_locked(m, now_ms, "pin", &pub_ch);
     pthread_mutex_unlock(&m->mu);
     if (for_ms)
         gh_log(GH_LOG_WARN, "attack_level", "level pinned to %s for %llu s", level_names[level],
@@ -201,28 +268,33 @@ void gh_level_pin(struct gh_level_machine *m, enum gh_level level, uint64_t for_
         gh_log(GH_LOG_WARN, "attack_level", "level pinned to %s until unpinned",
                level_names[level]);
     announce(m, &ch, NULL);
+    announce_public(m, &pub_ch);
 }
 
 void gh_level_unpin(struct gh_level_machine *m, uint64_t now_ms)
 {
-    struct change ch = {0};
+    struct change ch = {0}, pub_ch = {0};
     pthread_mutex_lock(&m->mu);
     bool was = m->pinned;
     m->pinned = false;
     settle_locked(m, now_ms, "unpin", &ch);
+    publish_locked(m, now_ms, "unpin", &pub_ch);
     pthread_mutex_unlock(&m->mu);
     if (was)
         gh_log(GH_LOG_WARN, "attack_level", "level unpinned");
     announce(m, &ch, NULL);
+    announce_public(m, &pub_ch);
 }
 
 void gh_level_tick(struct gh_level_machine *m, uint64_t now_ms)
 {
-    struct change ch = {0};
+    struct change ch = {0}, pub_ch = {0};
     pthread_mutex_lock(&m->mu);
     expire_pin_locked(m, now_ms, &ch);
+    publish_locked(m, now_ms, "pin expired", &pub_ch);
     pthread_mutex_unlock(&m->mu);
     announce(m, &ch, NULL);
+    announce_public(m, &pub_ch);
 }
 
 int gh_level_json(struct gh_level_machine *m, uint64_t now_ms, struct gh_buf *out)
@@ -244,7 +316,103 @@ int gh_level_json(struct gh_level_machine *m, uint64_t now_ms, struct gh_buf *ou
     if (!rc)
         rc = gh_buf_append_json_str(out, m->last_reason, strlen(m->last_reason));
     if (!rc)
-        rc = gh_buf_append_str(out, "\"}");
+        rc = gh_buf_printf(out, "\",\"public\":\"%s\"}", level_names[m->public_level]);
     pthread_mutex_unlock(&m->mu);
     return rc;
+}
+
+/* ---- the tally ---- */
+
+struct gh_level_tally *gh_level_tally_new(const uint8_t *key)
+{
+    struct gh_level_tally *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    if (key)
+        memcpy(t->key, key, sizeof t->key);
+    else
+        randombytes_buf(t->key, sizeof t->key);
+    return t;
+}
+
+void gh_level_tally_free(struct gh_level_tally *t)
+{
+    free(t);
+}
+
+/* The slot of a's /24 (/48): keyed, so nobody picks prefixes that share
+ * (or avoid) a slot. */
+static unsigned slot_of(const struct gh_level_tally *t, const struct gh_addr *a)
+{
+    uint8_t pfx[7] = {a->family};
+    size_t n = a->family == AF_INET ? 3 : 6;
+    memcpy(pfx + 1, a->bytes, n);
+    uint8_t h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, pfx, 1 + n, t->key);
+    uint64_t v;
+    memcpy(&v, h, sizeof v);
+    return (unsigned)(v % GH_LEVEL_TALLY_SLOTS);
+}
+
+void gh_level_tally_add(struct gh_level_tally *t, enum gh_level_event ev, const struct gh_addr *a,
+                        unsigned n)
+{
+    GH_ASSERT((unsigned)ev < GH_LEVEL_EV_COUNT);
+    if (!t || !a || (unsigned)ev >= GH_LEVEL_EV_COUNT)
+        return;
+    atomic_fetch_add_explicit(&t->slot[ev][slot_of(t, a)], n, memory_order_relaxed);
+}
+
+struct taken {
+    double events;   /* with each slot capped at source_cap */
+    double prefixes; /* estimated distinct prefixes */
+};
+
+/* Empties one event's slots. */
+static struct taken take_event(struct gh_level_tally *t, enum gh_level_event ev, unsigned cap)
+{
+    uint64_t sum = 0;
+    unsigned zero = 0;
+    for (unsigned i = 0; i < GH_LEVEL_TALLY_SLOTS; i++) {
+        uint32_t c = atomic_exchange_explicit(&t->slot[ev][i], 0, memory_order_relaxed);
+        if (!c)
+            zero++;
+        else
+            sum += cap ? GH_MIN(c, cap) : c;
+    }
+    /* linear counting: n ~ -m ln(V/m), V the empty slots; rounded, so
+     * that k prefixes in k slots read k */
+    double m = GH_LEVEL_TALLY_SLOTS;
+    double p = zero ? -m * log((double)zero / m) : m * log(m);
+    return (struct taken){(double)sum, floor(p + 0.5)};
+}
+
+enum gh_level gh_level_feed_tally(struct gh_level_machine *m, struct gh_level_tally *t,
+                                  double dt_s, struct gh_level_signals *s, uint64_t now_ms)
+{
+    pthread_mutex_lock(&m->mu);
+    unsigned cap = m->cfg.source_cap, min_ev = GH_MAX(m->cfg.min_events, 1u),
+             min_pfx = m->cfg.min_prefixes;
+    pthread_mutex_unlock(&m->mu);
+    if (dt_s <= 0)
+        dt_s = 1e-3;
+    struct taken e[GH_LEVEL_EV_COUNT];
+    bool broad[GH_LEVEL_EV_COUNT];
+    for (int i = 0; i < GH_LEVEL_EV_COUNT; i++) {
+        e[i] = take_event(t, (enum gh_level_event)i, cap);
+        broad[i] = e[i].events >= min_ev && e[i].prefixes >= min_pfx;
+    }
+    /* a signal without volume and breadth says nothing about an attack:
+     * it reads 0, whatever one source did */
+    s->register_rate = broad[GH_LEVEL_EV_REGISTER] ? e[GH_LEVEL_EV_REGISTER].events / dt_s : 0;
+    s->distinct_prefixes = e[GH_LEVEL_EV_REGISTER].prefixes;
+    s->sms_rate = broad[GH_LEVEL_EV_SMS] ? e[GH_LEVEL_EV_SMS].events / dt_s : 0;
+    double vok = e[GH_LEVEL_EV_VERIFY_OK].events, vfail = e[GH_LEVEL_EV_VERIFY_FAIL].events;
+    s->verify_rate = (vok + vfail) / dt_s;
+    s->verify_fail_ratio = broad[GH_LEVEL_EV_VERIFY_FAIL] ? vfail / (vok + vfail) : 0;
+    double lok = e[GH_LEVEL_EV_LOGIN_OK].events, lfail = e[GH_LEVEL_EV_LOGIN_FAIL].events;
+    s->login_rate = (lok + lfail) / dt_s;
+    s->login_fail_ratio = broad[GH_LEVEL_EV_LOGIN_FAIL] ? lfail / (lok + lfail) : 0;
+    s->login_fail_rate = broad[GH_LEVEL_EV_LOGIN_FAIL] ? lfail / dt_s : 0;
+    return gh_level_feed(m, s, now_ms);
 }

@@ -21,7 +21,6 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-#define PREFIX_BITS 4096 /* linear-counting bitmap of registration prefixes */
 #define RETIRED_MAX 64
 #define QUEUES_MAX  4
 #define SHED_EVERY_MS 50
@@ -53,9 +52,8 @@ struct gh_shield {
     /* signals of the current period (none while shield.enabled is off:
      * the level then stays normal and asks nothing of anyone) */
     atomic_bool enabled;
-    atomic_ullong register_reqs, refusals;
-    atomic_ullong signals[GH_SIGNAL_COUNT];
-    _Atomic uint64_t prefix_bits[PREFIX_BITS / 64];
+    atomic_ullong refusals;
+    struct gh_level_tally *tally; /* events by source /24 (/48): breadth, caps */
 
     /* metrics */
     _Atomic uint64_t *m_class[GH_NCLASSES];
@@ -140,6 +138,10 @@ static int level_config(const struct gh_config *cfg, struct gh_level_config *lc,
     memset(lc, 0, sizeof *lc);
     lc->calm_periods = cfg->shield.level_calm_periods;
     lc->ratio_min_rate = 1; /* a ratio needs one event a second (of its kind) */
+    lc->min_events = cfg->shield.level_min_events;
+    lc->min_prefixes = cfg->shield.level_min_prefixes;
+    lc->source_cap = cfg->shield.level_source_cap;
+    lc->incident_after_ms = cfg->shield.incident_after_ms;
     return parse_thresholds(cfg->shield.level_thresholds, lc, err);
 }
 
@@ -254,12 +256,20 @@ static int load_lists(struct gh_shield *sh, const struct gh_config *cfg, bool st
 
 /* ---- signals ---- */
 
-void gh_shield_signal(enum gh_shield_signal s, unsigned n)
+void gh_shield_signal(const struct gh_http_req *req, enum gh_shield_signal s)
 {
+    static const int ev[GH_SIGNAL_COUNT] = {
+        [GH_SIGNAL_SMS_SENT] = GH_LEVEL_EV_SMS,         [GH_SIGNAL_VERIFY_OK] = GH_LEVEL_EV_VERIFY_OK,
+        [GH_SIGNAL_VERIFY_FAIL] = GH_LEVEL_EV_VERIFY_FAIL, [GH_SIGNAL_LOGIN_OK] = GH_LEVEL_EV_LOGIN_OK,
+        [GH_SIGNAL_LOGIN_FAIL] = GH_LEVEL_EV_LOGIN_FAIL,
+        /* the service's own refusals are never evidence of an attack:
+         * counted, they let one client hold the level up by being refused */
+        [GH_SIGNAL_REGISTERED] = -1,                     [GH_SIGNAL_LOGIN_REFUSED] = -1,
+    };
     struct gh_shield *sh = the_shield;
-    if (sh && (unsigned)s < GH_SIGNAL_COUNT &&
+    if (sh && req && (unsigned)s < GH_SIGNAL_COUNT && ev[s] >= 0 &&
         atomic_load_explicit(&sh->enabled, memory_order_relaxed))
-        atomic_fetch_add_explicit(&sh->signals[s], n, memory_order_relaxed);
+        gh_level_tally_add(sh->tally, (enum gh_level_event)ev[s], &req->client, 1);
 }
 
 static double take(atomic_ullong *c)
@@ -273,29 +283,11 @@ static void feed_level(struct gh_shield *sh, uint64_t now)
     sh->last_feed_ms = now;
     if (dt <= 0)
         dt = 1e-3;
+    /* the event signals come from the tally (gh_level_feed_tally): capped
+     * per /24 (/48), ignored without volume and breadth. Limiter refusals
+     * are the service's own answers, never evidence: refusal_rate stays 0 */
     struct gh_level_signals s = {0};
-    s.register_rate = take(&sh->register_reqs) / dt;
-    s.sms_rate = take(&sh->signals[GH_SIGNAL_SMS_SENT]) / dt;
-    double vok = take(&sh->signals[GH_SIGNAL_VERIFY_OK]),
-           vfail = take(&sh->signals[GH_SIGNAL_VERIFY_FAIL]);
-    double lok = take(&sh->signals[GH_SIGNAL_LOGIN_OK]),
-           lfail = take(&sh->signals[GH_SIGNAL_LOGIN_FAIL]) +
-                   take(&sh->signals[GH_SIGNAL_LOGIN_REFUSED]);
-    take(&sh->signals[GH_SIGNAL_REGISTERED]);
-    s.verify_fail_ratio = vok + vfail > 0 ? vfail / (vok + vfail) : 0;
-    s.verify_rate = (vok + vfail) / dt;
-    /* refused attempts count as failures: once proof of work refuses a
-     * stuffing flood before hashing, its volume still holds the level */
-    s.login_fail_ratio = lok + lfail > 0 ? lfail / (lok + lfail) : 0;
-    s.login_rate = (lok + lfail) / dt;
-    s.login_fail_rate = lfail / dt;
-    /* linear counting: n ~ -m ln(V/m), V the zero bits */
-    unsigned zero = 0;
-    for (int i = 0; i < PREFIX_BITS / 64; i++)
-        zero += 64u - (unsigned)__builtin_popcountll(atomic_exchange(&sh->prefix_bits[i], 0));
-    s.distinct_prefixes = zero ? -(double)PREFIX_BITS * log((double)zero / PREFIX_BITS)
-                               : (double)PREFIX_BITS * log((double)PREFIX_BITS);
-    s.refusal_rate = take(&sh->refusals) / dt;
+    take(&sh->refusals);
     s.queue_delay_ms = (double)atomic_exchange(&sh->queue_delay_max_ms, 0);
     uint64_t lag_us = 0;
     for (unsigned i = 0; i < sh->srv->nworkers; i++)
@@ -303,11 +295,11 @@ static void feed_level(struct gh_shield *sh, uint64_t now)
     s.loop_lag_ms = (double)lag_us / 1000.0;
     if (!atomic_load(&sh->enabled))
         s = (struct gh_level_signals){0};
+    gh_level_feed_tally(&sh->level, sh->tally, dt, &s, now);
     if (sh->m_sig_register)
         atomic_store(sh->m_sig_register, (uint64_t)(s.register_rate * 1000));
     if (sh->m_sig_prefixes)
         atomic_store(sh->m_sig_prefixes, (uint64_t)s.distinct_prefixes);
-    gh_level_feed(&sh->level, &s, now);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -328,7 +320,7 @@ static int worker_init(struct gh_worker *w, void *data)
     if (!w->admin)
         return 0;
     /* every subsystem is up now: the status page hears the level once */
-    gh_status_attack_level(gh_level_name(gh_level_get(&sh->level)));
+    gh_status_attack_level(gh_level_name(gh_level_get_public(&sh->level)));
     int rc = uv_timer_init(&w->loop, &sh->timer);
     sh->timer.data = sh;
     sh->last_feed_ms = gh_now_ms();
@@ -639,15 +631,12 @@ static bool request_filter(struct gh_http_req *req, void *data)
         shed_answer(sh, req, cls);
         return false;
     }
-    if (cls == GH_CLASS_REGISTER) {
-        atomic_fetch_add_explicit(&sh->register_reqs, 1, memory_order_relaxed);
-        uint8_t pfx[7] = {req->client.family};
-        memcpy(pfx + 1, req->client.bytes, req->client.family == AF_INET ? 3 : 6);
-        uint64_t h = (gh_limiter_key(sh->lim, 0xffffffffu, pfx, sizeof pfx) >> 32) % PREFIX_BITS;
-        atomic_fetch_or_explicit(&sh->prefix_bits[h / 64], 1ull << (h % 64),
-                                 memory_order_relaxed);
-    }
-    return apply_rules(sh, req, cls, &subj, false);
+    if (!apply_rules(sh, req, cls, &subj, false))
+        return false;
+    /* after the limiter: its 429s are not registration traffic */
+    if (cls == GH_CLASS_REGISTER)
+        gh_level_tally_add(sh->tally, GH_LEVEL_EV_REGISTER, &req->client, 1);
+    return true;
 }
 
 bool gh_shield_limit_phone(struct gh_http_req *req, enum gh_class cls, const char *e164,
@@ -1008,7 +997,8 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     sh->block = gh_iplist_new(cfg->shield.list_max);
     sh->allow = gh_iplist_new(cfg->shield.list_max);
     sh->pow = gh_pow_new(srv->secrets.hmac_key, cfg->shield.pow_replay_entries);
-    if (!sh->lim || !sh->block || !sh->allow || !sh->pow)
+    sh->tally = gh_level_tally_new(NULL);
+    if (!sh->lim || !sh->block || !sh->allow || !sh->pow || !sh->tally)
         goto fail;
     rc = load_lists(sh, cfg, true, err);
     if (rc)
@@ -1021,7 +1011,7 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     atomic_store(&sh->enabled, cfg->shield.enabled);
     shed_targets(sh, cfg);
     atomic_store(&sh->shed_idle_milli, 1000);
-    if (gh_level_subscribe(&sh->level, level_to_status, sh)) {
+    if (gh_level_subscribe_public(&sh->level, level_to_status, sh)) {
         rc = GH_ETOOBIG;
         goto fail;
     }
@@ -1120,6 +1110,7 @@ void gh_shield_dispose(void)
     gh_iplist_free(sh->block);
     gh_iplist_free(sh->allow);
     gh_pow_free(sh->pow);
+    gh_level_tally_free(sh->tally);
     if (sh->level_ready)
         gh_level_dispose(&sh->level);
     free(sh);

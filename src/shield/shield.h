@@ -37,19 +37,22 @@
 int gh_shield_init(struct gh_server *srv, struct gh_buf *err);
 void gh_shield_dispose(void);
 
-/* Signals that other subsystems report for the attack level. */
+/* Signals that other subsystems report for the attack level, each from
+ * the request's client (counted under its /24 or /48: one source's share
+ * is capped and a signal needs many prefixes, shield/level.h). */
 enum gh_shield_signal {
     GH_SIGNAL_SMS_SENT,     /* an SMS code was requested */
     GH_SIGNAL_VERIFY_OK,    /* an SMS code was right */
     GH_SIGNAL_VERIFY_FAIL,  /* an SMS code was wrong */
     GH_SIGNAL_LOGIN_OK,
     GH_SIGNAL_LOGIN_FAIL,
-    GH_SIGNAL_REGISTERED, /* an account was created */
+    GH_SIGNAL_REGISTERED, /* an account was created (not attack evidence) */
     GH_SIGNAL_LOGIN_REFUSED, /* a password login refused before its verdict (back-off,
-                                proof of work, shed, pool busy) */
+                                proof of work, shed, pool busy): the service's own
+                                answer, never attack evidence, so ignored by the level */
     GH_SIGNAL_COUNT
 };
-void gh_shield_signal(enum gh_shield_signal s, unsigned n);
+void gh_shield_signal(const struct gh_http_req *req, enum gh_shield_signal s);
 
 /* The attack level now, and the registration preset it asks for. */
 enum gh_level gh_shield_level(void);
