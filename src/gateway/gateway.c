@@ -55,6 +55,8 @@ static bool authenticate(struct gh_http_req *req, struct gh_principal *who, bool
         rc = csrf ? gh_auth_request(req, who) : gh_auth_session(req, false, who);
     if (!rc)
         return true;
+    if (rc == GH_ENOTFOUND && gh_auth_reload(req))
+        return false; /* evicted from the cache: the handler runs again after the store */
     if (rc == GH_EINVAL) {
         gh_http_respond_error(req, 403, "forbidden",
                               "the X-CSRF-Token header must carry the gh_csrf cookie's value");

@@ -25,10 +25,51 @@ int gh_auth_api_key(const char *token, size_t len, struct gh_principal *out)
     return 0;
 }
 
+int gh_auth_session_token(const struct gh_http_req *req, char *out, size_t outlen)
+{
+    int rc = gh_http_cookie_get(req, "__Host-gh_session", out, outlen);
+    return rc == GH_ENOTFOUND ? gh_http_cookie_get(req, "gh_session", out, outlen) : rc;
+}
+
+bool gh_auth_key_scope(const char *path)
+{
+    return path && (!strncmp(path, "/v1/", 4) || !strncmp(path, "/beta/", 6) ||
+                    !strcmp(path, "/api/usage") || !strcmp(path, "/user/balance"));
+}
+
+void gh_auth_set_cookies(struct gh_http_req *req, const char *token, uint64_t max_age_s)
+{
+    char csrf[GH_TOKEN_B64_LEN + 1];
+    gh_token_csrf(token, strlen(token), csrf);
+    bool sec = req->cfg->identity.cookie_secure;
+    const char *pre = sec ? "__Host-" : "";
+    const char *attr = sec ? "; Secure" : "";
+    unsigned long long age = (unsigned long long)max_age_s;
+    gh_http_add_header(req, "Set-Cookie",
+                       "%sgh_session=%s; Path=/; Max-Age=%llu; HttpOnly; SameSite=Lax%s", pre,
+                       token, age, attr);
+    gh_http_add_header(req, "Set-Cookie", "%sgh_csrf=%s; Path=/; Max-Age=%llu; SameSite=Lax%s",
+                       pre, csrf, age, attr);
+    gh_http_add_header(req, "Cache-Control", "no-store");
+}
+
+void gh_auth_clear_cookies(struct gh_http_req *req)
+{
+    bool sec = req->cfg->identity.cookie_secure;
+    const char *attr = sec ? "; Secure" : "";
+    for (int host = sec; host >= 0; host--) {
+        const char *pre = host ? "__Host-" : "";
+        gh_http_add_header(req, "Set-Cookie",
+                           "%sgh_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax%s", pre, attr);
+        gh_http_add_header(req, "Set-Cookie", "%sgh_csrf=; Path=/; Max-Age=0; SameSite=Lax%s", pre,
+                           attr);
+    }
+}
+
 int gh_auth_session(const struct gh_http_req *req, bool require_csrf, struct gh_principal *out)
 {
     char tok[GH_TOKEN_B64_LEN + 8];
-    if (gh_http_cookie_get(req, "gh_session", tok, sizeof tok))
+    if (gh_auth_session_token(req, tok, sizeof tok))
         return GH_ENOTFOUND;
     size_t len = strlen(tok);
     if (!gh_token_session_wellformed(tok, len))
@@ -52,21 +93,32 @@ int gh_auth_session(const struct gh_http_req *req, bool require_csrf, struct gh_
     return 0;
 }
 
-int gh_auth_request(const struct gh_http_req *req, struct gh_principal *out)
+bool gh_auth_bearer(const struct gh_http_req *req, const char **tok, size_t *tlen)
 {
     size_t len = 0;
     const char *h = gh_http_header_get(req, "authorization", &len);
-    if (h) {
-        if (len < 7 || strncasecmp(h, "Bearer ", 7))
+    if (!h || len < 7 || strncasecmp(h, "Bearer ", 7))
+        return false;
+    h += 7;
+    len -= 7;
+    while (len && *h == ' ') {
+        h++;
+        len--;
+    }
+    while (len && h[len - 1] == ' ')
+        len--;
+    *tok = h;
+    *tlen = len;
+    return true;
+}
+
+int gh_auth_request(const struct gh_http_req *req, struct gh_principal *out)
+{
+    if (gh_http_header_get(req, "authorization", NULL)) {
+        const char *h;
+        size_t len;
+        if (!gh_auth_bearer(req, &h, &len) || !gh_auth_key_scope(req->path))
             return GH_ENOTFOUND;
-        h += 7;
-        len -= 7;
-        while (len && *h == ' ') {
-            h++;
-            len--;
-        }
-        while (len && h[len - 1] == ' ')
-            len--;
         return gh_auth_api_key(h, len, out);
     }
     return gh_auth_session(req, true, out);

@@ -48,6 +48,7 @@ static struct identity {
     bool timer_on;
     _Atomic uint64_t *m_policy_changes[4];
     _Atomic uint64_t *m_reg_capped;
+    _Atomic uint64_t *m_reloads; /* credential cache misses looked up in the store */
 } ids;
 
 /* ---- small helpers ---- */
@@ -300,26 +301,136 @@ static void audit_detail(char *out, size_t outlen, const char *e164, const char 
              extra && *extra ? "," : "", extra ? extra : "");
 }
 
-/* Authenticates a user request: the session cookie (with the CSRF header
- * when need_csrf), or a Bearer API key when allow_key. false after
- * answering 401/403. */
-static bool authed(struct gh_http_req *req, bool need_csrf, bool allow_key,
-                   struct gh_principal *pr)
+/* ---- credential cache misses ---- */
+
+/* The request whose handler runs again after a store look-up (its second
+ * miss is final). Loop threads only. */
+static _Thread_local const struct gh_http_req *reloading;
+
+struct reload_job {
+    struct gh_http_req *req;
+    uint8_t hash[GH_TOKEN_HASH_BYTES];
+    bool key;
+    bool found;
+    uint64_t idle_ms;
+    struct gh_cred cred;
+};
+
+static int reload_fn(struct gh_store_conn *c, void *arg)
 {
-    size_t len = 0;
-    const char *h = gh_http_header_get(req, "authorization", &len);
-    if (h && allow_key) {
-        if (gh_auth_request(req, pr) == 0)
-            return true;
-        gh_http_add_header(req, "WWW-Authenticate", "Bearer");
-        gh_http_respond_error(req, 401, "invalid_api_key", "the API key is wrong or revoked");
-        return false;
+    struct reload_job *j = arg;
+    int rc;
+    if (j->key) {
+        struct gh_store_key k;
+        rc = gh_store_key_by_hash(c, j->hash, &k);
+        if (!rc)
+            j->cred = (struct gh_cred){.kind = GH_CRED_KEY, .user_id = k.user_id, .id = k.id};
+    } else {
+        struct gh_store_session s;
+        rc = gh_store_session_by_hash(c, j->hash, gh_wall_ms(), &s);
+        /* the idle clock restarts here: the cache alone keeps last use */
+        if (!rc)
+            j->cred = (struct gh_cred){.kind = GH_CRED_SESSION, .user_id = s.user_id,
+                                       .id = s.id, .expires_ms = s.expires_ms,
+                                       .idle_ms = j->idle_ms};
     }
+    j->found = rc == 0;
+    memcpy(j->cred.hash, j->hash, sizeof j->hash);
+    return rc == GH_ENOTFOUND ? 0 : rc;
+}
+
+static void reload_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct reload_job *j = arg;
+    struct gh_http_req *req = j->req;
+    struct gh_cred seen;
+    /* never over a marker set meanwhile (logout, reset, deletion) */
+    if (!rc && j->found && gh_tokens_peek(j->hash, &seen) == GH_ENOTFOUND)
+        gh_tokens_put(&j->cred);
+    free(j);
+    if (!w)
+        return;
+    if (rc) {
+        respond_busy(req, "sign-in");
+        return;
+    }
+    reloading = req;
+    req->route->handler(req);
+    reloading = NULL;
+}
+
+/* The credential of req that the store may hold and the cache does not:
+ * fills j's hash and kind. false when req carries none, a malformed one,
+ * one the cache answers (live or gone), or the cache never evicted. */
+static bool reload_target(const struct gh_http_req *req, struct reload_job *j)
+{
+    if (!ids.ready || !gh_tokens_evictions())
+        return false;
+    size_t len = 0;
+    const char *h = NULL;
+    if (gh_http_header_get(req, "authorization", NULL)) {
+        if (!gh_auth_bearer(req, &h, &len) || !gh_token_api_key_wellformed(h, len))
+            return false;
+        gh_token_hash(h, len, j->hash);
+        j->key = true;
+    } else {
+        char tok[GH_TOKEN_B64_LEN + 8];
+        if (gh_auth_session_token(req, tok, sizeof tok) ||
+            !gh_token_session_wellformed(tok, strlen(tok)))
+            return false;
+        gh_token_hash(tok, strlen(tok), j->hash);
+        sodium_memzero(tok, sizeof tok);
+    }
+    struct gh_cred seen;
+    return gh_tokens_peek(j->hash, &seen) == GH_ENOTFOUND;
+}
+
+bool gh_auth_may_reload(const struct gh_http_req *req)
+{
+    struct reload_job j = {0};
+    return reload_target(req, &j);
+}
+
+bool gh_auth_reload(struct gh_http_req *req)
+{
+    struct reload_job j = {.req = req, .idle_ms = req->cfg->identity.session_idle_ms};
+    if (req == reloading || !req->route || !reload_target(req, &j))
+        return false;
+    struct reload_job *job = malloc(sizeof *job);
+    if (!job) {
+        respond_busy(req, "sign-in");
+        return true;
+    }
+    *job = j;
+    if (ids.m_reloads)
+        atomic_fetch_add_explicit(ids.m_reloads, 1, memory_order_relaxed);
+    if (gh_store_read(ids.store, reload_fn, job, req->worker, reload_done)) {
+        free(job);
+        respond_busy(req, "sign-in");
+    }
+    return true;
+}
+
+/* Authenticates an account request by its session cookie (with the CSRF
+ * header when need_csrf). API keys never reach account routes (auth.h's
+ * scope): a Bearer header alone is answered 401 naming that. false after
+ * answering 401/403. */
+static bool authed(struct gh_http_req *req, bool need_csrf, struct gh_principal *pr)
+{
     int rc = gh_auth_session(req, need_csrf, pr);
     if (rc == GH_EINVAL) {
         gh_http_respond_error(req, 403, "forbidden",
                               "X-CSRF-Token header missing or wrong (send the gh_csrf cookie's "
                               "value)");
+        return false;
+    }
+    if (rc && gh_auth_reload(req))
+        return false; /* the handler runs again once the store answered */
+    if (rc && gh_http_header_get(req, "authorization", NULL)) {
+        gh_http_respond_error(req, 401, "unauthorized",
+                              "API keys reach only /v1/*, /api/usage, /user/balance and /beta/*; "
+                              "%s needs a signed-in session",
+                              req->route ? req->route->pattern : "this route");
         return false;
     }
     if (rc) {
@@ -333,24 +444,12 @@ static bool authed(struct gh_http_req *req, bool need_csrf, bool allow_key,
 
 static void set_session_cookies(struct gh_http_req *req, const char *tok)
 {
-    char csrf[GH_TOKEN_B64_LEN + 1];
-    gh_token_csrf(tok, strlen(tok), csrf);
-    unsigned long long age = req->cfg->identity.session_max_ms / 1000;
-    const char *sec = req->cfg->identity.cookie_secure ? "; Secure" : "";
-    gh_http_add_header(req, "Set-Cookie",
-                       "gh_session=%s; Path=/; Max-Age=%llu; HttpOnly; SameSite=Lax%s", tok, age,
-                       sec);
-    gh_http_add_header(req, "Set-Cookie", "gh_csrf=%s; Path=/; Max-Age=%llu; SameSite=Lax%s", csrf,
-                       age, sec);
-    gh_http_add_header(req, "Cache-Control", "no-store");
+    gh_auth_set_cookies(req, tok, req->cfg->identity.session_max_ms / 1000);
 }
 
 static void clear_session_cookies(struct gh_http_req *req)
 {
-    const char *sec = req->cfg->identity.cookie_secure ? "; Secure" : "";
-    gh_http_add_header(req, "Set-Cookie",
-                       "gh_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax%s", sec);
-    gh_http_add_header(req, "Set-Cookie", "gh_csrf=; Path=/; Max-Age=0; SameSite=Lax%s", sec);
+    gh_auth_clear_cookies(req);
 }
 
 /* ---- the state of one asynchronous account operation ---- */
@@ -375,10 +474,15 @@ struct op {
     uint64_t session_max_ms, session_idle_ms;
     unsigned sms_only_after;
     enum gh_pw_prio prio; /* password login: the source's tier in the pool */
+    bool revoke_keys;     /* password reset: revoke every API key too */
+    int keys_revoked;     /* how many the reset revoked */
+    unsigned sessions_max; /* login: live sessions kept per account */
+    struct gone *gone;     /* credentials the write deleted (store thread fills) */
 };
 
 static void op_free(struct op *op)
 {
+    free(op->gone);
     sodium_memzero(op->password, sizeof op->password);
     sodium_memzero(op->token, sizeof op->token);
     free(op);
@@ -396,6 +500,7 @@ static struct op *op_new(struct gh_http_req *req, enum op_kind kind, const struc
     op->session_max_ms = req->cfg->identity.session_max_ms;
     op->session_idle_ms = req->cfg->identity.session_idle_ms;
     op->sms_only_after = req->cfg->identity.sms_only_after;
+    op->sessions_max = req->cfg->identity.sessions_per_user;
     return op;
 }
 
@@ -431,6 +536,122 @@ static void op_finish_session(struct op *op, int status)
     gh_buf_dispose(&b);
 }
 
+/* ---- credentials that left the store ---- */
+
+#define GONE_MAX 512 /* markers set per write; more are only deleted */
+
+/* Hashes of sessions (and keys) a write deleted, collected on the store
+ * thread and marked GH_CRED_GONE in the cache once the write is durable,
+ * so that neither a cached copy nor a store look-up racing the write (a
+ * reader's snapshot from before it) brings them back. */
+struct gone {
+    uint64_t user_id;
+    unsigned n;
+    unsigned total; /* seen, of which the first n are kept */
+    struct {
+        uint8_t hash[32];
+        uint64_t expires_ms; /* 0: a key (the marker lives until evicted) */
+    } e[GONE_MAX];
+};
+
+static void gone_add(struct gone *g, const uint8_t hash[32], uint64_t expires_ms)
+{
+    if (g->n < GONE_MAX) {
+        memcpy(g->e[g->n].hash, hash, 32);
+        g->e[g->n].expires_ms = expires_ms;
+        g->n++;
+    }
+    g->total++;
+}
+
+static void gone_session(const struct gh_store_session *s, void *arg)
+{
+    gone_add(arg, s->hash, s->expires_ms);
+}
+
+static void gone_key(const struct gh_store_key *k, void *arg)
+{
+    gone_add(arg, k->hash, 0);
+}
+
+/* Collects the sessions of user_id (and its live keys when keys) into a
+ * new *out, oldest first. Store thread. 0, GH_ENOMEM or GH_EIO. */
+static int gone_collect(struct gh_store_conn *c, uint64_t user_id, bool keys, struct gone **out)
+{
+    struct gone *g = calloc(1, sizeof *g);
+    if (!g)
+        return GH_ENOMEM;
+    g->user_id = user_id;
+    int rc = gh_store_sessions_each(c, user_id, 0, gone_session, g);
+    if (!rc && keys)
+        rc = gh_store_keys_each(c, user_id, false, gone_key, g);
+    free(*out);
+    *out = g;
+    return rc;
+}
+
+/* Marks every collected credential gone in the cache. Any thread. */
+static void gone_bury(const struct gone *g)
+{
+    for (unsigned i = 0; g && i < g->n; i++)
+        gh_tokens_bury(g->e[i].hash, g->user_id, g->e[i].expires_ms);
+}
+
+/* Deletes the oldest sessions of user_id past max (the newest, just
+ * inserted, stays); *out gets them for gone_bury. Store thread. A
+ * flood of sign-ins to one account then holds at most max sessions of
+ * the store and of the cache, and ends its own oldest ones. */
+static int sessions_cap(struct gh_store_conn *c, uint64_t user_id, unsigned max,
+                        struct gone **out)
+{
+    int rc = gone_collect(c, user_id, false, out);
+    if (rc)
+        return rc;
+    struct gone *g = *out;
+    unsigned excess = g->total > max ? g->total - max : 0;
+    g->n = GH_MIN(g->n, excess); /* sessions_each is oldest first */
+    for (unsigned i = 0; i < g->n; i++) {
+        rc = gh_store_session_delete(c, g->e[i].hash);
+        if (rc && rc != GH_ENOTFOUND)
+            return rc;
+    }
+    return 0;
+}
+
+/* Successful sign-ins per account and hour (identity.logins_per_user_hour),
+ * counted after the password or code was verified, so only someone who
+ * can sign in to the account spends it. false after answering 429. */
+static bool account_login_rate_ok(struct op *op)
+{
+    struct gh_http_req *req = op->req;
+    uint8_t k[16];
+    gh_kvtab_key(k, "lu", op->phone_hash, 32);
+    uint64_t now = gh_now_ms(), wait = 0;
+    unsigned cap = req->cfg->identity.logins_per_user_hour;
+    gh_kvtab_lock(ids.fails);
+    struct gh_kv *e = gh_kvtab_find_locked(ids.fails, k, now, true, HOUR_MS);
+    if (e) {
+        if (!e->v[2] || now >= e->v[0] + HOUR_MS) {
+            e->v[0] = now;
+            e->v[1] = 0;
+            e->v[2] = 1;
+            e->expires_ms = now + HOUR_MS;
+        }
+        if (e->v[1] >= cap)
+            wait = e->v[0] + HOUR_MS - now;
+        else
+            e->v[1]++;
+    }
+    gh_kvtab_unlock(ids.fails);
+    if (!wait)
+        return true;
+    gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)ceil_s(wait));
+    gh_http_respond_error(req, 429, "rate_limited",
+                          "too many sign-ins to this account; retry in %llu s",
+                          (unsigned long long)ceil_s(wait));
+    return false;
+}
+
 /* ---- login failures (memory): per phone and per address ---- */
 
 static void fail_keys(const struct op *op, uint8_t kp[16], uint8_t ka[16])
@@ -439,6 +660,8 @@ static void fail_keys(const struct op *op, uint8_t kp[16], uint8_t ka[16])
     const struct gh_addr *a = &op->req->client;
     gh_kvtab_key(ka, "la", a->bytes, a->family == AF_INET ? 4 : 16);
 }
+
+#define TRUST_MS (7 * 24 * HOUR_MS) /* a success vouches for its address this long */
 
 /* The client's /24 (IPv4) or /48 (IPv6), and its address, in the sources
  * table. */
@@ -454,7 +677,34 @@ static void source_addr_key(const struct gh_http_req *req, uint8_t ka[16])
     gh_kvtab_key(ka, "lk", a->bytes, a->family == AF_INET ? 4 : 16);
 }
 
-#define TRUST_MS (7 * 24 * HOUR_MS) /* a success vouches for its address this long */
+/* The client's address together with one account (its phone hash): what a
+ * success vouches for. A success on one account never vouches for the
+ * address's guesses at another. */
+static void source_pair_key(const struct gh_http_req *req, const uint8_t phone_hash[32],
+                            uint8_t kv[16])
+{
+    const struct gh_addr *a = &req->client;
+    uint8_t b[16 + 32];
+    size_t n = a->family == AF_INET ? 4 : 16;
+    memcpy(b, a->bytes, n);
+    memcpy(b + n, phone_hash, 32);
+    gh_kvtab_key(kv, "lv", b, n + 32);
+}
+
+/* True when the client's address signed in to (or registered) the account
+ * of phone_hash within TRUST_MS. */
+static bool source_vouched(const struct gh_http_req *req, const uint8_t phone_hash[32])
+{
+    uint8_t kv[16];
+    source_pair_key(req, phone_hash, kv);
+    uint64_t now = gh_now_ms();
+    gh_kvtab_lock(ids.sources);
+    struct gh_kv *k = gh_kvtab_find_locked(ids.sources, kv, now, false, 0);
+    bool vouched = k && k->v[1] && now - k->v[1] < TRUST_MS;
+    gh_kvtab_unlock(ids.sources);
+    return vouched;
+}
+
 
 /* The tier of a password login in the pool, from the source alone (never
  * from the account: a known and an unknown number wait in the same queue,
@@ -502,23 +752,28 @@ static void source_attempt(const struct gh_http_req *req)
     gh_kvtab_unlock(ids.sources);
 }
 
-/* A sign-in or registration from the client succeeded: its address is
- * known for TRUST_MS, and one unresolved login of its /24 (/48) is
- * resolved. */
-static void source_success(const struct gh_http_req *req)
+/* A sign-in or registration from the client to the account of phone_hash
+ * succeeded: its address is known for TRUST_MS (the pool tier), the pair
+ * (address, account) is vouched for as long, and one unresolved login of
+ * its /24 (/48) is resolved. */
+static void source_success(const struct gh_http_req *req, const uint8_t phone_hash[32])
 {
-    uint8_t ks[16], ka[16];
+    uint8_t ks[16], ka[16], kv[16];
     source_key(req, ks);
     source_addr_key(req, ka);
+    source_pair_key(req, phone_hash, kv);
     uint64_t now = gh_now_ms();
     gh_kvtab_lock(ids.sources);
     struct gh_kv *s = gh_kvtab_find_locked(ids.sources, ks, now, false, 0);
     if (s && s->v[0])
         s->v[0]--;
-    struct gh_kv *k = gh_kvtab_find_locked(ids.sources, ka, now, true, TRUST_MS);
-    if (k) {
-        k->v[1] = now ? now : 1;
-        k->expires_ms = now + TRUST_MS;
+    const uint8_t *keys[2] = {ka, kv};
+    for (int i = 0; i < 2; i++) {
+        struct gh_kv *k = gh_kvtab_find_locked(ids.sources, keys[i], now, true, TRUST_MS);
+        if (k) {
+            k->v[1] = now ? now : 1;
+            k->expires_ms = now + TRUST_MS;
+        }
     }
     gh_kvtab_unlock(ids.sources);
 }
@@ -526,11 +781,13 @@ static void source_success(const struct gh_http_req *req)
 /* Refuses when the account waits out a back-off or the address failed too
  * often. false after answering 429. sms_only: the account's failures
  * passed the limit. Sets op->prio (login_tier). had_failures: the account
- * or the address failed recently — except for a vouched source (tier
- * `login` and no failure of the address this hour), which also skips the
- * account's back-off: a flood against a user's number from elsewhere
- * neither locks the user out nor makes them solve proof of work at home,
- * and an attacker's own known address gets one guess an hour at most. */
+ * or the address failed recently — except for a vouched source (an address
+ * that signed in to this very account within TRUST_MS, tier `login`, no
+ * failure of the address this hour), which also skips the account's
+ * back-off: a flood against a user's number from elsewhere neither locks
+ * the user out nor makes them solve proof of work at home. Vouching is per
+ * (address, account): addresses that signed in to an attacker's own
+ * account get the victim's back-off like any other. */
 static bool login_allowed(struct op *op, bool *sms_only, bool *had_failures)
 {
     struct gh_http_req *req = op->req;
@@ -551,7 +808,8 @@ static bool login_allowed(struct op *op, bool *sms_only, bool *had_failures)
     gh_kvtab_unlock(ids.fails);
     bool tiers = req->cfg->identity.login_tiers;
     op->prio = tiers ? login_tier(req, addr_fails) : GH_PW_LOGIN;
-    if (tiers && op->prio == GH_PW_LOGIN && addr_fails == 0) {
+    if (tiers && op->prio == GH_PW_LOGIN && addr_fails == 0 &&
+        source_vouched(req, op->phone_hash)) {
         *had_failures = false;
         if (!addr_over)
             wait = 0;
@@ -594,7 +852,7 @@ static void login_succeeded_mem(struct op *op)
     gh_kvtab_lock(ids.fails);
     gh_kvtab_del_locked(ids.fails, kp);
     gh_kvtab_unlock(ids.fails);
-    source_success(op->req);
+    source_success(op->req, op->phone_hash);
 }
 
 /* ---- POST /api/auth/sms-code ---- */
@@ -603,6 +861,8 @@ struct sms_job {
     struct gh_phone phone;
     uint8_t phone_hash[32];
     enum gh_sms_purpose purpose;
+    struct gh_addr client;
+    bool owner; /* the client signed in to the number's account recently */
     bool exists;
     bool disabled; /* the account was disabled by an operator */
     uint64_t ttl_ms;
@@ -630,6 +890,22 @@ static void sms_lookup_done(struct gh_worker *w, void *arg, int rc)
      * same bytes already) */
     if (j->purpose != GH_SMS_REGISTER && (!j->exists || j->disabled))
         goto out;
+    /* the number's budgets are charged only now, when a text is sent: a
+     * flood of requests for numbers without an account spends nobody's
+     * budget, and an owner's codes have budgets outsiders cannot spend.
+     * Over budget: no text (the 202 was the same bytes already). */
+    if (j->purpose != GH_SMS_REGISTER) {
+        struct gh_sms_req sr = {.e164 = j->phone.e164,
+                                .prefix = j->phone.prefix,
+                                .calling_code = j->phone.calling_code,
+                                .client = j->client,
+                                .purpose = j->purpose,
+                                .owner = j->owner};
+        uint64_t wait;
+        const char *which;
+        if (gh_sms_budget_send(ids.sms, &sr, gh_now_ms(), &wait, &which))
+            goto out;
+    }
     char code[7];
     if (gh_sms_code_issue(ids.sms, j->phone.e164, j->purpose, gh_now_ms(), code))
         goto out;
@@ -681,13 +957,24 @@ static void h_sms_code(struct gh_http_req *req)
         goto out;
     if (!limit_phone(req, req->route->cls, &p))
         goto out;
+    uint8_t ph[32];
+    phone_hash(p.e164, ph);
     struct gh_sms_req sr = {.e164 = p.e164,
                             .prefix = p.prefix,
                             .calling_code = p.calling_code,
-                            .client = req->client};
+                            .client = req->client,
+                            .purpose = (enum gh_sms_purpose)purpose,
+                            .owner = source_vouched(req, ph)};
     uint64_t wait = 0;
     const char *which = NULL;
-    if (gh_sms_budget(ids.sms, &sr, gh_now_ms(), &wait, &which)) {
+    /* the requester's budgets now; the number's too for a registration
+     * code, which is sent whether or not the number has an account (so
+     * refusing it now tells nothing); login and reset codes are charged to
+     * the number only when one is sent (sms_lookup_done) */
+    int brc = purpose == GH_SMS_REGISTER
+                  ? gh_sms_budget(ids.sms, &sr, gh_now_ms(), &wait, &which)
+                  : gh_sms_budget_requester(ids.sms, &sr, gh_now_ms(), &wait, &which);
+    if (brc) {
         gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)ceil_s(wait));
         gh_http_respond_error(req, 429, "rate_limited",
                               "too many codes requested (%s); retry in %llu s", which,
@@ -700,8 +987,10 @@ static void h_sms_code(struct gh_http_req *req)
         goto out;
     }
     j->phone = p;
-    phone_hash(p.e164, j->phone_hash);
+    memcpy(j->phone_hash, ph, sizeof ph);
     j->purpose = (enum gh_sms_purpose)purpose;
+    j->client = req->client;
+    j->owner = sr.owner;
     j->ttl_ms = req->cfg->identity.code_ttl_ms;
     /* the answer does not wait for the look-up: same bytes, same time,
      * whether or not the number has an account */
@@ -759,7 +1048,7 @@ static void register_write_done(struct gh_worker *w, void *arg, int rc)
         respond_busy(op->req, "registration");
     else {
         gh_shield_signal(op->req, GH_SIGNAL_REGISTERED);
-        source_success(op->req);
+        source_success(op->req, op->phone_hash);
         op_finish_session(op, 201);
     }
 out:
@@ -792,6 +1081,16 @@ fail:
     op_free(op);
 }
 
+/* The one answer to a code that does not sign in: the same bytes whether
+ * the code was wrong, expired, used up, or never sent (the number has no
+ * account), so these paths cannot tell registered numbers from others. */
+static void respond_bad_code(struct gh_http_req *req)
+{
+    gh_http_respond_error_param(req, 400, "invalid_code", "code",
+                                "code: wrong or expired code; check the SMS or request a new "
+                                "code");
+}
+
 static bool check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpose p,
                        const char *code, size_t len)
 {
@@ -799,13 +1098,7 @@ static bool check_code(struct gh_http_req *req, const char *e164, enum gh_sms_pu
     gh_shield_signal(req, rc == 0 ? GH_SIGNAL_VERIFY_OK : GH_SIGNAL_VERIFY_FAIL);
     if (rc == 0)
         return true;
-    if (rc == GH_EINVAL)
-        gh_http_respond_error_param(req, 400, "invalid_code", "code",
-                                    "code: wrong code; check the SMS or request a new code");
-    else
-        gh_http_respond_error_param(req, 400, "invalid_code", "code",
-                                    "code: no valid code for this number (expired, used or "
-                                    "too many wrong tries); request a new code");
+    respond_bad_code(req);
     return false;
 }
 
@@ -879,6 +1172,9 @@ static int login_ok_fn(struct gh_store_conn *c, void *arg)
     int rc = gh_store_session_insert(c, &op->sess);
     if (rc)
         return rc;
+    rc = sessions_cap(c, op->user.id, op->sessions_max, &op->gone);
+    if (rc)
+        return rc;
     char d[200];
     audit_detail(d, sizeof d, op->phone.e164, op->phone.region,
                  op->kind == OP_LOGIN_CODE ? "\"method\":\"sms_code\"" : "\"method\":\"password\"");
@@ -899,6 +1195,10 @@ static int login_fail_fn(struct gh_store_conn *c, void *arg)
 static void login_ok_done(struct gh_worker *w, void *arg, int rc)
 {
     struct op *op = arg;
+    /* sessions past the account's cap leave the cache (no marker: a
+     * flood of sign-ins must not fill the cache with them either) */
+    for (unsigned i = 0; !rc && op->gone && i < op->gone->n; i++)
+        gh_tokens_del(op->gone->e[i].hash);
     if (w) {
         if (rc)
             respond_busy(op->req, "sign-in");
@@ -935,6 +1235,10 @@ static void login_failed(struct op *op)
 
 static void login_succeeded(struct gh_worker *w, struct op *op)
 {
+    if (!account_login_rate_ok(op)) {
+        op_free(op);
+        return;
+    }
     gh_shield_signal(op->req, GH_SIGNAL_LOGIN_OK);
     login_succeeded_mem(op);
     op_new_session(op);
@@ -1077,11 +1381,19 @@ static int reset_write_fn(struct gh_store_conn *c, void *arg)
     if (rc)
         return rc;
     /* a reset signs out every session: whoever knew the old password */
-    rc = gh_store_sessions_delete_user(c, op->user.id);
+    rc = gone_collect(c, op->user.id, op->revoke_keys, &op->gone);
+    rc = rc ? rc : gh_store_sessions_delete_user(c, op->user.id);
     if (rc < 0)
         return rc;
-    char d[160];
-    audit_detail(d, sizeof d, op->phone.e164, op->phone.region, NULL);
+    /* and, when asked, every API key: whoever read them while signed in */
+    op->keys_revoked = op->revoke_keys ? gh_store_keys_revoke_user(c, op->user.id, gh_wall_ms())
+                                       : 0;
+    if (op->keys_revoked < 0)
+        return op->keys_revoked;
+    char d[200], extra[40] = "";
+    if (op->revoke_keys)
+        snprintf(extra, sizeof extra, "\"keys_revoked\":%d", op->keys_revoked);
+    audit_detail(d, sizeof d, op->phone.e164, op->phone.region, extra);
     return gh_audit_row(c, "password_reset", op->user.id, d);
 }
 
@@ -1090,17 +1402,20 @@ static void reset_write_done(struct gh_worker *w, void *arg, int rc)
     struct op *op = arg;
     if (w) {
         if (rc == GH_ENOTFOUND) {
-            gh_http_respond_error_param(op->req, 400, "invalid_code", "code",
-                                        "code: no valid code for this number; request a new "
-                                        "code");
+            respond_bad_code(op->req);
         } else if (rc) {
             respond_busy(op->req, "password reset");
         } else {
-            gh_tokens_del_user(op->user.id, GH_CRED_SESSION);
+            gh_tokens_del_user(op->user.id, op->revoke_keys ? 0 : GH_CRED_SESSION);
+            gone_bury(op->gone);
             login_succeeded_mem(op);
             clear_session_cookies(op->req);
-            static const char body[] = "{\"reset\":true}";
-            gh_http_respond_json(op->req, 200, body, sizeof body - 1);
+            char body[64];
+            int n = op->revoke_keys ? snprintf(body, sizeof body,
+                                               "{\"reset\":true,\"keys_revoked\":%d}",
+                                               op->keys_revoked)
+                                    : snprintf(body, sizeof body, "{\"reset\":true}");
+            gh_http_respond_json(op->req, 200, body, (size_t)n);
         }
     }
     op_free(op);
@@ -1135,6 +1450,11 @@ static void h_reset(struct gh_http_req *req)
     if (!field_phone(req, o, &p) || !field_code(req, o, &code, &clen) ||
         !field_password(req, o, &pw, &pwlen))
         goto out;
+    json_t *rk = json_object_get(o, "revoke_keys");
+    if (rk && !json_is_boolean(rk)) {
+        gh_http_respond_error(req, 400, "invalid_request", "revoke_keys: must be true or false");
+        goto out;
+    }
     if (!limit_phone(req, GH_CLASS_LOGIN, &p) ||
         !gh_shield_admit(req, GH_CLASS_LOGIN))
         goto out;
@@ -1147,6 +1467,7 @@ static void h_reset(struct gh_http_req *req)
     }
     memcpy(op->password, pw, pwlen);
     op->pwlen = pwlen;
+    op->revoke_keys = json_is_true(rk);
     if (gh_pwpool_submit(ids.pool, GH_PW_LOGIN, hash_fn, op, req->worker, reset_hash_done)) {
         op_free(op);
         respond_busy(req, "password reset");
@@ -1177,11 +1498,13 @@ static void h_logout(struct gh_http_req *req)
         gh_http_respond_error(req, 403, "forbidden", "X-CSRF-Token header missing or wrong");
         return;
     }
-    if (rc == 0 && gh_http_cookie_get(req, "gh_session", tok, sizeof tok) == 0) {
+    if (rc == 0 && gh_auth_session_token(req, tok, sizeof tok) == 0) {
         uint8_t *h = malloc(GH_TOKEN_HASH_BYTES);
         if (h) {
             gh_token_hash(tok, strlen(tok), h);
-            gh_tokens_del(h); /* every worker stops accepting it now */
+            /* every worker stops accepting it now, and no look-up in the
+             * store (after an eviction) can bring it back */
+            gh_tokens_bury(h, pr.user_id, gh_wall_ms() + req->cfg->identity.session_max_ms);
             if (gh_store_write(ids.store, drop_session_fn, h, NULL, free_done))
                 free(h);
         }
@@ -1196,6 +1519,7 @@ static void h_logout(struct gh_http_req *req)
 struct me_job {
     struct gh_http_req *req;
     uint64_t user_id;
+    struct gone *gone; /* delete: the account's credentials */
     bool export;
     struct gh_buf out;
     int rc;
@@ -1293,7 +1617,7 @@ static void me_done(struct gh_worker *w, void *arg, int rc)
 static void me_common(struct gh_http_req *req, bool export)
 {
     struct gh_principal pr;
-    if (!authed(req, false, true, &pr))
+    if (!authed(req, false, &pr))
         return;
     struct me_job *j = calloc(1, sizeof *j);
     if (!j) {
@@ -1324,7 +1648,8 @@ static void h_export(struct gh_http_req *req)
 static int delete_fn(struct gh_store_conn *c, void *arg)
 {
     struct me_job *j = arg;
-    int rc = gh_store_user_delete(c, j->user_id);
+    int rc = gone_collect(c, j->user_id, true, &j->gone);
+    rc = rc ? rc : gh_store_user_delete(c, j->user_id);
     if (rc)
         return rc;
     return gh_audit_row(c, "account_deleted", j->user_id, NULL);
@@ -1333,8 +1658,14 @@ static int delete_fn(struct gh_store_conn *c, void *arg)
 static void delete_done(struct gh_worker *w, void *arg, int rc)
 {
     struct me_job *j = arg;
-    /* again after the write: a login that raced the deletion */
+    /* again after the write: a login that raced the deletion; then every
+     * credential of the account answers 401 from memory, never from the
+     * store (however busy it is) */
     gh_tokens_del_user(j->user_id, 0);
+    if (!rc)
+        gone_bury(j->gone);
+    free(j->gone);
+    j->gone = NULL;
     if (w) {
         if (rc && rc != GH_ENOTFOUND) {
             respond_busy(j->req, "the account service");
@@ -1349,7 +1680,7 @@ static void delete_done(struct gh_worker *w, void *arg, int rc)
 static void h_delete_me(struct gh_http_req *req)
 {
     struct gh_principal pr;
-    if (!authed(req, true, false, &pr))
+    if (!authed(req, true, &pr))
         return;
     struct me_job *j = calloc(1, sizeof *j);
     if (!j) {
@@ -1437,7 +1768,7 @@ out:
 static void h_key_create(struct gh_http_req *req)
 {
     struct gh_principal pr;
-    if (!authed(req, true, false, &pr))
+    if (!authed(req, true, &pr))
         return;
     json_t *o = body_object(req);
     if (!o)
@@ -1508,7 +1839,7 @@ static void key_list_done(struct gh_worker *w, void *arg, int rc)
 static void h_key_list(struct gh_http_req *req)
 {
     struct gh_principal pr;
-    if (!authed(req, false, true, &pr))
+    if (!authed(req, false, &pr))
         return;
     struct key_job *j = calloc(1, sizeof *j);
     if (!j) {
@@ -1555,7 +1886,7 @@ static void key_revoke_done(struct gh_worker *w, void *arg, int rc)
 static void h_key_delete(struct gh_http_req *req)
 {
     struct gh_principal pr;
-    if (!authed(req, true, true, &pr))
+    if (!authed(req, true, &pr))
         return;
     uint64_t id = 0;
     if (req->nparams < 1 || gh_parse_uint(req->params[0], UINT32_MAX * 1024ull, &id) || !id) {
@@ -1859,6 +2190,18 @@ static struct route_def {
     {"DELETE", "/api/keys/{id}", h_key_delete, GH_CLASS_USER, 4096},
 };
 
+static double cache_size(void *data)
+{
+    (void)data;
+    return (double)gh_tokens_count();
+}
+
+static double cache_evictions(void *data)
+{
+    (void)data;
+    return (double)gh_tokens_evictions();
+}
+
 int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
 {
     const struct gh_config *cfg = srv->cfg;
@@ -1911,6 +2254,15 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
     ids.m_reg_capped = gh_metrics_counter(
         "gh_identity_register_capped_total", "",
         "registrations refused 503 by the attack level's registration cap");
+    ids.m_reloads = gh_metrics_counter(
+        "gh_identity_credential_lookups_total", "",
+        "credential cache misses looked up in the store (after evictions)");
+    gh_metrics_gauge_func("gh_identity_credentials_cached", "",
+                          "sessions and API keys in the credential cache (gone markers too)",
+                          cache_size, NULL);
+    gh_metrics_gauge_func("gh_identity_credential_evictions_total", "",
+                          "live credentials evicted from a full credential cache",
+                          cache_evictions, NULL);
     gh_log(GH_LOG_INFO, "identity_loaded", "%u sessions and keys cached; policy %s",
            gh_tokens_count(), gh_policy_mode_name(gh_policy_current()->mode));
     rc = gh_pwpool_new(cfg->identity.hash_threads, cfg->identity.hash_queue_max,

@@ -1,10 +1,11 @@
 /* SMS codes and SMS budgets. Codes: 6 digits from a CSPRNG, kept only as
  * keyed hashes in memory, expiring, killed after a number of wrong tries,
- * one live code per number and purpose. Budgets, all checked before a
- * code is sent and charged together: a resend cooldown and a daily cap per
- * number, hourly caps per client address, per /24 or /48 network, per
- * number prefix (the number without its last 4 digits), per calling code,
- * and a global hourly cap. Any thread; times are passed in (monotonic ms)
+ * one live code per number and purpose. Budgets: the requester's (hourly
+ * caps per client address and per /24 or /48 network), charged for every
+ * request; the number's (a resend cooldown and a daily cap per number and
+ * purpose, hourly caps per number prefix — the number without its last 4
+ * digits —, per calling code, and a global hourly cap), charged only when
+ * a code is sent, with an account owner's codes on budgets of their own. Any thread; times are passed in (monotonic ms)
  * so tests control the clock. The module owns its tables. */
 #pragma once
 
@@ -33,6 +34,11 @@ struct gh_sms_req {
     const char *prefix; /* e164 without its last 4 digits */
     unsigned calling_code;
     struct gh_addr client;
+    enum gh_sms_purpose purpose; /* number and prefix budgets are per purpose */
+    /* the requester signed in to the number's account from this address
+     * recently: its codes are charged to the owner's own number budget and
+     * global cap, which nobody else's requests can spend */
+    bool owner;
 };
 
 /* key: 32 bytes for hashing codes. 0 or GH_ENOMEM. */
@@ -48,6 +54,15 @@ void gh_sms_set_limits(struct gh_sms *s, const struct gh_sms_limits *l);
  * "network", "prefix", "calling_code", "global"). */
 int gh_sms_budget(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
                   uint64_t *retry_after_ms, const char **which);
+/* The requester's budgets only (address, network): charged for every
+ * request, whatever the number. Same returns. */
+int gh_sms_budget_requester(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
+                            uint64_t *retry_after_ms, const char **which);
+/* The number's budgets only (cooldown and daily cap per number, purpose
+ * and class; prefix per purpose and calling code for outsiders; global):
+ * charged only when an SMS is actually sent. Same returns. */
+int gh_sms_budget_send(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
+                       uint64_t *retry_after_ms, const char **which);
 
 /* Makes a new code for (e164, purpose), replacing any live one, into code
  * (6 digits and a NUL). 0 or GH_ENOMEM. */

@@ -1,7 +1,8 @@
 /* This module implements session and API key tokens and the sharded
  * credential cache of tokens.h: open addressing with linear probing and
- * backward-shift deletion (no tombstones), a fixed number of slots per
- * shard, a mutex per shard. */
+ * backward-shift deletion (no deleted-slot markers), a fixed number of
+ * slots per shard, a mutex per shard; a full shard drops its expired
+ * entries, then its least recently used one. */
 #include "identity/tokens.h"
 
 #include <pthread.h>
@@ -23,6 +24,7 @@ static struct {
     struct shard shards[SHARDS];
     uint8_t key[32];
     bool ready;
+    _Atomic uint64_t evictions; /* live credentials dropped to make room */
 } cache;
 
 int gh_tokens_init(const uint8_t key[32], unsigned capacity)
@@ -102,14 +104,22 @@ static bool b64_chars(const char *s, size_t len)
     return true;
 }
 
+/* 43 base64url characters of 32 bytes leave 2 bits of the last one
+ * unused; the encoder writes them as zero. Only that canonical spelling is
+ * a token, so each token has exactly one text (what the keyed hash sees). */
+static bool b64_token(const char *s)
+{
+    return b64_chars(s, GH_TOKEN_B64_LEN) && strchr("AEIMQUYcgkosw048", s[GH_TOKEN_B64_LEN - 1]);
+}
+
 bool gh_token_api_key_wellformed(const char *s, size_t len)
 {
-    return len == GH_API_KEY_LEN && !memcmp(s, "sk-", 3) && b64_chars(s + 3, len - 3);
+    return len == GH_API_KEY_LEN && !memcmp(s, "sk-", 3) && b64_token(s + 3);
 }
 
 bool gh_token_session_wellformed(const char *s, size_t len)
 {
-    return len == GH_TOKEN_B64_LEN && b64_chars(s, len);
+    return len == GH_TOKEN_B64_LEN && b64_token(s);
 }
 
 void gh_token_csrf(const char *session, size_t len, char out[GH_TOKEN_B64_LEN + 1])
@@ -193,6 +203,24 @@ static void purge_locked(struct shard *s, uint64_t now)
     }
 }
 
+/* Drops the least recently used entry of a full shard (a credential never
+ * seen since it was cached counts as seen at time 0): its owner's next
+ * request finds it in the store again (gh_auth_reload). */
+static void evict_lru_locked(struct shard *s)
+{
+    unsigned victim = 0;
+    uint64_t oldest = UINT64_MAX;
+    for (unsigned i = 0; i <= s->mask; i++)
+        if (s->slots[i].kind && s->slots[i].last_seen_ms < oldest) {
+            oldest = s->slots[i].last_seen_ms;
+            victim = i;
+        }
+    GH_ASSERT(oldest != UINT64_MAX);
+    if (s->slots[victim].kind != GH_CRED_GONE)
+        atomic_fetch_add_explicit(&cache.evictions, 1, memory_order_relaxed);
+    remove_at_locked(s, victim);
+}
+
 int gh_tokens_put(const struct gh_cred *c)
 {
     struct shard *s = shard_of(c->hash);
@@ -202,18 +230,15 @@ int gh_tokens_put(const struct gh_cred *c)
     unsigned i = find_locked(s, c->hash, &found);
     if (!found && s->count >= s->max) {
         purge_locked(s, gh_wall_ms());
+        if (s->count >= s->max)
+            evict_lru_locked(s);
         i = find_locked(s, c->hash, &found);
-        if (s->count >= s->max) {
-            rc = GH_EBUSY;
-            goto out;
-        }
     }
     s->slots[i] = *c;
     if (!s->slots[i].last_seen_ms && s->slots[i].idle_ms)
         s->slots[i].last_seen_ms = gh_wall_ms(); /* the idle clock starts now */
     if (!found)
         s->count++;
-out:
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -231,6 +256,8 @@ int gh_tokens_get(const uint8_t hash[GH_TOKEN_HASH_BYTES], uint64_t now_ms, stru
         struct gh_cred *c = &s->slots[i];
         if (expired(c, now_ms)) {
             remove_at_locked(s, i);
+        } else if (c->kind == GH_CRED_GONE) {
+            /* deleted with its account: not found, and no store look-up */
         } else {
             c->last_seen_ms = now_ms;
             *out = *c;
@@ -279,7 +306,8 @@ unsigned gh_tokens_del_user(uint64_t user_id, int kind)
         pthread_mutex_lock(&s->mu);
         for (unsigned i = 0; i <= s->mask;) {
             struct gh_cred *c = &s->slots[i];
-            if (c->kind && c->user_id == user_id && (!kind || c->kind == kind)) {
+            bool match = kind ? c->kind == kind : c->kind && c->kind != GH_CRED_GONE;
+            if (match && c->user_id == user_id) {
                 remove_at_locked(s, i);
                 n++;
             } else {
@@ -289,6 +317,20 @@ unsigned gh_tokens_del_user(uint64_t user_id, int kind)
         pthread_mutex_unlock(&s->mu);
     }
     return n;
+}
+
+int gh_tokens_bury(const uint8_t hash[GH_TOKEN_HASH_BYTES], uint64_t user_id,
+                   uint64_t expires_ms)
+{
+    struct gh_cred c = {.kind = GH_CRED_GONE, .user_id = user_id, .expires_ms = expires_ms,
+                        .last_seen_ms = gh_wall_ms()};
+    memcpy(c.hash, hash, GH_TOKEN_HASH_BYTES);
+    return gh_tokens_put(&c);
+}
+
+uint64_t gh_tokens_evictions(void)
+{
+    return atomic_load_explicit(&cache.evictions, memory_order_relaxed);
 }
 
 unsigned gh_tokens_count(void)

@@ -16,7 +16,10 @@
 #define GH_API_KEY_LEN      (3 + GH_TOKEN_B64_LEN) /* "sk-" + 43 */
 #define GH_API_KEY_PREFIX_LEN 11 /* "sk-" + 8 characters shown in listings */
 
-enum gh_cred_kind { GH_CRED_SESSION = 1, GH_CRED_KEY = 2 };
+/* GH_CRED_GONE: a credential deleted with its account, kept until its
+ * expiry so that its next use answers "not found" from memory, without a
+ * store look-up, however busy the store is. */
+enum gh_cred_kind { GH_CRED_SESSION = 1, GH_CRED_KEY = 2, GH_CRED_GONE = 3 };
 
 /* One cached credential. */
 struct gh_cred {
@@ -49,18 +52,28 @@ bool gh_token_session_wellformed(const char *s, size_t len);
  * base64url characters and a NUL (the value of cookie gh_csrf). */
 void gh_token_csrf(const char *session, size_t len, char out[GH_TOKEN_B64_LEN + 1]);
 
-/* Adds or replaces a credential. 0, or GH_EBUSY when its shard is full
- * even after dropping expired entries. */
+/* Adds or replaces a credential; returns 0. A full shard drops its expired
+ * entries and then its least recently used one (never refuses): the owner
+ * of an evicted credential is found again in the store (gh_auth_reload). */
 int gh_tokens_put(const struct gh_cred *c);
+/* Replaces the credential of hash (if cached) by a GH_CRED_GONE marker of
+ * user_id that lives until expires_ms (wall clock; 0 = until evicted). 0. */
+int gh_tokens_bury(const uint8_t hash[GH_TOKEN_HASH_BYTES], uint64_t user_id,
+                   uint64_t expires_ms);
+/* Live credentials evicted since start; while 0, a miss is final. */
+uint64_t gh_tokens_evictions(void);
 /* Looks up a live credential by hash at wall time now_ms and marks it seen.
- * 0 with *out filled, or GH_ENOTFOUND (unknown or expired: then removed). */
+ * 0 with *out filled, or GH_ENOTFOUND (unknown, buried or expired: then
+ * removed). */
 int gh_tokens_get(const uint8_t hash[GH_TOKEN_HASH_BYTES], uint64_t now_ms, struct gh_cred *out);
-/* Like gh_tokens_get without touching or expiring anything. */
+/* Like gh_tokens_get without touching or expiring anything; finds
+ * GH_CRED_GONE markers too. */
 int gh_tokens_peek(const uint8_t hash[GH_TOKEN_HASH_BYTES], struct gh_cred *out);
 /* Removes one credential. 0 or GH_ENOTFOUND. */
 int gh_tokens_del(const uint8_t hash[GH_TOKEN_HASH_BYTES]);
-/* Removes every credential of user_id (kind 0 = all kinds). Returns how
- * many were removed. Walks every shard: for rare events (deletion). */
+/* Removes every credential of user_id (kind 0 = sessions and keys, not
+ * GH_CRED_GONE markers). Returns how many were removed. Walks every shard:
+ * for rare events (deletion, reset, disable). */
 unsigned gh_tokens_del_user(uint64_t user_id, int kind);
 /* Credentials cached now (for metrics and tests). */
 unsigned gh_tokens_count(void);

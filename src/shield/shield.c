@@ -627,7 +627,13 @@ static bool request_filter(struct gh_http_req *req, void *data)
     if (cls == GH_CLASS_OPS || gh_iplist_contains(sh->allow, &req->client))
         return true;
     shed_eval(sh, req->start_ns / 1000000u);
-    if (atomic_load_explicit(&sh->shed_general, memory_order_relaxed) & (1u << cls)) {
+    /* an account route without a credential the store could hold (none,
+     * malformed, or deleted with its account) is answered 401 from memory
+     * by its handler, as cheaply as a 503 and truthfully, whatever the load */
+    bool final_401 = req->route->cls == GH_CLASS_USER && cls == GH_CLASS_ANON &&
+                     !gh_auth_may_reload(req);
+    if (!final_401 &&
+        (atomic_load_explicit(&sh->shed_general, memory_order_relaxed) & (1u << cls))) {
         shed_answer(sh, req, cls);
         return false;
     }

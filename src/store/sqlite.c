@@ -429,6 +429,31 @@ int gh_store_key_insert(struct gh_store_conn *c, struct gh_store_key *k)
     if (!rc)
         k->id = (uint64_t)sqlite3_last_insert_rowid(c->db);
     return rc;
+int gh_store_session_by_hash(struct gh_store_conn *c, const uint8_t hash[32], uint64_t now_ms,
+                             struct gh_store_session *out)
+{
+    sqlite3_stmt *st = prep(c, "SELECT id, user_id, hash, created_ms, expires_ms FROM sessions"
+                               " WHERE hash = ?1 AND expires_ms > ?2 AND user_id NOT IN"
+                               " (SELECT id FROM users WHERE disabled_ms != 0)");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)now_ms);
+    int rc = sqlite3_step(st), ret = GH_ENOTFOUND;
+    if (rc == SQLITE_ROW) {
+        out->id = (uint64_t)sqlite3_column_int64(st, 0);
+        out->user_id = (uint64_t)sqlite3_column_int64(st, 1);
+        copy_blob32(out->hash, st, 2);
+        out->created_ms = (uint64_t)sqlite3_column_int64(st, 3);
+        out->expires_ms = (uint64_t)sqlite3_column_int64(st, 4);
+        ret = 0;
+    } else if (rc != SQLITE_DONE) {
+        ret = fail_db(c, "session");
+    }
+    sqlite3_finalize(st);
+    return ret;
+}
+
 }
 
 #define KEY_COLS "id, user_id, hash, prefix, name, created_ms, last_used_ms, revoked_ms"
@@ -475,7 +500,15 @@ int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *
     sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?");
     if (!st)
         return GH_EIO;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)user_id);
+    int rc = step_done(c, st);
+    return rc ? rc : sqlite3_changes(c->db);
+}
+
+/* Steps st (a bound key query) once into *out and finalizes it. */
+static int key_one(struct gh_store_conn *c, sqlite3_stmt *st, struct gh_store_key *out)
+{
     int rc = sqlite3_step(st);
     int ret = GH_ENOTFOUND;
     if (rc == SQLITE_ROW) {
@@ -507,6 +540,27 @@ int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_r
                                " AND (?1 != 0 OR user_id NOT IN"
                                " (SELECT id FROM users WHERE disabled_ms != 0))"
                                " ORDER BY id");
+int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *out)
+{
+    sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    return key_one(c, st, out);
+}
+
+int gh_store_key_by_hash(struct gh_store_conn *c, const uint8_t hash[32],
+                         struct gh_store_key *out)
+{
+    sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys WHERE hash = ?1"
+                               " AND revoked_ms = 0 AND user_id NOT IN"
+                               " (SELECT id FROM users WHERE disabled_ms != 0)");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
+    return key_one(c, st, out);
+}
+
     if (!st)
         return GH_EIO;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)user_id);

@@ -126,6 +126,10 @@ int gh_store_session_insert(struct gh_store_conn *c, struct gh_store_session *s)
 int gh_store_session_delete(struct gh_store_conn *c, const uint8_t hash[32]);
 /* Deletes every session of user_id; returns how many (>= 0) or GH_EIO. */
 int gh_store_sessions_delete_user(struct gh_store_conn *c, uint64_t user_id);
+/* The session of hash, live at now_ms, of an account that is not
+ * disabled: 0 and *out, or GH_ENOTFOUND (the credential cache's miss path). */
+int gh_store_session_by_hash(struct gh_store_conn *c, const uint8_t hash[32], uint64_t now_ms,
+                             struct gh_store_session *out);
 /* Calls fn for every session of user_id (0 = every live one at now_ms of
  * every account that is not disabled). */
 int gh_store_sessions_each(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms,
@@ -139,7 +143,14 @@ int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *
  * no live key of that user with that id. */
 int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id,
                         uint64_t now_ms, struct gh_store_key *out);
+/* The live key of hash of an account that is not disabled: 0 and *out, or
+ * GH_ENOTFOUND. */
+int gh_store_key_by_hash(struct gh_store_conn *c, const uint8_t hash[32],
+                         struct gh_store_key *out);
 int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_ms);
+/* Revokes every live key of user_id at now_ms; returns how many (>= 0) or
+ * GH_EIO. */
+int gh_store_keys_revoke_user(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms);
 /* Calls fn for the keys of user_id (0 = every live key of every account
  * that is not disabled). */
 int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_revoked,

@@ -1,5 +1,6 @@
 /* Unit tests of SMS codes and budgets (identity/sms.h): code lifecycle
- * (expiry, five tries, one live code), each budget with a fake clock. */
+ * (expiry, five tries, one live code), each budget with a fake clock, and
+ * the requester's, outsider's and owner's budgets kept apart. */
 #include "test_util.h"
 
 #include "identity/sms.h"
@@ -151,6 +152,51 @@ static void budget_keys(void **state)
     gh_sms_free(s);
 }
 
+static void owner_and_outsider(void **state)
+{
+    /* the requester's budgets and the number's are charged apart; an
+     * outsider exhausting a number's login budget, cooldown and prefix
+     * leaves the reset budget and the owner's budget whole */
+    struct gh_sms_limits l = generous();
+    l.per_number_day = 2;
+    l.per_prefix_hour = 3;
+    l.cooldown_ms = 60000;
+    struct gh_sms *s;
+    assert_int_equal(gh_sms_new(&l, key, 1024, &s), 0);
+    const char *which;
+    uint64_t wait, t = 1000;
+    struct gh_sms_req out = req_for("+8613800138000", "+861380013", "10.0.3.1");
+    out.purpose = GH_SMS_LOGIN;
+    /* requester budgets never touch the number's */
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(gh_sms_budget_requester(s, &out, t, &wait, &which), 0);
+    assert_int_equal(gh_sms_budget_send(s, &out, t, &wait, &which), 0);
+    assert_int_equal(gh_sms_budget_send(s, &out, t + 1, &wait, &which), GH_EBUSY);
+    assert_string_equal(which, "cooldown");
+    assert_int_equal(gh_sms_budget_send(s, &out, t + 60000, &wait, &which), 0);
+    assert_int_equal(gh_sms_budget_send(s, &out, t + 120000, &wait, &which), GH_EBUSY);
+    assert_string_equal(which, "number_day");
+    /* the reset code of the same number: its own cooldown and day */
+    struct gh_sms_req reset = out;
+    reset.purpose = GH_SMS_RESET;
+    assert_int_equal(gh_sms_budget_send(s, &reset, t + 120000, &wait, &which), 0);
+    /* the reset prefix for outsiders is spent (3 of 3) ... */
+    struct gh_sms_req near = req_for("+8613800131234", "+861380013", "10.0.3.2");
+    near.purpose = GH_SMS_RESET;
+    assert_int_equal(gh_sms_budget_send(s, &near, t + 120000, &wait, &which), 0);
+    near.e164 = "+8613800135678";
+    assert_int_equal(gh_sms_budget_send(s, &near, t + 120000, &wait, &which), 0);
+    assert_int_equal(gh_sms_budget_send(s, &reset, t + 200000, &wait, &which), GH_EBUSY);
+    assert_string_equal(which, "prefix");
+    /* ... and the owner's codes are charged elsewhere */
+    struct gh_sms_req own = reset;
+    own.owner = true;
+    assert_int_equal(gh_sms_budget_send(s, &own, t + 200000, &wait, &which), 0);
+    own.purpose = GH_SMS_LOGIN;
+    assert_int_equal(gh_sms_budget_send(s, &own, t + 200000, &wait, &which), 0);
+    gh_sms_free(s);
+}
+
 static void purposes(void **state)
 {
     assert_int_equal(gh_sms_purpose_parse("register", 8), GH_SMS_REGISTER);
@@ -167,6 +213,7 @@ int main(void)
         cmocka_unit_test(code_lifecycle),
         cmocka_unit_test(budgets),
         cmocka_unit_test(budget_keys),
+        cmocka_unit_test(owner_and_outsider),
         cmocka_unit_test(purposes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

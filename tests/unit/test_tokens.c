@@ -80,14 +80,51 @@ static void cache(void **state)
 
 static void full_shard(void **state)
 {
-    /* the table refuses rather than grows; the cap is per shard */
-    unsigned refused = 0;
-    for (int i = 0; i < 200000 && !refused; i++) {
-        struct gh_cred k = {.kind = GH_CRED_KEY, .user_id = 1, .id = (uint64_t)i};
+    /* a full shard never refuses: it drops its least recently used entry.
+     * One credential seen all along survives a flood many times the
+     * cache's size; the flood's first entries do not. */
+    uint64_t now = gh_wall_ms();
+    struct gh_cred keep = {.kind = GH_CRED_SESSION, .user_id = 2, .id = 1, .last_seen_ms = now};
+    randombytes_buf(keep.hash, sizeof keep.hash);
+    assert_int_equal(gh_tokens_put(&keep), 0);
+    uint8_t first[32];
+    uint64_t ev0 = gh_tokens_evictions();
+    struct gh_cred out;
+    for (int i = 0; i < 40000; i++) {
+        struct gh_cred k = {.kind = GH_CRED_SESSION, .user_id = 1, .id = (uint64_t)i,
+                            .last_seen_ms = now + 1 + (uint64_t)i};
         randombytes_buf(k.hash, sizeof k.hash);
-        refused += gh_tokens_put(&k) == GH_EBUSY;
+        if (i == 0)
+            memcpy(first, k.hash, 32);
+        assert_int_equal(gh_tokens_put(&k), 0);
+        if (i % 64 == 0) /* the kept one is in use */
+            assert_int_equal(gh_tokens_get(keep.hash, now + 2 + (uint64_t)i, &out), 0);
     }
-    assert_true(refused > 0);
+    assert_true(gh_tokens_evictions() > ev0);
+    assert_true(gh_tokens_count() <= 64 * 64 * 3 / 4 * 2);
+    assert_int_equal(gh_tokens_get(keep.hash, now + 50000, &out), 0);
+    assert_int_equal(gh_tokens_get(first, now + 50000, &out), GH_ENOTFOUND);
+    gh_tokens_del_user(1, 0);
+    gh_tokens_del_user(2, 0);
+}
+
+static void buried(void **state)
+{
+    /* a credential deleted with its account answers not-found from memory,
+     * is not removed by gh_tokens_del_user, and is seen by peek */
+    uint64_t now = gh_wall_ms();
+    struct gh_cred c = {.kind = GH_CRED_SESSION, .user_id = 77, .id = 5};
+    randombytes_buf(c.hash, sizeof c.hash);
+    assert_int_equal(gh_tokens_put(&c), 0);
+    assert_int_equal(gh_tokens_bury(c.hash, 77, now + 60000), 0);
+    struct gh_cred out;
+    assert_int_equal(gh_tokens_get(c.hash, now, &out), GH_ENOTFOUND);
+    assert_int_equal(gh_tokens_del_user(77, 0), 0);
+    assert_int_equal(gh_tokens_peek(c.hash, &out), 0);
+    assert_int_equal(out.kind, GH_CRED_GONE);
+    /* past its expiry the marker goes */
+    assert_int_equal(gh_tokens_get(c.hash, now + 60000, &out), GH_ENOTFOUND);
+    assert_int_equal(gh_tokens_peek(c.hash, &out), GH_ENOTFOUND);
 }
 
 static void backoff(void **state)
@@ -114,6 +151,7 @@ int main(void)
         cmocka_unit_test(formats),
         cmocka_unit_test(cache),
         cmocka_unit_test(full_shard),
+        cmocka_unit_test(buried),
         cmocka_unit_test(backoff),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
