@@ -506,6 +506,18 @@ int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *
     return rc ? rc : sqlite3_changes(c->db);
 }
 
+int gh_store_keys_revoke_user(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms)
+{
+    sqlite3_stmt *st =
+        prep(c, "UPDATE api_keys SET revoked_ms = ? WHERE user_id = ? AND revoked_ms = 0");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)user_id);
+    int rc = step_done(c, st);
+    return rc ? rc : sqlite3_changes(c->db);
+}
+
 /* Steps st (a bound key query) once into *out and finalizes it. */
 static int key_one(struct gh_store_conn *c, sqlite3_stmt *st, struct gh_store_key *out)
 {
