@@ -411,24 +411,6 @@ int gh_store_sessions_each(struct gh_store_conn *c, uint64_t user_id, uint64_t n
     return ret;
 }
 
-/* ---- API keys ---- */
-
-int gh_store_key_insert(struct gh_store_conn *c, struct gh_store_key *k)
-{
-    sqlite3_stmt *st = prep(c, "INSERT INTO api_keys (user_id, hash, prefix, name, created_ms)"
-                               " SELECT ?1,?2,?3,?4,?5 WHERE NOT EXISTS (SELECT 1 FROM users"
-                               " WHERE id = ?1 AND disabled_ms != 0)");
-    if (!st)
-        return GH_EIO;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)k->user_id);
-    sqlite3_bind_blob(st, 2, k->hash, 32, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, k->prefix, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, k->name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)k->created_ms);
-    int rc = changes_or_notfound(c, step_done(c, st));
-    if (!rc)
-        k->id = (uint64_t)sqlite3_last_insert_rowid(c->db);
-    return rc;
 int gh_store_session_by_hash(struct gh_store_conn *c, const uint8_t hash[32], uint64_t now_ms,
                              struct gh_store_session *out)
 {
@@ -454,6 +436,24 @@ int gh_store_session_by_hash(struct gh_store_conn *c, const uint8_t hash[32], ui
     return ret;
 }
 
+/* ---- API keys ---- */
+
+int gh_store_key_insert(struct gh_store_conn *c, struct gh_store_key *k)
+{
+    sqlite3_stmt *st = prep(c, "INSERT INTO api_keys (user_id, hash, prefix, name, created_ms)"
+                               " SELECT ?1,?2,?3,?4,?5 WHERE NOT EXISTS (SELECT 1 FROM users"
+                               " WHERE id = ?1 AND disabled_ms != 0)");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)k->user_id);
+    sqlite3_bind_blob(st, 2, k->hash, 32, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, k->prefix, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, k->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)k->created_ms);
+    int rc = changes_or_notfound(c, step_done(c, st));
+    if (!rc)
+        k->id = (uint64_t)sqlite3_last_insert_rowid(c->db);
+    return rc;
 }
 
 #define KEY_COLS "id, user_id, hash, prefix, name, created_ms, last_used_ms, revoked_ms"
@@ -495,17 +495,6 @@ int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id,
     return step_done(c, st);
 }
 
-int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *out)
-{
-    sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?");
-    if (!st)
-        return GH_EIO;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)user_id);
-    int rc = step_done(c, st);
-    return rc ? rc : sqlite3_changes(c->db);
-}
-
 int gh_store_keys_revoke_user(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms)
 {
     sqlite3_stmt *st =
@@ -533,25 +522,6 @@ static int key_one(struct gh_store_conn *c, sqlite3_stmt *st, struct gh_store_ke
     return ret;
 }
 
-int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_ms)
-{
-    sqlite3_stmt *st = prep(c, "UPDATE api_keys SET last_used_ms = ?"
-                               " WHERE id = ? AND last_used_ms < ?1");
-    if (!st)
-        return GH_EIO;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)last_used_ms);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
-    return step_done(c, st);
-}
-
-int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_revoked,
-                       void (*fn)(const struct gh_store_key *, void *), void *arg)
-{
-    sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys"
-                               " WHERE (?1 = 0 OR user_id = ?1) AND (?2 OR revoked_ms = 0)"
-                               " AND (?1 != 0 OR user_id NOT IN"
-                               " (SELECT id FROM users WHERE disabled_ms != 0))"
-                               " ORDER BY id");
 int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *out)
 {
     sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?");
@@ -573,6 +543,25 @@ int gh_store_key_by_hash(struct gh_store_conn *c, const uint8_t hash[32],
     return key_one(c, st, out);
 }
 
+int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_ms)
+{
+    sqlite3_stmt *st = prep(c, "UPDATE api_keys SET last_used_ms = ?"
+                               " WHERE id = ? AND last_used_ms < ?1");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)last_used_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
+    return step_done(c, st);
+}
+
+int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_revoked,
+                       void (*fn)(const struct gh_store_key *, void *), void *arg)
+{
+    sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys"
+                               " WHERE (?1 = 0 OR user_id = ?1) AND (?2 OR revoked_ms = 0)"
+                               " AND (?1 != 0 OR user_id NOT IN"
+                               " (SELECT id FROM users WHERE disabled_ms != 0))"
+                               " ORDER BY id");
     if (!st)
         return GH_EIO;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)user_id);
