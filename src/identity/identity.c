@@ -598,7 +598,7 @@ static void gone_bury(const struct gone *g)
 }
 
 /* Deletes the oldest sessions of user_id past max (the newest, just
- * inserted, stays); *out gets them for gone_bury. Store thread. A
+ * inserted, stays); *out gets them, to leave the cache. Store thread. A
  * flood of sign-ins to one account then holds at most max sessions of
  * the store and of the cache, and ends its own oldest ones. */
 static int sessions_cap(struct gh_store_conn *c, uint64_t user_id, unsigned max,
