@@ -256,7 +256,10 @@ static const struct key_def keys[] = {
     {"gateway", "echo_delay", T_DURATION, OFF(gateway.echo_delay_ms), 0, 60 * SEC, "20ms",
      "pause between two tokens of the echo model"},
     {"gateway", "max_tokens_cap", T_UINT, OFF(gateway.max_tokens_cap), 1, 10000000, "8192",
-     "largest max_tokens a request may ask (422 above)"},
+     "largest max_tokens a request may ask (422 above); sent upstream when absent"},
+    {"gateway", "unknown_fields", T_STR, OFF(gateway.unknown_fields), 1, 16, "reject",
+     "chat request fields outside the allow-list (docs/API.md): reject (400 naming the "
+     "field) or drop (never sent upstream)"},
     {"gateway", "body_max", T_SIZE, OFF(gateway.body_max), 1 * KB, 256 * MB, "1m",
      "chat request body cap (413 above)"},
     {"gateway", "upstreams_file", T_STR, OFF(gateway.upstreams_file), 0, 4096, "",
@@ -862,6 +865,11 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
     if (!strcmp(c->server.listen, c->server.admin_listen)) {
         set_err(err, origin, 0, find_key("server", "admin_listen"), NULL, NULL,
                 "must differ from [server] listen (%s)", c->server.listen);
+        return GH_EINVAL;
+    }
+    if (strcmp(c->gateway.unknown_fields, "reject") && strcmp(c->gateway.unknown_fields, "drop")) {
+        set_err(err, origin, 0, find_key("gateway", "unknown_fields"), NULL, NULL,
+                "'%.16s' must be reject or drop", c->gateway.unknown_fields);
         return GH_EINVAL;
     }
     if (c->limits.max_conns_per_addr > c->limits.max_conns) {

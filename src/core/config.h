@@ -133,6 +133,7 @@ struct gh_config {
         bool echo;                   /* the built-in `echo` model */
         uint64_t echo_delay_ms;      /* between two echo tokens */
         unsigned max_tokens_cap;     /* max_tokens above this: 422 */
+        char *unknown_fields;        /* request fields outside the allow-list: reject|drop */
         size_t body_max;             /* /v1/chat/completions body cap (413) */
         char *upstreams_file;        /* INI file of upstreams, "" = none */
         uint64_t keepalive_ms;       /* ": keep-alive" interval before the first byte */

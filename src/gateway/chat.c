@@ -4,6 +4,7 @@
 
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int fail(struct gh_chat_error *err, int status, const char *code, const char *param,
@@ -33,13 +34,102 @@ unsigned gh_chat_estimate_tokens(const char *s, size_t len)
 
 static const char *const roles[] = {"system", "user", "assistant", "tool", "developer"};
 
+/* How an allowed top-level field is checked; F_DONE: by gh_chat_parse. */
+enum field_kind { F_DONE, F_BOOL, F_INT, F_STRING, F_OBJECT, F_ARRAY, F_STR_OR_OBJ, F_STOP };
+
+struct field {
+    const char *name;
+    enum field_kind kind;
+};
+
+/* The request fields forwarded to model servers: OpenAI's chat fields and
+ * DeepSeek's (thinking, reasoning_effort). Anything else (vLLM's best_of,
+ * min_tokens, ignore_eos, llama.cpp's n_predict …) could lift the caps or
+ * reach a backend feature nobody reviewed, so it never leaves. */
+static const struct field fields[] = {
+    {"model", F_DONE},
+    {"messages", F_DONE},
+    {"stream", F_DONE},
+    {"stream_options", F_DONE},
+    {"max_tokens", F_DONE},
+    {"max_completion_tokens", F_DONE},
+    {"temperature", F_DONE},
+    {"top_p", F_DONE},
+    {"n", F_DONE},
+    {"presence_penalty", F_DONE},
+    {"frequency_penalty", F_DONE},
+    {"user", F_DONE},
+    {"stop", F_STOP},
+    {"logprobs", F_BOOL},
+    {"top_logprobs", F_INT},
+    {"response_format", F_OBJECT},
+    {"tools", F_ARRAY},
+    {"tool_choice", F_STR_OR_OBJ},
+    {"parallel_tool_calls", F_BOOL},
+    {"seed", F_INT},
+    {"logit_bias", F_OBJECT},
+    {"functions", F_ARRAY},
+    {"function_call", F_STR_OR_OBJ},
+    {"thinking", F_OBJECT},
+    {"reasoning_effort", F_STRING},
+};
+
+/* The members a message may carry (OpenAI's and DeepSeek's prefix and
+ * reasoning_content). */
+static const char *const message_fields[] = {
+    "role",     "content",   "name",  "tool_calls",        "tool_call_id",
+    "function_call", "refusal", "audio", "reasoning_content", "prefix",
+};
+
+static const struct field *field_of(const char *name, size_t len)
+{
+    for (size_t i = 0; i < GH_ARRAY_LEN(fields); i++)
+        if (strlen(fields[i].name) == len && !memcmp(fields[i].name, name, len))
+            return &fields[i];
+    return NULL;
+}
+
+bool gh_chat_field_allowed(const char *name, size_t len)
+{
+    return field_of(name, len) != NULL;
+}
+
+static bool message_field_allowed(const char *name)
+{
+    for (size_t i = 0; i < GH_ARRAY_LEN(message_fields); i++)
+        if (!strcmp(message_fields[i], name))
+            return true;
+    return false;
+}
+
+/* Names a field of the request in err->param (cut to fit). */
+static const char *param_name(struct gh_chat_error *err, const char *prefix, const char *name)
+{
+    snprintf(err->param_buf, sizeof err->param_buf, "%s%.64s", prefix, name);
+    return err->param_buf;
+}
+
 /* Checks one message; adds its text bytes to *bytes. Remembers the text of
- * a user message in out. */
-static int check_message(json_t *m, size_t i, struct gh_chat_req *out, size_t *bytes,
+ * a user message in out. Members outside message_fields are refused, or
+ * removed when drop. */
+static int check_message(json_t *m, size_t i, bool drop, struct gh_chat_req *out, size_t *bytes,
                          struct gh_chat_error *err)
 {
     if (!json_is_object(m))
         return fail(err, 400, "invalid_request", "messages", "messages[%zu] must be an object", i);
+    const char *key;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(m, tmp, key, v)
+    {
+        if (message_field_allowed(key))
+            continue;
+        if (!drop)
+            return fail(err, 400, "unknown_parameter", "messages",
+                        "messages[%zu].%.64s is not a supported field", i, key);
+        json_object_del(m, key);
+        out->pruned = true;
+    }
     const char *role = json_string_value(json_object_get(m, "role"));
     if (!role)
         return fail(err, 400, "invalid_request", "messages",
@@ -118,8 +208,100 @@ static int check_number(json_t *root, const char *name, double lo, double hi,
     return 0;
 }
 
-int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, struct gh_chat_req *out,
-                  struct gh_chat_error *err)
+/* Checks the shape of an allowed field that gh_chat_parse does not check
+ * itself (null is accepted for every optional field). */
+static int check_field(const struct field *f, const char *name, json_t *v,
+                       struct gh_chat_error *err)
+{
+    if (json_is_null(v))
+        return 0;
+    const char *p = param_name(err, "", name);
+    switch (f->kind) {
+    case F_BOOL:
+        if (!json_is_boolean(v))
+            return fail(err, 400, "invalid_request", p, "%s must be true or false", name);
+        break;
+    case F_INT:
+        if (!json_is_integer(v))
+            return fail(err, 400, "invalid_request", p, "%s must be an integer", name);
+        if (!strcmp(name, "top_logprobs") &&
+            (json_integer_value(v) < 0 || json_integer_value(v) > 20))
+            return fail(err, 422, "invalid_parameter", p, "top_logprobs must be between 0 and 20");
+        break;
+    case F_STRING:
+        if (!json_is_string(v) || json_string_length(v) > 64)
+            return fail(err, 400, "invalid_request", p, "%s must be a string of at most 64 bytes",
+                        name);
+        break;
+    case F_OBJECT:
+        if (!json_is_object(v))
+            return fail(err, 400, "invalid_request", p, "%s must be an object", name);
+        break;
+    case F_ARRAY:
+        if (!json_is_array(v))
+            return fail(err, 400, "invalid_request", p, "%s must be an array", name);
+        break;
+    case F_STR_OR_OBJ:
+        if (!json_is_string(v) && !json_is_object(v))
+            return fail(err, 400, "invalid_request", p, "%s must be a string or an object", name);
+        break;
+    case F_STOP: {
+        if (json_is_string(v))
+            break;
+        size_t i;
+        json_t *s;
+        bool ok = json_is_array(v) && json_array_size(v) <= 16;
+        json_array_foreach(v, i, s) ok = ok && json_is_string(s);
+        if (!ok)
+            return fail(err, 400, "invalid_request", p,
+                        "stop must be a string or an array of at most 16 strings");
+        break;
+    }
+    case F_DONE:
+        break;
+    }
+    return 0;
+}
+
+/* Refuses (or, with drop, removes) the top-level fields outside the
+ * allow-list, then checks the shape of the allowed ones. */
+static int check_fields(json_t *root, bool drop, struct gh_chat_error *err)
+{
+    const char *key;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(root, tmp, key, v)
+    {
+        const struct field *f = field_of(key, strlen(key));
+        if (!f && !drop)
+            return fail(err, 400, "unknown_parameter", param_name(err, "", key),
+                        "Unrecognized request argument supplied: %.64s (docs/API.md lists the "
+                        "fields this API accepts)",
+                        key);
+        if (!f) {
+            json_object_del(root, key);
+            continue;
+        }
+        if (check_field(f, key, v, err))
+            return GH_EINVAL;
+    }
+    json_t *so = json_object_get(root, "stream_options");
+    if (!json_is_object(so))
+        return 0;
+    json_object_foreach_safe(so, tmp, key, v)
+    {
+        if (!strcmp(key, "include_usage"))
+            continue;
+        if (!drop)
+            return fail(err, 400, "unknown_parameter", param_name(err, "stream_options.", key),
+                        "stream_options.%.64s is not a supported field", key);
+        json_object_del(so, key);
+    }
+    return 0;
+}
+
+int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, bool drop_unknown,
+                  struct gh_chat_req *out, struct gh_chat_error *err)
 {
     memset(out, 0, sizeof *out);
     out->last_user = "";
@@ -134,6 +316,9 @@ int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, struct 
     json_t *root = out->root;
     if (!json_is_object(root))
         return fail(err, 400, "invalid_request", NULL, "the request body must be a JSON object");
+
+    if (check_fields(root, drop_unknown, err))
+        return GH_EINVAL;
 
     json_t *model = json_object_get(root, "model");
     if (!model)
@@ -154,7 +339,7 @@ int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, struct 
     size_t bytes = 0;
     json_array_foreach(messages, i, m)
     {
-        if (check_message(m, i, out, &bytes, err))
+        if (check_message(m, i, drop_unknown, out, &bytes, err))
             return GH_EINVAL;
     }
     out->nmessages = (unsigned)json_array_size(messages);
@@ -190,8 +375,12 @@ int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, struct 
         if (v < 1 || (uint64_t)v > max_tokens_cap)
             return fail(err, 422, "invalid_parameter", mt_names[k],
                         "%s must be between 1 and %u", mt_names[k], max_tokens_cap);
-        out->max_tokens = (unsigned)v;
+        if (!out->max_tokens || (unsigned)v < out->max_tokens)
+            out->max_tokens = (unsigned)v;
     }
+    /* the upstream always gets a bound, whatever its own default */
+    out->upstream_max_tokens = out->max_tokens ? GH_MIN(out->max_tokens, max_tokens_cap)
+                                               : max_tokens_cap;
 
     if (check_number(root, "temperature", 0, 2, err) || check_number(root, "top_p", 0, 1, err) ||
         check_number(root, "presence_penalty", -2, 2, err) ||
@@ -429,61 +618,88 @@ static bool key_is(const char *s, const struct member *m, const char *name)
     return m->k1 - m->k0 == l + 2 && !memcmp(s + m->k0 + 1, name, l);
 }
 
+/* The members the gateway writes itself rather than copies. */
+static bool key_rewritten(const char *s, const struct member *m)
+{
+    return key_is(s, m, "model") || key_is(s, m, "stream_options") ||
+           key_is(s, m, "max_tokens") || key_is(s, m, "max_completion_tokens");
+}
+
+/* The members every upstream body ends with (model when the body had
+ * none: gh_chat_parse requires one, the tree build adds it anyway). */
+static int append_tail(struct gh_buf *out, bool first, const char *model, bool stream,
+                       unsigned max_tokens)
+{
+    int rc = 0;
+    if (model) {
+        rc = gh_buf_append_str(out, first ? "\"model\":\"" : ",\"model\":\"");
+        rc = rc ? rc : gh_buf_append_json_str(out, model, strlen(model));
+        rc = rc ? rc : gh_buf_append(out, "\"", 1);
+        first = false;
+    }
+    rc = rc ? rc : gh_buf_printf(out, "%s\"max_tokens\":%u", first ? "" : ",", max_tokens);
+    if (!rc && stream)
+        rc = gh_buf_append_str(out, ",\"stream_options\":{\"include_usage\":true}");
+    return rc ? rc : gh_buf_append(out, "}", 1);
+}
+
 int gh_chat_upstream_body(const char *body, size_t len, const char *model, bool stream,
-                          struct gh_buf *out)
+                          unsigned max_tokens, struct gh_buf *out)
 {
     size_t i = skip_ws(body, 0, len);
     if (i >= len || body[i] != '{')
         return GH_EINVAL;
     i++;
-    int rc = gh_buf_reserve(out, len + strlen(model) * 6 + 64);
+    int rc = gh_buf_reserve(out, len + strlen(model) * 6 + 128);
     if (rc)
         return rc;
-    bool first = true, so_done = false;
+    bool first = true;
     struct member m;
     gh_buf_append(out, "{", 1);
     while ((rc = next_member(body, len, &i, &m)) == 1) {
         rc = 0;
         if (m.esc)
             return GH_EINVAL; /* an escaped key might spell a name we rewrite */
-        if (key_is(body, &m, "stream_options") && !stream)
-            continue; /* a non-streamed call asks for nothing of a stream */
-        if (!first)
-            rc = gh_buf_append(out, ",", 1);
-        first = false;
-        if (key_is(body, &m, "model")) {
-            rc = rc ? rc : gh_buf_append_str(out, "\"model\":\"");
-            rc = rc ? rc : gh_buf_append_json_str(out, model, strlen(model));
-            rc = rc ? rc : gh_buf_append(out, "\"", 1);
-        } else if (key_is(body, &m, "stream_options")) {
-            so_done = true;
-            rc = rc ? rc : gh_buf_append_str(out, "\"stream_options\":{\"include_usage\":true");
-            if (!rc && body[m.v0] == '{') {
-                size_t j = m.v0 + 1;
-                struct member in;
-                int r2 = 0;
-                while (!rc && (r2 = next_member(body, m.v1, &j, &in)) == 1) {
-                    if (in.esc)
-                        return GH_EINVAL;
-                    if (key_is(body, &in, "include_usage"))
-                        continue;
-                    rc = gh_buf_append(out, ",", 1);
-                    rc = rc ? rc : gh_buf_append(out, body + in.k0, in.v1 - in.k0);
-                }
-                if (!rc && r2 < 0)
-                    return r2;
-            }
-            rc = rc ? rc : gh_buf_append(out, "}", 1);
+        if (!gh_chat_field_allowed(body + m.k0 + 1, m.k1 - m.k0 - 2))
+            continue; /* dropped (gh_chat_parse refused it unless told to drop) */
+        if (key_rewritten(body, &m)) {
+            continue; /* written by append_tail */
         } else {
+            rc = first ? 0 : gh_buf_append(out, ",", 1);
             rc = rc ? rc : gh_buf_append(out, body + m.k0, m.v1 - m.k0);
         }
+        first = false;
         if (rc)
             return rc;
     }
     if (rc < 0)
         return rc;
-    if (stream && !so_done)
-        rc = gh_buf_append_str(out, first ? "\"stream_options\":{\"include_usage\":true}"
-                                          : ",\"stream_options\":{\"include_usage\":true}");
-    return rc ? rc : gh_buf_append(out, "}", 1);
+    return append_tail(out, first, model, stream, max_tokens);
+}
+
+int gh_chat_upstream_body_tree(json_t *root, const char *model, bool stream, unsigned max_tokens,
+                               struct gh_buf *out)
+{
+    json_t *o = json_object();
+    if (!o)
+        return GH_ENOMEM;
+    const char *key;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach(root, key, v)
+    {
+        if (!gh_chat_field_allowed(key, strlen(key)) || !strcmp(key, "stream_options") ||
+            !strcmp(key, "max_completion_tokens"))
+            continue;
+        rc = rc ? rc : json_object_set(o, key, v);
+    }
+    rc = rc ? rc : json_object_set_new(o, "model", json_string(model));
+    rc = rc ? rc : json_object_set_new(o, "max_tokens", json_integer(max_tokens));
+    if (!rc && stream)
+        rc = json_object_set_new(o, "stream_options", json_pack("{s:b}", "include_usage", 1));
+    char *text = rc ? NULL : json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    rc = text ? gh_buf_append_str(out, text) : GH_ENOMEM;
+    free(text);
+    return rc;
 }

@@ -17,7 +17,12 @@ struct gh_chat_req {
     const char *model;
     bool stream;
     bool include_usage;      /* stream_options.include_usage */
-    unsigned max_tokens;     /* 0 = not given */
+    unsigned max_tokens;     /* 0 = not given (the smaller of max_tokens and
+                                max_completion_tokens when both are) */
+    unsigned upstream_max_tokens; /* what the upstream gets: min(max_tokens, cap),
+                                     the cap when not given */
+    bool pruned;             /* drop mode removed members below the top level
+                                from root: build the upstream body from root */
     unsigned nmessages;
     const char *last_user;   /* text of the last user message ("" if none) */
     size_t last_user_len;
@@ -28,16 +33,21 @@ struct gh_chat_req {
 struct gh_chat_error {
     int status;
     const char *code;
-    const char *param; /* NULL or a static string */
+    const char *param; /* NULL, a static string or param_buf */
+    char param_buf[80];
     char message[256];
 };
 
 /* Parses and validates body (len bytes). On success fills *out (dispose
  * it) and returns 0; on failure fills *err and returns GH_EINVAL. The model
  * name is checked for shape only; whether it exists is the caller's
- * question. max_tokens_cap bounds max_tokens (422 above). */
-int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, struct gh_chat_req *out,
-                  struct gh_chat_error *err);
+ * question. max_tokens_cap bounds max_tokens (422 above). Only the fields
+ * of the allow-list (gh_chat_field_allowed; members of messages and of
+ * stream_options have their own) are accepted: another one is refused
+ * with 400 naming it, or, with drop_unknown, removed from root (and never
+ * sent upstream). */
+int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, bool drop_unknown,
+                  struct gh_chat_req *out, struct gh_chat_error *err);
 void gh_chat_req_dispose(struct gh_chat_req *r);
 
 /* The gateway's token rule, used for estimates and for the echo model:
@@ -70,15 +80,25 @@ int gh_chat_completion(struct gh_buf *b, const char *id, uint64_t created, const
                        const char *content, size_t content_len, const char *finish,
                        unsigned prompt, unsigned completion);
 
-/* The body sent to an upstream, appended to out: the client's body (a
- * JSON object that gh_chat_parse accepted) with "model" set to model and,
- * when stream, "stream_options":{"include_usage":true,…} (its other
- * members kept); without stream, no stream_options. Members are copied
- * byte for byte (whitespace between them dropped): nothing is parsed into
- * a tree nor re-serialized. GH_EINVAL when the text is not as expected
- * (e.g. a top-level key with escapes): then build it another way. */
+/* True when name (len bytes) is a top-level request field the gateway
+ * forwards: the OpenAI chat fields and DeepSeek's (docs/API.md). */
+bool gh_chat_field_allowed(const char *name, size_t len);
+
+/* The body sent to an upstream, appended to out: the allowed members of
+ * the client's body (a JSON object that gh_chat_parse accepted; other
+ * members are left out) with "model" set to model, "max_tokens" set to
+ * max_tokens (max_completion_tokens left out) and, when stream,
+ * "stream_options":{"include_usage":true}; without stream, no
+ * stream_options. Members are copied byte for byte (whitespace between
+ * them dropped): nothing is parsed into a tree nor re-serialized.
+ * GH_EINVAL when the text is not as expected (e.g. a top-level key with
+ * escapes): then use gh_chat_upstream_body_tree. */
 int gh_chat_upstream_body(const char *body, size_t len, const char *model, bool stream,
-                          struct gh_buf *out);
+                          unsigned max_tokens, struct gh_buf *out);
+/* The same body built from a parsed request's tree (root, not modified)
+ * with jansson: the fallback of the splice, and its reference. */
+int gh_chat_upstream_body_tree(json_t *root, const char *model, bool stream, unsigned max_tokens,
+                               struct gh_buf *out);
 
 /* A fresh completion id "chatcmpl-" + 24 random hex digits into out (>= 40). */
 void gh_chat_new_id(char *out, size_t outlen);

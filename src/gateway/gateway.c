@@ -507,7 +507,8 @@ static void chat_completions(struct gh_http_req *req)
     gh_sse_init(&c->sse, 4u << 20);
     struct gh_chat_error err;
     if (gh_chat_parse(req->body.data ? req->body.data : "", req->body.len,
-                      cfg->gateway.max_tokens_cap, &c->chat, &err)) {
+                      cfg->gateway.max_tokens_cap, !strcmp(cfg->gateway.unknown_fields, "drop"),
+                      &c->chat, &err)) {
         gh_http_respond_error_param(req, err.status, err.code, err.param, err.message);
         goto drop;
     }

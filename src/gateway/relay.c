@@ -8,6 +8,7 @@
 #include "gateway/gw.h"
 
 #include "core/log.h"
+#include "gateway/reframe.h"
 #include "status/status.h"
 
 #include <sodium.h>
@@ -340,46 +341,58 @@ static void scan_chunk(const char *d, size_t n, struct chunk_keys *k)
     }
 }
 
-/* One upstream event: checked, counted, and queued for the client. */
+/* Logs what an upstream said that the client will not see (its own words
+ * may name internal hosts), with the request id to find it by. */
+static void log_upstream_text(struct gw_call *c, const char *what, const char *text, size_t len)
+{
+    gh_log(GH_LOG_WARN, "upstream_said", "request %s, upstream %s, %s: %.*s",
+           c->req ? c->req->id : "-", c->up >= 0 ? c->gw->ups.ups[c->up].name : "?", what,
+           (int)GH_MIN(len, 512), text);
+}
+
+/* One upstream event: checked, re-framed (one compact JSON line, the
+ * public model name, no system_fingerprint), counted, queued for the
+ * client. An event that is not one JSON object (nor [DONE]) ends the
+ * stream: GH_EINVAL. */
 static int on_event(const char *data, size_t len, void *ud)
 {
     struct gw_call *c = ud;
+    if (c->done_seen)
+        return 0; /* nothing after [DONE] or an error event reaches the client */
     if (len == 6 && !memcmp(data, "[DONE]", 6)) {
         c->done_seen = true;
         return gh_buf_append_str(&c->out, "data: [DONE]\n\n");
     }
-    if (len < 2 || data[0] != '{' || data[len - 1] != '}')
-        return GH_EINVAL; /* not a JSON object: a broken upstream */
-    bool forward = true;
-    if (len > 9 && !memcmp(data, "{\"error\"", 8)) {
-        c->proto_error = true; /* the upstream reports a failure mid-stream */
-    } else {
-        struct chunk_keys k = {0};
-        scan_chunk(data, len, &k);
-        if (k.usage) {
-            if (!read_usage(c, data, len))
-                return GH_EINVAL;
-            /* the usage-only chunk goes on only if the client asked for it */
-            if (!c->include_usage && k.choices_empty)
-                forward = false;
-        } else if (!c->usage_known && k.content) {
-            c->completion_tokens++; /* a token delivered: one chunk ~ one token */
-        }
-    }
-    if (!forward)
-        return 0;
-    /* "data: " + data + "\n\n" in one reservation */
-    int rc = gh_buf_reserve(&c->out, len + 8);
+    size_t mark = c->out.len;
+    int rc = gh_reframe_event(data, len, c->model, &c->out);
     if (rc)
-        return rc;
-    char *o = c->out.data + c->out.len;
-    memcpy(o, "data: ", 6);
-    memcpy(o + 6, data, len);
-    memcpy(o + 6 + len, "\n\n", 2);
-    c->out.len += len + 8;
-    if (!rc && c->proto_error)
+        return rc; /* GH_EINVAL: not a JSON object, a broken upstream */
+    /* the compact text, between "data: " and "\n\n" */
+    const char *d = c->out.data + mark + 6;
+    size_t n = c->out.len - mark - 8;
+    if (n > 9 && !memcmp(d, "{\"error\"", 8)) {
+        /* the upstream reports a failure mid-stream: our words, not its */
+        log_upstream_text(c, "error event", d, n);
+        c->out.len = mark;
+        c->proto_error = true;
         c->done_seen = true;
-    return rc;
+        return gh_chat_sse_error(&c->out, "the model server reported an error", "server_error",
+                                 "upstream_error");
+    }
+    struct chunk_keys k = {0};
+    scan_chunk(d, n, &k);
+    if (k.usage) {
+        if (!read_usage(c, d, n)) {
+            c->out.len = mark;
+            return GH_EINVAL;
+        }
+        /* the usage-only chunk goes on only if the client asked for it */
+        if (!c->include_usage && k.choices_empty)
+            c->out.len = mark;
+    } else if (!c->usage_known && k.content) {
+        c->completion_tokens++; /* a token delivered: one chunk ~ one token */
+    }
+    return 0;
 }
 
 static size_t on_data(char *p, size_t sz, size_t n, void *ud)
@@ -431,31 +444,15 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ud)
 static int build_body(struct gw_call *c, const struct gh_upstream *up)
 {
     gh_buf_reset(&c->body);
-    if (c->req && !gh_chat_upstream_body(c->req->body.data ? c->req->body.data : "",
-                                         c->req->body.len, up->upstream_model, c->stream,
-                                         &c->body))
+    unsigned mt = c->chat.upstream_max_tokens;
+    if (c->req && !c->chat.pruned &&
+        !gh_chat_upstream_body(c->req->body.data ? c->req->body.data : "", c->req->body.len,
+                               up->upstream_model, c->stream, mt, &c->body))
         return 0;
-    /* the splice could not read it (or the client has gone): jansson */
+    /* the splice could not read it, members were pruned below the top
+     * level, or the client has gone: jansson, from the validated tree */
     gh_buf_reset(&c->body);
-    json_t *root = c->chat.root;
-    /* the request's strings pointed into root; only c->model is used now */
-    c->chat.model = NULL;
-    c->chat.last_user = "";
-    json_object_set_new(root, "model", json_string(up->upstream_model));
-    if (c->stream) {
-        json_t *so = json_object_get(root, "stream_options");
-        if (!json_is_object(so)) {
-            so = json_object();
-            json_object_set_new(root, "stream_options", so);
-        }
-        json_object_set_new(so, "include_usage", json_true());
-    } else {
-        json_object_del(root, "stream_options");
-    }
-    char *text = json_dumps(root, JSON_COMPACT);
-    int rc = text ? gh_buf_append_str(&c->body, text) : GH_ENOMEM;
-    free(text);
-    return rc;
+    return gh_chat_upstream_body_tree(c->chat.root, up->upstream_model, c->stream, mt, &c->body);
 }
 
 static void relay_timer(uv_timer_t *t);
@@ -628,16 +625,6 @@ static void wake_waiters(struct gw_worker *ww)
 
 /* ---- the end of a transfer ---- */
 
-/* The upstream's error message (OpenAI's shape), for the client. */
-static void upstream_message(struct gw_call *c, char *out, size_t outlen)
-{
-    json_t *j = json_loadb(c->err_body.data ? c->err_body.data : "", c->err_body.len, 0, NULL);
-    const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
-    if (!m)
-        m = json_string_value(json_object_get(j, "message"));
-    snprintf(out, outlen, "%s", m ? m : "the model server refused the request");
-    json_decref(j);
-}
 
 static void finish_success(struct gw_call *c)
 {
@@ -684,7 +671,18 @@ static void transfer_done(struct gw_call *c, CURLcode res)
             c->usage_known = true;
         }
         json_decref(j);
-        if (!valid) {
+        /* the answer as the client sees it: compact, the public model
+         * name, no system_fingerprint (numbers kept as the model wrote them) */
+        struct gh_buf shown;
+        gh_buf_init(&shown, c->out.cap);
+        if (valid && gh_reframe_json(c->out.data, c->out.len, c->model, &shown))
+            valid = false;
+        if (valid) {
+            gh_buf_append(&shown, "\n", 1);
+            gh_buf_dispose(&c->out);
+            c->out = shown;
+        } else {
+            gh_buf_dispose(&shown);
             c->proto_error = true;
             snprintf(c->last_error, sizeof c->last_error,
                      "the model server sent a malformed completion");
@@ -751,12 +749,15 @@ static void transfer_done(struct gw_call *c, CURLcode res)
         snprintf(c->last_error, sizeof c->last_error, "a model server refused our credentials");
         c->last_status = 502;
     } else if (st == 400 || st == 422) {
-        /* the client's request: its answer, not the upstream's health */
-        char msg[300];
-        upstream_message(c, msg, sizeof msg);
+        /* the client's request: its answer, not the upstream's health. The
+         * upstream's own text may name internal hosts: it goes to the log */
+        log_upstream_text(c, st == 400 ? "HTTP 400" : "HTTP 422",
+                          c->err_body.data ? c->err_body.data : "", c->err_body.len);
         reset_attempt(c);
         release_upstream(c, GH_UP_SUCCESS);
-        gw_call_fail(c, (int)st, st == 400 ? "invalid_request" : "invalid_parameter", msg);
+        gw_call_fail(c, (int)st, st == 400 ? "invalid_request" : "invalid_parameter",
+                     "the model server refused the request as invalid; check the request's "
+                     "fields and values against docs/API.md");
         return;
     } else if (ok2xx) {
         if (!c->last_error[0])

@@ -3,9 +3,12 @@
 
 #include <string.h>
 
+/* A line may hold an event's whole data plus "data: " and a CR. */
+#define LINE_SLACK 8
+
 void gh_sse_init(struct gh_sse_parser *p, size_t cap)
 {
-    gh_buf_init(&p->line, cap);
+    gh_buf_init(&p->line, cap + LINE_SLACK);
     gh_buf_init(&p->data, cap);
     p->has_data = false;
 }
@@ -36,10 +39,15 @@ static int on_line(struct gh_sse_parser *p, const char *s, size_t n, gh_sse_even
     }
     if (s[0] == ':')
         return 0;
-    if (n < 5 || memcmp(s, "data:", 5))
+    if (n == 4 && !memcmp(s, "data", 4)) {
+        s += 4; /* a field without a colon has the empty value */
+        n = 0;
+    } else if (n < 5 || memcmp(s, "data:", 5)) {
         return 0; /* event:, id:, retry: and unknown fields */
-    s += 5;
-    n -= 5;
+    } else {
+        s += 5;
+        n -= 5;
+    }
     if (n && *s == ' ') {
         s++;
         n--;
@@ -59,6 +67,8 @@ int gh_sse_feed(struct gh_sse_parser *p, const char *buf, size_t len, gh_sse_eve
          * one-line event "data:…\n\n" in buf; its data goes to cb in place */
         if (!p->line.len && !p->has_data && len > 6 && !memcmp(buf, "data:", 5)) {
             const char *nl = memchr(buf + 5, '\n', len - 5);
+            if (nl && (size_t)(nl - buf) > p->line.cap)
+                return GH_ETOOBIG; /* the same line cap as when it comes in pieces */
             if (nl && (size_t)(nl - buf) + 1 < len && nl[1] == '\n') {
                 const char *s = buf + 5;
                 size_t n = (size_t)(nl - s);
@@ -89,6 +99,8 @@ int gh_sse_feed(struct gh_sse_parser *p, const char *buf, size_t len, gh_sse_eve
             if (!rc)
                 rc = on_line(p, p->line.data, p->line.len, cb, ud);
             gh_buf_reset(&p->line);
+        } else if (n > p->line.cap) {
+            rc = GH_ETOOBIG;
         } else {
             rc = on_line(p, buf, n, cb, ud);
         }

@@ -2,8 +2,13 @@
  * send: bytes in, whole events' data out. It follows the SSE rules the
  * OpenAI protocol uses: lines end in LF or CRLF, "data:" lines (one
  * optional space after the colon) accumulate into the event's data joined
- * by LF, a blank line dispatches the event, ":" lines are comments, other
- * fields are ignored. Lines and events are capped. Owned by one thread. */
+ * by LF ("data" alone adds an empty line), a blank line dispatches the
+ * event, ":" lines are comments, other fields are ignored. A lone CR is
+ * not a line end (model servers never send one; the relay re-frames every
+ * event, so none reaches a client). Lines (cap + 8 bytes) and events (cap)
+ * are capped the same way whether the bytes come whole or in pieces. The
+ * data may span lines: whoever forwards it must re-frame it (reframe.h).
+ * Owned by one thread. */
 #pragma once
 
 #include "core/buf.h"

@@ -10,9 +10,19 @@
 //   malformed-after:N     stream N chunks, then an event that is not JSON
 //   endless:MS            a chunk every MS until the client goes away
 //   flood                 chunks as fast as the socket takes them, until it closes
+//   multiline             a chunk, then one event whose data lines spell
+//                         "{", "", "data: [DONE]", "}" (issue 10 item 14), then the rest
+//   pretty                every event's JSON pretty-printed over several data: lines
+//   error-event           a chunk, then an error event naming an internal host
+//   after-done            the normal stream, then a chunk after [DONE]
+//
+// Every answer carries system_fingerprint and the model name it was asked
+// for (the upstream's), and error bodies name an internal host: what the
+// gateway must not pass on.
 //
 // Run:   node tests/e2e/fake-upstream.mjs   -> prints "PORT <n>" on stdout
-// Control: GET /_log -> [{id, model, stream, include_usage, start, closedAt, bytes, chunks}]
+// Control: GET /_log -> [{id, model, stream, include_usage, keys, max_tokens, start, closedAt,
+//                          bytes, chunks}] (keys: the body's top-level field names)
 //          POST /_reset clears the log.
 // As a module: const fake = await startFakeUpstream(); fake.url, fake.log(), fake.stop().
 import http from 'node:http';
@@ -27,10 +37,20 @@ function chunk(id, model, delta, finish = null, usage) {
     object: 'chat.completion.chunk',
     created: Math.floor(Date.now() / 1000),
     model,
+    system_fingerprint: 'fp_gpu-node-17',
     choices: [{ index: 0, delta, finish_reason: finish }],
   };
   if (usage !== undefined) o.usage = usage;
   return `data: ${JSON.stringify(o)}\n\n`;
+}
+
+/** The same event with its JSON pretty-printed, one data: line per line. */
+function pretty(event) {
+  const o = JSON.parse(event.slice(6));
+  return `${JSON.stringify(o, null, 2)
+    .split('\n')
+    .map((l) => `data: ${l}`)
+    .join('\n')}\n\n`;
 }
 
 function serve() {
@@ -68,6 +88,8 @@ function serve() {
       model,
       stream: !!j.stream,
       include_usage: !!j.stream_options?.include_usage,
+      keys: Object.keys(j),
+      max_tokens: j.max_tokens,
       authorization: req.headers.authorization || null,
       start: Date.now(),
       closedAt: null,
@@ -89,7 +111,8 @@ function serve() {
       const h = { 'content-type': 'application/json' };
       if (code === 429) h['retry-after'] = '1';
       res.writeHead(code, h);
-      res.end(JSON.stringify({ error: { message: `fake says ${code}`, type: 'x', code: `fake_${code}` } }));
+      const message = `fake says ${code}: token limit on gpu-node-17.corp.internal:8000`;
+      res.end(JSON.stringify({ error: { message, type: 'x', code: `fake_${code}` } }));
       return;
     }
     if (mode === 'slow-first-byte') await sleep(Number(arg));
@@ -103,6 +126,7 @@ function serve() {
           object: 'chat.completion',
           created: Math.floor(Date.now() / 1000),
           model,
+          system_fingerprint: 'fp_gpu-node-17',
           choices: [{ index: 0, message: { role: 'assistant', content: words.join('') }, finish_reason: 'stop' }],
           usage: { prompt_tokens: 11, completion_tokens: 3, total_tokens: 14 },
         }),
@@ -151,13 +175,29 @@ function serve() {
       }
       return;
     }
-    for (const w of words) write(chunk(id, model, { content: w }));
-    write(chunk(id, model, {}, 'stop'));
+    if (mode === 'multiline') {
+      write(chunk(id, model, { content: 'Hello' }));
+      write('data: {\ndata:\ndata: data: [DONE]\ndata: }\n\n');
+      write(chunk(id, model, { content: ' forged' }));
+      write('data: [DONE]\n\n');
+      res.end();
+      return;
+    }
+    if (mode === 'error-event') {
+      write(chunk(id, model, { content: 'Hello' }));
+      write('data: {"error":{"message":"CUDA out of memory on gpu-node-17.corp.internal","type":"x"}}\n\n');
+      res.end();
+      return;
+    }
+    const out = mode === 'pretty' ? (s) => write(pretty(s)) : write;
+    for (const w of words) out(chunk(id, model, { content: w }));
+    out(chunk(id, model, {}, 'stop'));
     if (entry.include_usage)
-      write(
-        `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: 1, model, choices: [], usage: { prompt_tokens: 11, completion_tokens: 3, total_tokens: 14 } })}\n\n`,
+      out(
+        `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: 1, model, system_fingerprint: 'fp_gpu-node-17', choices: [], usage: { prompt_tokens: 11, completion_tokens: 3, total_tokens: 14 } })}\n\n`,
       );
     write('data: [DONE]\n\n');
+    if (mode === 'after-done') write(chunk(id, model, { content: ' late' }));
     res.end();
   });
   server.keepAliveTimeout = 30000;

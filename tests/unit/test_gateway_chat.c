@@ -10,7 +10,7 @@
 
 static int parse(const char *body, struct gh_chat_req *r, struct gh_chat_error *e)
 {
-    return gh_chat_parse(body, strlen(body), 1000, r, e);
+    return gh_chat_parse(body, strlen(body), 1000, false, r, e);
 }
 
 static void expect_error(const char *body, int status, const char *code, const char *param,
