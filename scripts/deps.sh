@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
     libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libsodium-dev
     libphonenumber-dev libsqlite3-dev sqlite3 libjansson-dev libinih-dev
-    libcmocka-dev)
+    libcmocka-dev node-llhttp)
 test_pkgs=(curl procps iproute2 chromium fonts-dejavu-core fonts-noto-cjk)
 bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux procps)
 

@@ -89,7 +89,10 @@ run_fuzz() {
         rm -rf "$work"
         mkdir -p "$work"
         [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/
-        if "$h" -max_total_time="$each" -timeout=5 -rss_limit_mb=2048 "$work" \
+        # a dictionary of the format's tokens, when the harness has one
+        local dict=()
+        [ -f "fuzz/${name#fuzz_}.dict" ] && dict=(-dict="fuzz/${name#fuzz_}.dict")
+        if "$h" -max_total_time="$each" -timeout=5 -rss_limit_mb=2048 "${dict[@]}" "$work" \
             >"$out/$name.log" 2>&1; then
             echo "$name: ok ($(grep -oE 'Done [0-9]+ runs' "$out/$name.log" | awk '{print $2}') runs)"
             passed=$((passed + 1))

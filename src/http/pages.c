@@ -66,6 +66,22 @@ static int asset_find(const char *path, size_t len)
     return -1;
 }
 
+bool gh_pages_asset_public(const char *path)
+{
+    static const char *const dirs[] = {"/css/", "/js/", "/img/"};
+    if (path[0] != '/')
+        return false;
+    const char *rest = path + 1;
+    for (size_t i = 0; i < GH_ARRAY_LEN(dirs); i++) {
+        size_t n = strlen(dirs[i]);
+        if (!strncmp(path, dirs[i], n)) {
+            rest = path + n;
+            break;
+        }
+    }
+    return rest[0] && rest[0] != '.' && !strchr(rest, '/');
+}
+
 static const char *content_type(const char *path)
 {
     static const struct {
@@ -335,7 +351,7 @@ static void get_asset(struct gh_http_req *req)
     int n = snprintf(path, sizeof path, "/%s/%s", dir, req->params[0]);
     int i = n > 0 && (size_t)n < sizeof path ? asset_find(path, (size_t)n) : -1;
     gh_http_add_header(req, "X-Content-Type-Options", "nosniff");
-    if (i < 0) {
+    if (i < 0 || !gh_pages_asset_public(gh_assets[i].path)) {
         gh_http_respond_error(req, 404, "not_found", "no such file");
         return;
     }

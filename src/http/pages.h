@@ -31,6 +31,12 @@
  * start). */
 int gh_pages_init(struct gh_server *srv);
 
+/* Whether an embedded file may be served as it is: the top-level files of
+ * web/ and those of web/css, web/js and web/img. Templates (web/pages) and
+ * string catalogues (web/i18n) are rendered into pages, never served raw.
+ * path as in gh_assets[] ("/css/site.css"). Any thread. */
+bool gh_pages_asset_public(const char *path);
+
 /* Which language Accept-Language prefers: 1 for Chinese, 0 for English
  * (also when the header is absent or names neither). Any thread. */
 int gh_pages_lang_from_accept(const char *h, size_t len);

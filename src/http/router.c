@@ -77,6 +77,30 @@ static int hexval(char c)
     return -1;
 }
 
+int gh_router_decode(const char *seg, size_t len, char *out, size_t *outlen)
+{
+    size_t o = 0;
+    for (size_t k = 0; k < len; k++) {
+        if (seg[k] == '%' && k + 2 < len) {
+            int h1 = hexval(seg[k + 1]), h2 = hexval(seg[k + 2]);
+            if (h1 >= 0 && h2 >= 0) {
+                out[o++] = (char)(h1 * 16 + h2);
+                k += 2;
+                continue;
+            }
+        }
+        out[o++] = seg[k]; /* a malformed escape stays as it is */
+    }
+    out[o] = '\0';
+    *outlen = o;
+    /* the path was split into segments before decoding: a decoded '/'
+     * would be a segment boundary only the handler sees ("/static/
+     * pages%2Findex.html"), and a NUL cuts every C string made of it */
+    if (memchr(out, '/', o) || memchr(out, '\0', o))
+        return GH_EINVAL;
+    return 0;
+}
+
 /* Matches path segments against rt; params filled when arena is set. */
 static bool match_path(const struct gh_route *rt, const char *path, struct gh_arena *arena,
                        const char **params, unsigned *nparams)
@@ -92,22 +116,9 @@ static bool match_path(const struct gh_route *rt, const char *path, struct gh_ar
                 return false;
             if (arena) {
                 char *v = gh_arena_alloc(arena, len + 1);
-                if (!v)
+                size_t vlen;
+                if (!v || gh_router_decode(p, len, v, &vlen))
                     return false;
-                size_t o = 0;
-                for (size_t k = 0; k < len; k++) {
-                    int h1, h2;
-                    if (p[k] == '%' && k + 2 < len &&
-                        (h1 = hexval(p[k + 1])) >= 0 && (h2 = hexval(p[k + 2])) >= 0) {
-                        v[o++] = (char)(h1 * 16 + h2);
-                        k += 2;
-                    } else {
-                        v[o++] = p[k];
-                    }
-                }
-                v[o] = '\0';
-                if (memchr(v, '\0', o))
-                    return false; /* %00 in a parameter is never legitimate */
                 params[np] = v;
             }
             np++;

@@ -39,8 +39,16 @@ struct gh_route *gh_router_add(struct gh_router *r, const char *method, const ch
 
 enum gh_match { GH_MATCH_OK, GH_MATCH_NOT_FOUND, GH_MATCH_BAD_METHOD };
 
+/* Percent-decodes one path segment of len bytes (no '/' in it) into out,
+ * which has room for len + 1 bytes; a malformed escape stays as it is. The
+ * result is NUL-terminated, its length in *outlen. Returns 0, or GH_EINVAL
+ * when the decoded text holds a '/' or a NUL (the segment then matches no
+ * {name}: decoding never creates path segments). Any thread. */
+int gh_router_decode(const char *seg, size_t len, char *out, size_t *outlen);
+
 /* Matches method and path. On GH_MATCH_OK fills *route and params (pointers
- * into the arena, decoded); on GH_MATCH_BAD_METHOD writes the allowed
+ * into the arena, decoded; a parameter whose decoding holds '/' or NUL does
+ * not match, see gh_router_decode); on GH_MATCH_BAD_METHOD writes the allowed
  * methods ("GET, HEAD, POST") into allow. */
 enum gh_match gh_router_match(const struct gh_router *r, int method, const char *path,
                               struct gh_arena *arena, const struct gh_route **route,

@@ -48,6 +48,15 @@ enum gh_proxy_status gh_proxy_parse(const uint8_t *buf, size_t len, struct gh_pr
 bool gh_proxy_xff(const char *value, size_t len, const struct gh_addr *peer,
                   const struct gh_ipset *trusted, struct gh_addr *out);
 
+/* The client address from every X-Forwarded-For field line of req, joined
+ * in order (what a chain of proxies that each append a line, as HAProxy's
+ * "option forwardfor" does, means) and walked like gh_proxy_xff: from the
+ * right, past trusted proxies, to the first untrusted address. A client's
+ * own line, which comes first, cannot hide the address a trusted proxy
+ * appended after it. */
+bool gh_proxy_xff_req(const struct gh_http_req *req, const struct gh_addr *peer,
+                      const struct gh_ipset *trusted, struct gh_addr *out);
+
 /* Parses one address ("1.2.3.4", "2001:db8::1", with the optional port
  * forms above) of len bytes. 0 or GH_EINVAL. */
 int gh_proxy_parse_addr(const char *s, size_t len, struct gh_addr *out);

@@ -607,10 +607,8 @@ static bool request_filter(struct gh_http_req *req, void *data)
     /* the address a trusted balancer reports */
     struct gh_ipset *trusted = atomic_load_explicit(&sh->trusted, memory_order_acquire);
     if (trusted) {
-        size_t len = 0;
-        const char *xff = gh_http_header_get(req, "x-forwarded-for", &len);
         struct gh_addr real;
-        if (xff && gh_proxy_xff(xff, len, &req->client, trusted, &real)) {
+        if (gh_proxy_xff_req(req, &req->client, trusted, &real)) {
             req->client = real;
             if (!gh_iplist_contains(sh->allow, &real) && gh_iplist_contains(sh->block, &real)) {
                 if (sh->m_blocked_xff)

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "http/assets.h"
+#include "http/pages.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -196,7 +197,7 @@ static void get_static(struct gh_http_req *req)
     const char *name = req->params[0];
     for (size_t i = 0; i < sf->n; i++) {
         const struct gh_asset *a = &gh_assets[i];
-        if (a->path[0] != '/' || strcmp(a->path + 1, name))
+        if (a->path[0] != '/' || strcmp(a->path + 1, name) || !gh_pages_asset_public(a->path))
             continue;
         const char *type = content_type(a->path);
         if (!strncmp(type, "text/html", 9))

@@ -6,6 +6,8 @@
 
 #include "http/parser.h"
 
+#include <http_parser.h> /* enum http_method */
+
 #define HEADER_MAX   4096
 #define HEADER_COUNT 16
 
@@ -265,7 +267,7 @@ static void split_at_every_byte(void **state)
 static void content_length_body(void **state)
 {
     struct fx *f = *state;
-    struct gh_http_req *req = parse_one(f, "PUT /k HTTP/1.1\r\nContent-Length: 11\r\n\r\n"
+    struct gh_http_req *req = parse_one(f, "PUT /k HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n"
                                            "hello world");
     assert_true(req->content_length == 11);
     assert_int_equal(req->body.len, 11);
@@ -273,12 +275,12 @@ static void content_length_body(void **state)
     gh_http_req_free(req);
     /* exactly body_max is fine */
     f->cb.body_max = 4;
-    req = parse_one(f, "POST /k HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd");
+    req = parse_one(f, "POST /k HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd");
     assert_string_equal(req->body.data, "abcd");
     gh_http_req_free(req);
     /* a body arriving in pieces */
     size_t consumed;
-    assert_int_equal(feed(f, "POST /k HTTP/1.1\r\nContent-Length: 4\r\n\r\nab", &consumed),
+    assert_int_equal(feed(f, "POST /k HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab", &consumed),
                      GH_PARSE_AGAIN);
     assert_true(gh_reqparser_in_body(&f->p));
     assert_int_equal(feed(f, "cdGET", &consumed), GH_PARSE_DONE);
@@ -293,14 +295,14 @@ static void chunked_body(void **state)
 {
     struct fx *f = *state;
     struct gh_http_req *req =
-        parse_one(f, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        parse_one(f, "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                      "5\r\nhello\r\n6\r\n world\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n");
     assert_int_equal(req->body.len, 21);
     assert_string_equal(req->body.data, "hello world0123456789");
     assert_true(req->content_length == UINT64_MAX);
     gh_http_req_free(req);
     /* a zero-length chunked body */
-    req = parse_one(f, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    req = parse_one(f, "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
     assert_int_equal(req->body.len, 0);
     gh_http_req_free(req);
 }
@@ -311,20 +313,20 @@ static void body_over_max_content_length(void **state)
     f->cb.body_max = 10;
     /* refused when announced, before any body byte */
     size_t consumed;
-    enum gh_parse_result r = feed(f, "POST /u HTTP/1.1\r\nContent-Length: 11\r\n\r\n", &consumed);
+    enum gh_parse_result r = feed(f, "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", &consumed);
     assert_int_equal(r, GH_PARSE_ERROR);
     assert_int_equal(f->p.error_status, 413);
     assert_int_equal(f->cb.calls, 1);
     gh_reqparser_dispose(&f->p);
     gh_reqparser_init(&f->p, HEADER_MAX, HEADER_COUNT, on_headers, &f->cb);
-    expect_error(f, "POST /u HTTP/1.1\r\nContent-Length: 1000000000000\r\n\r\n", 413);
+    expect_error(f, "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000000000\r\n\r\n", 413);
     gh_reqparser_dispose(&f->p);
     gh_reqparser_init(&f->p, HEADER_MAX, HEADER_COUNT, on_headers, &f->cb);
     /* body_max 0: any announced body is too large, an empty one is fine */
     f->cb.body_max = 0;
-    struct gh_http_req *req = parse_one(f, "POST /u HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    struct gh_http_req *req = parse_one(f, "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
     gh_http_req_free(req);
-    expect_error(f, "POST /u HTTP/1.1\r\nContent-Length: 1\r\n\r\nx", 413);
+    expect_error(f, "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx", 413);
 }
 
 static void body_over_max_chunked(void **state)
@@ -332,7 +334,7 @@ static void body_over_max_chunked(void **state)
     struct fx *f = *state;
     f->cb.body_max = 10;
     size_t consumed;
-    assert_int_equal(feed(f, "POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n",
+    assert_int_equal(feed(f, "POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n",
                           &consumed),
                      GH_PARSE_AGAIN);
     assert_int_equal(feed(f, "5\r\nghijk\r\n0\r\n\r\n", &consumed), GH_PARSE_ERROR);
@@ -340,12 +342,12 @@ static void body_over_max_chunked(void **state)
     gh_reqparser_dispose(&f->p);
     gh_reqparser_init(&f->p, HEADER_MAX, HEADER_COUNT, on_headers, &f->cb);
     /* exactly 10 in chunks is fine */
-    struct gh_http_req *req = parse_one(f, "POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    struct gh_http_req *req = parse_one(f, "POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                                            "6\r\nabcdef\r\n4\r\nghij\r\n0\r\n\r\n");
     assert_string_equal(req->body.data, "abcdefghij");
     gh_http_req_free(req);
     /* a huge chunk size announced is refused as its bytes come */
-    expect_error(f, "POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffff\r\n0123456789A",
+    expect_error(f, "POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffff\r\n0123456789A",
                  413);
 }
 
@@ -353,7 +355,7 @@ static void headers_too_large(void **state)
 {
     struct fx *f = *state;
     char big[HEADER_MAX + 200];
-    int n = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nX-Big: ");
+    int n = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: ");
     memset(big + n, 'v', HEADER_MAX);
     memcpy(big + n + HEADER_MAX, "\r\n\r\n", 5);
     expect_error(f, big, 431);
@@ -368,7 +370,7 @@ static void headers_too_large(void **state)
     gh_reqparser_init(&f->p, HEADER_MAX, HEADER_COUNT, on_headers, &f->cb);
     /* many small headers that together pass the cap, fed in pieces */
     size_t consumed;
-    assert_int_equal(feed(f, "GET / HTTP/1.1\r\n", &consumed), GH_PARSE_AGAIN);
+    assert_int_equal(feed(f, "GET / HTTP/1.1\r\nHost: a\r\n", &consumed), GH_PARSE_AGAIN);
     enum gh_parse_result r = GH_PARSE_AGAIN;
     char line[600];
     memset(line, 'a', sizeof line);
@@ -380,14 +382,14 @@ static void headers_too_large(void **state)
     assert_int_equal(f->p.error_status, 431);
     gh_reqparser_dispose(&f->p);
     gh_reqparser_init(&f->p, HEADER_MAX, HEADER_COUNT, on_headers, &f->cb);
-    /* just under the cap passes: url "/" (1) + name (5) + value */
-    n = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nX-Big: ");
-    memset(big + n, 'v', HEADER_MAX - 6);
-    memcpy(big + n + HEADER_MAX - 6, "\r\n\r\n", 5);
+    /* just under the cap passes: url "/" (1) + "Host" "a" (5) + name (5) + value */
+    n = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: ");
+    memset(big + n, 'v', HEADER_MAX - 11);
+    memcpy(big + n + HEADER_MAX - 11, "\r\n\r\n", 5);
     struct gh_http_req *req = parse_one(f, big);
     size_t vl;
     assert_non_null(gh_http_header_get(req, "x-big", &vl));
-    assert_int_equal(vl, HEADER_MAX - 6);
+    assert_int_equal(vl, HEADER_MAX - 11);
     gh_http_req_free(req);
 }
 
@@ -395,13 +397,13 @@ static void too_many_header_fields(void **state)
 {
     struct fx *f = *state;
     char buf[2048];
-    size_t n = (size_t)snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\n");
-    for (int i = 0; i < HEADER_COUNT; i++)
+    size_t n = (size_t)snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\nHost: a\r\n");
+    for (int i = 0; i < HEADER_COUNT - 1; i++) /* and Host */
         n += (size_t)snprintf(buf + n, sizeof buf - n, "X-H%d: %d\r\n", i, i);
     snprintf(buf + n, sizeof buf - n, "\r\n");
     struct gh_http_req *req = parse_one(f, buf); /* exactly the max */
     assert_int_equal(req->nheaders, HEADER_COUNT);
-    assert_string_equal(hdr(req, "x-h15"), "15");
+    assert_string_equal(hdr(req, "x-h14"), "14");
     gh_http_req_free(req);
     snprintf(buf + n, sizeof buf - n, "X-One-More: 1\r\n\r\n");
     expect_error(f, buf, 431);
@@ -414,18 +416,18 @@ static void bad_request_lines(void **state)
         "GARBAGE\r\n\r\n",
         "GET\r\n\r\n",
         "GET / XTTP/1.1\r\n\r\n",
-        "GET  HTTP/1.1\r\n\r\n",
-        "G\x01T / HTTP/1.1\r\n\r\n",
-        "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-        "POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
-        "GET / HTTP/1.1\r\nX(: x\r\n\r\n",
-        "GET / HTTP/1.1\r\nX: a\r\nContent-Length: abc\r\n\r\n",
-        "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
-        "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        "GET http://example.com/ HTTP/1.1\r\n\r\n", /* absolute form: not a path */
-        "OPTIONS * HTTP/1.1\r\n\r\n",
-        "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n", /* control characters in a value */
-        "GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n",
+        "GET  HTTP/1.1\r\nHost: a\r\n\r\n",
+        "G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX(: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\nContent-Length: abc\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET http://example.com/ HTTP/1.1\r\nHost: a\r\n\r\n", /* absolute form: not a path */
+        "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", /* control characters in a value */
+        "GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f\r\n\r\n",
     };
     for (size_t i = 0; i < GH_ARRAY_LEN(bad); i++) {
         expect_error(f, bad[i], 400);
@@ -434,7 +436,86 @@ static void bad_request_lines(void **state)
     }
     assert_int_equal(f->cb.calls, 0); /* none reached routing */
     /* a bad chunk size is found after the headers were routed */
-    expect_error(f, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400);
+    expect_error(f, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400);
+}
+
+/* RFC 9112 strictness (issue 10 item 11): each of these is a request
+ * smuggling primitive behind a front end that reads it another way; each
+ * is a 400 and nothing after it is parsed. */
+static void smuggling_primitives_refused(void **state)
+{
+    struct fx *f = *state;
+    static const char *bad[] = {
+        /* obs-fold */
+        "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+        /* bare LF: request line, field line, end of the header section */
+        "GET / HTTP/1.1\nHost: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\n\n",
+        /* Host: missing in HTTP/1.1, twice, malformed */
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        /* Transfer-Encoding on HTTP/1.0, or other than one "chunked" */
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
+        /* chunk data not followed by CRLF (the 204 + 200 of the issue) */
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "3\r\nabcXX0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\n0\r\n\r\n",
+        /* bare LF in chunk framing and at the end of the trailer section */
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: x\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: x\r\n y\r\n\r\n",
+    };
+    for (size_t i = 0; i < GH_ARRAY_LEN(bad); i++) {
+        /* whole, and split at every byte: the checks hold across pieces */
+        size_t len = strlen(bad[i]);
+        for (size_t cut = 0; cut <= len; cut++) {
+            gh_reqparser_dispose(&f->p);
+            gh_reqparser_init(&f->p, HEADER_MAX, HEADER_COUNT, on_headers, &f->cb);
+            size_t c1 = 0, c2 = 0;
+            enum gh_parse_result r = gh_reqparser_feed(&f->p, bad[i], cut, &c1);
+            if (r == GH_PARSE_AGAIN)
+                r = gh_reqparser_feed(&f->p, bad[i] + cut, len - cut, &c2);
+            if (r != GH_PARSE_ERROR || f->p.error_status != 400) {
+                print_error("case %zu cut %zu: result %d status %d, want 400\n", i, cut, r,
+                            f->p.error_status);
+                fail();
+            }
+        }
+    }
+}
+
+/* What RFC 9112 allows stays accepted. */
+static void strict_still_accepts(void **state)
+{
+    struct fx *f = *state;
+    static const char *good[] = {
+        "GET / HTTP/1.0\r\n\r\n", /* HTTP/1.0 needs no Host */
+        "GET / HTTP/1.1\r\nHost:\r\n\r\n", /* empty Host (no authority) */
+        "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: xn--bcher-kva.example:443\r\n\r\n",
+        "GET / HTTP/1.1\r\nhOsT: a\r\nX: caf\xc3\xa9 \t\r\n\r\n", /* obs-text */
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
+        "3;a=b\r\nabc\r\n0\r\nT: x\r\n\r\n",
+        "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", /* RFC 9112 2.2: an empty line first */
+    };
+    for (size_t i = 0; i < GH_ARRAY_LEN(good); i++) {
+        gh_reqparser_dispose(&f->p);
+        gh_reqparser_init(&f->p, HEADER_MAX, HEADER_COUNT, on_headers, &f->cb);
+        gh_http_req_free(parse_one(f, good[i]));
+    }
 }
 
 static void http2_version(void **state)
@@ -454,21 +535,21 @@ static void http2_version(void **state)
 static void expect_header(void **state)
 {
     struct fx *f = *state;
-    struct gh_http_req *req = parse_one(f, "POST /u HTTP/1.1\r\nExpect: 100-continue\r\n"
+    struct gh_http_req *req = parse_one(f, "POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
                                            "Content-Length: 0\r\n\r\n");
     assert_true(req->expect_continue);
     gh_http_req_free(req);
-    req = parse_one(f, "POST /u HTTP/1.1\r\nexpect: 100-Continue\r\n\r\n");
+    req = parse_one(f, "POST /u HTTP/1.1\r\nHost: a\r\nexpect: 100-Continue\r\n\r\n");
     assert_true(req->expect_continue);
     gh_http_req_free(req);
-    req = parse_one(f, "POST /u HTTP/1.1\r\n\r\n");
+    req = parse_one(f, "POST /u HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_false(req->expect_continue);
     gh_http_req_free(req);
-    expect_error(f, "POST /u HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", 417);
+    expect_error(f, "POST /u HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", 417);
     assert_int_equal(f->cb.calls, 3); /* refused before routing */
     gh_reqparser_dispose(&f->p);
     gh_reqparser_init(&f->p, HEADER_MAX, HEADER_COUNT, on_headers, &f->cb);
-    expect_error(f, "POST /u HTTP/1.1\r\nExpect: 100-continue-please\r\n\r\n", 417);
+    expect_error(f, "POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-continue-please\r\n\r\n", 417);
 }
 
 static void query_split(void **state)
@@ -510,8 +591,8 @@ static void keep_alive_rules(void **state)
         unsigned minor;
     } cases[] = {
         {"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true, 1},
-        {"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false, 1},
-        {"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n", false, 1},
+        {"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false, 1},
+        {"GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n", false, 1},
         {"GET / HTTP/1.0\r\n\r\n", false, 0},
         {"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true, 0},
     };
@@ -530,7 +611,7 @@ static void on_headers_refusal(void **state)
     struct fx *f = *state;
     f->cb.ret = 404;
     size_t consumed;
-    assert_int_equal(feed(f, "GET /nothing HTTP/1.1\r\n\r\n", &consumed), GH_PARSE_ERROR);
+    assert_int_equal(feed(f, "GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n", &consumed), GH_PARSE_ERROR);
     assert_int_equal(f->p.error_status, 404);
     assert_int_equal(f->cb.calls, 1);
 }
@@ -540,7 +621,7 @@ static void no_callback_means_no_body(void **state)
     struct gh_reqparser p;
     gh_reqparser_init(&p, HEADER_MAX, HEADER_COUNT, NULL, NULL);
     size_t consumed;
-    const char *s = "POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx";
+    const char *s = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx";
     assert_int_equal(gh_reqparser_feed(&p, s, strlen(s), &consumed), GH_PARSE_ERROR);
     assert_int_equal(p.error_status, 413); /* body_max stays 0 */
     gh_reqparser_dispose(&p);
@@ -553,18 +634,18 @@ static void dispose_mid_request(void **state)
     struct cbctx cb = {.body_max = 100};
     gh_reqparser_init(&p, HEADER_MAX, HEADER_COUNT, on_headers, &cb);
     size_t consumed;
-    const char *s = "POST / HTTP/1.1\r\nX-A: b\r\nContent-Len";
+    const char *s = "POST / HTTP/1.1\r\nHost: a\r\nX-A: b\r\nContent-Len";
     assert_int_equal(gh_reqparser_feed(&p, s, strlen(s), &consumed), GH_PARSE_AGAIN);
     assert_true(gh_reqparser_in_headers(&p));
     gh_reqparser_dispose(&p);
     gh_reqparser_init(&p, HEADER_MAX, HEADER_COUNT, on_headers, &cb);
-    s = "POST / HTTP/1.1\r\nContent-Length: 50\r\n\r\nabc";
+    s = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\n\r\nabc";
     assert_int_equal(gh_reqparser_feed(&p, s, strlen(s), &consumed), GH_PARSE_AGAIN);
     assert_true(gh_reqparser_in_body(&p));
     gh_reqparser_dispose(&p);
     /* a request taken but a next one never started */
     gh_reqparser_init(&p, HEADER_MAX, HEADER_COUNT, on_headers, &cb);
-    s = "GET / HTTP/1.1\r\n\r\n";
+    s = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     assert_int_equal(gh_reqparser_feed(&p, s, strlen(s), &consumed), GH_PARSE_DONE);
     gh_reqparser_dispose(&p); /* not taken: dispose frees it */
 }
@@ -575,7 +656,7 @@ static void recycled_request_is_clean(void **state)
      * may show through in the next */
     struct fx *f = *state;
     for (int round = 0; round < 40; round++) {
-        struct gh_http_req *req = parse_one(f, "POST /first?a=b HTTP/1.1\r\nExpect: 100-continue\r\n"
+        struct gh_http_req *req = parse_one(f, "POST /first?a=b HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
                                                "X-Secret: s3cr3t\r\nContent-Length: 6\r\n"
                                                "\r\nsecret");
         assert_true(req->expect_continue);
@@ -606,6 +687,12 @@ static void recycled_request_is_clean(void **state)
         char *fresh = gh_arena_alloc(&req->arena, 16);
         assert_non_null(fresh);
         gh_http_req_free(req);
+        /* nothing may follow a request that ends its connection */
+        size_t consumed;
+        assert_int_equal(feed(f, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", &consumed),
+                         GH_PARSE_ERROR);
+        gh_reqparser_dispose(&f->p);
+        gh_reqparser_init(&f->p, HEADER_MAX, HEADER_COUNT, on_headers, &f->cb);
     }
     gh_http_req_cache_flush();
 }
@@ -626,6 +713,8 @@ int main(void)
         T(headers_too_large),
         T(too_many_header_fields),
         T(bad_request_lines),
+        T(smuggling_primitives_refused),
+        T(strict_still_accepts),
         T(http2_version),
         T(expect_header),
         T(query_split),

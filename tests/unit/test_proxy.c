@@ -236,6 +236,63 @@ static void xff(void **state)
     gh_ipset_unref(trusted);
 }
 
+static void assert_addr(const struct gh_addr *a, const char *want)
+{
+    char t[64];
+    fmt(a, t, sizeof t);
+    assert_string_equal(t, want);
+}
+
+/* Several X-Forwarded-For lines (issue 10 item 9): joined in order and
+ * walked from the right, so the line a trusted proxy appended last is read
+ * first and a client's forged line before it counts only past trusted hops. */
+static void xff_several_lines(void **state)
+{
+    struct gh_cidr tr[1];
+    assert_int_equal(gh_cidr_parse("127.0.0.1/32", 12, &tr[0]), 0);
+    struct gh_ipset *trusted = gh_ipset_build(tr, 1);
+    struct gh_addr lb = A("127.0.0.1"), stranger = A("203.0.113.50"), out;
+    struct gh_http_header h[5];
+    struct gh_http_req req = {.headers = h};
+#define HDR(i, n, v) (h[i] = (struct gh_http_header){(n), (v), strlen(n), strlen(v)})
+    /* forged first, real second (HAProxy "option forwardfor" appends) */
+    HDR(0, "Host", "x");
+    HDR(1, "X-Forwarded-For", "198.51.100.99");
+    HDR(2, "x-forwarded-for", "192.0.2.1");
+    req.nheaders = 3;
+    assert_true(gh_proxy_xff_req(&req, &lb, trusted, &out));
+    assert_addr(&out, "192.0.2.1");
+    /* the same as one joined line */
+    assert_true(gh_proxy_xff("198.51.100.99, 192.0.2.1", 24, &lb, trusted, &out));
+    assert_addr(&out, "192.0.2.1");
+    /* a trusted hop at the start of the last line: the walk goes on into
+     * the line before it, past other fields between them */
+    HDR(2, "X-Forwarded-For", "127.0.0.1");
+    HDR(3, "Accept", "*/*");
+    HDR(4, "X-Forwarded-For", "127.0.0.1, 127.0.0.1");
+    req.nheaders = 5;
+    assert_true(gh_proxy_xff_req(&req, &lb, trusted, &out));
+    assert_addr(&out, "198.51.100.99");
+    /* garbage in the last line stops the walk at the trusted hop to its right */
+    HDR(4, "X-Forwarded-For", "junk, 127.0.0.1");
+    assert_true(gh_proxy_xff_req(&req, &lb, trusted, &out));
+    assert_addr(&out, "127.0.0.1");
+    /* an empty last line is an empty element: the walk stops there */
+    HDR(4, "X-Forwarded-For", "");
+    assert_false(gh_proxy_xff_req(&req, &lb, trusted, &out));
+    assert_addr(&out, "127.0.0.1");
+    /* from an untrusted peer, or without a list, every line means nothing */
+    HDR(4, "X-Forwarded-For", "192.0.2.7");
+    assert_false(gh_proxy_xff_req(&req, &stranger, trusted, &out));
+    assert_addr(&out, "203.0.113.50");
+    assert_false(gh_proxy_xff_req(&req, &lb, NULL, &out));
+    /* no X-Forwarded-For at all */
+    req.nheaders = 1;
+    assert_false(gh_proxy_xff_req(&req, &lb, trusted, &out));
+#undef HDR
+    gh_ipset_unref(trusted);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +300,7 @@ int main(void)
         cmocka_unit_test(v1_malformed),
         cmocka_unit_test(v2_families),
         cmocka_unit_test(xff),
+        cmocka_unit_test(xff_several_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -98,12 +98,16 @@ static void param_routes(void **state)
     assert_int_equal(m.nparams, 1);
     assert_string_equal(m.params[0], "abc123");
 
-    m = match(r, HTTP_DELETE, "/api/users/u1/keys/k%2F2");
+    m = match(r, HTTP_DELETE, "/api/users/u1/keys/k%2C2");
     assert_int_equal(m.m, GH_MATCH_OK);
     assert_ptr_equal(m.rt, two);
     assert_int_equal(m.nparams, 2);
     assert_string_equal(m.params[0], "u1");
-    assert_string_equal(m.params[1], "k/2"); /* decoded after splitting */
+    assert_string_equal(m.params[1], "k,2"); /* decoded after splitting */
+    /* a decoded '/' would be a segment only the handler sees: no match */
+    assert_int_equal(match(r, HTTP_DELETE, "/api/users/u1/keys/k%2F2").m, GH_MATCH_NOT_FOUND);
+    assert_int_equal(match(r, HTTP_DELETE, "/api/users/u1/keys/k%2f2").m, GH_MATCH_NOT_FOUND);
+    assert_int_equal(match(r, HTTP_GET, "/api/keys/..%2F..%2Fetc").m, GH_MATCH_NOT_FOUND);
 
     m = match(r, HTTP_GET, "/api/keys/a%20b%41%7e");
     assert_int_equal(m.m, GH_MATCH_OK);
@@ -215,6 +219,38 @@ static void nul_in_param_refused(void **state)
     assert_string_equal(m.params[0], "a\x01");
 }
 
+/* gh_router_decode on its own: escapes, malformed escapes, refusals. */
+static void decode_segment(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+        int rc;
+    } cases[] = {
+        {"abc", "abc", 0},
+        {"%41%62c", "Abc", 0},
+        {"%e2%82%AC", "\xe2\x82\xac", 0},
+        {"100%", "100%", 0},
+        {"%4", "%4", 0},
+        {"%zz", "%zz", 0},
+        {"%%41", "%A", 0},
+        {"%2541", "%41", 0}, /* decoded once, not twice */
+        {"pages%2Findex.html", NULL, GH_EINVAL},
+        {"%2f", NULL, GH_EINVAL},
+        {"a%00", NULL, GH_EINVAL},
+    };
+    for (size_t i = 0; i < GH_ARRAY_LEN(cases); i++) {
+        char out[64];
+        size_t n = 99;
+        int rc = gh_router_decode(cases[i].in, strlen(cases[i].in), out, &n);
+        assert_int_equal(rc, cases[i].rc);
+        if (!rc) {
+            assert_string_equal(out, cases[i].out);
+            assert_int_equal(n, strlen(cases[i].out));
+        }
+    }
+}
+
 static void bad_patterns_and_methods(void **state)
 {
     struct gh_router *r = *state;
@@ -272,6 +308,7 @@ int main(void)
         T(literal_routes),          T(param_routes),     T(trailing_slash_is_different),
         T(not_found_vs_bad_method), T(head_matches_get), T(nul_in_param_refused),
         T(bad_patterns_and_methods), T(table_full),      T(first_registered_wins),
+        cmocka_unit_test(decode_segment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
