@@ -624,27 +624,42 @@ bool gh_http_etag_matches(const struct gh_http_req *req, const char *etag)
     const char *h = gh_http_header_get(req, "if-none-match", &len);
     if (!h)
         return false;
+    while (len && (h[len - 1] == ' ' || h[len - 1] == '\t'))
+        len--;
+    size_t i = 0;
+    while (i < len && (h[i] == ' ' || h[i] == '\t'))
+        i++;
+    if (len - i == 1 && h[i] == '*')
+        return true;
+    /* 1#entity-tag (RFC 9110 8.8.3): any malformed element makes the
+     * header invalid, and an invalid header never matches */
     size_t el = strlen(etag);
-    for (size_t i = 0; i < len;) {
-        while (i < len && (h[i] == ' ' || h[i] == ','))
+    bool match = false, any = false;
+    while (i < len) {
+        if (h[i] == ' ' || h[i] == '\t' || h[i] == ',') {
             i++;
-        size_t j = i;
-        while (j < len && h[j] != ',')
-            j++;
-        size_t e = j;
-        while (e > i && h[e - 1] == ' ')
-            e--;
-        const char *t = h + i;
-        size_t tl = e - i;
-        if (tl > 2 && !strncmp(t, "W/", 2)) {
-            t += 2;
-            tl -= 2;
+            continue;
         }
-        if ((tl == 1 && *t == '*') || (tl == el && !memcmp(t, etag, el)))
-            return true;
-        i = j;
+        if (h[i] == 'W' && i + 1 < len && h[i + 1] == '/')
+            i += 2;
+        if (i >= len || h[i] != '"')
+            return false;
+        size_t start = i++;
+        while (i < len && h[i] != '"') {
+            unsigned char c = (unsigned char)h[i++];
+            if (c < 0x21 || c == 0x7f) /* etagc: %x21 / %x23-7E / obs-text */
+                return false;
+        }
+        if (i++ >= len)
+            return false; /* no closing quote */
+        match = match || (i - start == el && !memcmp(h + start, etag, el));
+        any = true;
+        while (i < len && (h[i] == ' ' || h[i] == '\t'))
+            i++;
+        if (i < len && h[i] != ',')
+            return false; /* a tag must end the element */
     }
-    return false;
+    return any && match;
 }
 
 int gh_http_cookie_get(const struct gh_http_req *req, const char *name, char *out, size_t outlen)

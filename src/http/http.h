@@ -87,8 +87,11 @@ const char *gh_http_header_get(const struct gh_http_req *req, const char *name, 
 /* Copies the decoded query parameter name into out. 0, GH_ENOTFOUND or
  * GH_ETOOBIG. */
 int gh_http_query_get(const struct gh_http_req *req, const char *name, char *out, size_t outlen);
-/* True when the request's If-None-Match lists etag (weak or strong) or is
- * "*": the caller answers 304. */
+/* True when the request's first If-None-Match is "*" or a valid list of
+ * entity-tags (RFC 9110 8.8.3: ["W/"] DQUOTE *etagc DQUOTE, commas
+ * between, empty elements allowed) of which one, weak or strong, equals
+ * etag byte for byte: the caller answers 304. A malformed header never
+ * matches (the full answer is always safe). */
 bool gh_http_etag_matches(const struct gh_http_req *req, const char *etag);
 /* Returns the value of cookie name into out. 0 or GH_ENOTFOUND. */
 int gh_http_cookie_get(const struct gh_http_req *req, const char *name, char *out, size_t outlen);

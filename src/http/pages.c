@@ -252,45 +252,84 @@ static int render_all(void)
 
 /* ---- serving (any worker) ---- */
 
+static bool is_alpha(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* One Accept-Language element s[0..n) without surrounding OWS:
+ * language-range [OWS ";" OWS "q=" qvalue] (RFC 9110 12.4.2, 12.5.4).
+ * Returns 1 for a zh range, 0 for en, -1 for any other or a malformed
+ * element; *q gets the weight in thousandths. */
+static int accept_element(const char *s, size_t n, unsigned *q)
+{
+    size_t i = 0, primary = 0;
+    if (n > 0 && s[0] == '*') {
+        i = 1;
+    } else {
+        for (size_t sub = 0;; sub++) { /* 1*8ALPHA *("-" 1*8alphanum) */
+            size_t k = 0;
+            while (i < n && k < 9 && (is_alpha(s[i]) || (sub && s[i] >= '0' && s[i] <= '9')))
+                i++, k++;
+            if (k == 0 || k > 8)
+                return -1;
+            if (sub == 0)
+                primary = k;
+            if (i == n || s[i] != '-')
+                break;
+            i++;
+        }
+    }
+    *q = 1000;
+    while (i < n && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    if (i < n) {
+        if (s[i++] != ';')
+            return -1;
+        while (i < n && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        if (n - i < 3 || (s[i] != 'q' && s[i] != 'Q') || s[i + 1] != '=' ||
+            (s[i + 2] != '0' && s[i + 2] != '1'))
+            return -1;
+        bool one = s[i + 2] == '1';
+        unsigned v = 0, digits = 0;
+        i += 3;
+        if (i < n && s[i] == '.') /* "0" ["." 0*3DIGIT] / "1" ["." 0*3("0")] */
+            for (i++; i < n && digits < 3 && s[i] >= '0' && s[i] <= '9'; i++, digits++)
+                v = v * 10 + (unsigned)(s[i] - '0');
+        if (i != n || (one && v != 0))
+            return -1;
+        while (digits++ < 3)
+            v *= 10;
+        *q = one ? 1000 : v;
+    }
+    if (primary != 2)
+        return -1;
+    if (!strncasecmp(s, "zh", 2))
+        return 1;
+    return !strncasecmp(s, "en", 2) ? 0 : -1;
+}
+
 int gh_pages_lang_from_accept(const char *h, size_t len)
 {
     int best = 0;
-    double best_q = -1;
-    size_t i = 0;
-    while (h && i < len) {
-        while (i < len && (h[i] == ' ' || h[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < len && h[i] != ',' && h[i] != ';' && h[i] != ' ')
-            i++;
-        size_t tlen = i - start;
-        double q = 1.0;
-        while (i < len && h[i] != ',') {
-            if (h[i] == 'q' && i + 1 < len && h[i + 1] == '=') {
-                /* q = 0, 0.x, 1 */
-                i += 2;
-                double v = 0, scale = 1;
-                bool dot = false;
-                for (; i < len && ((h[i] >= '0' && h[i] <= '9') || h[i] == '.'); i++) {
-                    if (h[i] == '.')
-                        dot = true;
-                    else if (dot)
-                        v += (h[i] - '0') * (scale /= 10);
-                    else
-                        v = v * 10 + (h[i] - '0');
-                }
-                q = v;
-                continue;
-            }
-            i++;
-        }
-        int lang = tlen >= 2 && !strncasecmp(h + start, "zh", 2)   ? 1
-                   : tlen >= 2 && !strncasecmp(h + start, "en", 2) ? 0
-                                                                   : -1;
-        if (lang >= 0 && q > 0 && q > best_q) {
+    unsigned best_q = 0;
+    for (size_t i = 0; h && i < len;) {
+        size_t j = i;
+        while (j < len && h[j] != ',')
+            j++;
+        size_t a = i, b = j;
+        while (a < b && (h[a] == ' ' || h[a] == '\t'))
+            a++;
+        while (b > a && (h[b - 1] == ' ' || h[b - 1] == '\t'))
+            b--;
+        unsigned q;
+        int lang = a < b ? accept_element(h + a, b - a, &q) : -1;
+        if (lang >= 0 && q > best_q) { /* the first among equals */
             best = lang;
             best_q = q;
         }
+        i = j + 1;
     }
     return best;
 }

@@ -37,6 +37,11 @@ int gh_pages_init(struct gh_server *srv);
  * path as in gh_assets[] ("/css/site.css"). Any thread. */
 bool gh_pages_asset_public(const char *path);
 
-/* Which language Accept-Language prefers: 1 for Chinese, 0 for English
- * (also when the header is absent or names neither). Any thread. */
+/* Which language Accept-Language (h, len bytes, may be NULL) prefers: 1
+ * for Chinese, 0 for English (also when the header is absent or names
+ * neither). The elements are comma-separated language-range [; q=qvalue]
+ * as RFC 9110 writes them (range 1*8ALPHA *("-" 1*8alphanum) or "*",
+ * q 0..1 with at most 3 decimals); malformed elements are skipped; the
+ * zh or en range (primary subtag, any case) of highest q > 0 wins, the
+ * first among equals. Any thread. */
 int gh_pages_lang_from_accept(const char *h, size_t len);

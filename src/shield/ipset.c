@@ -29,7 +29,8 @@ static void mask_bits(uint8_t *b, unsigned len)
 int gh_cidr_parse(const char *s, size_t len, struct gh_cidr *out)
 {
     char text[64];
-    if (len == 0 || len >= sizeof text)
+    /* a NUL would end the C string early: "10.0.0.0\0/8" is not 10.0.0.0/32 */
+    if (len == 0 || len >= sizeof text || memchr(s, '\0', len))
         return GH_EINVAL;
     memcpy(text, s, len);
     text[len] = '\0';

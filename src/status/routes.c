@@ -88,32 +88,7 @@ static int pick_lang(struct gh_http_req *req)
     }
     size_t len = 0;
     const char *h = gh_http_header_get(req, "accept-language", &len);
-    int best = 0;
-    double best_q = 0;
-    for (size_t i = 0; h && i < len;) {
-        size_t j = i;
-        while (j < len && h[j] != ',')
-            j++;
-        char item[64];
-        snprintf(item, sizeof item, "%.*s", (int)GH_MIN(j - i, sizeof item - 1), h + i);
-        i = j + 1;
-        double qv = 1;
-        char *semi = strchr(item, ';');
-        if (semi) {
-            char *qp = strstr(semi, "q=");
-            qv = qp ? strtod(qp + 2, NULL) : 1;
-            *semi = '\0';
-        }
-        const char *tag = item;
-        while (*tag == ' ' || *tag == '\t')
-            tag++;
-        int lang = !strncasecmp(tag, "zh", 2) ? 1 : !strncasecmp(tag, "en", 2) ? 0 : -1;
-        if (lang >= 0 && qv > best_q) {
-            best = lang;
-            best_q = qv;
-        }
-    }
-    return best;
+    return gh_pages_lang_from_accept(h, len);
 }
 
 static void send_doc(struct gh_http_req *req, enum gh_status_doc doc)
