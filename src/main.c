@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 extern char **environ;
 
@@ -163,6 +164,11 @@ static int cmd_config(int argc, char **argv)
 
 static int cmd_serve(int argc, char **argv)
 {
+    /* everything the server creates (database and its -wal/-shm, usage,
+     * outbox, logs, keys) is for this user alone: 0600 files, 0700 dirs.
+     * Set before any thread or file exists. (`status export` keeps the
+     * caller's umask: its files are for a web server to read.) */
+    umask(077);
     struct options o = {0};
     int rc = parse_options(argc, argv, &o);
     if (rc)

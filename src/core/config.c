@@ -4,6 +4,8 @@
  * described once. */
 #include "core/config.h"
 
+#include "http/websec.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -47,6 +49,11 @@ static const struct key_def keys[] = {
      "how long SIGTERM waits for in-flight requests"},
     {"server", "reuseport", T_BOOL, OFF(server.reuseport), 0, 0, "true",
      "one SO_REUSEPORT socket per worker"},
+    {"server", "public_origin", T_STR, OFF(server.public_origin), 0, 256, "",
+     "scheme://host[:port] of the site in browsers; state-changing /api requests must come "
+     "from it (empty = the request's Host)"},
+    {"server", "hsts_max_age", T_DURATION, OFF(server.hsts_max_age_ms), 0, 2 * 365 * 24 * HOUR,
+     "0", "Strict-Transport-Security max-age on public answers (0 = no header; set with TLS)"},
 
     {"limits", "header_max", T_SIZE, OFF(limits.header_max), 1 * KB, 1 * MB, "16k",
      "request line + headers (431 beyond)"},
@@ -109,8 +116,8 @@ static const struct key_def keys[] = {
      "7d", "a session unused this long expires"},
     {"identity", "session_max", T_DURATION, OFF(identity.session_max_ms), SEC, 365 * 24 * HOUR,
      "30d", "absolute session lifetime"},
-    {"identity", "cookie_secure", T_BOOL, OFF(identity.cookie_secure), 0, 0, "false",
-     "mark cookies Secure (set when served over TLS or behind a TLS proxy)"},
+    {"identity", "cookie_secure", T_BOOL, OFF(identity.cookie_secure), 0, 0, "true",
+     "Secure cookies with the __Host- prefix; false only for plain http on loopback (dev.conf)"},
     {"identity", "keys_per_user", T_UINT, OFF(identity.keys_per_user), 1, 10000, "20",
      "live API keys per user"},
     {"identity", "cache_max", T_UINT, OFF(identity.cache_max), 64, 100000000, "262144",
@@ -870,6 +877,12 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
     if (strcmp(c->gateway.unknown_fields, "reject") && strcmp(c->gateway.unknown_fields, "drop")) {
         set_err(err, origin, 0, find_key("gateway", "unknown_fields"), NULL, NULL,
                 "'%.16s' must be reject or drop", c->gateway.unknown_fields);
+        return GH_EINVAL;
+    }
+    if (!gh_websec_origin_setting_ok(c->server.public_origin)) {
+        set_err(err, origin, 0, find_key("server", "public_origin"), NULL, NULL,
+                "'%.80s' is not an origin (expected e.g. https://chat.example.com, no path)",
+                c->server.public_origin);
         return GH_EINVAL;
     }
     if (c->limits.max_conns_per_addr > c->limits.max_conns) {

@@ -21,6 +21,8 @@ struct gh_config {
         unsigned workers; /* 0 = one per core */
         uint64_t shutdown_timeout_ms;
         bool reuseport;
+        char *public_origin;    /* "https://host[:port]" browsers use; "" = the Host header */
+        uint64_t hsts_max_age_ms; /* Strict-Transport-Security max-age; 0 = no header */
     } server;
 
     struct {

@@ -42,6 +42,8 @@ typedef void (*gh_worker_task_fn)(struct gh_worker *w, void *data);
 struct gh_worker_task;
 #define GH_HOOKS_MAX    16
 
+#define GH_RID_BUF 512
+
 struct gh_worker {
     unsigned id;
     bool admin;
@@ -71,7 +73,8 @@ struct gh_worker {
     uint64_t lag_window_start_ms;
     char date_hdr[48]; /* "Date: …\r\n" */
     uint64_t date_sec;
-    uint64_t req_seq;
+    uint8_t rid_buf[GH_RID_BUF]; /* CSPRNG bytes for x-request-id (conn.c) */
+    unsigned rid_left;            /* bytes not yet drawn (from the end); 0 = refill */
 
     struct {
         uint64_t window_sec;

@@ -14,9 +14,11 @@
 
 #include "core/log.h"
 #include "http/parser.h"
+#include "http/websec.h"
 #include "shield/proxy.h"
 
 #include <arpa/inet.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -346,6 +348,12 @@ static void build_head(struct gh_http_req *req, struct gh_buf *b, int status,
         gh_buf_append_str(b, "x-request-id: ");
         gh_buf_append_str(b, req->id);
         gh_buf_append(b, "\r\n", 2);
+    }
+    if (req->cfg && req->cfg->server.hsts_max_age_ms && !c->w->admin) {
+        char hsts[80];
+        int n = snprintf(hsts, sizeof hsts, "Strict-Transport-Security: max-age=%llu\r\n",
+                         (unsigned long long)(req->cfg->server.hsts_max_age_ms / 1000));
+        gh_buf_append(b, hsts, (size_t)n);
     }
     if (req->res_headers.len)
         gh_buf_append(b, req->res_headers.data, req->res_headers.len);
@@ -803,26 +811,33 @@ static int on_headers(struct gh_http_req *req, void *data)
     return 0;
 }
 
-/* API answers carry x-request-id (as OpenAI's do): unique per process run,
- * cheap to make, and not a secret. */
+/* API answers carry x-request-id (as OpenAI's do): "req_" and 16 hex
+ * digits of 64 random bits, so ids neither collide nor tell how many
+ * requests the service answers. The bits come from the worker's buffer of
+ * CSPRNG output, refilled every GH_RID_BUF / 8 ids (one system call per
+ * refill, not per request). */
 static void assign_request_id(struct gh_http_req *req)
 {
     if (req->id[0] || !req->path ||
         (strncmp(req->path, "/v1/", 4) && strncmp(req->path, "/api/", 5)))
         return;
     struct gh_worker *w = req->worker;
-    /* "req_" + 5 hex of the start time, 2 of the worker, 8 of a sequence,
-     * without printf: this runs for every API request */
+    if (w->rid_left < 8) {
+        randombytes_buf(w->rid_buf, sizeof w->rid_buf);
+        w->rid_left = sizeof w->rid_buf;
+    }
+    w->rid_left -= 8;
+    uint8_t *r = w->rid_buf + w->rid_left;
     static const char hex[] = "0123456789abcdef";
-    uint64_t v[3] = {w->srv->started_ms & 0xfffff, w->id & 0xff, ++w->req_seq & 0xffffffffull};
-    const int digits[3] = {5, 2, 8};
     char *o = req->id;
     memcpy(o, "req_", 4);
     o += 4;
-    for (int k = 0; k < 3; k++)
-        for (int d = digits[k] - 1; d >= 0; d--)
-            *o++ = hex[(v[k] >> (4 * d)) & 0xf];
+    for (int k = 0; k < 8; k++) {
+        *o++ = hex[r[k] >> 4];
+        *o++ = hex[r[k] & 0xf];
+    }
     *o = '\0';
+    sodium_memzero(r, 8); /* an id is drawn once */
 }
 
 static void dispatch(struct gh_conn *c, struct gh_http_req *req)
@@ -841,6 +856,8 @@ static void dispatch(struct gh_conn *c, struct gh_http_req *req)
     } else if (!req->route) {
         req->status = 0;
         gh_http_respond_error(req, 404, "not_found", "no such resource: %s", req->path);
+    } else if (!w->admin && !gh_websec_check(req)) {
+        return; /* cross-site or not JSON: answered before anything is counted */
     } else if (!w->admin && w->srv->request_filter &&
                !w->srv->request_filter(req, w->srv->request_filter_data)) {
         return; /* the filter answered */

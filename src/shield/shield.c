@@ -586,10 +586,7 @@ static enum gh_class classify(struct gh_http_req *req, struct gh_limit_subject *
     if (auth && len > 7 && !strncasecmp(auth, "Bearer ", 7)) {
         valid = gh_auth_api_key(auth + 7, len - 7, &p) == 0;
     } else {
-        char tmp[8];
-        int rc = gh_http_cookie_get(req, "gh_session", tmp, sizeof tmp);
-        if (rc == 0 || rc == GH_ETOOBIG)
-            valid = gh_auth_session(req, false, &p) == 0;
+        valid = gh_auth_session(req, false, &p) == 0; /* either cookie name (auth.h) */
     }
     if (valid) {
         subj->account_id = p.user_id;

@@ -9,6 +9,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Each entry moves the schema one version up; never edit a released one,
  * append a new one. */
@@ -121,6 +122,21 @@ static int migrate(struct gh_store_conn *c, struct gh_buf *err)
     return 0;
 }
 
+/* The database and its -wal and -shm files hold account data: owner only.
+ * The server's umask (077) makes new files so; this also tightens files
+ * left readable by an older version or another tool. */
+static void tighten_modes(const char *path)
+{
+    static const char *const suffix[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < GH_ARRAY_LEN(suffix); i++) {
+        char p[4200];
+        struct stat st;
+        snprintf(p, sizeof p, "%s%s", path, suffix[i]);
+        if (stat(p, &st) == 0 && (st.st_mode & 0077) && chmod(p, st.st_mode & 0700))
+            gh_log(GH_LOG_WARN, "store_mode", "cannot restrict %s to its owner", p);
+    }
+}
+
 int gh_sqlite_open(struct gh_store_conn *c, const char *path, bool writer, struct gh_buf *err)
 {
     c->writer = writer;
@@ -147,6 +163,8 @@ int gh_sqlite_open(struct gh_store_conn *c, const char *path, bool writer, struc
         gh_sqlite_close(c);
         return GH_EIO;
     }
+    if (writer)
+        tighten_modes(path);
     return 0;
 }
 

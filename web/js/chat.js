@@ -221,7 +221,7 @@
         headers: {
           'Content-Type': 'application/json',
           Accept: 'text/event-stream',
-          'X-CSRF-Token': GH.cookie('gh_csrf'),
+          'X-CSRF-Token': GH.csrfToken(),
         },
         credentials: 'same-origin',
         body: JSON.stringify({ model: c.model, messages: history, stream: true }),

@@ -31,7 +31,10 @@ const GH = (() => {
     return '';
   }
 
-  const loggedIn = () => cookie('gh_csrf') !== '';
+  /* The CSRF cookie: __Host-gh_csrf where cookies are Secure (https),
+   * gh_csrf on a plain-http development server. */
+  const csrfToken = () => cookie('__Host-gh_csrf') || cookie('gh_csrf');
+  const loggedIn = () => csrfToken() !== '';
 
   function retryAfterOf(res) {
     const h = res.headers.get('Retry-After');
@@ -47,7 +50,7 @@ const GH = (() => {
     const headers = { Accept: 'application/json' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (method !== 'GET' && method !== 'HEAD') {
-      const csrf = cookie('gh_csrf');
+      const csrf = csrfToken();
       if (csrf) headers['X-CSRF-Token'] = csrf;
     }
     let res;
@@ -298,6 +301,7 @@ const GH = (() => {
     lang,
     t,
     cookie,
+    csrfToken,
     loggedIn,
     api,
     el,

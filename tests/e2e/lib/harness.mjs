@@ -174,7 +174,8 @@ export function assertNoSanitizerReport(text, what = 'server') {
  *   t        node:test context: kill the server in t.after, keep stderr on failure
  *   name     artifact name (default: t.name)
  *   workers  --workers (default 2)
- *   set      {'section.key': 'value'} passed as --set
+ *   set      {'section.key': 'value'} passed as --set (identity.cookie_secure
+ *            is false unless set: plain http, as conf/dev.conf)
  *   env      extra environment (GATEHOUSE_* of the caller's are not inherited)
  *   config   INI text, written to a temp file passed as --config (srv.configPath)
  *   configPath  an existing config file instead
@@ -227,7 +228,10 @@ async function startOnce(opts) {
     String(workers),
   ];
   if (configPath) argv.push('--config', configPath);
-  for (const [k, v] of Object.entries(set)) argv.push('--set', `${k}=${v}`);
+  // plain http on loopback, as conf/dev.conf: cookies without Secure and
+  // without the __Host- prefix unless a test asks (web-security.test.mjs)
+  const sets = { 'identity.cookie_secure': 'false', ...set };
+  for (const [k, v] of Object.entries(sets)) argv.push('--set', `${k}=${v}`);
   argv.push(...args);
 
   const proc = spawn(BIN, argv, { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
