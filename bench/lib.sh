@@ -137,7 +137,8 @@ start_gatehouse() {
     mkdir -p "$dir"
     taskset -c "$SERVER_CPU" "$GATEHOUSE" serve \
         --listen "127.0.0.1:$GH_PORT" --admin-listen "127.0.0.1:$GH_ADMIN_PORT" \
-        --data "$dir" --workers 1 --set log.access_log=off --set log.level=warn "$@" \
+        --data "$dir" --workers 1 --set log.access_log=off --set log.level=warn \
+        --set identity.cookie_secure=false "$@" \
         >"$dir/gatehouse.log" 2>&1 &
     GH_PID=$!
     track_pid "$GH_PID"
