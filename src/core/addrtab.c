@@ -1,6 +1,8 @@
 /* This module implements the per-address connection counter of addrtab.h
  * with linear probing and backward-shift deletion, so a shard never fills
- * with tombstones however connections come and go. */
+ * with tombstones however connections come and go. IPv6 clients are
+ * counted by /64: one subscriber line or host gets a whole /64, so its
+ * 2^64 addresses are one client to the cap. */
 #include "core/addrtab.h"
 
 #include <pthread.h>
@@ -41,6 +43,15 @@ static uint64_t addr_hash(const struct gh_addrtab *t, const struct gh_addr *a)
     uint64_t h;
     memcpy(&h, out, sizeof h);
     return h;
+}
+
+/* The address as the table counts it: an IPv6 address cut to its /64. */
+static struct gh_addr key_of(const struct gh_addr *a)
+{
+    struct gh_addr k = *a;
+    if (k.family == AF_INET6)
+        memset(k.bytes + 8, 0, 8);
+    return k;
 }
 
 static bool same(const struct slot *s, const struct gh_addr *a)
@@ -88,8 +99,10 @@ static struct shard *shard_of(struct gh_addrtab *t, uint64_t h)
     return &t->shards[(h >> 56) % NSHARDS];
 }
 
-unsigned gh_addrtab_acquire(struct gh_addrtab *t, const struct gh_addr *a, unsigned max)
+unsigned gh_addrtab_acquire(struct gh_addrtab *t, const struct gh_addr *addr, unsigned max)
 {
+    struct gh_addr key = key_of(addr);
+    const struct gh_addr *a = &key;
     uint64_t h = addr_hash(t, a);
     struct shard *s = shard_of(t, h);
     unsigned result = 0;
@@ -118,8 +131,10 @@ unsigned gh_addrtab_acquire(struct gh_addrtab *t, const struct gh_addr *a, unsig
     return result;
 }
 
-void gh_addrtab_release(struct gh_addrtab *t, const struct gh_addr *a)
+void gh_addrtab_release(struct gh_addrtab *t, const struct gh_addr *addr)
 {
+    struct gh_addr key = key_of(addr);
+    const struct gh_addr *a = &key;
     uint64_t h = addr_hash(t, a);
     struct shard *s = shard_of(t, h);
     pthread_mutex_lock(&s->mu);
@@ -158,8 +173,10 @@ void gh_addrtab_release(struct gh_addrtab *t, const struct gh_addr *a)
     pthread_mutex_unlock(&s->mu);
 }
 
-unsigned gh_addrtab_count(struct gh_addrtab *t, const struct gh_addr *a)
+unsigned gh_addrtab_count(struct gh_addrtab *t, const struct gh_addr *addr)
 {
+    struct gh_addr key = key_of(addr);
+    const struct gh_addr *a = &key;
     uint64_t h = addr_hash(t, a);
     struct shard *s = shard_of(t, h);
     unsigned c = 0;

@@ -69,6 +69,14 @@ static const struct key_def keys[] = {
      "bytes per second a request body must keep up after the grace time (408)"},
     {"limits", "body_rate_grace", T_DURATION, OFF(limits.body_rate_grace_ms), 0, HOUR, "5s",
      "time before the body rate is checked"},
+    {"limits", "body_rate_window", T_DURATION, OFF(limits.body_rate_window_ms), 100, HOUR, "10s",
+     "after the grace time, every window must bring body_min_rate x window more bytes (408): "
+     "a fast start buys no stall"},
+    {"limits", "body_memory", T_SIZE, OFF(limits.body_memory), 64 * KB, 64ull * 1024 * MB,
+     "64m",
+     "request bodies being received, all connections together; a body that does not fit "
+     "gets 503 busy. Bodies without valid credentials may take half; bodies up to "
+     "header_max are not charged"},
     {"limits", "requests_per_conn", T_UINT, OFF(limits.requests_per_conn), 1, 10000000, "1000",
      "requests served on one connection before it is closed"},
     {"limits", "max_conns", T_UINT, OFF(limits.max_conns), 1, 10000000, "100000",
@@ -883,6 +891,12 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
         set_err(err, origin, 0, find_key("server", "public_origin"), NULL, NULL,
                 "'%.80s' is not an origin (expected e.g. https://chat.example.com, no path)",
                 c->server.public_origin);
+        return GH_EINVAL;
+    }
+    if (c->limits.body_memory < c->gateway.body_max) {
+        set_err(err, origin, 0, find_key("limits", "body_memory"), NULL, NULL,
+                "(%zu) must hold at least one chat body ([gateway] body_max, %zu)",
+                c->limits.body_memory, c->gateway.body_max);
         return GH_EINVAL;
     }
     if (c->limits.max_conns_per_addr > c->limits.max_conns) {

@@ -33,6 +33,8 @@ struct gh_config {
         size_t body_max;            /* default body cap of a route (413) */
         size_t body_min_rate;       /* bytes/s a body must keep up (408) */
         uint64_t body_rate_grace_ms;
+        uint64_t body_rate_window_ms; /* body_min_rate holds over each window (408) */
+        size_t body_memory;           /* bodies being received, whole process (503) */
         unsigned requests_per_conn;
         unsigned max_conns;
         unsigned max_conns_per_addr;

@@ -708,6 +708,20 @@ void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out)
     for (unsigned k = 0; k < GH_REFUSE_COUNT; k++)
         gh_buf_printf(out, "gatehouse_connections_refused_total{limit=\"%s\"} %llu\n",
                       gh_refusal_name((enum gh_refusal)k), (unsigned long long)refused[k]);
+    struct gh_config *cfg = gh_server_config(srv);
+    gh_buf_printf(out,
+                  "# HELP gatehouse_body_memory_bytes Bytes charged by request bodies being "
+                  "received (limits.body_memory).\n"
+                  "# TYPE gatehouse_body_memory_bytes gauge\n"
+                  "gatehouse_body_memory_bytes %llu\n"
+                  "# HELP gatehouse_body_memory_limit_bytes The body budget (limits.body_memory); "
+                  "bodies without credentials may fill half.\n"
+                  "# TYPE gatehouse_body_memory_limit_bytes gauge\n"
+                  "gatehouse_body_memory_limit_bytes %llu\n",
+                  (unsigned long long)atomic_load_explicit(&srv->body_bytes, memory_order_relaxed),
+                  (unsigned long long)(cfg ? cfg->limits.body_memory : 0));
+    if (cfg)
+        gh_config_unref(cfg);
     render_per_worker(out, srv, "gatehouse_event_loop_lag_seconds",
                       "How late the last 100 ms tick of each worker's loop fired.",
                       offsetof(struct gh_worker_stats, loop_lag_us), 1e-6);

@@ -29,6 +29,11 @@ typedef bool (*gh_accept_filter_fn)(const struct gh_addr *a, void *data);
  * shield: classify, limit, admit). Returns true to go on; false when it
  * has answered the request itself (429, 503 …). */
 typedef bool (*gh_request_filter_fn)(struct gh_http_req *req, void *data);
+/* True when req's headers carry valid credentials (an API key or a
+ * session): a route's body cap above limits.body_max is for them only.
+ * Runs on the worker when the headers are complete, before any body byte
+ * is read. */
+typedef bool (*gh_credentials_fn)(struct gh_http_req *req, void *data);
 /* True when a peer is a trusted load balancer whose connections start
  * with a PROXY protocol header (v1 or v2). Any worker thread. */
 typedef bool (*gh_proxy_trusted_fn)(const struct gh_addr *peer, void *data);
@@ -122,6 +127,11 @@ struct gh_server {
     void *proxy_trusted_data;
     gh_request_filter_fn request_filter; /* public listener only */
     void *request_filter_data;
+    gh_credentials_fn credentials; /* public listener only; NULL = none are valid */
+    void *credentials_data;
+    /* bytes charged by request bodies being received on the public
+     * listener, all workers together (limits.body_memory; conn.c) */
+    _Atomic uint64_t body_bytes;
     /* keep-alive idle timeout factor in thousandths (0 or 1000 = as
      * configured); the shield lowers it under pressure, the sweep reads it */
     atomic_uint idle_factor_milli;

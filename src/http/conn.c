@@ -58,6 +58,13 @@ struct gh_conn {
     bool linger;    /* refused mid-request: drain what the client still sends */
     bool lingering; /* our side is shut; reading and discarding until EOF */
     uint32_t lingered; /* bytes discarded while lingering */
+    /* the body being received (body_admit) */
+    bool body_authed;         /* its headers carry valid credentials */
+    bool body_capped;         /* its route's cap was cut to limits.body_max: no credentials */
+    uint64_t body_charged;    /* bytes charged to srv->body_bytes, returned on leaving ST_BODY */
+    uint64_t rate_mark_ms;    /* start of the current body-rate window */
+    uint64_t rate_mark_bytes; /* body bytes at rate_mark_ms */
+    const char *refuse_msg;   /* why on_headers refused (the parser has no message) */
 };
 
 struct write_req {
@@ -74,9 +81,13 @@ static void resume_read(struct gh_conn *c);
 
 /* ---- lists and states ---- */
 
+static void body_release(struct gh_conn *c);
+
 static void set_state(struct gh_conn *c, enum conn_state st, uint64_t now_ms)
 {
     struct gh_worker *w = c->w;
+    if (c->state == ST_BODY && st != ST_BODY)
+        body_release(c); /* received, refused or closed: no longer in flight */
     if (c->state == ST_HEADER && st != ST_HEADER) {
         w->npending--;
         GH_STAT_ADD(&w->stats.pending_headers, -1);
@@ -780,6 +791,88 @@ static void finish_request(struct gh_http_req *req)
         process_input(c);
 }
 
+/* ---- bodies being received ----
+ *
+ * A body costs memory from its first byte until the handler has it, and
+ * the client decides how long that is. So a body larger than a header
+ * block is charged to one process-wide budget (limits.body_memory) while
+ * it is received: a declared Content-Length at once, before any of it is
+ * read; a chunked body as its buffer grows. What does not fit is refused
+ * 503 busy. Bodies whose headers carry no valid credentials may fill half
+ * the budget at most, so anonymous clients cannot take it all from users.
+ * Bodies up to header_max are not charged: they cost what a pending
+ * header costs, and logins never wait on the budget. */
+
+/* What the body buffer allocates to hold n bytes: gh_buf_reserve doubles
+ * from 256 and never passes its cap + 1. */
+static uint64_t body_alloc_for(uint64_t n, size_t cap)
+{
+    uint64_t a = 256;
+    while (a < n + 1 && a < (uint64_t)cap + 1)
+        a *= 2;
+    return GH_MIN(a, (uint64_t)cap + 1);
+}
+
+/* Raises c's charge to total bytes. False (nothing charged) when the
+ * budget cannot hold it. */
+static bool body_charge(struct gh_conn *c, uint64_t total)
+{
+    struct gh_worker *w = c->w;
+    const struct gh_config *cfg = w->cfg;
+    if (w->admin || total <= c->body_charged || total <= cfg->limits.header_max)
+        return true;
+    uint64_t budget = c->body_authed ? cfg->limits.body_memory : cfg->limits.body_memory / 2;
+    uint64_t add = total - c->body_charged;
+    uint64_t after = atomic_fetch_add_explicit(&w->srv->body_bytes, add, memory_order_relaxed) + add;
+    if (after > budget) {
+        atomic_fetch_sub_explicit(&w->srv->body_bytes, add, memory_order_relaxed);
+        return false;
+    }
+    c->body_charged = total;
+    return true;
+}
+
+static void body_release(struct gh_conn *c)
+{
+    if (!c->body_charged)
+        return;
+    atomic_fetch_sub_explicit(&c->w->srv->body_bytes, c->body_charged, memory_order_relaxed);
+    c->body_charged = 0;
+}
+
+/* Sizes the allowance of req's body before any of it is read: a route's
+ * cap above limits.body_max is for requests whose headers carry valid
+ * credentials (the shield's check), others get limits.body_max; then a
+ * declared length is charged. Starts the body-rate window. Returns 0, or
+ * 413 or 503 for the parser to refuse with (c->refuse_msg says why). */
+static int body_admit(struct gh_conn *c, struct gh_http_req *req)
+{
+    struct gh_worker *w = c->w;
+    struct gh_server *srv = w->srv;
+    const struct gh_config *cfg = w->cfg;
+    c->body_authed = false;
+    c->body_capped = false;
+    c->body_charged = 0;
+    c->rate_mark_ms = uv_now(&w->loop);
+    c->rate_mark_bytes = 0;
+    if (w->admin)
+        return 0; /* the admin listener: private, token-holders only */
+    if (req->body_max > cfg->limits.body_max) {
+        c->body_authed = srv->credentials && srv->credentials(req, srv->credentials_data);
+        if (!c->body_authed) {
+            req->body_max = cfg->limits.body_max;
+            c->body_capped = true;
+        }
+    }
+    if (req->content_length == UINT64_MAX || req->content_length > req->body_max)
+        return 0; /* chunked: charged as it grows; too large: the parser's 413 */
+    if (!body_charge(c, body_alloc_for(req->content_length, req->body_max))) {
+        c->refuse_msg = "the server is receiving too many request bodies; retry shortly";
+        return 503;
+    }
+    return 0;
+}
+
 static int on_headers(struct gh_http_req *req, void *data)
 {
     struct gh_conn *c = data;
@@ -808,7 +901,7 @@ static int on_headers(struct gh_http_req *req, void *data)
     }
     if (c->state == ST_HEADER)
         set_state(c, ST_BODY, uv_now(&w->loop));
-    return 0;
+    return c->state == ST_BODY ? body_admit(c, req) : 0;
 }
 
 /* API answers carry x-request-id (as OpenAI's do): "req_" and 16 hex
@@ -870,12 +963,25 @@ static void dispatch(struct gh_conn *c, struct gh_http_req *req)
 static void refuse(struct gh_conn *c, int status, const char *msg)
 {
     struct gh_worker *w = c->w;
+    bool no_cred = status == 413 && c->body_capped && c->state == ST_BODY;
     enum gh_refusal why = status == 431   ? GH_REFUSE_HEADER_TOO_LARGE
+                          : no_cred       ? GH_REFUSE_BODY_NO_CREDENTIALS
                           : status == 413 ? GH_REFUSE_BODY_TOO_LARGE
+                          : status == 503 ? GH_REFUSE_BODY_MEMORY
                           : status == 408 ? (c->state == ST_BODY ? GH_REFUSE_BODY_TIMEOUT
                                                                  : GH_REFUSE_HEADER_TIMEOUT)
                                           : GH_REFUSE_BAD_REQUEST;
     GH_STAT_ADD(&w->stats.refused[why], 1);
+    char why_msg[128];
+    if (no_cred) {
+        snprintf(why_msg, sizeof why_msg,
+                 "request body too large: without valid credentials the limit is %zu bytes",
+                 w->cfg->limits.body_max);
+        msg = why_msg;
+    } else if (c->refuse_msg) {
+        msg = c->refuse_msg;
+    }
+    c->refuse_msg = NULL;
     c->linger = true;
     struct gh_http_req *req = gh_reqparser_take(&c->parser);
     if (!req)
@@ -897,6 +1003,9 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
     req->responded = false;
     req->streaming = false;
     gh_buf_reset(&req->res_headers);
+    if (status == 503) /* the body budget frees as bodies finish or stall out */
+        gh_http_add_header(req, "Retry-After", "%llu",
+                           (unsigned long long)GH_MAX(1, w->cfg->limits.body_rate_window_ms / 1000));
     req->route = NULL; /* counted as unmatched */
     assign_request_id(req);
     c->req = req;
@@ -930,6 +1039,11 @@ static size_t parse(struct gh_conn *c, const char *data, size_t len, uint64_t no
         if (r == GH_PARSE_DONE) {
             dispatch(c, gh_reqparser_take(&c->parser));
             continue;
+        }
+        /* a chunked body is charged as its buffer grows */
+        if (c->state == ST_BODY && c->parser.req && !body_charge(c, c->parser.req->body.alloc)) {
+            refuse(c, 503, "the server is receiving too many request bodies; retry shortly");
+            return used_total + len;
         }
         /* need more bytes: a client waiting for 100 Continue gets it now */
         struct gh_http_req *pr = c->parser.req;
@@ -1246,7 +1360,11 @@ void gh_conn_sweep(struct gh_worker *w, uint64_t now)
         GH_STAT_ADD(&w->stats.refused[GH_REFUSE_IDLE_TIMEOUT], 1);
         conn_close(c);
     }
-    /* bodies: a minimum average rate once the grace time is over */
+    /* bodies: once the grace time is over, every body_rate_window must
+     * bring body_min_rate x window more bytes. Not an average since the
+     * start, which would let a fast start buy a stall of minutes while the
+     * body's memory is held. */
+    uint64_t window = cfg->limits.body_rate_window_ms;
     struct gh_list *it = w->conns_body.next;
     while (it != &w->conns_body) {
         struct gh_conn *c = GH_CONTAINER_OF(it, struct gh_conn, node);
@@ -1257,12 +1375,17 @@ void gh_conn_sweep(struct gh_worker *w, uint64_t now)
                 conn_close(c);
             continue;
         }
-        if (elapsed < cfg->limits.body_rate_grace_ms || !c->parser.req)
+        if (elapsed < cfg->limits.body_rate_grace_ms || !c->parser.req ||
+            now - c->rate_mark_ms < window)
             continue;
         uint64_t got = c->parser.req->body.len;
-        if (got * 1000 < (uint64_t)cfg->limits.body_min_rate * elapsed) {
+        uint64_t span = now - c->rate_mark_ms;
+        if ((got - c->rate_mark_bytes) * 1000 < (uint64_t)cfg->limits.body_min_rate * span) {
             refuse(c, 408, "request body arrived too slowly");
+            continue;
         }
+        c->rate_mark_ms = now;
+        c->rate_mark_bytes = got;
     }
 }
 

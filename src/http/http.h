@@ -58,6 +58,13 @@ struct gh_http_req {
     const char *params[GH_ROUTE_MAX_PARAMS]; /* {name} segments, in order */
     unsigned nparams;
     size_t body_max;
+    /* Credentials in the headers, checked at most once per request (the
+     * body cap asks before the body is read, the shield's class after):
+     * 0 not checked yet, 1 valid, -1 absent or invalid. */
+    struct {
+        int8_t state;
+        uint64_t user_id, key_id; /* key_id 0 for a session */
+    } cred;
 
     /* Context */
     struct gh_conn *conn; /* NULL once the client has gone */

@@ -18,7 +18,7 @@ const uint64_t gh_metrics_buckets_us[GH_METRICS_NBUCKETS] = {
 static const char *refusal_names[GH_REFUSE_COUNT] = {
     "max_conns",         "per_addr",        "blocked",        "pending_headers_evicted",
     "header_timeout",    "body_too_slow",   "header_too_large", "body_too_large",
-    "bad_request",       "idle_timeout"};
+    "bad_request",       "idle_timeout",    "body_without_credentials", "body_memory"};
 
 const char *gh_refusal_name(enum gh_refusal r)
 {

@@ -26,6 +26,8 @@ enum gh_refusal {
     GH_REFUSE_BODY_TOO_LARGE,   /* 413 */
     GH_REFUSE_BAD_REQUEST,      /* 400 and other parse errors */
     GH_REFUSE_IDLE_TIMEOUT,     /* idle keep-alive closed (not an error) */
+    GH_REFUSE_BODY_NO_CREDENTIALS, /* 413: over limits.body_max without valid credentials */
+    GH_REFUSE_BODY_MEMORY,         /* 503: limits.body_memory spent */
     GH_REFUSE_COUNT
 };
 

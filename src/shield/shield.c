@@ -574,11 +574,15 @@ static bool apply_rules(struct gh_shield *sh, struct gh_http_req *req, enum gh_c
 
 /* The class of req: its route's, raised to user by valid credentials; a
  * user route without them counts as anon. Fills the principal's ids. */
-static enum gh_class classify(struct gh_http_req *req, struct gh_limit_subject *subj)
+/* Whether req's headers carry a valid API key or session, checked once per
+ * request into req->cred: the connection asks before the body is read (a
+ * route's large body cap is for credentials only), classify after. Also
+ * the server's credentials hook. */
+static bool credentials(struct gh_http_req *req, void *data)
 {
-    enum gh_class cls = req->route->cls;
-    if (cls == GH_CLASS_OPS)
-        return cls;
+    (void)data;
+    if (req->cred.state)
+        return req->cred.state > 0;
     struct gh_principal p;
     bool valid = false;
     size_t len = 0;
@@ -588,9 +592,22 @@ static enum gh_class classify(struct gh_http_req *req, struct gh_limit_subject *
     } else {
         valid = gh_auth_session(req, false, &p) == 0; /* either cookie name (auth.h) */
     }
+    req->cred.state = valid ? 1 : -1;
     if (valid) {
-        subj->account_id = p.user_id;
-        subj->apikey_id = p.key_id;
+        req->cred.user_id = p.user_id;
+        req->cred.key_id = p.key_id;
+    }
+    return valid;
+}
+
+static enum gh_class classify(struct gh_http_req *req, struct gh_limit_subject *subj)
+{
+    enum gh_class cls = req->route->cls;
+    if (cls == GH_CLASS_OPS)
+        return cls;
+    if (credentials(req, NULL)) {
+        subj->account_id = req->cred.user_id;
+        subj->apikey_id = req->cred.key_id;
         return GH_CLASS_USER;
     }
     return cls == GH_CLASS_USER ? GH_CLASS_ANON : cls;
@@ -1080,6 +1097,8 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     srv->accept_filter_data = sh;
     srv->request_filter = request_filter;
     srv->request_filter_data = sh;
+    srv->credentials = credentials;
+    srv->credentials_data = sh;
     srv->proxy_trusted = proxy_trusted;
     srv->proxy_trusted_data = sh;
     the_shield = sh;

@@ -7,6 +7,9 @@
  *    credentials never raise it), the client address from X-Forwarded-For
  *    when the peer is a trusted proxy, and the limiter rules of its class
  *    (429 rate_limited with Retry-After and X-RateLimit-*);
+ *  - srv->credentials: the same credential check, asked by the connection
+ *    before a body is read (a route's large body cap is for valid
+ *    credentials only) and remembered in req->cred for the class;
  *  - GET /api/pow/challenge; the admin routes /admin/v1/level,
  *    /admin/v1/lists, /admin/v1/lists/block, /admin/v1/pow/verify;
  *  - a timer on the admin worker that feeds the attack level every

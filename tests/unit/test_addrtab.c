@@ -1,7 +1,7 @@
 /* Unit tests of the per-address connection counter (core/addrtab.h):
  * the per-address cap, freeing slots, capacity, backward-shift deletion
- * under heavy collisions (checked against a model), and four threads
- * acquiring and releasing at once. */
+ * under heavy collisions (checked against a model), four threads
+ * acquiring and releasing at once, and IPv6 counted by /64. */
 #include "test_util.h"
 
 #include "core/addrtab.h"
@@ -21,6 +21,7 @@ static struct gh_addr v4(uint32_t n)
     return a;
 }
 
+/* 2001:db8:nnnn:nnnn::1, one /64 per n */
 static struct gh_addr v6(uint32_t n)
 {
     struct gh_addr a;
@@ -30,10 +31,20 @@ static struct gh_addr v6(uint32_t n)
     a.bytes[1] = 0x01;
     a.bytes[2] = 0x0d;
     a.bytes[3] = 0xb8;
-    a.bytes[12] = (uint8_t)(n >> 24);
-    a.bytes[13] = (uint8_t)(n >> 16);
-    a.bytes[14] = (uint8_t)(n >> 8);
-    a.bytes[15] = (uint8_t)n;
+    a.bytes[4] = (uint8_t)(n >> 24);
+    a.bytes[5] = (uint8_t)(n >> 16);
+    a.bytes[6] = (uint8_t)(n >> 8);
+    a.bytes[7] = (uint8_t)n;
+    a.bytes[15] = 1;
+    return a;
+}
+
+/* Host iid of the /64 of v6(n): 2001:db8:nnnn:nnnn:<iid> */
+static struct gh_addr v6_host(uint32_t n, uint64_t iid)
+{
+    struct gh_addr a = v6(n);
+    for (int i = 0; i < 8; i++)
+        a.bytes[15 - i] = (uint8_t)(iid >> (8 * i));
     return a;
 }
 
@@ -110,6 +121,43 @@ static void v4_and_v6_are_distinct(void **state)
     assert_int_equal(gh_addrtab_count(t, &b), 1);
     gh_addrtab_release(t, &b);
     assert_int_equal(gh_addrtab_count(t, &a), 2);
+    gh_addrtab_free(t);
+}
+
+/* A client holds a whole IPv6 /64: its addresses share one count (the
+ * attack: each address of a /64 counted separately toward
+ * max_conns_per_addr), while the next /64 of the same /48 has its own. */
+static void v6_counted_by_64(void **state)
+{
+    struct gh_addrtab *t = gh_addrtab_new(1000);
+    assert_non_null(t);
+    enum { MAX = 4 };
+    for (uint64_t i = 0; i < MAX; i++) {
+        struct gh_addr a = v6_host(7, 0x1000 + i * 0x9e3779b97f4a7c15ull);
+        assert_int_equal(gh_addrtab_acquire(t, &a, MAX), i + 1);
+    }
+    for (uint64_t i = 0; i < 100; i++) {
+        struct gh_addr a = v6_host(7, 0xabcdef + i);
+        assert_int_equal(gh_addrtab_acquire(t, &a, MAX), 0);
+    }
+    struct gh_addr any = v6_host(7, 0xffffffffffffffffull), zero = v6_host(7, 0);
+    assert_int_equal(gh_addrtab_count(t, &any), MAX);
+    assert_int_equal(gh_addrtab_count(t, &zero), MAX);
+    /* the neighbouring /64s are other clients */
+    struct gh_addr next = v6_host(8, 0x1000), prev = v6_host(6, 0x1000);
+    assert_int_equal(gh_addrtab_acquire(t, &next, MAX), 1);
+    assert_int_equal(gh_addrtab_acquire(t, &prev, MAX), 1);
+    /* released through any address of the /64, and freed at zero */
+    for (uint64_t i = 0; i < MAX; i++) {
+        struct gh_addr a = v6_host(7, 0x5555 + i);
+        gh_addrtab_release(t, &a);
+    }
+    assert_int_equal(gh_addrtab_count(t, &any), 0);
+    assert_int_equal(gh_addrtab_acquire(t, &any, 1), 1);
+    /* IPv4 addresses stay exact: the host byte counts */
+    struct gh_addr a1 = v4(0x0a000001), a2 = v4(0x0a000002);
+    assert_int_equal(gh_addrtab_acquire(t, &a1, 1), 1);
+    assert_int_equal(gh_addrtab_acquire(t, &a2, 1), 1);
     gh_addrtab_free(t);
 }
 
@@ -332,7 +380,7 @@ int main(void)
         cmocka_unit_test(cap_per_address),     cmocka_unit_test(release_to_zero_frees),
         cmocka_unit_test(v4_and_v6_are_distinct), cmocka_unit_test(many_up_to_capacity),
         cmocka_unit_test(table_full),          cmocka_unit_test(churn_against_model),
-        cmocka_unit_test(concurrent),
+        cmocka_unit_test(concurrent),          cmocka_unit_test(v6_counted_by_64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
