@@ -61,6 +61,10 @@ uint64_t gh_limit_gcra(uint64_t tat, const struct gh_limit *lim, uint32_t cost, 
     memset(d, 0, sizeof *d);
     d->limit = burst;
     /* allow when now >= base + inc - tau, i.e. backlog + inc <= tau */
+    /* cost > burst never passes: compared in counts, since inc and tau
+     * may both have saturated to the same value */
+    if (cost > burst)
+        inc = tau + 1; /* tau <= UINT64_MAX / 2: no wrap */
     if (inc <= tau && backlog <= tau - inc) {
         uint64_t new_backlog = backlog + inc;
         d->allowed = true;
@@ -300,7 +304,11 @@ static int parse_rule(const char *s, size_t len, struct gh_limit_rule *r, struct
     memset(r, 0, sizeof *r);
     char *fields[6];
     unsigned nf = 0;
-    for (char *p = text; nf < GH_ARRAY_LEN(fields);) {
+    for (char *p = text;;) {
+        if (nf == GH_ARRAY_LEN(fields)) {
+            gh_buf_printf(err, "rule '%.*s': too many options (burst=N, dry_run)", (int)len, s);
+            return GH_EINVAL;
+        }
         fields[nf++] = p;
         char *colon = strchr(p, ':');
         if (!colon)
@@ -333,10 +341,12 @@ static int parse_rule(const char *s, size_t len, struct gh_limit_rule *r, struct
     if (slash)
         *slash = '\0';
     char period[32];
-    if (slash)
+    /* "1/s" means 1/1s; an empty or over-long period is an error, never cut short */
+    bool period_ok = slash && slash[1] && strlen(slash + 1) < sizeof period - 1;
+    if (period_ok)
         snprintf(period, sizeof period, "%s%s", slash[1] >= '0' && slash[1] <= '9' ? "" : "1",
                  slash + 1);
-    if (!slash || gh_parse_uint(fields[2], 1000000000, &count) || count == 0 ||
+    if (!period_ok || gh_parse_uint(fields[2], 1000000000, &count) || count == 0 ||
         gh_parse_duration_ms(period, &period_ms) || period_ms == 0 ||
         period_ms > 366ull * 86400 * 1000) {
         gh_buf_printf(err, "rule '%.*s': expected COUNT/PERIOD such as 20/1s or 100/1h", (int)len,
@@ -358,8 +368,17 @@ static int parse_rule(const char *s, size_t len, struct gh_limit_rule *r, struct
             return GH_EINVAL;
         }
     }
-    snprintf(r->name, sizeof r->name, "%s:%s:%llu/%llums", class_names[r->cls],
-             kind_names[r->kind], (unsigned long long)count, (unsigned long long)period_ms);
+    /* the period in its largest exact unit, so that the name parses back */
+    static const struct {
+        uint64_t ms;
+        const char *unit;
+    } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
+    size_t u = 0;
+    while (period_ms % units[u].ms)
+        u++;
+    snprintf(r->name, sizeof r->name, "%s:%s:%llu/%llu%s", class_names[r->cls],
+             kind_names[r->kind], (unsigned long long)count,
+             (unsigned long long)(period_ms / units[u].ms), units[u].unit);
     /* a stable id from the rule's identity (not its position) */
     unsigned char h[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(h, (const unsigned char *)r->name, strlen(r->name));

@@ -96,7 +96,7 @@ test('a rule of 3 per second refuses the 4th request from one address, not anoth
   assert.equal((await request(url)).status, 200);
   const m = await srv.metrics();
   assert.match(m, /gh_shield_rate_limited_total\{class="anon"\} [1-9]/);
-  assert.match(m, /gh_shield_limit_decisions_total\{rule="anon:addr:3\/1000ms",result="refused"\} 1\b/);
+  assert.match(m, /gh_shield_limit_decisions_total\{rule="anon:addr:3\/1s",result="refused"\} 1\b/);
   assert.match(m, /gh_shield_requests_total\{class="anon"\} [1-9]/);
 });
 
@@ -107,7 +107,7 @@ test('a dry-run rule counts what it would refuse and refuses nothing', async (t)
     assert.equal(r.status, 200);
   }
   const m = await srv.metrics();
-  assert.match(m, /gh_shield_limit_decisions_total\{rule="anon:global:2\/60000ms",result="would_refuse"\} 3\b/);
+  assert.match(m, /gh_shield_limit_decisions_total\{rule="anon:global:2\/1m",result="would_refuse"\} 3\b/);
 });
 
 test('a blocked CIDR is closed at accept without a response', async (t) => {

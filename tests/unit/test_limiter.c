@@ -110,6 +110,19 @@ static void gcra_cost_tokens(void **state)
     assert_false(d.allowed);
 }
 
+/* A cost above the burst never passes, even where T x burst and T x cost
+ * both saturate (found by fuzz_limiter_rules). */
+static void gcra_cost_above_burst_saturated(void **state)
+{
+    struct gh_limit lim = {.period_ns = UINT64_MAX / 4, .count = 1, .burst = 3};
+    struct gh_limit_decision d;
+    gh_limit_gcra(0, &lim, 4, 1000 * SEC, false, &d);
+    assert_false(d.allowed);
+    assert_true(d.impossible);
+    gh_limit_gcra(0, &lim, 3, 1000 * SEC, false, &d);
+    assert_true(d.allowed);
+}
+
 static void dry_run_counts_never_refuses(void **state)
 {
     struct gh_limiter *t = gh_limiter_new(1 << 20);
@@ -183,7 +196,7 @@ static void rules_parse(void **state)
     assert_true(rs.rules[2].dry_run);
     assert_false(rs.rules[1].dry_run);
     assert_int_equal(rs.rules[3].lim.period_ns, 3600 * SEC);
-    assert_string_equal(rs.rules[0].name, "anon:addr:3/1000ms");
+    assert_string_equal(rs.rules[0].name, "anon:addr:3/1s");
     assert_true(rs.rules[0].id != rs.rules[1].id);
     assert_non_null(rs.rules[0].m_refused);
     /* the id depends on the rule, not its position */
@@ -192,10 +205,23 @@ static void rules_parse(void **state)
     assert_int_equal(rs2.rules[1].id, rs.rules[0].id);
     assert_int_equal(gh_limit_rules_parse("", &rs2, &err), 0);
     assert_int_equal(rs2.n, 0);
+    /* names use the largest exact unit and parse back to the same rule,
+     * up to the longest period allowed (366 d) */
+    assert_int_equal(gh_limit_rules_parse("anon:addr:7/366d anon:addr:1/90000ms", &rs2, &err), 0);
+    assert_string_equal(rs2.rules[0].name, "anon:addr:7/366d");
+    assert_string_equal(rs2.rules[1].name, "anon:addr:1/90s");
+    struct gh_limit_rules rs3;
+    assert_int_equal(gh_limit_rules_parse(rs2.rules[0].name, &rs3, &err), 0);
+    assert_int_equal(rs3.rules[0].id, rs2.rules[0].id);
+    assert_int_equal(rs3.rules[0].lim.period_ns, rs2.rules[0].lim.period_ns);
 
     static const char *bad[] = {"anon:addr",          "guest:addr:1/s",      "anon:ip:1/s",
                                 "anon:addr:0/s",      "anon:addr:1/fortnight", "anon:addr:1/s:x",
-                                "anon:addr:x/s",      "anon:addr:1/s:burst=0", "anon:addr:1"};
+                                "anon:addr:x/s",      "anon:addr:1/s:burst=0", "anon:addr:1",
+                                /* found by fuzz_limiter_rules: an empty period, options past
+                                 * the sixth field, a period longer than the parser reads */
+                                "anon:addr:5/", "anon:addr:1/s:dry:dry:dry:junk",
+                                "anon:addr:1/0000000000000000000000000000001sjunk"};
     for (size_t i = 0; i < GH_ARRAY_LEN(bad); i++) {
         gh_buf_reset(&err);
         assert_int_equal(gh_limit_rules_parse(bad[i], &rs2, &err), GH_EINVAL);
@@ -562,6 +588,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gcra_burst_then_refuse),  cmocka_unit_test(gcra_steady_rate),
         cmocka_unit_test(gcra_cost_tokens),        cmocka_unit_test(dry_run_counts_never_refuses),
+        cmocka_unit_test(gcra_cost_above_burst_saturated),
         cmocka_unit_test(table_keys_independent),  cmocka_unit_test(rules_parse),
         cmocka_unit_test(rule_keys),               cmocka_unit_test(spray_keeps_aggregates), cmocka_unit_test(spray_any_hash_key),
         cmocka_unit_test(rank_orders_eviction),

@@ -507,8 +507,7 @@ static void strict_still_accepts(void **state)
         "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: xn--bcher-kva.example:443\r\n\r\n",
         "GET / HTTP/1.1\r\nhOsT: a\r\nX: caf\xc3\xa9 \t\r\n\r\n", /* obs-text */
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
-        "3;a=b\r\nabc\r\n0\r\nT: x\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n3;a=b\r\nabc\r\n0\r\nT: x\r\n\r\n",
         "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", /* RFC 9112 2.2: an empty line first */
     };
     for (size_t i = 0; i < GH_ARRAY_LEN(good); i++) {
