@@ -77,7 +77,7 @@ static const struct field fields[] = {
 /* The members a message may carry (OpenAI's and DeepSeek's prefix and
  * reasoning_content). */
 static const char *const message_fields[] = {
-    "role",     "content",   "name",  "tool_calls",        "tool_call_id",
+    "role",          "content", "name",  "tool_calls",        "tool_call_id",
     "function_call", "refusal", "audio", "reasoning_content", "prefix",
 };
 
@@ -379,8 +379,8 @@ int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, bool dr
             out->max_tokens = (unsigned)v;
     }
     /* the upstream always gets a bound, whatever its own default */
-    out->upstream_max_tokens = out->max_tokens ? GH_MIN(out->max_tokens, max_tokens_cap)
-                                               : max_tokens_cap;
+    out->upstream_max_tokens =
+        out->max_tokens ? GH_MIN(out->max_tokens, max_tokens_cap) : max_tokens_cap;
 
     if (check_number(root, "temperature", 0, 2, err) || check_number(root, "top_p", 0, 1, err) ||
         check_number(root, "presence_penalty", -2, 2, err) ||
@@ -621,8 +621,8 @@ static bool key_is(const char *s, const struct member *m, const char *name)
 /* The members the gateway writes itself rather than copies. */
 static bool key_rewritten(const char *s, const struct member *m)
 {
-    return key_is(s, m, "model") || key_is(s, m, "stream_options") ||
-           key_is(s, m, "max_tokens") || key_is(s, m, "max_completion_tokens");
+    return key_is(s, m, "model") || key_is(s, m, "stream_options") || key_is(s, m, "max_tokens") ||
+           key_is(s, m, "max_completion_tokens");
 }
 
 /* The members every upstream body ends with (model when the body had

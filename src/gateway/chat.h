@@ -21,8 +21,8 @@ struct gh_chat_req {
                                 max_completion_tokens when both are) */
     unsigned upstream_max_tokens; /* what the upstream gets: min(max_tokens, cap),
                                      the cap when not given */
-    bool pruned;             /* drop mode removed members below the top level
-                                from root: build the upstream body from root */
+    bool pruned;                  /* drop mode removed members below the top level
+                                     from root: build the upstream body from root */
     unsigned nmessages;
     const char *last_user;   /* text of the last user message ("" if none) */
     size_t last_user_len;

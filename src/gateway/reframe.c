@@ -13,15 +13,19 @@ struct rf {
     const char *s;
     size_t n, i;
     struct gh_buf *out;
-    size_t o;            /* the write position in out->data (out->len moves at the end) */
-    const char *model;   /* JSON string of the public model, quotes included */
+    size_t o;          /* the write position in out->data (out->len moves at the end) */
+    const char *model; /* JSON string of the public model, quotes included */
     size_t model_len;
+    bool esc; /* the last string read held an escape */
 };
 
 #define MODEL_MAX 256
 
-static void skip_ws(struct rf *r)
+static inline void skip_ws(struct rf *r)
 {
+    /* compact input (the common case) has none: one test */
+    if (r->i < r->n && (unsigned char)r->s[r->i] > ' ')
+        return;
     while (r->i < r->n) {
         char c = r->s[r->i];
         if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
@@ -30,11 +34,24 @@ static void skip_ws(struct rf *r)
     }
 }
 
-static void put(struct rf *r, const char *p, size_t len)
+static inline void put(struct rf *r, const char *p, size_t len)
 {
     memcpy(r->out->data + r->o, p, len);
     r->o += len;
 }
+
+static inline void put1(struct rf *r, char c)
+{
+    r->out->data[r->o++] = c;
+}
+
+/* Bytes a string's scan stops at: '"', '\\', controls, non-ASCII. */
+static const unsigned char stop[256] = {
+    [0 ... 0x1f] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+    [0x80 ... 0xff] = 1,
+};
 
 static int is_hex(unsigned char c)
 {
@@ -74,46 +91,49 @@ static size_t utf8_len(const unsigned char *p, size_t n)
     return len;
 }
 
-/* A string at s[i] == '"': checked and copied as it is. */
+/* A string at s[i] == '"': checked and copied as it is. r->esc tells
+ * whether it held an escape. */
 static int string(struct rf *r)
 {
-    size_t start = r->i++;
     const unsigned char *s = (const unsigned char *)r->s;
-    while (r->i < r->n) {
-        unsigned char c = s[r->i];
-        if (c == '"') {
-            r->i++;
-            put(r, r->s + start, r->i - start);
-            return 0;
-        }
+    size_t start = r->i, i = r->i + 1, n = r->n;
+    bool esc = false;
+    for (;;) {
+        while (i < n && !stop[s[i]])
+            i++;
+        if (i >= n)
+            return GH_EINVAL;
+        unsigned char c = s[i];
+        if (c == '"')
+            break;
         if (c < 0x20)
             return GH_EINVAL;
         if (c == '\\') {
-            if (r->i + 1 >= r->n)
+            esc = true;
+            if (i + 1 >= n)
                 return GH_EINVAL;
-            unsigned char e = s[r->i + 1];
+            unsigned char e = s[i + 1];
             if (e == 'u') {
-                if (r->i + 5 >= r->n || !is_hex(s[r->i + 2]) || !is_hex(s[r->i + 3]) ||
-                    !is_hex(s[r->i + 4]) || !is_hex(s[r->i + 5]))
+                if (i + 5 >= n || !is_hex(s[i + 2]) || !is_hex(s[i + 3]) || !is_hex(s[i + 4]) ||
+                    !is_hex(s[i + 5]))
                     return GH_EINVAL;
-                r->i += 6;
+                i += 6;
             } else if (e && strchr("\"\\/bfnrt", e)) {
-                r->i += 2;
+                i += 2;
             } else {
                 return GH_EINVAL;
             }
             continue;
         }
-        if (c < 0x80) {
-            r->i++;
-            continue;
-        }
-        size_t l = utf8_len(s + r->i, r->n - r->i);
+        size_t l = utf8_len(s + i, n - i);
         if (!l)
             return GH_EINVAL;
-        r->i += l;
+        i += l;
     }
-    return GH_EINVAL;
+    r->i = i + 1;
+    r->esc = esc;
+    put(r, r->s + start, r->i - start);
+    return 0;
 }
 
 static bool is_digit(char c)
@@ -171,12 +191,12 @@ static int value(struct rf *r, unsigned depth);
 
 static int array(struct rf *r, unsigned depth)
 {
-    put(r, "[", 1);
+    put1(r, '[');
     r->i++;
     skip_ws(r);
     if (r->i < r->n && r->s[r->i] == ']') {
         r->i++;
-        put(r, "]", 1);
+        put1(r, ']');
         return 0;
     }
     for (;;) {
@@ -187,7 +207,7 @@ static int array(struct rf *r, unsigned depth)
         if (r->i >= r->n)
             return GH_EINVAL;
         char c = r->s[r->i++];
-        put(r, &c, 1);
+        put1(r, c);
         if (c == ']')
             return 0;
         if (c != ',')
@@ -231,12 +251,12 @@ static bool key_equals(const char *k, size_t len, const char *name)
 static int object(struct rf *r, unsigned depth)
 {
     bool top = depth == 0 && r->model;
-    put(r, "{", 1);
+    put1(r, '{');
     r->i++;
     skip_ws(r);
     if (r->i < r->n && r->s[r->i] == '}') {
         r->i++;
-        put(r, "}", 1);
+        put1(r, '}');
         return 0;
     }
     bool written = false;
@@ -246,24 +266,27 @@ static int object(struct rf *r, unsigned depth)
             return GH_EINVAL;
         size_t member = r->o; /* where this member (or its comma) starts */
         if (written)
-            put(r, ",", 1);
+            put1(r, ',');
         size_t k0 = r->i + 1;
         int rc = string(r);
         if (rc)
             return rc;
         size_t klen = r->i - 1 - k0;
+        bool kesc = r->esc;
         skip_ws(r);
         if (r->i >= r->n || r->s[r->i] != ':')
             return GH_EINVAL;
         r->i++;
-        put(r, ":", 1);
+        put1(r, ':');
         skip_ws(r);
         size_t v0 = r->o;
         rc = value(r, depth + 1);
         if (rc)
             return rc;
         written = true;
-        if (top && key_equals(r->s + k0, klen, "model")) {
+        /* only top-level keys of 5 bytes and more can spell our names */
+        bool esc = top && kesc;
+        if (top && (klen == 5 || esc) && key_equals(r->s + k0, klen, "model")) {
             /* the value read (checked) is replaced by the public name */
             r->o = v0;
             size_t need = (r->o - r->out->len) + r->model_len + (r->n - r->i);
@@ -271,7 +294,8 @@ static int object(struct rf *r, unsigned depth)
             if (rc)
                 return rc;
             put(r, r->model, r->model_len);
-        } else if (top && key_equals(r->s + k0, klen, "system_fingerprint")) {
+        } else if (top && (klen == 18 || esc) &&
+                   key_equals(r->s + k0, klen, "system_fingerprint")) {
             /* nothing of it stays; a comma is due only if a member came before */
             r->o = member;
             written = member > first;
@@ -281,7 +305,7 @@ static int object(struct rf *r, unsigned depth)
             return GH_EINVAL;
         char c = r->s[r->i++];
         if (c == '}') {
-            put(r, "}", 1);
+            put1(r, '}');
             return 0;
         }
         if (c != ',')

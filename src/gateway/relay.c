@@ -277,20 +277,9 @@ static size_t on_header(char *p, size_t sz, size_t n, void *ud)
     if (len > 5 && !strncmp(p, "HTTP/", 5)) {
         c->retry_after_ms = 0;
     } else if (len > 12 && !strncasecmp(p, "retry-after:", 12)) {
-        char v[24];
-        size_t vl = GH_MIN(len - 12, sizeof v - 1);
-        memcpy(v, p + 12, vl);
-        v[vl] = 0;
-        char *s = v;
-        while (*s == ' ')
-            s++;
-        char *e = s;
-        while (*e >= '0' && *e <= '9')
-            e++;
-        *e = 0;
-        uint64_t secs;
-        if (!gh_parse_uint(s, 86400, &secs))
-            c->retry_after_ms = secs * 1000;
+        uint64_t ms;
+        if (!gh_upstream_retry_after(p + 12, len - 12, gh_wall_ms() / 1000, &ms))
+            c->retry_after_ms = ms;
     }
     return len;
 }
@@ -624,7 +613,6 @@ static void wake_waiters(struct gw_worker *ww)
 }
 
 /* ---- the end of a transfer ---- */
-
 
 static void finish_success(struct gw_call *c)
 {

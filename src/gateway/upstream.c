@@ -334,3 +334,86 @@ const char *gh_upstream_state(struct gh_upstream *up, uint64_t now_ms)
     pthread_mutex_unlock(&up->mu);
     return s;
 }
+
+/* ---- Retry-After ---- */
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's
+ * days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool digits(const char *s, size_t n, unsigned *out)
+{
+    unsigned v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* "Sun, 06 Nov 1994 08:49:37 GMT" (29 bytes) into Unix seconds. */
+static int imf_fixdate(const char *s, size_t n, int64_t *t)
+{
+    static const char days[] = "ThuFriSatSunMonTueWed"; /* 1970-01-01 was a Thursday */
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    static const unsigned mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (n != 29 || memcmp(s + 3, ", ", 2) || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
+        s[19] != ':' || s[22] != ':' || memcmp(s + 25, " GMT", 4))
+        return GH_EINVAL;
+    unsigned d, y, hh, mm, ss, m = 0;
+    if (!digits(s + 5, 2, &d) || !digits(s + 12, 4, &y) || !digits(s + 17, 2, &hh) ||
+        !digits(s + 20, 2, &mm) || !digits(s + 23, 2, &ss))
+        return GH_EINVAL;
+    while (m < 12 && memcmp(months + 3 * m, s + 8, 3))
+        m++;
+    if (m == 12 || !d || d > mdays[m] || hh > 23 || mm > 59 || ss > 59)
+        return GH_EINVAL;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (m == 1 && d == 29 && !leap)
+        return GH_EINVAL;
+    int64_t day = days_from_civil(y, m + 1, d);
+    int64_t wd = ((day % 7) + 7) % 7;
+    if (memcmp(days + 3 * wd, s, 3))
+        return GH_EINVAL;
+    *t = day * 86400 + hh * 3600 + mm * 60 + ss;
+    return 0;
+}
+
+int gh_upstream_retry_after(const char *v, size_t n, uint64_t now_s, uint64_t *ms)
+{
+    *ms = 0;
+    while (n && (*v == ' ' || *v == '\t')) {
+        v++;
+        n--;
+    }
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r' || v[n - 1] == '\n'))
+        n--;
+    if (!n)
+        return GH_EINVAL;
+    uint64_t secs = 0;
+    if (*v >= '0' && *v <= '9') {
+        for (size_t i = 0; i < n; i++) {
+            if (v[i] < '0' || v[i] > '9')
+                return GH_EINVAL;
+            if (secs <= GH_RETRY_AFTER_MAX_S) /* saturates; the rest is only checked */
+                secs = secs * 10 + (uint64_t)(v[i] - '0');
+        }
+    } else {
+        int64_t t;
+        if (imf_fixdate(v, n, &t))
+            return GH_EINVAL;
+        secs = t > (int64_t)now_s ? (uint64_t)(t - (int64_t)now_s) : 0;
+    }
+    *ms = GH_MIN(secs, (uint64_t)GH_RETRY_AFTER_MAX_S) * 1000;
+    return 0;
+}

@@ -77,6 +77,17 @@ bool gh_upstreams_has_model(const struct gh_upstreams *u, const char *model);
  * (wait and retry); GH_ENOTFOUND when none is in rotation. */
 int gh_upstream_acquire(struct gh_upstreams *u, const char *model, uint64_t tried, uint64_t now_ms,
                         uint32_t rnd);
+/* The longest Retry-After taken from an upstream, in seconds. */
+#define GH_RETRY_AFTER_MAX_S 86400u
+
+/* Reads the value of an upstream's Retry-After header (v, n bytes, spaces
+ * and a CRLF around it allowed): delay-seconds, or an IMF-fixdate ("Sun,
+ * 06 Nov 1994 08:49:37 GMT", the weekday checked) taken relative to now_s
+ * (Unix seconds; a past date is 0). *ms gets the delay, at most
+ * GH_RETRY_AFTER_MAX_S seconds. Returns 0, or GH_EINVAL (*ms = 0) for
+ * anything else, the obsolete date forms included. Pure; any thread. */
+int gh_upstream_retry_after(const char *v, size_t n, uint64_t now_s, uint64_t *ms);
+
 /* Gives the slot back with how the call went. retry_after_ms: the
  * upstream's Retry-After on a 429 (0 when absent). */
 void gh_upstream_release(struct gh_upstream *up, const struct gh_breaker *b,

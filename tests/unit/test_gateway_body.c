@@ -116,9 +116,8 @@ static void backend_fields(void **state)
     assert_int_equal(r.upstream_max_tokens, 4096);
     struct gh_buf b;
     gh_buf_init(&b, 1u << 16);
-    assert_int_equal(gh_chat_upstream_body(attack, strlen(attack), "up", false,
-                                           r.upstream_max_tokens, &b),
-                     0);
+    assert_int_equal(
+        gh_chat_upstream_body(attack, strlen(attack), "up", false, r.upstream_max_tokens, &b), 0);
     json_t *j = json_loadb(b.data, b.len, 0, NULL);
     assert_int_equal(json_object_size(j), 3); /* model, messages, max_tokens */
     assert_int_equal(json_integer_value(json_object_get(j, "max_tokens")), 4096);

@@ -38,7 +38,8 @@ static void compact_and_rewrite(void **state)
     expect("{\"a\":1,\"system_fingerprint\":{\"x\":[1]}}", "m", "{\"a\":1}");
     expect("{\"system_fingerprint\":1}", "m", "{}");
     expect("{\"system_fingerprint\":1,\"system_fingerprint\":2,\"b\":2}", "m", "{\"b\":2}");
-    expect("{\"model\":7,\"model\":[\"x\"]}", "a\"b", "{\"model\":\"a\\\"b\",\"model\":\"a\\\"b\"}");
+    expect("{\"model\":7,\"model\":[\"x\"]}", "a\"b",
+           "{\"model\":\"a\\\"b\",\"model\":\"a\\\"b\"}");
     /* an escaped key is read as the client would read it */
     expect("{\"mod\\u0065l\":\"secret\",\"system\\u005ffingerprint\":1}", "m",
            "{\"mod\\u0065l\":\"m\"}");

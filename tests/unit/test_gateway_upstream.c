@@ -143,6 +143,41 @@ static void breaker(void **state)
     gh_upstreams_dispose(&u);
 }
 
+static uint64_t retry_after(const char *v, uint64_t now_s, int want_rc)
+{
+    uint64_t ms = 12345;
+    assert_int_equal(gh_upstream_retry_after(v, strlen(v), now_s, &ms), want_rc);
+    return ms;
+}
+
+static void retry_after_values(void **state)
+{
+    (void)state;
+    assert_int_equal(retry_after(" 5\r\n", 0, 0), 5000);
+    assert_int_equal(retry_after("0", 0, 0), 0);
+    assert_int_equal(retry_after("86401", 0, 0), 86400000);
+    assert_int_equal(retry_after("99999999999999999999999999", 0, 0), 86400000);
+    /* 784111777 = Sun, 06 Nov 1994 08:49:37 GMT (RFC 9110's example) */
+    assert_int_equal(retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 30, 0), 30000);
+    assert_int_equal(retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 + 30, 0), 0);
+    assert_int_equal(retry_after("Thu, 29 Feb 2024 00:00:00 GMT", 1709164800 - 1, 0), 1000);
+    const char *bad[] = {"",
+                         " ",
+                         "5s",
+                         "-1",
+                         "1.5",
+                         "12 34",
+                         "0x10",
+                         "Mon, 06 Nov 1994 08:49:37 GMT", /* the wrong weekday */
+                         "Sunday, 06-Nov-94 08:49:37 GMT",
+                         "Sun Nov  6 08:49:37 1994",
+                         "Sun, 31 Nov 1994 08:49:37 GMT",
+                         "Wed, 29 Feb 2023 00:00:00 GMT",
+                         "Sun, 06 Nov 1994 24:00:00 GMT"};
+    for (size_t i = 0; i < GH_ARRAY_LEN(bad); i++)
+        assert_int_equal(retry_after(bad[i], 0, GH_EINVAL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +185,7 @@ int main(void)
         cmocka_unit_test(slots_and_tried),
         cmocka_unit_test(cooldown_and_auth),
         cmocka_unit_test(breaker),
+        cmocka_unit_test(retry_after_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
