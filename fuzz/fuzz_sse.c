@@ -87,7 +87,8 @@ static json_t *expected_doc(const char *d, size_t n)
 static void reframe_one(const char *d, size_t n, struct gh_buf *framed)
 {
     size_t mark = framed->len;
-    int rc = gh_reframe_event(d, n, "pub", framed);
+    bool error;
+    int rc = gh_reframe_event(d, n, "pub", framed, &error);
     FUZZ_CHECK(rc == 0 || rc == GH_EINVAL);
     if (rc) {
         FUZZ_CHECK(framed->len == mark);
@@ -108,6 +109,7 @@ static void reframe_one(const char *d, size_t n, struct gh_buf *framed)
     /* the same document as jansson reads it */
     json_t *want = expected_doc(d, n);
     if (want) {
+        FUZZ_CHECK(error == (json_object_get(want, "error") != NULL));
         json_t *got = json_loadb(o + 6, on - 8, 0, NULL);
         FUZZ_CHECK(json_equal(got, want));
         json_decref(got);

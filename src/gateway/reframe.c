@@ -16,7 +16,8 @@ struct rf {
     size_t o;          /* the write position in out->data (out->len moves at the end) */
     const char *model; /* JSON string of the public model, quotes included */
     size_t model_len;
-    bool esc; /* the last string read held an escape */
+    bool esc;   /* the last string read held an escape */
+    bool error; /* the object has a top-level "error" member */
 };
 
 #define MODEL_MAX 256
@@ -294,6 +295,10 @@ static int object(struct rf *r, unsigned depth)
             if (rc)
                 return rc;
             put(r, r->model, r->model_len);
+        } else if (top && klen == 5 && !esc && !memcmp(r->s + k0, "error", 5)) {
+            r->error = true;
+        } else if (top && esc && key_equals(r->s + k0, klen, "error")) {
+            r->error = true;
         } else if (top && (klen == 18 || esc) &&
                    key_equals(r->s + k0, klen, "system_fingerprint")) {
             /* nothing of it stays; a comma is due only if a member came before */
@@ -361,7 +366,9 @@ static size_t quote_model(const char *model, char *buf)
     return o;
 }
 
-int gh_reframe_json(const char *s, size_t n, const char *model, struct gh_buf *out)
+/* gh_reframe_json; *error (when not NULL) tells whether the object has a
+ * top-level "error" member. */
+static int reframe(const char *s, size_t n, const char *model, struct gh_buf *out, bool *error)
 {
     char mq[MODEL_MAX * 6 + 2];
     struct rf r = {.s = s, .n = n, .out = out, .o = out->len};
@@ -388,6 +395,8 @@ int gh_reframe_json(const char *s, size_t n, const char *model, struct gh_buf *o
     GH_ASSERT(r.o <= out->cap);
     out->len = r.o;
     out->data[out->len] = '\0';
+    if (error)
+        *error = r.error;
     return 0;
 fail:
     if (out->data)
@@ -395,13 +404,21 @@ fail:
     return rc;
 }
 
-int gh_reframe_event(const char *data, size_t len, const char *model, struct gh_buf *out)
+int gh_reframe_json(const char *s, size_t n, const char *model, struct gh_buf *out)
 {
+    return reframe(s, n, model, out, NULL);
+}
+
+int gh_reframe_event(const char *data, size_t len, const char *model, struct gh_buf *out,
+                     bool *error)
+{
+    if (error)
+        *error = false;
     if (len == 6 && !memcmp(data, "[DONE]", 6))
         return gh_buf_append_str(out, "data: [DONE]\n\n");
     size_t mark = out->len;
     int rc = gh_buf_append(out, "data: ", 6);
-    rc = rc ? rc : gh_reframe_json(data, len, model, out);
+    rc = rc ? rc : reframe(data, len, model, out, error);
     rc = rc ? rc : gh_buf_append(out, "\n\n", 2);
     if (rc && out->data) {
         out->len = mark;

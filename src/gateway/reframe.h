@@ -24,5 +24,8 @@ int gh_reframe_json(const char *s, size_t n, const char *model, struct gh_buf *o
 
 /* One SSE event for the client, appended to out: "data: [DONE]\n\n" for
  * the data [DONE], else "data: " + gh_reframe_json(data) + "\n\n". Same
- * returns; on failure out is as it was. */
-int gh_reframe_event(const char *data, size_t len, const char *model, struct gh_buf *out);
+ * returns; on failure out is as it was. *error (when not NULL) tells
+ * whether the object has a top-level "error" member (keys read as a
+ * client decodes them), wherever it stands among the others. */
+int gh_reframe_event(const char *data, size_t len, const char *model, struct gh_buf *out,
+                     bool *error);

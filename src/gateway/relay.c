@@ -353,13 +353,14 @@ static int on_event(const char *data, size_t len, void *ud)
         return gh_buf_append_str(&c->out, "data: [DONE]\n\n");
     }
     size_t mark = c->out.len;
-    int rc = gh_reframe_event(data, len, c->model, &c->out);
+    bool error;
+    int rc = gh_reframe_event(data, len, c->model, &c->out, &error);
     if (rc)
         return rc; /* GH_EINVAL: not a JSON object, a broken upstream */
     /* the compact text, between "data: " and "\n\n" */
     const char *d = c->out.data + mark + 6;
     size_t n = c->out.len - mark - 8;
-    if (n > 9 && !memcmp(d, "{\"error\"", 8)) {
+    if (error) {
         /* the upstream reports a failure mid-stream: our words, not its */
         log_upstream_text(c, "error event", d, n);
         c->out.len = mark;

@@ -185,7 +185,7 @@ function serve() {
     }
     if (mode === 'error-event') {
       write(chunk(id, model, { content: 'Hello' }));
-      write('data: {"error":{"message":"CUDA out of memory on gpu-node-17.corp.internal","type":"x"}}\n\n');
+      write('data: {"id":"x","error":{"message":"CUDA out of memory on gpu-node-17.corp.internal","type":"x"}}\n\n');
       res.end();
       return;
     }

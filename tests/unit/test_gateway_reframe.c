@@ -49,6 +49,27 @@ static void compact_and_rewrite(void **state)
            "{\"t\":\"\xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x98\x80\"}");
 }
 
+/* An upstream's error is found wherever its member stands (the relay
+ * replaces the whole event with its own words). */
+static void error_member(void **state)
+{
+    (void)state;
+    const char *cases[][2] = {
+        {"{\"error\":{\"message\":\"x\"}}", "1"},
+        {"{\"id\":\"c\",\"error\":{\"message\":\"gpu-node-17\"}}", "1"},
+        {"{\"id\":\"c\",\"err\\u006fr\":1}", "1"},
+        {"{\"choices\":[{\"error\":1}],\"errors\":1}", "0"},
+    };
+    for (size_t i = 0; i < GH_ARRAY_LEN(cases); i++) {
+        struct gh_buf b;
+        gh_buf_init(&b, 1024);
+        bool error = true;
+        assert_int_equal(gh_reframe_event(cases[i][0], strlen(cases[i][0]), "m", &b, &error), 0);
+        assert_int_equal(error, cases[i][1][0] == '1');
+        gh_buf_dispose(&b);
+    }
+}
+
 static void refused(void **state)
 {
     (void)state;
@@ -115,7 +136,7 @@ static int reframe_cb(const char *data, size_t len, void *ud)
 {
     struct collected *c = ud;
     c->events++;
-    return gh_reframe_event(data, len, "public", &c->out);
+    return gh_reframe_event(data, len, "public", &c->out, NULL);
 }
 
 /* Issue 10 item 14: "data: {\ndata:\ndata: data: [DONE]\ndata: }\n\n" once
@@ -150,6 +171,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(compact_and_rewrite),
+        cmocka_unit_test(error_member),
         cmocka_unit_test(refused),
         cmocka_unit_test(multiline_attack),
     };
