@@ -882,15 +882,15 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
                 "must differ from [server] listen (%s)", c->server.listen);
         return GH_EINVAL;
     }
-    if (strcmp(c->gateway.unknown_fields, "reject") && strcmp(c->gateway.unknown_fields, "drop")) {
-        set_err(err, origin, 0, find_key("gateway", "unknown_fields"), NULL, NULL,
-                "'%.16s' must be reject or drop", c->gateway.unknown_fields);
-        return GH_EINVAL;
-    }
     if (!gh_websec_origin_setting_ok(c->server.public_origin)) {
         set_err(err, origin, 0, find_key("server", "public_origin"), NULL, NULL,
                 "'%.80s' is not an origin (expected e.g. https://chat.example.com, no path)",
                 c->server.public_origin);
+        return GH_EINVAL;
+    }
+    if (strcmp(c->gateway.unknown_fields, "reject") && strcmp(c->gateway.unknown_fields, "drop")) {
+        set_err(err, origin, 0, find_key("gateway", "unknown_fields"), NULL, NULL,
+                "'%.16s' must be reject or drop", c->gateway.unknown_fields);
         return GH_EINVAL;
     }
     if (c->limits.body_memory < c->gateway.body_max) {

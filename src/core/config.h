@@ -72,12 +72,12 @@ struct gh_config {
         bool cookie_secure;
         unsigned keys_per_user;
         unsigned cache_max; /* sessions + keys held in memory */
+        unsigned sessions_per_user;   /* live sessions per account; the oldest go */
+        unsigned logins_per_user_hour; /* successful sign-ins per account per hour */
         uint64_t backoff_base_ms;
         uint64_t backoff_max_ms;
         unsigned sms_only_after;      /* consecutive failures */
         unsigned login_fail_per_addr; /* failed logins per address per hour */
-        unsigned sessions_per_user;   /* live sessions per account; the oldest go */
-        unsigned logins_per_user_hour; /* successful sign-ins per account per hour */
         bool login_tiers;               /* order password logins by source in the pool */
         unsigned login_suspect_after;   /* unresolved logins per /24 (/48) before "suspect" */
         uint64_t suspect_deadline_ms;   /* deadline of a suspect login in the password pool */
