@@ -34,6 +34,14 @@ typedef bool (*gh_request_filter_fn)(struct gh_http_req *req, void *data);
  * Runs on the worker when the headers are complete, before any body byte
  * is read. */
 typedef bool (*gh_credentials_fn)(struct gh_http_req *req, void *data);
+/* Starts an asynchronous look-up of req's credentials when the in-memory
+ * answer may be incomplete (an evicted session or key): 0 and *job set
+ * when started, then wake(arg) runs on the worker once the credentials
+ * hook can answer for sure; negative when there is nothing to wait for.
+ * cancel(job) when arg goes away first (no wake then). */
+typedef int (*gh_credentials_fetch_fn)(struct gh_http_req *req, void (*wake)(void *arg),
+                                       void *arg, void **job, void *data);
+typedef void (*gh_credentials_cancel_fn)(void *job);
 /* True when a peer is a trusted load balancer whose connections start
  * with a PROXY protocol header (v1 or v2). Any worker thread. */
 typedef bool (*gh_proxy_trusted_fn)(const struct gh_addr *peer, void *data);
@@ -129,6 +137,8 @@ struct gh_server {
     void *request_filter_data;
     gh_credentials_fn credentials; /* public listener only; NULL = none are valid */
     void *credentials_data;
+    gh_credentials_fetch_fn credentials_fetch; /* NULL = the hook's answer is final */
+    gh_credentials_cancel_fn credentials_cancel;
     /* bytes charged by request bodies being received on the public
      * listener, all workers together (limits.body_memory; conn.c) */
     _Atomic uint64_t body_bytes;

@@ -65,6 +65,9 @@ struct gh_conn {
     uint64_t rate_mark_ms;    /* start of the current body-rate window */
     uint64_t rate_mark_bytes; /* body bytes at rate_mark_ms */
     const char *refuse_msg;   /* why on_headers refused (the parser has no message) */
+    /* an evicted session or key being read back before the body cap is set */
+    void *cred_job;                       /* the look-up, until its wake or cancel */
+    const struct gh_http_req *cred_asked; /* the request it was for (asked once) */
 };
 
 struct write_req {
@@ -78,6 +81,7 @@ static void conn_close(struct gh_conn *c);
 static void process_input(struct gh_conn *c);
 static void finish_request(struct gh_http_req *req);
 static void resume_read(struct gh_conn *c);
+static void refuse(struct gh_conn *c, int status, const char *msg);
 
 /* ---- lists and states ---- */
 
@@ -840,6 +844,37 @@ static void body_release(struct gh_conn *c)
     c->body_charged = 0;
 }
 
+static void pause_read(struct gh_conn *c)
+{
+    if (!c->read_paused) {
+        c->read_paused = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+/* The credentials look-up of body_admit is done: the parser asks
+ * on_headers again (a feed with no bytes), then the bytes that arrived
+ * meanwhile are parsed and reading resumes. */
+static void cred_wake(void *arg)
+{
+    struct gh_conn *c = arg;
+    c->cred_job = NULL;
+    if (c->state == ST_CLOSING)
+        return;
+    size_t used = 0;
+    enum gh_parse_result r = gh_reqparser_feed(&c->parser, "", 0, &used);
+    if (r == GH_PARSE_ERROR) {
+        refuse(c, c->parser.error_status, c->parser.error_msg);
+        return;
+    }
+    if (c->in.len) {
+        process_input(c);
+    } else if (c->read_paused && !c->eof) {
+        c->read_paused = false;
+        resume_read(c);
+    }
+}
+
 /* Sizes the allowance of req's body before any of it is read: a route's
  * cap above limits.body_max is for requests whose headers carry valid
  * credentials (the shield's check), others get limits.body_max; then a
@@ -859,6 +894,19 @@ static int body_admit(struct gh_conn *c, struct gh_http_req *req)
         return 0; /* the admin listener: private, token-holders only */
     if (req->body_max > cfg->limits.body_max) {
         c->body_authed = srv->credentials && srv->credentials(req, srv->credentials_data);
+        /* a body that needs the large cap, from credentials the cache may
+         * have evicted: read them back first, so an existing user is never
+         * refused for the cache's sake. Reading stops meanwhile. */
+        bool large = req->content_length == UINT64_MAX ||
+                     req->content_length > cfg->limits.body_max;
+        if (!c->body_authed && large && c->cred_asked != req && srv->credentials_fetch) {
+            c->cred_asked = req;
+            if (!srv->credentials_fetch(req, cred_wake, c, &c->cred_job,
+                                        srv->credentials_data)) {
+                pause_read(c);
+                return GH_HEADERS_WAIT;
+            }
+        }
         if (!c->body_authed) {
             req->body_max = cfg->limits.body_max;
             c->body_capped = true;
@@ -937,6 +985,7 @@ static void dispatch(struct gh_conn *c, struct gh_http_req *req)
 {
     struct gh_worker *w = c->w;
     assign_request_id(req);
+    c->cred_asked = NULL;
     c->req = req;
     c->nreq++;
     if (c->nreq >= w->cfg->limits.requests_per_conn || w->stopping || c->eof)
@@ -1008,6 +1057,7 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
                            (unsigned long long)GH_MAX(1, w->cfg->limits.body_rate_window_ms / 1000));
     req->route = NULL; /* counted as unmatched */
     assign_request_id(req);
+    c->cred_asked = NULL;
     c->req = req;
     set_state(c, ST_BUSY, uv_now(&c->w->loop));
     gh_http_respond_error(req, status, NULL, "%s", msg ? msg : gh_http_reason(status));
@@ -1018,7 +1068,7 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
 static size_t parse(struct gh_conn *c, const char *data, size_t len, uint64_t now_ns)
 {
     size_t used_total = 0;
-    while (len > 0 && !c->req && c->state != ST_CLOSING && !c->close_after &&
+    while (len > 0 && !c->req && !c->cred_job && c->state != ST_CLOSING && !c->close_after &&
            c->write_pending < WRITE_HIGH_MARK) {
         if (c->state == ST_IDLE) {
             set_state(c, ST_HEADER, uv_now(&c->w->loop));
@@ -1040,6 +1090,8 @@ static size_t parse(struct gh_conn *c, const char *data, size_t len, uint64_t no
             dispatch(c, gh_reqparser_take(&c->parser));
             continue;
         }
+        if (r == GH_PARSE_WAIT)
+            break; /* cred_wake goes on */
         /* a chunked body is charged as its buffer grows */
         if (c->state == ST_BODY && c->parser.req && !body_charge(c, c->parser.req->body.alloc)) {
             refuse(c, 503, "the server is receiving too many request bodies; retry shortly");
@@ -1072,7 +1124,7 @@ static void process_input(struct gh_conn *c)
     if (c->eof && !c->req && !c->in.len) {
         c->close_after = true;
         maybe_close_after_write(c);
-    } else if (c->read_paused && !c->eof && !c->req &&
+    } else if (c->read_paused && !c->eof && !c->req && !c->cred_job &&
                c->in.len < c->w->cfg->limits.pipeline_max) {
         /* the backlog that paused reading has been worked off */
         c->read_paused = false;
@@ -1225,6 +1277,10 @@ static void conn_close(struct gh_conn *c)
     if (c->state == ST_CLOSING)
         return;
     struct gh_worker *w = c->w;
+    if (c->cred_job) {
+        w->srv->credentials_cancel(c->cred_job);
+        c->cred_job = NULL;
+    }
     set_state(c, ST_CLOSING, 0);
     w->nconns--;
     GH_STAT_ADD(&w->stats.conns_open, -1);

@@ -292,6 +292,8 @@ static bool host_valid(const char *v, size_t n)
 
 /* llhttp paused at the end of the header section: the header bytes have
  * been scanned; finish the request head, apply the checks, route it. */
+static int headers_admit(struct gh_reqparser *p);
+
 static int headers_finish(struct gh_reqparser *p)
 {
     llhttp_t *hp = HP(p);
@@ -384,8 +386,19 @@ static int headers_finish(struct gh_reqparser *p)
     if (hp->flags & F_CONTENT_LENGTH)
         req->content_length = hp->content_length;
     p->headers_done = true;
+    return headers_admit(p);
+}
+
+/* The caller's say on the complete headers (routing, the body cap), then
+ * the body buffer. 0, GH_HEADERS_WAIT (asked again on the next feed) or
+ * -1 after fail. */
+static int headers_admit(struct gh_reqparser *p)
+{
+    struct gh_http_req *req = p->req;
     if (p->on_headers) {
         int status = p->on_headers(req, p->cb_data);
+        if (status == GH_HEADERS_WAIT)
+            return GH_HEADERS_WAIT;
         if (status)
             return fail(p, status, NULL);
     }
@@ -492,6 +505,19 @@ enum gh_parse_result gh_reqparser_feed(struct gh_reqparser *p, const char *data,
     if (p->error_status)
         return GH_PARSE_ERROR;
     GH_ASSERT(!p->message_done);
+    if (p->headers_wait) { /* the caller is ready to say yes or no now */
+        p->headers_wait = false;
+        int rc = headers_admit(p);
+        if (rc == GH_HEADERS_WAIT) {
+            p->headers_wait = true;
+            return GH_PARSE_WAIT;
+        }
+        if (rc)
+            return GH_PARSE_ERROR;
+        llhttp_resume(hp);
+        if (!len)
+            return GH_PARSE_AGAIN;
+    }
     for (;;) {
         p->scan_from = at;
         llhttp_errno_t e = llhttp_execute(hp, at, (size_t)(end - at));
@@ -518,7 +544,13 @@ enum gh_parse_result gh_reqparser_feed(struct gh_reqparser *p, const char *data,
         at = pos;
         if (p->headers_pending) {
             p->headers_pending = false;
-            if (headers_finish(p))
+            int rc = headers_finish(p);
+            if (rc == GH_HEADERS_WAIT) {
+                p->headers_wait = true; /* llhttp stays paused */
+                p->scan_from = NULL;
+                return GH_PARSE_WAIT;
+            }
+            if (rc)
                 break;
             llhttp_resume(hp);
             continue;
@@ -550,6 +582,7 @@ void gh_reqparser_next(struct gh_reqparser *p)
     p->message_done = false;
     p->headers_done = false;
     p->headers_pending = false;
+    p->headers_wait = false;
     p->header_bytes = 0;
     p->trailer_bytes = 0;
     p->scan_prev = 0;

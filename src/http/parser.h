@@ -18,12 +18,18 @@ enum gh_parse_result {
     GH_PARSE_AGAIN = 0, /* all input consumed, the request is not complete */
     GH_PARSE_DONE = 1,  /* one request complete; call gh_reqparser_next after */
     GH_PARSE_ERROR = 2, /* unrecoverable; error_status says which answer */
+    GH_PARSE_WAIT = 3,  /* the headers callback asked to wait: feed again (even
+                         * with no bytes) when it can answer; nothing of the
+                         * body was consumed */
 };
 
 /* Called when the headers are complete, before any body byte. Routes the
  * request and sets req->body_max. Returns 0 to go on or an HTTP status
  * (413, 404 …) to stop with. */
 typedef int (*gh_reqparser_headers_cb)(struct gh_http_req *req, void *data);
+/* What a headers callback returns to be asked again on the next feed
+ * (it waits for something asynchronous; not an HTTP status). */
+#define GH_HEADERS_WAIT 1
 
 struct gh_reqparser {
     /* llhttp_t, kept opaque so llhttp.h (which clashes with http_parser.h)
@@ -43,6 +49,7 @@ struct gh_reqparser {
     unsigned nhdr;
     bool headers_done;
     bool headers_pending; /* llhttp paused at the end of the header section */
+    bool headers_wait;    /* paused there until the headers callback can answer */
     bool message_done;
     unsigned char scan_prev;   /* last framing byte seen (CRLF and obs-fold checks) */
     const char *scan_from;     /* framing bytes not yet scanned in the current feed */

@@ -56,6 +56,21 @@ bool gh_auth_reload(struct gh_http_req *req);
  * deleted one, or nothing ever evicted). Any loop thread; no side effect. */
 bool gh_auth_may_reload(const struct gh_http_req *req);
 
+/* Starts reading from the store the credential of req that the cache may
+ * have evicted (gh_auth_may_reload), so that checks made before the
+ * handler (the body cap, the traffic class) see an evicted user as the
+ * user they are. On 0 the look-up is queued and *job set: when it is done
+ * the credential (if the store holds it) is in the cache and wake(arg)
+ * runs on req's worker, unless gh_auth_prefetch_cancel(*job) ran first;
+ * either the wake or the cancel ends the caller's hold on *job, never
+ * both. GH_ENOTFOUND when there is nothing to look up, GH_EBUSY or
+ * GH_ENOMEM when it cannot be queued (no callback then). Loop thread. */
+int gh_auth_prefetch(const struct gh_http_req *req, void (*wake)(void *arg), void *arg,
+                     void **job);
+/* The caller of gh_auth_prefetch goes away before its wake: no wake will
+ * run. Same thread as the prefetch. */
+void gh_auth_prefetch_cancel(void *job);
+
 /* True when an API key may authenticate a request for path: /v1/…,
  * /beta/…, /api/usage and /user/balance. */
 bool gh_auth_key_scope(const char *path);

@@ -385,6 +385,68 @@ static bool reload_target(const struct gh_http_req *req, struct reload_job *j)
     return gh_tokens_peek(j->hash, &seen) == GH_ENOTFOUND;
 }
 
+/* A look-up ahead of the handler: held by the store until prefetch_done
+ * and by the waiter until its wake runs or it cancels, freed by the last. */
+struct prefetch {
+    struct reload_job j; /* first: reload_fn takes it */
+    atomic_int refs;
+    void (*wake)(void *arg); /* NULL once cancelled or woken; loop thread only */
+    void *arg;
+};
+
+static void prefetch_unref(struct prefetch *pf)
+{
+    if (atomic_fetch_sub_explicit(&pf->refs, 1, memory_order_acq_rel) == 1)
+        free(pf);
+}
+
+static void prefetch_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct prefetch *pf = arg;
+    struct gh_cred seen;
+    if (!rc && pf->j.found && gh_tokens_peek(pf->j.hash, &seen) == GH_ENOTFOUND)
+        gh_tokens_put(&pf->j.cred);
+    /* w NULL: not on the waiter's loop (shutting down); it cancels instead */
+    if (w && pf->wake) {
+        void (*wake)(void *) = pf->wake;
+        pf->wake = NULL;
+        wake(pf->arg);
+        prefetch_unref(pf); /* the waiter's hold */
+    }
+    prefetch_unref(pf); /* the store's */
+}
+
+int gh_auth_prefetch(const struct gh_http_req *req, void (*wake)(void *arg), void *arg,
+                     void **job)
+{
+    struct prefetch *pf = calloc(1, sizeof *pf);
+    if (!pf)
+        return GH_ENOMEM;
+    pf->j.idle_ms = req->cfg->identity.session_idle_ms;
+    if (!reload_target(req, &pf->j)) {
+        free(pf);
+        return GH_ENOTFOUND;
+    }
+    atomic_init(&pf->refs, 2);
+    pf->wake = wake;
+    pf->arg = arg;
+    if (ids.m_reloads)
+        atomic_fetch_add_explicit(ids.m_reloads, 1, memory_order_relaxed);
+    if (gh_store_read(ids.store, reload_fn, pf, req->worker, prefetch_done)) {
+        free(pf);
+        return GH_EBUSY;
+    }
+    *job = pf;
+    return 0;
+}
+
+void gh_auth_prefetch_cancel(void *job)
+{
+    struct prefetch *pf = job;
+    pf->wake = NULL;
+    prefetch_unref(pf);
+}
+
 bool gh_auth_may_reload(const struct gh_http_req *req)
 {
     struct reload_job j = {0};

@@ -600,6 +600,19 @@ static bool credentials(struct gh_http_req *req, void *data)
     return valid;
 }
 
+/* The server's credentials_fetch hook: an evicted session or key is read
+ * back from the store before the checks that need it; then the request's
+ * remembered answer is forgotten so that the next check asks again. */
+static int credentials_fetch(struct gh_http_req *req, void (*wake)(void *arg), void *arg,
+                             void **job, void *data)
+{
+    (void)data;
+    int rc = gh_auth_prefetch(req, wake, arg, job);
+    if (!rc)
+        req->cred.state = 0;
+    return rc;
+}
+
 static enum gh_class classify(struct gh_http_req *req, struct gh_limit_subject *subj)
 {
     enum gh_class cls = req->route->cls;
@@ -1099,6 +1112,8 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     srv->request_filter_data = sh;
     srv->credentials = credentials;
     srv->credentials_data = sh;
+    srv->credentials_fetch = credentials_fetch;
+    srv->credentials_cancel = gh_auth_prefetch_cancel;
     srv->proxy_trusted = proxy_trusted;
     srv->proxy_trusted_data = sh;
     the_shield = sh;
