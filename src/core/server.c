@@ -133,6 +133,40 @@ static int listen_socket(const struct sockaddr_storage *ss, bool reuseport, stru
     return fd;
 }
 
+/* SO_REUSEPORT lets any socket of the same user join a port, another
+ * gatehouse included: the kernel would then spread connections over two
+ * servers with different databases. So before the workers bind theirs,
+ * a socket without it must be able to bind the address: if anything
+ * listens there already, start-up stops. 0, or GH_EIO with err filled. */
+static int probe_address_free(const struct sockaddr_storage *ss, const char *text,
+                              struct gh_buf *err)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        gh_buf_printf(err, "listen: socket: %s", strerror(errno));
+        return GH_EIO;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* TIME_WAIT is no owner */
+    if (ss->ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    socklen_t len = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                             : sizeof(struct sockaddr_in6);
+    int rc = 0;
+    if (bind(fd, (const struct sockaddr *)ss, len)) {
+        if (errno == EADDRINUSE)
+            gh_buf_printf(err,
+                          "listen: %s is already in use by another process (another gatehouse?); "
+                          "stop it or set [server] listen to a free address",
+                          text);
+        else
+            gh_buf_printf(err, "listen: cannot bind %s: %s", text, strerror(errno));
+        rc = GH_EIO;
+    }
+    close(fd);
+    return rc;
+}
+
 static uint16_t bound_port(int fd)
 {
     struct sockaddr_storage ss;
@@ -142,6 +176,12 @@ static uint16_t bound_port(int fd)
     if (ss.ss_family == AF_INET)
         return ntohs(((struct sockaddr_in *)&ss)->sin_port);
     return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+static uint16_t port_of(const struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
+                                          : ((const struct sockaddr_in6 *)ss)->sin6_port);
 }
 
 static void set_port(struct sockaddr_storage *ss, uint16_t port)
@@ -476,8 +516,11 @@ int gh_server_run(struct gh_server *srv)
     if (!rc && (gh_parse_hostport(cfg->server.listen, &ss) ||
                 gh_parse_hostport(cfg->server.admin_listen, &ass)))
         rc = GH_EINVAL;
+    bool shared = cfg->server.reuseport || n > 1;
+    if (!rc && shared && port_of(&ss) && probe_address_free(&ss, cfg->server.listen, &err))
+        rc = GH_EIO;
     for (unsigned i = 0; !rc && i < n; i++) {
-        fds[i] = listen_socket(&ss, cfg->server.reuseport || n > 1, &err, "listen");
+        fds[i] = listen_socket(&ss, shared, &err, "listen");
         if (fds[i] < 0) {
             rc = GH_EIO;
             break;
