@@ -928,7 +928,8 @@ static int on_headers(struct gh_http_req *req, void *data)
     req->worker = w;
     req->conn = c;
     req->client = c->addr;
-    req->cfg = gh_config_ref(w->cfg);
+    if (!req->cfg) /* asked again after GH_HEADERS_WAIT: one reference */
+        req->cfg = gh_config_ref(w->cfg);
     req->start_ns = c->first_byte_ns;
     req->body_max = w->cfg->limits.body_max;
     char allow[128];

@@ -5,6 +5,7 @@
 // body caps only for valid credentials, and existing users first).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 
 import { startServer, metricValue, request } from './lib/harness.mjs';
 import { FAST, Jar, api, cnPhone, registerUser } from './lib/accounts.mjs';
@@ -42,11 +43,24 @@ test('an evicted API key still sends a large body: read back before the cap is c
   const k = await api(srv.url, 'POST', '/api/keys', { body: { name: 'ci' }, jar: vj });
   assert.equal(k.status, 201, k.text);
   const key = k.json.key;
+  const k2 = await api(srv.url, 'POST', '/api/keys', { body: { name: 'gone' }, jar: vj });
+  assert.equal(k2.status, 201, k2.text);
   await registerUser(srv, attacker, PW, { localAddress: '127.0.0.3' });
   // 4,500 sessions for 3,072 slots: the victim's key is the least recently used
   const st = await flood(srv, attacker, 4500, 16);
   assert.equal(st.filter((s) => s === 200).length, 4500);
   assert.ok(metricValue(await srv.metrics(), 'gh_identity_credential_evictions_total') > 0, 'the cache evicted');
+  // a client that leaves while its evicted key is being read back
+  await new Promise((resolve, reject) => {
+    const sock = net.connect(srv.port, '127.0.0.1', () => {
+      sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${k2.json.key}\r\n` +
+        'Content-Type: application/json\r\nContent-Length: 300000\r\n\r\n', () => {
+        sock.destroy();
+        resolve();
+      });
+    });
+    sock.on('error', reject);
+  });
   // a 300 KB chat body (the anonymous cap is 64 KiB)
   const { body, headers } = bigChat(key, 300000);
   const r = await request(`${srv.url}/v1/chat/completions`, { method: 'POST', headers, body });
