@@ -46,7 +46,7 @@ test('an evicted API key still sends a large body: read back before the cap is c
   // 4,500 sessions for 3,072 slots: the victim's key is the least recently used
   const st = await flood(srv, attacker, 4500, 16);
   assert.equal(st.filter((s) => s === 200).length, 4500);
-  assert.ok(metricValue(await srv.metrics(), 'gh_identity_credential_evictions_total') > 0, 'the cache evicted');
+  assert.ok(metricValue(await srv.metrics(), 'gatehouse_identity_credential_evictions_total') > 0, 'the cache evicted');
   // a 300 KB chat body (the anonymous cap is 64 KiB)
   const { body, headers } = bigChat(key, 300000);
   const r = await request(`${srv.url}/v1/chat/completions`, { method: 'POST', headers, body });
