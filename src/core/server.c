@@ -694,7 +694,8 @@ static void render_latency(struct gh_buf *out, const char *listener, struct gh_w
                  name);
         for (unsigned k = 0; k < GH_METRICS_NBUCKETS; k++) {
             cum += b[k];
-            gh_buf_printf(out, "gatehouse_http_request_duration_seconds_bucket{%s,le=\"%g\"} %llu\n",
+            gh_buf_printf(out,
+                          "gatehouse_http_request_duration_seconds_bucket{%s,le=\"%g\"} %llu\n",
                           lab, (double)gh_metrics_buckets_us[k] / 1e6, (unsigned long long)cum);
         }
         gh_buf_printf(out,

@@ -852,9 +852,18 @@ static double upstream_metric(void *data, int what)
 static double m_up(void *d) { return upstream_metric(d, 0); }
 static double m_open(void *d) { return upstream_metric(d, 1); }
 static double m_active(void *d) { return upstream_metric(d, 2); }
-static uint64_t m_requests(void *d) { return atomic_load(&((struct gh_upstream *)d)->requests); }
-static uint64_t m_failures(void *d) { return atomic_load(&((struct gh_upstream *)d)->failures); }
-static uint64_t m_limited(void *d) { return atomic_load(&((struct gh_upstream *)d)->rate_limited); }
+static uint64_t m_requests(void *d)
+{
+    return atomic_load(&((struct gh_upstream *)d)->requests);
+}
+static uint64_t m_failures(void *d)
+{
+    return atomic_load(&((struct gh_upstream *)d)->failures);
+}
+static uint64_t m_limited(void *d)
+{
+    return atomic_load(&((struct gh_upstream *)d)->rate_limited);
+}
 
 static void register_metrics(struct gh_gateway *gw)
 {
@@ -883,12 +892,12 @@ static void register_metrics(struct gh_gateway *gw)
         gh_metrics_gauge_func("gatehouse_upstream_active", labels, "calls in flight", m_active,
                               up);
         gh_metrics_counter_func("gatehouse_upstream_requests_total", labels, "calls started",
-                              m_requests, up);
+                                m_requests, up);
         gh_metrics_counter_func("gatehouse_upstream_failures_total", labels,
-                              "failed calls (5xx, connection, broken stream, 401/402/403)",
-                              m_failures, up);
+                                "failed calls (5xx, connection, broken stream, 401/402/403)",
+                                m_failures, up);
         gh_metrics_counter_func("gatehouse_upstream_rate_limited_total", labels,
-                              "429 answers (the upstream cooled down)", m_limited, up);
+                                "429 answers (the upstream cooled down)", m_limited, up);
     }
 }
 

@@ -209,8 +209,8 @@ void gh_metrics_render_registry(struct gh_buf *out)
         if (!first)
             continue;
         bool counter = e->kind == K_COUNTER || e->kind == K_COUNTER_FUNC;
-        gh_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", e->name, e->help ? e->help : "",
-                      e->name, counter ? "counter" : "gauge");
+        gh_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", e->name, e->help ? e->help : "", e->name,
+                      counter ? "counter" : "gauge");
         for (unsigned j = i; j < n; j++) {
             struct entry *f = &R.e[j];
             if (strcmp(f->name, e->name))
@@ -220,8 +220,7 @@ void gh_metrics_render_registry(struct gh_buf *out)
             if (f->kind == K_COUNTER || (f->kind == K_GAUGE && f->unit <= 1))
                 gh_buf_printf(out, "%llu", (unsigned long long)atomic_load(&f->value));
             else if (f->kind == K_COUNTER_FUNC)
-                gh_buf_printf(out, "%llu",
-                              (unsigned long long)(f->cfn ? f->cfn(f->data) : 0));
+                gh_buf_printf(out, "%llu", (unsigned long long)(f->cfn ? f->cfn(f->data) : 0));
             else
                 gh_metrics_print_value(out, entry_value_locked(f));
             gh_buf_append_str(out, "\n");

@@ -1069,19 +1069,18 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     sh->m_blocked_xff = gh_metrics_counter(
         "gatehouse_shield_blocked_requests_total", "",
         "requests refused because the address reported by a trusted proxy is blocked");
-    sh->m_sig_register = gh_metrics_gauge_scaled(
-        "gatehouse_shield_signal_register_per_second", "",
-        "registration-class requests per second, last period", 1000);
+    sh->m_sig_register =
+        gh_metrics_gauge_scaled("gatehouse_shield_signal_register_per_second", "",
+                                "registration-class requests per second, last period", 1000);
     sh->m_sig_prefixes = gh_metrics_gauge("gatehouse_shield_signal_distinct_prefixes", "",
                                           "distinct prefixes among registrations, last period");
     sh->m_pressure = gh_metrics_gauge_scaled("gatehouse_shield_pressure_ratio", "",
                                              "load-shedding pressure (1 = at target)", 1000);
-    sh->m_idle_factor = gh_metrics_gauge_scaled("gatehouse_shield_idle_factor_ratio", "",
-                                                "keep-alive idle timeout factor (1 = configured)",
-                                                1000);
+    sh->m_idle_factor =
+        gh_metrics_gauge_scaled("gatehouse_shield_idle_factor_ratio", "",
+                                "keep-alive idle timeout factor (1 = configured)", 1000);
     gh_metrics_counter_func("gatehouse_shield_limiter_evictions_total", "",
-                            "limiter entries evicted since start",
-                          limiter_evictions, sh->lim);
+                            "limiter entries evicted since start", limiter_evictions, sh->lim);
     gh_metrics_gauge_func("gatehouse_shield_limiter_capacity", "", "limiter table capacity in keys",
                           limiter_capacity, sh->lim);
 
