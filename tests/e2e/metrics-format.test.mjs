@@ -9,8 +9,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 
-import { startServer, request, writeArtifact } from './lib/harness.mjs';
+import { startServer, request, tempDir, writeArtifact } from './lib/harness.mjs';
 import { FAST, api, cnPhone, registerUser } from './lib/accounts.mjs';
 
 const PARSE = `
@@ -35,7 +37,13 @@ function missingTools() {
 }
 
 test('/metrics passes promtool check metrics and the Python client parser', { skip: missingTools() }, async (t) => {
-  const srv = await startServer({ t, set: { ...FAST, 'shield.rules': 'anon:addr:3/1s' } });
+  // an upstream (never called) so the per-upstream families are rendered too
+  const ups = path.join(tempDir('gh-ups-'), 'upstreams.ini');
+  fs.writeFileSync(ups, '[upstream a]\nmodel = m\nbase_url = http://127.0.0.1:9/v1\nupstream_model = ok\n');
+  const srv = await startServer({
+    t,
+    set: { ...FAST, 'shield.rules': 'anon:addr:3/1s', 'gateway.upstreams_file': ups },
+  });
   // traffic: a login failure, 200s, 404s, then a 429 from the anon rule
   const phone = cnPhone();
   await registerUser(srv, phone, 'correct horse battery');
@@ -68,7 +76,12 @@ test('/metrics passes promtool check metrics and the Python client parser', { sk
     assert.ok(!seen.has(f.name), `family ${f.name} appears twice`);
     seen.add(f.name);
   }
-  for (const name of ['gatehouse_http_requests', 'gatehouse_http_request_duration_seconds', 'gatehouse_shield_rate_limited']) {
+  for (const name of [
+    'gatehouse_http_requests',
+    'gatehouse_http_request_duration_seconds',
+    'gatehouse_shield_rate_limited',
+    'gatehouse_upstream_requests',
+  ]) {
     assert.ok(seen.has(name), `family ${name} parsed`);
   }
 
