@@ -210,11 +210,11 @@ part_spray() {
     el=$(v "$BENCH_TMP/spray.txt" elapsed)
     rate=$(v "$BENCH_TMP/spray.txt" rate)
     local ev cap pref glob addr
-    ev=$(metric "$dir" '^gh_shield_limiter_evictions ')
-    cap=$(metric "$dir" '^gh_shield_limiter_capacity ')
-    addr=$(metric "$dir" 'gh_shield_limit_decisions_total\{rule="register:addr:[^"]*",result="refused"')
-    pref=$(metric "$dir" 'gh_shield_limit_decisions_total\{rule="register:prefix:[^"]*",result="refused"')
-    glob=$(metric "$dir" 'gh_shield_limit_decisions_total\{rule="register:global:[^"]*",result="refused"')
+    ev=$(metric "$dir" '^gatehouse_shield_limiter_evictions_total ')
+    cap=$(metric "$dir" '^gatehouse_shield_limiter_capacity ')
+    addr=$(metric "$dir" 'gatehouse_shield_limit_decisions_total\{rule="register:addr:[^"]*",result="refused"')
+    pref=$(metric "$dir" 'gatehouse_shield_limit_decisions_total\{rule="register:prefix:[^"]*",result="refused"')
+    glob=$(metric "$dir" 'gatehouse_shield_limit_decisions_total\{rule="register:global:[^"]*",result="refused"')
     local cs cp50 cp99 ss sp50 sp99 sreq cpok
     cs=$(v "$BENCH_TMP/probe-calm.txt" success_pct)
     cp50=$(v "$BENCH_TMP/probe-calm.txt" p50_ms)

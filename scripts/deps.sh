@@ -10,7 +10,11 @@ build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
     libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libsodium-dev
     libphonenumber-dev libsqlite3-dev sqlite3 libjansson-dev libinih-dev
     libcmocka-dev node-llhttp)
-test_pkgs=(curl procps iproute2 chromium fonts-dejavu-core fonts-noto-cjk)
+# prometheus: for promtool (no smaller Debian 12 package ships it) and
+# python3-prometheus-client: tests/e2e/metrics-format.test.mjs checks
+# /metrics with both
+test_pkgs=(curl procps iproute2 chromium fonts-dejavu-core fonts-noto-cjk
+    prometheus python3-prometheus-client)
 bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux procps)
 
 want=("${build_pkgs[@]}")
@@ -48,6 +52,10 @@ if ((${#missing[@]})); then
     # nginx-light starts a system nginx on :80; the benchmarks run their own.
     if printf '%s\n' "${missing[@]}" | grep -q '^nginx'; then
         $sudo systemctl disable --now nginx >/dev/null 2>&1 || $sudo service nginx stop >/dev/null 2>&1 || true
+    fi
+    # prometheus starts a system server on :9090; the tests need only promtool.
+    if printf '%s\n' "${missing[@]}" | grep -qx 'prometheus'; then
+        $sudo systemctl disable --now prometheus >/dev/null 2>&1 || $sudo service prometheus stop >/dev/null 2>&1 || true
     fi
 fi
 

@@ -69,15 +69,15 @@ static void on_metric(const char *name, const char *labels, double v, void *data
 {
     struct gather *g = data;
     char cls[32], up[128], model[128];
-    if (!strcmp(name, "gh_shield_requests_total") &&
+    if (!strcmp(name, "gatehouse_shield_requests_total") &&
         label_value(labels, "class", cls, sizeof cls)) {
         json_object_set_new(g->by_class, cls, num(v));
-    } else if (!strcmp(name, "gh_shield_rate_limited_total") &&
+    } else if (!strcmp(name, "gatehouse_shield_rate_limited_total") &&
                label_value(labels, "class", cls, sizeof cls)) {
         json_object_set_new(g->limited, cls, num(v));
-    } else if (!strcmp(name, "gh_shield_blocked_requests_total")) {
+    } else if (!strcmp(name, "gatehouse_shield_blocked_requests_total")) {
         json_object_set_new(g->shield, "blocked_forwarded_address", num(v));
-    } else if (!strcmp(name, "gh_shield_pow_verifications_total") &&
+    } else if (!strcmp(name, "gatehouse_shield_pow_verifications_total") &&
                label_value(labels, "result", cls, sizeof cls)) {
         json_t *pow = json_object_get(g->shield, "pow_verifications");
         if (!pow) {

@@ -631,29 +631,51 @@ void gh_server_dispose(struct gh_server *srv)
 
 /* ---- /metrics ---- */
 
-static void render_listener(struct gh_buf *out, const char *listener, struct gh_worker *ws,
+/* Route label values: the pattern and method, "unmatched"/"any" for the
+ * slot past the router's routes (no label value is ever empty). */
+static void route_labels(const struct gh_router *r, unsigned rt, const char **name,
+                         const char **method)
+{
+    *name = rt < r->n ? r->routes[rt].pattern : "unmatched";
+    *method = rt < r->n ? http_method_str(r->routes[rt].method) : "any";
+}
+
+/* The samples of gatehouse_http_requests_total for one listener's workers
+ * (the caller prints HELP and TYPE once for both listeners). */
+static void render_requests(struct gh_buf *out, const char *listener, struct gh_worker *ws,
                             unsigned nw, const struct gh_router *r)
 {
-    unsigned nroutes = r->n + 1;
-    for (unsigned rt = 0; rt < nroutes; rt++) {
-        const char *name = rt < r->n ? r->routes[rt].pattern : "unmatched";
-        const char *method = rt < r->n ? http_method_str(r->routes[rt].method) : "";
+    for (unsigned rt = 0; rt < r->n + 1; rt++) {
+        const char *name, *method;
+        route_labels(r, rt, &name, &method);
         for (unsigned s = 0; s < GH_METRICS_NSTATUS; s++) {
             uint64_t v = 0;
             for (unsigned i = 0; i < nw; i++)
                 v += GH_STAT_GET(&ws[i].stats.requests[(size_t)rt * GH_METRICS_NSTATUS + s]);
             if (!v)
                 continue;
-            int st = gh_metrics_statuses[s];
+            /* the last slot gathers every status not listed: one sample */
+            char st[16];
+            if (gh_metrics_statuses[s])
+                snprintf(st, sizeof st, "%d", gh_metrics_statuses[s]);
+            else
+                snprintf(st, sizeof st, "other");
             gh_buf_printf(out,
                           "gatehouse_http_requests_total{listener=\"%s\",method=\"%s\","
-                          "route=\"%s\",status=\"%s%d\"} %llu\n",
-                          listener, method, name, st ? "" : "other", st ? st : 0,
-                          (unsigned long long)v);
+                          "route=\"%s\",status=\"%s\"} %llu\n",
+                          listener, method, name, st, (unsigned long long)v);
         }
     }
-    for (unsigned rt = 0; rt < nroutes; rt++) {
-        const char *name = rt < r->n ? r->routes[rt].pattern : "unmatched";
+}
+
+/* The samples of gatehouse_http_request_duration_seconds for one
+ * listener's workers (HELP and TYPE printed once by the caller). */
+static void render_latency(struct gh_buf *out, const char *listener, struct gh_worker *ws,
+                           unsigned nw, const struct gh_router *r)
+{
+    for (unsigned rt = 0; rt < r->n + 1; rt++) {
+        const char *name, *method;
+        route_labels(r, rt, &name, &method);
         uint64_t cum = 0, sum = 0;
         uint64_t b[GH_METRICS_NBUCKETS + 1] = {0};
         for (unsigned i = 0; i < nw; i++) {
@@ -667,23 +689,21 @@ static void render_listener(struct gh_buf *out, const char *listener, struct gh_
             total += b[k];
         if (!total)
             continue;
+        char lab[512];
+        snprintf(lab, sizeof lab, "listener=\"%s\",method=\"%s\",route=\"%s\"", listener, method,
+                 name);
         for (unsigned k = 0; k < GH_METRICS_NBUCKETS; k++) {
             cum += b[k];
             gh_buf_printf(out,
-                          "gatehouse_http_request_duration_seconds_bucket{listener=\"%s\","
-                          "route=\"%s\",le=\"%g\"} %llu\n",
-                          listener, name, (double)gh_metrics_buckets_us[k] / 1e6,
-                          (unsigned long long)cum);
+                          "gatehouse_http_request_duration_seconds_bucket{%s,le=\"%g\"} %llu\n",
+                          lab, (double)gh_metrics_buckets_us[k] / 1e6, (unsigned long long)cum);
         }
         gh_buf_printf(out,
-                      "gatehouse_http_request_duration_seconds_bucket{listener=\"%s\","
-                      "route=\"%s\",le=\"+Inf\"} %llu\n"
-                      "gatehouse_http_request_duration_seconds_sum{listener=\"%s\",route=\"%s\"} "
-                      "%.6f\n"
-                      "gatehouse_http_request_duration_seconds_count{listener=\"%s\","
-                      "route=\"%s\"} %llu\n",
-                      listener, name, (unsigned long long)total, listener, name, (double)sum / 1e6,
-                      listener, name, (unsigned long long)total);
+                      "gatehouse_http_request_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n"
+                      "gatehouse_http_request_duration_seconds_sum{%s} %.6f\n"
+                      "gatehouse_http_request_duration_seconds_count{%s} %llu\n",
+                      lab, (unsigned long long)total, lab, (double)sum / 1e6, lab,
+                      (unsigned long long)total);
     }
 }
 
@@ -718,11 +738,13 @@ void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out)
                   GH_VERSION, (double)(gh_wall_ms() - srv->started_ms) / 1000.0);
     gh_buf_append_str(out, "# HELP gatehouse_http_requests_total Requests answered, by route "
                            "and status.\n# TYPE gatehouse_http_requests_total counter\n");
-    render_listener(out, "public", srv->workers, srv->nworkers, &srv->router);
-    render_listener(out, "admin", &srv->admin, 1, &srv->admin_router);
+    render_requests(out, "public", srv->workers, srv->nworkers, &srv->router);
+    render_requests(out, "admin", &srv->admin, 1, &srv->admin_router);
     gh_buf_append_str(out, "# HELP gatehouse_http_request_duration_seconds Time from the "
                            "first byte of a request to its answer.\n"
                            "# TYPE gatehouse_http_request_duration_seconds histogram\n");
+    render_latency(out, "public", srv->workers, srv->nworkers, &srv->router);
+    render_latency(out, "admin", &srv->admin, 1, &srv->admin_router);
 
     render_per_worker(out, srv, "gatehouse_connections_open", "Open client connections.",
                       offsetof(struct gh_worker_stats, conns_open), 1);

@@ -852,11 +852,17 @@ static double upstream_metric(void *data, int what)
 static double m_up(void *d) { return upstream_metric(d, 0); }
 static double m_open(void *d) { return upstream_metric(d, 1); }
 static double m_active(void *d) { return upstream_metric(d, 2); }
-static double m_requests(void *d) { return (double)atomic_load(&((struct gh_upstream *)d)->requests); }
-static double m_failures(void *d) { return (double)atomic_load(&((struct gh_upstream *)d)->failures); }
-static double m_limited(void *d)
+static uint64_t m_requests(void *d)
 {
-    return (double)atomic_load(&((struct gh_upstream *)d)->rate_limited);
+    return atomic_load(&((struct gh_upstream *)d)->requests);
+}
+static uint64_t m_failures(void *d)
+{
+    return atomic_load(&((struct gh_upstream *)d)->failures);
+}
+static uint64_t m_limited(void *d)
+{
+    return atomic_load(&((struct gh_upstream *)d)->rate_limited);
 }
 
 static void register_metrics(struct gh_gateway *gw)
@@ -885,13 +891,13 @@ static void register_metrics(struct gh_gateway *gw)
                               "1 while the upstream's circuit breaker is open", m_open, up);
         gh_metrics_gauge_func("gatehouse_upstream_active", labels, "calls in flight", m_active,
                               up);
-        gh_metrics_gauge_func("gatehouse_upstream_requests_total", labels, "calls started",
-                              m_requests, up);
-        gh_metrics_gauge_func("gatehouse_upstream_failures_total", labels,
-                              "failed calls (5xx, connection, broken stream, 401/402/403)",
-                              m_failures, up);
-        gh_metrics_gauge_func("gatehouse_upstream_rate_limited_total", labels,
-                              "429 answers (the upstream cooled down)", m_limited, up);
+        gh_metrics_counter_func("gatehouse_upstream_requests_total", labels, "calls started",
+                                m_requests, up);
+        gh_metrics_counter_func("gatehouse_upstream_failures_total", labels,
+                                "failed calls (5xx, connection, broken stream, 401/402/403)",
+                                m_failures, up);
+        gh_metrics_counter_func("gatehouse_upstream_rate_limited_total", labels,
+                                "429 answers (the upstream cooled down)", m_limited, up);
     }
 }
 

@@ -2258,10 +2258,10 @@ static double cache_size(void *data)
     return (double)gh_tokens_count();
 }
 
-static double cache_evictions(void *data)
+static uint64_t cache_evictions(void *data)
 {
     (void)data;
-    return (double)gh_tokens_evictions();
+    return gh_tokens_evictions();
 }
 
 int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
@@ -2309,22 +2309,22 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
                                             "expired"};
         char labels[64];
         snprintf(labels, sizeof labels, "why=\"%s\"", label[i]);
-        ids.m_policy_changes[i] = gh_metrics_counter(
-            "gh_identity_policy_changes_total", labels,
-            "changes of the effective registration policy, by cause");
+        ids.m_policy_changes[i] =
+            gh_metrics_counter("gatehouse_identity_policy_changes_total", labels,
+                               "changes of the effective registration policy, by cause");
     }
-    ids.m_reg_capped = gh_metrics_counter(
-        "gh_identity_register_capped_total", "",
-        "registrations refused 503 by the attack level's registration cap");
-    ids.m_reloads = gh_metrics_counter(
-        "gh_identity_credential_lookups_total", "",
-        "credential cache misses looked up in the store (after evictions)");
-    gh_metrics_gauge_func("gh_identity_credentials_cached", "",
+    ids.m_reg_capped =
+        gh_metrics_counter("gatehouse_identity_register_capped_total", "",
+                           "registrations refused 503 by the attack level's registration cap");
+    ids.m_reloads =
+        gh_metrics_counter("gatehouse_identity_credential_lookups_total", "",
+                           "credential cache misses looked up in the store (after evictions)");
+    gh_metrics_gauge_func("gatehouse_identity_credentials_cached", "",
                           "sessions and API keys in the credential cache (gone markers too)",
                           cache_size, NULL);
-    gh_metrics_gauge_func("gh_identity_credential_evictions_total", "",
-                          "live credentials evicted from a full credential cache",
-                          cache_evictions, NULL);
+    gh_metrics_counter_func("gatehouse_identity_credential_evictions_total", "",
+                            "live credentials evicted from a full credential cache",
+                            cache_evictions, NULL);
     gh_log(GH_LOG_INFO, "identity_loaded", "%u sessions and keys cached; policy %s",
            gh_tokens_count(), gh_policy_mode_name(gh_policy_current()->mode));
     rc = gh_pwpool_new(cfg->identity.hash_threads, cfg->identity.hash_queue_max,

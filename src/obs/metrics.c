@@ -2,6 +2,7 @@
  * registry of metrics.h. */
 #include "obs/metrics.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,15 +71,17 @@ void gh_worker_stats_request(struct gh_worker_stats *s, unsigned route, int stat
     GH_STAT_ADD(&s->latency_sum_us[route], dur_us);
 }
 
-enum kind { K_COUNTER, K_GAUGE, K_FUNC };
+enum kind { K_COUNTER, K_GAUGE, K_FUNC, K_COUNTER_FUNC };
 
 struct entry {
     char name[96];
     char labels[160];
     const char *help;
     enum kind kind;
+    unsigned unit; /* K_GAUGE: value is in 1/unit (0 or 1: whole) */
     _Atomic uint64_t value;
     gh_metrics_gauge_fn fn;
+    gh_metrics_counter_fn cfn;
     void *data;
 };
 
@@ -125,6 +128,18 @@ _Atomic uint64_t *gh_metrics_gauge(const char *name, const char *labels, const c
     return e ? &e->value : NULL;
 }
 
+_Atomic uint64_t *gh_metrics_gauge_scaled(const char *name, const char *labels, const char *help,
+                                          unsigned unit)
+{
+    struct entry *e = lookup_or_add(name, labels, help, K_GAUGE);
+    if (!e)
+        return NULL;
+    pthread_mutex_lock(&R.mu);
+    e->unit = unit;
+    pthread_mutex_unlock(&R.mu);
+    return &e->value;
+}
+
 int gh_metrics_gauge_func(const char *name, const char *labels, const char *help,
                           gh_metrics_gauge_fn fn, void *data)
 {
@@ -138,6 +153,47 @@ int gh_metrics_gauge_func(const char *name, const char *labels, const char *help
     return 0;
 }
 
+int gh_metrics_counter_func(const char *name, const char *labels, const char *help,
+                            gh_metrics_counter_fn fn, void *data)
+{
+    struct entry *e = lookup_or_add(name, labels, help, K_COUNTER_FUNC);
+    if (!e)
+        return GH_ETOOBIG;
+    pthread_mutex_lock(&R.mu);
+    e->cfn = fn;
+    e->data = data;
+    pthread_mutex_unlock(&R.mu);
+    return 0;
+}
+
+void gh_metrics_print_value(struct gh_buf *out, double v)
+{
+    /* %.0f is exact for every whole double below 2^53; %g would round a
+     * large counter to 6 digits */
+    if (v == floor(v) && fabs(v) < 9007199254740992.0)
+        gh_buf_printf(out, "%.0f", v);
+    else
+        gh_buf_printf(out, "%.9g", v);
+}
+
+/* Caller holds R.mu. */
+static double entry_value_locked(const struct entry *e)
+{
+    switch (e->kind) {
+    case K_FUNC:
+        return e->fn ? e->fn(e->data) : 0.0;
+    case K_COUNTER_FUNC:
+        return e->cfn ? (double)e->cfn(e->data) : 0.0;
+    case K_GAUGE:
+        if (e->unit > 1)
+            return (double)atomic_load(&e->value) / e->unit;
+        return (double)atomic_load(&e->value);
+    case K_COUNTER:
+        break;
+    }
+    return (double)atomic_load(&e->value);
+}
+
 void gh_metrics_render_registry(struct gh_buf *out)
 {
     pthread_mutex_lock(&R.mu);
@@ -145,27 +201,29 @@ void gh_metrics_render_registry(struct gh_buf *out)
     for (unsigned i = 0; i < n; i++) {
         struct entry *e = &R.e[i];
         bool first = true;
-        for (unsigned j = 0; j < i; j++)
+        for (unsigned j = 0; j < i && first; j++)
             if (!strcmp(R.e[j].name, e->name))
                 first = false;
-        if (first) {
-            gh_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", e->name, e->help ? e->help : "",
-                          e->name, e->kind == K_COUNTER ? "counter" : "gauge");
-        }
-        /* entries of one name may be registered apart: print them together */
+        /* entries of one name may be registered apart: one family, printed
+         * together under the first one's HELP and TYPE */
         if (!first)
             continue;
+        bool counter = e->kind == K_COUNTER || e->kind == K_COUNTER_FUNC;
+        gh_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", e->name, e->help ? e->help : "", e->name,
+                      counter ? "counter" : "gauge");
         for (unsigned j = i; j < n; j++) {
             struct entry *f = &R.e[j];
             if (strcmp(f->name, e->name))
                 continue;
             const char *lo = f->labels[0] ? "{" : "", *lc = f->labels[0] ? "}" : "";
-            if (f->kind == K_FUNC)
-                gh_buf_printf(out, "%s%s%s%s %.6g\n", f->name, lo, f->labels, lc,
-                              f->fn ? f->fn(f->data) : 0.0);
+            gh_buf_printf(out, "%s%s%s%s ", f->name, lo, f->labels, lc);
+            if (f->kind == K_COUNTER || (f->kind == K_GAUGE && f->unit <= 1))
+                gh_buf_printf(out, "%llu", (unsigned long long)atomic_load(&f->value));
+            else if (f->kind == K_COUNTER_FUNC)
+                gh_buf_printf(out, "%llu", (unsigned long long)(f->cfn ? f->cfn(f->data) : 0));
             else
-                gh_buf_printf(out, "%s%s%s%s %llu\n", f->name, lo, f->labels, lc,
-                              (unsigned long long)atomic_load(&f->value));
+                gh_metrics_print_value(out, entry_value_locked(f));
+            gh_buf_append_str(out, "\n");
         }
     }
     pthread_mutex_unlock(&R.mu);
@@ -177,9 +235,7 @@ void gh_metrics_each(gh_metrics_each_fn fn, void *data)
     unsigned n = atomic_load(&R.n);
     for (unsigned i = 0; i < n; i++) {
         struct entry *e = &R.e[i];
-        double v = e->kind == K_FUNC ? (e->fn ? e->fn(e->data) : 0.0)
-                                     : (double)atomic_load(&e->value);
-        fn(e->name, e->labels, v, data);
+        fn(e->name, e->labels, entry_value_locked(e), data);
     }
     pthread_mutex_unlock(&R.mu);
 }

@@ -54,16 +54,33 @@ const char *gh_refusal_name(enum gh_refusal r);
 extern const int gh_metrics_statuses[GH_METRICS_NSTATUS];
 extern const uint64_t gh_metrics_buckets_us[GH_METRICS_NBUCKETS];
 
-/* Registry. name is a Prometheus metric name; labels is "" or
- * `key="value",…`. The same name and labels return the same counter. NULL
- * when the registry is full (it holds GH_METRICS_MAX entries). */
+/* Registry. name is a Prometheus metric name: `gatehouse_<module>_…` in
+ * base units (seconds, bytes, ratios), counters ending in `_total`; labels
+ * is "" or `key="value",…` with no empty values. The same name and labels
+ * return the same counter. All entries of one name are one family: they
+ * must be of one kind and are rendered together under one HELP and TYPE
+ * (the first registered's). NULL when the registry is full (it holds
+ * GH_METRICS_MAX entries). */
 #define GH_METRICS_MAX 1024
 _Atomic uint64_t *gh_metrics_counter(const char *name, const char *labels, const char *help);
 _Atomic uint64_t *gh_metrics_gauge(const char *name, const char *labels, const char *help);
-/* A gauge whose value fn computes when /metrics is read (any thread). */
+/* A gauge that holds a whole number of 1/unit (e.g. 1000 for a ratio kept
+ * in thousandths): rendered as value / unit, a float in the base unit. */
+_Atomic uint64_t *gh_metrics_gauge_scaled(const char *name, const char *labels, const char *help,
+                                          unsigned unit);
+/* A gauge whose value fn computes when /metrics is read (any thread).
+ * Whole values are printed exactly. */
 typedef double (*gh_metrics_gauge_fn)(void *data);
 int gh_metrics_gauge_func(const char *name, const char *labels, const char *help,
                           gh_metrics_gauge_fn fn, void *data);
+/* A counter (name ends in _total) whose value fn reads when /metrics is
+ * read, for totals another module keeps (any thread). */
+typedef uint64_t (*gh_metrics_counter_fn)(void *data);
+int gh_metrics_counter_func(const char *name, const char *labels, const char *help,
+                            gh_metrics_counter_fn fn, void *data);
+/* Appends v as a sample value: whole numbers exactly (no exponent), others
+ * with 9 significant digits. */
+void gh_metrics_print_value(struct gh_buf *out, double v);
 /* Writes every registered metric. */
 void gh_metrics_render_registry(struct gh_buf *out);
 /* Calls fn for every registered metric with its value now (gauge

@@ -45,9 +45,9 @@ void gh_level_init(struct gh_level_machine *m, const struct gh_level_config *cfg
     m->cfg = *cfg;
     m->since_ms = now_ms;
     atomic_init(&m->effective_pub, GH_LEVEL_NORMAL);
-    m->m_changes = gh_metrics_counter("gh_shield_attack_level_changes_total", "",
+    m->m_changes = gh_metrics_counter("gatehouse_shield_attack_level_changes_total", "",
                                       "changes of the attack level");
-    m->m_level = gh_metrics_gauge("gh_shield_attack_level", "",
+    m->m_level = gh_metrics_gauge("gatehouse_shield_attack_level", "",
                                   "attack level: 0 normal, 1 elevated, 2 under_attack");
     if (m->m_level)
         atomic_store(m->m_level, 0);

@@ -9,8 +9,8 @@
  * Each level maps to a registration policy preset (gh_level_policy).
  *
  * Every change of the effective level is logged (event "attack_level"),
- * counted (gh_shield_attack_level_changes_total, gauge
- * gh_shield_attack_level) and handed to the listeners (the status page).
+ * counted (gatehouse_shield_attack_level_changes_total, gauge
+ * gatehouse_shield_attack_level) and handed to the listeners (the status page).
  *
  * Attack evidence must be broad (docs/internals/shield.md, "Attack level"):
  * the event signals come from a tally (gh_level_tally) that counts each

@@ -386,11 +386,11 @@ static int parse_rule(const char *s, size_t len, struct gh_limit_rule *r, struct
     char labels[128];
     static const char help[] = "rate-limit decisions by rule";
     snprintf(labels, sizeof labels, "rule=\"%s\",result=\"allowed\"", r->name);
-    r->m_allowed = gh_metrics_counter("gh_shield_limit_decisions_total", labels, help);
+    r->m_allowed = gh_metrics_counter("gatehouse_shield_limit_decisions_total", labels, help);
     snprintf(labels, sizeof labels, "rule=\"%s\",result=\"refused\"", r->name);
-    r->m_refused = gh_metrics_counter("gh_shield_limit_decisions_total", labels, help);
+    r->m_refused = gh_metrics_counter("gatehouse_shield_limit_decisions_total", labels, help);
     snprintf(labels, sizeof labels, "rule=\"%s\",result=\"would_refuse\"", r->name);
-    r->m_would_refuse = gh_metrics_counter("gh_shield_limit_decisions_total", labels, help);
+    r->m_would_refuse = gh_metrics_counter("gatehouse_shield_limit_decisions_total", labels, help);
     return 0;
 }
 

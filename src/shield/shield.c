@@ -976,11 +976,11 @@ static void on_reload(struct gh_server *srv, const struct gh_config *cfg, void *
 static const char *const class_label[GH_NCLASSES] = {"ops", "user", "login", "register",
                                                             "anon"};
 
-static double limiter_evictions(void *data)
+static uint64_t limiter_evictions(void *data)
 {
     struct gh_limiter_stats st;
     gh_limiter_get_stats(data, &st);
-    return (double)st.evictions;
+    return st.evictions;
 }
 
 static double limiter_capacity(void *data)
@@ -1050,11 +1050,11 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     for (int c = 0; c < GH_NCLASSES; c++) {
         char labels[64];
         snprintf(labels, sizeof labels, "class=\"%s\"", class_label[c]);
-        sh->m_class[c] = gh_metrics_counter("gh_shield_requests_total", labels,
+        sh->m_class[c] = gh_metrics_counter("gatehouse_shield_requests_total", labels,
                                             "public requests by traffic class");
-        sh->m_limited[c] = gh_metrics_counter("gh_shield_rate_limited_total", labels,
+        sh->m_limited[c] = gh_metrics_counter("gatehouse_shield_rate_limited_total", labels,
                                               "requests refused 429 by the limiters, by class");
-        sh->m_shed[c] = gh_metrics_counter("gh_shield_shed_total", labels,
+        sh->m_shed[c] = gh_metrics_counter("gatehouse_shield_shed_total", labels,
                                            "requests refused 503 busy by load shedding, by class");
     }
     for (int r = 0; r <= GH_POW_BUSY; r++) {
@@ -1063,23 +1063,25 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
         for (char *p = labels; *p; p++)
             if (*p == ' ')
                 *p = '_';
-        sh->m_pow[r] = gh_metrics_counter("gh_shield_pow_verifications_total", labels,
+        sh->m_pow[r] = gh_metrics_counter("gatehouse_shield_pow_verifications_total", labels,
                                           "proof-of-work verifications by result");
     }
     sh->m_blocked_xff = gh_metrics_counter(
-        "gh_shield_blocked_requests_total", "",
+        "gatehouse_shield_blocked_requests_total", "",
         "requests refused because the address reported by a trusted proxy is blocked");
-    sh->m_sig_register = gh_metrics_gauge("gh_shield_signal_register_rate_milli", "",
-                                          "registration-class requests per 1000 s, last period");
-    sh->m_sig_prefixes = gh_metrics_gauge("gh_shield_signal_distinct_prefixes", "",
+    sh->m_sig_register =
+        gh_metrics_gauge_scaled("gatehouse_shield_signal_register_per_second", "",
+                                "registration-class requests per second, last period", 1000);
+    sh->m_sig_prefixes = gh_metrics_gauge("gatehouse_shield_signal_distinct_prefixes", "",
                                           "distinct prefixes among registrations, last period");
-    sh->m_pressure = gh_metrics_gauge("gh_shield_pressure_milli", "",
-                                      "load-shedding pressure x1000 (1000 = at target)");
-    sh->m_idle_factor = gh_metrics_gauge("gh_shield_idle_factor_milli", "",
-                                         "keep-alive idle timeout factor x1000");
-    gh_metrics_gauge_func("gh_shield_limiter_evictions", "", "limiter entries evicted since start",
-                          limiter_evictions, sh->lim);
-    gh_metrics_gauge_func("gh_shield_limiter_capacity", "", "limiter table capacity in keys",
+    sh->m_pressure = gh_metrics_gauge_scaled("gatehouse_shield_pressure_ratio", "",
+                                             "load-shedding pressure (1 = at target)", 1000);
+    sh->m_idle_factor =
+        gh_metrics_gauge_scaled("gatehouse_shield_idle_factor_ratio", "",
+                                "keep-alive idle timeout factor (1 = configured)", 1000);
+    gh_metrics_counter_func("gatehouse_shield_limiter_evictions_total", "",
+                            "limiter entries evicted since start", limiter_evictions, sh->lim);
+    gh_metrics_gauge_func("gatehouse_shield_limiter_capacity", "", "limiter table capacity in keys",
                           limiter_capacity, sh->lim);
 
     struct gh_route *r1 = gh_router_add(&srv->router, "GET", "/api/pow/challenge",

@@ -59,7 +59,7 @@ test('one account signing in thousands of times keeps 50 sessions and locks nobo
   assert.equal((await api(srv.url, 'GET', '/api/me', { jar: first.jar })).status, 401);
   assert.equal((await api(srv.url, 'GET', '/api/me', { jar: last.jar })).status, 200);
   const m = await srv.metrics();
-  assert.ok(metricValue(m, 'gh_identity_credentials_cached') <= 50 + 50 + 20, 'sessions capped in the cache');
+  assert.ok(metricValue(m, 'gatehouse_identity_credentials_cached') <= 50 + 50 + 20, 'sessions capped in the cache');
   await srv.stop();
 });
 
@@ -77,8 +77,8 @@ test('a full credential cache evicts the least recently used; a miss is found in
   const st = await flood(srv, attacker, 4500, 16, '127.0.0.4');
   assert.equal(count(st, 200), 4500, `statuses: ${[...new Set(st)]}`);
   const m = await srv.metrics();
-  assert.ok(metricValue(m, 'gh_identity_credential_evictions_total') > 0, 'the cache evicted');
-  assert.ok(metricValue(m, 'gh_identity_credentials_cached') <= 3072);
+  assert.ok(metricValue(m, 'gatehouse_identity_credential_evictions_total') > 0, 'the cache evicted');
+  assert.ok(metricValue(m, 'gatehouse_identity_credentials_cached') <= 3072);
   // nobody is refused: a correct login, the victim's untouched session and
   // key, and the attacker's oldest session (evicted, still in the store)
   for (let i = 0; i < 10; i++) assert.equal((await login(srv, victim, PW, '127.0.0.5')).r.status, 200);
@@ -210,12 +210,12 @@ test('a deleted account\'s session and key answer 401 from memory, never the sto
   // fill the cache past its size so that misses go to the store
   await flood(srv, other, 4000, 16, '127.0.6.1');
   let m = await srv.metrics();
-  assert.ok(metricValue(m, 'gh_identity_credential_evictions_total') > 0);
+  assert.ok(metricValue(m, 'gatehouse_identity_credential_evictions_total') > 0);
   const keep = new Jar();
   Object.assign(keep.c, u.jar.c);
   r = await api(srv.url, 'DELETE', '/api/me', { jar: u.jar });
   assert.equal(r.status, 204, r.text);
-  const before = metricValue(await srv.metrics(), 'gh_identity_credential_lookups_total');
+  const before = metricValue(await srv.metrics(), 'gatehouse_identity_credential_lookups_total');
   for (let i = 0; i < 5; i++) {
     assert.equal((await api(srv.url, 'GET', '/api/me', { jar: keep })).status, 401);
     assert.equal((await api(srv.url, 'GET', '/api/me', { jar: second.jar })).status, 401);
@@ -224,6 +224,6 @@ test('a deleted account\'s session and key answer 401 from memory, never the sto
   // without a cookie at all: 401 too
   assert.equal((await api(srv.url, 'GET', '/api/me')).status, 401);
   m = await srv.metrics();
-  assert.equal(metricValue(m, 'gh_identity_credential_lookups_total'), before, 'no store look-up');
+  assert.equal(metricValue(m, 'gatehouse_identity_credential_lookups_total'), before, 'no store look-up');
   await srv.stop();
 });

@@ -127,9 +127,9 @@ test('elevated level: registration needs proof of work; a solution is used once'
   assert.equal(full.json.source, 'operator (temporary)');
 
   const m = await srv.metrics();
-  assert.match(m, /gh_shield_pow_verifications_total\{result="ok"\} [2-9]/);
-  assert.match(m, /gh_shield_pow_verifications_total\{result="replayed"\} 2\b/);
-  assert.match(m, /gh_identity_policy_changes_total\{why="level"\} [1-9]/);
+  assert.match(m, /gatehouse_shield_pow_verifications_total\{result="ok"\} [2-9]/);
+  assert.match(m, /gatehouse_shield_pow_verifications_total\{result="replayed"\} 2\b/);
+  assert.match(m, /gatehouse_identity_policy_changes_total\{why="level"\} [1-9]/);
   await srv.stop();
 });
 
@@ -267,8 +267,8 @@ test('a registration flood raises the level, the preset and the status incident 
   assert.match(log, /attack level normal -> (elevated|under_attack) \(signals: register_rate/);
   assert.match(log, /registration policy now restricted/);
   const m = await srv.metrics();
-  assert.match(m, /gh_identity_policy_changes_total\{why="level"\} [2-9]/);
-  assert.match(m, /gh_shield_attack_level_changes_total [2-9]/);
+  assert.match(m, /gatehouse_identity_policy_changes_total\{why="level"\} [2-9]/);
+  assert.match(m, /gatehouse_shield_attack_level_changes_total [2-9]/);
   await srv.stop();
 });
 
@@ -313,8 +313,8 @@ test('shedding: a backed-up register queue refuses registrations 503, never logi
   assert.equal(shed.json.error.code, 'busy');
   assert.ok(Number(shed.headers['retry-after']) >= 1);
   const m = await srv.metrics();
-  assert.match(m, /gh_shield_shed_total\{class="register"\} [1-9]/);
-  assert.match(m, /gh_shield_shed_total\{class="login"\} 0\b/);
+  assert.match(m, /gatehouse_shield_shed_total\{class="register"\} [1-9]/);
+  assert.match(m, /gatehouse_shield_shed_total\{class="login"\} 0\b/);
   await srv.stop();
 });
 
@@ -392,6 +392,6 @@ test('credential stuffing from a /16: a user signing in from a known address kee
   const again = await api(srv.url, 'POST', '/api/auth/login', { body: { phone: user, password: PW }, localAddress: home, timeout: 30000 });
   assert.equal(again.status, 200, again.text);
   const m = await srv.metrics();
-  assert.match(m, /gh_shield_shed_total\{class="login"\} 0\b/);
+  assert.match(m, /gatehouse_shield_shed_total\{class="login"\} 0\b/);
   await srv.stop();
 });

@@ -49,7 +49,7 @@ test('an evicted API key still sends a large body: read back before the cap is c
   // 4,500 sessions for 3,072 slots: the victim's key is the least recently used
   const st = await flood(srv, attacker, 4500, 16);
   assert.equal(st.filter((s) => s === 200).length, 4500);
-  assert.ok(metricValue(await srv.metrics(), 'gh_identity_credential_evictions_total') > 0, 'the cache evicted');
+  assert.ok(metricValue(await srv.metrics(), 'gatehouse_identity_credential_evictions_total') > 0, 'the cache evicted');
   // a client that leaves while its evicted key is being read back
   await new Promise((resolve, reject) => {
     const sock = net.connect(srv.port, '127.0.0.1', () => {

@@ -95,9 +95,9 @@ test('a rule of 3 per second refuses the 4th request from one address, not anoth
   await new Promise((r) => setTimeout(r, retry * 1000));
   assert.equal((await request(url)).status, 200);
   const m = await srv.metrics();
-  assert.match(m, /gh_shield_rate_limited_total\{class="anon"\} [1-9]/);
-  assert.match(m, /gh_shield_limit_decisions_total\{rule="anon:addr:3\/1s",result="refused"\} 1\b/);
-  assert.match(m, /gh_shield_requests_total\{class="anon"\} [1-9]/);
+  assert.match(m, /gatehouse_shield_rate_limited_total\{class="anon"\} [1-9]/);
+  assert.match(m, /gatehouse_shield_limit_decisions_total\{rule="anon:addr:3\/1s",result="refused"\} 1\b/);
+  assert.match(m, /gatehouse_shield_requests_total\{class="anon"\} [1-9]/);
 });
 
 test('a dry-run rule counts what it would refuse and refuses nothing', async (t) => {
@@ -107,7 +107,7 @@ test('a dry-run rule counts what it would refuse and refuses nothing', async (t)
     assert.equal(r.status, 200);
   }
   const m = await srv.metrics();
-  assert.match(m, /gh_shield_limit_decisions_total\{rule="anon:global:2\/1m",result="would_refuse"\} 3\b/);
+  assert.match(m, /gatehouse_shield_limit_decisions_total\{rule="anon:global:2\/1m",result="would_refuse"\} 3\b/);
 });
 
 test('a blocked CIDR is closed at accept without a response', async (t) => {
@@ -218,7 +218,7 @@ test('proof of work: issue, solve, verify once, refuse the replay', async (t) =>
     assert.deepEqual(v.json(), { valid: true, result: 'ok' });
   }
   const m = await srv.metrics();
-  assert.match(m, /gh_shield_pow_verifications_total\{result="replayed"\} 1\b/);
+  assert.match(m, /gatehouse_shield_pow_verifications_total\{result="replayed"\} 1\b/);
 });
 
 test('the attack level is pinned, shown and unpinned by operators', async (t) => {
@@ -257,8 +257,8 @@ test('the attack level is pinned, shown and unpinned by operators', async (t) =>
   assert.equal(out.code, 1);
   await waitUntil(() => /attack level normal -> elevated \(pin\)/.test(srv.stderr()), { what: 'the audit line' });
   const m = await srv.metrics();
-  assert.match(m, /gh_shield_attack_level_changes_total [4-9]/);
-  assert.match(m, /gh_shield_attack_level 0/);
+  assert.match(m, /gatehouse_shield_attack_level_changes_total [4-9]/);
+  assert.match(m, /gatehouse_shield_attack_level 0/);
 });
 
 test('a registration flood raises the level and calm brings it back', async (t) => {
