@@ -11,13 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);             \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "invariant.h"
 
 static char tmp_path[256];
 
@@ -34,7 +28,7 @@ static const char *temp_file(void)
         snprintf(tmp_path, sizeof tmp_path, "%s/gh-fuzz-config-XXXXXX",
                  base && *base ? base : "/tmp");
         int fd = mkstemp(tmp_path);
-        CHECK(fd >= 0);
+        FUZZ_CHECK(fd >= 0);
         close(fd);
         atexit(remove_tmp);
     }
@@ -47,25 +41,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const char *path = temp_file();
     FILE *f = fopen(path, "wb");
-    CHECK(f);
-    CHECK(fwrite(data, 1, size, f) == size);
-    CHECK(fclose(f) == 0);
+    FUZZ_CHECK(f);
+    FUZZ_CHECK(fwrite(data, 1, size, f) == size);
+    FUZZ_CHECK(fclose(f) == 0);
 
     struct gh_buf err;
     gh_buf_init(&err, 4096);
     struct gh_config *c = gh_config_new();
-    CHECK(c);
+    FUZZ_CHECK(c);
     int rc = gh_config_load_file(c, path, &err);
-    CHECK(rc == 0 || rc == GH_EINVAL || rc == GH_EIO);
+    FUZZ_CHECK(rc == 0 || rc == GH_EINVAL || rc == GH_EIO);
     if (rc) {
-        CHECK(err.len > 0);
+        FUZZ_CHECK(err.len > 0);
     } else {
         gh_buf_reset(&err);
         rc = gh_config_validate(c, &err);
-        CHECK(rc == 0 || (rc == GH_EINVAL && err.len > 0));
+        FUZZ_CHECK(rc == 0 || (rc == GH_EINVAL && err.len > 0));
         struct gh_buf out;
         gh_buf_init(&out, 1 << 20);
-        CHECK(gh_config_dump(c, &out) == 0);
+        FUZZ_CHECK(gh_config_dump(c, &out) == 0);
         gh_buf_dispose(&out);
     }
 
@@ -79,7 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     line[n] = '\0';
     gh_buf_reset(&err);
     rc = gh_config_set_assignment(c, line, "fuzz", &err);
-    CHECK(rc == 0 || err.len > 0);
+    FUZZ_CHECK(rc == 0 || err.len > 0);
     char envline[600];
     snprintf(envline, sizeof envline, "GATEHOUSE_LIMITS__HEADER_MAX=%s", line);
     char envline2[600];
@@ -87,7 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *envp[] = {envline, envline2, NULL};
     gh_buf_reset(&err);
     rc = gh_config_apply_env(c, envp, &err);
-    CHECK(rc == 0 || err.len > 0);
+    FUZZ_CHECK(rc == 0 || err.len > 0);
 
     /* the shared value parsers */
     size_t sz;
@@ -95,16 +89,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool b;
     struct sockaddr_storage ss;
     if (gh_parse_size(line, &sz) == 0)
-        CHECK(line[0] >= '0' && line[0] <= '9');
+        FUZZ_CHECK(line[0] >= '0' && line[0] <= '9');
     if (gh_parse_duration_ms(line, &u) == 0)
-        CHECK(line[0] >= '0' && line[0] <= '9');
+        FUZZ_CHECK(line[0] >= '0' && line[0] <= '9');
     if (gh_parse_uint(line, 65535, &u) == 0)
-        CHECK(u <= 65535);
+        FUZZ_CHECK(u <= 65535);
     if (gh_parse_uint(line, 5, &u) == 0)
-        CHECK(u <= 5);
+        FUZZ_CHECK(u <= 5);
     (void)gh_parse_bool(line, &b);
     if (gh_parse_hostport(line, &ss) == 0)
-        CHECK(ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+        FUZZ_CHECK(ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
 
     gh_config_unref(c);
     gh_buf_dispose(&err);

@@ -20,13 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);             \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "invariant.h"
 
 static void h_noop(struct gh_http_req *req) { (void)req; }
 
@@ -59,62 +53,62 @@ static int on_headers(struct gh_http_req *req, void *data)
 {
     struct fuzz_ctx *fc = data;
     fc->calls++;
-    CHECK(req->path && req->path[0] == '/');
-    CHECK(req->query);
+    FUZZ_CHECK(req->path && req->path[0] == '/');
+    FUZZ_CHECK(req->query);
     req->body_max = fc->body_max;
     char allow[128];
     const struct gh_route *rt = NULL;
     enum gh_match m = gh_router_match(&router, req->method, req->path, &req->arena, &rt,
                                       req->params, &req->nparams, allow, sizeof allow);
     if (m == GH_MATCH_OK) {
-        CHECK(rt);
-        CHECK(req->nparams <= GH_ROUTE_MAX_PARAMS);
+        FUZZ_CHECK(rt);
+        FUZZ_CHECK(req->nparams <= GH_ROUTE_MAX_PARAMS);
         for (unsigned i = 0; i < req->nparams; i++)
-            CHECK(strlen(req->params[i]) > 0);
+            FUZZ_CHECK(strlen(req->params[i]) > 0);
         req->route = rt;
         if (rt->body_max)
             req->body_max = rt->body_max;
     } else if (m == GH_MATCH_BAD_METHOD) {
-        CHECK(strlen(allow) > 0 && strlen(allow) < sizeof allow);
+        FUZZ_CHECK(strlen(allow) > 0 && strlen(allow) < sizeof allow);
     }
     return 0;
 }
 
 static void check_request(const struct gh_http_req *req)
 {
-    CHECK(req->method_name);
-    CHECK(req->url && req->path && req->query);
-    CHECK(req->path[0] == '/');
+    FUZZ_CHECK(req->method_name);
+    FUZZ_CHECK(req->url && req->path && req->query);
+    FUZZ_CHECK(req->path[0] == '/');
     volatile size_t sum = strlen(req->url) + strlen(req->path) + strlen(req->query);
     for (unsigned i = 0; i < req->nheaders; i++) {
         const struct gh_http_header *h = &req->headers[i];
-        CHECK(h->name && h->value);
+        FUZZ_CHECK(h->name && h->value);
         /* every byte readable (ASan), names and values NUL-terminated */
         for (size_t k = 0; k < h->name_len; k++)
             sum += (unsigned char)h->name[k];
         for (size_t k = 0; k < h->value_len; k++)
             sum += (unsigned char)h->value[k];
-        CHECK(h->name[h->name_len] == '\0');
-        CHECK(h->value[h->value_len] == '\0');
-        CHECK(!memchr(h->name, ' ', h->name_len));
+        FUZZ_CHECK(h->name[h->name_len] == '\0');
+        FUZZ_CHECK(h->value[h->value_len] == '\0');
+        FUZZ_CHECK(!memchr(h->name, ' ', h->name_len));
     }
     (void)sum;
-    CHECK(req->body.len <= req->body_max);
+    FUZZ_CHECK(req->body.len <= req->body_max);
     if (req->content_length != UINT64_MAX)
-        CHECK(req->body.len == req->content_length);
-    CHECK(req->head == (req->method == HTTP_HEAD));
+        FUZZ_CHECK(req->body.len == req->content_length);
+    FUZZ_CHECK(req->head == (req->method == HTTP_HEAD));
     /* the accessors handlers use */
     size_t len;
     const char *v = gh_http_header_get(req, "content-type", &len);
     if (v)
-        CHECK(strlen(v) == len);
+        FUZZ_CHECK(strlen(v) == len);
     char out[64];
     int rc = gh_http_query_get(req, "q", out, sizeof out);
-    CHECK(rc == 0 || rc == GH_ENOTFOUND || rc == GH_ETOOBIG);
+    FUZZ_CHECK(rc == 0 || rc == GH_ENOTFOUND || rc == GH_ETOOBIG);
     if (rc == 0)
-        CHECK(strlen(out) < sizeof out);
+        FUZZ_CHECK(strlen(out) < sizeof out);
     rc = gh_http_cookie_get(req, "sid", out, sizeof out);
-    CHECK(rc == 0 || rc == GH_ENOTFOUND || rc == GH_ETOOBIG);
+    FUZZ_CHECK(rc == 0 || rc == GH_ENOTFOUND || rc == GH_ETOOBIG);
 }
 
 /* What one run over the input saw, to compare runs. */
@@ -142,23 +136,23 @@ static void check_strict(const struct gh_http_req *req, const uint8_t *raw, size
             hosts++;
         if (h->name_len == 17 && !strncasecmp(h->name, "transfer-encoding", 17)) {
             te++;
-            CHECK(!strcasecmp(h->value, "chunked"));
+            FUZZ_CHECK(!strcasecmp(h->value, "chunked"));
         }
     }
-    CHECK(hosts <= 1);
+    FUZZ_CHECK(hosts <= 1);
     if (req->http_minor == 1)
-        CHECK(hosts == 1);
-    CHECK(te <= 1);
+        FUZZ_CHECK(hosts == 1);
+    FUZZ_CHECK(te <= 1);
     if (te)
-        CHECK(req->http_minor == 1 && req->content_length == UINT64_MAX);
+        FUZZ_CHECK(req->http_minor == 1 && req->content_length == UINT64_MAX);
     /* without a body every byte of the request is framing */
     if (!te && (req->content_length == UINT64_MAX || req->content_length == 0)) {
         for (size_t k = 0; k < rawlen; k++) {
             if (raw[k] != '\n')
                 continue;
-            CHECK(k > 0 && raw[k - 1] == '\r');
+            FUZZ_CHECK(k > 0 && raw[k - 1] == '\r');
             if (k + 1 < rawlen)
-                CHECK(raw[k + 1] != ' ' && raw[k + 1] != '\t');
+                FUZZ_CHECK(raw[k + 1] != ' ' && raw[k + 1] != '\t');
         }
     }
 }
@@ -180,18 +174,18 @@ static void run(const uint8_t *data, size_t size, size_t header_max, unsigned co
         if (piece > size - off)
             piece = size - off;
         char *buf = malloc(piece);
-        CHECK(buf);
+        FUZZ_CHECK(buf);
         memcpy(buf, data + off, piece);
         size_t poff = 0;
         while (poff < piece) {
             size_t consumed = 0;
             enum gh_parse_result r = gh_reqparser_feed(&p, buf + poff, piece - poff, &consumed);
-            CHECK(consumed <= piece - poff);
+            FUZZ_CHECK(consumed <= piece - poff);
             poff += consumed;
             if (r == GH_PARSE_DONE) {
-                CHECK(!gh_reqparser_in_headers(&p));
+                FUZZ_CHECK(!gh_reqparser_in_headers(&p));
                 struct gh_http_req *req = gh_reqparser_take(&p);
-                CHECK(req);
+                FUZZ_CHECK(req);
                 check_request(req);
                 check_strict(req, data + req_start, off + poff - req_start);
                 req_start = off + poff;
@@ -208,20 +202,20 @@ static void run(const uint8_t *data, size_t size, size_t header_max, unsigned co
                 continue;
             }
             if (r == GH_PARSE_ERROR) {
-                CHECK(p.error_status >= 400 && p.error_status < 600);
+                FUZZ_CHECK(p.error_status >= 400 && p.error_status < 600);
                 /* an error is final */
                 size_t c2 = 1;
-                CHECK(gh_reqparser_feed(&p, buf, piece, &c2) == GH_PARSE_ERROR && c2 == 0);
+                FUZZ_CHECK(gh_reqparser_feed(&p, buf, piece, &c2) == GH_PARSE_ERROR && c2 == 0);
                 failed = true;
                 break;
             }
-            CHECK(r == GH_PARSE_AGAIN);
-            CHECK(poff == piece); /* AGAIN means every byte was used */
+            FUZZ_CHECK(r == GH_PARSE_AGAIN);
+            FUZZ_CHECK(poff == piece); /* AGAIN means every byte was used */
         }
         free(buf);
         off += piece;
     }
-    CHECK(fc.calls >= done);
+    FUZZ_CHECK(fc.calls >= done);
     out->done = done;
     out->error_status = failed ? p.error_status : 0;
     out->digest = digest;
@@ -247,8 +241,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* where the bytes are cut changes nothing that is accepted; which
      * refusal comes first may (a partial field name counts against the
      * caps at the end of a piece, while llhttp refuses it whole) */
-    CHECK(pieces.done == whole.done);
-    CHECK(!pieces.error_status == !whole.error_status);
-    CHECK(pieces.digest == whole.digest);
+    FUZZ_CHECK(pieces.done == whole.done);
+    FUZZ_CHECK(!pieces.error_status == !whole.error_status);
+    FUZZ_CHECK(pieces.digest == whole.digest);
     return 0;
 }

@@ -13,13 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);             \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "invariant.h"
 
 #define PATH_MAX_LEN 512
 
@@ -47,7 +41,7 @@ static void router_once(void)
     };
     gh_router_init(&router);
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        CHECK(gh_router_add(&router, routes[i][0], routes[i][1], h_noop, NULL));
+        FUZZ_CHECK(gh_router_add(&router, routes[i][0], routes[i][1], h_noop, NULL));
 }
 
 static size_t count_char(const char *s, size_t n, char c)
@@ -83,21 +77,21 @@ static void check_decode(const char *seg, size_t n)
     char out[PATH_MAX_LEN + 1], enc[3 * PATH_MAX_LEN + 1], back[3 * PATH_MAX_LEN + 1];
     size_t olen = 0;
     int rc = gh_router_decode(seg, n, out, &olen);
-    CHECK(rc == 0 || rc == GH_EINVAL);
-    CHECK(olen <= n);
-    CHECK(out[olen] == '\0');
+    FUZZ_CHECK(rc == 0 || rc == GH_EINVAL);
+    FUZZ_CHECK(olen <= n);
+    FUZZ_CHECK(out[olen] == '\0');
     if (rc == 0)
-        CHECK(!memchr(out, '/', olen) && strlen(out) == olen);
+        FUZZ_CHECK(!memchr(out, '/', olen) && strlen(out) == olen);
     else
-        CHECK(memchr(out, '/', olen) || memchr(out, '\0', olen));
+        FUZZ_CHECK(memchr(out, '/', olen) || memchr(out, '\0', olen));
     if (!memchr(seg, '%', n)) /* nothing to decode: identity */
-        CHECK(olen == n && !memcmp(out, seg, n));
+        FUZZ_CHECK(olen == n && !memcmp(out, seg, n));
     /* decoding undoes encoding, whatever the bytes */
     size_t elen = encode(seg, n, enc);
     size_t blen = 0;
     int brc = gh_router_decode(enc, elen, back, &blen);
-    CHECK(blen == n && !memcmp(back, seg, n));
-    CHECK(brc == (memchr(seg, '/', n) || memchr(seg, '\0', n) ? GH_EINVAL : 0));
+    FUZZ_CHECK(blen == n && !memcmp(back, seg, n));
+    FUZZ_CHECK(brc == (memchr(seg, '/', n) || memchr(seg, '\0', n) ? GH_EINVAL : 0));
 }
 
 static void check_match(int method, const char *path)
@@ -110,19 +104,19 @@ static void check_match(int method, const char *path)
     char allow[128];
     enum gh_match m =
         gh_router_match(&router, method, path, &arena, &rt, params, &np, allow, sizeof allow);
-    CHECK(m == GH_MATCH_OK || m == GH_MATCH_NOT_FOUND || m == GH_MATCH_BAD_METHOD);
+    FUZZ_CHECK(m == GH_MATCH_OK || m == GH_MATCH_NOT_FOUND || m == GH_MATCH_BAD_METHOD);
     if (m == GH_MATCH_BAD_METHOD)
-        CHECK(allow[0] && strlen(allow) < sizeof allow);
+        FUZZ_CHECK(allow[0] && strlen(allow) < sizeof allow);
     if (m != GH_MATCH_OK) {
         gh_arena_dispose(&arena);
         return;
     }
-    CHECK(rt);
+    FUZZ_CHECK(rt);
     /* the shape of the route: as many segments, literal ones equal, one
      * parameter per {name}, each one segment of its own */
     size_t plen = strlen(path), tlen = strlen(rt->pattern);
-    CHECK(count_char(path, plen, '/') == count_char(rt->pattern, tlen, '/'));
-    CHECK(np == count_char(rt->pattern, tlen, '{'));
+    FUZZ_CHECK(count_char(path, plen, '/') == count_char(rt->pattern, tlen, '/'));
+    FUZZ_CHECK(np == count_char(rt->pattern, tlen, '{'));
     char rebuilt[3 * PATH_MAX_LEN + 64];
     size_t o = 0;
     unsigned pi = 0;
@@ -134,11 +128,11 @@ static void check_match(int method, const char *path)
         if (rt->segs[i][0] == '{') {
             const char *v = params[pi++];
             size_t vl = strlen(v);
-            CHECK(vl > 0 && vl <= len);
-            CHECK(!strchr(v, '/'));
+            FUZZ_CHECK(vl > 0 && vl <= len);
+            FUZZ_CHECK(!strchr(v, '/'));
             o += encode(v, vl, rebuilt + o);
         } else {
-            CHECK(len == rt->seglen[i] && !memcmp(s, rt->segs[i], len));
+            FUZZ_CHECK(len == rt->seglen[i] && !memcmp(s, rt->segs[i], len));
             memcpy(rebuilt + o, s, len);
             o += len;
         }
@@ -151,11 +145,11 @@ static void check_match(int method, const char *path)
     const struct gh_route *rt2 = NULL;
     const char *params2[GH_ROUTE_MAX_PARAMS];
     unsigned np2 = 0;
-    CHECK(gh_router_match(&router, method, rebuilt, &arena, &rt2, params2, &np2, allow,
+    FUZZ_CHECK(gh_router_match(&router, method, rebuilt, &arena, &rt2, params2, &np2, allow,
                           sizeof allow) == GH_MATCH_OK);
-    CHECK(rt2 == rt && np2 == np);
+    FUZZ_CHECK(rt2 == rt && np2 == np);
     for (unsigned i = 0; i < np; i++)
-        CHECK(!strcmp(params[i], params2[i]));
+        FUZZ_CHECK(!strcmp(params[i], params2[i]));
     gh_arena_dispose(&arena);
 }
 

@@ -77,8 +77,6 @@ int gh_server_init(struct gh_server *srv, struct gh_config *cfg, struct gh_buf *
         gh_buf_printf(err, "out of memory for the connection table");
         return GH_ENOMEM;
     }
-    /* http-parser's own limit stays above ours, so ours answers first */
-    http_parser_set_max_header_size((uint32_t)cfg->limits.header_max + 1024);
     return 0;
 }
 

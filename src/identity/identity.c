@@ -339,14 +339,20 @@ static int reload_fn(struct gh_store_conn *c, void *arg)
     return rc == GH_ENOTFOUND ? 0 : rc;
 }
 
+/* Caches what a reload_fn found, never over a marker set meanwhile
+ * (logout, reset, deletion). */
+static void reload_keep(const struct reload_job *j, int rc)
+{
+    struct gh_cred seen;
+    if (!rc && j->found && gh_tokens_peek(j->hash, &seen) == GH_ENOTFOUND)
+        gh_tokens_put(&j->cred);
+}
+
 static void reload_done(struct gh_worker *w, void *arg, int rc)
 {
     struct reload_job *j = arg;
     struct gh_http_req *req = j->req;
-    struct gh_cred seen;
-    /* never over a marker set meanwhile (logout, reset, deletion) */
-    if (!rc && j->found && gh_tokens_peek(j->hash, &seen) == GH_ENOTFOUND)
-        gh_tokens_put(&j->cred);
+    reload_keep(j, rc);
     free(j);
     if (!w)
         return;
@@ -403,9 +409,7 @@ static void prefetch_unref(struct prefetch *pf)
 static void prefetch_done(struct gh_worker *w, void *arg, int rc)
 {
     struct prefetch *pf = arg;
-    struct gh_cred seen;
-    if (!rc && pf->j.found && gh_tokens_peek(pf->j.hash, &seen) == GH_ENOTFOUND)
-        gh_tokens_put(&pf->j.cred);
+    reload_keep(&pf->j, rc);
     /* w NULL: not on the waiter's loop (shutting down); it cancels instead */
     if (w && pf->wake) {
         void (*wake)(void *) = pf->wake;
