@@ -80,6 +80,8 @@ struct write_req {
 static void conn_close(struct gh_conn *c);
 static void process_input(struct gh_conn *c);
 static void finish_request(struct gh_http_req *req);
+static void account(struct gh_http_req *req, unsigned route_idx);
+static unsigned route_index(struct gh_http_req *req);
 static void resume_read(struct gh_conn *c);
 static void refuse(struct gh_conn *c, int status, const char *msg);
 
@@ -427,6 +429,9 @@ void gh_http_respond(struct gh_http_req *req, int status, const char *content_ty
     if (!no_body && !req->head && len)
         gh_buf_append(&b, body, len);
     req->bytes_out = b.len;
+    /* counted before the bytes leave: a client holding its answer finds
+     * it in /metrics and the access log, whatever the threads' timing */
+    account(req, route_index(req));
     if (!b.data || conn_write(req->conn, b.data, b.len))
         req->keep_alive = false;
     if (b.alloc > (64u << 10))
@@ -546,6 +551,8 @@ static int stream_send(struct gh_http_req *req, const void *data, size_t len, bo
     if (last && req->http_minor && !req->head)
         gh_buf_append(&b, "0\r\n\r\n", 5);
     req->bytes_out += b.len;
+    if (last)
+        account(req, route_index(req)); /* before the last bytes: see gh_http_respond */
     int rc = 0;
     if (b.len)
         rc = b.data ? conn_write(req->conn, b.data, b.len) : GH_ENOMEM;
@@ -772,7 +779,6 @@ static unsigned route_index(struct gh_http_req *req)
 static void finish_request(struct gh_http_req *req)
 {
     struct gh_conn *c = req->conn;
-    account(req, route_index(req));
     c->req = NULL;
     if (!req->keep_alive)
         c->close_after = true;
