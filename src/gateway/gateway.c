@@ -6,6 +6,7 @@
 
 #include "admin/admin.h"
 #include "core/log.h"
+#include "http/jsonbody.h"
 
 #include <http_parser.h>
 #include <sodium.h>
@@ -659,13 +660,9 @@ static void admin_quota_put(struct gh_http_req *req)
     bool del = req->method == HTTP_DELETE;
     struct gh_quota_limits l = {GH_QUOTA_UNSET, GH_QUOTA_UNSET, GH_QUOTA_UNSET, GH_QUOTA_UNSET};
     if (!del) {
-        json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, NULL);
-        if (!json_is_object(body)) {
-            json_decref(body);
-            gh_http_respond_error(req, 400, "invalid_json",
-                                  "send a JSON object {rpm, tpm, tpd, concurrency}");
+        json_t *body = gh_http_body_object(req);
+        if (!body)
             return;
-        }
         static const char *const names[] = {"rpm", "tpm", "tpd", "concurrency"};
         unsigned *fields[] = {&l.rpm, &l.tpm, &l.tpd, &l.concurrency};
         for (size_t i = 0; i < GH_ARRAY_LEN(names); i++) {

@@ -5,6 +5,7 @@
 
 #include "admin/admin.h"
 #include "core/log.h"
+#include "http/jsonbody.h"
 #include "identity/auth.h"
 #include "identity/policy.h"
 #include "shield/admission.h"
@@ -781,25 +782,13 @@ static void level_answer(struct gh_http_req *req, struct gh_shield *sh)
     respond_buf(req, 200, &b);
 }
 
-static json_t *body_json(struct gh_http_req *req)
-{
-    json_error_t je;
-    json_t *j = req->body.len ? json_loadb(req->body.data, req->body.len, 0, &je) : NULL;
-    if (!json_is_object(j)) {
-        json_decref(j);
-        gh_http_respond_error(req, 400, "invalid_json", "the body must be a JSON object");
-        return NULL;
-    }
-    return j;
-}
-
 static void admin_level(struct gh_http_req *req)
 {
     struct gh_shield *sh = the_shield;
     if (!gh_admin_authorized(req))
         return;
     if (!strcmp(req->method_name, "PUT")) {
-        json_t *j = body_json(req);
+        json_t *j = gh_http_body_object(req);
         if (!j)
             return;
         enum gh_level lv;
@@ -866,7 +855,7 @@ static void admin_block(struct gh_http_req *req)
     struct gh_shield *sh = the_shield;
     if (!gh_admin_authorized(req))
         return;
-    json_t *j = body_json(req);
+    json_t *j = gh_http_body_object(req);
     if (!j)
         return;
     const char *text = json_string_value(json_object_get(j, "cidr"));
@@ -906,7 +895,7 @@ static void admin_pow_verify(struct gh_http_req *req)
     struct gh_shield *sh = the_shield;
     if (!gh_admin_authorized(req))
         return;
-    json_t *j = body_json(req);
+    json_t *j = gh_http_body_object(req);
     if (!j)
         return;
     const char *scope_s = json_string_value(json_object_get(j, "scope"));

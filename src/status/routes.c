@@ -6,6 +6,7 @@
 
 #include "admin/admin.h"
 #include "core/log.h"
+#include "http/jsonbody.h"
 #include "core/server.h"
 #include "http/assets.h"
 #include "http/pages.h"
@@ -211,28 +212,6 @@ static void answer_buf(struct gh_http_req *req, int status, int rc, struct gh_bu
     gh_buf_dispose(b);
 }
 
-/* Parses the body as a JSON object, or answers 400 and returns NULL. */
-static json_t *body_object(struct gh_http_req *req)
-{
-    json_error_t je;
-    json_t *j = req->body.len ? json_loadb(req->body.data, req->body.len, 0, &je) : NULL;
-    if (!req->body.len) {
-        gh_http_respond_error(req, 400, "invalid_request", "a JSON object body is required");
-        return NULL;
-    }
-    if (!j) {
-        gh_http_respond_error(req, 400, "invalid_json", "body is not valid JSON: %s (line %d)",
-                              je.text, je.line);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        gh_http_respond_error(req, 400, "invalid_request", "body must be a JSON object");
-        return NULL;
-    }
-    return j;
-}
-
 /* Refuses fields other than those listed (a typo must not pass
  * silently). Returns false after answering. */
 static bool only_fields(struct gh_http_req *req, json_t *o, const char *const *allowed)
@@ -345,7 +324,7 @@ static void post_incident(struct gh_http_req *req)
     struct gh_status *st = admin_status(req);
     if (!st)
         return;
-    json_t *o = body_object(req);
+    json_t *o = gh_http_body_object(req);
     if (!o)
         return;
     static const char *const fields[] = {"name",   "name_zh", "body",       "body_zh",
@@ -381,7 +360,7 @@ static void post_update(struct gh_http_req *req)
     struct gh_status *st = admin_status(req);
     if (!st)
         return;
-    json_t *o = body_object(req);
+    json_t *o = gh_http_body_object(req);
     if (!o)
         return;
     static const char *const fields[] = {"status", "body", "body_zh", "impact", "components", NULL};
@@ -447,7 +426,7 @@ static void override_component(struct gh_http_req *req)
     json_t *o = NULL;
     if (strcmp(req->method_name, "DELETE")) {
         static const char *const fields[] = {"status", NULL};
-        o = body_object(req);
+        o = gh_http_body_object(req);
         if (!o)
             return;
         if (!only_fields(req, o, fields) ||
