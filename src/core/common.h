@@ -16,6 +16,9 @@
 #define GH_EBUSY    (-6) /* a queue or table is full */
 #define GH_EEXIST   (-7)
 
+/* A GH_E* code's name for logs ("invalid argument" …); never NULL. */
+const char *gh_strerror(int rc);
+
 #define GH_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define GH_MIN(a, b)    ((a) < (b) ? (a) : (b))
 #define GH_MAX(a, b)    ((a) > (b) ? (a) : (b))

@@ -21,6 +21,8 @@ struct gh_worker;
 
 /* Hooks a subsystem registers before start: init runs on each worker's
  * thread before it accepts, dispose after its loop has stopped. */
+/* init returns 0 or a GH_E* code (never libuv's UV_E*, whose values
+ * overlap them); the worker then stops the server. */
 typedef int (*gh_worker_init_fn)(struct gh_worker *w, void *data);
 typedef void (*gh_worker_dispose_fn)(struct gh_worker *w, void *data);
 /* Decides at accept, before any read, whether an address may connect. */

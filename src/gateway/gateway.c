@@ -804,10 +804,10 @@ static int worker_init(struct gh_worker *w, void *data)
         return 0;
     unsigned i = 1 + w->id;
     if (i >= GH_ARRAY_LEN(gw->wws))
-        return UV_EINVAL;
+        return GH_EINVAL;
     struct gw_worker *ww = calloc(1, sizeof *ww);
     if (!ww)
-        return UV_ENOMEM;
+        return GH_ENOMEM;
     ww->gw = gw;
     ww->w = w;
     gh_list_init(&ww->waiting);

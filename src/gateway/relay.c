@@ -167,7 +167,7 @@ int gw_relay_worker_init(struct gw_worker *ww)
 {
     ww->multi = curl_multi_init();
     if (!ww->multi)
-        return UV_ENOMEM;
+        return GH_ENOMEM;
     curl_multi_setopt(ww->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(ww->multi, CURLMOPT_SOCKETDATA, ww);
     curl_multi_setopt(ww->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);

@@ -2167,7 +2167,7 @@ static int id_worker_init(struct gh_worker *w, void *data)
     if (!rc)
         rc = uv_timer_start(&ids.policy_timer, on_policy_timer, 1000, 1000);
     ids.timer_on = rc == 0;
-    return rc;
+    return rc ? GH_EIO : 0; /* hooks answer GH_E* codes, not libuv's */
 }
 
 static void id_worker_dispose(struct gh_worker *w, void *data)

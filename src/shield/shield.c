@@ -328,7 +328,7 @@ static int worker_init(struct gh_worker *w, void *data)
     if (!rc)
         rc = uv_timer_start(&sh->timer, on_timer, sh->interval_ms, sh->interval_ms);
     sh->timer_on = rc == 0;
-    return rc;
+    return rc ? GH_EIO : 0; /* hooks answer GH_E* codes, not libuv's */
 }
 
 static void worker_dispose(struct gh_worker *w, void *data)
