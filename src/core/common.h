@@ -35,8 +35,14 @@ const char *gh_strerror(int rc);
             abort();                                                                               \
         }                                                                                          \
     } while (0)
+/* A *_locked function's first line: the mutex it needs is held (a
+ * trylock that finds it free takes it, and the assertion then stops). */
+#include <errno.h>
+#include <pthread.h>
+#define GH_ASSERT_LOCKED(m) GH_ASSERT(pthread_mutex_trylock(m) == EBUSY)
 #else
-#define GH_ASSERT(c) ((void)0)
+#define GH_ASSERT(c)        ((void)0)
+#define GH_ASSERT_LOCKED(m) ((void)0)
 #endif
 
 /* Counters written by one thread and read by others: a relaxed load and

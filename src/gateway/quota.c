@@ -197,6 +197,7 @@ static bool idle(const struct entry *e, int64_t now, uint32_t day)
 static struct entry *find_locked(struct shard *s, uint64_t key, uint64_t h, int64_t now,
                                  uint32_t day)
 {
+    GH_ASSERT_LOCKED(&s->mu);
     struct entry *victim = NULL;
     for (unsigned i = 0; i < PROBE; i++) {
         struct entry *e = &s->slots[(h + i) & s->mask];

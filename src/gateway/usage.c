@@ -58,6 +58,7 @@ static uint64_t hash(uint64_t key, uint32_t day)
 /* The row of (key, day), created if missing; NULL when the table is full. */
 static struct row *row_locked(struct gh_usage *u, uint64_t key, uint64_t user, uint32_t day)
 {
+    GH_ASSERT_LOCKED(&u->mu);
     uint64_t h = hash(key, day);
     for (unsigned i = 0; i <= u->mask; i++) {
         struct row *r = &u->rows[(h + i) & u->mask];
@@ -81,6 +82,7 @@ static struct row *row_locked(struct gh_usage *u, uint64_t key, uint64_t user, u
 
 static void count_locked(struct gh_usage *u, const struct gh_usage_rec *rec)
 {
+    GH_ASSERT_LOCKED(&u->mu);
     struct row *r = row_locked(u, rec->key_id, rec->user_id, rec->day);
     if (!r)
         return;
