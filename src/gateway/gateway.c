@@ -4,7 +4,6 @@
  * relay.c. */
 #include "gateway/gw.h"
 
-#include "admin/admin.h"
 #include "core/log.h"
 #include "http/jsonbody.h"
 
@@ -26,14 +25,6 @@ struct gw_worker *gw_worker_of(struct gh_gateway *gw, struct gh_worker *w)
 {
     unsigned i = w->admin ? 0 : 1 + w->id;
     return i < GH_ARRAY_LEN(gw->wws) ? gw->wws[i] : NULL;
-}
-
-struct gh_gateway *gh_gateway_of(const struct gh_server *srv)
-{
-    for (unsigned i = 0; i < srv->router.n; i++)
-        if (srv->router.routes[i].handler == chat_completions)
-            return srv->router.routes[i].ctx;
-    return NULL;
 }
 
 static void add_common_headers(struct gh_http_req *req)
@@ -649,10 +640,7 @@ static json_t *limits_json(enum gh_quota_kind kind, uint64_t id, const struct gh
 
 static void admin_quota_put(struct gh_http_req *req)
 {
-    struct gh_server *srv = req->route->ctx;
-    struct gh_gateway *gw = gh_gateway_of(srv);
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_gateway *gw = req->route->ctx;
     enum gh_quota_kind kind;
     uint64_t id;
     if (!parse_target(req, &kind, &id))
@@ -714,10 +702,7 @@ static void admin_quota_put(struct gh_http_req *req)
 
 static void admin_quotas(struct gh_http_req *req)
 {
-    struct gh_server *srv = req->route->ctx;
-    struct gh_gateway *gw = gh_gateway_of(srv);
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_gateway *gw = req->route->ctx;
     struct gh_config *cfg = req->cfg;
     json_t *ans = json_pack(
         "{s:o,s:{s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I}}}", "overrides", gh_quota_list(gw->quotas),
@@ -757,10 +742,7 @@ unsigned gh_gateway_upstreams(struct gh_gateway *gw, struct gh_gateway_upstream_
 
 static void admin_upstreams(struct gh_http_req *req)
 {
-    struct gh_server *srv = req->route->ctx;
-    struct gh_gateway *gw = gh_gateway_of(srv);
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_gateway *gw = req->route->ctx;
     struct gh_gateway_upstream_status st[GH_UPSTREAMS_MAX];
     unsigned n = gh_gateway_upstreams(gw, st, GH_UPSTREAMS_MAX);
     json_t *arr = json_array();
@@ -945,13 +927,13 @@ int gh_gateway_init(struct gh_server *srv)
         gh_router_add(&srv->router, "GET", "/v1/models", models, gw),
         gh_router_add(&srv->router, "POST", "/v1/chat/completions", chat_completions, gw),
         gh_router_add(&srv->router, "GET", "/api/usage", usage_route, gw),
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/quotas", admin_quotas, srv),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/quotas", admin_quotas, gw),
         gh_router_add(&srv->admin_router, "PUT", "/admin/v1/quotas/{kind}/{id}", admin_quota_put,
-                      srv),
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/upstreams", admin_upstreams, srv),
+                      gw),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/upstreams", admin_upstreams, gw),
     };
     struct gh_route *rdel = gh_router_add(&srv->admin_router, "DELETE",
-                                          "/admin/v1/quotas/{kind}/{id}", admin_quota_put, srv);
+                                          "/admin/v1/quotas/{kind}/{id}", admin_quota_put, gw);
     for (size_t i = 0; i < GH_ARRAY_LEN(r); i++)
         if (!r[i])
             rdel = NULL;

@@ -1007,9 +1007,8 @@ static void dispatch(struct gh_conn *c, struct gh_http_req *req)
         gh_http_respond_error(req, 404, "not_found", "no such resource: %s", req->path);
     } else if (!w->admin && !gh_websec_check(req)) {
         return; /* cross-site or not JSON: answered before anything is counted */
-    } else if (!w->admin && w->srv->request_filter &&
-               !w->srv->request_filter(req, w->srv->request_filter_data)) {
-        return; /* the filter answered */
+    } else if (w->router->filter && !w->router->filter(req, w->router->filter_data)) {
+        return; /* the listener's filter answered */
     } else {
         req->route->handler(req);
     }

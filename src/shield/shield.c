@@ -3,7 +3,6 @@
  * proof-of-work challenge route and the admin routes. */
 #include "shield/shield.h"
 
-#include "admin/admin.h"
 #include "core/log.h"
 #include "http/jsonbody.h"
 #include "identity/auth.h"
@@ -784,9 +783,7 @@ static void level_answer(struct gh_http_req *req, struct gh_shield *sh)
 
 static void admin_level(struct gh_http_req *req)
 {
-    struct gh_shield *sh = the_shield;
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_shield *sh = req->route->ctx;
     if (!strcmp(req->method_name, "PUT")) {
         json_t *j = gh_http_body_object(req);
         if (!j)
@@ -831,9 +828,7 @@ static void list_json(struct gh_buf *b, const char *name, struct gh_iplist *l, c
 
 static void admin_lists(struct gh_http_req *req)
 {
-    struct gh_shield *sh = the_shield;
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_shield *sh = req->route->ctx;
     struct gh_buf b;
     gh_buf_init(&b, 16u << 20);
     gh_buf_append_str(&b, "{");
@@ -852,9 +847,7 @@ static void admin_lists(struct gh_http_req *req)
 
 static void admin_block(struct gh_http_req *req)
 {
-    struct gh_shield *sh = the_shield;
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_shield *sh = req->route->ctx;
     json_t *j = gh_http_body_object(req);
     if (!j)
         return;
@@ -892,9 +885,7 @@ static void admin_block(struct gh_http_req *req)
 
 static void admin_pow_verify(struct gh_http_req *req)
 {
-    struct gh_shield *sh = the_shield;
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_shield *sh = req->route->ctx;
     json_t *j = gh_http_body_object(req);
     if (!j)
         return;
@@ -1076,13 +1067,13 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     struct gh_route *r1 = gh_router_add(&srv->router, "GET", "/api/pow/challenge",
                                         pow_challenge, sh);
     struct gh_route *a[7] = {
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/level", admin_level, srv),
-        gh_router_add(&srv->admin_router, "PUT", "/admin/v1/level", admin_level, srv),
-        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/level", admin_level, srv),
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/lists", admin_lists, srv),
-        gh_router_add(&srv->admin_router, "POST", "/admin/v1/lists/block", admin_block, srv),
-        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/lists/block", admin_block, srv),
-        gh_router_add(&srv->admin_router, "POST", "/admin/v1/pow/verify", admin_pow_verify, srv),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/level", admin_level, sh),
+        gh_router_add(&srv->admin_router, "PUT", "/admin/v1/level", admin_level, sh),
+        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/level", admin_level, sh),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/lists", admin_lists, sh),
+        gh_router_add(&srv->admin_router, "POST", "/admin/v1/lists/block", admin_block, sh),
+        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/lists/block", admin_block, sh),
+        gh_router_add(&srv->admin_router, "POST", "/admin/v1/pow/verify", admin_pow_verify, sh),
     };
     rc = GH_ETOOBIG;
     if (!r1)
@@ -1099,8 +1090,8 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
         goto fail_routes;
     srv->accept_filter = accept_filter;
     srv->accept_filter_data = sh;
-    srv->request_filter = request_filter;
-    srv->request_filter_data = sh;
+    srv->router.filter = request_filter;
+    srv->router.filter_data = sh;
     srv->credentials = credentials;
     srv->credentials_data = sh;
     srv->credentials_fetch = credentials_fetch;
