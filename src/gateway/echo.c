@@ -45,9 +45,16 @@ static json_t *chosen_tool(json_t *root, const char *text, size_t len)
     return NULL;
 }
 
-/* A value of the JSON schema s's type for the arguments. */
+/* A value of the JSON schema s's type for the arguments. Strings are the
+ * user's text cut to GH_ECHO_ARG_MAX bytes (on a character boundary), so
+ * 32 parameters cannot multiply a large message. */
 static json_t *value_for(json_t *s, const char *text, size_t len)
 {
+    if (len > GH_ECHO_ARG_MAX) {
+        len = GH_ECHO_ARG_MAX;
+        while (len && ((unsigned char)text[len] & 0xc0) == 0x80)
+            len--;
+    }
     json_t *en = json_object_get(s, "enum");
     if (json_array_size(en))
         return json_copy(json_array_get(en, 0));

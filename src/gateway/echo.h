@@ -20,6 +20,8 @@ enum gh_echo_kind {
 /* Tools whose parameters are read for the arguments; more are ignored. */
 #define GH_ECHO_TOOLS_MAX  128
 #define GH_ECHO_PARAMS_MAX 32
+/* A string argument holds at most this many bytes of the user's text. */
+#define GH_ECHO_ARG_MAX 1024
 
 struct gh_echo_plan {
     enum gh_echo_kind kind;
@@ -35,8 +37,8 @@ struct gh_echo_plan {
  *   or the first; {"type":"function","function":{"name":…}}: that one).
  *   The arguments give each required parameter (every parameter when the
  *   schema lists none as required) a value of its type: strings the
- *   user's text, numbers 0, booleans false, arrays [], objects {}, an
- *   enum its first value;
+ *   user's text (its first GH_ECHO_ARG_MAX bytes), numbers 0, booleans
+ *   false, arrays [], objects {}, an enum its first value;
  * - else with response_format {"type":"json_object"} the object
  *   {"echo":"<last user text>"};
  * - else "Echo: " followed by the text ("(nothing)" when empty).

@@ -539,8 +539,9 @@ static void on_drain(struct gh_http_req *req, void *data)
 static void echo_start(struct gw_call *c)
 {
     struct gh_buf text;
-    /* the body cap bounds the message; JSON escapes at most sextuple it */
-    gh_buf_init(&text, 6 * c->req->body.len + 4096);
+    /* the body cap bounds the message; JSON escapes at most sextuple it
+     * (tool arguments hold at most GH_ECHO_PARAMS_MAX cut copies) */
+    gh_buf_init(&text, 6 * c->req->body.len + 6 * GH_ECHO_PARAMS_MAX * GH_ECHO_ARG_MAX + 4096);
     if (gh_echo_plan(c->chat.root, c->chat.last_user, c->chat.last_user_len, &c->echo_plan,
                      &text) ||
         !(c->echo_text = gh_buf_steal(&text, &c->echo_len))) {

@@ -75,6 +75,30 @@ static void echo_kinds(void **state)
                              tool, out, sizeof out),
                      GH_ECHO_TOOL);
     assert_string_equal(tool, "get_time");
+    /* a long message: each string argument is cut on a character boundary */
+    char body[8192], big[4097];
+    for (size_t i = 0; i < 4096; i += 2)
+        memcpy(big + i, "\xc3\xa9", 2);
+    big[4096] = 0;
+    snprintf(body, sizeof body,
+             "{\"model\":\"echo\",\"tools\":[" CLOCK "],\"tool_choice\":\"required\","
+             "\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}",
+             big);
+    char args[8192];
+    assert_int_equal(plan_of(body, tool, args, sizeof args), GH_ECHO_TOOL);
+    assert_string_equal(args, "{}");
+    snprintf(body, sizeof body,
+             "{\"model\":\"echo\",\"tools\":[{\"type\":\"function\",\"function\":{"
+             "\"name\":\"f\",\"parameters\":{\"properties\":{\"a\":{},\"b\":{}}}}}],"
+             "\"tool_choice\":\"required\",\"messages\":[{\"role\":\"user\",\"content\":"
+             "\"%s\"}]}",
+             big);
+    assert_int_equal(plan_of(body, tool, args, sizeof args), GH_ECHO_TOOL);
+    json_t *j = json_loads(args, 0, NULL);
+    assert_int_equal(json_string_length(json_object_get(j, "a")), GH_ECHO_ARG_MAX);
+    assert_int_equal(json_string_length(json_object_get(j, "b")), GH_ECHO_ARG_MAX);
+    json_decref(j);
+
     /* none, no name in the text, or a tool's result last: words */
     const char *words[] = {
         "{\"model\":\"echo\",\"tools\":[" WEATHER "],\"tool_choice\":\"none\",\"messages\":[{"
