@@ -288,7 +288,8 @@ const char *gh_http_reason(int status)
 bool gh_http_path_is_api(const char *path)
 {
     return !strncmp(path, "/api/", 5) || !strcmp(path, "/api") || !strncmp(path, "/v1/", 4) ||
-           !strcmp(path, "/v1") || !strncmp(path, "/admin/", 7) || !strcmp(path, "/healthz");
+           !strcmp(path, "/v1") || !strncmp(path, "/admin/", 7) || !strcmp(path, "/healthz") ||
+           !strncmp(path, "/beta/", 6) || !strcmp(path, "/user/balance"); /* DeepSeek's */
 }
 
 static const char *default_code(int status)
@@ -967,7 +968,8 @@ static int on_headers(struct gh_http_req *req, void *data)
 static void assign_request_id(struct gh_http_req *req)
 {
     if (req->id[0] || !req->path ||
-        (strncmp(req->path, "/v1/", 4) && strncmp(req->path, "/api/", 5)))
+        (strncmp(req->path, "/v1/", 4) && strncmp(req->path, "/api/", 5) &&
+         strncmp(req->path, "/beta/", 6) && strcmp(req->path, "/user/balance")))
         return;
     struct gh_worker *w = req->worker;
     if (w->rid_left < 8) {
