@@ -7,7 +7,7 @@
 
 typedef void (*gh_http_handler)(struct gh_http_req *req);
 
-/* Traffic classes of DESIGN.md, highest priority first. */
+/* Traffic classes (docs/ARCHITECTURE.md), highest priority first. */
 enum gh_class { GH_CLASS_OPS, GH_CLASS_USER, GH_CLASS_LOGIN, GH_CLASS_REGISTER, GH_CLASS_ANON };
 
 struct gh_route {
