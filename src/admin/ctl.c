@@ -122,20 +122,20 @@ int gh_ctl_parse_for(const char *value, uint64_t *seconds)
     uint64_t ms;
     if (gh_duration_lacks_unit(value)) {
         fprintf(stderr,
-                "gatehouse ctl: --for '%.40s' has no unit: write e.g. %.40sm for minutes, %.40sh "
-                "for hours or %.40ss for seconds\n",
+                "gatehouse ctl: --for '%.40s' is missing its unit: write e.g. %.40sm for minutes, "
+                "%.40sh for hours or %.40ss for seconds\n",
                 value, value, value, value);
         return 2;
     }
     if (gh_parse_duration_ms(value, &ms)) {
         fprintf(stderr,
-                "gatehouse ctl: --for '%.40s' is not a duration (expected e.g. 90s, 30m, 2h or "
-                "1d)\n",
+                "gatehouse ctl: --for expects a duration with its unit (e.g. 90s, 30m, 2h, 1d), "
+                "not '%.40s'\n",
                 value);
         return 2;
     }
     if (ms < 1000) {
-        fprintf(stderr, "gatehouse ctl: --for '%.40s' is shorter than 1s\n", value);
+        fprintf(stderr, "gatehouse ctl: --for expects at least 1s, not '%.40s'\n", value);
         return 2;
     }
     *seconds = ms / 1000;

@@ -184,10 +184,10 @@ test('docs stand alone: no links out of the repository, no macOS-only open, ctl 
 test('ctl --for needs a unit: 10 is refused and the 10 m window stays', async () => {
   const pinned = JSON.parse(await ok(['--json', 'policy', 'set', 'busy', '--for', '10m']));
   assert.ok(pinned.until, 'a pinned policy has an end');
-  await refused(['policy', 'set', 'busy', '--for', '10'], /--for '10' has no unit: write e\.g\. 10m for minutes, 10h for hours or 10s for seconds/);
-  await refused(['level', 'pin', 'elevated', '--for', '10'], /--for '10' has no unit/);
-  await refused(['policy', 'set', 'busy', '--for', '500ms'], /shorter than 1s/);
-  await refused(['policy', 'set', 'busy', '--for', 'soon'], /--for 'soon' is not a duration/);
+  await refused(['policy', 'set', 'busy', '--for', '10'], /--for '10' is missing its unit: write e\.g\. 10m for minutes, 10h for hours or 10s for seconds/);
+  await refused(['level', 'pin', 'elevated', '--for', '10'], /--for '10' is missing its unit/);
+  await refused(['policy', 'set', 'busy', '--for', '500ms'], /--for expects at least 1s, not '500ms'/);
+  await refused(['policy', 'set', 'busy', '--for', 'soon'], /--for expects a duration with its unit \(e\.g\. 90s, 30m, 2h, 1d\), not 'soon'/);
   const after = JSON.parse(await ok(['--json', 'policy', 'show']));
   assert.equal(after.mode, 'busy');
   assert.equal(after.until, pinned.until, 'the refused command changed nothing');
