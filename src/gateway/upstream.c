@@ -112,6 +112,11 @@ static int on_key(void *user, const char *section, const char *key, const char *
                  section, key);
         return 0;
     }
+    if (rc && gh_duration_lacks_unit(value) && strstr(key, "timeout")) {
+        snprintf(c->err, c->errlen, "[%s] %s: '%.40s' has no unit (write e.g. %.40ss)", section,
+                 key, value, value);
+        return 0;
+    }
     if (rc) {
         snprintf(c->err, c->errlen, "[%s] %s: invalid value '%.80s'", section, key, value);
         return 0;

@@ -12,7 +12,7 @@ typedef void (*gh_http_handler)(struct gh_http_req *req);
  * answered the request itself (401, 429, 503 …). */
 typedef bool (*gh_request_filter_fn)(struct gh_http_req *req, void *data);
 
-/* Traffic classes of DESIGN.md, highest priority first. */
+/* Traffic classes (docs/ARCHITECTURE.md), highest priority first. */
 enum gh_class { GH_CLASS_OPS, GH_CLASS_USER, GH_CLASS_LOGIN, GH_CLASS_REGISTER, GH_CLASS_ANON };
 
 struct gh_route {

@@ -1,5 +1,5 @@
 /* This module implements the identity subsystem of identity.h: the routes
- * of CONTRACT.md for accounts, sessions, API keys and the registration
+ * of docs/API.md for accounts, sessions, API keys and the registration
  * policy. Handlers run on their worker's loop; database work goes to the
  * store threads, password hashing to the password pool, and every result
  * comes back to the same worker (gh_worker_post) to answer. */
