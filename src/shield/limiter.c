@@ -16,10 +16,11 @@
 #define WAYS 8
 
 /* One key and its TAT, aligned for a double-width compare-and-swap. The
- * key changes only under the shard's mutex, and then together with the TAT
- * in one 16-byte CAS; the TAT of a stored key is updated by any thread with
- * a 16-byte CAS that expects (key, old TAT), so an update can never land on
- * a slot that another key has taken meanwhile. */
+ * key's hash and rank change only under the shard's mutex, and then
+ * together with the TAT in one 16-byte CAS; the TAT and the key's stamp of
+ * last use are updated by any thread with a 16-byte CAS that expects the
+ * (key, TAT) it read, so an update can never land on a slot that another
+ * key has taken meanwhile. */
 struct slot {
     uint64_t key; /* 0 = empty */
     uint64_t tat; /* ns */

@@ -4,8 +4,9 @@
  * number, phone prefix, calling code, or one global key per class).
  *
  * The table owns one 64-bit theoretical arrival time (TAT) per key, in
- * 16 bytes per entry with the key's 64-bit keyed hash (SipHash, random key
- * per table, so nobody can aim collisions). Its capacity is fixed when it
+ * 16 bytes per entry with the key's keyed hash (SipHash, random key per
+ * table, so nobody can aim collisions; 42 of its bits are kept beside the
+ * rank and a stamp of last use). Its capacity is fixed when it
  * is made, from a size in bytes; it never allocates afterwards. It is
  * sharded and each shard is a set-associative cache of 8-way buckets. A
  * key already stored is checked without a lock: a refusal only reads its
