@@ -62,11 +62,11 @@ struct run {
 static void *worker(void *arg)
 {
     struct run *r = arg;
-    uint64_t ops = 0, allowed = 0, now = 0;
+    uint64_t ops = 0, allowed = 0;
     struct gh_limit_decision d;
     pthread_barrier_wait(&r->start);
     while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
-        now = gh_now_ns();
+        uint64_t now = gh_now_ns();
         for (int i = 0; i < CLOCK_EVERY; i++) {
             if (r->table)
                 gh_limiter_check(r->table, r->key, &r->lim, 1, now, false, &d);
