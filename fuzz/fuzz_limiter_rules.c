@@ -1,6 +1,6 @@
 /* libFuzzer harness for the rate-limit rules and the GCRA step
- * (shield/limiter.h; only gh_limit_rules_parse and gh_limit_gcra, not the
- * table). The input is rules text, then optionally a NUL and a program of
+ * (shield/limiter.h: gh_limit_rules_parse, gh_limit_gcra, and one key
+ * through the table). The input is rules text, then optionally a NUL and a program of
  * GCRA steps.
  *
  * Rules: never more than GH_LIMIT_RULES_MAX; one rule per entry; every
@@ -13,7 +13,8 @@
  * stored TAT is now + reset_ns; `remaining` unit requests pass now and one
  * more does not; a refused request passes at now + retry_after_ns and not
  * a nanosecond earlier; a dry run stores nothing that a refusal would not;
- * a cost above the burst is refused as impossible. */
+ * a cost above the burst is refused as impossible; the table
+ * (gh_limiter_check on one key) decides exactly as the pure step. */
 #include "shield/limiter.h"
 
 #include "invariant.h"
@@ -268,6 +269,11 @@ static uint64_t rd64(const uint8_t *p, size_t n)
 static void check_gcra(const struct gh_limit *lim, const uint8_t *prog, size_t n)
 {
     const struct lim_ref lr = lim_ref(lim);
+    /* the same steps through the table (its lock-free path after the first
+     * stored step) decide exactly as the pure step does */
+    struct gh_limiter *table = gh_limiter_new(1);
+    FUZZ_CHECK(table != NULL);
+    uint64_t key = gh_limiter_key(table, 1, prog, GH_MIN(n, (size_t)4));
     uint64_t t0 = rd64(prog, GH_MIN(n, (size_t)4)) * 1000003ull; /* a start anywhere */
     uint64_t now = t0, tat = 0;
     unsigned __int128 allowed_units = 0;
@@ -279,13 +285,21 @@ static void check_gcra(const struct gh_limit *lim, const uint8_t *prog, size_t n
         uint64_t delta = dt == 0 ? 0 : dt < 128 ? dt * (T64 / 16 + 1) : (uint64_t)(dt - 127) * T64;
         now = sat_add(now, delta);
         if (now > UINT64_MAX / 2)
-            return; /* the clock is ns since boot: decades of range are plenty */
-        uint32_t cost = c < 250 ? c % 8 : c == 250 ? lr.burst : c == 251 ? lr.burst + 1u : c * 1000u;
+            break; /* the clock is ns since boot: decades of range are plenty */
+        uint32_t cost = c < 250    ? c % 8
+                        : c == 250 ? lr.burst
+                        : c == 251 ? lr.burst + 1u
+                                   : c * 1000u;
         bool dry = fl & 1;
         all_exact = all_exact && exact(&lr, cost);
 
-        struct gh_limit_decision d;
+        struct gh_limit_decision d, td;
         uint64_t nt = gh_limit_gcra(tat, lim, cost, now, dry, &d);
+        gh_limiter_check(table, key, lim, cost, now, dry, &td);
+        FUZZ_CHECK(d.allowed == td.allowed && d.limited == td.limited &&
+                   d.impossible == td.impossible && d.limit == td.limit &&
+                   d.remaining == td.remaining && d.reset_ns == td.reset_ns &&
+                   d.retry_after_ns == td.retry_after_ns);
         FUZZ_CHECK(d.limit == lr.burst);
         FUZZ_CHECK(!d.allowed || !d.limited || dry); /* refused for real only without dry run */
         if (!d.limited) {
@@ -323,6 +337,7 @@ static void check_gcra(const struct gh_limit *lim, const uint8_t *prog, size_t n
         if (all_exact)
             FUZZ_CHECK(allowed_units * lr.T <= lr.tau + (now - t0));
     }
+    gh_limiter_free(table);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -12,9 +12,10 @@ build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
     libcmocka-dev node-llhttp)
 # prometheus: for promtool (no smaller Debian 12 package ships it) and
 # python3-prometheus-client: tests/e2e/metrics-format.test.mjs checks
-# /metrics with both
+# /metrics with both; python3-httpx: the Python openai SDK's transport
+# (Debian has no python3-openai), tests/e2e/body-too-large.test.mjs
 test_pkgs=(curl procps iproute2 chromium fonts-dejavu-core fonts-noto-cjk
-    prometheus python3-prometheus-client)
+    prometheus python3-prometheus-client python3-httpx)
 bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux procps)
 
 want=("${build_pkgs[@]}")

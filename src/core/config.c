@@ -78,6 +78,11 @@ static const struct key_def keys[] = {
      "request bodies being received, all connections together; a body that does not fit "
      "gets 503 busy. Bodies without valid credentials may take half; bodies up to "
      "header_max are not charged"},
+    {"limits", "linger_time", T_DURATION, OFF(limits.linger_time_ms), 0, 10 * 60 * 1000, "30s",
+     "after a refusal mid-body, read and discard what the client still sends this long at "
+     "most (5 s between reads), so it reads the answer, not a reset (0 = close at once)"},
+    {"limits", "linger_max", T_SIZE, OFF(limits.linger_max), 0, 1024 * MB, "32m",
+     "bytes read and discarded after such a refusal, at most (0 = close at once)"},
     {"limits", "requests_per_conn", T_UINT, OFF(limits.requests_per_conn), 1, 10000000, "1000",
      "requests served on one connection before it is closed"},
     {"limits", "max_conns", T_UINT, OFF(limits.max_conns), 1, 10000000, "100000",

@@ -35,6 +35,8 @@ struct gh_config {
         uint64_t body_rate_grace_ms;
         uint64_t body_rate_window_ms; /* body_min_rate holds over each window (408) */
         size_t body_memory;           /* bodies being received, whole process (503) */
+        uint64_t linger_time_ms;      /* refused mid-body: read and discard this long at most */
+        size_t linger_max;            /* ... and this many bytes at most */
         unsigned requests_per_conn;
         unsigned max_conns;
         unsigned max_conns_per_addr;

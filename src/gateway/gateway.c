@@ -18,6 +18,8 @@
 #define RELAY_HIGH_MARK (256u << 10)
 /* An echo "token" is a word, cut at this many bytes. */
 #define ECHO_TOKEN_MAX 64
+/* Words in an echo answer when the request sets no max_tokens. */
+#define ECHO_DEFAULT_TOKENS 256
 
 static void chat_completions(struct gh_http_req *req);
 static void fim_completions(struct gh_http_req *req);
@@ -457,7 +459,9 @@ static void echo_run(struct gw_call *c)
 {
     uint64_t delay = c->req->cfg->gateway.echo_delay_ms;
     unsigned batch = delay ? 1 : 64;
-    unsigned limit = c->chat.max_tokens ? c->chat.max_tokens : UINT32_MAX;
+    /* without max_tokens a long prompt must not hold the request for
+     * minutes (issue 13, item 8): the answer stops at ECHO_DEFAULT_TOKENS */
+    unsigned limit = c->chat.max_tokens ? c->chat.max_tokens : ECHO_DEFAULT_TOKENS;
     for (unsigned i = 0; i < batch; i++) {
         const char *tok;
         size_t n = echo_next(c, &tok);

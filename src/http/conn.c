@@ -120,11 +120,14 @@ static void maybe_close_after_write(struct gh_conn *c);
 
 /* Closing right after refusing a request whose body is still arriving
  * would make the kernel answer the client's next bytes with a reset, and
- * a reset can destroy the refusal before the client reads it. So, like
- * nginx's lingering close, read and discard for a short while (bounded in
- * time and bytes) after shutting our side, then close. */
-#define LINGER_MS    2000
-#define LINGER_BYTES (8u << 20)
+ * a reset can destroy the refusal before the client reads it (clients that
+ * send the whole body before reading, like the Python openai SDK, then see
+ * a connection error instead of the 413). So, like nginx's lingering
+ * close, read and discard after shutting our side, then close: for at
+ * most limits.linger_time in all (nginx's lingering_time), at most
+ * limits.linger_max bytes, and at most LINGER_IDLE_MS between two reads
+ * (nginx's lingering_timeout), so a silent client does not hold it. */
+#define LINGER_IDLE_MS 5000
 
 static void on_shutdown(uv_shutdown_t *sr, int status)
 {
@@ -132,9 +135,11 @@ static void on_shutdown(uv_shutdown_t *sr, int status)
     free(sr);
     if (c->state == ST_CLOSING)
         return;
-    if (status == 0 && c->linger && !c->eof) {
+    if (status == 0 && c->linger && !c->eof && c->w->cfg->limits.linger_time_ms &&
+        c->w->cfg->limits.linger_max) {
         c->lingering = true;
         set_state(c, ST_BODY, uv_now(&c->w->loop)); /* the sweep ends it */
+        c->rate_mark_ms = uv_now(&c->w->loop);      /* the last read, while lingering */
         return;
     }
     conn_close(c);
@@ -1016,6 +1021,17 @@ static void dispatch(struct gh_conn *c, struct gh_http_req *req)
     }
 }
 
+/* n bytes as a person writes a limit: "1 MiB", "64 KiB", "1000 bytes". */
+static void size_words(char *out, size_t cap, size_t n)
+{
+    if (n && n % (1u << 20) == 0)
+        snprintf(out, cap, "%zu MiB", n >> 20);
+    else if (n && n % 1024 == 0)
+        snprintf(out, cap, "%zu KiB", n >> 10);
+    else
+        snprintf(out, cap, "%zu bytes", n);
+}
+
 /* Answers a request the parser refused, then closes. */
 static void refuse(struct gh_conn *c, int status, const char *msg)
 {
@@ -1038,6 +1054,7 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
     } else if (c->refuse_msg) {
         msg = c->refuse_msg;
     }
+    bool name_cap = status == 413 && !no_cred && !c->refuse_msg;
     c->refuse_msg = NULL;
     c->linger = true;
     struct gh_http_req *req = gh_reqparser_take(&c->parser);
@@ -1046,6 +1063,13 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
     if (!req) {
         conn_close(c);
         return;
+    }
+    if (name_cap && req->body_max) { /* the parser's 413: the route's cap, named */
+        char size[32];
+        size_words(size, sizeof size, req->body_max);
+        snprintf(why_msg, sizeof why_msg, "request body too large: the limit for this route is %s",
+                 size);
+        msg = why_msg;
     }
     if (!req->worker) {
         req->worker = w;
@@ -1198,8 +1222,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0 || c->state == ST_CLOSING)
         return;
     if (c->lingering) {
-        c->lingered += nread > 0 ? (uint32_t)GH_MIN((size_t)nread, LINGER_BYTES) : 0;
-        if (nread < 0 || c->lingered >= LINGER_BYTES)
+        size_t cap = c->w->cfg->limits.linger_max;
+        c->lingered += nread > 0 ? (uint32_t)GH_MIN((size_t)nread, cap) : 0;
+        c->rate_mark_ms = uv_now(&c->w->loop);
+        if (nread < 0 || c->lingered >= cap)
             conn_close(c);
         return;
     }
@@ -1435,7 +1461,7 @@ void gh_conn_sweep(struct gh_worker *w, uint64_t now)
         it = it->next;
         uint64_t elapsed = now - c->since_ms;
         if (c->lingering) {
-            if (elapsed >= LINGER_MS)
+            if (elapsed >= cfg->limits.linger_time_ms || now - c->rate_mark_ms >= LINGER_IDLE_MS)
                 conn_close(c);
             continue;
         }

@@ -15,12 +15,31 @@
 
 #define WAYS 8
 
+/* One key and its TAT, aligned for a double-width compare-and-swap. The
+ * key's hash and rank change only under the shard's mutex, and then
+ * together with the TAT in one 16-byte CAS; the TAT and the key's stamp of
+ * last use are updated by any thread with a 16-byte CAS that expects the
+ * (key, TAT) it read, so an update can never land on a slot that another
+ * key has taken meanwhile. */
 struct slot {
     uint64_t key; /* 0 = empty */
     uint64_t tat; /* ns */
-};
+} __attribute__((aligned(16)));
 
-/* 128 bytes: two cache lines, most recently used first */
+/* Bits 32-51 of a stored key: when it was last used, in units of 2^20 ns
+ * (1.05 ms), modulo 2^20 (18.3 minutes). gh_limiter_key keeps them clear:
+ * a key is its rank (bits 0-1) and 42 bits of hash; the shard comes from
+ * bits 58-63, the bucket from bits 0-31. */
+#define STAMP_SHIFT 32
+#define STAMP_BITS  20
+#define STAMP_MASK  (((UINT64_C(1) << STAMP_BITS) - 1) << STAMP_SHIFT)
+
+static inline uint64_t stamp_of(uint64_t now_ns)
+{
+    return ((now_ns >> 20) << STAMP_SHIFT) & STAMP_MASK;
+}
+
+/* 128 bytes: two cache lines; slots never move once written */
 struct bucket {
     struct slot s[WAYS];
 };
@@ -95,9 +114,9 @@ struct gh_limiter *gh_limiter_new(size_t bytes)
     while (nshards > 1 && bytes / nshards < sizeof(struct shard) + 64 * sizeof(struct bucket))
         nshards /= 2;
     size_t per_shard = bytes / nshards;
-    size_t nb = per_shard > sizeof(struct shard) ? (per_shard - sizeof(struct shard)) /
-                                                       sizeof(struct bucket)
-                                                 : 0;
+    size_t nb = per_shard > sizeof(struct shard)
+                    ? (per_shard - sizeof(struct shard)) / sizeof(struct bucket)
+                    : 0;
     if (nb == 0)
         nb = 1;
     if (nb > UINT32_MAX)
@@ -149,7 +168,7 @@ uint64_t gh_limiter_key(const struct gh_limiter *t, uint32_t rule_id, const void
     crypto_shorthash(out, in, 4 + n, t->hashkey);
     uint64_t k;
     memcpy(&k, out, sizeof k);
-    k &= ~(uint64_t)GH_LIMIT_RANK_MASK;
+    k &= ~((uint64_t)GH_LIMIT_RANK_MASK | STAMP_MASK);
     return k ? k : GH_LIMIT_RANK_MASK + 1; /* rank 0, never 0 */
 }
 
@@ -180,73 +199,133 @@ static inline unsigned key_rank(uint64_t key)
     return (unsigned)(key & GH_LIMIT_RANK_MASK);
 }
 
-/* The slot a new key of rank `rank` may take in b, or -1 when every slot
- * holds a live key that outranks it. An empty slot first, then one that has
- * fully refilled (forgetting it loses nothing), then the least recently
- * active of the lowest rank present, never one ranked above the newcomer:
- * a flood of per-address keys can only displace each other, never the
- * prefix or global key that is refusing the flood, whatever the hash key. */
-static int pick_victim(const struct bucket *b, unsigned rank, uint64_t now_ns, bool *evicts)
+/* A double-width CAS of slot s from (okey, otat) to (nkey, ntat). Inline
+ * cmpxchg16b on x86-64 (built with -mcx16), casp or ldxp/stxp on arm64. */
+static inline bool slot_cas(struct slot *s, uint64_t okey, uint64_t otat, uint64_t nkey,
+                            uint64_t ntat)
 {
-    *evicts = false;
-    for (int i = WAYS - 1; i >= 0; i--)
-        if (b->s[i].key == 0)
-            return i;
-    for (int i = WAYS - 1; i >= 0; i--)
-        if (b->s[i].tat <= now_ns)
-            return i;
+    union {
+        struct slot s;
+        unsigned __int128 w;
+    } o = {.s = {okey, otat}}, n = {.s = {nkey, ntat}};
+#ifdef __GCC_HAVE_SYNC_COMPARE_AND_SWAP_16
+    return __sync_bool_compare_and_swap((unsigned __int128 *)s, o.w, n.w);
+#else /* libatomic (CMakeLists.txt links it where the CPU needs it) */
+    return __atomic_compare_exchange_n((unsigned __int128 *)s, &o.w, n.w, false, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST);
+#endif
+}
+
+static inline uint64_t load_key(const struct slot *s)
+{
+    return __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
+}
+
+static inline uint64_t load_tat(const struct slot *s)
+{
+    return __atomic_load_n(&s->tat, __ATOMIC_ACQUIRE);
+}
+
+/* Applies the GCRA to key, stored in slot s, without a lock, and stamps
+ * the slot with the time of use. A refusal (and a dry-run refusal) stores
+ * nothing unless the stamp is a millisecond old, so it only reads: any
+ * number of workers refusing one flooding key share its cache line and
+ * never wait for each other. A request that passes stores its TAT with a
+ * CAS that expects the (key, TAT) it read, retried while others get there
+ * first. false when s no longer holds key (evicted meanwhile): take the
+ * lock. */
+static bool slot_update(struct slot *s, uint64_t key, const struct gh_limit *lim, uint32_t cost,
+                        uint64_t now_ns, bool dry_run, struct gh_limit_decision *d)
+{
+    uint64_t stamped = key | stamp_of(now_ns), tat = load_tat(s);
+    for (;;) {
+        /* the TAT read is key's only if the key is still there after it */
+        uint64_t k = load_key(s);
+        if ((k & ~STAMP_MASK) != key)
+            return false;
+        uint64_t next = gh_limit_gcra(tat, lim, cost, now_ns, dry_run, d);
+        if ((next == tat && k == stamped) || slot_cas(s, k, tat, stamped, next))
+            return true;
+        tat = load_tat(s);
+    }
+}
+
+/* The slot a new key of rank `rank` may take in b, or -1 when every slot
+ * holds a live key that outranks it. An empty slot first, then one that
+ * has fully refilled (forgetting it loses nothing), then the least
+ * recently used of the lowest rank present (the closest to refilled on a
+ * tie), never one ranked above the newcomer: a flood of per-address keys
+ * can only displace each other, never the prefix or global key that is
+ * refusing the flood, whatever the hash key. Stamps and TATs move under us
+ * (lock-free updates): the choice is a snapshot. A key unused for longer
+ * than the stamp's 18-minute wrap may pass for a recent one. */
+static int pick_victim_locked(const struct bucket *b, unsigned rank, uint64_t now_ns)
+{
     int v = -1;
-    unsigned best = GH_LIMIT_RANK_MASK + 1;
-    for (int i = WAYS - 1; i >= 0; i--) { /* from the least recently used */
-        unsigned r = key_rank(b->s[i].key);
-        if (r <= rank && r < best) {
-            best = r;
+    unsigned best_rank = GH_LIMIT_RANK_MASK + 1;
+    uint64_t best_age = 0, best_tat = UINT64_MAX, now_stamp = stamp_of(now_ns);
+    for (int i = 0; i < WAYS; i++) {
+        uint64_t k = load_key(&b->s[i]), tat = load_tat(&b->s[i]);
+        if (k == 0 || tat <= now_ns)
+            return i;
+        unsigned r = key_rank(k);
+        uint64_t age = (now_stamp - (k & STAMP_MASK)) & STAMP_MASK;
+        if (r <= rank &&
+            (r < best_rank ||
+             (r == best_rank && (age > best_age || (age == best_age && tat < best_tat))))) {
+            best_rank = r;
+            best_age = age;
+            best_tat = tat;
             v = i;
         }
     }
-    *evicts = v >= 0;
     return v;
 }
 
-void gh_limiter_check(struct gh_limiter *t, uint64_t key, const struct gh_limit *lim,
-                      uint32_t cost, uint64_t now_ns, bool dry_run, struct gh_limit_decision *d)
+void gh_limiter_check(struct gh_limiter *t, uint64_t key, const struct gh_limit *lim, uint32_t cost,
+                      uint64_t now_ns, bool dry_run, struct gh_limit_decision *d)
 {
+    key &= ~STAMP_MASK; /* the table's own bits (gh_limiter_key never sets them) */
+    GH_ASSERT(key != 0);
     /* the high bits choose the shard, the low 32 the bucket (fast range) */
     unsigned si = (unsigned)(key >> 58) & (t->nshards - 1);
     uint32_t bi = (uint32_t)(((uint64_t)(uint32_t)key * t->nbuckets) >> 32);
     struct shard *sh = &t->shards[si];
     struct bucket *b = &t->buckets[(size_t)si * t->nbuckets + bi];
-    pthread_mutex_lock(&sh->mu);
-    int hit = -1;
+    /* a key already stored: no lock (issue 11: one hot key across workers) */
     for (int i = 0; i < WAYS; i++)
-        if (b->s[i].key == key) {
-            hit = i;
-            break;
+        if ((load_key(&b->s[i]) & ~STAMP_MASK) == key &&
+            slot_update(&b->s[i], key, lim, cost, now_ns, dry_run, d))
+            return;
+    pthread_mutex_lock(&sh->mu);
+    /* a key's hash and rank change only under the lock: look again,
+     * another thread may have stored this one since */
+    for (int i = 0; i < WAYS; i++)
+        if ((load_key(&b->s[i]) & ~STAMP_MASK) == key) {
+            bool held = slot_update(&b->s[i], key, lim, cost, now_ns, dry_run, d);
+            GH_ASSERT(held);
+            (void)held;
+            goto out;
         }
-    if (hit >= 0) {
-        struct slot cur = b->s[hit];
-        cur.tat = gh_limit_gcra(cur.tat, lim, cost, now_ns, dry_run, d);
-        /* move to the front: most recently active */
-        memmove(&b->s[1], &b->s[0], sizeof(struct slot) * (size_t)hit);
-        b->s[0] = cur;
-    } else {
-        uint64_t tat = gh_limit_gcra(0, lim, cost, now_ns, dry_run, d);
-        if (tat > now_ns) { /* something to remember */
-            bool evicts;
-            int v = pick_victim(b, key_rank(key), now_ns, &evicts);
-            if (v < 0) {
-                /* every slot outranks this key: it is not remembered, and
-                 * the aggregate keys above it go on counting its traffic */
-                sh->dropped++;
-            } else {
-                sh->evictions += evicts;
-                sh->inserts++;
-                memmove(&b->s[1], &b->s[0], sizeof(struct slot) * (size_t)v);
-                b->s[0].key = key;
-                b->s[0].tat = tat;
-            }
-        }
+    uint64_t tat = gh_limit_gcra(0, lim, cost, now_ns, dry_run, d);
+    if (tat <= now_ns) /* nothing to remember */
+        goto out;
+    int v = pick_victim_locked(b, key_rank(key), now_ns);
+    if (v < 0) {
+        /* every slot outranks this key: it is not remembered, and the
+         * aggregate keys above it go on counting its traffic */
+        sh->dropped++;
+        goto out;
     }
+    struct slot *s = &b->s[v];
+    uint64_t vkey, vtat;
+    do { /* the victim's TAT and stamp may move until the CAS takes the slot */
+        vtat = load_tat(s);
+        vkey = load_key(s);
+    } while (!slot_cas(s, vkey, vtat, key | stamp_of(now_ns), tat));
+    sh->evictions += vkey != 0 && vtat > now_ns;
+    sh->inserts++;
+out:
     pthread_mutex_unlock(&sh->mu);
 }
 
@@ -267,9 +346,9 @@ void gh_limiter_get_stats(struct gh_limiter *t, struct gh_limiter_stats *out)
 /* ---- rules ---- */
 
 static const char *const class_names[] = {"ops", "user", "login", "register", "anon"};
-static const char *const kind_names[GH_LKEY_COUNT] = {
-    "addr",  "prefix",       "prefix48",     "account", "apikey",
-    "phone", "phone_prefix", "calling_code", "global"};
+static const char *const kind_names[GH_LKEY_COUNT] = {"addr",         "prefix",       "prefix48",
+                                                      "account",      "apikey",       "phone",
+                                                      "phone_prefix", "calling_code", "global"};
 
 const char *gh_class_name(enum gh_class c)
 {
@@ -376,9 +455,9 @@ static int parse_rule(const char *s, size_t len, struct gh_limit_rule *r, struct
     size_t u = 0;
     while (period_ms % units[u].ms)
         u++;
-    snprintf(r->name, sizeof r->name, "%s:%s:%llu/%llu%s", class_names[r->cls],
-             kind_names[r->kind], (unsigned long long)count,
-             (unsigned long long)(period_ms / units[u].ms), units[u].unit);
+    snprintf(r->name, sizeof r->name, "%s:%s:%llu/%llu%s", class_names[r->cls], kind_names[r->kind],
+             (unsigned long long)count, (unsigned long long)(period_ms / units[u].ms),
+             units[u].unit);
     /* a stable id from the rule's identity (not its position) */
     unsigned char h[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(h, (const unsigned char *)r->name, strlen(r->name));
@@ -432,7 +511,9 @@ bool gh_limit_rule_key(const struct gh_limiter *t, const struct gh_limit_rule *r
         if (v4 && r->kind == GH_LKEY_PREFIX48)
             return false; /* IPv4 has no level between /24 and everyone: prefix covers it */
         size_t keep = v4 ? (r->kind == GH_LKEY_ADDR ? 4 : 3)
-                         : (r->kind == GH_LKEY_ADDR ? 16 : r->kind == GH_LKEY_PREFIX ? 8 : 6);
+                         : (r->kind == GH_LKEY_ADDR     ? 16
+                            : r->kind == GH_LKEY_PREFIX ? 8
+                                                        : 6);
         buf[n++] = v4 ? 4 : 6;
         memcpy(buf + n, s->addr->bytes, keep);
         n += keep;

@@ -4,14 +4,19 @@
  * number, phone prefix, calling code, or one global key per class).
  *
  * The table owns one 64-bit theoretical arrival time (TAT) per key, in
- * 16 bytes per entry with the key's 64-bit keyed hash (SipHash, random key
- * per table, so nobody can aim collisions). Its capacity is fixed when it
+ * 16 bytes per entry with the key's keyed hash (SipHash, random key per
+ * table, so nobody can aim collisions; 42 of its bits are kept beside the
+ * rank and a stamp of last use). Its capacity is fixed when it
  * is made, from a size in bytes; it never allocates afterwards. It is
- * sharded (a mutex per shard) and each shard is a set-associative cache of
- * 8-way buckets kept in most-recently-used order: when a bucket is full, an
- * entry that has fully refilled (TAT <= now, so forgetting it loses nothing)
- * is reused first, else the least recently active entry is evicted and
- * counted. Every key carries a rank in its two low bits (how many requests
+ * sharded and each shard is a set-associative cache of 8-way buckets. A
+ * key already stored is checked without a lock: a refusal only reads its
+ * TAT, a request that passes stores the new TAT with a 16-byte
+ * compare-and-swap of (key, TAT), so workers refusing one flooding key
+ * never wait for each other. Storing a new key takes the shard's mutex:
+ * when its bucket is full, an entry that has fully refilled (TAT <= now,
+ * so forgetting it loses nothing) is reused first, else the least
+ * recently used entry (each carries a millisecond stamp of its last use)
+ * is evicted and counted. Every key carries a rank in its two low bits (how many requests
  * share it: 0 address, account, key or number; 1 /24, /64 or number prefix;
  * 2 /48 or calling code; 3 global), and a new key only ever displaces a
  * live key of its own rank or below, lowest rank first: a flood of
@@ -62,7 +67,9 @@ struct gh_limiter_stats {
     uint64_t dropped;   /* new keys not stored: their bucket was all higher-ranked */
 };
 
-/* The two low bits of a table key: its rank (see the top of this file). */
+/* The two low bits of a table key: its rank (see the top of this file).
+ * Bits 32-51 are the table's own (a stamp of last use): keys are compared
+ * without them. */
 #define GH_LIMIT_RANK_MASK 3u
 
 /* A table whose entries and shards fit in bytes (at least one shard of one
@@ -83,8 +90,9 @@ void gh_limiter_set_hashkey(struct gh_limiter *t, const unsigned char key[16]);
 /* Checks and, when it passes, counts `cost` units for key at time now_ns
  * against lim. With dry_run a request over the rate still passes
  * (d->allowed true, d->limited true) and nothing is stored for it, exactly
- * as a real refusal stores nothing. O(1): one lock, at most 8 entries.
- * Any thread. */
+ * as a real refusal stores nothing. O(1): at most 8 entries; no lock
+ * for a key already stored, the shard's mutex to store a new one. Any
+ * thread. */
 void gh_limiter_check(struct gh_limiter *t, uint64_t key, const struct gh_limit *lim,
                       uint32_t cost, uint64_t now_ns, bool dry_run, struct gh_limit_decision *d);
 

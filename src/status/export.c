@@ -53,7 +53,9 @@ static int write_one(const char *dir, const char *name, const char *data, size_t
     *slash = '\0';
     int rc = mkdirs(sub);
     if (!rc)
-        rc = gh_status_write_atomic(sub, path, data, len);
+        /* for a web server running as another user to read: 0644 less
+         * the operator's umask, like any file they create */
+        rc = gh_status_write_atomic(sub, path, data, len, 0644);
     if (rc)
         fprintf(stderr, "gatehouse status export: cannot write %s: %s\n", path, strerror(errno));
     return rc;

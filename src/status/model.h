@@ -92,9 +92,11 @@ static inline int gh_status_comp_state(const struct gh_status_component *c)
 }
 
 uint64_t gh_status_now(const struct gh_status *st);
-/* Writes data to path through a temporary file, fsync and rename, then
- * syncs dir. 0, GH_EINVAL (path too long) or GH_EIO (errno set). */
-int gh_status_write_atomic(const char *dir, const char *path, const char *data, size_t len);
+/* Writes data to path through a temporary file created with mode (less the
+ * process's umask), fsync and rename, then syncs dir. 0, GH_EINVAL (path
+ * too long) or GH_EIO (errno set). */
+int gh_status_write_atomic(const char *dir, const char *path, const char *data, size_t len,
+                           unsigned mode);
 
 /* render.c. Every function expects st->mu held. */
 /* Overall level 0..3 from the components and the unresolved incidents. */

@@ -766,13 +766,14 @@ static int load_file(struct gh_status *st, struct gh_buf *err)
 }
 
 /* A crash leaves the old file or the new one, never half of one. */
-int gh_status_write_atomic(const char *dir, const char *path, const char *data, size_t len)
+int gh_status_write_atomic(const char *dir, const char *path, const char *data, size_t len,
+                           unsigned mode)
 {
     char tmp[4200];
     int n = snprintf(tmp, sizeof tmp, "%s.tmp", path);
     if (n < 0 || (size_t)n >= sizeof tmp)
         return GH_EINVAL;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
     if (fd < 0)
         return GH_EIO;
     size_t off = 0;
@@ -817,7 +818,7 @@ int gh_status_flush(struct gh_status *st)
     pthread_mutex_unlock(&st->mu);
     if (!text)
         return GH_ENOMEM;
-    int rc = gh_status_write_atomic(st->data_dir, st->path, text, strlen(text));
+    int rc = gh_status_write_atomic(st->data_dir, st->path, text, strlen(text), 0600);
     free(text);
     if (rc) {
         gh_log(GH_LOG_ERROR, "status_write", "cannot write %s: %s", st->path, strerror(errno));

@@ -1,18 +1,21 @@
 /* Unit tests of the GCRA limiters (shield/limiter.h) on a simulated clock:
  * the arithmetic (burst, steady rate, Retry-After, Reset, cost), dry run,
  * the rules and their keys, and a table-full spray of distinct addresses
- * during which the aggregate keys keep refusing. Prints the cost of one
- * check and the memory per entry. */
+ * during which the aggregate keys keep refusing, threads hammering one key
+ * through the lock-free path. Prints the cost of one check and the memory
+ * per entry. */
 #include "test_util.h"
 
 #include "shield/limiter.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <time.h>
 
-#define MS 1000000ull
+#define MS  1000000ull
 #define SEC 1000000000ull
 
 static void gcra_burst_then_refuse(void **state)
@@ -215,9 +218,9 @@ static void rules_parse(void **state)
     assert_int_equal(rs3.rules[0].id, rs2.rules[0].id);
     assert_int_equal(rs3.rules[0].lim.period_ns, rs2.rules[0].lim.period_ns);
 
-    static const char *bad[] = {"anon:addr",          "guest:addr:1/s",      "anon:ip:1/s",
-                                "anon:addr:0/s",      "anon:addr:1/fortnight", "anon:addr:1/s:x",
-                                "anon:addr:x/s",      "anon:addr:1/s:burst=0", "anon:addr:1",
+    static const char *bad[] = {"anon:addr", "guest:addr:1/s", "anon:ip:1/s", "anon:addr:0/s",
+                                "anon:addr:1/fortnight", "anon:addr:1/s:x", "anon:addr:x/s",
+                                "anon:addr:1/s:burst=0", "anon:addr:1",
                                 /* found by fuzz_limiter_rules: an empty period, options past
                                  * the sixth field, a period longer than the parser reads */
                                 "anon:addr:5/", "anon:addr:1/s:dry:dry:dry:junk",
@@ -300,10 +303,9 @@ static void rule_keys(void **state)
     /* absent members: the rule does not apply */
     assert_false(gh_limit_rule_key(t, &rs.rules[3], &s1, &k1));
     assert_false(gh_limit_rule_key(t, &rs.rules[5], &s1, &k1));
-    struct gh_limit_subject p1 = {.phone = "+8613800138000", .calling_code = "86",
-                                  .account_id = 5, .apikey_id = 5},
-                            p2 = {.phone = "+8613800139999", .calling_code = "86",
-                                  .account_id = 6, .apikey_id = 6};
+    struct gh_limit_subject
+        p1 = {.phone = "+8613800138000", .calling_code = "86", .account_id = 5, .apikey_id = 5},
+        p2 = {.phone = "+8613800139999", .calling_code = "86", .account_id = 6, .apikey_id = 6};
     KEY(3, &p1, &k1);
     KEY(4, &p1, &k2);
     assert_true(k1 != k2); /* account 5 and key 5 differ */
@@ -348,8 +350,9 @@ static unsigned spray(size_t bytes, unsigned n, const unsigned char *hashkey,
     const uint64_t step = 120 * SEC / n;
     for (unsigned i = 0; i < n; i++) {
         unsigned j = (unsigned)((uint64_t)i * 1000000u / n); /* the same /24s at any n */
-        struct gh_addr a = {.family = AF_INET,
-                            .bytes = {10, (uint8_t)(j % 16), (uint8_t)(j >> 12), (uint8_t)(j >> 4)}};
+        struct gh_addr a = {
+            .family = AF_INET,
+            .bytes = {10, (uint8_t)(j % 16), (uint8_t)(j >> 12), (uint8_t)(j >> 4)}};
         struct gh_limit_subject s = {.addr = &a};
         bool ok = true;
         for (unsigned r = 0; r < rs.n && ok; r++) {
@@ -469,7 +472,8 @@ static void rank_orders_eviction(void **state)
     assert_int_equal(st.evictions, 0);
     assert_int_equal(st.dropped, 1000);
     gh_limiter_free(t);
-    /* the other way round: per-address keys give way, least recent first */
+    /* the other way round: per-address keys give way, the oldest first
+     * when they are equally far from refilled */
     t = gh_limiter_new(1);
     for (uint64_t i = 1; i <= 8; i++)
         gh_limiter_check(t, i << 8, &lim, 1, now, false, &d);
@@ -480,6 +484,140 @@ static void rank_orders_eviction(void **state)
     assert_true(d.allowed); /* the oldest address key was the one evicted */
     gh_limiter_get_stats(t, &st);
     assert_int_equal(st.evictions, 2);
+    gh_limiter_free(t);
+}
+
+/* Among live keys of one rank, the least recently used gives way, even
+ * when the lock-free path is all that touched the others since they were
+ * stored (slots never move: the order lives in a stamp per slot). */
+static void evicts_least_recent(void **state)
+{
+    struct gh_limiter *t = gh_limiter_new(1); /* one bucket */
+    struct gh_limit lim = {.period_ns = 60 * SEC, .count = 10};
+    struct gh_limit_decision d;
+    uint64_t now = 100 * SEC;
+    for (uint64_t k = 1; k <= 8; k++) /* stored 10 ms apart: key 1 is the oldest */
+        gh_limiter_check(t, k << 8, &lim, 1, now + k * 10 * MS, false, &d);
+    for (uint64_t k = 1; k <= 7; k++) /* used again later, except key 8 */
+        gh_limiter_check(t, k << 8, &lim, 1, now + SEC + k * 10 * MS, false, &d);
+    gh_limiter_check(t, 100ull << 8, &lim, 1, now + 2 * SEC, false, &d); /* a newcomer */
+    gh_limiter_check(t, 8ull << 8, &lim, 1, now + 2 * SEC, false, &d);
+    assert_int_equal(d.remaining, 9); /* forgotten: a full allowance again */
+    gh_limiter_check(t, 2ull << 8, &lim, 1, now + 2 * SEC, false, &d);
+    assert_int_equal(d.remaining, 7); /* remembered: 3 of 10 used */
+    gh_limiter_check(t, 1ull << 8, &lim, 1, now + 2 * SEC, false, &d);
+    assert_int_equal(d.remaining, 9); /* key 8 coming back displaced the least recent */
+    gh_limiter_free(t);
+}
+
+/* Threads hammering one key: what passes is what the GCRA allows, never
+ * more (a lost update in the lock-free path would let extra requests
+ * through), whether the clock stands still or moves, and while other
+ * threads churn the rest of the key's bucket under the lock. */
+struct hammer {
+    struct gh_limiter *t;
+    uint64_t key;
+    struct gh_limit lim;
+    _Atomic uint64_t *clock; /* each check takes the next tick (NULL: frozen at 1 s) */
+    uint64_t tick;
+    unsigned id, iters;
+    bool spray; /* insert new rank-0 keys instead */
+    pthread_barrier_t *start;
+    uint64_t allowed, last_now; /* out */
+};
+
+static void *hammer_run(void *arg)
+{
+    struct hammer *h = arg;
+    struct gh_limit_decision d;
+    pthread_barrier_wait(h->start);
+    for (unsigned i = 0; i < h->iters; i++) {
+        uint64_t now = h->clock ? atomic_fetch_add(h->clock, h->tick) : SEC;
+        uint64_t key = h->spray ? ((uint64_t)h->id << 20 | i) << 2 : h->key;
+        gh_limiter_check(h->t, key, &h->lim, 1, now, false, &d);
+        h->allowed += !h->spray && d.allowed;
+        h->last_now = now;
+    }
+    return NULL;
+}
+
+/* Runs nhot hammering threads (and nspray churning ones) over t; the sum
+ * of what passed. *end gets the clock's final reading. */
+static uint64_t hammer(struct gh_limiter *t, uint64_t key, const struct gh_limit *lim,
+                       _Atomic uint64_t *clock, unsigned nhot, unsigned nspray, unsigned iters)
+{
+    enum { MAXT = 16 };
+    struct hammer h[MAXT];
+    pthread_t tid[MAXT];
+    pthread_barrier_t start;
+    unsigned n = nhot + nspray;
+    assert_true(n <= MAXT);
+    pthread_barrier_init(&start, NULL, n);
+    for (unsigned i = 0; i < n; i++) {
+        h[i] = (struct hammer){.t = t,
+                               .key = key,
+                               .lim = *lim,
+                               .clock = clock,
+                               .tick = 1000,
+                               .id = i,
+                               .iters = iters,
+                               .spray = i >= nhot,
+                               .start = &start};
+        assert_int_equal(pthread_create(&tid[i], NULL, hammer_run, &h[i]), 0);
+    }
+    uint64_t allowed = 0;
+    for (unsigned i = 0; i < n; i++) {
+        pthread_join(tid[i], NULL);
+        allowed += h[i].allowed;
+    }
+    pthread_barrier_destroy(&start);
+    return allowed;
+}
+
+static void hot_key_threads_exact(void **state)
+{
+    /* frozen clock, an allowance of half the checks: exactly that passes,
+     * however the threads interleave (most checks pass, so most of them
+     * race to store a TAT) */
+    struct gh_limiter *t = gh_limiter_new(1 << 20);
+    struct gh_limit lim = {.period_ns = 3600 * SEC, .count = 200000};
+    uint64_t key = gh_limiter_key(t, 1, "203.0.113.7", 11);
+    assert_int_equal(hammer(t, key, &lim, NULL, 8, 0, 50000), 200000);
+    gh_limiter_free(t);
+}
+
+static void hot_key_threads_moving_clock(void **state)
+{
+    /* 500,000/s (T = 2 us) with a burst of 10: 8 threads x 50,000 checks,
+     * each a tick of 1 us later, so 0.4 s of simulated time: at most
+     * 10 + 200,000 pass */
+    struct gh_limiter *t = gh_limiter_new(1 << 20);
+    struct gh_limit lim = {.period_ns = SEC, .count = 500000, .burst = 10};
+    uint64_t key = gh_limiter_key(t, 1, "203.0.113.7", 11);
+    _Atomic uint64_t clock = 10 * SEC;
+    uint64_t allowed = hammer(t, key, &lim, &clock, 8, 0, 50000);
+    uint64_t elapsed = atomic_load(&clock) - 10 * SEC, T = SEC / 500000;
+    print_message("hot key: %llu passed in %.3f s of simulated time (GCRA: at most %llu)\n",
+                  (unsigned long long)allowed, (double)elapsed / SEC,
+                  (unsigned long long)(10 + elapsed / T));
+    assert_true(allowed <= 10 + elapsed / T);
+    /* threads read the clock out of order, which only ever refuses more;
+     * still, most of the allowance is used */
+    assert_true(allowed >= elapsed / T / 2);
+    gh_limiter_free(t);
+}
+
+static void hot_key_threads_with_churn(void **state)
+{
+    /* one bucket: the hot key (a global-rank key, never evicted by rank-0
+     * keys) shares it with seven slots two threads keep replacing */
+    struct gh_limiter *t = gh_limiter_new(1);
+    struct gh_limit lim = {.period_ns = 3600 * SEC, .count = 150000};
+    uint64_t key = (12345ull << 8) | 3;
+    assert_int_equal(hammer(t, key, &lim, NULL, 6, 2, 50000), 150000);
+    struct gh_limiter_stats st;
+    gh_limiter_get_stats(t, &st);
+    assert_true(st.evictions > 1000); /* the bucket did churn around it */
     gh_limiter_free(t);
 }
 
@@ -550,8 +688,8 @@ static void cost_of_a_check(void **state)
     uint64_t t0 = mono_ns();
     unsigned allowed = 0;
     for (unsigned i = 0; i < N; i++) {
-        struct gh_addr a = {.family = AF_INET, .bytes = {10, (uint8_t)(i >> 16), (uint8_t)(i >> 8),
-                                                         (uint8_t)i}};
+        struct gh_addr a = {.family = AF_INET,
+                            .bytes = {10, (uint8_t)(i >> 16), (uint8_t)(i >> 8), (uint8_t)i}};
         struct gh_limit_subject s = {.addr = &a};
         uint64_t k;
         struct gh_limit_decision d;
@@ -570,8 +708,8 @@ static void cost_of_a_check(void **state)
     /* hot: 1000 keys that stay in cache */
     t0 = mono_ns();
     for (unsigned i = 0; i < N; i++) {
-        struct gh_addr a = {.family = AF_INET, .bytes = {10, 0, (uint8_t)((i % 1000) >> 8),
-                                                         (uint8_t)(i % 1000)}};
+        struct gh_addr a = {.family = AF_INET,
+                            .bytes = {10, 0, (uint8_t)((i % 1000) >> 8), (uint8_t)(i % 1000)}};
         struct gh_limit_subject s = {.addr = &a};
         uint64_t k;
         struct gh_limit_decision d;
@@ -586,13 +724,23 @@ static void cost_of_a_check(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(gcra_burst_then_refuse),  cmocka_unit_test(gcra_steady_rate),
-        cmocka_unit_test(gcra_cost_tokens),        cmocka_unit_test(dry_run_counts_never_refuses),
+        cmocka_unit_test(gcra_burst_then_refuse),
+        cmocka_unit_test(gcra_steady_rate),
+        cmocka_unit_test(gcra_cost_tokens),
+        cmocka_unit_test(dry_run_counts_never_refuses),
         cmocka_unit_test(gcra_cost_above_burst_saturated),
-        cmocka_unit_test(table_keys_independent),  cmocka_unit_test(rules_parse),
-        cmocka_unit_test(rule_keys),               cmocka_unit_test(spray_keeps_aggregates), cmocka_unit_test(spray_any_hash_key),
+        cmocka_unit_test(table_keys_independent),
+        cmocka_unit_test(rules_parse),
+        cmocka_unit_test(rule_keys),
+        cmocka_unit_test(spray_keeps_aggregates),
+        cmocka_unit_test(spray_any_hash_key),
         cmocka_unit_test(rank_orders_eviction),
-        cmocka_unit_test(spray_one_prefix_tiny_table), cmocka_unit_test(cost_of_a_check),
+        cmocka_unit_test(evicts_least_recent),
+        cmocka_unit_test(hot_key_threads_exact),
+        cmocka_unit_test(hot_key_threads_moving_clock),
+        cmocka_unit_test(hot_key_threads_with_churn),
+        cmocka_unit_test(spray_one_prefix_tiny_table),
+        cmocka_unit_test(cost_of_a_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
