@@ -64,9 +64,20 @@ struct gh_worker {
     const struct gh_router *router;
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_tcp_t listener;
+    uv_poll_t listener; /* listen_fd, accepted by conn.c at the end of each loop turn */
     int listen_fd;
     bool listening;
+    /* the loop's priorities (conn.c): requests parsed in a turn wait in
+     * ready[] (users' and operators' first) until the turn's end, then new
+     * connections are accepted, at most accept_budget of them, a bound
+     * that adapts to how long the loop's turns take */
+    uv_check_t turn_end;
+    uv_idle_t turn_spin; /* keeps the poll from blocking while ready[] holds requests */
+    struct gh_list ready[2];
+    bool accept_ready;  /* the listening socket was readable this turn */
+    bool accept_paused; /* out of descriptors: polled again by the tick */
+    unsigned accept_budget;
+    uint64_t turn_mark_ns, turn_idle_mark_ns;
     uv_async_t async;
     atomic_int commands; /* GH_WCMD_* bits posted by the main thread */
     uv_timer_t tick;

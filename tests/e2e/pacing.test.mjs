@@ -1,0 +1,106 @@
+// Existing users first under a flood of new connections (issue 11, items
+// 1, 2 and 4): accepts are paced so the requests of established
+// keep-alive clients go first; a request whose class's aggregate limit
+// already refuses is answered 429 from its headers, its body never read;
+// per-address connection caps do not refuse signed-in users behind one
+// shared address (carrier-grade NAT).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+
+import { startServer, RawConn, parseResponses, metricValue, sleep, waitUntil } from './lib/harness.mjs';
+import { FAST, cnPhone, registerUser } from './lib/accounts.mjs';
+
+/** The spray's source addresses: one per connection, 127.1.0.0/16 and up. */
+const sprayAddr = (i) => `127.${1 + Math.floor(i / 254 / 256)}.${Math.floor(i / 254) % 256}.${(i % 254) + 1}`;
+
+function smsCodeRequest(i) {
+  const body = JSON.stringify({ phone: `+86138${String(10000000 + i).slice(-8)}`, purpose: 'register' });
+  return (
+    'POST /api/auth/sms-code HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n' +
+    `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`
+  );
+}
+
+/** Opens n connections, each from its own address, each sending one
+ * request; resolves once all are connected and written. Each socket's
+ * `answered` promise resolves when its answer's first bytes arrive. */
+async function openSpray(port, n, state) {
+  const socks = [];
+  const pending = [];
+  for (let i = 0; i < n; i++) {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress: sprayAddr(i) });
+    s.on('error', () => {});
+    let got = false;
+    s.on('data', () => {
+      if (!got) {
+        got = true;
+        state.sprayAnswered++;
+      }
+    });
+    pending.push(
+      new Promise((resolve) => {
+        s.once('connect', () => s.write(smsCodeRequest(i), () => resolve()));
+        s.once('error', resolve);
+      }),
+    );
+    socks.push(s);
+  }
+  await Promise.all(pending);
+  return socks;
+}
+
+test('pacing: a signed-in keep-alive client is answered between the new connections of a spray, not after them', async (t) => {
+  const srv = await startServer({ t, workers: 1, set: { ...FAST, 'log.access_log': 'off' } });
+  const { jar } = await registerUser(srv, cnPhone());
+  const user = await RawConn.open(srv.port, { localAddress: '127.0.0.2' });
+  const me = `GET /api/me HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ${jar.header()}\r\n\r\n`;
+  await user.write(me);
+  let [r] = await user.readResponses(1);
+  assert.equal(r.status, 200, 'the user is signed in');
+
+  // The backlog of a flood, built while the server is stopped: N new
+  // connections, each from its own address and with its request sent,
+  // then the user's next request on its established connection.
+  const N = 1500;
+  const state = { sprayAnswered: 0 };
+  let socks = [];
+  srv.proc.kill('SIGSTOP');
+  try {
+    socks = await openSpray(srv.port, N, state);
+    await user.write(me);
+  } finally {
+    srv.proc.kill('SIGCONT');
+  }
+  // The user asks again as soon as each answer arrives, while the server
+  // works the backlog off; count its answers before the backlog is done.
+  let userAnswers = 0;
+  let sprayBeforeSecond = -1;
+  const statuses = {};
+  const deadline = Date.now() + 60000;
+  while (state.sprayAnswered < N && Date.now() < deadline) {
+    const got = await user.waitFor(() => parseResponses(user.buf.subarray(user.consumed)).responses.length > 0, 2000);
+    if (!got) continue;
+    [r] = await user.readResponses(1);
+    statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+    userAnswers++;
+    if (userAnswers === 2) sprayBeforeSecond = state.sprayAnswered;
+    if (state.sprayAnswered < N) await user.write(me);
+  }
+  await waitUntil(() => state.sprayAnswered >= N, { timeout: 30000, what: 'every spray connection answered' });
+  for (const s of socks) s.destroy();
+  user.sock.destroy();
+  t.diagnostic(
+    `user answers while ${N} new connections were worked off: ${userAnswers} ${JSON.stringify(statuses)}; ` +
+      `spray answers before its second: ${sprayBeforeSecond}`,
+  );
+  assert.deepEqual(Object.keys(statuses), ['200'], `the user's answers by status: ${JSON.stringify(statuses)}`);
+  // Accepting everything at once (libuv's default) answers the user once,
+  // then reads and answers the whole backlog before its next request. Paced,
+  // the user's requests go between small batches of new connections.
+  assert.ok(userAnswers >= 5, `the user got ${userAnswers} answers while the backlog of ${N} was worked off (want >= 5)`);
+  assert.ok(sprayBeforeSecond >= 0 && sprayBeforeSecond < N / 2,
+    `${sprayBeforeSecond} new connections were answered before the user's second request (want < ${N / 2})`);
+  srv.kill('SIGTERM');
+  await srv.expectCleanExit();
+});
