@@ -29,6 +29,12 @@ typedef bool (*gh_accept_filter_fn)(const struct gh_addr *a, void *data);
  * shield: classify, limit, admit). Returns true to go on; false when it
  * has answered the request itself (429, 503 …). */
 typedef bool (*gh_request_filter_fn)(struct gh_http_req *req, void *data);
+/* Runs on the worker when the headers of a routed public request that
+ * has a body are complete, before any of its body is read (the shield:
+ * the aggregate limits of its class already refuse). Returns 0 to go on,
+ * or 429 with *retry_after_s set: the request is refused from its headers
+ * and the connection closed (lingering). */
+typedef int (*gh_header_filter_fn)(struct gh_http_req *req, unsigned *retry_after_s, void *data);
 /* True when req's headers carry valid credentials (an API key or a
  * session): a route's body cap above limits.body_max is for them only.
  * Runs on the worker when the headers are complete, before any body byte
@@ -146,6 +152,8 @@ struct gh_server {
     void *proxy_trusted_data;
     gh_request_filter_fn request_filter; /* public listener only */
     void *request_filter_data;
+    gh_header_filter_fn header_filter; /* public listener only */
+    void *header_filter_data;
     gh_credentials_fn credentials; /* public listener only; NULL = none are valid */
     void *credentials_data;
     gh_credentials_fetch_fn credentials_fetch; /* NULL = the hook's answer is final */

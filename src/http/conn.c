@@ -69,6 +69,7 @@ struct gh_conn {
     uint64_t rate_mark_ms;    /* start of the current body-rate window */
     uint64_t rate_mark_bytes; /* body bytes at rate_mark_ms */
     const char *refuse_msg;   /* why on_headers refused (the parser has no message) */
+    unsigned refuse_retry;    /* the Retry-After of a 429 from the headers (s) */
     /* an evicted session or key being read back before the body cap is set */
     void *cred_job;                       /* the look-up, until its wake or cancel */
     const struct gh_http_req *cred_asked; /* the request it was for (asked once) */
@@ -967,7 +968,20 @@ static int on_headers(struct gh_http_req *req, void *data)
     }
     if (c->state == ST_HEADER)
         set_state(c, ST_BODY, uv_now(&w->loop));
-    return c->state == ST_BODY ? body_admit(c, req) : 0;
+    if (c->state != ST_BODY)
+        return 0;
+    /* refused already by its class's aggregate limits: answered from the
+     * headers, the body neither read nor parsed */
+    struct gh_server *srv = w->srv;
+    bool has_body = req->content_length != UINT64_MAX
+                        ? req->content_length > 0
+                        : gh_http_header_get(req, "transfer-encoding", NULL) != NULL;
+    if (m == GH_MATCH_OK && !w->admin && has_body && srv->header_filter &&
+        srv->header_filter(req, &c->refuse_retry, srv->header_filter_data) == 429) {
+        c->refuse_msg = "too many requests; retry later";
+        return 429;
+    }
+    return body_admit(c, req);
 }
 
 /* API answers carry x-request-id (as OpenAI's do): "req_" and 16 hex
@@ -1056,12 +1070,17 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
                           : status == 408 ? (c->state == ST_BODY ? GH_REFUSE_BODY_TIMEOUT
                                                                  : GH_REFUSE_HEADER_TIMEOUT)
                                           : GH_REFUSE_BAD_REQUEST;
-    GH_STAT_ADD(&w->stats.refused[why], 1);
+    if (status != 429) /* a limiter's refusal: counted by the shield */
+        GH_STAT_ADD(&w->stats.refused[why], 1);
     char why_msg[128];
     if (no_cred) {
         snprintf(why_msg, sizeof why_msg,
                  "request body too large: without valid credentials the limit is %zu bytes",
                  w->cfg->limits.body_max);
+        msg = why_msg;
+    } else if (status == 429) {
+        snprintf(why_msg, sizeof why_msg, "too many requests; retry in %u second%s",
+                 c->refuse_retry, c->refuse_retry == 1 ? "" : "s");
         msg = why_msg;
     } else if (c->refuse_msg) {
         msg = c->refuse_msg;
@@ -1091,7 +1110,10 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
     if (status == 503) /* the body budget frees as bodies finish or stall out */
         gh_http_add_header(req, "Retry-After", "%llu",
                            (unsigned long long)GH_MAX(1, w->cfg->limits.body_rate_window_ms / 1000));
-    req->route = NULL; /* counted as unmatched */
+    if (status == 429)
+        gh_http_add_header(req, "Retry-After", "%u", c->refuse_retry);
+    else
+        req->route = NULL; /* counted as unmatched */
     assign_request_id(req);
     c->cred_asked = NULL;
     c->req = req;

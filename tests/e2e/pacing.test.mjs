@@ -104,3 +104,42 @@ test('pacing: a signed-in keep-alive client is answered between the new connecti
   srv.kill('SIGTERM');
   await srv.expectCleanExit();
 });
+
+test('refusal before the body: once the global limit of a class refuses, the next request is answered 429 from its headers', async (t) => {
+  const srv = await startServer({
+    t,
+    workers: 1,
+    set: { ...FAST, 'shield.rules': 'register:global:2/1m' },
+  });
+  // spend the class's global allowance, then meet its refusal once
+  const statuses = [];
+  for (let i = 0; i < 3; i++) {
+    const c = await RawConn.open(srv.port, { localAddress: `127.0.3.${i + 1}` });
+    await c.write(smsCodeRequest(i));
+    const [r] = await c.readResponses(1);
+    statuses.push(r.status);
+    c.destroy();
+  }
+  assert.equal(statuses[2], 429, `the third sms-code request is refused: ${statuses}`);
+
+  // headers only, from another address: the body is announced, never sent
+  const body = JSON.stringify({ phone: '+8613800138000', purpose: 'register' });
+  const c = await RawConn.open(srv.port, { localAddress: '127.0.4.1' });
+  await c.write(
+    'POST /api/auth/sms-code HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n' +
+      `Content-Length: ${body.length}\r\n\r\n`,
+  );
+  const [r] = await c.readResponses(1, { timeout: 5000 });
+  assert.equal(r.status, 429, 'refused before the body arrived');
+  assert.match(r.headers['retry-after'] ?? '', /^[1-9][0-9]*$/, 'with Retry-After');
+  assert.equal(r.headers.connection, 'close');
+  assert.equal(r.json().error.code, 'rate_limited');
+  assert.ok(await c.waitClose(5000), 'the connection closes');
+  c.destroy();
+
+  const m = await srv.metrics();
+  assert.equal(metricValue(m, 'gatehouse_shield_refused_before_body_total'), 1);
+  assert.ok(metricValue(m, 'gatehouse_shield_limit_decisions_total', { rule: 'register:global:2/1m', result: 'refused' }) >= 2);
+  srv.kill('SIGTERM');
+  await srv.expectCleanExit();
+});
