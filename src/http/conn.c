@@ -56,6 +56,8 @@ struct gh_conn {
     bool counted;      /* in the server's total */
     bool addr_counted; /* in the per-address table, under addr */
     bool expect_proxy; /* a trusted balancer: a PROXY header comes first */
+    bool shared_addr;  /* past limits.max_conns_per_addr: credentials only (shared_admit) */
+    bool shared_refused; /* refused by shared_admit (counted as per_addr) */
     bool continue_sent;
     bool shutting;
     bool got_bytes;
@@ -95,7 +97,7 @@ static unsigned route_index(struct gh_http_req *req);
 static void resume_read(struct gh_conn *c);
 static void refuse(struct gh_conn *c, int status, const char *msg);
 static enum gh_refusal address_check(struct gh_worker *w, const struct gh_addr *a,
-                                     bool *addr_counted);
+                                     bool *addr_counted, bool *shared);
 
 /* ---- lists and states ---- */
 
@@ -939,6 +941,27 @@ static int body_admit(struct gh_conn *c, struct gh_http_req *req)
     return 0;
 }
 
+/* A request on a connection past limits.max_conns_per_addr (shared
+ * address): served only when its headers carry valid credentials, read
+ * back first when the cache may have evicted them. 0, GH_HEADERS_WAIT, or
+ * 429 for the parser to refuse with. */
+static int shared_admit(struct gh_conn *c, struct gh_http_req *req)
+{
+    struct gh_server *srv = c->w->srv;
+    if (srv->credentials && srv->credentials(req, srv->credentials_data))
+        return 0;
+    if (c->cred_asked != req && srv->credentials_fetch) {
+        c->cred_asked = req;
+        if (!srv->credentials_fetch(req, cred_wake, c, &c->cred_job, srv->credentials_data)) {
+            pause_read(c);
+            return GH_HEADERS_WAIT;
+        }
+    }
+    c->shared_refused = true;
+    c->refuse_retry = 1;
+    return 429;
+}
+
 static int on_headers(struct gh_http_req *req, void *data)
 {
     struct gh_conn *c = data;
@@ -970,6 +993,11 @@ static int on_headers(struct gh_http_req *req, void *data)
         set_state(c, ST_BODY, uv_now(&w->loop));
     if (c->state != ST_BODY)
         return 0;
+    if (c->shared_addr && !w->admin) {
+        int rc = shared_admit(c, req);
+        if (rc)
+            return rc;
+    }
     /* refused already by its class's aggregate limits: answered from the
      * headers, the body neither read nor parsed */
     struct gh_server *srv = w->srv;
@@ -1070,13 +1098,21 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
                           : status == 408 ? (c->state == ST_BODY ? GH_REFUSE_BODY_TIMEOUT
                                                                  : GH_REFUSE_HEADER_TIMEOUT)
                                           : GH_REFUSE_BAD_REQUEST;
-    if (status != 429) /* a limiter's refusal: counted by the shield */
+    if (c->shared_refused)
+        why = GH_REFUSE_PER_ADDR;
+    if (status != 429 || c->shared_refused) /* a limiter's 429 is counted by the shield */
         GH_STAT_ADD(&w->stats.refused[why], 1);
     char why_msg[128];
     if (no_cred) {
         snprintf(why_msg, sizeof why_msg,
                  "request body too large: without valid credentials the limit is %zu bytes",
                  w->cfg->limits.body_max);
+        msg = why_msg;
+    } else if (c->shared_refused) {
+        snprintf(why_msg, sizeof why_msg,
+                 "too many connections from your address (more than %u): beyond that only "
+                 "signed-in requests are served",
+                 w->cfg->limits.max_conns_per_addr);
         msg = why_msg;
     } else if (status == 429) {
         snprintf(why_msg, sizeof why_msg, "too many requests; retry in %u second%s",
@@ -1118,7 +1154,8 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
     c->cred_asked = NULL;
     c->req = req;
     set_state(c, ST_BUSY, uv_now(&c->w->loop));
-    gh_http_respond_error(req, status, NULL, "%s", msg ? msg : gh_http_reason(status));
+    gh_http_respond_error(req, status, c->shared_refused ? "too_many_connections" : NULL, "%s",
+                          msg ? msg : gh_http_reason(status));
 }
 
 /* Parses as much of data as one request at a time allows; returns bytes
@@ -1223,7 +1260,7 @@ static void read_proxy_header(struct gh_conn *c, const char *data, size_t len, s
     c->expect_proxy = false;
     if (pr.has_source)
         c->addr = pr.src;
-    enum gh_refusal why = address_check(w, &c->addr, &c->addr_counted);
+    enum gh_refusal why = address_check(w, &c->addr, &c->addr_counted, &c->shared_addr);
     if (why != GH_REFUSE_COUNT) {
         GH_STAT_ADD(&w->stats.refused[why], 1);
         conn_close(c);
@@ -1384,17 +1421,25 @@ static void conn_close(struct gh_conn *c)
  * allocated for a connection (for a direct client at accept, for a
  * balancer's client once its PROXY header has told who it is). Returns
  * GH_REFUSE_COUNT to go on, else why it is refused; on success the
- * address is counted in the per-address table (*addr_counted). */
+ * address is counted in the per-address table (*addr_counted), and
+ * *shared says it has more than limits.max_conns_per_addr connections:
+ * one address of many users (carrier-grade NAT), whose connections past
+ * that cap serve requests with valid credentials only (shared_admit). */
 static enum gh_refusal address_check(struct gh_worker *w, const struct gh_addr *a,
-                                     bool *addr_counted)
+                                     bool *addr_counted, bool *shared)
 {
     struct gh_server *srv = w->srv;
+    const struct gh_config *cfg = w->cfg;
     *addr_counted = false;
+    *shared = false;
     if (srv->accept_filter && !srv->accept_filter(a, srv->accept_filter_data))
         return GH_REFUSE_BLOCKED;
-    if (!gh_addrtab_acquire(srv->addrs, a, w->cfg->limits.max_conns_per_addr))
+    unsigned cap = GH_MAX(cfg->limits.max_conns_per_addr, cfg->limits.max_conns_per_shared_addr);
+    unsigned n = gh_addrtab_acquire(srv->addrs, a, GH_MIN(cap, cfg->limits.max_conns));
+    if (!n)
         return GH_REFUSE_PER_ADDR;
     *addr_counted = true;
+    *shared = n > cfg->limits.max_conns_per_addr;
     return GH_REFUSE_COUNT;
 }
 
@@ -1406,14 +1451,14 @@ static void accept_fd(struct gh_worker *w, int fd, const struct sockaddr_storage
     struct gh_server *srv = w->srv;
     struct gh_addr a;
     addr_from_sockaddr(ss, &a);
-    bool expect_proxy = false, counted = false, addr_counted = false;
+    bool expect_proxy = false, counted = false, addr_counted = false, shared = false;
     enum gh_refusal why = GH_REFUSE_COUNT;
     if (!w->admin) {
         /* a trusted balancer speaks for many clients: the address checks
          * wait for the client address its PROXY header reports */
         expect_proxy = srv->proxy_trusted && srv->proxy_trusted(&a, srv->proxy_trusted_data);
         if (!expect_proxy)
-            why = address_check(w, &a, &addr_counted);
+            why = address_check(w, &a, &addr_counted, &shared);
         if (why == GH_REFUSE_COUNT) {
             unsigned total = atomic_fetch_add_explicit(&srv->conns_total, 1, memory_order_relaxed);
             counted = true;
@@ -1447,6 +1492,7 @@ static void accept_fd(struct gh_worker *w, int fd, const struct sockaddr_storage
     c->expect_proxy = expect_proxy;
     c->counted = counted;
     c->addr_counted = addr_counted;
+    c->shared_addr = shared;
     if (!w->admin) {
         /* the slowloris guard: room for a new connection is made by closing
          * the one that has waited longest without sending its headers */

@@ -143,3 +143,40 @@ test('refusal before the body: once the global limit of a class refuses, the nex
   srv.kill('SIGTERM');
   await srv.expectCleanExit();
 });
+
+test('shared address (carrier-grade NAT): per-address caps do not refuse signed-in users; anonymous requests past the cap are', async (t) => {
+  const srv = await startServer({
+    t,
+    workers: 1,
+    set: { ...FAST, 'limits.max_conns_per_addr': '4', 'shield.rules': 'anon:addr:3/1m' },
+  });
+  // users who signed in elsewhere, now behind one shared address
+  const users = [];
+  for (let i = 0; i < 3; i++) users.push((await registerUser(srv, cnPhone())).jar);
+  const nat = '127.0.5.1';
+  const conns = [];
+  for (let i = 0; i < 12; i++) conns.push(await RawConn.open(srv.port, { localAddress: nat }));
+  // every connection open at once, several requests each: more connections
+  // and requests than the address's caps allow an anonymous client
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < conns.length; i++) {
+      await conns[i].write(`GET /api/me HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ${users[i % users.length].header()}\r\n\r\n`);
+    }
+    for (let i = 0; i < conns.length; i++) {
+      const [r] = await conns[i].readResponses(1);
+      assert.equal(r.status, 200, `signed-in request ${round}/${i} from the shared address: ${r.status} ${r.body}`);
+    }
+  }
+  // an anonymous request on a connection past the cap: refused, and says why
+  const anon = await RawConn.open(srv.port, { localAddress: nat });
+  await anon.write('GET /api/policy HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+  const [r] = await anon.readResponses(1);
+  assert.equal(r.status, 429);
+  assert.equal(r.json().error.code, 'too_many_connections');
+  assert.ok(await anon.waitClose(5000));
+  for (const c of conns) c.destroy();
+  const m = await srv.metrics();
+  assert.ok(metricValue(m, 'gatehouse_connections_refused_total', { limit: 'per_addr' }) >= 1);
+  srv.kill('SIGTERM');
+  await srv.expectCleanExit();
+});
