@@ -9,7 +9,9 @@
  * copied into the connection, so an idle keep-alive connection holds no
  * buffer at all. One request per connection is answered at a time;
  * pipelined requests wait in the input buffer (capped) and answers go out
- * in order. */
+ * in order. Complete requests are dispatched at the end of the loop's
+ * turn, signed-in users' first, and new connections are accepted after
+ * them, a bounded number per turn ("accepting, paced" below). */
 #include "http/conn.h"
 
 #include "core/log.h"
