@@ -6,8 +6,9 @@
 // opens COUNT connections to 127.0.0.1:PORT, each from its own address of
 // 127.1.0.0/16 and up, each sending one POST /api/auth/sms-code with
 // Connection: close; prints "ready" once every one is connected and
-// written, then one "a" line per connection whose answer began, and
-// exits once each has been answered or has failed (or after 60 s).
+// written, then one "a" line per connection whose answer began (or "e
+// CODE" per one that failed), and exits once each has been answered or
+// has failed (or after 60 s).
 import net from 'node:net';
 import { pathToFileURL } from 'node:url';
 
@@ -40,9 +41,10 @@ async function main() {
       s.destroy();
       done();
     });
-    s.on('error', () => {
+    s.on('error', (e) => {
       if (!answered) {
         answered = true;
+        process.stdout.write(`e ${e.code}\n`);
         done();
       }
     });
