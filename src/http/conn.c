@@ -1180,7 +1180,14 @@ static size_t parse(struct gh_conn *c, const char *data, size_t len, uint64_t no
         len -= used;
         used_total += used;
         if (r == GH_PARSE_ERROR) {
+            /* a request that said Connection: close and whose whole body is
+             * in hand has nothing more to send: no lingering needed */
+            const struct gh_http_req *pr = c->parser.req;
+            bool done = pr && !pr->keep_alive && pr->content_length != UINT64_MAX &&
+                        pr->content_length <= len;
             refuse(c, c->parser.error_status, c->parser.error_msg);
+            if (done && c->state != ST_CLOSING)
+                c->linger = false;
             return used_total + len; /* the rest is discarded with the connection */
         }
         if (r == GH_PARSE_DONE) {
