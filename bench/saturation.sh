@@ -47,6 +47,9 @@ SPRAY="$BUILD/spray"
 
 v() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
 
+# the figures, by "server.what" (run_server fills it, the report reads it)
+declare -A FIG=()
+
 # gh_metric DIR REGEX: the sum of gatehouse's matching /metrics lines.
 gh_metric() {
     curl -s "http://127.0.0.1:$GH_ADMIN_PORT/metrics" -H "authorization: Bearer $(cat "$1/admin.token")" |
@@ -101,7 +104,7 @@ run_server() {
     wait_probes
     local done_=0 r429=0 other=0 errs=0 f
     for f in "$BENCH_TMP"/spray-"$name"-*.txt; do
-        done_=$((done_ + $(v "$f" done)))
+        done_=$((done_ + $(v "$f" "done")))
         errs=$((errs + $(v "$f" errors)))
         r429=$((r429 + $(awk '$1 == "status" && $2 == "429" {print $3}' "$f")))
     done
@@ -117,7 +120,12 @@ run_server() {
     bench_row "$name" 1 cpu_per_spray_request "$us" us
     printf '  spray: %s answered (%s/s), 429 %s, other answers %s, errors %s; server CPU %.2f s = %s us/request\n' \
         "$answered" "$rate" "$r429" "$other" "$errs" "$(calc "$ticks / $CLK_TCK")" "$us"
-    eval "S_${name}_answered=$answered S_${name}_rate=$rate S_${name}_r429=$r429 S_${name}_other=$other S_${name}_errs=$errs S_${name}_us=$us"
+    FIG[$name.answered]=$answered
+    FIG[$name.rate]=$rate
+    FIG[$name.r429]=$r429
+    FIG[$name.other]=$other
+    FIG[$name.errs]=$errs
+    FIG[$name.us]=$us
     local what phase
     for phase in calm spray; do
         for what in me-ka me-new hz-ka hz-new; do
@@ -133,7 +141,8 @@ run_server() {
             bench_row "$name" 1 "${what}_${phase}_p99" "$p99" ms
             printf '  %-6s %-5s %4s requests, %6s %% ok, p50 %7s ms, p99 %7s ms\n' "$what" "$phase" "$n" "$ok" "$p50" "$p99"
             echo "| $name | $what | $phase | $n | $ok % | $p50 | $p99 |" >>"$BENCH_TMP/probe-table.md"
-            eval "P_${name}_${what//-/_}_${phase}_ok=$ok P_${name}_${what//-/_}_${phase}_p99=$p99"
+            FIG[$name.$what.$phase.ok]=$ok
+            FIG[$name.$what.$phase.p99]=$p99
         done
     done
 }
@@ -162,15 +171,17 @@ run_server nginx "$NGINX_PORT" "" "$NGINX_PID" $(pgrep -P "$NGINX_PID")
 stop_pid "$NGINX_PID"
 
 # ---- report
-g_ka_calm=$P_gatehouse_me_ka_calm_p99
-g_ka_spray=$P_gatehouse_me_ka_spray_p99
-n_ka_spray=$P_nginx_hz_ka_spray_p99
+g_ka_calm=${FIG[gatehouse.me-ka.calm.p99]}
+g_ka_spray=${FIG[gatehouse.me-ka.spray.p99]}
+n_ka_spray=${FIG[nginx.hz-ka.spray.p99]}
+g_new_ok=${FIG[gatehouse.me-new.spray.ok]}
+g_hznew_ok=${FIG[gatehouse.hz-new.spray.ok]}
 r_calm=$(calc "$g_ka_spray / $g_ka_calm" "%.2f")
 r_nginx=$(calc "$g_ka_spray / $n_ka_spray" "%.2f")
-cpu_r=$(calc "$S_gatehouse_us / $S_nginx_us" "%.2f")
+cpu_r=$(calc "${FIG[gatehouse.us]} / ${FIG[nginx.us]}" "%.2f")
 v1=$(awk -v r="$r_calm" 'BEGIN { print (r <= 2 ? "pass" : "miss") }')
 v2=$(awk -v r="$r_nginx" 'BEGIN { print (r <= 1 ? "pass" : "miss") }')
-v3=$(awk -v a="$P_gatehouse_me_new_spray_ok" -v b="$P_gatehouse_hz_new_spray_ok" \
+v3=$(awk -v a="$g_new_ok" -v b="$g_hznew_ok" \
     'BEGIN { print (a >= 99.9 && b >= 99.9 ? "pass" : "miss") }')
 bench_row gatehouse/nginx 1 cpu_per_spray_request_ratio "$cpu_r" x
 bench_row gatehouse 1 me_ka_p99_spray_over_calm "$r_calm" x
@@ -190,8 +201,8 @@ address, \`empty_gif\`: the spray's POSTs get 405).
 
 | server | spray answered | per s | 429 | other answers | errors | server CPU µs per spray request |
 |---|---|---|---|---|---|---|
-| gatehouse | $S_gatehouse_answered | $S_gatehouse_rate | $S_gatehouse_r429 | $S_gatehouse_other | $S_gatehouse_errs | $S_gatehouse_us |
-| nginx | $S_nginx_answered | $S_nginx_rate | $S_nginx_r429 | $S_nginx_other | $S_nginx_errs | $S_nginx_us |
+| gatehouse | ${FIG[gatehouse.answered]} | ${FIG[gatehouse.rate]} | ${FIG[gatehouse.r429]} | ${FIG[gatehouse.other]} | ${FIG[gatehouse.errs]} | ${FIG[gatehouse.us]} |
+| nginx | ${FIG[nginx.answered]} | ${FIG[nginx.rate]} | ${FIG[nginx.r429]} | ${FIG[nginx.other]} | ${FIG[nginx.errs]} | ${FIG[nginx.us]} |
 
 gatehouse refused before reading the body: $early; penalty-box entries added: $bans.
 
@@ -201,8 +212,8 @@ $(cat "$BENCH_TMP/probe-table.md")
 
 Targets: logged-in keep-alive p99 under spray ≤ 2 × calm ($g_ka_spray ms vs $g_ka_calm ms:
 ×$r_calm, **$v1**) and ≤ nginx's keep-alive p99 ($n_ka_spray ms: ×$r_nginx, **$v2**);
-new-connection clients ≥ 99.9 % ok (/api/me $P_gatehouse_me_new_spray_ok %, /healthz
-$P_gatehouse_hz_new_spray_ok %: **$v3**). CPU per spray request gatehouse/nginx: ×$cpu_r.
+new-connection clients ≥ 99.9 % ok (/api/me $g_new_ok %, /healthz
+$g_hznew_ok %: **$v3**). CPU per spray request gatehouse/nginx: ×$cpu_r.
 
 EOF
-bench_ratio "saturation: keep-alive /api/me p99 calm $g_ka_calm ms -> spray $g_ka_spray ms (x$r_calm, target <= 2: $v1), nginx keep-alive p99 $n_ka_spray ms (x$r_nginx, target <= 1: $v2); new-connection ok $P_gatehouse_me_new_spray_ok % ($v3); CPU/spray request gatehouse $S_gatehouse_us us, nginx $S_nginx_us us (x$cpu_r)"
+bench_ratio "saturation: keep-alive /api/me p99 calm $g_ka_calm ms -> spray $g_ka_spray ms (x$r_calm, target <= 2: $v1), nginx keep-alive p99 $n_ka_spray ms (x$r_nginx, target <= 1: $v2); new-connection ok $g_new_ok % ($v3); CPU/spray request gatehouse ${FIG[gatehouse.us]} us, nginx ${FIG[nginx.us]} us (x$cpu_r)"
