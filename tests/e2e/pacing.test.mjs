@@ -137,8 +137,18 @@ test('refusal before the body: once the global limit of a class refuses, the nex
   assert.ok(await c.waitClose(5000), 'the connection closes');
   c.destroy();
 
+  // the whole request at once, Connection: close (a spray's): the same
+  // answer, and the connection closes (at once: nothing more can come)
+  const d = await RawConn.open(srv.port, { localAddress: '127.0.4.2' });
+  await d.write(smsCodeRequest(7));
+  const [r2] = await d.readResponses(1);
+  assert.equal(r2.status, 429);
+  assert.match(r2.headers['retry-after'] ?? '', /^[1-9][0-9]*$/);
+  assert.ok(await d.waitClose(5000), 'the connection closes');
+  d.destroy();
+
   const m = await srv.metrics();
-  assert.equal(metricValue(m, 'gatehouse_shield_refused_before_body_total'), 1);
+  assert.equal(metricValue(m, 'gatehouse_shield_refused_before_body_total'), 2);
   assert.ok(metricValue(m, 'gatehouse_shield_limit_decisions_total', { rule: 'register:global:2/1m', result: 'refused' }) >= 2);
   srv.kill('SIGTERM');
   await srv.expectCleanExit();
