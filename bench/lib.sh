@@ -147,13 +147,14 @@ start_gatehouse() {
 
 # start_nginx TEMPLATE DIR: our own nginx (never the system's) from
 # bench/nginx/TEMPLATE, one worker pinned to SERVER_CPU; sets NGINX_PID
-# (master) and NGINX_WORKER.
+# (master) and NGINX_WORKER (the first worker; @WORKERS@ is NGINX_WORKERS,
+# default 1).
 start_nginx() {
     local tpl=$1 dir=$2
     [ -x "$NGINX" ] || die "nginx not found at $NGINX (apt-get install nginx-light)"
     port_must_be_free "$NGINX_PORT"
     mkdir -p "$dir"
-    sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@NOFILE@|$(ulimit -n)|g" \
+    sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@NOFILE@|$(ulimit -n)|g" -e "s|@WORKERS@|${NGINX_WORKERS:-1}|g" \
         "$BENCH_ROOT/bench/nginx/$tpl" >"$dir/nginx.conf"
     taskset -c "$SERVER_CPU" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" \
         -g "daemon off; pid $dir/nginx.pid;" >"$dir/nginx.out" 2>&1 &
@@ -188,6 +189,25 @@ rss_kb() {
         sum=$((sum + v))
     done
     echo "$sum"
+}
+
+# register_user DIR PORT: a user registered through the API on the
+# gatehouse whose data directory is DIR; prints the session cookie ("gh_session=…").
+register_user() {
+    local dir=$1 port=$2 phone="+8613900001234" code jar="$BENCH_TMP/jar.txt" i
+    curl -s -o /dev/null -H 'content-type: application/json' \
+        -d "{\"phone\":\"$phone\",\"purpose\":\"register\"}" "http://127.0.0.1:$port/api/auth/sms-code"
+    for i in $(seq 50); do
+        code=$(sed -n "s/.*\"to\":\"+8613900001234\".*\"code\":\"\([0-9]*\)\".*/\1/p" \
+            "$dir/sms-outbox.jsonl" 2>/dev/null | tail -1)
+        [ -n "$code" ] && break
+        sleep 0.1
+    done
+    [ -n "$code" ] || die "no SMS code for the probe user"
+    curl -s -o /dev/null -c "$jar" -H 'content-type: application/json' \
+        -d "{\"phone\":\"$phone\",\"code\":\"$code\",\"password\":\"correct horse battery\"}" \
+        "http://127.0.0.1:$port/api/auth/register"
+    awk '$6 == "gh_session" {print "gh_session=" $7}' "$jar"
 }
 
 # ---- reporting ----

@@ -134,25 +134,6 @@ EOF
 }
 
 # --------------------------------------------------------------- spray
-# register_user DIR PORT: a user registered through the API; prints the
-# session cookie ("gh_session=…").
-register_user() {
-    local dir=$1 port=$2 phone="+8613900001234" code jar="$BENCH_TMP/jar.txt" i
-    curl -s -o /dev/null -H 'content-type: application/json' \
-        -d "{\"phone\":\"$phone\",\"purpose\":\"register\"}" "http://127.0.0.1:$port/api/auth/sms-code"
-    for i in $(seq 50); do
-        code=$(sed -n "s/.*\"to\":\"+8613900001234\".*\"code\":\"\([0-9]*\)\".*/\1/p" \
-            "$dir/sms-outbox.jsonl" 2>/dev/null | tail -1)
-        [ -n "$code" ] && break
-        sleep 0.1
-    done
-    [ -n "$code" ] || die "no SMS code for the probe user"
-    curl -s -o /dev/null -c "$jar" -H 'content-type: application/json' \
-        -d "{\"phone\":\"$phone\",\"code\":\"$code\",\"password\":\"correct horse battery\"}" \
-        "http://127.0.0.1:$port/api/auth/register"
-    awk '$6 == "gh_session" {print "gh_session=" $7}' "$jar"
-}
-
 # metric NAME_REGEX: the sum of the matching /metrics lines.
 metric() {
     curl -s "http://127.0.0.1:$GH_ADMIN_PORT/metrics" -H "authorization: Bearer $(cat "$1/admin.token")" |

@@ -53,8 +53,8 @@ static const struct key_def keys[] = {
     {"server", "public_origin", T_STR, OFF(server.public_origin), 0, 256, "",
      "scheme://host[:port] of the site in browsers; state-changing /api requests must come "
      "from it (empty = the request's Host)"},
-    {"server", "hsts_max_age", T_DURATION, OFF(server.hsts_max_age_ms), 0, 2 * 365 * 24 * HOUR,
-     "0", "Strict-Transport-Security max-age on public answers (0 = no header; set with TLS)"},
+    {"server", "hsts_max_age", T_DURATION, OFF(server.hsts_max_age_ms), 0, 2 * 365 * 24 * HOUR, "0",
+     "Strict-Transport-Security max-age on public answers (0 = no header; set with TLS)"},
 
     {"limits", "header_max", T_SIZE, OFF(limits.header_max), 1 * KB, 1 * MB, "16k",
      "request line + headers (431 beyond)"},
@@ -73,8 +73,7 @@ static const struct key_def keys[] = {
     {"limits", "body_rate_window", T_DURATION, OFF(limits.body_rate_window_ms), 100, HOUR, "10s",
      "after the grace time, every window must bring body_min_rate x window more bytes (408): "
      "a fast start buys no stall"},
-    {"limits", "body_memory", T_SIZE, OFF(limits.body_memory), 64 * KB, 64ull * 1024 * MB,
-     "64m",
+    {"limits", "body_memory", T_SIZE, OFF(limits.body_memory), 64 * KB, 64ull * 1024 * MB, "64m",
      "request bodies being received, all connections together; a body that does not fit "
      "gets 503 busy. Bodies without valid credentials may take half; bodies up to "
      "header_max are not charged"},
@@ -88,9 +87,13 @@ static const struct key_def keys[] = {
     {"limits", "max_conns", T_UINT, OFF(limits.max_conns), 1, 10000000, "100000",
      "open connections, all workers together"},
     {"limits", "max_conns_per_addr", T_UINT, OFF(limits.max_conns_per_addr), 1, 10000000, "256",
-     "open connections from one client address"},
-    {"limits", "max_pending_headers", T_UINT, OFF(limits.max_pending_headers), 1, 10000000,
-     "4096", "connections that have not sent complete headers; past it the oldest is closed"},
+     "open connections from one client address whose requests carry no valid credentials"},
+    {"limits", "max_conns_per_shared_addr", T_UINT, OFF(limits.max_conns_per_shared_addr), 1,
+     10000000, "16384",
+     "open connections from one client address (carrier-grade NAT: many users); past "
+     "max_conns_per_addr only requests with a valid session or API key are served"},
+    {"limits", "max_pending_headers", T_UINT, OFF(limits.max_pending_headers), 1, 10000000, "4096",
+     "connections that have not sent complete headers; past it the oldest is closed"},
     {"limits", "pipeline_max", T_SIZE, OFF(limits.pipeline_max), 1 * KB, 64 * MB, "64k",
      "unparsed bytes kept for a pipelining client before reading pauses"},
 
@@ -151,11 +154,11 @@ static const struct key_def keys[] = {
     {"identity", "login_tiers", T_BOOL, OFF(identity.login_tiers), 0, 0, "true",
      "order password logins in the pool by their source (known address, new, suspect /24); "
      "off: one queue for every login (behind a proxy whose client address is not passed on)"},
-    {"identity", "login_suspect_after", T_UINT, OFF(identity.login_suspect_after), 1, 1000000,
-     "4", "password logins of a /24 (/48) not followed by a success (hour) after which its "
+    {"identity", "login_suspect_after", T_UINT, OFF(identity.login_suspect_after), 1, 1000000, "4",
+     "password logins of a /24 (/48) not followed by a success (hour) after which its "
      "logins are suspect: lowest priority in the password pool, proof of work when elevated"},
-    {"identity", "suspect_deadline", T_DURATION, OFF(identity.suspect_deadline_ms), 10, HOUR,
-     "1s", "a suspect login not started within this gets 503 busy"},
+    {"identity", "suspect_deadline", T_DURATION, OFF(identity.suspect_deadline_ms), 10, HOUR, "1s",
+     "a suspect login not started within this gets 503 busy"},
     {"identity", "suspect_queue_max", T_UINT, OFF(identity.suspect_queue_max), 1, 1000000, "64",
      "suspect logins waiting in the password pool before 503 busy"},
     {"identity", "allow_voip", T_BOOL, OFF(identity.allow_voip), 0, 0, "false",
@@ -217,8 +220,8 @@ static const struct key_def keys[] = {
      "login:addr:300/1m, login:prefix:600/1m:burst=300, login:prefix48:600/1m:burst=300",
      "limiter rules CLASS:KEY:COUNT/PERIOD[:burst=N][:dry_run], comma separated; KEY is addr, "
      "prefix, prefix48, account, apikey, phone, phone_prefix, calling_code or global"},
-    {"shield", "limiter_memory", T_SIZE, OFF(shield.limiter_memory), 64 * KB, 64 * 1024 * MB,
-     "64m", "memory of the limiter table (16 bytes per key); full, it evicts the least recent"},
+    {"shield", "limiter_memory", T_SIZE, OFF(shield.limiter_memory), 64 * KB, 64 * 1024 * MB, "64m",
+     "memory of the limiter table (16 bytes per key); full, it evicts the least recent"},
     {"shield", "block_file", T_STR, OFF(shield.block_file), 0, 4096, "",
      "CIDR block list (FireHOL / Spamhaus DROP format), closed at accept; reloaded on SIGHUP"},
     {"shield", "allow_file", T_STR, OFF(shield.allow_file), 0, 4096, "",
@@ -326,8 +329,8 @@ static const struct key_def keys[] = {
      "10m", "how long the attack level must stay calm before the automatic incident closes"},
     {"status", "attack_title_en", T_STR, OFF(status.attack_title_en), 1, 200,
      "Registration temporarily limited", "title of the automatic attack incident (English)"},
-    {"status", "attack_title_zh", T_STR, OFF(status.attack_title_zh), 1, 200,
-     "注册暂时受限", "title of the automatic attack incident (Chinese)"},
+    {"status", "attack_title_zh", T_STR, OFF(status.attack_title_zh), 1, 200, "注册暂时受限",
+     "title of the automatic attack incident (Chinese)"},
     {"status", "attack_body_en", T_STR, OFF(status.attack_body_en), 1, 2000,
      "Due to large-scale malicious attacks, registration is temporarily limited. Registration "
      "may be busy; please wait and retry. Existing users can log in as usual.",

@@ -40,6 +40,7 @@ struct gh_config {
         unsigned requests_per_conn;
         unsigned max_conns;
         unsigned max_conns_per_addr;
+        unsigned max_conns_per_shared_addr; /* signed-in users past max_conns_per_addr */
         unsigned max_pending_headers; /* connections without complete headers */
         size_t pipeline_max;          /* unparsed bytes held for a pipelining client */
     } limits;

@@ -265,20 +265,15 @@ static void worker_exit(struct gh_worker *w)
     pthread_mutex_unlock(&w->task_mu);
     run_tasks(w);
     uv_close((uv_handle_t *)&w->task_async, NULL);
-    if (w->listening) {
-        uv_close((uv_handle_t *)&w->listener, NULL);
-        w->listening = false;
-    }
+    gh_conn_unlisten(w);
+    gh_conn_turn_close(w);
 }
 
 static void worker_stop(struct gh_worker *w)
 {
     if (!w->stopping) {
         w->stopping = true;
-        if (w->listening) {
-            uv_close((uv_handle_t *)&w->listener, NULL);
-            w->listening = false;
-        }
+        gh_conn_unlisten(w);
         gh_conn_stop_worker(w);
     }
     if (w->nconns == 0)
@@ -324,15 +319,9 @@ static void worker_main(void *arg)
 {
     struct gh_worker *w = arg;
     struct gh_server *srv = w->srv;
-    w->listener.data = w;
     w->async.data = w;
     w->tick.data = w;
-    int rc = uv_tcp_init(&w->loop, &w->listener);
-    if (!rc)
-        rc = uv_tcp_open(&w->listener, w->listen_fd);
-    if (!rc)
-        rc = uv_listen((uv_stream_t *)&w->listener, LISTEN_BACKLOG, gh_conn_on_connection);
-    w->listening = rc == 0;
+    int rc = gh_conn_listen(w);
     if (!rc)
         rc = uv_async_init(&w->loop, &w->async, on_worker_async);
     w->task_async.data = w;

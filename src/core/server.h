@@ -27,6 +27,12 @@ typedef int (*gh_worker_init_fn)(struct gh_worker *w, void *data);
 typedef void (*gh_worker_dispose_fn)(struct gh_worker *w, void *data);
 /* Decides at accept, before any read, whether an address may connect. */
 typedef bool (*gh_accept_filter_fn)(const struct gh_addr *a, void *data);
+/* Runs on the worker when the headers of a routed public request that
+ * has a body are complete, before any of its body is read (the shield:
+ * the aggregate limits of its class already refuse). Returns 0 to go on,
+ * or 429 with *retry_after_s set: the request is refused from its headers
+ * and the connection closed (lingering). */
+typedef int (*gh_header_filter_fn)(struct gh_http_req *req, unsigned *retry_after_s, void *data);
 /* True when req's headers carry valid credentials (an API key or a
  * session): a route's body cap above limits.body_max is for them only.
  * Runs on the worker when the headers are complete, before any body byte
@@ -62,9 +68,20 @@ struct gh_worker {
     const struct gh_router *router;
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_tcp_t listener;
+    uv_poll_t listener; /* listen_fd, accepted by conn.c at the end of each loop turn */
     int listen_fd;
     bool listening;
+    /* the loop's priorities (conn.c): requests parsed in a turn wait in
+     * ready[] (users' and operators' first) until the turn's end, then new
+     * connections are accepted, at most accept_budget of them, a bound
+     * that adapts to how long the loop's turns take */
+    uv_check_t turn_end;
+    uv_idle_t turn_spin; /* keeps the poll from blocking while ready[] holds requests */
+    struct gh_list ready[2];
+    bool accept_ready;  /* the listening socket was readable this turn */
+    bool accept_paused; /* out of descriptors: polled again by the tick */
+    unsigned accept_budget;
+    uint64_t turn_mark_ns, turn_idle_mark_ns;
     uv_async_t async;
     atomic_int commands; /* GH_WCMD_* bits posted by the main thread */
     uv_timer_t tick;
@@ -131,6 +148,8 @@ struct gh_server {
     void *accept_filter_data;
     gh_proxy_trusted_fn proxy_trusted; /* public listener only */
     void *proxy_trusted_data;
+    gh_header_filter_fn header_filter; /* public listener only */
+    void *header_filter_data;
     gh_credentials_fn credentials; /* public listener only; NULL = none are valid */
     void *credentials_data;
     gh_credentials_fetch_fn credentials_fetch; /* NULL = the hook's answer is final */

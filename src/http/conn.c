@@ -9,7 +9,9 @@
  * copied into the connection, so an idle keep-alive connection holds no
  * buffer at all. One request per connection is answered at a time;
  * pipelined requests wait in the input buffer (capped) and answers go out
- * in order. */
+ * in order. Complete requests are dispatched at the end of the loop's
+ * turn, signed-in users' first, and new connections are accepted after
+ * them, a bounded number per turn ("accepting, paced" below). */
 #include "http/conn.h"
 
 #include "core/log.h"
@@ -18,12 +20,15 @@
 #include "shield/proxy.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 enum conn_state { ST_HEADER, ST_BODY, ST_BUSY, ST_IDLE, ST_CLOSING };
 
@@ -36,6 +41,7 @@ struct gh_conn {
     uv_tcp_t tcp;
     struct gh_worker *w;
     struct gh_list node;
+    struct gh_list ready_node; /* in w->ready while its request waits for the turn's end */
     uint64_t since_ms;
     uint64_t first_byte_ns;
     struct gh_reqparser parser;
@@ -52,6 +58,8 @@ struct gh_conn {
     bool counted;      /* in the server's total */
     bool addr_counted; /* in the per-address table, under addr */
     bool expect_proxy; /* a trusted balancer: a PROXY header comes first */
+    bool shared_addr;  /* past limits.max_conns_per_addr: credentials only (shared_admit) */
+    bool shared_refused; /* refused by shared_admit (counted as per_addr) */
     bool continue_sent;
     bool shutting;
     bool got_bytes;
@@ -65,6 +73,7 @@ struct gh_conn {
     uint64_t rate_mark_ms;    /* start of the current body-rate window */
     uint64_t rate_mark_bytes; /* body bytes at rate_mark_ms */
     const char *refuse_msg;   /* why on_headers refused (the parser has no message) */
+    unsigned refuse_retry;    /* the Retry-After of a 429 from the headers (s) */
     /* an evicted session or key being read back before the body cap is set */
     void *cred_job;                       /* the look-up, until its wake or cancel */
     const struct gh_http_req *cred_asked; /* the request it was for (asked once) */
@@ -78,12 +87,19 @@ struct write_req {
 };
 
 static void conn_close(struct gh_conn *c);
+static void dispatch(struct gh_conn *c, struct gh_http_req *req);
+static void on_turn_spin(uv_idle_t *h)
+{
+    (void)h; /* its being active is what counts: the poll does not block */
+}
 static void process_input(struct gh_conn *c);
 static void finish_request(struct gh_http_req *req);
 static void account(struct gh_http_req *req, unsigned route_idx);
 static unsigned route_index(struct gh_http_req *req);
 static void resume_read(struct gh_conn *c);
 static void refuse(struct gh_conn *c, int status, const char *msg);
+static enum gh_refusal address_check(struct gh_worker *w, const struct gh_addr *a,
+                                     bool *addr_counted, bool *shared);
 
 /* ---- lists and states ---- */
 
@@ -933,6 +949,27 @@ static int body_admit(struct gh_conn *c, struct gh_http_req *req)
     return 0;
 }
 
+/* A request on a connection past limits.max_conns_per_addr (shared
+ * address): served only when its headers carry valid credentials, read
+ * back first when the cache may have evicted them. 0, GH_HEADERS_WAIT, or
+ * 429 for the parser to refuse with. */
+static int shared_admit(struct gh_conn *c, struct gh_http_req *req)
+{
+    struct gh_server *srv = c->w->srv;
+    if (srv->credentials && srv->credentials(req, srv->credentials_data))
+        return 0;
+    if (c->cred_asked != req && srv->credentials_fetch) {
+        c->cred_asked = req;
+        if (!srv->credentials_fetch(req, cred_wake, c, &c->cred_job, srv->credentials_data)) {
+            pause_read(c);
+            return GH_HEADERS_WAIT;
+        }
+    }
+    c->shared_refused = true;
+    c->refuse_retry = 1;
+    return 429;
+}
+
 static int on_headers(struct gh_http_req *req, void *data)
 {
     struct gh_conn *c = data;
@@ -962,7 +999,25 @@ static int on_headers(struct gh_http_req *req, void *data)
     }
     if (c->state == ST_HEADER)
         set_state(c, ST_BODY, uv_now(&w->loop));
-    return c->state == ST_BODY ? body_admit(c, req) : 0;
+    if (c->state != ST_BODY)
+        return 0;
+    if (c->shared_addr && !w->admin) {
+        int rc = shared_admit(c, req);
+        if (rc)
+            return rc;
+    }
+    /* refused already by its class's aggregate limits: answered from the
+     * headers, the body neither read nor parsed */
+    struct gh_server *srv = w->srv;
+    bool has_body = req->content_length != UINT64_MAX
+                        ? req->content_length > 0
+                        : gh_http_header_get(req, "transfer-encoding", NULL) != NULL;
+    if (m == GH_MATCH_OK && !w->admin && has_body && srv->header_filter &&
+        srv->header_filter(req, &c->refuse_retry, srv->header_filter_data) == 429) {
+        c->refuse_msg = "too many requests; retry later";
+        return 429;
+    }
+    return body_admit(c, req);
 }
 
 /* API answers carry x-request-id (as OpenAI's do): "req_" and 16 hex
@@ -1032,6 +1087,24 @@ static void size_words(char *out, size_t cap, size_t n)
         snprintf(out, cap, "%zu bytes", n);
 }
 
+/* Queues a complete request for the end of the loop's turn (on_turn_end),
+ * where requests with valid credentials (class user) and operator routes
+ * go before the others. The connection is busy from now on: it parses
+ * nothing more and no deadline of the client's applies. */
+static void enqueue(struct gh_conn *c, struct gh_http_req *req)
+{
+    struct gh_worker *w = c->w;
+    struct gh_server *srv = w->srv;
+    c->req = req;
+    set_state(c, ST_BUSY, uv_now(&w->loop));
+    bool first = w->admin || (req->route &&
+                              (req->route->cls == GH_CLASS_OPS ||
+                               (srv->credentials && srv->credentials(req, srv->credentials_data))));
+    gh_list_push_back(&w->ready[first ? 0 : 1], &c->ready_node);
+    if (!uv_is_active((uv_handle_t *)&w->turn_spin))
+        uv_idle_start(&w->turn_spin, on_turn_spin);
+}
+
 /* Answers a request the parser refused, then closes. */
 static void refuse(struct gh_conn *c, int status, const char *msg)
 {
@@ -1044,12 +1117,25 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
                           : status == 408 ? (c->state == ST_BODY ? GH_REFUSE_BODY_TIMEOUT
                                                                  : GH_REFUSE_HEADER_TIMEOUT)
                                           : GH_REFUSE_BAD_REQUEST;
-    GH_STAT_ADD(&w->stats.refused[why], 1);
+    if (c->shared_refused)
+        why = GH_REFUSE_PER_ADDR;
+    if (status != 429 || c->shared_refused) /* a limiter's 429 is counted by the shield */
+        GH_STAT_ADD(&w->stats.refused[why], 1);
     char why_msg[128];
     if (no_cred) {
         snprintf(why_msg, sizeof why_msg,
                  "request body too large: without valid credentials the limit is %zu bytes",
                  w->cfg->limits.body_max);
+        msg = why_msg;
+    } else if (c->shared_refused) {
+        snprintf(why_msg, sizeof why_msg,
+                 "too many connections from your address (more than %u): beyond that only "
+                 "signed-in requests are served",
+                 w->cfg->limits.max_conns_per_addr);
+        msg = why_msg;
+    } else if (status == 429) {
+        snprintf(why_msg, sizeof why_msg, "too many requests; retry in %u second%s",
+                 c->refuse_retry, c->refuse_retry == 1 ? "" : "s");
         msg = why_msg;
     } else if (c->refuse_msg) {
         msg = c->refuse_msg;
@@ -1087,12 +1173,16 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
     if (status == 503) /* the body budget frees as bodies finish or stall out */
         gh_http_add_header(req, "Retry-After", "%llu",
                            (unsigned long long)GH_MAX(1, w->cfg->limits.body_rate_window_ms / 1000));
-    req->route = NULL; /* counted as unmatched */
+    if (status == 429)
+        gh_http_add_header(req, "Retry-After", "%u", c->refuse_retry);
+    else
+        req->route = NULL; /* counted as unmatched */
     assign_request_id(req);
     c->cred_asked = NULL;
     c->req = req;
     set_state(c, ST_BUSY, uv_now(&c->w->loop));
-    gh_http_respond_error(req, status, NULL, "%s", msg ? msg : gh_http_reason(status));
+    gh_http_respond_error(req, status, c->shared_refused ? "too_many_connections" : NULL, "%s",
+                          msg ? msg : gh_http_reason(status));
 }
 
 /* Parses as much of data as one request at a time allows; returns bytes
@@ -1115,11 +1205,18 @@ static size_t parse(struct gh_conn *c, const char *data, size_t len, uint64_t no
         len -= used;
         used_total += used;
         if (r == GH_PARSE_ERROR) {
+            /* a request that said Connection: close and whose whole body is
+             * in hand has nothing more to send: no lingering needed */
+            const struct gh_http_req *pr = c->parser.req;
+            bool done = pr && !pr->keep_alive && pr->content_length != UINT64_MAX &&
+                        pr->content_length <= len;
             refuse(c, c->parser.error_status, c->parser.error_msg);
+            if (done && c->state != ST_CLOSING)
+                c->linger = false;
             return used_total + len; /* the rest is discarded with the connection */
         }
         if (r == GH_PARSE_DONE) {
-            dispatch(c, gh_reqparser_take(&c->parser));
+            enqueue(c, gh_reqparser_take(&c->parser));
             continue;
         }
         if (r == GH_PARSE_WAIT)
@@ -1179,7 +1276,6 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void read_proxy_header(struct gh_conn *c, const char *data, size_t len, size_t cap)
 {
     struct gh_worker *w = c->w;
-    struct gh_server *srv = w->srv;
     if (!c->in.cap)
         gh_buf_init(&c->in, cap);
     if (gh_buf_append(&c->in, data, len)) {
@@ -1198,17 +1294,12 @@ static void read_proxy_header(struct gh_conn *c, const char *data, size_t len, s
     c->expect_proxy = false;
     if (pr.has_source)
         c->addr = pr.src;
-    if (srv->accept_filter && !srv->accept_filter(&c->addr, srv->accept_filter_data)) {
-        GH_STAT_ADD(&w->stats.refused[GH_REFUSE_BLOCKED], 1);
+    enum gh_refusal why = address_check(w, &c->addr, &c->addr_counted, &c->shared_addr);
+    if (why != GH_REFUSE_COUNT) {
+        GH_STAT_ADD(&w->stats.refused[why], 1);
         conn_close(c);
         return;
     }
-    if (!gh_addrtab_acquire(srv->addrs, &c->addr, w->cfg->limits.max_conns_per_addr)) {
-        GH_STAT_ADD(&w->stats.refused[GH_REFUSE_PER_ADDR], 1);
-        conn_close(c);
-        return;
-    }
-    c->addr_counted = true;
     gh_buf_consume(&c->in, pr.consumed);
     if (c->in.len)
         process_input(c);
@@ -1324,7 +1415,12 @@ static void conn_close(struct gh_conn *c)
         gh_addrtab_release(w->srv->addrs, &c->addr);
     struct gh_http_req *req = c->req;
     c->req = NULL;
-    if (req) {
+    if (req && gh_list_linked(&c->ready_node)) {
+        /* queued for the turn's end: no handler has seen it */
+        gh_list_remove(&c->ready_node);
+        account(req, route_index(req));
+        gh_http_req_free(req);
+    } else if (req) {
         /* the answer is still pending: the handler finishes into the void */
         account(req, route_index(req));
         req->conn = NULL;
@@ -1339,61 +1435,101 @@ static void conn_close(struct gh_conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
-static void refuse_at_accept(struct gh_worker *w, uv_tcp_t *tcp, enum gh_refusal why)
+/* ---- accepting, paced ----
+ *
+ * libuv accepts until EAGAIN in one go, so under a flood of new
+ * connections a turn of the loop went to accepting and answering them
+ * while the requests of established clients waited. Here the listening
+ * socket is only polled (level-triggered); the accepts happen at the end
+ * of the turn, after the reads of established connections and the
+ * requests they completed, and at most accept_budget of them. The budget
+ * is halved after a turn that took more than TURN_TARGET_US of work and
+ * grows by a quarter after a turn within it that used all of it (a
+ * backlog is waiting): so a user's request waits behind about one turn's
+ * worth of new-connection work, whatever the flood; the kernel's backlog
+ * holds the rest, as it does for nginx with multi_accept off. */
+#define ACCEPT_MIN     2
+#define ACCEPT_START   16
+#define ACCEPT_MAX     256
+#define TURN_TARGET_US 1000
+
+/* Whether an address may connect: the checks made before anything is
+ * allocated for a connection (for a direct client at accept, for a
+ * balancer's client once its PROXY header has told who it is). Returns
+ * GH_REFUSE_COUNT to go on, else why it is refused; on success the
+ * address is counted in the per-address table (*addr_counted), and
+ * *shared says it has more than limits.max_conns_per_addr connections:
+ * one address of many users (carrier-grade NAT), whose connections past
+ * that cap serve requests with valid credentials only (shared_admit). */
+static enum gh_refusal address_check(struct gh_worker *w, const struct gh_addr *a,
+                                     bool *addr_counted, bool *shared)
 {
-    GH_STAT_ADD(&w->stats.refused[why], 1);
-    uv_close((uv_handle_t *)tcp, (uv_close_cb)free);
+    struct gh_server *srv = w->srv;
+    const struct gh_config *cfg = w->cfg;
+    *addr_counted = false;
+    *shared = false;
+    if (srv->accept_filter && !srv->accept_filter(a, srv->accept_filter_data))
+        return GH_REFUSE_BLOCKED;
+    unsigned cap = GH_MAX(cfg->limits.max_conns_per_addr, cfg->limits.max_conns_per_shared_addr);
+    unsigned n = gh_addrtab_acquire(srv->addrs, a, GH_MIN(cap, cfg->limits.max_conns));
+    if (!n)
+        return GH_REFUSE_PER_ADDR;
+    *addr_counted = true;
+    *shared = n > cfg->limits.max_conns_per_addr;
+    return GH_REFUSE_COUNT;
 }
 
-void gh_conn_on_connection(uv_stream_t *listener, int status)
+/* Sets up a connection for fd, accepted from ss. Nothing is allocated for
+ * a refused address: its socket is closed at once. */
+static void accept_fd(struct gh_worker *w, int fd, const struct sockaddr_storage *ss)
 {
-    struct gh_worker *w = listener->data;
-    if (status < 0)
-        return;
-    struct gh_conn *c = calloc(1, sizeof *c);
-    if (!c)
-        return;
-    if (uv_tcp_init(&w->loop, &c->tcp)) {
-        free(c);
-        return;
-    }
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp)) {
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
-        return;
-    }
-    struct sockaddr_storage ss;
-    int sl = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl)) {
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
-        return;
-    }
-    addr_from_sockaddr(&ss, &c->addr);
     const struct gh_config *cfg = w->cfg;
     struct gh_server *srv = w->srv;
+    struct gh_addr a;
+    addr_from_sockaddr(ss, &a);
+    bool expect_proxy = false, counted = false, addr_counted = false, shared = false;
+    enum gh_refusal why = GH_REFUSE_COUNT;
     if (!w->admin) {
         /* a trusted balancer speaks for many clients: the address checks
          * wait for the client address its PROXY header reports */
-        c->expect_proxy =
-            srv->proxy_trusted && srv->proxy_trusted(&c->addr, srv->proxy_trusted_data);
-        if (!c->expect_proxy && srv->accept_filter &&
-            !srv->accept_filter(&c->addr, srv->accept_filter_data)) {
-            refuse_at_accept(w, &c->tcp, GH_REFUSE_BLOCKED);
-            return;
+        expect_proxy = srv->proxy_trusted && srv->proxy_trusted(&a, srv->proxy_trusted_data);
+        if (!expect_proxy)
+            why = address_check(w, &a, &addr_counted, &shared);
+        if (why == GH_REFUSE_COUNT) {
+            unsigned total = atomic_fetch_add_explicit(&srv->conns_total, 1, memory_order_relaxed);
+            counted = true;
+            if (total >= cfg->limits.max_conns)
+                why = GH_REFUSE_MAX_CONNS;
         }
-        unsigned total = atomic_fetch_add_explicit(&srv->conns_total, 1, memory_order_relaxed);
-        if (total >= cfg->limits.max_conns) {
+    }
+    struct gh_conn *c = NULL;
+    if (why == GH_REFUSE_COUNT) {
+        c = calloc(1, sizeof *c);
+        if (c && uv_tcp_init(&w->loop, &c->tcp)) {
+            free(c);
+            c = NULL;
+        }
+        if (c && uv_tcp_open(&c->tcp, fd)) {
+            uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+            c = NULL;
+        }
+    } else {
+        GH_STAT_ADD(&w->stats.refused[why], 1);
+    }
+    if (!c) {
+        if (counted)
             atomic_fetch_sub_explicit(&srv->conns_total, 1, memory_order_relaxed);
-            refuse_at_accept(w, &c->tcp, GH_REFUSE_MAX_CONNS);
-            return;
-        }
-        if (!c->expect_proxy &&
-            !gh_addrtab_acquire(srv->addrs, &c->addr, cfg->limits.max_conns_per_addr)) {
-            atomic_fetch_sub_explicit(&srv->conns_total, 1, memory_order_relaxed);
-            refuse_at_accept(w, &c->tcp, GH_REFUSE_PER_ADDR);
-            return;
-        }
-        c->counted = true;
-        c->addr_counted = !c->expect_proxy;
+        if (addr_counted)
+            gh_addrtab_release(srv->addrs, &a);
+        close(fd);
+        return;
+    }
+    c->addr = a;
+    c->expect_proxy = expect_proxy;
+    c->counted = counted;
+    c->addr_counted = addr_counted;
+    c->shared_addr = shared;
+    if (!w->admin) {
         /* the slowloris guard: room for a new connection is made by closing
          * the one that has waited longest without sending its headers */
         while (w->npending >= w->pending_cap) {
@@ -1409,6 +1545,7 @@ void gh_conn_on_connection(uv_stream_t *listener, int status)
     c->w = w;
     c->tcp.data = c;
     gh_list_init(&c->node);
+    gh_list_init(&c->ready_node);
     c->state = ST_IDLE; /* so the first set_state counts it pending */
     gh_reqparser_init(&c->parser, cfg->limits.header_max, cfg->limits.header_count_max,
                       on_headers, c);
@@ -1421,12 +1558,144 @@ void gh_conn_on_connection(uv_stream_t *listener, int status)
         conn_close(c);
 }
 
+/* Accepts up to w->accept_budget connections. True when the backlog was
+ * emptied (EAGAIN) before the budget was spent. */
+static bool accept_some(struct gh_worker *w)
+{
+    w->accept_ready = false;
+    for (unsigned n = 0; n < w->accept_budget && w->listening; n++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(w->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            accept_fd(w, fd, &ss);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+            continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            /* the socket stays readable: polling it now would spin; the
+             * tick polls it again (gh_conn_sweep) */
+            uv_poll_stop(&w->listener);
+            w->accept_paused = true;
+        }
+        return true;
+    }
+    return false;
+}
+
+static void on_listener(uv_poll_t *p, int status, int events)
+{
+    struct gh_worker *w = p->data;
+    (void)events;
+    if (status == 0)
+        w->accept_ready = true;
+}
+
+/* Dispatches the requests completed before the turn's end: valid
+ * credentials and operator routes first. Requests that complete while
+ * these run (pipelined ones) wait for the next turn. */
+static void run_ready(struct gh_worker *w)
+{
+    struct gh_list now[2];
+    for (int q = 0; q < 2; q++) {
+        gh_list_init(&now[q]);
+        if (gh_list_empty(&w->ready[q]))
+            continue;
+        now[q].next = w->ready[q].next;
+        now[q].prev = w->ready[q].prev;
+        now[q].next->prev = &now[q];
+        now[q].prev->next = &now[q];
+        gh_list_init(&w->ready[q]);
+    }
+    for (int q = 0; q < 2; q++) {
+        struct gh_list *n;
+        while ((n = gh_list_first(&now[q]))) {
+            struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, ready_node);
+            gh_list_remove(n);
+            dispatch(c, c->req);
+        }
+    }
+}
+
+static void on_turn_end(uv_check_t *h)
+{
+    struct gh_worker *w = h->data;
+    /* the work of the last turn: its wall time less the time the poll slept */
+    uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(&w->loop);
+    uint64_t span = now - w->turn_mark_ns, slept = idle - w->turn_idle_mark_ns;
+    uint64_t busy_us = (span - GH_MIN(span, slept)) / 1000;
+    w->turn_mark_ns = now;
+    w->turn_idle_mark_ns = idle;
+    run_ready(w);
+    if (busy_us > TURN_TARGET_US)
+        w->accept_budget = GH_MAX(ACCEPT_MIN, w->accept_budget / 2);
+    if (w->accept_ready && !accept_some(w) && busy_us <= TURN_TARGET_US)
+        w->accept_budget = GH_MIN(ACCEPT_MAX, w->accept_budget + w->accept_budget / 4 + 1);
+    if (gh_list_empty(&w->ready[0]) && gh_list_empty(&w->ready[1]))
+        uv_idle_stop(&w->turn_spin);
+}
+
+int gh_conn_listen(struct gh_worker *w)
+{
+    gh_list_init(&w->ready[0]);
+    gh_list_init(&w->ready[1]);
+    w->accept_budget = ACCEPT_START;
+    w->listener.data = w;
+    w->turn_end.data = w;
+    w->turn_spin.data = w;
+    int rc = uv_loop_configure(&w->loop, UV_METRICS_IDLE_TIME);
+    if (!rc)
+        rc = uv_check_init(&w->loop, &w->turn_end);
+    if (!rc)
+        rc = uv_idle_init(&w->loop, &w->turn_spin);
+    if (!rc)
+        rc = uv_check_start(&w->turn_end, on_turn_end);
+    if (rc)
+        return rc;
+    w->turn_mark_ns = uv_hrtime();
+    w->turn_idle_mark_ns = uv_metrics_idle_time(&w->loop);
+    rc = uv_poll_init_socket(&w->loop, &w->listener, w->listen_fd);
+    if (!rc) {
+        w->listening = true;
+        rc = uv_poll_start(&w->listener, UV_READABLE, on_listener);
+    }
+    return rc;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct gh_worker *w = h->data;
+    close(w->listen_fd); /* the poll no longer watches it */
+}
+
+void gh_conn_unlisten(struct gh_worker *w)
+{
+    if (!w->listening)
+        return;
+    w->listening = false;
+    w->accept_ready = false;
+    uv_close((uv_handle_t *)&w->listener, on_listener_closed);
+}
+
+void gh_conn_turn_close(struct gh_worker *w)
+{
+    if (w->turn_end.loop && !uv_is_closing((uv_handle_t *)&w->turn_end)) {
+        uv_close((uv_handle_t *)&w->turn_end, NULL);
+        uv_close((uv_handle_t *)&w->turn_spin, NULL);
+    }
+}
+
 /* ---- deadlines ---- */
 
 void gh_conn_sweep(struct gh_worker *w, uint64_t now)
 {
     const struct gh_config *cfg = w->cfg;
     update_date(w); /* the Date header is refreshed here, not per response */
+    if (w->accept_paused && w->listening) { /* out of descriptors a tick ago */
+        w->accept_paused = false;
+        uv_poll_start(&w->listener, UV_READABLE, on_listener);
+    }
     struct gh_list *n;
     while ((n = gh_list_first(&w->conns_header))) {
         struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, node);

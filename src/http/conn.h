@@ -5,8 +5,17 @@
 
 #include "core/server.h"
 
-/* The libuv connection callback of a worker's listener. */
-void gh_conn_on_connection(uv_stream_t *listener, int status);
+/* Starts w's loop priorities and polls its listening socket (w->listen_fd):
+ * each loop turn serves the reads of established connections, then the
+ * requests they completed (valid credentials and operator routes first),
+ * and only then accepts new connections, at most w->accept_budget, a bound
+ * that shrinks when turns run long. Worker thread, before its loop runs.
+ * 0 or a libuv error code. */
+int gh_conn_listen(struct gh_worker *w);
+/* Stops accepting and closes the listening socket (graceful stop). */
+void gh_conn_unlisten(struct gh_worker *w);
+/* Closes the loop-turn handles (the worker's exit). */
+void gh_conn_turn_close(struct gh_worker *w);
 /* Enforces the header, body and idle deadlines (called by the worker tick). */
 void gh_conn_sweep(struct gh_worker *w, uint64_t now_ms);
 /* Graceful stop: closes idle and header-less connections, marks the others

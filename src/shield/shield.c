@@ -11,6 +11,7 @@
 #include "shield/ipset.h"
 #include "shield/limiter.h"
 #include "shield/proxy.h"
+#include "shield/refusing.h"
 #include "status/status.h"
 
 #include <jansson.h>
@@ -54,11 +55,15 @@ struct gh_shield {
     atomic_bool enabled;
     atomic_ullong refusals;
     struct gh_level_tally *tally; /* events by source /24 (/48): breadth, caps */
+    /* aggregate keys that refuse every request now: the header filter
+     * refuses under them before a body is read */
+    struct gh_refusing refusing;
 
     /* metrics */
     _Atomic uint64_t *m_class[GH_NCLASSES];
     _Atomic uint64_t *m_limited[GH_NCLASSES];
     _Atomic uint64_t *m_blocked_xff, *m_evictions, *m_pow[GH_POW_BUSY + 1];
+    _Atomic uint64_t *m_before_body;
     _Atomic uint64_t *m_sig_register, *m_sig_prefixes;
 
     /* shedding: targets (set at init and reload), the last evaluation */
@@ -534,6 +539,13 @@ static void answer_429(struct gh_http_req *req, unsigned long long retry, unsign
     gh_http_respond(req, 429, "application/json", b.data, b.len);
 }
 
+/* Keys that many addresses share: a refusal under one of them is noted
+ * for the header filter (refusing.h). */
+static bool address_aggregate(enum gh_limit_keykind k)
+{
+    return k == GH_LKEY_PREFIX || k == GH_LKEY_PREFIX48 || k == GH_LKEY_GLOBAL;
+}
+
 /* Checks the rules of cls that the subject offers keys for. Returns true
  * when every rule lets it pass; otherwise answers 429. */
 static bool apply_rules(struct gh_shield *sh, struct gh_http_req *req, enum gh_class cls,
@@ -560,6 +572,8 @@ static bool apply_rules(struct gh_shield *sh, struct gh_http_req *req, enum gh_c
             if (sh->m_limited[cls])
                 atomic_fetch_add_explicit(sh->m_limited[cls], 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&sh->refusals, 1, memory_order_relaxed);
+            if (address_aggregate(r->kind)) /* refuses everyone until then */
+                gh_refusing_note(&sh->refusing, key, now + d.retry_after_ns);
             answer_429(req, secs_up(d.retry_after_ns), d.limit, secs_up(d.reset_ns));
             return false;
         } else if (r->m_allowed) {
@@ -626,23 +640,73 @@ static enum gh_class classify(struct gh_http_req *req, struct gh_limit_subject *
     return cls == GH_CLASS_USER ? GH_CLASS_ANON : cls;
 }
 
+/* The address a trusted balancer reports for req into *real: false when
+ * its peer is not one (then *real is untouched). */
+static bool xff_client(struct gh_shield *sh, const struct gh_http_req *req, struct gh_addr *real)
+{
+    struct gh_ipset *trusted = atomic_load_explicit(&sh->trusted, memory_order_acquire);
+    return trusted && gh_proxy_xff_req(req, &req->client, trusted, real);
+}
+
+/* The server's header filter: a request with a body whose class's
+ * aggregate keys (prefix, prefix48, global) refused a request and refuse
+ * every request until a time still ahead is refused now, before its body
+ * is read or parsed (429 with Retry-After; the connection closes). Only
+ * what the request filter would refuse as well: the allow list, ops routes,
+ * dry-run rules and credentials the store may hold pass on to it. */
+static int header_filter(struct gh_http_req *req, unsigned *retry_after_s, void *data)
+{
+    struct gh_shield *sh = data;
+    if (!req->cfg->shield.enabled || req->route->cls == GH_CLASS_OPS)
+        return 0;
+    struct gh_addr client = req->client;
+    xff_client(sh, req, &client);
+    if (gh_iplist_contains(sh->allow, &client))
+        return 0;
+    struct gh_limit_subject subj = {.addr = &client};
+    enum gh_class cls = classify(req, &subj);
+    if (cls != GH_CLASS_USER && req->route->cls == GH_CLASS_USER)
+        return 0; /* its handler answers 401 cheaply, or an evicted user is read back */
+    if (cls == GH_CLASS_ANON && gh_auth_may_reload(req))
+        return 0;
+    const struct gh_limit_rules *rs = atomic_load_explicit(&sh->rules, memory_order_acquire);
+    uint64_t now = req->start_ns ? req->start_ns : gh_now_ns();
+    for (unsigned i = 0; i < rs->n; i++) {
+        const struct gh_limit_rule *r = &rs->rules[i];
+        uint64_t key, left;
+        if (r->cls != cls || r->dry_run || !address_aggregate(r->kind) ||
+            !gh_limit_rule_key(sh->lim, r, &subj, &key))
+            continue;
+        left = gh_refusing_left(&sh->refusing, key, now);
+        if (!left)
+            continue;
+        if (r->m_refused)
+            atomic_fetch_add_explicit(r->m_refused, 1, memory_order_relaxed);
+        if (sh->m_limited[cls])
+            atomic_fetch_add_explicit(sh->m_limited[cls], 1, memory_order_relaxed);
+        if (sh->m_before_body)
+            atomic_fetch_add_explicit(sh->m_before_body, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&sh->refusals, 1, memory_order_relaxed);
+        *retry_after_s = (unsigned)secs_up(left);
+        return 429;
+    }
+    return 0;
+}
+
 static bool request_filter(struct gh_http_req *req, void *data)
 {
     struct gh_shield *sh = data;
     if (!req->cfg->shield.enabled)
         return true;
     /* the address a trusted balancer reports */
-    struct gh_ipset *trusted = atomic_load_explicit(&sh->trusted, memory_order_acquire);
-    if (trusted) {
-        struct gh_addr real;
-        if (gh_proxy_xff_req(req, &req->client, trusted, &real)) {
-            req->client = real;
-            if (!gh_iplist_contains(sh->allow, &real) && gh_iplist_contains(sh->block, &real)) {
-                if (sh->m_blocked_xff)
-                    atomic_fetch_add_explicit(sh->m_blocked_xff, 1, memory_order_relaxed);
-                gh_http_respond_error(req, 403, "forbidden", "your network is blocked");
-                return false;
-            }
+    struct gh_addr real;
+    if (xff_client(sh, req, &real)) {
+        req->client = real;
+        if (!gh_iplist_contains(sh->allow, &real) && gh_iplist_contains(sh->block, &real)) {
+            if (sh->m_blocked_xff)
+                atomic_fetch_add_explicit(sh->m_blocked_xff, 1, memory_order_relaxed);
+            gh_http_respond_error(req, 403, "forbidden", "your network is blocked");
+            return false;
         }
     }
     struct gh_limit_subject subj = {.addr = &req->client};
@@ -1046,6 +1110,10 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
         sh->m_pow[r] = gh_metrics_counter("gatehouse_shield_pow_verifications_total", labels,
                                           "proof-of-work verifications by result");
     }
+    sh->m_before_body = gh_metrics_counter(
+        "gatehouse_shield_refused_before_body_total", "",
+        "requests refused 429 from their headers, their body never read: an aggregate limit "
+        "(prefix, global) of their class refused already");
     sh->m_blocked_xff = gh_metrics_counter(
         "gatehouse_shield_blocked_requests_total", "",
         "requests refused because the address reported by a trusted proxy is blocked");
@@ -1092,6 +1160,8 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     srv->accept_filter_data = sh;
     srv->router.filter = request_filter;
     srv->router.filter_data = sh;
+    srv->header_filter = header_filter;
+    srv->header_filter_data = sh;
     srv->credentials = credentials;
     srv->credentials_data = sh;
     srv->credentials_fetch = credentials_fetch;

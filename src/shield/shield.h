@@ -2,7 +2,7 @@
  * the block and allow lists, the trusted-proxy list, the proof-of-work
  * verifier, the attack-level machine and its signals. It installs
  *  - srv->accept_filter: allow list passes, block list is closed at accept;
- *  - srv->request_filter: every routed public request gets a class (the
+ *  - srv->router.filter: every routed public request gets a class (the
  *    route's, raised to `user` by a valid API key or session; invalid
  *    credentials never raise it), the client address from X-Forwarded-For
  *    when the peer is a trusted proxy, and the limiter rules of its class

@@ -216,7 +216,12 @@ test('a body that stalls after a fast start is cut within the window; a steady o
 test('connections are counted per IPv6 /64 toward max_conns_per_addr', async (t) => {
   const srv = await startServer({
     t,
-    set: { ...BASE, 'shield.proxy_protocol_from': '127.0.0.3/32', 'limits.max_conns_per_addr': '3' },
+    set: {
+      ...BASE,
+      'shield.proxy_protocol_from': '127.0.0.3/32',
+      'limits.max_conns_per_addr': '3',
+      'limits.max_conns_per_shared_addr': '3', // the hard cap: closed at once
+    },
   });
   const lb = { localAddress: '127.0.0.3' };
   const via = (src) => `PROXY TCP6 ${src} ::1 40000 ${srv.port}\r\n${reqText('GET', '/healthz')}`;

@@ -199,7 +199,9 @@ test('404 and 405 shapes', async (t) => {
 // ---- connection limits and timeouts ----
 
 test('per-address connection cap', async (t) => {
-  const srv = await startServer({ t, set: { 'limits.max_conns_per_addr': '3' } });
+  // the hard cap: past it even signed-in users' connections are closed at
+  // accept (between the two caps, see pacing.test.mjs)
+  const srv = await startServer({ t, set: { 'limits.max_conns_per_addr': '3', 'limits.max_conns_per_shared_addr': '3' } });
   // connections from the readiness check must be gone first
   const publicOpen = (text) =>
     parseMetrics(text)

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Existing users first when the server's CPU is saturated (issue 11).
+#
+# gatehouse with WORKERS workers on the server CPUs; SPRAY_PROCS spray
+# processes (bench/tools/spray) on the client CPUs, each request a new
+# connection from its own 127.x.y.z address (POST /api/auth/sms-code,
+# Connection: close), as fast as they go; and legitimate clients on the
+# client CPUs, 20 requests/s each: a logged-in keep-alive client on
+# /api/me, a client opening a new connection per request on /api/me, and
+# the same two on /healthz. CALM_SECONDS of probes alone, then
+# SPRAY_SECONDS of spray with the probes. Then the same spray and the
+# /healthz probes against nginx (limit_req + limit_conn per address in
+# front of empty_gif, bench/nginx/saturation.conf, as many workers), in
+# the same run.
+#
+# Figures: the probes' success and p50/p99 calm and under spray, server
+# CPU per spray request (user+system of the server processes over the
+# spray / spray requests answered), the spray's answers by status, and
+# penalty-box entries when gatehouse has one. Targets: logged-in
+# keep-alive p99 under spray <= 2 x calm and <= nginx's keep-alive p99;
+# new-connection clients >= 99.9 % ok.
+#
+# Environment: WORKERS (1), SPRAY_PROCS (1), CPUS ("SERVER:CLIENT" CPU
+# lists for taskset, default "0:1"; e.g. CPUS=0-3:4-15 WORKERS=4
+# SPRAY_PROCS=8 on 16 cores), CALM_SECONDS (8), SPRAY_SECONDS (20),
+# SPRAY_CONC (256 connections at once per spray process), SAT_RULES (the
+# shield's rules; by default a global rule for the register class that
+# the spray drives into refusing, so both the served and the refused
+# paths are measured), and those of bench/lib.sh.
+set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_init saturation
+
+WORKERS=${WORKERS:-1}
+SPRAY_PROCS=${SPRAY_PROCS:-1}
+CPUS=${CPUS:-$SERVER_CPU:$CLIENT_CPU}
+SERVER_CPU=${CPUS%%:*}
+CLIENT_CPU=${CPUS#*:}
+CALM_SECONDS=${CALM_SECONDS:-8}
+SPRAY_SECONDS=${SPRAY_SECONDS:-20}
+SPRAY_CONC=${SPRAY_CONC:-256}
+SAT_RULES=${SAT_RULES:-register:addr:5/1m, register:prefix:20/1m, register:global:200/1s, anon:addr:100/1s:burst=200}
+export NGINX_WORKERS=$WORKERS
+SPRAY="$BUILD/spray"
+[ -x "$SPRAY" ] || die "$SPRAY not built"
+
+v() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
+
+# the figures, by "server.what" (run_server fills it, the report reads it)
+declare -A FIG=()
+
+# gh_metric DIR REGEX: the sum of gatehouse's matching /metrics lines.
+gh_metric() {
+    curl -s "http://127.0.0.1:$GH_ADMIN_PORT/metrics" -H "authorization: Bearer $(cat "$1/admin.token")" |
+        awk -v re="$2" '$0 ~ re {s += $NF} END {printf "%d\n", s}'
+}
+
+# probes PHASE PORT SECONDS COOKIE: the legitimate clients, in the
+# background (PROBE_PIDS); /api/me only with a cookie (gatehouse).
+PROBE_PIDS=()
+probes() {
+    local phase=$1 port=$2 secs=$3 cookie=$4
+    PROBE_PIDS=()
+    local src=2 what
+    for what in me-ka me-new hz-ka hz-new; do
+        local path=/healthz args=()
+        case $what in me-*) [ -n "$cookie" ] || continue; path=/api/me; args=(-k "$cookie") ;; esac
+        case $what in *-new) args+=(-N) ;; esac
+        taskset -c "$CLIENT_CPU" "$SPRAY" probe -t "$port" -u "$path" "${args[@]}" -r 20 \
+            -d "$secs" -s "127.0.0.$src" >"$BENCH_TMP/probe-$phase-$what.txt" &
+        PROBE_PIDS+=($!)
+        track_pid "$!"
+        src=$((src + 1))
+    done
+}
+
+wait_probes() {
+    local p
+    for p in "${PROBE_PIDS[@]}"; do wait "$p" || true; done
+}
+
+# run_server NAME PORT COOKIE PIDS...: calm, then spray; sets globals
+# with the figures (read by report).
+run_server() {
+    local name=$1 port=$2 cookie=$3
+    shift 3
+    echo "$name: calm ${CALM_SECONDS}s"
+    taskset -c "$CLIENT_CPU" "$SPRAY" probe -t "$port" -u /healthz -r 20 -d 1 >/dev/null
+    probes "$name-calm" "$port" "$CALM_SECONDS" "$cookie"
+    wait_probes
+    echo "$name: spray ${SPRAY_SECONDS}s ($SPRAY_PROCS process(es), $SPRAY_CONC at once each)"
+    probes "$name-spray" "$port" $((SPRAY_SECONDS - 2)) "$cookie"
+    local sp=() i u0 s0 u1 s1
+    read -r u0 s0 <<<"$(cpu_ticks "$@")"
+    for i in $(seq 0 $((SPRAY_PROCS - 1))); do
+        taskset -c "$CLIENT_CPU" "$SPRAY" spray -t "$port" -n 100000000 -c "$SPRAY_CONC" \
+            -d "$SPRAY_SECONDS" -o $((i * 5000000)) >"$BENCH_TMP/spray-$name-$i.txt" &
+        sp+=($!)
+        track_pid "$!"
+    done
+    for i in "${sp[@]}"; do wait "$i" || true; done
+    read -r u1 s1 <<<"$(cpu_ticks "$@")"
+    wait_probes
+    local done_=0 r429=0 other=0 errs=0 f
+    for f in "$BENCH_TMP"/spray-"$name"-*.txt; do
+        done_=$((done_ + $(v "$f" "done")))
+        errs=$((errs + $(v "$f" errors)))
+        r429=$((r429 + $(awk '$1 == "status" && $2 == "429" {print $3}' "$f")))
+    done
+    local answered=$((done_ - errs))
+    other=$((answered - r429))
+    local ticks=$((u1 - u0 + s1 - s0)) us="-"
+    [ "$answered" -gt 0 ] && us=$(calc "$ticks / $CLK_TCK * 1e6 / $answered" "%.1f")
+    local rate
+    rate=$(calc "$answered / $SPRAY_SECONDS" "%.0f")
+    bench_row "$name" 1 spray_answered "$answered" count
+    bench_row "$name" 1 spray_refused_429 "$r429" count
+    bench_row "$name" 1 spray_errors "$errs" count
+    bench_row "$name" 1 cpu_per_spray_request "$us" us
+    printf '  spray: %s answered (%s/s), 429 %s, other answers %s, errors %s; server CPU %.2f s = %s us/request\n' \
+        "$answered" "$rate" "$r429" "$other" "$errs" "$(calc "$ticks / $CLK_TCK")" "$us"
+    FIG[$name.answered]=$answered
+    FIG[$name.rate]=$rate
+    FIG[$name.r429]=$r429
+    FIG[$name.other]=$other
+    FIG[$name.errs]=$errs
+    FIG[$name.us]=$us
+    local what phase
+    for phase in calm spray; do
+        for what in me-ka me-new hz-ka hz-new; do
+            f="$BENCH_TMP/probe-$name-$phase-$what.txt"
+            [ -f "$f" ] || continue
+            local ok p50 p99 n
+            ok=$(v "$f" success_pct)
+            p50=$(v "$f" p50_ms)
+            p99=$(v "$f" p99_ms)
+            n=$(v "$f" requests)
+            bench_row "$name" 1 "${what}_${phase}_success" "$ok" %
+            bench_row "$name" 1 "${what}_${phase}_p50" "$p50" ms
+            bench_row "$name" 1 "${what}_${phase}_p99" "$p99" ms
+            printf '  %-6s %-5s %4s requests, %6s %% ok, p50 %7s ms, p99 %7s ms\n' "$what" "$phase" "$n" "$ok" "$p50" "$p99"
+            echo "| $name | $what | $phase | $n | $ok % | $p50 | $p99 |" >>"$BENCH_TMP/probe-table.md"
+            FIG[$name.$what.$phase.ok]=$ok
+            FIG[$name.$what.$phase.p99]=$p99
+        done
+    done
+}
+
+: >"$BENCH_TMP/probe-table.md"
+
+# ---- gatehouse
+dir="$BENCH_TMP/gh"
+start_gatehouse "$dir" --set "shield.rules=$SAT_RULES" --set log.level=error --workers "$WORKERS"
+# start_gatehouse pins to BENCH_SERVER_CPU; re-pin every thread to the server CPUs
+taskset -a -p -c "$SERVER_CPU" "$GH_PID" >/dev/null
+cookie=$(register_user "$dir" "$GH_PORT")
+[ -n "$cookie" ] || die "no session for the probe user"
+run_server gatehouse "$GH_PORT" "$cookie" "$GH_PID"
+bans=$(gh_metric "$dir" '^gatehouse_shield_(kernel_)?ban[a-z_]*(added|additions)[a-z_]*_total')
+early=$(gh_metric "$dir" '^gatehouse_shield_refused_before_body_total')
+stop_pid "$GH_PID"
+
+# ---- nginx
+start_nginx saturation.conf "$BENCH_TMP/nginx"
+taskset -a -p -c "$SERVER_CPU" "$NGINX_PID" >/dev/null
+# shellcheck disable=SC2046 # one pid per word
+for p in $(pgrep -P "$NGINX_PID"); do taskset -p -c "$SERVER_CPU" "$p" >/dev/null; done
+# shellcheck disable=SC2046
+run_server nginx "$NGINX_PORT" "" "$NGINX_PID" $(pgrep -P "$NGINX_PID")
+stop_pid "$NGINX_PID"
+
+# ---- report
+g_ka_calm=${FIG[gatehouse.me-ka.calm.p99]}
+g_ka_spray=${FIG[gatehouse.me-ka.spray.p99]}
+n_ka_spray=${FIG[nginx.hz-ka.spray.p99]}
+g_new_ok=${FIG[gatehouse.me-new.spray.ok]}
+g_hznew_ok=${FIG[gatehouse.hz-new.spray.ok]}
+r_calm=$(calc "$g_ka_spray / $g_ka_calm" "%.2f")
+r_nginx=$(calc "$g_ka_spray / $n_ka_spray" "%.2f")
+cpu_r=$(calc "${FIG[gatehouse.us]} / ${FIG[nginx.us]}" "%.2f")
+v1=$(awk -v r="$r_calm" 'BEGIN { print (r <= 2 ? "pass" : "miss") }')
+v2=$(awk -v r="$r_nginx" 'BEGIN { print (r <= 1 ? "pass" : "miss") }')
+v3=$(awk -v a="$g_new_ok" -v b="$g_hznew_ok" \
+    'BEGIN { print (a >= 99.9 && b >= 99.9 ? "pass" : "miss") }')
+bench_row gatehouse/nginx 1 cpu_per_spray_request_ratio "$cpu_r" x
+bench_row gatehouse 1 me_ka_p99_spray_over_calm "$r_calm" x
+bench_row gatehouse/nginx 1 ka_p99_spray_ratio "$r_nginx" x
+bench_md <<EOF
+## Saturation: existing users first under a connection flood
+
+$SPRAY_PROCS spray process(es) (\`bench/tools/spray\`, $SPRAY_CONC connections at once each)
+on CPU(s) $CLIENT_CPU, each request a new connection from its own 127.x.y.z address
+(\`POST /api/auth/sms-code\`, \`Connection: close\`), for $SPRAY_SECONDS s after
+$CALM_SECONDS s calm; each server with $WORKERS worker(s) on CPU(s) $SERVER_CPU.
+Legitimate probes on CPU(s) $CLIENT_CPU, 20 requests/s each: keep-alive (\`ka\`) and a
+new connection per request (\`new\`), on \`/api/me\` signed in (\`me\`, gatehouse only) and
+\`/healthz\` (\`hz\`); ok = 200 within 2 s. gatehouse: \`shield.rules = $SAT_RULES\`.
+nginx: bench/nginx/saturation.conf (\`limit_req\` 20r/s burst 40 + \`limit_conn\` 32 per
+address, \`empty_gif\`: the spray's POSTs get 405).
+
+| server | spray answered | per s | 429 | other answers | errors | server CPU µs per spray request |
+|---|---|---|---|---|---|---|
+| gatehouse | ${FIG[gatehouse.answered]} | ${FIG[gatehouse.rate]} | ${FIG[gatehouse.r429]} | ${FIG[gatehouse.other]} | ${FIG[gatehouse.errs]} | ${FIG[gatehouse.us]} |
+| nginx | ${FIG[nginx.answered]} | ${FIG[nginx.rate]} | ${FIG[nginx.r429]} | ${FIG[nginx.other]} | ${FIG[nginx.errs]} | ${FIG[nginx.us]} |
+
+gatehouse refused before reading the body: $early; penalty-box entries added: $bans.
+
+| server | probe | phase | requests | ok | p50 ms | p99 ms |
+|---|---|---|---|---|---|---|
+$(cat "$BENCH_TMP/probe-table.md")
+
+Targets: logged-in keep-alive p99 under spray ≤ 2 × calm ($g_ka_spray ms vs $g_ka_calm ms:
+×$r_calm, **$v1**) and ≤ nginx's keep-alive p99 ($n_ka_spray ms: ×$r_nginx, **$v2**);
+new-connection clients ≥ 99.9 % ok (/api/me $g_new_ok %, /healthz
+$g_hznew_ok %: **$v3**). CPU per spray request gatehouse/nginx: ×$cpu_r.
+
+EOF
+bench_ratio "saturation: keep-alive /api/me p99 calm $g_ka_calm ms -> spray $g_ka_spray ms (x$r_calm, target <= 2: $v1), nginx keep-alive p99 $n_ka_spray ms (x$r_nginx, target <= 1: $v2); new-connection ok $g_new_ok % ($v3); CPU/spray request gatehouse ${FIG[gatehouse.us]} us, nginx ${FIG[nginx.us]} us (x$cpu_r)"
