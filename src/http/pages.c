@@ -30,6 +30,7 @@ static const struct {
     {"/", "/pages/index.html"},      {"/register", "/pages/register.html"},
     {"/login", "/pages/login.html"}, {"/chat", "/pages/chat.html"},
     {"/keys", "/pages/keys.html"},   {"/account", "/pages/account.html"},
+    {"/reset-password", "/pages/reset-password.html"},
 };
 #define NPAGES GH_ARRAY_LEN(PAGES)
 
