@@ -9,15 +9,11 @@ import assert from 'node:assert/strict';
 
 import { startServer } from './lib/harness.mjs';
 import { FAST, Jar, api, registerUser, cnPhone as apiPhone } from './lib/accounts.mjs';
-import { SKIP_REASON, launchBrowser, openPage, screenshot, smsCode, outboxCount, cnPhone, registerThroughApi, WIDE_VIEWPORT } from './lib/browser.mjs';
+import { SKIP_REASON, assertClean, launchBrowser, openPage, screenshot, smsCode, outboxCount, cnPhone, registerThroughApi, WIDE_VIEWPORT } from './lib/browser.mjs';
 
 const SET = { ...FAST, 'identity.argon2_mem': '1m' };
 const OLD = 'correct horse battery 42';
 const NEW = 'purple elephant sings 77';
-
-function assertClean(errors, what) {
-  assert.deepEqual(errors, [], `${what}: errors in the page:\n${errors.join('\n')}`);
-}
 
 /** A context signed in as a new account, with one API key. */
 async function member(browser, srv) {

@@ -11,7 +11,7 @@
   const pw = $('password');
 
   GH.incidentBanner();
-  const phone = GHPhone.setup(null, { restrict: false });
+  const phone = GHPhone.setup(await GH.policy(), { restrict: false });
 
   const mode = () => form.querySelector('input[name=mode]:checked').value;
   function showMode() {
