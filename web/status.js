@@ -16,7 +16,8 @@
   function stamp() {
     const d = new Date();
     checked.dateTime = d.toISOString();
-    checked.textContent = d.toLocaleTimeString(document.documentElement.lang || undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    // UTC, like the page's other times
+    checked.textContent = d.toISOString().slice(11, 19) + ' UTC';
   }
 
   async function refresh() {
