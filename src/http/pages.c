@@ -30,6 +30,7 @@ static const struct {
     {"/", "/pages/index.html"},      {"/register", "/pages/register.html"},
     {"/login", "/pages/login.html"}, {"/chat", "/pages/chat.html"},
     {"/keys", "/pages/keys.html"},   {"/account", "/pages/account.html"},
+    {"/reset-password", "/pages/reset-password.html"},
 };
 #define NPAGES GH_ARRAY_LEN(PAGES)
 
@@ -382,13 +383,10 @@ static void get_page(struct gh_http_req *req)
         gh_http_respond(req, 200, "text/html; charset=utf-8", d->data, d->len);
 }
 
-/* GET /css/{name}, /js/{name}, /img/{name}: the embedded web/<dir>/<name>. */
-static void get_asset(struct gh_http_req *req)
+/* Answers with embedded asset path (len bytes), or 404. */
+static void serve_asset(struct gh_http_req *req, const char *path, size_t len)
 {
-    const char *dir = req->route->ctx;
-    char path[256];
-    int n = snprintf(path, sizeof path, "/%s/%s", dir, req->params[0]);
-    int i = n > 0 && (size_t)n < sizeof path ? asset_find(path, (size_t)n) : -1;
+    int i = asset_find(path, len);
     gh_http_add_header(req, "X-Content-Type-Options", "nosniff");
     if (i < 0 || !gh_pages_asset_public(gh_assets[i].path)) {
         gh_http_respond_error(req, 404, "not_found", "no such file");
@@ -402,7 +400,26 @@ static void get_asset(struct gh_http_req *req)
     if (gh_http_etag_matches(req, pg.etag[i]))
         gh_http_respond(req, 304, NULL, NULL, 0);
     else
-        gh_http_respond(req, 200, content_type(path), gh_assets[i].data, gh_assets[i].len);
+        gh_http_respond(req, 200, content_type(gh_assets[i].path), gh_assets[i].data,
+                        gh_assets[i].len);
+}
+
+/* GET /css/{name}, /js/{name}, /img/{name}: the embedded web/<dir>/<name>. */
+static void get_asset(struct gh_http_req *req)
+{
+    const char *dir = req->route->ctx;
+    char path[256];
+    int n = snprintf(path, sizeof path, "/%s/%s", dir, req->params[0]);
+    if (n > 0 && (size_t)n < sizeof path)
+        serve_asset(req, path, (size_t)n);
+    else
+        gh_http_respond_error(req, 404, "not_found", "no such file");
+}
+
+/* GET /favicon.ico: what browsers ask for by themselves (web/favicon.ico). */
+static void get_favicon(struct gh_http_req *req)
+{
+    serve_asset(req, "/favicon.ico", strlen("/favicon.ico"));
 }
 
 int gh_pages_init(struct gh_server *srv)
@@ -432,6 +449,10 @@ int gh_pages_init(struct gh_server *srv)
             return GH_ETOOBIG;
         r->cls = GH_CLASS_ANON;
     }
+    struct gh_route *fav = gh_router_add(&srv->router, "GET", "/favicon.ico", get_favicon, NULL);
+    if (!fav)
+        return GH_ETOOBIG;
+    fav->cls = GH_CLASS_ANON;
     static const char *const dirs[][2] = {
         {"/css/{name}", "css"}, {"/js/{name}", "js"}, {"/img/{name}", "img"}};
     for (size_t i = 0; i < GH_ARRAY_LEN(dirs); i++) {

@@ -1519,6 +1519,247 @@ out:
     json_decref(o);
 }
 
+/* ---- POST /api/me/password ---- */
+
+/* A signed-in user's password change: the current password, checked like a
+ * sign-in (a wrong one counts as a failed sign-in of the account, and past
+ * identity.sms_only_after only a reset by SMS code is left), then the new
+ * one. Every other session of the account ends; with revoke_keys, every
+ * API key too. The session that asked stays signed in. */
+struct pwchange {
+    struct gh_http_req *req;
+    uint64_t user_id;
+    uint8_t keep[GH_TOKEN_HASH_BYTES]; /* this session */
+    char current[GH_PASSWORD_MAX * 4 + 1], password[GH_PASSWORD_MAX * 4 + 1];
+    size_t curlen, pwlen;
+    char pw_hash[GH_PWHASH_STR_MAX];
+    struct gh_user user;
+    unsigned sms_only_after;
+    bool verified, revoke_keys;
+    int rc, keys_revoked;
+    unsigned sessions_ended;
+    bool overflow; /* more sessions than GONE_MAX markers */
+    struct gone *gone;
+};
+
+static void pwchange_free(struct pwchange *j)
+{
+    free(j->gone);
+    sodium_memzero(j, sizeof *j);
+    free(j);
+}
+
+static void pwchange_free_done(struct gh_worker *w, void *arg, int rc)
+{
+    pwchange_free(arg);
+}
+
+static int pwchange_read_fn(struct gh_store_conn *c, void *arg)
+{
+    struct pwchange *j = arg;
+    return gh_store_user_by_id(c, j->user_id, &j->user);
+}
+
+static void pwchange_hash_fn(void *arg)
+{
+    struct pwchange *j = arg;
+    j->verified = gh_password_verify(j->user.pw_hash, j->current, j->curlen) == 0;
+    j->rc = j->verified ? gh_password_hash(j->password, j->pwlen, j->pw_hash) : 0;
+    sodium_memzero(j->current, sizeof j->current);
+    sodium_memzero(j->password, sizeof j->password);
+}
+
+static int pwchange_fail_fn(struct gh_store_conn *c, void *arg)
+{
+    struct pwchange *j = arg;
+    gh_store_user_login_result(c, j->user_id, false, 0);
+    return gh_audit_row(c, "password_change_failure", j->user_id, NULL);
+}
+
+/* Deletes every session of the account but j->keep; the first GONE_MAX
+ * of them (and the keys, when revoked) stay in j->gone for the cache. */
+static int pwchange_sessions(struct gh_store_conn *c, struct pwchange *j)
+{
+    for (bool first = true;; first = false) {
+        struct gone *g = NULL;
+        int rc = gone_collect(c, j->user_id, first && j->revoke_keys, &g);
+        unsigned deleted = 0, kept = 0;
+        for (unsigned i = 0; !rc && i < g->n; i++) {
+            if (!memcmp(g->e[i].hash, j->keep, sizeof j->keep))
+                continue;
+            if (g->e[i].expires_ms) { /* a session (keys have none) */
+                rc = gh_store_session_delete(c, g->e[i].hash);
+                rc = rc == GH_ENOTFOUND ? 0 : rc;
+                deleted++;
+            }
+            g->e[kept++] = g->e[i];
+        }
+        g->n = kept;
+        j->sessions_ended += deleted;
+        if (first) {
+            j->gone = g;
+            j->overflow = g->total > GONE_MAX;
+        } else {
+            free(g);
+        }
+        if (rc || !deleted || !j->overflow)
+            return rc;
+    }
+}
+
+static int pwchange_write_fn(struct gh_store_conn *c, void *arg)
+{
+    struct pwchange *j = arg;
+    int rc = gh_store_user_set_password(c, j->user_id, j->pw_hash);
+    rc = rc ? rc : pwchange_sessions(c, j);
+    if (rc)
+        return rc;
+    j->keys_revoked = j->revoke_keys ? gh_store_keys_revoke_user(c, j->user_id, gh_wall_ms()) : 0;
+    if (j->keys_revoked < 0)
+        return j->keys_revoked;
+    char d[96];
+    int n = snprintf(d, sizeof d, "{\"sessions_ended\":%u", j->sessions_ended);
+    if (j->revoke_keys)
+        n += snprintf(d + n, sizeof d - (size_t)n, ",\"keys_revoked\":%d", j->keys_revoked);
+    snprintf(d + n, sizeof d - (size_t)n, "}");
+    return gh_audit_row(c, "password_changed", j->user_id, d);
+}
+
+static void pwchange_write_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct pwchange *j = arg;
+    if (!rc) {
+        /* the other sessions (and the keys) stop working on every worker */
+        gone_bury(j->gone);
+        if (j->revoke_keys)
+            gh_tokens_del_user(j->user_id, GH_CRED_KEY);
+        if (j->overflow) { /* more sessions than markers: drop all, keep ours */
+            struct gh_cred mine;
+            bool cached = gh_tokens_peek(j->keep, &mine) == 0 && mine.kind == GH_CRED_SESSION;
+            gh_tokens_del_user(j->user_id, GH_CRED_SESSION);
+            if (cached)
+                gh_tokens_put(&mine);
+        }
+    }
+    if (w) {
+        if (rc == GH_ENOTFOUND) {
+            gh_http_respond_error(j->req, 401, "unauthorized", "sign in first");
+        } else if (rc) {
+            respond_busy(j->req, "password change");
+        } else {
+            char body[96];
+            int n = snprintf(body, sizeof body, "{\"changed\":true,\"sessions_ended\":%u",
+                             j->sessions_ended);
+            if (j->revoke_keys)
+                n += snprintf(body + n, sizeof body - (size_t)n, ",\"keys_revoked\":%d",
+                              j->keys_revoked);
+            n += snprintf(body + n, sizeof body - (size_t)n, "}");
+            gh_http_respond_json(j->req, 200, body, (size_t)n);
+        }
+    }
+    pwchange_free(j);
+}
+
+static void pwchange_hash_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct pwchange *j = arg;
+    if (!w) {
+        pwchange_free(j);
+        return;
+    }
+    if (rc || j->rc) {
+        respond_busy(j->req, "password change");
+        pwchange_free(j);
+        return;
+    }
+    if (!j->verified) {
+        gh_shield_signal(j->req, GH_SIGNAL_LOGIN_FAIL);
+        gh_http_respond_error_param(j->req, 403, "wrong_password", "current_password",
+                                    "current_password: wrong password");
+        j->req = NULL; /* answered: the write only records the failure */
+        if (gh_store_write(ids.store, pwchange_fail_fn, j, NULL, pwchange_free_done))
+            pwchange_free(j);
+        return;
+    }
+    if (gh_store_write(ids.store, pwchange_write_fn, j, w, pwchange_write_done)) {
+        respond_busy(j->req, "password change");
+        pwchange_free(j);
+    }
+}
+
+static void pwchange_read_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct pwchange *j = arg;
+    if (!w)
+        goto fail;
+    if (rc == GH_ENOTFOUND || (!rc && j->user.disabled_ms)) {
+        gh_http_respond_error(j->req, 401, "unauthorized", "sign in first");
+        goto fail;
+    }
+    if (rc) {
+        respond_busy(j->req, "password change");
+        goto fail;
+    }
+    if (j->user.failed_logins >= j->sms_only_after) {
+        gh_http_respond_error(j->req, 403, "wrong_password",
+                              "current_password: too many failed attempts; reset the password "
+                              "with an SMS code (/reset-password)");
+        goto fail;
+    }
+    if (gh_pwpool_submit(ids.pool, GH_PW_LOGIN, pwchange_hash_fn, j, w, pwchange_hash_done)) {
+        respond_busy(j->req, "password change");
+        goto fail;
+    }
+    return;
+fail:
+    pwchange_free(j);
+}
+
+static void h_password_change(struct gh_http_req *req)
+{
+    struct gh_principal pr;
+    char tok[GH_TOKEN_B64_LEN + 8];
+    if (!authed(req, true, &pr))
+        return;
+    json_t *o = body_object(req);
+    if (!o)
+        return;
+    const char *cur, *pw;
+    size_t curlen, pwlen;
+    if (!field_str(req, o, "current_password", GH_PASSWORD_MAX * 4, &cur, &curlen) ||
+        !field_password(req, o, &pw, &pwlen))
+        goto out;
+    json_t *rk = json_object_get(o, "revoke_keys");
+    if (rk && !json_is_boolean(rk)) {
+        gh_http_respond_error(req, 400, "invalid_request", "revoke_keys: must be true or false");
+        goto out;
+    }
+    if (!gh_shield_admit(req, GH_CLASS_LOGIN))
+        goto out;
+    struct pwchange *j = calloc(1, sizeof *j);
+    if (!j || gh_auth_session_token(req, tok, sizeof tok)) {
+        free(j);
+        respond_busy(req, "password change");
+        goto out;
+    }
+    j->req = req;
+    j->user_id = pr.user_id;
+    gh_token_hash(tok, strlen(tok), j->keep);
+    sodium_memzero(tok, sizeof tok);
+    memcpy(j->current, cur, curlen);
+    j->curlen = curlen;
+    memcpy(j->password, pw, pwlen);
+    j->pwlen = pwlen;
+    j->revoke_keys = json_is_true(rk);
+    j->sms_only_after = req->cfg->identity.sms_only_after;
+    if (gh_store_read(ids.store, pwchange_read_fn, j, req->worker, pwchange_read_done)) {
+        pwchange_free(j);
+        respond_busy(req, "password change");
+    }
+out:
+    json_decref(o);
+}
+
 /* ---- POST /api/auth/logout ---- */
 
 static int drop_session_fn(struct gh_store_conn *c, void *arg)
@@ -2224,6 +2465,7 @@ static struct route_def {
     {"GET", "/api/me", h_me, GH_CLASS_USER, 0},
     {"GET", "/api/me/export", h_export, GH_CLASS_USER, 0},
     {"DELETE", "/api/me", h_delete_me, GH_CLASS_USER, 4096},
+    {"POST", "/api/me/password", h_password_change, GH_CLASS_LOGIN, 16384},
     {"POST", "/api/keys", h_key_create, GH_CLASS_USER, 4096},
     {"GET", "/api/keys", h_key_list, GH_CLASS_USER, 0},
     {"DELETE", "/api/keys/{id}", h_key_delete, GH_CLASS_USER, 4096},

@@ -17,7 +17,8 @@
 static const char export_usage[] =
     "Usage: gatehouse status export DIR [--config FILE] [--data DIR] [--set SECTION.KEY=VALUE]\n"
     "\n"
-    "Writes DIR/index.html (English), DIR/zh.html (Chinese), DIR/status.css and\n"
+    "Writes DIR/index.html (English), DIR/zh.html (Chinese), DIR/status.css,\n"
+    "DIR/status.js, DIR/favicon.ico and\n"
     "DIR/api/v2/{summary,status,components,incidents}.json and\n"
     "DIR/api/v2/incidents/unresolved.json from the state in the data directory\n"
     "(read from the same configuration sources as `gatehouse serve`).\n";
@@ -133,8 +134,14 @@ int gh_status_export_main(int argc, char **argv, char **envp)
     }
     gh_buf_dispose(&err);
 
-    static const struct gh_status_html_links links = {"status.css", "index.html", "zh.html",
-                                                      "api/v2/summary.json"};
+    const char *origin = cfg->server.public_origin;
+    const struct gh_status_html_links links = {"status.css",
+                                               "index.html",
+                                               "zh.html",
+                                               "api/v2/summary.json",
+                                               "status.js",
+                                               "favicon.ico",
+                                               origin && origin[0] ? origin : NULL};
     static const struct {
         enum gh_status_doc doc;
         const char *name;
@@ -158,21 +165,26 @@ int gh_status_export_main(int argc, char **argv, char **envp)
             rc = write_one(dir, files[i].name, b.data, b.len);
         gh_buf_dispose(&b);
     }
-    bool css = false;
-    for (size_t i = 0; !rc && gh_assets[i].path; i++) {
-        if (strcmp(gh_assets[i].path, "/status.css"))
-            continue;
-        rc = write_one(dir, "status.css", (const char *)gh_assets[i].data, gh_assets[i].len);
-        css = true;
-    }
-    if (!rc && !css) {
-        fprintf(stderr, "gatehouse status export: status.css is not embedded in this binary\n");
-        rc = GH_ENOTFOUND;
+    /* the page's own files, beside it */
+    static const char *const assets[] = {"status.css", "status.js", "favicon.ico"};
+    for (size_t k = 0; !rc && k < GH_ARRAY_LEN(assets); k++) {
+        size_t i = 0;
+        while (gh_assets[i].path && strcmp(gh_assets[i].path + 1, assets[k]))
+            i++;
+        if (!gh_assets[i].path) {
+            fprintf(stderr, "gatehouse status export: %s is not embedded in this binary\n",
+                    assets[k]);
+            rc = GH_ENOTFOUND;
+            break;
+        }
+        rc = write_one(dir, assets[k], (const char *)gh_assets[i].data, gh_assets[i].len);
     }
     gh_status_free(st);
     gh_config_unref(cfg);
     if (rc)
         return 1;
-    printf("exported the status page to %s (index.html, zh.html, status.css, api/v2/)\n", dir);
+    printf("exported the status page to %s (index.html, zh.html, status.css, status.js, "
+           "favicon.ico, api/v2/)\n",
+           dir);
     return 0;
 }

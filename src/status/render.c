@@ -258,7 +258,7 @@ static void put_incidents(struct out *o, const struct gh_status *st, bool unreso
 
 struct words {
     const char *lang, *status, *active, *components, *past, *none_active, *none_past, *ago, *today,
-        *nodata, *updated, *impact, *affected, *json, *switch_to;
+        *nodata, *updated, *impact, *affected, *json, *switch_to, *home, *auto_refresh, *checked;
     const char *state[4], *inc[4], *impacts[4];
 };
 
@@ -278,6 +278,9 @@ static const struct words words[2] = {
      "Affected",
      "JSON",
      "Language",
+     "Back to the site",
+     "Refresh every minute",
+     "Checked",
      {"Operational", "Degraded performance", "Partial outage", "Major outage"},
      {"Investigating", "Identified", "Monitoring", "Resolved"},
      {"none", "minor", "major", "critical"}},
@@ -296,6 +299,9 @@ static const struct words words[2] = {
      "受影响组件",
      "JSON",
      "语言",
+     "返回网站",
+     "每分钟自动刷新",
+     "检查于",
      {"正常运行", "性能下降", "部分中断", "严重中断"},
      {"调查中", "已确认", "监控中", "已解决"},
      {"无", "轻微", "严重", "危急"}},
@@ -407,15 +413,26 @@ static void put_html(struct out *o, const struct gh_status *st, int lang,
     int level = gh_status_indicator_locked(st);
     putf(o,
          "<!doctype html>\n<html lang=\"%s\"><head><meta charset=\"utf-8\">"
-         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-         "<meta http-equiv=\"refresh\" content=\"60\"><title>",
+         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>",
          w->lang);
     puth(o, st->page_name);
     putf(o, " · %s</title><link rel=\"stylesheet\" href=\"", w->status);
     puth(o, links->css);
+    put(o, "\"><link rel=\"icon\" href=\"");
+    puth(o, links->icon);
     put(o, "\"><link rel=\"alternate\" type=\"application/json\" href=\"");
     puth(o, links->json);
-    put(o, "\"></head><body><header><h1>");
+    /* the page refreshes itself by script (status.js), which the reader
+     * can turn off: no <meta http-equiv=refresh> (WCAG 2.2.1) */
+    put(o, "\"><script defer src=\"");
+    puth(o, links->js);
+    put(o, "\"></script></head><body><header>");
+    if (links->home) {
+        put(o, "<a class=\"home\" href=\"");
+        puth(o, links->home);
+        putf(o, "\">%s</a>", w->home);
+    }
+    put(o, "<h1>");
     puth(o, st->page_name);
     putf(o, " <span>%s</span></h1><nav class=\"lang\" aria-label=\"%s\">", w->status, w->switch_to);
     putf(o,
@@ -456,11 +473,16 @@ static void put_html(struct out *o, const struct gh_status *st, int lang,
     }
     if (!n)
         putf(o, "<p class=\"none\">%s</p>", w->none_past);
-    putf(o, "</section></main><footer><p>%s ", w->updated);
+    putf(o, "</section></main><footer><p><span id=\"updated\">%s ", w->updated);
     put_when(o, st->updated_ms);
-    put(o, " · <a href=\"");
+    put(o, "</span> · <a href=\"");
     puth(o, links->json);
-    putf(o, "\">%s</a></p></footer></body></html>\n", w->json);
+    putf(o, "\">%s</a></p>", w->json);
+    /* shown by status.js: when it last checked, and the switch */
+    putf(o,
+         "<p id=\"refresh\" hidden>%s <time id=\"checked\"></time><label><input "
+         "type=\"checkbox\" id=\"auto-refresh\" checked> %s</label></p></footer></body></html>\n",
+         w->checked, w->auto_refresh);
 }
 
 int gh_status_render_locked(const struct gh_status *st, enum gh_status_doc doc,

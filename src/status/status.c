@@ -206,8 +206,9 @@ struct gh_status_snap *gh_status_snap_get(struct gh_status *st)
     return s;
 }
 
-static const struct gh_status_html_links served_links = {"/static/status.css", "?lang=en",
-                                                         "?lang=zh", "/api/v2/summary.json"};
+static const struct gh_status_html_links served_links = {
+    "/static/status.css", "?lang=en",     "?lang=zh", "/api/v2/summary.json",
+    "/static/status.js",  "/favicon.ico", "/"};
 
 /* Renders every document into a new snapshot and swaps it in. On failure
  * (out of memory) the old snapshot stays: stale beats absent. */

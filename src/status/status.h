@@ -202,6 +202,9 @@ struct gh_status_html_links {
     const char *lang_en; /* "?lang=en" or "index.html" */
     const char *lang_zh; /* "?lang=zh" or "zh.html" */
     const char *json;    /* "/api/v2/summary.json" or "api/v2/summary.json" */
+    const char *js;      /* "/static/status.js" or "status.js" (the refresh) */
+    const char *icon;    /* "/favicon.ico" or "favicon.ico" */
+    const char *home;    /* the site: "/" or server.public_origin; NULL = no link */
 };
 /* Renders one document now (doc < GH_DOC_HTML_EN uses no links). Used by
  * the export, which wants relative links. 0 or GH_ETOOBIG/GH_ENOMEM. */

@@ -415,7 +415,7 @@ describe('web pages in Chromium', { skip: SKIP_REASON || false }, () => {
 
   test('every page: security headers, no CSP violation, both languages and sizes render', async (t) => {
     const srv = await start(t);
-    for (const p of ['/', '/register', '/login', '/chat', '/keys', '/account']) {
+    for (const p of ['/', '/register', '/login', '/reset-password', '/chat', '/keys', '/account']) {
       const r = await request(srv.url + p, { headers: { 'accept-language': 'zh-CN,zh;q=0.9,en;q=0.8' } });
       assert.equal(r.status, 200, p);
       assert.match(r.headers['content-type'], /^text\/html/);
@@ -447,7 +447,7 @@ describe('web pages in Chromium', { skip: SKIP_REASON || false }, () => {
       ['en', PHONE_VIEWPORT],
       ['zh', WIDE_VIEWPORT],
     ]) {
-      for (const p of ['/', '/register', '/login', '/chat', '/keys', '/account']) {
+      for (const p of ['/', '/register', '/login', '/reset-password', '/chat', '/keys', '/account']) {
         const { page: pg, errors } = await openPage(browser, srv, null, { context: ctx });
         await pg.setViewportSize(vp);
         await pg.goto(`${srv.url}${p}?lang=${lang}`);

@@ -501,8 +501,11 @@ static void test_html_escaping_and_headers(void **state)
     struct fixture *f = *state;
     create(f->st, "<script>alert(1)</script> & \"x\"", GH_IMPACT_MINOR, -1);
     char *html = doc_text(f->st, GH_DOC_HTML_EN);
-    assert_null(strstr(html, "<script"));
+    assert_null(strstr(html, "<script>")); /* the one script is status.js, by src */
     tu_assert_contains(html, "&lt;script&gt;");
+    tu_assert_contains(html, "<script defer src=\"/static/status.js\"></script>");
+    tu_assert_contains(html, "<a class=\"home\" href=\"/\">");
+    tu_assert_contains(html, "href=\"/favicon.ico\"");
     tu_assert_contains(html, "href=\"/static/status.css\"");
     tu_assert_contains(html, "Minor Service Outage");
     assert_null(strstr(html, "style=")); /* the CSP forbids inline styles */
@@ -510,12 +513,16 @@ static void test_html_escaping_and_headers(void **state)
     /* the export's relative links */
     struct gh_buf b;
     gh_buf_init(&b, 1 << 20);
-    static const struct gh_status_html_links rel = {"status.css", "index.html", "zh.html",
-                                                    "api/v2/summary.json"};
+    static const struct gh_status_html_links rel = {
+        "status.css", "index.html",  "zh.html", "api/v2/summary.json",
+        "status.js",  "favicon.ico", NULL};
     assert_int_equal(gh_status_render(f->st, GH_DOC_HTML_ZH, &rel, &b), 0);
     tu_assert_contains(b.data, "href=\"status.css\"");
     tu_assert_contains(b.data, "href=\"index.html\"");
     tu_assert_contains(b.data, "轻微服务中断");
+    tu_assert_contains(b.data, "src=\"status.js\"");
+    assert_null(strstr(b.data, "http-equiv")); /* refreshed by status.js, which can be stopped */
+    assert_null(strstr(b.data, "class=\"home\"")); /* no site to link back to */
     gh_buf_dispose(&b);
 }
 

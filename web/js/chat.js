@@ -71,10 +71,18 @@
     sendBtn.disabled = true;
   }
 
+  /* A conversation's title: its first prompt as the plain text it shows. */
+  const titleOf = (text) => (GHMarkdown.plain(text) || text).slice(0, 60);
+
   /* ---- rendering ---- */
   function renderList() {
     list.replaceChildren();
     for (const c of state.convs) {
+      if (c.title && !c.plainTitle) {
+        // titles kept before they were plain text
+        c.title = titleOf(c.title);
+        c.plainTitle = true;
+      }
       const title = c.title || GH.t('chat.untitled');
       const open = GH.el('button', {
         type: 'button',
@@ -93,12 +101,11 @@
           },
         },
       });
+      // the name is the words read out; the × is only seen
       const del = GH.el('button', {
         type: 'button',
         class: 'conv-del',
-        'aria-label': GH.t('chat.delete_label', { title }),
         title: GH.t('chat.delete'),
-        text: '×',
         on: {
           click: () => {
             if (busy && c.id === state.current) return;
@@ -110,6 +117,10 @@
           },
         },
       });
+      del.append(
+        GH.el('span', { 'aria-hidden': 'true', text: '×' }),
+        GH.el('span', { class: 'visually-hidden', text: GH.t('chat.delete_label', { title }) }),
+      );
       list.append(GH.el('li', null, open, del));
     }
   }
@@ -174,7 +185,10 @@
     let c = current();
     if (!c) c = newConv();
     c.model = modelSel.value;
-    if (!c.title) c.title = text.slice(0, 60);
+    if (!c.title) {
+      c.title = titleOf(text);
+      c.plainTitle = true;
+    }
     c.messages.push({ role: 'user', content: text });
     prompt.value = '';
     await answer(c);

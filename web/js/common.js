@@ -6,8 +6,10 @@
  * GH.el(tag, attrs, ...children)  builds DOM; text is always text, never HTML
  * GH.say(node, text, kind)  shows a message (kind: 'error', 'ok', 'info'); '' hides
  * GH.countdown(s, tick, done)  calls tick(n) each second, then done(); returns a cancel function
+ * GH.sayCountdown(node, s, key, again)  a warning counting down in node, then again()
  * GH.policy()          GET /api/policy (cached for the page's life)
  * GH.requireLogin()    GET /api/me, or off to /login?next=…
+ * GH.powBox(box, msg)  proof(scope) solving a proof of work with its progress in box
  *
  * No framework and no innerHTML: untrusted text only ever goes through
  * textContent. */
@@ -137,6 +139,19 @@ const GH = (() => {
     };
   }
 
+  /* Shows t(key, {n}) in node as a warning counting down from seconds
+   * (at least 1), then hides it and runs again(); returns the cancel. */
+  function sayCountdown(node, seconds, key, again) {
+    return countdown(
+      Math.max(1, seconds),
+      (n) => say(node, t(key, { n }), 'warn'),
+      () => {
+        say(node, '');
+        if (again) again();
+      },
+    );
+  }
+
   let policyP = null;
   function policy() {
     if (!policyP) {
@@ -199,6 +214,8 @@ const GH = (() => {
         return t('err.model_not_found');
       case 'pow_required':
         return t('err.pow');
+      case 'wrong_password':
+        return t('err.wrong_password');
       case 'invalid_parameter':
         if (e.param === 'password') return t('err.password', { why: e.message.replace(/^password: /, '') });
         return t('err.generic', { message: e.message });
@@ -295,6 +312,34 @@ const GH = (() => {
     })();
   }
 
+  /* The proof-of-work box of a form (web/pages/_pow.html): returns
+   * proof(scope), which solves one with its progress in box and resolves
+   * to {challenge, nonce}, or to null after saying why in msg. */
+  function powBox(box, msg) {
+    const bar = box.querySelector('progress');
+    const label = box.querySelector('label');
+    const show = (f) => {
+      bar.value = Math.round(f * 100);
+      label.textContent = f >= 1 ? t('pow.done') : t('pow.working', { p: Math.round(f * 100) });
+    };
+    return async (scope) => {
+      box.hidden = false;
+      box.dataset.state = 'working';
+      bar.removeAttribute('value');
+      label.textContent = t('pow.start');
+      try {
+        const res = await solvePow(scope, show);
+        box.dataset.state = 'done';
+        show(1);
+        return { challenge: res.challenge, nonce: res.nonce };
+      } catch {
+        box.dataset.state = 'failed';
+        say(msg, t('err.pow'));
+        return null;
+      }
+    };
+  }
+
   document.addEventListener('DOMContentLoaded', setupNav);
 
   return {
@@ -307,6 +352,7 @@ const GH = (() => {
     el,
     say,
     countdown,
+    sayCountdown,
     policy,
     refreshPolicy,
     policyMessage,
@@ -316,5 +362,6 @@ const GH = (() => {
     incidentBanner,
     nextPath,
     solvePow,
+    powBox,
   };
 })();

@@ -11,7 +11,7 @@
   const pw = $('password');
 
   GH.incidentBanner();
-  const phone = GHPhone.setup(null, { restrict: false });
+  const phone = GHPhone.setup(await GH.policy(), { restrict: false });
 
   const mode = () => form.querySelector('input[name=mode]:checked').value;
   function showMode() {
@@ -26,15 +26,7 @@
   let cancelWait = null;
   function wait(seconds, key, again) {
     if (cancelWait) cancelWait();
-    cancelWait = GH.countdown(
-      Math.max(1, seconds),
-      (n) => GH.say(formMsg, GH.t(key, { n }), 'warn'),
-      () => {
-        cancelWait = null;
-        GH.say(formMsg, '');
-        if (again) again();
-      },
-    );
+    cancelWait = GH.sayCountdown(formMsg, seconds, key, again);
   }
 
   function refusal(r, again, retryPow) {

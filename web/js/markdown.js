@@ -1,6 +1,7 @@
 /* A small, safe Markdown renderer for chat answers.
  *
  *   GHMarkdown.render(text, node)   replaces node's children
+ *   GHMarkdown.plain(text)          the text it shows, on one line (titles)
  *
  * Safety by construction: the text is never parsed as HTML. Every piece
  * becomes a text node; only a whitelist of elements is ever created
@@ -209,5 +210,28 @@ const GHMarkdown = (() => {
     node.replaceChildren(frag);
   }
 
-  return { render };
+  const BLOCK = /^(P|LI|H[1-6]|PRE|BLOCKQUOTE|BR|HR|UL|OL)$/;
+
+  /* What render shows, without its marks, as one line: a conversation's
+   * title from its first prompt. */
+  function plain(text) {
+    const box = document.createElement('div');
+    render(text, box);
+    const parts = [];
+    (function walk(n) {
+      for (const c of n.childNodes) {
+        if (c.nodeType === Node.TEXT_NODE) {
+          parts.push(c.nodeValue);
+          continue;
+        }
+        const block = BLOCK.test(c.nodeName);
+        if (block) parts.push(' ');
+        walk(c);
+        if (block) parts.push(' ');
+      }
+    })(box);
+    return parts.join('').replace(/\s+/g, ' ').trim();
+  }
+
+  return { render, plain };
 })();

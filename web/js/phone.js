@@ -1,11 +1,13 @@
 /* The calling-code selector and phone field of /register and /login.
  *
  *   const ph = GHPhone.setup(policy, {restrict: true});
- *   ph.number()      // "+8613800138000" (or the typed +… number), '' if empty
+ *   ph.number()      // "+8613800138000" (or the typed +…, ＋… or 00… number), '' if empty
  *   ph.refused()     // the policy message when the number's region cannot register now, else ''
  *
  * With restrict, regions the policy allows come first; the others are
- * greyed (disabled) and the policy's message is shown under the selector. */
+ * greyed (disabled) and the policy's message is shown under the selector.
+ * Without, a restricted policy still picks the first region (so that a
+ * Chinese number signs in from an English browser). */
 'use strict';
 
 const GHPhone = (() => {
@@ -54,6 +56,15 @@ const GHPhone = (() => {
   ];
   const byIso = new Map(REGIONS.map((r) => [r[0], r]));
 
+  /* A number written with its calling code, whatever the region picker
+   * says: "+86 138…", the full-width "＋86…" of a Chinese keyboard, or
+   * "0086…"; as "+86…", or null for a national number. */
+  function international(value) {
+    const v = value.trim().replace(/^＋/, '+');
+    if (v.startsWith('+')) return v;
+    return /^00[1-9]/.test(v) ? '+' + v.slice(2) : null;
+  }
+
   function setup(policy, { restrict = false } = {}) {
     const sel = document.getElementById('cc');
     const input = document.getElementById('phone');
@@ -85,14 +96,17 @@ const GHPhone = (() => {
       for (const r of REGIONS) sel.append(GH.el('option', { value: r[0], text: label(r) }));
       GH.say(hint, '');
     }
-    // a sensible first choice: the first allowed region, else by language
-    const first = limited ? (policy.allowed_regions || []).find((iso) => byIso.has(iso)) : zh ? 'CN' : 'US';
+    // a sensible first choice: while the policy restricts registration,
+    // its first region (on every page: that is who signs up and signs in
+    // now), else by language
+    const regions = policy && policy.mode === 'restricted' ? policy.allowed_regions || [] : [];
+    const first = regions.find((iso) => byIso.has(iso)) || (zh ? 'CN' : 'US');
     const remembered = localStorage.getItem('gh_region');
     sel.value = remembered && allowed.has(remembered) && byIso.has(remembered) ? remembered : first || 'CN';
     const sync = () => {
       const r = byIso.get(sel.value);
       prefix.textContent = r ? '+' + r[1] : '+';
-      prefix.hidden = input.value.trim().startsWith('+');
+      prefix.hidden = international(input.value) !== null;
     };
     sel.addEventListener('change', () => {
       localStorage.setItem('gh_region', sel.value);
@@ -104,7 +118,8 @@ const GHPhone = (() => {
     function number() {
       const raw = input.value.trim();
       if (!raw) return '';
-      if (raw.startsWith('+')) return raw;
+      const full = international(raw);
+      if (full !== null) return full;
       const r = byIso.get(sel.value);
       return '+' + (r ? r[1] : '') + raw.replace(/^0+/, '');
     }
@@ -112,9 +127,9 @@ const GHPhone = (() => {
     /* The policy message if this number clearly cannot register now. */
     function refused() {
       if (!limited) return '';
-      const raw = input.value.trim();
-      if (!raw.startsWith('+')) return allowed.has(sel.value) ? '' : msg;
-      const digits = raw.replace(/[^0-9]/g, '');
+      const full = international(input.value);
+      if (full === null) return allowed.has(sel.value) ? '' : msg;
+      const digits = full.replace(/[^0-9]/g, '');
       const codes = [];
       for (const iso of allowed) {
         const r = byIso.get(iso);

@@ -72,6 +72,11 @@ export async function openPage(browser, srv, urlPath = '/', { locale = 'en-US', 
   return { page, context: ctx, errors };
 }
 
+/** Asserts that the page ran cleanly (openPage's errors are empty). */
+export function assertClean(errors, what) {
+  assert.deepEqual(errors, [], `${what}: errors in the page:\n${errors.join('\n')}`);
+}
+
 /** Saves a PNG of the page under $GATEHOUSE_TEST_OUT/browser-<name>.png. */
 export async function screenshot(page, name, { fullPage = true } = {}) {
   try {
