@@ -1721,7 +1721,7 @@ static void h_password_change(struct gh_http_req *req)
     char tok[GH_TOKEN_B64_LEN + 8];
     if (!authed(req, true, &pr))
         return;
-    json_t *o = body_object(req);
+    json_t *o = gh_http_body_object(req);
     if (!o)
         return;
     const char *cur, *pw;
