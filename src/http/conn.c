@@ -1328,8 +1328,8 @@ static void refuse_at_accept(struct gh_worker *w, uv_tcp_t *tcp, enum gh_refusal
  * balancer's connection is checked later, on the client its header names.
  * Returns true when refused; otherwise *peer holds the peer's address
  * (family 0 when it could not be read) and *checked whether it passed. */
-static bool refused_before_alloc(struct gh_worker *w, uv_stream_t *listener,
-                                 struct gh_addr *peer, bool *checked)
+static bool refused_before_alloc(struct gh_worker *w, uv_stream_t *listener, struct gh_addr *peer,
+                                 bool *checked)
 {
     struct gh_server *srv = w->srv;
     int fd = listener->accepted_fd;

@@ -547,8 +547,9 @@ static void penalty_note(struct gh_shield *sh, const struct gh_http_req *req,
         (kind != GH_LKEY_ADDR && kind != GH_LKEY_PREFIX && kind != GH_LKEY_PREFIX48))
         return;
     struct gh_cidr src;
+    unsigned v6 = kind == GH_LKEY_PREFIX ? 64 : 48;
     gh_penalty_source(&req->client, kind == GH_LKEY_ADDR ? 32 : 24,
-                      kind == GH_LKEY_ADDR ? 128 : kind == GH_LKEY_PREFIX ? 64 : 48, &src);
+                      kind == GH_LKEY_ADDR ? 128 : v6, &src);
     uint64_t now = gh_now_ms();
     if (!gh_penalty_refused(sh->box, &src, now))
         return;
@@ -649,8 +650,8 @@ static void penalty_metrics(struct gh_shield *sh)
         "is in the penalty box");
     sh->m_ban_full = gh_metrics_counter("gatehouse_shield_ban_table_full_total", "",
                                         "bans not made because the penalty box was full");
-    gh_metrics_gauge_func("gatehouse_shield_bans", "", "sources in the penalty box now",
-                          bans_live, sh);
+    gh_metrics_gauge_func("gatehouse_shield_penalty_box_entries", "",
+                          "sources in the penalty box now", bans_live, sh);
     gh_metrics_gauge_func("gatehouse_shield_kernel_ban_active", "",
                           "1 when banned sources are dropped by the kernel's nftables set",
                           kernel_active, sh);
@@ -1153,12 +1154,12 @@ static void admin_bans(struct gh_http_req *req)
     gh_penalty_get_stats(sh->box, &st);
     struct gh_buf b;
     gh_buf_init(&b, 16u << 20);
-    gh_buf_printf(&b, "{\"kernel\":\"%s\",\"table\":\"",
-                  sh->nft ? "on" : req->cfg->shield.kernel_ban ? "unavailable" : "off");
+    const char *kernel = req->cfg->shield.kernel_ban ? "unavailable" : "off";
+    gh_buf_printf(&b, "{\"kernel\":\"%s\",\"table\":\"", sh->nft ? "on" : kernel);
     const char *t = req->cfg->shield.kernel_ban_table;
     gh_buf_append_json_str(&b, t, strlen(t));
-    gh_buf_printf(&b, "\",\"capacity\":%zu,\"count\":%zu,\"truncated\":%s,\"bans\":[",
-                  st.capacity, live, live > n ? "true" : "false");
+    gh_buf_printf(&b, "\",\"capacity\":%zu,\"count\":%zu,\"truncated\":%s,\"bans\":[", st.capacity,
+                  live, live > n ? "true" : "false");
     for (size_t i = 0; i < n; i++) {
         char cidr[64];
         gh_cidr_format(&list[i].cidr, cidr, sizeof cidr);
