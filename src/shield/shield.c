@@ -1090,7 +1090,8 @@ static void admin_block(struct gh_http_req *req)
             rc = 0;
     }
     if (rc == GH_ENOTFOUND) {
-        gh_http_respond_error(req, 404, "not_found", "%s is not in the block list", canon);
+        gh_http_respond_error(req, 404, "not_found",
+                              "%s is neither in the block list nor in the penalty box", canon);
         return;
     }
     if (rc && rc != GH_EEXIST) {

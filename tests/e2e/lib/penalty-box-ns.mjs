@@ -13,7 +13,7 @@ import { request, runGatehouse, sleep, startServer, tempDir, waitUntil } from '.
 
 const mode = process.argv[2] || 'kernel';
 const TABLE = 'ghtest';
-const BAN_S = 4;
+const BAN_S = 8; // long enough for the steps below on a loaded machine
 const facts = { mode };
 
 function nft(...args) {
@@ -22,6 +22,17 @@ function nft(...args) {
   } catch (e) {
     return { ok: false, out: String(e.stderr || e.message) };
   }
+}
+
+// Waits (up to 3 s) for the kernel set to hold addr; the ms it took, or -1.
+async function inKernelSet(addr) {
+  if (mode !== 'kernel') return -1;
+  const t0 = Date.now();
+  while (Date.now() - t0 < 3000) {
+    if (nft('list', 'set', 'inet', TABLE, 'ban4').out.includes(addr)) return Date.now() - t0;
+    await sleep(20);
+  }
+  return -1;
 }
 
 // What one client from `from` sees: "answered <status>", "timeout" (no
@@ -67,11 +78,11 @@ async function flood(port, from, n) {
 }
 
 async function admin(srv, method, p, body) {
-  const r = await request(srv.adminUrl + p, {
-    method,
-    headers: { authorization: `Bearer ${srv.adminToken()}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const text = body === undefined ? undefined : JSON.stringify(body);
+  const headers = { authorization: `Bearer ${srv.adminToken()}` };
+  // node sends a DELETE's body without a length unless told
+  if (text !== undefined) Object.assign(headers, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  const r = await request(srv.adminUrl + p, { method, headers, body: text });
   return { status: r.status, json: r.body.length ? r.json() : null };
 }
 
@@ -109,6 +120,8 @@ async function main() {
 
   // a source that keeps sending after its 429s: 2 pass, 5 refused, banned
   facts.flood = await flood(port, '127.0.0.2', 30);
+  // the kernel entry lands from the ban thread's queue (closed at accept until then)
+  facts.kernelEntryWait = await inKernelSet('127.0.0.2');
   facts.floodedNext = await probe(port, '127.0.0.2');
   facts.otherSource = await probe(port, '127.0.0.3');
   const bans1 = await admin(srv, 'GET', '/admin/v1/bans');
@@ -137,7 +150,15 @@ async function main() {
 
   // an operator's ban with --for
   facts.operator = await admin(srv, 'POST', '/admin/v1/lists/block', { cidr: '127.0.0.6', for_seconds: BAN_S });
+  facts.operatorKernelWait = await inKernelSet('127.0.0.6');
   facts.operatorNext = await probe(port, '127.0.0.6');
+  // and lifted by `ctl unblock` before its time
+  await admin(srv, 'POST', '/admin/v1/lists/block', { cidr: '127.0.0.7', for_seconds: 600 });
+  await inKernelSet('127.0.0.7');
+  facts.liftedBefore = await probe(port, '127.0.0.7');
+  facts.lift = await admin(srv, 'DELETE', '/admin/v1/lists/block', { cidr: '127.0.0.7' });
+  facts.liftedAfter = await probe(port, '127.0.0.7', 2500);
+  facts.liftAgain = (await admin(srv, 'DELETE', '/admin/v1/lists/block', { cidr: '127.0.0.7' })).status;
 
   await waitUntil(async () => (await metric(srv, 'gatehouse_shield_kernel_ban_dropped_packets_total')) > 0, {
     timeout: 4000,
