@@ -116,6 +116,7 @@ test('penalty box with kernel_ban: SYNs of a banned source are dropped; bans exp
     assert.doesNotMatch(f.kernelSetAfterExpiry, /127\.0\.0\.2 /);
 
     // stopping the server removes the table
+    assert.equal(f.sanitizer, null, 'no sanitizer report');
     assert.deepEqual(f.exit, { code: 0, signal: null });
     assert.equal(f.tableAfterStop, false, `the table is gone after stop: ${f.tables}`);
   } catch (e) {
@@ -151,6 +152,7 @@ test('penalty box without CAP_NET_ADMIN: said once in the log, banned sources cl
     assert.equal(f.metrics.gatehouse_shield_kernel_ban_active, 0);
     assert.equal(f.metrics.gatehouse_shield_kernel_ban_added_total, 0);
     assert.match(f.expired.probe, /^answered /);
+    assert.equal(f.sanitizer, null, 'no sanitizer report');
     assert.deepEqual(f.exit, { code: 0, signal: null });
   } catch (e) {
     e.message += `\nwhat the namespace saw: ${ctx}`;

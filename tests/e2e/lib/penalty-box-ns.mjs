@@ -134,6 +134,7 @@ async function main() {
   for (let i = 10; i < 40 && !cidrs(await admin(srv, 'GET', '/admin/v1/bans')).includes('127.0.7.0/24'); i++)
     await flood(port, `127.0.7.${i}`, 2);
   facts.prefixBans = cidrs(await admin(srv, 'GET', '/admin/v1/bans'));
+  facts.prefixKernelWait = await inKernelSet('127.0.7.0/24');
   facts.prefixOtherAddress = await probe(port, '127.0.7.200');
 
   // the same spray in a /24 that holds an allow-listed address: only
@@ -195,6 +196,8 @@ async function main() {
   facts.tableAfterStop = nft('list', 'table', 'inet', TABLE).ok;
   facts.tables = nft('list', 'tables').out;
   facts.stderrTail = srv.stderr().slice(-2000);
+  const san = /ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:/.exec(srv.stderr());
+  facts.sanitizer = san ? srv.stderr().slice(san.index, san.index + 3000) : null;
 }
 
 main()
