@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 enum conn_state { ST_HEADER, ST_BODY, ST_BUSY, ST_IDLE, ST_CLOSING };
 
@@ -1319,46 +1318,10 @@ static void refuse_at_accept(struct gh_worker *w, uv_tcp_t *tcp, enum gh_refusal
     uv_close((uv_handle_t *)tcp, (uv_close_cb)free);
 }
 
-/* The address checks (allow and block lists, the penalty box) on a new
- * connection before anything is allocated for it. libuv has accepted it
- * into the listener's accepted_fd, the descriptor uv_accept adopts (a
- * field of its ABI-stable stream struct, uv/unix.h); a refused connection
- * is closed there and the field cleared as uv_accept clears it, so libuv
- * goes on accepting. Only from the connection callback. A trusted PROXY
- * balancer's connection is checked later, on the client its header names.
- * Returns true when refused; otherwise *peer holds the peer's address
- * (family 0 when it could not be read) and *checked whether it passed. */
-static bool refused_before_alloc(struct gh_worker *w, uv_stream_t *listener, struct gh_addr *peer,
-                                 bool *checked)
-{
-    struct gh_server *srv = w->srv;
-    int fd = listener->accepted_fd;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    *checked = false;
-    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl))
-        return false;
-    addr_from_sockaddr(&ss, peer);
-    if (w->admin || !srv->accept_filter ||
-        (srv->proxy_trusted && srv->proxy_trusted(peer, srv->proxy_trusted_data)))
-        return false;
-    *checked = true;
-    if (srv->accept_filter(peer, srv->accept_filter_data))
-        return false;
-    GH_STAT_ADD(&w->stats.refused[GH_REFUSE_BLOCKED], 1);
-    close(fd);
-    listener->accepted_fd = -1;
-    return true;
-}
-
 void gh_conn_on_connection(uv_stream_t *listener, int status)
 {
     struct gh_worker *w = listener->data;
     if (status < 0)
-        return;
-    struct gh_addr peer = {0};
-    bool checked;
-    if (refused_before_alloc(w, listener, &peer, &checked))
         return;
     struct gh_conn *c = calloc(1, sizeof *c);
     if (!c)
@@ -1373,14 +1336,11 @@ void gh_conn_on_connection(uv_stream_t *listener, int status)
     }
     struct sockaddr_storage ss;
     int sl = sizeof ss;
-    if (peer.family) {
-        c->addr = peer;
-    } else if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl)) {
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl)) {
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
-    } else {
-        addr_from_sockaddr(&ss, &c->addr);
     }
+    addr_from_sockaddr(&ss, &c->addr);
     const struct gh_config *cfg = w->cfg;
     struct gh_server *srv = w->srv;
     if (!w->admin) {
@@ -1388,7 +1348,7 @@ void gh_conn_on_connection(uv_stream_t *listener, int status)
          * wait for the client address its PROXY header reports */
         c->expect_proxy =
             srv->proxy_trusted && srv->proxy_trusted(&c->addr, srv->proxy_trusted_data);
-        if (!c->expect_proxy && !checked && srv->accept_filter &&
+        if (!c->expect_proxy && srv->accept_filter &&
             !srv->accept_filter(&c->addr, srv->accept_filter_data)) {
             refuse_at_accept(w, &c->tcp, GH_REFUSE_BLOCKED);
             return;
