@@ -16,8 +16,14 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-run: build
-	./$(BUILD)/gatehouse serve --config conf/dev.conf
+# make run [LISTEN=HOST:PORT] [ADMIN_LISTEN=HOST:PORT]: other ports than
+# conf/dev.conf's 127.0.0.1:8080 and :9091 (GATEHOUSE_LISTEN and
+# GATEHOUSE_ADMIN_LISTEN in the environment work too, and win). Builds only
+# the server, without make's "Entering directory" lines.
+run: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target gatehouse -- --no-print-directory
+	./$(BUILD)/gatehouse serve --config conf/dev.conf$(if $(LISTEN), --listen $(LISTEN))$(if $(ADMIN_LISTEN), --admin-listen $(ADMIN_LISTEN))
 
 test:
 	@scripts/deps.sh test

@@ -106,6 +106,16 @@ static void reframe_one(const char *d, size_t n, struct gh_buf *framed)
     FUZZ_CHECK(!gh_reframe_json(o + 6, on - 8, "pub", &again));
     FUZZ_CHECK(again.len == on - 8 && !memcmp(again.data, o + 6, on - 8));
     gh_buf_dispose(&again);
+    /* a public name far longer than the upstream's grows a fresh buffer
+     * while the object is written: the bytes already out must survive */
+    static const char long_name[] = "a-public-model-name-much-longer-than-any-upstream-one-"
+                                    "so-that-the-output-grows-while-it-is-written";
+    struct gh_buf grown;
+    gh_buf_init(&grown, 1u << 20);
+    FUZZ_CHECK(!gh_reframe_json(d, n, long_name, &grown));
+    FUZZ_CHECK(grown.data[0] == '{' && grown.data[grown.len - 1] == '}');
+    FUZZ_CHECK(grown.len >= on - 8); /* "pub" is the shorter name */
+    gh_buf_dispose(&grown);
     /* the same document as jansson reads it */
     json_t *want = expected_doc(d, n);
     if (want) {

@@ -5,6 +5,7 @@
 #include "admin/summary.h"
 #include "core/log.h"
 #include "core/server.h"
+#include "core/suggest.h"
 #include "identity/identity.h"
 #include "identity/admin_users.h"
 #include "shield/shield.h"
@@ -268,6 +269,16 @@ int main(int argc, char **argv)
         return gh_ctl_main(argc - 2, argv + 2, environ);
     if (!strcmp(cmd, "status"))
         return gh_status_export_main(argc - 2, argv + 2, environ);
-    fprintf(stderr, "gatehouse: unknown command '%s' (see gatehouse --help)\n", cmd);
+    static const char *const commands[] = {"serve", "config", "ctl", "status", "version", "help"};
+    struct gh_suggest s;
+    gh_suggest_init(&s, cmd);
+    for (size_t i = 0; i < GH_ARRAY_LEN(commands); i++)
+        gh_suggest_add(&s, commands[i]);
+    const char *near = gh_suggest_result(&s);
+    if (near)
+        fprintf(stderr, "gatehouse: unknown command '%s' (did you mean %s? see gatehouse --help)\n",
+                cmd, near);
+    else
+        fprintf(stderr, "gatehouse: unknown command '%s' (see gatehouse --help)\n", cmd);
     return 2;
 }

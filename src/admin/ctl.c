@@ -6,6 +6,7 @@
 #include "core/config.h"
 #include "core/secrets.h"
 #include "core/server.h"
+#include "core/suggest.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -100,6 +101,62 @@ int gh_ctl_call(struct gh_ctl *c, const char *method, const char *path, json_t *
     return rc;
 }
 
+int gh_ctl_fetch(struct gh_ctl *c, const char *path, json_t **answer)
+{
+    long status = 0;
+    json_t *out = NULL;
+    *answer = NULL;
+    int rc = ctl_request(c, "GET", path, NULL, &status, &out);
+    if (rc)
+        return rc;
+    if (status >= 400) {
+        json_decref(out);
+        return 1;
+    }
+    *answer = out;
+    return 0;
+}
+
+int gh_ctl_parse_for(const char *value, uint64_t *seconds)
+{
+    uint64_t ms;
+    if (gh_duration_lacks_unit(value)) {
+        fprintf(stderr,
+                "gatehouse ctl: --for '%.40s' is missing its unit: write e.g. %.40sm for minutes, "
+                "%.40sh for hours or %.40ss for seconds\n",
+                value, value, value, value);
+        return 2;
+    }
+    if (gh_parse_duration_ms(value, &ms)) {
+        fprintf(stderr,
+                "gatehouse ctl: --for expects a duration with its unit (e.g. 90s, 30m, 2h, 1d), "
+                "not '%.40s'\n",
+                value);
+        return 2;
+    }
+    if (ms < 1000) {
+        fprintf(stderr, "gatehouse ctl: --for expects at least 1s, not '%.40s'\n", value);
+        return 2;
+    }
+    *seconds = ms / 1000;
+    return 0;
+}
+
+int gh_ctl_unknown_option(const char *opt, const char *const *options, const char *usage)
+{
+    struct gh_suggest s;
+    gh_suggest_init(&s, opt);
+    for (size_t i = 0; options[i]; i++)
+        gh_suggest_add(&s, options[i]);
+    const char *near = gh_suggest_result(&s);
+    if (near)
+        fprintf(stderr, "gatehouse ctl: unknown option '%s' (did you mean %s?)\n%s", opt, near,
+                usage);
+    else
+        fprintf(stderr, "gatehouse ctl: unknown option '%s'\n%s", opt, usage);
+    return 2;
+}
+
 static void print_ok(json_t *j)
 {
     const char *s = json_string_value(json_object_get(j, "status"));
@@ -166,6 +223,66 @@ static const struct ctl_cmd commands[] = {
     {"component clear", "component clear ID          back to the automatic status",
      gh_ctl_component_clear},
 };
+
+/* Explains why argv (the words after the options) names no command: the
+ * nearest command when one is close ("polcy show"), else the subcommands
+ * of a known first word ("policy"). */
+static void ctl_unknown_command(int argc, char **argv)
+{
+    const char *near = NULL, *typed = argv[0];
+    unsigned near_dist = ~0u;
+    char phrase[GH_SUGGEST_MAX + 1], best_phrase[GH_SUGGEST_MAX + 1] = "";
+    for (size_t k = 0; k < GH_ARRAY_LEN(commands); k++) {
+        /* as many of the user's words as the command has */
+        const char *name = commands[k].name;
+        int words = 1;
+        for (const char *p = name; *p; p++)
+            words += *p == ' ';
+        if (words > argc)
+            continue;
+        size_t len = 0;
+        bool fits = true;
+        for (int w = 0; w < words && fits; w++) {
+            int n = snprintf(phrase + len, sizeof phrase - len, "%s%s", w ? " " : "", argv[w]);
+            fits = n >= 0 && (size_t)n < sizeof phrase - len;
+            len += fits ? (size_t)n : 0;
+        }
+        if (!fits)
+            continue;
+        struct gh_suggest s;
+        gh_suggest_init(&s, phrase);
+        gh_suggest_add(&s, name);
+        if (gh_suggest_result(&s) && s.best_dist < near_dist) {
+            near = name;
+            near_dist = s.best_dist;
+            snprintf(best_phrase, sizeof best_phrase, "%s", phrase);
+        }
+    }
+    if (near) {
+        fprintf(stderr, "gatehouse ctl: unknown command '%s' (did you mean '%s'?)\n", best_phrase,
+                near);
+        return;
+    }
+    /* a family's name alone or with a wrong second word: list the family */
+    char family[256] = "";
+    size_t flen = 0, tlen = strlen(typed);
+    for (size_t k = 0; k < GH_ARRAY_LEN(commands); k++) {
+        const char *name = commands[k].name;
+        if (!strncmp(name, typed, tlen) && name[tlen] == ' ') {
+            int n = snprintf(family + flen, sizeof family - flen, "%s%s", flen ? ", " : "",
+                             name + tlen + 1);
+            if (n > 0 && (size_t)n < sizeof family - flen)
+                flen += (size_t)n;
+        }
+    }
+    if (flen && argc == 1)
+        fprintf(stderr, "gatehouse ctl: '%s' needs one of: %s\n", typed, family);
+    else if (flen)
+        fprintf(stderr, "gatehouse ctl: unknown command '%s %s' ('%s' takes %s)\n", typed, argv[1],
+                typed, family);
+    else
+        fprintf(stderr, "gatehouse ctl: unknown command '%s'\n", typed);
+}
 
 static void ctl_usage(FILE *f)
 {
@@ -248,7 +365,7 @@ int gh_ctl_main(int argc, char **argv, char **envp)
         }
     }
     if (!best) {
-        fprintf(stderr, "gatehouse ctl: unknown command '%s'\n", argv[i]);
+        ctl_unknown_command(argc - i, argv + i);
         ctl_usage(stderr);
         return 2;
     }

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /* What a command implementation gets: where the server is, and its own
  * arguments (after the command words). */
@@ -25,6 +26,20 @@ struct gh_ctl {
  * Returns the exit code: 0, 1 (refused), 3 (unreachable). */
 int gh_ctl_call(struct gh_ctl *c, const char *method, const char *path, json_t *body,
                 void (*print)(json_t *answer));
+
+/* Like gh_ctl_call for GET path, but prints nothing: *answer gets the
+ * parsed JSON of a 2xx answer (the caller json_decref()s it), else NULL.
+ * Returns 0 or the exit code gh_ctl_call would. */
+int gh_ctl_fetch(struct gh_ctl *c, const char *path, json_t **answer);
+
+/* Parses the value of --for (a duration with its unit, at least 1s) into
+ * whole seconds. A bare number is refused: "10" could be seconds or
+ * minutes. Returns 0, or 2 after printing the reason on stderr. */
+int gh_ctl_parse_for(const char *value, uint64_t *seconds);
+
+/* Prints "gatehouse ctl: unknown option 'X'" with the nearest of options
+ * (NULL-terminated) when one is close, then usage; returns 2. */
+int gh_ctl_unknown_option(const char *opt, const char *const *options, const char *usage);
 
 /* Command implementations, one per row of the table in ctl.c. Each returns
  * an exit code (2 for a usage error, with a message on stderr). */

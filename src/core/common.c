@@ -33,3 +33,27 @@ char *gh_time_rfc3339(uint64_t wall_ms, char *out, size_t outlen)
              (unsigned)(wall_ms % 1000));
     return out;
 }
+
+const char *gh_strerror(int rc)
+{
+    switch (rc) {
+    case 0:
+        return "no error";
+    case GH_EINVAL:
+        return "invalid argument";
+    case GH_ENOMEM:
+        return "out of memory";
+    case GH_ETOOBIG:
+        return "over its cap";
+    case GH_EIO:
+        return "system call failed";
+    case GH_ENOTFOUND:
+        return "not found";
+    case GH_EBUSY:
+        return "busy";
+    case GH_EEXIST:
+        return "already exists";
+    default:
+        return "unknown error";
+    }
+}

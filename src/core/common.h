@@ -16,6 +16,9 @@
 #define GH_EBUSY    (-6) /* a queue or table is full */
 #define GH_EEXIST   (-7)
 
+/* A GH_E* code's name for logs ("invalid argument" …); never NULL. */
+const char *gh_strerror(int rc);
+
 #define GH_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define GH_MIN(a, b)    ((a) < (b) ? (a) : (b))
 #define GH_MAX(a, b)    ((a) > (b) ? (a) : (b))
@@ -32,8 +35,14 @@
             abort();                                                                               \
         }                                                                                          \
     } while (0)
+/* A *_locked function's first line: the mutex it needs is held (a
+ * trylock that finds it free takes it, and the assertion then stops). */
+#include <errno.h>
+#include <pthread.h>
+#define GH_ASSERT_LOCKED(m) GH_ASSERT(pthread_mutex_trylock(m) == EBUSY)
 #else
-#define GH_ASSERT(c) ((void)0)
+#define GH_ASSERT(c)        ((void)0)
+#define GH_ASSERT_LOCKED(m) ((void)0)
 #endif
 
 /* Counters written by one thread and read by others: a relaxed load and

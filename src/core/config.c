@@ -4,6 +4,7 @@
  * described once. */
 #include "core/config.h"
 
+#include "core/suggest.h"
 #include "http/websec.h"
 
 #include <arpa/inet.h>
@@ -417,9 +418,11 @@ int gh_parse_duration_ms(const char *s, uint64_t *out)
     if (split_unit(s, &n, &u))
         return GH_EINVAL;
     uint64_t mul;
-    if (!strcmp(u, "ms"))
+    if (!*u && n) /* 10 alone: seconds or milliseconds? the writer must say */
+        return GH_EINVAL;
+    if (!strcmp(u, "ms") || !*u)
         mul = 1;
-    else if (!strcmp(u, "s") || !*u)
+    else if (!strcmp(u, "s"))
         mul = SEC;
     else if (!strcmp(u, "m"))
         mul = 60 * SEC;
@@ -525,6 +528,50 @@ static bool section_known(const char *section)
     return false;
 }
 
+/* Explains an unknown section or key, with the nearest known name when one
+ * is close: a typo ("did you mean idle_timeout?") or a key of another
+ * section ("listen is in [server]"). */
+static void unknown_name_err(struct gh_buf *err, const char *origin, int line, const char *section,
+                             const char *key)
+{
+    struct gh_suggest s;
+    if (!section_known(section)) {
+        gh_suggest_init(&s, section);
+        for (size_t i = 0; i < GH_ARRAY_LEN(keys); i++)
+            if (!i || strcmp(keys[i].section, keys[i - 1].section))
+                gh_suggest_add(&s, keys[i].section);
+        const char *near = gh_suggest_result(&s);
+        if (near)
+            set_err(err, origin, line, NULL, section, key, "unknown section (did you mean [%s]?)",
+                    near);
+        else
+            set_err(err, origin, line, NULL, section, key, "unknown section");
+        return;
+    }
+    gh_suggest_init(&s, key);
+    const struct key_def *elsewhere = NULL;
+    for (size_t i = 0; i < GH_ARRAY_LEN(keys); i++) {
+        if (!strcmp(keys[i].section, section))
+            gh_suggest_add(&s, keys[i].key);
+        else if (!elsewhere && !strcmp(keys[i].key, key))
+            elsewhere = &keys[i];
+    }
+    const char *near = gh_suggest_result(&s);
+    if (near)
+        set_err(err, origin, line, NULL, section, key, "unknown key (did you mean %s?)", near);
+    else if (elsewhere)
+        set_err(err, origin, line, NULL, section, key, "unknown key (%s is in [%s])", key,
+                elsewhere->section);
+    else
+        set_err(err, origin, line, NULL, section, key, "unknown key");
+}
+
+bool gh_duration_lacks_unit(const char *s)
+{
+    size_t digits = strspn(s, "0123456789");
+    return digits > 0 && !s[digits] && strspn(s, "0") != digits;
+}
+
 /* Assigns value to the field described by k. Returns 0 or GH_EINVAL with a
  * reason in err. */
 static int apply(struct gh_config *c, const struct key_def *k, const char *value,
@@ -604,8 +651,12 @@ static int apply(struct gh_config *c, const struct key_def *k, const char *value
         break;
     case T_DURATION:
         if (gh_parse_duration_ms(value, &n)) {
-            set_err(err, origin, line, k, NULL, NULL,
-                    "'%.80s' is not a duration (expected e.g. 500ms, 10s, 5m, 2h)", value);
+            if (gh_duration_lacks_unit(value))
+                set_err(err, origin, line, k, NULL, NULL,
+                        "'%.80s' has no unit (write e.g. %.40ss or %.40sms)", value, value, value);
+            else
+                set_err(err, origin, line, k, NULL, NULL,
+                        "'%.80s' is not a duration (expected e.g. 500ms, 10s, 5m, 2h)", value);
             return GH_EINVAL;
         }
         break;
@@ -647,8 +698,7 @@ int gh_config_set(struct gh_config *c, const char *section, const char *key, con
 {
     const struct key_def *k = find_key(section, key);
     if (!k) {
-        set_err(err, origin, line, NULL, section, key,
-                section_known(section) ? "unknown key" : "unknown section");
+        unknown_name_err(err, origin, line, section, key);
         return GH_EINVAL;
     }
     return apply(c, k, value, origin, line, err);
@@ -700,7 +750,50 @@ struct ini_ctx {
     int err_line; /* line of the handler's error, when rc is set */
     bool continued; /* the last line read was indented: a continuation */
     char last_section[64], last_key[64];
+    char section[64];                   /* the section the reader is in, for messages */
+    int first_line[GH_ARRAY_LEN(keys)]; /* where each key was set in this file */
 };
+
+/* A line that is neither blank, a comment, a [section] nor indented must
+ * be key = value. inih also splits on ':', so "listen 127.0.0.1:8181"
+ * would read as key "listen 127.0.0.1": catch a missing '=' here and say
+ * so. Returns false (with the message in ctx->err) for such a line. */
+static bool line_has_equals(struct ini_ctx *ctx, const char *line)
+{
+    if (ctx->line == 1 && !strncmp(line, "\xef\xbb\xbf", 3))
+        line += 3; /* inih skips a UTF-8 byte order mark */
+    if (!line[0] || strchr(" \t\r\n;#", line[0]))
+        return true;
+    if (line[0] == '[') {
+        const char *end = strchr(line, ']');
+        if (end && (size_t)(end - line - 1) < sizeof ctx->section)
+            snprintf(ctx->section, sizeof ctx->section, "%.*s", (int)(end - line - 1), line + 1);
+        return true;
+    }
+    size_t sep = strcspn(line, "=:");
+    if (line[sep] == '=')
+        return true;
+    if (!ctx->err)
+        return false;
+    /* name the key when the first word is one, and show the line fixed */
+    size_t wlen = strcspn(line, " \t:\r\n");
+    const char *rest = line + wlen;
+    rest += strspn(rest, " \t:");
+    int vlen = (int)strcspn(rest, "\r\n");
+    char word[64];
+    snprintf(word, sizeof word, "%.*s", (int)GH_MIN(wlen, sizeof word - 1), line);
+    const struct key_def *k = find_key(ctx->section, word);
+    gh_buf_reset(ctx->err);
+    if (k && vlen)
+        gh_buf_printf(ctx->err, "%s:%d: [%s] %s: the '=' is missing (write %s = %.*s)", ctx->path,
+                      ctx->line, k->section, k->key, k->key, GH_MIN(vlen, 200), rest);
+    else
+        gh_buf_printf(ctx->err,
+                      "%s:%d: syntax error: the '=' is missing (expected [section] or key = "
+                      "value)",
+                      ctx->path, ctx->line);
+    return false;
+}
 
 /* Debian's inih is built without line numbers in the handler, so the
  * reader counts lines itself. */
@@ -734,6 +827,11 @@ static char *ini_read_line(char *str, int num, void *stream)
     ctx->continued = (r[0] == ' ' || r[0] == '\t') && r[strspn(r, " \t")] != '\n' &&
                      r[strspn(r, " \t")] != '\0' && r[strspn(r, " \t")] != ';' &&
                      r[strspn(r, " \t")] != '#';
+    if (!line_has_equals(ctx, r)) {
+        ctx->rc = GH_EINVAL;
+        ctx->err_line = ctx->line;
+        return NULL;
+    }
     return r;
 }
 
@@ -771,6 +869,18 @@ static int on_ini_entry(void *user, const char *section, const char *name, const
                 "key outside any section (start the file with e.g. [server])");
         ctx->rc = GH_EINVAL;
         return 0;
+    }
+    /* the same key twice would silently keep the last value */
+    const struct key_def *k = find_key(section, name);
+    if (k) {
+        int *first = &ctx->first_line[k - keys];
+        if (*first) {
+            set_err(ctx->err, ctx->path, lineno, k, NULL, NULL,
+                    "set twice, on line %d and on line %d (keep one)", *first, lineno);
+            ctx->rc = GH_EINVAL;
+            return 0;
+        }
+        *first = lineno;
     }
     ctx->rc = gh_config_set(ctx->c, section, name, value, ctx->path, lineno, ctx->err);
     return ctx->rc == 0;

@@ -192,7 +192,12 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err);
 
 /* Parsers shared with other modules; 0 or GH_EINVAL. */
 int gh_parse_size(const char *s, size_t *out);         /* 16k, 1m, 1g, 512 */
-int gh_parse_duration_ms(const char *s, uint64_t *out); /* 500ms, 10s, 5m, 2h, 1d */
+/* 500ms, 10s, 5m, 2h, 1d; a unit is required (only 0 may go without one):
+ * a bare 10 could mean seconds or milliseconds. */
+int gh_parse_duration_ms(const char *s, uint64_t *out);
+/* True when s is a whole number other than 0 without a unit ("10"): the
+ * reason gh_parse_duration_ms refused it, worth its own message. */
+bool gh_duration_lacks_unit(const char *s);
 int gh_parse_uint(const char *s, uint64_t max, uint64_t *out);
 int gh_parse_bool(const char *s, bool *out);
 /* host:port with an IPv4 address or [IPv6]; fills a sockaddr_storage. */

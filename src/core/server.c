@@ -345,13 +345,16 @@ static void worker_main(void *arg)
         w->lag_window_start_ms = w->last_tick_ns / 1000000u;
         rc = uv_timer_start(&w->tick, on_tick, TICK_MS, TICK_MS);
     }
-    for (unsigned i = 0; !rc && i < srv->nhooks; i++)
+    /* libuv's codes above, the hooks' GH_E* codes below: the two ranges
+     * overlap (-1 is both UV_EPERM and GH_EINVAL), so each is named apart */
+    int hrc = 0;
+    for (unsigned i = 0; !rc && !hrc && i < srv->nhooks; i++)
         if (srv->hooks[i].init)
-            rc = srv->hooks[i].init(w, srv->hooks[i].data);
-    w->start_rc = rc;
-    if (rc) {
+            hrc = srv->hooks[i].init(w, srv->hooks[i].data);
+    w->start_rc = rc ? GH_EIO : hrc;
+    if (w->start_rc) {
         gh_log(GH_LOG_ERROR, "worker_start", "worker %u failed to start: %s", w->id,
-               uv_strerror(rc));
+               rc ? uv_strerror(rc) : gh_strerror(hrc));
         gh_server_request_stop(srv);
     }
     uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -359,6 +362,13 @@ static void worker_main(void *arg)
     gh_http_req_cache_flush();
     gh_buf_dispose(&w->out);
     if (uv_loop_close(&w->loop) == UV_EBUSY) {
+#ifdef GH_DEBUG
+        /* every module closes what it opened in its dispose hook; a handle
+         * left here is a leak in one of them: name it and stop */
+        fprintf(stderr, "worker %u: handles left open at loop close:\n", w->id);
+        uv_print_all_handles(&w->loop, stderr);
+        abort();
+#endif
         uv_walk(&w->loop, (uv_walk_cb)(void (*)(void))uv_close, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_loop_close(&w->loop);

@@ -21,14 +21,12 @@ struct gh_worker;
 
 /* Hooks a subsystem registers before start: init runs on each worker's
  * thread before it accepts, dispose after its loop has stopped. */
+/* init returns 0 or a GH_E* code (never libuv's UV_E*, whose values
+ * overlap them); the worker then stops the server. */
 typedef int (*gh_worker_init_fn)(struct gh_worker *w, void *data);
 typedef void (*gh_worker_dispose_fn)(struct gh_worker *w, void *data);
 /* Decides at accept, before any read, whether an address may connect. */
 typedef bool (*gh_accept_filter_fn)(const struct gh_addr *a, void *data);
-/* Runs on the worker before a routed request reaches its handler (the
- * shield: classify, limit, admit). Returns true to go on; false when it
- * has answered the request itself (429, 503 …). */
-typedef bool (*gh_request_filter_fn)(struct gh_http_req *req, void *data);
 /* True when req's headers carry valid credentials (an API key or a
  * session): a route's body cap above limits.body_max is for them only.
  * Runs on the worker when the headers are complete, before any body byte
@@ -133,8 +131,6 @@ struct gh_server {
     void *accept_filter_data;
     gh_proxy_trusted_fn proxy_trusted; /* public listener only */
     void *proxy_trusted_data;
-    gh_request_filter_fn request_filter; /* public listener only */
-    void *request_filter_data;
     gh_credentials_fn credentials; /* public listener only; NULL = none are valid */
     void *credentials_data;
     gh_credentials_fetch_fn credentials_fetch; /* NULL = the hook's answer is final */

@@ -81,12 +81,46 @@ static const char *const message_fields[] = {
     "function_call", "refusal", "audio", "reasoning_content", "prefix",
 };
 
+/* The fields of POST /beta/completions (DeepSeek's fill-in-the-middle):
+ * prompt and suffix instead of messages, logprobs an integer, echo. */
+static const struct field fim_fields[] = {
+    {"model", F_DONE},
+    {"prompt", F_DONE},
+    {"suffix", F_DONE},
+    {"stream", F_DONE},
+    {"stream_options", F_DONE},
+    {"max_tokens", F_DONE},
+    {"temperature", F_DONE},
+    {"top_p", F_DONE},
+    {"presence_penalty", F_DONE},
+    {"frequency_penalty", F_DONE},
+    {"user", F_DONE},
+    {"echo", F_BOOL},
+    {"logprobs", F_INT},
+    {"stop", F_STOP},
+    {"seed", F_INT},
+};
+
+/* One allow-list: fields or fim_fields. */
+struct field_table {
+    const struct field *f;
+    size_t n;
+};
+
+static const struct field_table chat_table = {fields, GH_ARRAY_LEN(fields)};
+static const struct field_table fim_table = {fim_fields, GH_ARRAY_LEN(fim_fields)};
+
+static const struct field *find_field(const struct field_table *t, const char *name, size_t len)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (strlen(t->f[i].name) == len && !memcmp(t->f[i].name, name, len))
+            return &t->f[i];
+    return NULL;
+}
+
 static const struct field *field_of(const char *name, size_t len)
 {
-    for (size_t i = 0; i < GH_ARRAY_LEN(fields); i++)
-        if (strlen(fields[i].name) == len && !memcmp(fields[i].name, name, len))
-            return &fields[i];
-    return NULL;
+    return find_field(&chat_table, name, len);
 }
 
 bool gh_chat_field_allowed(const char *name, size_t len)
@@ -224,9 +258,10 @@ static int check_field(const struct field *f, const char *name, json_t *v,
     case F_INT:
         if (!json_is_integer(v))
             return fail(err, 400, "invalid_request", p, "%s must be an integer", name);
-        if (!strcmp(name, "top_logprobs") &&
+        /* chat's logprobs is a boolean (F_BOOL): only FIM's reaches here */
+        if ((!strcmp(name, "top_logprobs") || !strcmp(name, "logprobs")) &&
             (json_integer_value(v) < 0 || json_integer_value(v) > 20))
-            return fail(err, 422, "invalid_parameter", p, "top_logprobs must be between 0 and 20");
+            return fail(err, 422, "invalid_parameter", p, "%s must be between 0 and 20", name);
         break;
     case F_STRING:
         if (!json_is_string(v) || json_string_length(v) > 64)
@@ -265,14 +300,15 @@ static int check_field(const struct field *f, const char *name, json_t *v,
 
 /* Refuses (or, with drop, removes) the top-level fields outside the
  * allow-list, then checks the shape of the allowed ones. */
-static int check_fields(json_t *root, bool drop, struct gh_chat_error *err)
+static int check_fields(json_t *root, const struct field_table *t, bool drop,
+                        struct gh_chat_error *err)
 {
     const char *key;
     json_t *v;
     void *tmp;
     json_object_foreach_safe(root, tmp, key, v)
     {
-        const struct field *f = field_of(key, strlen(key));
+        const struct field *f = find_field(t, key, strlen(key));
         if (!f && !drop)
             return fail(err, 400, "unknown_parameter", param_name(err, "", key),
                         "Unrecognized request argument supplied: %.64s (docs/API.md lists the "
@@ -300,8 +336,10 @@ static int check_fields(json_t *root, bool drop, struct gh_chat_error *err)
     return 0;
 }
 
-int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, bool drop_unknown,
-                  struct gh_chat_req *out, struct gh_chat_error *err)
+/* Reads body into out->root, which must be a JSON object whose fields are
+ * in t (or dropped), with a model name. */
+static int load_request(const char *body, size_t len, const struct field_table *t, bool drop,
+                        struct gh_chat_req *out, struct gh_chat_error *err)
 {
     memset(out, 0, sizeof *out);
     out->last_user = "";
@@ -317,7 +355,7 @@ int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, bool dr
     if (!json_is_object(root))
         return fail(err, 400, "invalid_request", NULL, "the request body must be a JSON object");
 
-    if (check_fields(root, drop_unknown, err))
+    if (check_fields(root, t, drop, err))
         return GH_EINVAL;
 
     json_t *model = json_object_get(root, "model");
@@ -327,25 +365,14 @@ int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, bool dr
         return fail(err, 400, "invalid_request", "model",
                     "model must be a non-empty string of at most 256 bytes");
     out->model = json_string_value(model);
+    return 0;
+}
 
-    json_t *messages = json_object_get(root, "messages");
-    if (!messages)
-        return fail(err, 400, "invalid_request", "messages", "messages is required");
-    if (!json_is_array(messages) || !json_array_size(messages))
-        return fail(err, 400, "invalid_request", "messages",
-                    "messages must be a non-empty array of {role, content}");
-    size_t i;
-    json_t *m;
-    size_t bytes = 0;
-    json_array_foreach(messages, i, m)
-    {
-        if (check_message(m, i, drop_unknown, out, &bytes, err))
-            return GH_EINVAL;
-    }
-    out->nmessages = (unsigned)json_array_size(messages);
-    size_t est = gh_chat_estimate_tokens(NULL, bytes) + 4u * out->nmessages;
-    out->prompt_tokens = est > UINT32_MAX ? UINT32_MAX : (unsigned)est;
-
+/* The fields chat and FIM share: stream, stream_options, max_tokens (and
+ * chat's max_completion_tokens), the sampling numbers, n, user. */
+static int check_common(json_t *root, unsigned max_tokens_cap, struct gh_chat_req *out,
+                        struct gh_chat_error *err)
+{
     json_t *stream = json_object_get(root, "stream");
     if (stream && !json_is_null(stream) && !json_is_boolean(stream))
         return fail(err, 400, "invalid_request", "stream", "stream must be true or false");
@@ -398,6 +425,52 @@ int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, bool dr
         return fail(err, 400, "invalid_request", "user",
                     "user must be a string of at most 512 bytes");
     return 0;
+}
+
+int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, bool drop_unknown,
+                  struct gh_chat_req *out, struct gh_chat_error *err)
+{
+    if (load_request(body, len, &chat_table, drop_unknown, out, err))
+        return GH_EINVAL;
+    json_t *root = out->root;
+    json_t *messages = json_object_get(root, "messages");
+    if (!messages)
+        return fail(err, 400, "invalid_request", "messages", "messages is required");
+    if (!json_is_array(messages) || !json_array_size(messages))
+        return fail(err, 400, "invalid_request", "messages",
+                    "messages must be a non-empty array of {role, content}");
+    size_t i;
+    json_t *m;
+    size_t bytes = 0;
+    json_array_foreach(messages, i, m)
+    {
+        if (check_message(m, i, drop_unknown, out, &bytes, err))
+            return GH_EINVAL;
+    }
+    out->nmessages = (unsigned)json_array_size(messages);
+    size_t est = gh_chat_estimate_tokens(NULL, bytes) + 4u * out->nmessages;
+    out->prompt_tokens = est > UINT32_MAX ? UINT32_MAX : (unsigned)est;
+    return check_common(root, max_tokens_cap, out, err);
+}
+
+int gh_fim_parse(const char *body, size_t len, unsigned max_tokens_cap, bool drop_unknown,
+                 struct gh_chat_req *out, struct gh_chat_error *err)
+{
+    if (load_request(body, len, &fim_table, drop_unknown, out, err))
+        return GH_EINVAL;
+    out->fim = true;
+    json_t *prompt = json_object_get(out->root, "prompt");
+    if (!json_is_string(prompt))
+        return fail(err, 400, "invalid_request", "prompt",
+                    "prompt is required and must be a string (the text before the gap)");
+    json_t *suffix = json_object_get(out->root, "suffix");
+    if (suffix && !json_is_null(suffix) && !json_is_string(suffix))
+        return fail(err, 400, "invalid_request", "suffix",
+                    "suffix must be a string (the text after the gap) or null");
+    size_t bytes = json_string_length(prompt) + (suffix ? json_string_length(suffix) : 0);
+    size_t est = gh_chat_estimate_tokens(NULL, bytes) + 4u;
+    out->prompt_tokens = est > UINT32_MAX ? UINT32_MAX : (unsigned)est;
+    return check_common(out->root, max_tokens_cap, out, err);
 }
 
 void gh_chat_req_dispose(struct gh_chat_req *r)
@@ -497,6 +570,15 @@ int gh_chat_sse_error(struct gh_buf *b, const char *message, const char *type, c
     return rc;
 }
 
+/* The end of a whole completion: the message's end, finish_reason, usage. */
+static int completion_tail(struct gh_buf *b, const char *finish, unsigned prompt,
+                           unsigned completion)
+{
+    int rc = gh_buf_printf(b, "},\"logprobs\":null,\"finish_reason\":\"%s\"}],", finish);
+    rc = rc ? rc : usage_obj(b, prompt, completion);
+    return rc ? rc : gh_buf_append_str(b, "}\n");
+}
+
 int gh_chat_completion(struct gh_buf *b, const char *id, uint64_t created, const char *model,
                        const char *content, size_t content_len, const char *finish,
                        unsigned prompt, unsigned completion)
@@ -506,10 +588,58 @@ int gh_chat_completion(struct gh_buf *b, const char *id, uint64_t created, const
             : gh_buf_append_str(b, "\"choices\":[{\"index\":0,\"message\":{\"role\":"
                                    "\"assistant\",\"content\":\"");
     rc = rc ? rc : gh_buf_append_json_str(b, content, content_len);
+    rc = rc ? rc : gh_buf_append(b, "\"", 1);
+    return rc ? rc : completion_tail(b, finish, prompt, completion);
+}
+
+/* One tool call object: with index (a stream's delta) or without (a whole
+ * message); the id, type and name when call_id is set (a stream's first
+ * delta of the call, or a whole message), else only an arguments piece. */
+static int tool_call(struct gh_buf *b, bool indexed, const char *call_id, const char *name,
+                     const char *args, size_t args_len)
+{
+    int rc = gh_buf_append_str(b, indexed ? "{\"index\":0," : "{");
+    if (!rc && call_id) {
+        rc = gh_buf_printf(b, "\"id\":\"%s\",\"type\":\"function\",\"function\":{\"name\":\"",
+                           call_id);
+        rc = rc ? rc : gh_buf_append_json_str(b, name, strlen(name));
+        rc = rc ? rc : gh_buf_append_str(b, "\",\"arguments\":\"");
+    } else if (!rc) {
+        rc = gh_buf_append_str(b, "\"function\":{\"arguments\":\"");
+    }
+    rc = rc ? rc : gh_buf_append_json_str(b, args, args_len);
+    return rc ? rc : gh_buf_append_str(b, "\"}}");
+}
+
+int gh_chat_sse_tool_chunk(struct gh_buf *b, const char *id, uint64_t created, const char *model,
+                           const char *call_id, const char *name, const char *args, size_t args_len,
+                           bool with_usage)
+{
+    int rc = gh_buf_append_str(b, "data: ");
+    rc = rc ? rc : head(b, "chat.completion.chunk", id, created, model);
+    rc = rc ? rc : gh_buf_append_str(b, "\"choices\":[{\"index\":0,\"delta\":{");
+    if (!rc && call_id)
+        rc = gh_buf_append_str(b, "\"role\":\"assistant\",\"content\":null,");
+    rc = rc ? rc : gh_buf_append_str(b, "\"tool_calls\":[");
+    rc = rc ? rc : tool_call(b, true, call_id, name, args, args_len);
+    rc = rc ? rc : gh_buf_append_str(b, "]},\"logprobs\":null,\"finish_reason\":null}]");
+    if (!rc && with_usage)
+        rc = gh_buf_append_str(b, ",\"usage\":null");
+    return rc ? rc : gh_buf_append_str(b, "}\n\n");
+}
+
+int gh_chat_completion_tool(struct gh_buf *b, const char *id, uint64_t created, const char *model,
+                            const char *call_id, const char *name, const char *args,
+                            size_t args_len, const char *finish, unsigned prompt,
+                            unsigned completion)
+{
+    int rc = head(b, "chat.completion", id, created, model);
     rc = rc ? rc
-            : gh_buf_printf(b, "\"},\"logprobs\":null,\"finish_reason\":\"%s\"}],", finish);
-    rc = rc ? rc : usage_obj(b, prompt, completion);
-    return rc ? rc : gh_buf_append_str(b, "}\n");
+            : gh_buf_append_str(b, "\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                                   "\"assistant\",\"content\":null,\"tool_calls\":[");
+    rc = rc ? rc : tool_call(b, false, call_id, name, args, args_len);
+    rc = rc ? rc : gh_buf_append(b, "]", 1);
+    return rc ? rc : completion_tail(b, finish, prompt, completion);
 }
 
 void gh_chat_new_id(char *out, size_t outlen)
@@ -677,8 +807,10 @@ int gh_chat_upstream_body(const char *body, size_t len, const char *model, bool 
     return append_tail(out, first, model, stream, max_tokens);
 }
 
-int gh_chat_upstream_body_tree(json_t *root, const char *model, bool stream, unsigned max_tokens,
-                               struct gh_buf *out)
+/* The upstream body from a tree: the members of root in t, with model,
+ * max_tokens and stream_options written by the gateway. */
+static int body_tree(json_t *root, const struct field_table *t, const char *model, bool stream,
+                     unsigned max_tokens, struct gh_buf *out)
 {
     json_t *o = json_object();
     if (!o)
@@ -688,7 +820,7 @@ int gh_chat_upstream_body_tree(json_t *root, const char *model, bool stream, uns
     int rc = 0;
     json_object_foreach(root, key, v)
     {
-        if (!gh_chat_field_allowed(key, strlen(key)) || !strcmp(key, "stream_options") ||
+        if (!find_field(t, key, strlen(key)) || !strcmp(key, "stream_options") ||
             !strcmp(key, "max_completion_tokens"))
             continue;
         rc = rc ? rc : json_object_set(o, key, v);
@@ -702,4 +834,16 @@ int gh_chat_upstream_body_tree(json_t *root, const char *model, bool stream, uns
     rc = text ? gh_buf_append_str(out, text) : GH_ENOMEM;
     free(text);
     return rc;
+}
+
+int gh_chat_upstream_body_tree(json_t *root, const char *model, bool stream, unsigned max_tokens,
+                               struct gh_buf *out)
+{
+    return body_tree(root, &chat_table, model, stream, max_tokens, out);
+}
+
+int gh_fim_upstream_body(json_t *root, const char *model, bool stream, unsigned max_tokens,
+                         struct gh_buf *out)
+{
+    return body_tree(root, &fim_table, model, stream, max_tokens, out);
 }

@@ -23,6 +23,7 @@ struct gh_chat_req {
                                      the cap when not given */
     bool pruned;                  /* drop mode removed members below the top level
                                      from root: build the upstream body from root */
+    bool fim;                     /* POST /beta/completions (gh_fim_parse) */
     unsigned nmessages;
     const char *last_user;   /* text of the last user message ("" if none) */
     size_t last_user_len;
@@ -49,6 +50,15 @@ struct gh_chat_error {
 int gh_chat_parse(const char *body, size_t len, unsigned max_tokens_cap, bool drop_unknown,
                   struct gh_chat_req *out, struct gh_chat_error *err);
 void gh_chat_req_dispose(struct gh_chat_req *r);
+
+/* The same for the body of POST /beta/completions (DeepSeek's
+ * fill-in-the-middle): model, prompt (required string), suffix (string or
+ * null), max_tokens, stream, stream_options, temperature, top_p,
+ * penalties, logprobs (0-20), echo, stop, seed, user; anything else is
+ * refused (or dropped) as for chat. Sets out->fim; the prompt estimate is
+ * the token rule over prompt + suffix, + 4. */
+int gh_fim_parse(const char *body, size_t len, unsigned max_tokens_cap, bool drop_unknown,
+                 struct gh_chat_req *out, struct gh_chat_error *err);
 
 /* The gateway's token rule, used for estimates and for the echo model:
  * ceil(bytes / 4) of a text (at least 1 for a non-empty text). The prompt
@@ -80,6 +90,19 @@ int gh_chat_completion(struct gh_buf *b, const char *id, uint64_t created, const
                        const char *content, size_t content_len, const char *finish,
                        unsigned prompt, unsigned completion);
 
+/* A chunk whose delta holds tool call 0: its head when call_id is set
+ * (role, content null, id, type, the function's name, arguments ""),
+ * else a piece of its arguments (args, args_len bytes). */
+int gh_chat_sse_tool_chunk(struct gh_buf *b, const char *id, uint64_t created, const char *model,
+                           const char *call_id, const char *name, const char *args, size_t args_len,
+                           bool with_usage);
+/* A whole chat.completion whose message is one call of function name with
+ * the arguments args (a JSON text, sent as a string), content null. */
+int gh_chat_completion_tool(struct gh_buf *b, const char *id, uint64_t created, const char *model,
+                            const char *call_id, const char *name, const char *args,
+                            size_t args_len, const char *finish, unsigned prompt,
+                            unsigned completion);
+
 /* True when name (len bytes) is a top-level request field the gateway
  * forwards: the OpenAI chat fields and DeepSeek's (docs/API.md). */
 bool gh_chat_field_allowed(const char *name, size_t len);
@@ -99,6 +122,12 @@ int gh_chat_upstream_body(const char *body, size_t len, const char *model, bool 
  * with jansson: the fallback of the splice, and its reference. */
 int gh_chat_upstream_body_tree(json_t *root, const char *model, bool stream, unsigned max_tokens,
                                struct gh_buf *out);
+
+/* The body of a FIM call sent upstream (base_url/completions): root's
+ * allowed members, "model", "max_tokens" and, when stream,
+ * "stream_options":{"include_usage":true}, built with jansson. */
+int gh_fim_upstream_body(json_t *root, const char *model, bool stream, unsigned max_tokens,
+                         struct gh_buf *out);
 
 /* A fresh completion id "chatcmpl-" + 24 random hex digits into out (>= 40). */
 void gh_chat_new_id(char *out, size_t outlen);

@@ -4,8 +4,8 @@
  * relay.c. */
 #include "gateway/gw.h"
 
-#include "admin/admin.h"
 #include "core/log.h"
+#include "http/jsonbody.h"
 
 #include <http_parser.h>
 #include <sodium.h>
@@ -20,19 +20,12 @@
 #define ECHO_TOKEN_MAX 64
 
 static void chat_completions(struct gh_http_req *req);
+static void fim_completions(struct gh_http_req *req);
 
 struct gw_worker *gw_worker_of(struct gh_gateway *gw, struct gh_worker *w)
 {
     unsigned i = w->admin ? 0 : 1 + w->id;
     return i < GH_ARRAY_LEN(gw->wws) ? gw->wws[i] : NULL;
-}
-
-struct gh_gateway *gh_gateway_of(const struct gh_server *srv)
-{
-    for (unsigned i = 0; i < srv->router.n; i++)
-        if (srv->router.routes[i].handler == chat_completions)
-            return srv->router.routes[i].ctx;
-    return NULL;
 }
 
 static void add_common_headers(struct gh_http_req *req)
@@ -73,6 +66,15 @@ static bool authenticate(struct gh_http_req *req, struct gh_principal *who, bool
 
 /* ---- /v1/models ---- */
 
+/* One model object {"id","object":"model","created","owned_by"}. */
+static void append_model(struct gh_buf *b, const struct gh_gateway *gw, const char *id)
+{
+    gh_buf_append_str(b, "{\"id\":\"");
+    gh_buf_append_json_str(b, id, strlen(id));
+    gh_buf_printf(b, "\",\"object\":\"model\",\"created\":%llu,\"owned_by\":\"gatehouse\"}",
+                  (unsigned long long)gw->created);
+}
+
 static void models(struct gh_http_req *req)
 {
     struct gh_gateway *gw = req->route->ctx;
@@ -85,10 +87,7 @@ static void models(struct gh_http_req *req)
     gh_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
     bool first = true;
     if (req->cfg->gateway.echo) {
-        gh_buf_printf(&b,
-                      "{\"id\":\"echo\",\"object\":\"model\",\"created\":%llu,"
-                      "\"owned_by\":\"gatehouse\"}",
-                      (unsigned long long)gw->created);
+        append_model(&b, gw, "echo");
         first = false;
     }
     for (unsigned i = 0; i < gw->ups.n; i++) {
@@ -97,13 +96,43 @@ static void models(struct gh_http_req *req)
             seen = !strcmp(gw->ups.ups[j].model, gw->ups.ups[i].model);
         if (seen)
             continue;
-        gh_buf_printf(&b, "%s{\"id\":\"", first ? "" : ",");
-        gh_buf_append_json_str(&b, gw->ups.ups[i].model, strlen(gw->ups.ups[i].model));
-        gh_buf_printf(&b, "\",\"object\":\"model\",\"created\":%llu,\"owned_by\":\"gatehouse\"}",
-                      (unsigned long long)gw->created);
+        if (!first)
+            gh_buf_append(&b, ",", 1);
+        append_model(&b, gw, gw->ups.ups[i].model);
         first = false;
     }
     gh_buf_append_str(&b, "]}\n");
+    gh_http_respond_json(req, 200, b.data, b.len);
+    gh_buf_dispose(&b);
+}
+
+/* GET /v1/models/{id} (the SDKs' models.retrieve). A public name holding
+ * one '/' ("deepseek-ai/DeepSeek-V3") arrives as two segments: the SDKs
+ * put the id in the path as it is. */
+static void model_one(struct gh_http_req *req)
+{
+    struct gh_gateway *gw = req->route->ctx;
+    struct gh_principal who;
+    if (!authenticate(req, &who, false))
+        return;
+    char id[260];
+    if (req->nparams == 2)
+        snprintf(id, sizeof id, "%s/%s", req->params[0], req->params[1]);
+    else
+        snprintf(id, sizeof id, "%s", req->params[0]);
+    bool known =
+        (req->cfg->gateway.echo && !strcmp(id, "echo")) || gh_upstreams_has_model(&gw->ups, id);
+    if (!known) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "The model '%.256s' does not exist; GET /v1/models lists the models", id);
+        gh_http_respond_error_param(req, 404, "model_not_found", "model", msg);
+        return;
+    }
+    struct gh_buf b;
+    gh_buf_init(&b, 4096);
+    append_model(&b, gw, id);
+    gh_buf_append(&b, "\n", 1);
     gh_http_respond_json(req, 200, b.data, b.len);
     gh_buf_dispose(&b);
 }
@@ -259,6 +288,8 @@ void gw_call_finish(struct gw_call *c)
         .model = c->model,
         .prompt_tokens = c->prompt_tokens,
         .completion_tokens = c->completion_tokens,
+        .cached_tokens = c->cached_tokens,
+        .reasoning_tokens = c->reasoning_tokens,
         .cut_short = c->cut_short,
         .status = c->last_status,
     };
@@ -330,16 +361,41 @@ static void on_abort(struct gh_http_req *req, void *data)
 
 static void echo_tick(uv_timer_t *t);
 
+static bool echo_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+/* The next slice of a JSON text or of tool arguments: its whitespace then
+ * a word, kept as they are (the slices add up to the text), at most
+ * ECHO_TOKEN_MAX bytes, cut on a UTF-8 character boundary. */
+static size_t echo_next_slice(struct gw_call *c, const char **tok)
+{
+    const char *s = c->echo_text;
+    size_t n = c->echo_len, p = c->echo_pos, q = p;
+    size_t end = GH_MIN(n, p + ECHO_TOKEN_MAX);
+    while (q < end && echo_space(s[q]))
+        q++;
+    while (q < end && !echo_space(s[q]))
+        q++;
+    while (q < n && q > p + 1 && ((unsigned char)s[q] & 0xc0) == 0x80)
+        q--;
+    c->echo_pos = q;
+    *tok = s + p;
+    return q - p;
+}
+
 /* The next token of the reply at *pos, or 0 bytes at the end. */
 static size_t echo_next(struct gw_call *c, const char **tok)
 {
+    if (c->echo_plan.kind != GH_ECHO_WORDS)
+        return echo_next_slice(c, tok);
     const char *s = c->echo_text;
     size_t n = c->echo_len, p = c->echo_pos;
-    while (p < n && (s[p] == ' ' || s[p] == '\t' || s[p] == '\n' || s[p] == '\r'))
+    while (p < n && echo_space(s[p]))
         p++;
     size_t start = p;
-    while (p < n && p - start < ECHO_TOKEN_MAX && s[p] != ' ' && s[p] != '\t' && s[p] != '\n' &&
-           s[p] != '\r')
+    while (p < n && p - start < ECHO_TOKEN_MAX && !echo_space(s[p]))
         p++;
     /* a long word is cut, on a UTF-8 character boundary */
     while (p < n && p - start == ECHO_TOKEN_MAX && p > start + 1 && ((unsigned char)s[p] & 0xc0) == 0x80)
@@ -349,16 +405,31 @@ static size_t echo_next(struct gw_call *c, const char **tok)
     return p - start;
 }
 
+/* The id of the echo's tool call: "call_" and the hex of the completion's id. */
+static void echo_call_id(const struct gw_call *c, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "call_%s", c->id + strlen("chatcmpl-"));
+}
+
 static void echo_complete(struct gw_call *c, const char *finish)
 {
     struct gh_http_req *req = c->req;
     c->last_status = 200;
+    bool tool = c->echo_plan.kind == GH_ECHO_TOOL;
+    if (tool && !strcmp(finish, "stop"))
+        finish = "tool_calls";
     if (!c->stream) {
         struct gh_buf b;
         gh_buf_init(&b, c->out.len * 2 + 4096);
-        int rc = gh_chat_completion(&b, c->id, c->created, c->model,
-                                    c->out.data ? c->out.data : "", c->out.len, finish,
-                                    c->prompt_tokens, c->completion_tokens);
+        char call_id[48];
+        echo_call_id(c, call_id, sizeof call_id);
+        int rc = tool ? gh_chat_completion_tool(&b, c->id, c->created, c->model, call_id,
+                                                c->echo_plan.tool, c->out.data ? c->out.data : "",
+                                                c->out.len, finish, c->prompt_tokens,
+                                                c->completion_tokens)
+                      : gh_chat_completion(&b, c->id, c->created, c->model,
+                                           c->out.data ? c->out.data : "", c->out.len, finish,
+                                           c->prompt_tokens, c->completion_tokens);
         c->req = NULL;
         gh_http_set_callbacks(req, NULL, NULL, NULL);
         if (rc)
@@ -399,17 +470,21 @@ static void echo_run(struct gw_call *c)
             return;
         }
         c->completion_tokens++;
-        if (c->stream) {
+        bool words = c->echo_plan.kind == GH_ECHO_WORDS;
+        if (c->stream && c->echo_plan.kind == GH_ECHO_TOOL) {
+            gh_chat_sse_tool_chunk(&c->out, c->id, c->created, c->model, NULL, NULL, tok, n,
+                                   c->include_usage);
+        } else if (c->stream) {
             char piece[ECHO_TOKEN_MAX + 2];
             size_t pl = 0;
-            if (c->completion_tokens > 1)
+            if (words && c->completion_tokens > 1)
                 piece[pl++] = ' ';
             memcpy(piece + pl, tok, n);
             pl += n;
             gh_chat_sse_chunk(&c->out, c->id, c->created, c->model, NULL, piece, pl, NULL,
                               c->include_usage);
         } else {
-            if (c->completion_tokens > 1)
+            if (words && c->completion_tokens > 1)
                 gh_buf_append(&c->out, " ", 1);
             if (gh_buf_append(&c->out, tok, n)) {
                 echo_complete(c, "length");
@@ -455,33 +530,58 @@ static void on_drain(struct gh_http_req *req, void *data)
 
 static void echo_start(struct gw_call *c)
 {
-    size_t n = c->chat.last_user_len;
-    const char *prefix = "Echo:";
-    const char *text = n ? c->chat.last_user : "(nothing)";
-    if (!n)
-        n = strlen(text);
-    c->echo_text = malloc(strlen(prefix) + 1 + n + 1);
-    if (!c->echo_text) {
+    struct gh_buf text;
+    /* the body cap bounds the message; JSON escapes at most sextuple it
+     * (tool arguments hold at most GH_ECHO_PARAMS_MAX cut copies) */
+    gh_buf_init(&text, 6 * c->req->body.len + 6 * GH_ECHO_PARAMS_MAX * GH_ECHO_ARG_MAX + 4096);
+    if (gh_echo_plan(c->chat.root, c->chat.last_user, c->chat.last_user_len, &c->echo_plan,
+                     &text) ||
+        !(c->echo_text = gh_buf_steal(&text, &c->echo_len))) {
+        gh_buf_dispose(&text);
         gw_call_fail(c, 500, "internal_error", "out of memory");
         return;
     }
-    c->echo_len = (size_t)snprintf(c->echo_text, strlen(prefix) + 1 + n + 1, "%s %.*s", prefix,
-                                   (int)n, text);
     c->prompt_tokens = c->chat.prompt_tokens;
     c->usage_known = true;
     gh_buf_init(&c->out, c->stream ? 1u << 20 : 64u << 20);
     if (c->stream) {
-        gh_chat_sse_chunk(&c->out, c->id, c->created, c->model, "assistant", "", 0, NULL,
-                          c->include_usage);
+        char call_id[48];
+        echo_call_id(c, call_id, sizeof call_id);
+        if (c->echo_plan.kind == GH_ECHO_TOOL)
+            gh_chat_sse_tool_chunk(&c->out, c->id, c->created, c->model, call_id, c->echo_plan.tool,
+                                   "", 0, c->include_usage);
+        else
+            gh_chat_sse_chunk(&c->out, c->id, c->created, c->model, "assistant", "", 0, NULL,
+                              c->include_usage);
         if (gw_call_flush(c) < 0)
             return;
     }
     uv_timer_start(&c->timer, echo_tick, c->req->cfg->gateway.echo_delay_ms, 0);
 }
 
-/* ---- POST /v1/chat/completions ---- */
+/* ---- POST /v1/chat/completions and /beta/completions ---- */
 
-static void chat_completions(struct gh_http_req *req)
+/* Which upstreams of model cannot serve a FIM call (no fim = true), as a
+ * mask of indexes; *none set when not one of them can. */
+static uint64_t fim_excluded(const struct gh_gateway *gw, const char *model, bool *none)
+{
+    uint64_t ex = 0;
+    *none = true;
+    for (unsigned i = 0; i < gw->ups.n && i < 64; i++) {
+        if (strcmp(gw->ups.ups[i].model, model))
+            continue;
+        if (gw->ups.ups[i].fim)
+            *none = false;
+        else
+            ex |= 1ull << i;
+    }
+    return ex;
+}
+
+/* A chat call (fim false) or a fill-in-the-middle call (POST
+ * /beta/completions, relayed to base_url/completions of the model's
+ * upstreams that declare fim = true). */
+static void start_call(struct gh_http_req *req, bool fim)
 {
     struct gh_gateway *gw = req->route->ctx;
     struct gh_config *cfg = req->cfg;
@@ -506,9 +606,10 @@ static void chat_completions(struct gh_http_req *req)
     gh_buf_init(&c->err_body, 64u << 10);
     gh_sse_init(&c->sse, 4u << 20);
     struct gh_chat_error err;
-    if (gh_chat_parse(req->body.data ? req->body.data : "", req->body.len,
-                      cfg->gateway.max_tokens_cap, !strcmp(cfg->gateway.unknown_fields, "drop"),
-                      &c->chat, &err)) {
+    int (*parse)(const char *, size_t, unsigned, bool, struct gh_chat_req *,
+                 struct gh_chat_error *) = fim ? gh_fim_parse : gh_chat_parse;
+    if (parse(req->body.data ? req->body.data : "", req->body.len, cfg->gateway.max_tokens_cap,
+              !strcmp(cfg->gateway.unknown_fields, "drop"), &c->chat, &err)) {
         gh_http_respond_error_param(req, err.status, err.code, err.param, err.message);
         goto drop;
     }
@@ -518,6 +619,18 @@ static void chat_completions(struct gh_http_req *req)
         snprintf(msg, sizeof msg,
                  "The model '%.256s' does not exist; GET /v1/models lists the models", c->chat.model);
         gh_http_respond_error_param(req, 404, "model_not_found", "model", msg);
+        goto drop;
+    }
+    bool no_fim = false;
+    if (fim && !echo)
+        c->excluded = fim_excluded(gw, c->chat.model, &no_fim);
+    if (fim && (echo || no_fim)) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "The model '%.256s' does not support fill-in-the-middle completions "
+                 "(POST /beta/completions); use POST /v1/chat/completions",
+                 c->chat.model);
+        gh_http_respond_error_param(req, 400, "invalid_request", "model", msg);
         goto drop;
     }
     snprintf(c->model, sizeof c->model, "%s", c->chat.model);
@@ -554,6 +667,16 @@ drop:
     free(c);
 }
 
+static void chat_completions(struct gh_http_req *req)
+{
+    start_call(req, false);
+}
+
+static void fim_completions(struct gh_http_req *req)
+{
+    start_call(req, true);
+}
+
 /* ---- GET /api/usage ---- */
 
 static void usage_route(struct gh_http_req *req)
@@ -584,6 +707,50 @@ static void usage_route(struct gh_http_req *req)
     }
     gh_http_respond_json(req, 200, text, strlen(text));
     free(text);
+}
+
+/* ---- GET /user/balance (DeepSeek's shape) ---- */
+
+/* The caller's balance is what is left of today's token allowance (tpd):
+ * the smaller of the key's and the user's, in tokens as whole-number
+ * strings, currency "TOKENS". With no daily allowance at all there is no
+ * balance to count: is_available true and no balance_infos. */
+static void balance(struct gh_http_req *req)
+{
+    struct gh_gateway *gw = req->route->ctx;
+    struct gh_principal who;
+    if (!authenticate(req, &who, false))
+        return;
+    uint32_t day = gh_usage_today();
+    struct gh_quota_limits d, l;
+    bool limited = false;
+    uint64_t left = UINT64_MAX;
+    for (int k = 0; k < 2; k++) {
+        enum gh_quota_kind kind = k ? GH_QUOTA_USER : GH_QUOTA_KEY;
+        uint64_t id = k ? who.user_id : who.key_id;
+        if (!id)
+            continue; /* the web chat's session has no key */
+        defaults_of(req->cfg, kind, &d);
+        gh_quota_limits_of(gw->quotas, kind, id, &d, &l);
+        if (!l.tpd)
+            continue;
+        uint64_t spent = gh_quota_spent(gw->quotas, kind, id, day);
+        limited = true;
+        left = GH_MIN(left, spent >= l.tpd ? 0 : l.tpd - spent);
+    }
+    struct gh_buf b;
+    gh_buf_init(&b, 4096);
+    gh_buf_printf(&b, "{\"is_available\":%s,\"balance_infos\":[",
+                  !limited || left ? "true" : "false");
+    if (limited)
+        gh_buf_printf(&b,
+                      "{\"currency\":\"TOKENS\",\"total_balance\":\"%llu\","
+                      "\"granted_balance\":\"%llu\",\"topped_up_balance\":\"0\"}",
+                      (unsigned long long)left, (unsigned long long)left);
+    gh_buf_append_str(&b, "]}\n");
+    gh_http_add_header(req, "Cache-Control", "no-store");
+    gh_http_respond_json(req, 200, b.data, b.len);
+    gh_buf_dispose(&b);
 }
 
 /* ---- admin: quotas and upstreams ---- */
@@ -648,10 +815,7 @@ static json_t *limits_json(enum gh_quota_kind kind, uint64_t id, const struct gh
 
 static void admin_quota_put(struct gh_http_req *req)
 {
-    struct gh_server *srv = req->route->ctx;
-    struct gh_gateway *gw = gh_gateway_of(srv);
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_gateway *gw = req->route->ctx;
     enum gh_quota_kind kind;
     uint64_t id;
     if (!parse_target(req, &kind, &id))
@@ -659,13 +823,9 @@ static void admin_quota_put(struct gh_http_req *req)
     bool del = req->method == HTTP_DELETE;
     struct gh_quota_limits l = {GH_QUOTA_UNSET, GH_QUOTA_UNSET, GH_QUOTA_UNSET, GH_QUOTA_UNSET};
     if (!del) {
-        json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, NULL);
-        if (!json_is_object(body)) {
-            json_decref(body);
-            gh_http_respond_error(req, 400, "invalid_json",
-                                  "send a JSON object {rpm, tpm, tpd, concurrency}");
+        json_t *body = gh_http_body_object(req);
+        if (!body)
             return;
-        }
         static const char *const names[] = {"rpm", "tpm", "tpd", "concurrency"};
         unsigned *fields[] = {&l.rpm, &l.tpm, &l.tpd, &l.concurrency};
         for (size_t i = 0; i < GH_ARRAY_LEN(names); i++) {
@@ -717,10 +877,7 @@ static void admin_quota_put(struct gh_http_req *req)
 
 static void admin_quotas(struct gh_http_req *req)
 {
-    struct gh_server *srv = req->route->ctx;
-    struct gh_gateway *gw = gh_gateway_of(srv);
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_gateway *gw = req->route->ctx;
     struct gh_config *cfg = req->cfg;
     json_t *ans = json_pack(
         "{s:o,s:{s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I}}}", "overrides", gh_quota_list(gw->quotas),
@@ -760,10 +917,7 @@ unsigned gh_gateway_upstreams(struct gh_gateway *gw, struct gh_gateway_upstream_
 
 static void admin_upstreams(struct gh_http_req *req)
 {
-    struct gh_server *srv = req->route->ctx;
-    struct gh_gateway *gw = gh_gateway_of(srv);
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_gateway *gw = req->route->ctx;
     struct gh_gateway_upstream_status st[GH_UPSTREAMS_MAX];
     unsigned n = gh_gateway_upstreams(gw, st, GH_UPSTREAMS_MAX);
     json_t *arr = json_array();
@@ -807,10 +961,10 @@ static int worker_init(struct gh_worker *w, void *data)
         return 0;
     unsigned i = 1 + w->id;
     if (i >= GH_ARRAY_LEN(gw->wws))
-        return UV_EINVAL;
+        return GH_EINVAL;
     struct gw_worker *ww = calloc(1, sizeof *ww);
     if (!ww)
-        return UV_ENOMEM;
+        return GH_ENOMEM;
     ww->gw = gw;
     ww->w = w;
     gh_list_init(&ww->waiting);
@@ -948,13 +1102,28 @@ int gh_gateway_init(struct gh_server *srv)
         gh_router_add(&srv->router, "GET", "/v1/models", models, gw),
         gh_router_add(&srv->router, "POST", "/v1/chat/completions", chat_completions, gw),
         gh_router_add(&srv->router, "GET", "/api/usage", usage_route, gw),
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/quotas", admin_quotas, srv),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/quotas", admin_quotas, gw),
         gh_router_add(&srv->admin_router, "PUT", "/admin/v1/quotas/{kind}/{id}", admin_quota_put,
-                      srv),
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/upstreams", admin_upstreams, srv),
+                      gw),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/upstreams", admin_upstreams, gw),
     };
     struct gh_route *rdel = gh_router_add(&srv->admin_router, "DELETE",
-                                          "/admin/v1/quotas/{kind}/{id}", admin_quota_put, srv);
+                                          "/admin/v1/quotas/{kind}/{id}", admin_quota_put, gw);
+    /* the rest of the surface clients expect (issue 15 item 6) */
+    struct gh_route *api[] = {
+        gh_router_add(&srv->router, "GET", "/v1/models/{id}", model_one, gw),
+        gh_router_add(&srv->router, "GET", "/v1/models/{org}/{id}", model_one, gw),
+        gh_router_add(&srv->router, "GET", "/user/balance", balance, gw),
+        gh_router_add(&srv->router, "POST", "/beta/completions", fim_completions, gw),
+    };
+    for (size_t i = 0; i < GH_ARRAY_LEN(api); i++) {
+        if (!api[i])
+            rdel = NULL;
+        else
+            api[i]->cls = GH_CLASS_USER;
+    }
+    if (rdel)
+        api[3]->body_max = cfg->gateway.body_max;
     for (size_t i = 0; i < GH_ARRAY_LEN(r); i++)
         if (!r[i])
             rdel = NULL;

@@ -19,9 +19,6 @@ struct gh_gateway;
  * with a message logged (the server must not start). */
 int gh_gateway_init(struct gh_server *srv);
 
-/* The gateway registered on srv, or NULL (for the status page). */
-struct gh_gateway *gh_gateway_of(const struct gh_server *srv);
-
 /* One upstream as the status page shows it. */
 struct gh_gateway_upstream_status {
     char name[64];

@@ -7,6 +7,7 @@
 #include "core/list.h"
 #include "core/server.h"
 #include "gateway/chat.h"
+#include "gateway/echo.h"
 #include "gateway/gateway.h"
 #include "gateway/quota.h"
 #include "gateway/sse.h"
@@ -74,11 +75,13 @@ struct gw_call {
     bool cut_short;
     bool usage_known;
     unsigned prompt_tokens, completion_tokens;
+    unsigned cached_tokens, reasoning_tokens; /* as the upstream reported them */
     uv_timer_t timer; /* echo: the next token; relay: keep-alive and deadline */
     struct gh_buf out; /* events batched for one write; a non-streamed answer */
 
     /* echo */
-    char *echo_text; /* "Echo: …" (owned) */
+    char *echo_text; /* "Echo: …", the JSON object or the tool's arguments (owned) */
+    struct gh_echo_plan echo_plan;
     size_t echo_len, echo_pos;
     bool echo_paused;
 
@@ -86,6 +89,7 @@ struct gw_call {
     CURL *easy;
     int up; /* index of the upstream holding a slot, or -1 */
     uint64_t tried;
+    uint64_t excluded; /* upstreams that cannot serve the call (FIM without fim = true) */
     /* the request headers: nodes and texts owned by the call (curl only
      * reads the list), so an attempt allocates nothing for them */
     struct curl_slist hdrs[6];

@@ -197,6 +197,7 @@ static bool idle(const struct entry *e, int64_t now, uint32_t day)
 static struct entry *find_locked(struct shard *s, uint64_t key, uint64_t h, int64_t now,
                                  uint32_t day)
 {
+    GH_ASSERT_LOCKED(&s->mu);
     struct entry *victim = NULL;
     for (unsigned i = 0; i < PROBE; i++) {
         struct entry *e = &s->slots[(h + i) & s->mask];
@@ -278,6 +279,27 @@ void gh_quota_prime(struct gh_quota_table *t, enum gh_quota_kind kind, uint64_t 
         e->st.day_tokens += tokens;
     }
     pthread_mutex_unlock(&s->mu);
+}
+
+uint64_t gh_quota_spent(struct gh_quota_table *t, enum gh_quota_kind kind, uint64_t id,
+                        uint32_t day)
+{
+    uint64_t key = (uint64_t)kind << 56 | (id & 0x00ffffffffffffffULL), h;
+    struct shard *s = shard_of(t, key, &h);
+    uint64_t spent = 0;
+    pthread_mutex_lock(&s->mu);
+    /* a look only: no entry is created for a caller who never called */
+    for (unsigned i = 0; i < PROBE; i++) {
+        struct entry *e = &s->slots[(h / NSHARDS + i) & s->mask];
+        if (e->key == key) {
+            spent = (e->st.day == day ? e->st.day_tokens : 0) + e->st.reserved;
+            break;
+        }
+        if (!e->key)
+            break;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return spent;
 }
 
 /* ---- overrides ---- */

@@ -84,6 +84,12 @@ void gh_quota_release(struct gh_quota_table *t, enum gh_quota_kind kind, uint64_
 void gh_quota_prime(struct gh_quota_table *t, enum gh_quota_kind kind, uint64_t id,
                     uint32_t day, uint64_t tokens);
 
+/* Tokens (kind, id) spent on day plus those reserved by requests in
+ * flight (0 for one the table does not hold); creates nothing. For GET
+ * /user/balance. */
+uint64_t gh_quota_spent(struct gh_quota_table *t, enum gh_quota_kind kind, uint64_t id,
+                        uint32_t day);
+
 /* The effective limits of (kind, id): its override's fields, the
  * defaults for fields left GH_QUOTA_UNSET. */
 void gh_quota_limits_of(struct gh_quota_table *t, enum gh_quota_kind kind, uint64_t id,

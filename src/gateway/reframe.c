@@ -290,8 +290,14 @@ static int object(struct rf *r, unsigned depth)
         if (top && (klen == 5 || esc) && key_equals(r->s + k0, klen, "model")) {
             /* the value read (checked) is replaced by the public name */
             r->o = v0;
-            size_t need = (r->o - r->out->len) + r->model_len + (r->n - r->i);
-            rc = gh_buf_reserve(r->out, need);
+            /* room for the name and the rest of the input. The reserve
+             * counts from len, and a growing buffer gets a NUL at data[len]:
+             * len is moved to the write position for it, else that NUL
+             * lands on the first byte written (the '{') */
+            size_t len0 = r->out->len;
+            r->out->len = r->o;
+            rc = gh_buf_reserve(r->out, r->model_len + (r->n - r->i));
+            r->out->len = len0;
             if (rc)
                 return rc;
             put(r, r->model, r->model_len);

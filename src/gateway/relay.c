@@ -167,7 +167,7 @@ int gw_relay_worker_init(struct gw_worker *ww)
 {
     ww->multi = curl_multi_init();
     if (!ww->multi)
-        return UV_ENOMEM;
+        return GH_ENOMEM;
     curl_multi_setopt(ww->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(ww->multi, CURLMOPT_SOCKETDATA, ww);
     curl_multi_setopt(ww->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
@@ -284,26 +284,47 @@ static size_t on_header(char *p, size_t sz, size_t n, void *ud)
     return len;
 }
 
-/* Reads prompt and completion tokens from a JSON text holding "usage". */
+/* A non-negative integer member of o (0 when absent or not one). */
+static unsigned count_of(json_t *o, const char *name)
+{
+    json_int_t v = json_integer_value(json_object_get(o, name));
+    return v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (unsigned)v;
+}
+
+/* Takes the counts of an upstream's usage object u: prompt and completion
+ * tokens, and the details the usage record keeps: tokens served from the
+ * prompt cache (DeepSeek's prompt_cache_hit_tokens, OpenAI's
+ * prompt_tokens_details.cached_tokens) and reasoning tokens
+ * (completion_tokens_details.reasoning_tokens). */
+static void take_usage(struct gw_call *c, json_t *u)
+{
+    c->prompt_tokens = count_of(u, "prompt_tokens");
+    c->completion_tokens = count_of(u, "completion_tokens");
+    c->cached_tokens = count_of(u, "prompt_cache_hit_tokens");
+    if (!c->cached_tokens)
+        c->cached_tokens = count_of(json_object_get(u, "prompt_tokens_details"), "cached_tokens");
+    c->reasoning_tokens =
+        count_of(json_object_get(u, "completion_tokens_details"), "reasoning_tokens");
+    c->usage_known = true;
+}
+
+/* Reads the usage of a JSON text holding "usage". */
 static bool read_usage(struct gw_call *c, const char *data, size_t len)
 {
     json_t *j = json_loadb(data, len, 0, NULL);
     json_t *u = json_object_get(j, "usage");
     bool ok = json_is_object(u);
-    if (ok) {
-        c->prompt_tokens = (unsigned)json_integer_value(json_object_get(u, "prompt_tokens"));
-        c->completion_tokens =
-            (unsigned)json_integer_value(json_object_get(u, "completion_tokens"));
-        c->usage_known = true;
-    }
+    if (ok)
+        take_usage(c, u);
     json_decref(j);
     return ok;
 }
 
 /* What on_event needs of a chunk, found in one pass over its colons
  * (memmem per key was the relay's top cost): a "usage" object, an empty
- * "choices", a non-empty "content" string. A key inside a string value is
- * escaped (\"usage\") and so never matches. */
+ * "choices", a non-empty "content", "reasoning_content" or (FIM) "text"
+ * string. A key inside a string value is escaped (\"usage\") and so never
+ * matches. */
 struct chunk_keys {
     bool usage, choices_empty, content;
 };
@@ -325,8 +346,11 @@ static void scan_chunk(const char *d, size_t n, struct chunk_keys *k)
                  !memcmp(p - 10, "\"choices\"", 9))
             k->choices_empty = true;
         else if (before >= 9 && *v == '"' && v + 1 < end && v[1] != '"' &&
-                 !memcmp(p - 10, "\"content\"", 9))
+                 (!memcmp(p - 10, "\"content\"", 9) ||
+                  (before >= 19 && !memcmp(p - 20, "\"reasoning_content\"", 19))))
             k->content = true;
+        else if (*v == '"' && v + 1 < end && v[1] != '"' && !memcmp(p - 7, "\"text\"", 6))
+            k->content = true; /* a FIM chunk's text */
     }
 }
 
@@ -435,6 +459,8 @@ static int build_body(struct gw_call *c, const struct gh_upstream *up)
 {
     gh_buf_reset(&c->body);
     unsigned mt = c->chat.upstream_max_tokens;
+    if (c->chat.fim)
+        return gh_fim_upstream_body(c->chat.root, up->upstream_model, c->stream, mt, &c->body);
     if (c->req && !c->chat.pruned &&
         !gh_chat_upstream_body(c->req->body.data ? c->req->body.data : "", c->req->body.len,
                                up->upstream_model, c->stream, mt, &c->body))
@@ -470,7 +496,7 @@ void gw_relay_start(struct gw_call *c)
     ww->rng ^= ww->rng << 13;
     ww->rng ^= ww->rng >> 17;
     ww->rng ^= ww->rng << 5;
-    int idx = gh_upstream_acquire(&gw->ups, c->model, c->tried, gh_now_ms(), ww->rng);
+    int idx = gh_upstream_acquire(&gw->ups, c->model, c->tried | c->excluded, gh_now_ms(), ww->rng);
     if (idx < 0)
         gh_upstreams_report_status(&gw->ups, gh_now_ms()); /* circuits may have re-closed */
     if (idx == GH_EBUSY) {
@@ -506,7 +532,8 @@ void gw_relay_start(struct gw_call *c)
     c->up = idx;
     c->tried |= 1ull << idx;
     char url[600];
-    snprintf(url, sizeof url, "%s/chat/completions", up->base_url);
+    snprintf(url, sizeof url, "%s/%s", up->base_url,
+             c->chat.fim ? "completions" : "chat/completions");
     CURL *e = easy_get(ww);
     if (!e || build_body(c, up)) {
         if (e)
@@ -652,13 +679,8 @@ static void transfer_done(struct gw_call *c, CURLcode res)
         json_t *j = json_loadb(c->out.data ? c->out.data : "", c->out.len, 0, NULL);
         bool valid = json_is_object(j) && json_is_array(json_object_get(j, "choices"));
         json_t *u = json_object_get(j, "usage");
-        if (valid && json_is_object(u)) {
-            c->prompt_tokens =
-                (unsigned)json_integer_value(json_object_get(u, "prompt_tokens"));
-            c->completion_tokens =
-                (unsigned)json_integer_value(json_object_get(u, "completion_tokens"));
-            c->usage_known = true;
-        }
+        if (valid && json_is_object(u))
+            take_usage(c, u);
         json_decref(j);
         /* the answer as the client sees it: compact, the public model
          * name, no system_fingerprint (numbers kept as the model wrote them) */

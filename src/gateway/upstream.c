@@ -103,11 +103,18 @@ static int on_key(void *user, const char *section, const char *key, const char *
         rc = gh_parse_duration_ms(value, &up->connect_timeout_ms);
     } else if (!strcmp(key, "timeout")) {
         rc = gh_parse_duration_ms(value, &up->timeout_ms);
+    } else if (!strcmp(key, "fim")) {
+        rc = gh_parse_bool(value, &up->fim);
     } else {
         snprintf(c->err, c->errlen,
                  "[%s] %s: unknown key (model, base_url, api_key_env, upstream_model, weight, "
-                 "max_concurrent, connect_timeout, timeout)",
+                 "max_concurrent, connect_timeout, timeout, fim)",
                  section, key);
+        return 0;
+    }
+    if (rc && gh_duration_lacks_unit(value) && strstr(key, "timeout")) {
+        snprintf(c->err, c->errlen, "[%s] %s: '%.40s' has no unit (write e.g. %.40ss)", section,
+                 key, value, value);
         return 0;
     }
     if (rc) {

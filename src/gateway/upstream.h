@@ -33,6 +33,7 @@ struct gh_upstream {
     unsigned weight;
     unsigned max_concurrent;
     uint64_t connect_timeout_ms, timeout_ms;
+    bool fim; /* serves base_url/completions (fill-in-the-middle, POST /beta/completions) */
 
     /* shared state */
     atomic_uint active;

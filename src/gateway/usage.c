@@ -20,6 +20,7 @@ struct row {
     uint32_t day;
     bool used;
     uint64_t requests, prompt, completion, cut_short;
+    uint64_t cached, reasoning; /* prompt tokens from the cache; reasoning tokens */
 };
 
 struct line {
@@ -58,6 +59,7 @@ static uint64_t hash(uint64_t key, uint32_t day)
 /* The row of (key, day), created if missing; NULL when the table is full. */
 static struct row *row_locked(struct gh_usage *u, uint64_t key, uint64_t user, uint32_t day)
 {
+    GH_ASSERT_LOCKED(&u->mu);
     uint64_t h = hash(key, day);
     for (unsigned i = 0; i <= u->mask; i++) {
         struct row *r = &u->rows[(h + i) & u->mask];
@@ -81,6 +83,7 @@ static struct row *row_locked(struct gh_usage *u, uint64_t key, uint64_t user, u
 
 static void count_locked(struct gh_usage *u, const struct gh_usage_rec *rec)
 {
+    GH_ASSERT_LOCKED(&u->mu);
     struct row *r = row_locked(u, rec->key_id, rec->user_id, rec->day);
     if (!r)
         return;
@@ -88,6 +91,8 @@ static void count_locked(struct gh_usage *u, const struct gh_usage_rec *rec)
     r->prompt += rec->prompt_tokens;
     r->completion += rec->completion_tokens;
     r->cut_short += rec->cut_short;
+    r->cached += rec->cached_tokens;
+    r->reasoning += rec->reasoning_tokens;
 }
 
 static void *writer(void *arg)
@@ -148,6 +153,9 @@ static void replay(struct gh_usage *u, FILE *f)
             .completion_tokens =
                 (unsigned)json_integer_value(json_object_get(j, "completion_tokens")),
             .cut_short = json_is_true(json_object_get(j, "cut_short")),
+            .cached_tokens = (unsigned)json_integer_value(json_object_get(j, "cached_tokens")),
+            .reasoning_tokens =
+                (unsigned)json_integer_value(json_object_get(j, "reasoning_tokens")),
         };
         count_locked(u, &r);
         json_decref(j);
@@ -223,10 +231,10 @@ void gh_usage_record(struct gh_usage *u, const struct gh_usage_rec *r)
                   (unsigned long long)r->key_id, (unsigned long long)r->user_id);
     gh_buf_append_json_str(&b, r->model, strnlen(r->model, 256));
     gh_buf_printf(&b,
-                  "\",\"prompt_tokens\":%u,\"completion_tokens\":%u,\"cut_short\":%s,"
-                  "\"status\":%d}\n",
-                  r->prompt_tokens, r->completion_tokens, r->cut_short ? "true" : "false",
-                  r->status);
+                  "\",\"prompt_tokens\":%u,\"completion_tokens\":%u,\"cached_tokens\":%u,"
+                  "\"reasoning_tokens\":%u,\"cut_short\":%s,\"status\":%d}\n",
+                  r->prompt_tokens, r->completion_tokens, r->cached_tokens, r->reasoning_tokens,
+                  r->cut_short ? "true" : "false", r->status);
     struct line *l = b.data ? malloc(sizeof *l + b.len) : NULL;
     if (l) {
         l->next = NULL;
@@ -295,12 +303,13 @@ json_t *gh_usage_query(struct gh_usage *u, uint64_t user_id, uint32_t from)
         char date[16];
         strftime(date, sizeof date, "%Y-%m-%d", &tm);
         json_array_append_new(
-            arr, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "date", date, "key_id",
-                           (json_int_t)r->key_id, "requests", (json_int_t)r->requests,
-                           "prompt_tokens", (json_int_t)r->prompt, "completion_tokens",
-                           (json_int_t)r->completion, "total_tokens",
-                           (json_int_t)(r->prompt + r->completion), "cut_short",
-                           (json_int_t)r->cut_short));
+            arr,
+            json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "date", date, "key_id",
+                      (json_int_t)r->key_id, "requests", (json_int_t)r->requests, "prompt_tokens",
+                      (json_int_t)r->prompt, "completion_tokens", (json_int_t)r->completion,
+                      "total_tokens", (json_int_t)(r->prompt + r->completion), "cached_tokens",
+                      (json_int_t)r->cached, "reasoning_tokens", (json_int_t)r->reasoning,
+                      "cut_short", (json_int_t)r->cut_short));
     }
     free(found);
     free(copy);

@@ -21,6 +21,8 @@ struct gh_usage_rec {
     uint32_t day; /* UTC days since the epoch */
     const char *model;
     unsigned prompt_tokens, completion_tokens;
+    unsigned cached_tokens;    /* of prompt_tokens, served from the model server's prompt cache */
+    unsigned reasoning_tokens; /* of completion_tokens, spent thinking (reasoning_content) */
     bool cut_short; /* the stream ended before its end (client gone, upstream broke) */
     int status;     /* HTTP status the client got */
 };
@@ -36,7 +38,8 @@ void gh_usage_free(struct gh_usage *u);
 void gh_usage_record(struct gh_usage *u, const struct gh_usage_rec *r);
 /* A new JSON array of user_id's rows from day from on, newest day first:
  * [{"date":"2025-01-27","key_id":…,"requests":…,"prompt_tokens":…,
- * "completion_tokens":…,"total_tokens":…}]. */
+ * "completion_tokens":…,"total_tokens":…,"cached_tokens":…,
+ * "reasoning_tokens":…,"cut_short":…}]. */
 json_t *gh_usage_query(struct gh_usage *u, uint64_t user_id, uint32_t from);
 /* Calls fn for every key-day of day (to prime the quotas). */
 void gh_usage_each(struct gh_usage *u, uint32_t day,

@@ -288,7 +288,8 @@ const char *gh_http_reason(int status)
 bool gh_http_path_is_api(const char *path)
 {
     return !strncmp(path, "/api/", 5) || !strcmp(path, "/api") || !strncmp(path, "/v1/", 4) ||
-           !strcmp(path, "/v1") || !strncmp(path, "/admin/", 7) || !strcmp(path, "/healthz");
+           !strcmp(path, "/v1") || !strncmp(path, "/admin/", 7) || !strcmp(path, "/healthz") ||
+           !strncmp(path, "/beta/", 6) || !strcmp(path, "/user/balance"); /* DeepSeek's */
 }
 
 static const char *default_code(int status)
@@ -967,7 +968,8 @@ static int on_headers(struct gh_http_req *req, void *data)
 static void assign_request_id(struct gh_http_req *req)
 {
     if (req->id[0] || !req->path ||
-        (strncmp(req->path, "/v1/", 4) && strncmp(req->path, "/api/", 5)))
+        (strncmp(req->path, "/v1/", 4) && strncmp(req->path, "/api/", 5) &&
+         strncmp(req->path, "/beta/", 6) && strcmp(req->path, "/user/balance")))
         return;
     struct gh_worker *w = req->worker;
     if (w->rid_left < 8) {
@@ -1007,9 +1009,8 @@ static void dispatch(struct gh_conn *c, struct gh_http_req *req)
         gh_http_respond_error(req, 404, "not_found", "no such resource: %s", req->path);
     } else if (!w->admin && !gh_websec_check(req)) {
         return; /* cross-site or not JSON: answered before anything is counted */
-    } else if (!w->admin && w->srv->request_filter &&
-               !w->srv->request_filter(req, w->srv->request_filter_data)) {
-        return; /* the filter answered */
+    } else if (w->router->filter && !w->router->filter(req, w->router->filter_data)) {
+        return; /* the listener's filter answered */
     } else {
         req->route->handler(req);
     }

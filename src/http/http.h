@@ -112,7 +112,7 @@ int gh_http_add_header(struct gh_http_req *req, const char *name, const char *fm
 void gh_http_respond(struct gh_http_req *req, int status, const char *content_type,
                      const void *body, size_t len);
 void gh_http_respond_json(struct gh_http_req *req, int status, const char *json, size_t len);
-/* The error shape of CONTRACT.md: {"error":{"message","type","code"}} on
+/* The error shape of docs/API.md: {"error":{"message","type","code"}} on
  * /api, /v1 and /admin paths; a small HTML page elsewhere. code may be NULL
  * (then derived from status). */
 void gh_http_respond_error(struct gh_http_req *req, int status, const char *code,

@@ -6,8 +6,13 @@
 #include "http/http.h"
 
 typedef void (*gh_http_handler)(struct gh_http_req *req);
+/* A listener's request filter: runs on the worker after routing, before
+ * the handler (the public listener: the shield's classify, limit, admit;
+ * the admin listener: the admin token). true to go on; false when it has
+ * answered the request itself (401, 429, 503 …). */
+typedef bool (*gh_request_filter_fn)(struct gh_http_req *req, void *data);
 
-/* Traffic classes of DESIGN.md, highest priority first. */
+/* Traffic classes (docs/ARCHITECTURE.md), highest priority first. */
 enum gh_class { GH_CLASS_OPS, GH_CLASS_USER, GH_CLASS_LOGIN, GH_CLASS_REGISTER, GH_CLASS_ANON };
 
 struct gh_route {
@@ -28,6 +33,8 @@ struct gh_route {
 struct gh_router {
     struct gh_route routes[GH_ROUTER_MAX];
     unsigned n;
+    gh_request_filter_fn filter; /* NULL = none; set before the workers start */
+    void *filter_data;
 };
 
 void gh_router_init(struct gh_router *r);

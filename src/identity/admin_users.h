@@ -1,5 +1,5 @@
 /* The operator's user and key routes on the admin listener (bearer admin
- * token, CONTRACT.md):
+ * token, docs/API.md):
  *   GET    /admin/v1/users?phone=+86…      find an account by phone number
  *   GET    /admin/v1/users/{id}            one account
  *   POST   /admin/v1/users/{id}/disable    no sign-in; sessions and keys stop

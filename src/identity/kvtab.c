@@ -82,6 +82,7 @@ static unsigned bucket_of(struct gh_kvtab *t, const uint8_t *key)
 /* Drops expired entries of bucket b; with force, also its oldest entry. */
 static void sweep_bucket_locked(struct gh_kvtab *t, unsigned b, uint64_t now, bool force)
 {
+    GH_ASSERT_LOCKED(&t->mu);
     struct gh_kv **pp = &t->buckets[b], **oldest = NULL;
     while (*pp) {
         struct gh_kv *e = *pp;
@@ -106,6 +107,7 @@ static void sweep_bucket_locked(struct gh_kvtab *t, unsigned b, uint64_t now, bo
 struct gh_kv *gh_kvtab_find_locked(struct gh_kvtab *t, const uint8_t key[16], uint64_t now_ms,
                                    bool create, uint64_t ttl_ms)
 {
+    GH_ASSERT_LOCKED(&t->mu);
     unsigned b = bucket_of(t, key);
     for (struct gh_kv **pp = &t->buckets[b]; *pp;) {
         struct gh_kv *e = *pp;
@@ -139,6 +141,7 @@ struct gh_kv *gh_kvtab_find_locked(struct gh_kvtab *t, const uint8_t key[16], ui
 
 void gh_kvtab_del_locked(struct gh_kvtab *t, const uint8_t key[16])
 {
+    GH_ASSERT_LOCKED(&t->mu);
     unsigned b = bucket_of(t, key);
     for (struct gh_kv **pp = &t->buckets[b]; *pp; pp = &(*pp)->next) {
         if (!memcmp((*pp)->key, key, 16)) {

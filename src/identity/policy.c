@@ -270,6 +270,7 @@ static struct gh_policy *from_config(const struct gh_config *cfg)
  * was retired long enough ago. Under pol.mu. */
 static void retire_locked(struct gh_policy *p, uint64_t now)
 {
+    GH_ASSERT_LOCKED(&pol.mu);
     for (struct retired **pp = &pol.retired; *pp;) {
         struct retired *r = *pp;
         if (now >= r->at_ms + RETIRE_MS) {
@@ -313,6 +314,7 @@ static void regions_from_list(struct gh_policy *p, const char *r)
 /* standing ⊕ overlay: the overlay never loosens the standing policy. */
 static struct gh_policy *compose_locked(void)
 {
+    GH_ASSERT_LOCKED(&pol.mu);
     const struct gh_policy *b = pol.standing;
     struct gh_policy *c = policy_copy(b);
     if (!c)
@@ -370,6 +372,7 @@ static bool pinned(const struct gh_policy *p, uint64_t now)
  * Under pol.mu. */
 static bool recompose_locked(uint64_t now, bool end_pin)
 {
+    GH_ASSERT_LOCKED(&pol.mu);
     struct gh_policy *c = compose_locked();
     if (!c)
         return false;

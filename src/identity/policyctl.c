@@ -10,12 +10,17 @@
 static void print_policy(json_t *p)
 {
     json_t *regions = json_object_get(p, "allowed_regions");
-    printf("mode:      %s\n", json_string_value(json_object_get(p, "mode")));
-    printf("regions:   ");
-    size_t i;
-    json_t *r;
-    json_array_foreach(regions, i, r) printf("%s%s", i ? "," : "", json_string_value(r));
-    printf("%s\n", json_array_size(regions) ? "" : "(any)");
+    const char *mode = json_string_value(json_object_get(p, "mode"));
+    printf("mode:      %s\n", mode);
+    /* regions limit registration in restricted mode only: elsewhere a
+     * "regions: CN" line would read as a restriction that is not there */
+    if (mode && !strcmp(mode, "restricted")) {
+        printf("regions:   ");
+        size_t i;
+        json_t *r;
+        json_array_foreach(regions, i, r) printf("%s%s", i ? "," : "", json_string_value(r));
+        printf("%s\n", json_array_size(regions) ? "" : "(any)");
+    }
     printf("pow_bits:  %lld\n", (long long)json_integer_value(json_object_get(p, "pow_bits")));
     json_t *m = json_object_get(p, "message");
     printf("message:   %s\n", json_string_value(json_object_get(m, "en")));
@@ -80,27 +85,40 @@ int gh_ctl_policy_set(struct gh_ctl *c)
             }
             json_object_set_new(body, "pow_bits", json_integer((json_int_t)n));
         } else if (!strcmp(a, "--for")) {
-            uint64_t ms;
-            if (gh_parse_duration_ms(v, &ms) || ms < 1000) {
-                fprintf(stderr, "gatehouse ctl: --for expects a duration such as 30m or 2h\n");
+            uint64_t secs;
+            if (gh_ctl_parse_for(v, &secs)) {
                 json_decref(body);
+                json_decref(msg);
                 return 2;
             }
-            json_object_set_new(body, "for_seconds", json_integer((json_int_t)(ms / 1000)));
+            json_object_set_new(body, "for_seconds", json_integer((json_int_t)secs));
         } else if (!strcmp(a, "--message-en") || !strcmp(a, "--message-zh")) {
             if (!msg)
                 msg = json_object();
             json_object_set_new(msg, a[10] == 'e' ? "en" : "zh", json_string(v));
         } else {
-            fprintf(stderr, "gatehouse ctl: unknown option '%s'\n%s", a, usage);
+            static const char *const options[] = {"--regions",    "--pow-bits",   "--for",
+                                                  "--message-en", "--message-zh", NULL};
             json_decref(body);
             json_decref(msg);
-            return 2;
+            return gh_ctl_unknown_option(a, options, usage);
         }
     }
     if (msg)
         json_object_set_new(body, "message", msg);
+    /* a pinned policy ends when another is set: say which, so that a window
+     * set by someone else does not vanish unnoticed */
+    json_t *before = NULL;
+    if (!c->json && gh_ctl_fetch(c, "/admin/v1/policy", &before) == 0 &&
+        !json_string_value(json_object_get(before, "until"))) {
+        json_decref(before);
+        before = NULL;
+    }
     int rc = gh_ctl_call(c, "PUT", "/admin/v1/policy", body, print_policy);
+    if (!rc && before)
+        printf("replaced:  %s until %s\n", json_string_value(json_object_get(before, "mode")),
+               json_string_value(json_object_get(before, "until")));
+    json_decref(before);
     json_decref(body);
     return rc;
 }

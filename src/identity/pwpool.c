@@ -68,6 +68,7 @@ static struct pjob *unlink_head(struct gh_pwpool *p, int i)
 /* The next job this thread may run; all = ignore the reservation (stop). */
 static struct pjob *take_locked(struct gh_pwpool *p, bool all)
 {
+    GH_ASSERT_LOCKED(&p->mu);
     /* one thread stays free for the queues that are not low */
     bool low_ok = all || p->nthreads < 2 || p->busy + 1 < p->nthreads;
     for (int i = 0; i < GH_PW_NPRIO; i++)
@@ -78,6 +79,7 @@ static struct pjob *take_locked(struct gh_pwpool *p, bool all)
 
 static bool low_waiting_locked(const struct gh_pwpool *p)
 {
+    GH_ASSERT_LOCKED((pthread_mutex_t *)&p->mu);
     for (int i = 0; i < GH_PW_NPRIO; i++)
         if (p->q[i].low && p->q[i].head)
             return true;

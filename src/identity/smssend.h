@@ -1,7 +1,7 @@
 /* SMS senders behind one interface.
  *
  * - `log` appends one JSON line per message to <data>/sms-outbox.jsonl
- *   (CONTRACT.md; development and tests).
+ *   (docs/API.md; development and tests).
  * - `webhook` POSTs the same JSON line to a URL through libcurl's multi
  *   interface: up to max_inflight transfers at once, a timeout per attempt,
  *   retries with exponential back-off for connection failures, timeouts,

@@ -149,6 +149,7 @@ static struct shard *shard_of(const uint8_t *hash)
 /* Index of hash in s, or the empty slot where it would go. */
 static unsigned find_locked(struct shard *s, const uint8_t *hash, bool *found)
 {
+    GH_ASSERT_LOCKED(&s->mu);
     unsigned i = (unsigned)load64(hash) & s->mask;
     for (;;) {
         struct gh_cred *c = &s->slots[i];
@@ -168,6 +169,7 @@ static unsigned find_locked(struct shard *s, const uint8_t *hash, bool *found)
  * that look-ups never meet a hole before their entry. */
 static void remove_at_locked(struct shard *s, unsigned i)
 {
+    GH_ASSERT_LOCKED(&s->mu);
     unsigned j = i;
     for (;;) {
         j = (j + 1) & s->mask;
@@ -195,6 +197,7 @@ static bool expired(const struct gh_cred *c, uint64_t now)
 
 static void purge_locked(struct shard *s, uint64_t now)
 {
+    GH_ASSERT_LOCKED(&s->mu);
     for (unsigned i = 0; i <= s->mask;) {
         if (s->slots[i].kind && expired(&s->slots[i], now))
             remove_at_locked(s, i); /* re-check i: an entry may have moved in */
@@ -208,6 +211,7 @@ static void purge_locked(struct shard *s, uint64_t now)
  * request finds it in the store again (gh_auth_reload). */
 static void evict_lru_locked(struct shard *s)
 {
+    GH_ASSERT_LOCKED(&s->mu);
     unsigned victim = 0;
     uint64_t oldest = UINT64_MAX;
     for (unsigned i = 0; i <= s->mask; i++)

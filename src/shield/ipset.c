@@ -405,6 +405,7 @@ struct gh_ipset *gh_iplist_snapshot(struct gh_iplist *l)
  * reader who read the epoch just before a flip is covered too. */
 static void synchronize_locked(struct gh_iplist *l)
 {
+    GH_ASSERT_LOCKED(&l->wmu);
     for (int round = 0; round < 2; round++) {
         unsigned old = atomic_fetch_add(&l->epoch, 1) & 1;
         while (atomic_load_explicit(&l->readers[old].n, memory_order_acquire) != 0)
@@ -415,6 +416,7 @@ static void synchronize_locked(struct gh_iplist *l)
 /* Builds the tree of the current entries and swaps it in. */
 static int publish_locked(struct gh_iplist *l)
 {
+    GH_ASSERT_LOCKED(&l->wmu);
     size_t n = l->nfile + l->nruntime;
     struct gh_cidr *all = malloc(sizeof *all * (n ? n : 1));
     if (!all)

@@ -142,6 +142,7 @@ struct change {
 static void publish_locked(struct gh_level_machine *m, uint64_t now_ms, const char *reason,
                            struct change *ch)
 {
+    GH_ASSERT_LOCKED(&m->mu);
     enum gh_level eff = m->effective, pub = GH_LEVEL_NORMAL;
     /* since + 1: 0 means "not at this level" even on a clock that starts at 0 */
     for (unsigned l = 1; l < GH_LEVEL_COUNT; l++) {
@@ -169,6 +170,7 @@ static void publish_locked(struct gh_level_machine *m, uint64_t now_ms, const ch
 static void settle_locked(struct gh_level_machine *m, uint64_t now_ms, const char *reason,
                           struct change *ch)
 {
+    GH_ASSERT_LOCKED(&m->mu);
     enum gh_level eff = m->pinned ? m->pin_level : m->computed;
     if (eff == m->effective)
         return;
@@ -183,6 +185,7 @@ static void settle_locked(struct gh_level_machine *m, uint64_t now_ms, const cha
 
 static void expire_pin_locked(struct gh_level_machine *m, uint64_t now_ms, struct change *ch)
 {
+    GH_ASSERT_LOCKED(&m->mu);
     if (m->pinned && m->pin_until_ms && now_ms >= m->pin_until_ms) {
         m->pinned = false;
         gh_log(GH_LOG_INFO, "attack_level", "pin of %s expired", level_names[m->pin_level]);

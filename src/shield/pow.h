@@ -1,4 +1,4 @@
-/* Proof of work, stateless for the server (DESIGN.md, CONTRACT.md).
+/* Proof of work, stateless for the server (docs/API.md, "Proof of work").
  *
  * A challenge is an opaque ASCII string
  *   1.<scope>.<expires_at unix s>.<bits>.<prefix hex>.<nonce hex>.<mac hex>

@@ -3,8 +3,8 @@
  * proof-of-work challenge route and the admin routes. */
 #include "shield/shield.h"
 
-#include "admin/admin.h"
 #include "core/log.h"
+#include "http/jsonbody.h"
 #include "identity/auth.h"
 #include "identity/policy.h"
 #include "shield/admission.h"
@@ -335,7 +335,7 @@ static int worker_init(struct gh_worker *w, void *data)
     if (!rc)
         rc = uv_timer_start(&sh->timer, on_timer, sh->interval_ms, sh->interval_ms);
     sh->timer_on = rc == 0;
-    return rc;
+    return rc ? GH_EIO : 0; /* hooks answer GH_E* codes, not libuv's */
 }
 
 static void worker_dispose(struct gh_worker *w, void *data)
@@ -964,25 +964,11 @@ static void level_answer(struct gh_http_req *req, struct gh_shield *sh)
     respond_buf(req, 200, &b);
 }
 
-static json_t *body_json(struct gh_http_req *req)
-{
-    json_error_t je;
-    json_t *j = req->body.len ? json_loadb(req->body.data, req->body.len, 0, &je) : NULL;
-    if (!json_is_object(j)) {
-        json_decref(j);
-        gh_http_respond_error(req, 400, "invalid_json", "the body must be a JSON object");
-        return NULL;
-    }
-    return j;
-}
-
 static void admin_level(struct gh_http_req *req)
 {
-    struct gh_shield *sh = the_shield;
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_shield *sh = req->route->ctx;
     if (!strcmp(req->method_name, "PUT")) {
-        json_t *j = body_json(req);
+        json_t *j = gh_http_body_object(req);
         if (!j)
             return;
         enum gh_level lv;
@@ -1025,9 +1011,7 @@ static void list_json(struct gh_buf *b, const char *name, struct gh_iplist *l, c
 
 static void admin_lists(struct gh_http_req *req)
 {
-    struct gh_shield *sh = the_shield;
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_shield *sh = req->route->ctx;
     struct gh_buf b;
     gh_buf_init(&b, 16u << 20);
     gh_buf_append_str(&b, "{");
@@ -1049,10 +1033,8 @@ static void admin_ban(struct gh_http_req *req, struct gh_shield *sh, const struc
 
 static void admin_block(struct gh_http_req *req)
 {
-    struct gh_shield *sh = the_shield;
-    if (!gh_admin_authorized(req))
-        return;
-    json_t *j = body_json(req);
+    struct gh_shield *sh = req->route->ctx;
+    json_t *j = gh_http_body_object(req);
     if (!j)
         return;
     const char *text = json_string_value(json_object_get(j, "cidr"));
@@ -1140,9 +1122,7 @@ static void admin_ban(struct gh_http_req *req, struct gh_shield *sh, const struc
 
 static void admin_bans(struct gh_http_req *req)
 {
-    struct gh_shield *sh = the_shield;
-    if (!gh_admin_authorized(req))
-        return;
+    struct gh_shield *sh = req->route->ctx;
     uint64_t now = gh_now_ms();
     struct gh_ban *list = malloc(sizeof *list * BANS_LIST_MAX);
     if (!list) {
@@ -1176,10 +1156,8 @@ static void admin_bans(struct gh_http_req *req)
 
 static void admin_pow_verify(struct gh_http_req *req)
 {
-    struct gh_shield *sh = the_shield;
-    if (!gh_admin_authorized(req))
-        return;
-    json_t *j = body_json(req);
+    struct gh_shield *sh = req->route->ctx;
+    json_t *j = gh_http_body_object(req);
     if (!j)
         return;
     const char *scope_s = json_string_value(json_object_get(j, "scope"));
@@ -1364,14 +1342,14 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     struct gh_route *r1 = gh_router_add(&srv->router, "GET", "/api/pow/challenge",
                                         pow_challenge, sh);
     struct gh_route *a[8] = {
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/level", admin_level, srv),
-        gh_router_add(&srv->admin_router, "PUT", "/admin/v1/level", admin_level, srv),
-        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/level", admin_level, srv),
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/lists", admin_lists, srv),
-        gh_router_add(&srv->admin_router, "POST", "/admin/v1/lists/block", admin_block, srv),
-        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/lists/block", admin_block, srv),
-        gh_router_add(&srv->admin_router, "POST", "/admin/v1/pow/verify", admin_pow_verify, srv),
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/bans", admin_bans, srv),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/level", admin_level, sh),
+        gh_router_add(&srv->admin_router, "PUT", "/admin/v1/level", admin_level, sh),
+        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/level", admin_level, sh),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/lists", admin_lists, sh),
+        gh_router_add(&srv->admin_router, "POST", "/admin/v1/lists/block", admin_block, sh),
+        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/lists/block", admin_block, sh),
+        gh_router_add(&srv->admin_router, "POST", "/admin/v1/pow/verify", admin_pow_verify, sh),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/bans", admin_bans, sh),
     };
     rc = GH_ETOOBIG;
     if (!r1)
@@ -1388,8 +1366,8 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
         goto fail_routes;
     srv->accept_filter = accept_filter;
     srv->accept_filter_data = sh;
-    srv->request_filter = request_filter;
-    srv->request_filter_data = sh;
+    srv->router.filter = request_filter;
+    srv->router.filter_data = sh;
     srv->credentials = credentials;
     srv->credentials_data = sh;
     srv->credentials_fetch = credentials_fetch;

@@ -47,15 +47,18 @@ int gh_ctl_level_show(struct gh_ctl *c)
 
 int gh_ctl_level_pin(struct gh_ctl *c)
 {
-    uint64_t for_ms = 0;
-    if (c->argc != 1 && !(c->argc == 3 && !strcmp(c->argv[1], "--for") &&
-                          !gh_parse_duration_ms(c->argv[2], &for_ms) && for_ms >= 1000)) {
+    uint64_t for_s = 0;
+    if (c->argc == 3 && !strcmp(c->argv[1], "--for")) {
+        int rc = gh_ctl_parse_for(c->argv[2], &for_s);
+        if (rc)
+            return rc;
+    } else if (c->argc != 1) {
         fprintf(stderr, "usage: gatehouse ctl level pin normal|elevated|under_attack [--for 2h]\n");
         return 2;
     }
     json_t *body = json_pack("{ss}", "level", c->argv[0]);
-    if (for_ms)
-        json_object_set_new(body, "for_seconds", json_integer((json_int_t)(for_ms / 1000)));
+    if (for_s)
+        json_object_set_new(body, "for_seconds", json_integer((json_int_t)for_s));
     int rc = gh_ctl_call(c, "PUT", "/admin/v1/level", body, print_level);
     json_decref(body);
     return rc;

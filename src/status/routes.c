@@ -4,8 +4,8 @@
  * and the admin routes that change incidents and component overrides. */
 #include "status/model.h"
 
-#include "admin/admin.h"
 #include "core/log.h"
+#include "http/jsonbody.h"
 #include "core/server.h"
 #include "http/assets.h"
 #include "http/pages.h"
@@ -194,12 +194,11 @@ static void get_static(struct gh_http_req *req)
 
 static struct gh_status *admin_status(struct gh_http_req *req)
 {
-    if (!gh_admin_authorized(req))
-        return NULL;
-    struct gh_status *st = atomic_load(&g_status);
-    if (!st)
+    if (!atomic_load(&g_status)) {
         gh_http_respond_error(req, 503, "unavailable", "the status page is not running");
-    return st;
+        return NULL;
+    }
+    return req->route->ctx;
 }
 
 static void answer_buf(struct gh_http_req *req, int status, int rc, struct gh_buf *b)
@@ -209,28 +208,6 @@ static void answer_buf(struct gh_http_req *req, int status, int rc, struct gh_bu
     else
         gh_http_respond_json(req, status, b->data, b->len);
     gh_buf_dispose(b);
-}
-
-/* Parses the body as a JSON object, or answers 400 and returns NULL. */
-static json_t *body_object(struct gh_http_req *req)
-{
-    json_error_t je;
-    json_t *j = req->body.len ? json_loadb(req->body.data, req->body.len, 0, &je) : NULL;
-    if (!req->body.len) {
-        gh_http_respond_error(req, 400, "invalid_request", "a JSON object body is required");
-        return NULL;
-    }
-    if (!j) {
-        gh_http_respond_error(req, 400, "invalid_json", "body is not valid JSON: %s (line %d)",
-                              je.text, je.line);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        gh_http_respond_error(req, 400, "invalid_request", "body must be a JSON object");
-        return NULL;
-    }
-    return j;
 }
 
 /* Refuses fields other than those listed (a typo must not pass
@@ -345,7 +322,7 @@ static void post_incident(struct gh_http_req *req)
     struct gh_status *st = admin_status(req);
     if (!st)
         return;
-    json_t *o = body_object(req);
+    json_t *o = gh_http_body_object(req);
     if (!o)
         return;
     static const char *const fields[] = {"name",   "name_zh", "body",       "body_zh",
@@ -381,7 +358,7 @@ static void post_update(struct gh_http_req *req)
     struct gh_status *st = admin_status(req);
     if (!st)
         return;
-    json_t *o = body_object(req);
+    json_t *o = gh_http_body_object(req);
     if (!o)
         return;
     static const char *const fields[] = {"status", "body", "body_zh", "impact", "components", NULL};
@@ -447,7 +424,7 @@ static void override_component(struct gh_http_req *req)
     json_t *o = NULL;
     if (strcmp(req->method_name, "DELETE")) {
         static const char *const fields[] = {"status", NULL};
-        o = body_object(req);
+        o = gh_http_body_object(req);
         if (!o)
             return;
         if (!only_fields(req, o, fields) ||
@@ -550,7 +527,7 @@ int gh_status_init(struct gh_server *srv)
         {"DELETE", "/admin/v1/components/{id}", override_component},
     };
     for (size_t i = 0; i < GH_ARRAY_LEN(adm); i++) {
-        r = gh_router_add(&srv->admin_router, adm[i].method, adm[i].path, adm[i].h, srv);
+        r = gh_router_add(&srv->admin_router, adm[i].method, adm[i].path, adm[i].h, st);
         if (!r)
             return GH_ETOOBIG;
         r->cls = GH_CLASS_OPS;

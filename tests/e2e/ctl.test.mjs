@@ -500,9 +500,11 @@ test('bad arguments: exit 2 for every command family, before any request', async
     ['policy', 'set', 'sideways'],
     ['policy', 'set', 'open', '--pow-bits', 'many'],
     ['policy', 'set', 'open', '--for', 'soon'],
+    ['policy', 'set', 'busy', '--for', '10'], // no unit: 10 s or 10 min? (issue 13)
     ['level', 'show', 'x'],
     ['level', 'pin'],
     ['level', 'pin', 'elevated', '--for', 'x'],
+    ['level', 'pin', 'elevated', '--for', '10'],
     ['level', 'unpin', 'x'],
     ['block'],
     ['unblock'],

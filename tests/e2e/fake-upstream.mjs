@@ -15,6 +15,15 @@
 //   pretty                every event's JSON pretty-printed over several data: lines
 //   error-event           a chunk, then an error event naming an internal host
 //   after-done            the normal stream, then a chunk after [DONE]
+//   reasoning             DeepSeek-reasoner style: reasoning_content first (message
+//                         and deltas), then the answer; usage with the cache and
+//                         reasoning details (REASONING_USAGE)
+//   tools                 two parallel tool calls (get_weather, get_time), their
+//                         arguments streamed in pieces under each call's index;
+//                         logprobs on every choice; finish_reason tool_calls
+//
+// POST /v1/completions (fill-in-the-middle, any model): a text_completion
+// whose text is "<FIM:" + prompt + "|" + suffix + ">" (streamed in 3 chunks).
 //
 // Every answer carries system_fingerprint and the model name it was asked
 // for (the upstream's), and error bodies name an internal host: what the
@@ -30,6 +39,35 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The usage of the reasoning mode: DeepSeek's and OpenAI's detail fields. */
+export const REASONING_USAGE = {
+  prompt_tokens: 11,
+  completion_tokens: 7,
+  total_tokens: 18,
+  prompt_cache_hit_tokens: 8,
+  prompt_cache_miss_tokens: 3,
+  prompt_tokens_details: { cached_tokens: 8 },
+  completion_tokens_details: { reasoning_tokens: 4 },
+};
+
+/** The tool calls of the tools mode, as a client reassembles them. */
+export const TOOL_CALLS = [
+  { id: 'call_w1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Hangzhou","unit":"c"}' } },
+  { id: 'call_t2', type: 'function', function: { name: 'get_time', arguments: '{"tz":"Asia/Shanghai"}' } },
+];
+
+const LOGPROBS = {
+  content: [{ token: 'x', logprob: -0.25, bytes: [120], top_logprobs: [{ token: 'x', logprob: -0.25, bytes: [120] }] }],
+};
+
+/** Splits s into n pieces (the last takes the rest). */
+function pieces(s, n) {
+  const k = Math.ceil(s.length / n);
+  const out = [];
+  for (let i = 0; i < s.length; i += k) out.push(s.slice(i, i + k));
+  return out;
+}
 
 function chunk(id, model, delta, finish = null, usage) {
   const o = {
@@ -69,7 +107,8 @@ function serve() {
     }
     let body = '';
     for await (const d of req) body += d;
-    if (req.url !== '/v1/chat/completions' || req.method !== 'POST') {
+    const fim = req.url === '/v1/completions';
+    if ((req.url !== '/v1/chat/completions' && !fim) || req.method !== 'POST') {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end('{"error":{"message":"not found","type":"invalid_request_error"}}');
       return;
@@ -89,6 +128,8 @@ function serve() {
       stream: !!j.stream,
       include_usage: !!j.stream_options?.include_usage,
       keys: Object.keys(j),
+      path: req.url,
+      body: j,
       max_tokens: j.max_tokens,
       authorization: req.headers.authorization || null,
       start: Date.now(),
@@ -117,6 +158,65 @@ function serve() {
     }
     if (mode === 'slow-first-byte') await sleep(Number(arg));
     if (res.destroyed) return;
+    if (fim) {
+      const text = `<FIM:${j.prompt}|${j.suffix ?? ''}>`;
+      const usage = { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 };
+      const base = { id: `cmpl-fake${entry.id}`, object: 'text_completion', created: 1, model, system_fingerprint: 'fp_gpu-node-17' };
+      if (!j.stream) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ ...base, choices: [{ index: 0, text, logprobs: null, finish_reason: 'stop' }], usage }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const parts = pieces(text, 3);
+      parts.forEach((t, i) =>
+        write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, text: t, logprobs: null, finish_reason: i === parts.length - 1 ? 'stop' : null }] })}\n\n`),
+      );
+      if (entry.include_usage) write(`data: ${JSON.stringify({ ...base, choices: [], usage })}\n\n`);
+      write('data: [DONE]\n\n');
+      res.end();
+      return;
+    }
+    if (mode === 'reasoning' || mode === 'tools') {
+      const base = { id, object: 'chat.completion.chunk', created: 1, model, system_fingerprint: 'fp_gpu-node-17' };
+      const usage = mode === 'reasoning' ? REASONING_USAGE : { prompt_tokens: 11, completion_tokens: 9, total_tokens: 20 };
+      if (!j.stream) {
+        const message =
+          mode === 'reasoning'
+            ? { role: 'assistant', reasoning_content: 'The user greets; greet back.', content: 'Hello!' }
+            : { role: 'assistant', content: null, tool_calls: TOOL_CALLS };
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            ...base,
+            object: 'chat.completion',
+            choices: [{ index: 0, message, logprobs: mode === 'tools' ? LOGPROBS : null, finish_reason: mode === 'tools' ? 'tool_calls' : 'stop' }],
+            usage,
+          }),
+        );
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const ev = (delta, finish = null, extra = {}) =>
+        write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta, logprobs: mode === 'tools' ? LOGPROBS : null, finish_reason: finish }], ...extra })}\n\n`);
+      if (mode === 'reasoning') {
+        ev({ role: 'assistant', content: null, reasoning_content: '' });
+        for (const r of ['The user', ' greets;', ' greet back.']) ev({ content: null, reasoning_content: r });
+        for (const w of ['Hello', '!']) ev({ content: w, reasoning_content: null });
+        ev({}, 'stop');
+      } else {
+        ev({ role: 'assistant', content: null });
+        TOOL_CALLS.forEach((tc, index) => {
+          ev({ tool_calls: [{ index, id: tc.id, type: 'function', function: { name: tc.function.name, arguments: '' } }] });
+          for (const a of pieces(tc.function.arguments, 4)) ev({ tool_calls: [{ index, function: { arguments: a } }] });
+        });
+        ev({}, 'tool_calls');
+      }
+      if (entry.include_usage) write(`data: ${JSON.stringify({ ...base, choices: [], usage })}\n\n`);
+      write('data: [DONE]\n\n');
+      res.end();
+      return;
+    }
     const words = ['Hello', ' from', ' fake'];
     if (!j.stream) {
       res.writeHead(200, { 'content-type': 'application/json' });

@@ -298,7 +298,7 @@ test('the admin API refuses bad input naming the field', async (t) => {
   const srv = await startServer({ t });
   const cases = [
     ['POST', '/admin/v1/incidents', '{nope', 400, 'invalid_json', null],
-    ['POST', '/admin/v1/incidents', '[]', 400, 'invalid_request', null],
+    ['POST', '/admin/v1/incidents', '[]', 400, 'invalid_json', null],
     ['POST', '/admin/v1/incidents', { body: 'b' }, 400, 'invalid_request', 'name'],
     ['POST', '/admin/v1/incidents', { name: 'n' }, 400, 'invalid_request', 'body'],
     ['POST', '/admin/v1/incidents', { name: 1, body: 'b' }, 400, 'invalid_request', 'name'],

@@ -182,7 +182,8 @@ static void error_unknown_section_and_key(void **state)
                       "[(none)] workers: key outside any section (start the file with e.g. "
                       "[server])");
     /* keys of another section do not leak across */
-    expect_file_error(f, "[limits]\nlisten = 127.0.0.1:1\n", 2, "[limits] listen: unknown key");
+    expect_file_error(f, "[limits]\nlisten = 127.0.0.1:1\n", 2,
+                      "[limits] listen: unknown key (listen is in [server])");
 }
 
 static void error_line_number(void **state)
@@ -309,9 +310,85 @@ static void error_syntax(void **state)
 {
     struct fx *f = *state;
     expect_file_error(f, "[server]\nworkers = 2\n\nthis line is not ini\n", 4,
-                      "syntax error (expected [section] or key = value)");
+                      "syntax error: the '=' is missing (expected [section] or key = value)");
     expect_file_error(f, "; c\n[server\nworkers = 2\n", 2,
                       "syntax error (expected [section] or key = value)");
+}
+
+/* Mistakes an operator makes by hand (issue 13): each gets a message that
+ * names it, where before the file loaded with a silent surprise or a
+ * misleading "unknown key". */
+static void error_repeated_key(void **state)
+{
+    struct fx *f = *state;
+    expect_file_error(f, "[limits]\nidle_timeout = 10m\nheader_max = 32k\nidle_timeout = 10s\n", 4,
+                      "[limits] idle_timeout: set twice, on line 2 and on line 4 (keep one)");
+    /* a section opened twice still holds one value per key */
+    expect_file_error(f,
+                      "[server]\nworkers = 2\n[limits]\nheader_max = 32k\n[server]\nworkers = 3\n",
+                      6, "[server] workers: set twice, on line 2 and on line 6 (keep one)");
+    /* continuation lines and the same key name in two sections are fine */
+    char path[512];
+    assert_int_equal(load(f, "ok.ini",
+                          "[shield]\nrules = anon:addr:10/1s,\n    anon:prefix:20/1s\n"
+                          "[limits]\nbody_max = 64k\n[gateway]\nbody_max = 1m\n",
+                          path, sizeof path),
+                     0);
+    /* each load starts afresh: loading the same file again is no repeat */
+    assert_int_equal(gh_config_load_file(f->c, path, &f->err), 0);
+}
+
+static void error_missing_equals(void **state)
+{
+    struct fx *f = *state;
+    expect_file_error(f, "[server]\nlisten 127.0.0.1:8181\n", 2,
+                      "[server] listen: the '=' is missing (write listen = 127.0.0.1:8181)");
+    expect_file_error(f, "[limits]\nheader_max = 32k\nidle_timeout: 30s\n", 3,
+                      "[limits] idle_timeout: the '=' is missing (write idle_timeout = 30s)");
+    expect_file_error(f, "\xef\xbb\xbf[server]\nworkers 2\r\n", 2,
+                      "[server] workers: the '=' is missing (write workers = 2)");
+    expect_file_error(f, "[server]\nlisten\n", 2,
+                      "syntax error: the '=' is missing (expected [section] or key = value)");
+    /* an '=' inside the value is not the separator: "rules anon:…:burst=2" */
+    expect_file_error(f, "[shield]\nrules anon:addr:1/1s:burst=2\n", 2,
+                      "[shield] rules: the '=' is missing (write rules = "
+                      "anon:addr:1/1s:burst=2)");
+    /* ':' after '=' is part of the value */
+    char path[512];
+    assert_int_equal(load(f, "ok.ini", "[server]\nlisten = 127.0.0.1:8181\n", path, sizeof path),
+                     0);
+}
+
+static void error_suggests_nearest_name(void **state)
+{
+    struct fx *f = *state;
+    expect_file_error(f, "[limits]\nidle_timout = 30s\n", 2,
+                      "[limits] idle_timout: unknown key (did you mean idle_timeout?)");
+    expect_file_error(f, "[limits]\nIdleTimeout = 30s\n", 2,
+                      "[limits] IdleTimeout: unknown key (did you mean idle_timeout?)");
+    expect_file_error(f, "[limts]\nheader_max = 32k\n", 2,
+                      "[limts] header_max: unknown section (did you mean [limits]?)");
+    /* nothing near: no guess */
+    expect_file_error(f, "[limits]\ncolour = blue\n", 2, "[limits] colour: unknown key");
+    assert_int_equal(gh_config_set_assignment(f->c, "limits.hedaer_max=1k", "flag --set", &f->err),
+                     GH_EINVAL);
+    assert_string_equal(errmsg(f),
+                        "flag --set: [limits] hedaer_max: unknown key (did you mean header_max?)");
+}
+
+static void error_duration_without_unit(void **state)
+{
+    struct fx *f = *state;
+    expect_file_error(f, "[limits]\nidle_timeout = 30\n", 2,
+                      "[limits] idle_timeout: '30' has no unit (write e.g. 30s or 30ms)");
+    assert_int_equal(gh_config_set_assignment(f->c, "sms.cooldown=60", "flag --set", &f->err),
+                     GH_EINVAL);
+    assert_string_equal(errmsg(f),
+                        "flag --set: [sms] cooldown: '60' has no unit (write e.g. 60s or 60ms)");
+    /* zero is zero in any unit */
+    char path[512];
+    assert_int_equal(load(f, "ok.ini", "[server]\nhsts_max_age = 0\n", path, sizeof path), 0);
+    assert_int_equal(f->c->server.hsts_max_age_ms, 0);
 }
 
 static void error_unreadable(void **state)
@@ -512,8 +589,17 @@ static void parse_duration(void **state)
     assert_int_equal(v, 500);
     assert_int_equal(gh_parse_duration_ms("10s", &v), 0);
     assert_int_equal(v, 10000);
-    assert_int_equal(gh_parse_duration_ms("10", &v), 0); /* bare number: seconds */
-    assert_int_equal(v, 10000);
+    /* a bare number could mean seconds or milliseconds: only 0 may omit the unit */
+    assert_int_equal(gh_parse_duration_ms("0", &v), 0);
+    assert_int_equal(v, 0);
+    v = 7;
+    assert_int_equal(gh_parse_duration_ms("10", &v), GH_EINVAL);
+    assert_int_equal(v, 7);
+    assert_true(gh_duration_lacks_unit("10"));
+    assert_false(gh_duration_lacks_unit("0"));
+    assert_false(gh_duration_lacks_unit("10s"));
+    assert_false(gh_duration_lacks_unit("ten"));
+    assert_false(gh_duration_lacks_unit(""));
     assert_int_equal(gh_parse_duration_ms("5m", &v), 0);
     assert_int_equal(v, 300000);
     assert_int_equal(gh_parse_duration_ms("2h", &v), 0);
@@ -696,6 +782,10 @@ int main(void)
         T(overrides),
         T(environment),
         T(continuation_and_long_lines),
+        T(error_repeated_key),
+        T(error_missing_equals),
+        T(error_suggests_nearest_name),
+        T(error_duration_without_unit),
         cmocka_unit_test(parse_size),
         cmocka_unit_test(parse_duration),
         cmocka_unit_test(parse_uint),

@@ -141,6 +141,33 @@ static int reframe_cb(const char *data, size_t len, void *ud)
 
 /* Issue 10 item 14: "data: {\ndata:\ndata: data: [DONE]\ndata: }\n\n" once
  * reached the client as two events, "{" and an early [DONE]. */
+/* A public name longer than the upstream's makes the output grow while
+ * it is written: the block is reallocated mid-object and the bytes already
+ * written must survive it (a fresh buffer's NUL once landed on the '{'). */
+static void model_grows_buffer(void **state)
+{
+    (void)state;
+    const char *model = "deepseek-reasoner-with-a-much-longer-public-name";
+    for (size_t pad = 0; pad < 600; pad++) {
+        char in[1024], want[1200];
+        char fill[601];
+        memset(fill, 'x', pad);
+        fill[pad] = 0;
+        snprintf(in, sizeof in, "{\"model\":\"r\",\"t\":\"%s\"}", fill);
+        snprintf(want, sizeof want, "{\"model\":\"%s\",\"t\":\"%s\"}", model, fill);
+        struct gh_buf b;
+        gh_buf_init(&b, 1u << 16);
+        assert_int_equal(gh_reframe_json(in, strlen(in), model, &b), 0);
+        assert_string_equal(b.data, want);
+        gh_buf_dispose(&b);
+        /* and after "data: " in an event */
+        gh_buf_init(&b, 1u << 16);
+        assert_int_equal(gh_reframe_event(in, strlen(in), model, &b, NULL), 0);
+        assert_int_equal(memcmp(b.data, "data: {", 7), 0);
+        gh_buf_dispose(&b);
+    }
+}
+
 static void multiline_attack(void **state)
 {
     (void)state;
@@ -174,6 +201,7 @@ int main(void)
         cmocka_unit_test(error_member),
         cmocka_unit_test(refused),
         cmocka_unit_test(multiline_attack),
+        cmocka_unit_test(model_grows_buffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@ struct order {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool released;
+    int started; /* blockers running */
     int seq[64];
     int n;
     int done;
@@ -33,9 +34,12 @@ static void run_item(void *arg)
     struct item *it = arg;
     struct order *o = it->o;
     pthread_mutex_lock(&o->mu);
-    if (it->blocker)
+    if (it->blocker) {
+        o->started++;
+        pthread_cond_broadcast(&o->cv);
         while (!o->released)
             pthread_cond_wait(&o->cv, &o->mu);
+    }
     o->seq[o->n++] = it->id;
     pthread_mutex_unlock(&o->mu);
 }
@@ -49,6 +53,16 @@ static void done_item(struct gh_worker *w, void *arg, int rc)
         it->o->busy++;
     pthread_cond_broadcast(&it->o->cv);
     pthread_mutex_unlock(&it->o->mu);
+}
+
+/* Waits until n blockers hold their threads: a pool thread on a loaded
+ * machine may take longer than any sleep to pick its job up. */
+static void wait_started(struct order *o, int n)
+{
+    pthread_mutex_lock(&o->mu);
+    while (o->started < n)
+        pthread_cond_wait(&o->cv, &o->mu);
+    pthread_mutex_unlock(&o->mu);
 }
 
 static void wait_done(struct order *o, int n)
@@ -69,7 +83,7 @@ static void login_first(void **state)
      * then one login submitted last */
     items[0] = (struct item){&o, 0, true};
     assert_int_equal(gh_pwpool_submit(p, GH_PW_REGISTER, run_item, &items[0], NULL, done_item), 0);
-    usleep(20000);
+    wait_started(&o, 1);
     for (int i = 1; i <= 20; i++) {
         items[i] = (struct item){&o, 100 + i, false};
         assert_int_equal(
@@ -99,7 +113,7 @@ static void bounded_and_deadline(void **state)
     struct item items[8];
     items[0] = (struct item){&o, 0, true};
     assert_int_equal(gh_pwpool_submit(p, GH_PW_REGISTER, run_item, &items[0], NULL, done_item), 0);
-    usleep(20000);
+    wait_started(&o, 1);
     for (int i = 1; i <= 3; i++) {
         items[i] = (struct item){&o, i, false};
         assert_int_equal(
@@ -152,7 +166,7 @@ static void tiers_in_order(void **state)
     struct item items[10];
     items[0] = (struct item){&o, 0, true};
     assert_int_equal(gh_pwpool_submit(p, GH_PW_LOGIN, run_item, &items[0], NULL, done_item), 0);
-    usleep(20000);
+    wait_started(&o, 1);
     /* submitted lowest tier first; served known, new, registration, suspect */
     static const struct {
         enum gh_pw_prio prio;
@@ -186,7 +200,7 @@ static void low_keeps_a_thread_free(void **state)
     items[0] = (struct item){&o, 0, true};
     assert_int_equal(
         gh_pwpool_submit(p, GH_PW_LOGIN_SUSPECT, run_item, &items[0], NULL, done_item), 0);
-    usleep(20000);
+    wait_started(&o, 1);
     items[1] = (struct item){&o, 1, false};
     assert_int_equal(
         gh_pwpool_submit(p, GH_PW_LOGIN_SUSPECT, run_item, &items[1], NULL, done_item), 0);
@@ -219,7 +233,7 @@ static void full_queue_drops_late_jobs(void **state)
     struct item items[6];
     items[0] = (struct item){&o, 0, true};
     assert_int_equal(gh_pwpool_submit(p, GH_PW_LOGIN, run_item, &items[0], NULL, done_item), 0);
-    usleep(20000);
+    wait_started(&o, 1);
     for (int i = 1; i <= 2; i++) {
         items[i] = (struct item){&o, i, false};
         assert_int_equal(

@@ -7,7 +7,7 @@
  *       : submit(e.data.nonce);                 // decimal string
  *
  * It finds a decimal nonce such that SHA-256(challenge + ":" + nonce)
- * starts with `bits` zero bits (CONTRACT.md, "Proof of work"). SHA-256 is
+ * starts with `bits` zero bits (docs/API.md). SHA-256 is
  * computed here in plain JavaScript, not with crypto.subtle.digest: one
  * promise per hash would cost far more than the hash of ~100 bytes, and
  * the blocks holding the fixed challenge are compressed once (midstate).
