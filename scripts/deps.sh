@@ -9,12 +9,14 @@ cd "$(dirname "$0")/.."
 build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
     libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libsodium-dev
     libphonenumber-dev libsqlite3-dev sqlite3 libjansson-dev libinih-dev
-    libcmocka-dev node-llhttp)
+    libcmocka-dev node-llhttp libnftables-dev)
 # prometheus: for promtool (no smaller Debian 12 package ships it) and
 # python3-prometheus-client: tests/e2e/metrics-format.test.mjs checks
 # /metrics with both; python3-httpx: the Python openai SDK's transport
-# (Debian has no python3-openai), tests/e2e/body-too-large.test.mjs
-test_pkgs=(curl procps iproute2 chromium fonts-dejavu-core fonts-noto-cjk
+# (Debian has no python3-openai), tests/e2e/body-too-large.test.mjs;
+# nftables and util-linux (unshare): tests/e2e/penalty-box.test.mjs runs
+# the kernel penalty box in a network namespace of its own
+test_pkgs=(curl procps iproute2 nftables util-linux chromium fonts-dejavu-core fonts-noto-cjk
     prometheus python3-prometheus-client python3-httpx)
 bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux procps)
 

@@ -58,6 +58,7 @@ int gh_ctl_level_pin(struct gh_ctl *c);
 int gh_ctl_level_unpin(struct gh_ctl *c);
 int gh_ctl_block(struct gh_ctl *c);
 int gh_ctl_unblock(struct gh_ctl *c);
+int gh_ctl_bans(struct gh_ctl *c);
 int gh_ctl_lists(struct gh_ctl *c);
 /* gateway (src/gateway/gwctl.c) */
 int gh_ctl_quota_set(struct gh_ctl *c);

@@ -274,6 +274,21 @@ static const struct key_def keys[] = {
      "login 2.5, user 4)"},
     {"shield", "shed_loop_lag", T_DURATION, OFF(shield.shed_loop_lag_ms), 1, HOUR, "250ms",
      "event-loop lag that counts as pressure 1"},
+    {"shield", "ban_after", T_UINT, OFF(shield.ban_after), 0, 100000000, "0",
+     "refusals by an address or prefix rule within ban_window that ban the source for "
+     "ban_time; 0 = operator bans only (off by default: a ban also cuts users behind a "
+     "shared address)"},
+    {"shield", "ban_window", T_DURATION, OFF(shield.ban_window_ms), 100, HOUR, "10s",
+     "the window in which ban_after refusals earn a ban"},
+    {"shield", "ban_time", T_DURATION, OFF(shield.ban_time_ms), SEC, 30 * 24 * HOUR, "10m",
+     "how long an automatic ban lasts (the kernel's own timeout with kernel_ban)"},
+    {"shield", "ban_max", T_SIZE, OFF(shield.ban_max), 64, 10000000, "65536",
+     "bans held at once (the penalty box and each kernel set); a full box bans no more"},
+    {"shield", "kernel_ban", T_BOOL, OFF(shield.kernel_ban), 0, 0, "false",
+     "also drop banned sources in an nftables set (made at start, removed at stop; needs "
+     "CAP_NET_ADMIN, else bans close at accept)"},
+    {"shield", "kernel_ban_table", T_STR, OFF(shield.kernel_ban_table), 1, 63, "gatehouse",
+     "name of that table (family inet); one per instance on a host"},
     /* @gateway-keys */
     {"gateway", "echo", T_BOOL, OFF(gateway.echo), 0, 0, "true",
      "serve the built-in `echo` model (development and tests: no network)"},

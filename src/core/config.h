@@ -134,6 +134,12 @@ struct gh_config {
         bool shed;                   /* refuse classes under pressure (503 busy) */
         uint64_t shed_queue_delay_ms; /* password-pool queue delay = pressure 1 */
         uint64_t shed_loop_lag_ms;    /* event-loop lag = pressure 1 */
+        unsigned ban_after;           /* address/prefix-rule refusals that earn a ban; 0 = none */
+        uint64_t ban_window_ms;       /* ... within this long */
+        uint64_t ban_time_ms;         /* length of an automatic ban */
+        size_t ban_max;               /* bans held (and the kernel sets' size) */
+        bool kernel_ban;              /* bans also in an nftables set (needs CAP_NET_ADMIN) */
+        char *kernel_ban_table;       /* its table: inet <name> */
     } shield;
     /* @gateway-fields */
     struct {

@@ -247,6 +247,23 @@ bool gh_ipset_contains_cidr(const struct gh_ipset *s, const struct gh_cidr *c)
     return false;
 }
 
+bool gh_ipset_overlaps(const struct gh_ipset *s, const struct gh_cidr *c)
+{
+    if (!s || !s->count)
+        return false;
+    int32_t n = 0;
+    while (n >= 0) {
+        const struct node *nd = &s->nodes[n];
+        unsigned len = GH_MIN((unsigned)nd->len, (unsigned)c->len);
+        if (common_bits(c->bytes, nd->key, len) < len)
+            return false; /* the path leaves c */
+        if (nd->len >= c->len || nd->term)
+            return true; /* a subtree inside c (every subtree ends in a prefix), or one holding c */
+        n = nd->child[bit_at(c->bytes, nd->len)];
+    }
+    return false;
+}
+
 bool gh_ipset_contains(const struct gh_ipset *s, const struct gh_addr *a)
 {
     struct gh_cidr c;

@@ -48,6 +48,8 @@ void gh_ipset_unref(struct gh_ipset *s);
 bool gh_ipset_contains(const struct gh_ipset *s, const struct gh_addr *a);
 /* The same for an address given as a mapped-space prefix of 128 bits. */
 bool gh_ipset_contains_cidr(const struct gh_ipset *s, const struct gh_cidr *c);
+/* True when a prefix of s and c share an address (one holds the other). */
+bool gh_ipset_overlaps(const struct gh_ipset *s, const struct gh_cidr *c);
 /* Distinct prefixes in s, and its tree nodes (for memory figures). */
 size_t gh_ipset_count(const struct gh_ipset *s);
 size_t gh_ipset_nodes(const struct gh_ipset *s);

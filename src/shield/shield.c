@@ -10,6 +10,8 @@
 #include "shield/admission.h"
 #include "shield/ipset.h"
 #include "shield/limiter.h"
+#include "shield/nftban.h"
+#include "shield/penalty.h"
 #include "shield/proxy.h"
 #include "shield/refusing.h"
 #include "status/status.h"
@@ -20,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #define RETIRED_MAX 64
@@ -83,6 +86,11 @@ struct gh_shield {
     unsigned nqueues;
     _Atomic uint64_t *m_shed[GH_NCLASSES];
     _Atomic uint64_t *m_pressure, *m_idle_factor;
+
+    /* the penalty box: bans in memory, and in the kernel when it lets us */
+    struct gh_penalty *box;
+    struct gh_nftban *nft;
+    _Atomic uint64_t *m_bans[GH_BAN_NREASONS], *m_ban_refused, *m_ban_full;
 };
 
 /* The process's shield (see shield.h): set once by init, cleared by dispose. */
@@ -483,13 +491,185 @@ static bool accept_filter(const struct gh_addr *a, void *data)
     struct gh_shield *sh = data;
     if (gh_iplist_contains(sh->allow, a))
         return true;
-    return !gh_iplist_contains(sh->block, a);
+    if (gh_iplist_contains(sh->block, a))
+        return false;
+    if (!gh_penalty_banned(sh->box, a, gh_now_ms()))
+        return true;
+    if (sh->m_ban_refused)
+        atomic_fetch_add_explicit(sh->m_ban_refused, 1, memory_order_relaxed);
+    return false;
 }
 
 static bool proxy_trusted(const struct gh_addr *peer, void *data)
 {
     struct gh_shield *sh = data;
     return gh_ipset_contains(atomic_load_explicit(&sh->proxy_from, memory_order_acquire), peer);
+}
+
+/* ---- the penalty box ---- */
+
+/* Whether c covers an address that must never be banned: the allow list,
+ * the trusted proxies and the PROXY-protocol balancers. */
+static bool ban_exempt(struct gh_shield *sh, const struct gh_cidr *c)
+{
+    struct gh_ipset *allow = gh_iplist_snapshot(sh->allow);
+    bool hit = gh_ipset_overlaps(allow, c) ||
+               gh_ipset_overlaps(atomic_load_explicit(&sh->trusted, memory_order_acquire), c) ||
+               gh_ipset_overlaps(atomic_load_explicit(&sh->proxy_from, memory_order_acquire), c);
+    gh_ipset_unref(allow);
+    return hit;
+}
+
+/* Bans c for ttl_ms, in memory and (queued) in the kernel. 0, GH_EEXIST
+ * (c covers an exempt address: not banned) or GH_ETOOBIG (the box is full). */
+static int ban(struct gh_shield *sh, const struct gh_cidr *c, uint64_t ttl_ms,
+               enum gh_ban_reason why, uint64_t now_ms, struct gh_ban *out)
+{
+    if (ban_exempt(sh, c))
+        return GH_EEXIST;
+    struct gh_ban b;
+    if (gh_penalty_add(sh->box, c, ttl_ms, why, now_ms, &b)) {
+        if (sh->m_ban_full)
+            atomic_fetch_add_explicit(sh->m_ban_full, 1, memory_order_relaxed);
+        return GH_ETOOBIG;
+    }
+    if (sh->m_bans[why])
+        atomic_fetch_add_explicit(sh->m_bans[why], 1, memory_order_relaxed);
+    if (sh->nft)
+        gh_nftban_add(sh->nft, &b.cidr, b.expires_ms > now_ms ? b.expires_ms - now_ms : 1);
+    if (out)
+        *out = b;
+    return 0;
+}
+
+/* A refusal by an address or prefix rule counts against its source; the
+ * one that completes shield.ban_after within ban_window bans it. A prefix
+ * that holds an exempt address bans only the address refused. */
+static void penalty_note(struct gh_shield *sh, const struct gh_http_req *req,
+                         enum gh_limit_keykind kind)
+{
+    if (!req->cfg->shield.ban_after ||
+        (kind != GH_LKEY_ADDR && kind != GH_LKEY_PREFIX && kind != GH_LKEY_PREFIX48))
+        return;
+    struct gh_cidr src;
+    unsigned v6 = kind == GH_LKEY_PREFIX ? 64 : 48;
+    gh_penalty_source(&req->client, kind == GH_LKEY_ADDR ? 32 : 24,
+                      kind == GH_LKEY_ADDR ? 128 : v6, &src);
+    uint64_t now = gh_now_ms();
+    if (!gh_penalty_refused(sh->box, &src, now))
+        return;
+    uint64_t ttl = gh_penalty_ban_ms(sh->box);
+    if (ban(sh, &src, ttl, GH_BAN_REFUSALS, now, NULL) == GH_EEXIST && src.len < 128) {
+        gh_cidr_from_addr(&req->client, &src);
+        ban(sh, &src, ttl, GH_BAN_REFUSALS, now, NULL);
+    }
+}
+
+/* The kernel set's question: live bans inside a prefix being added. */
+static size_t bans_inside(const struct gh_cidr *outer, struct gh_ban *out, size_t max, void *data)
+{
+    struct gh_shield *sh = data;
+    return gh_penalty_inside(sh->box, outer, gh_now_ms(), out, max);
+}
+
+static void penalty_config(struct gh_shield *sh, const struct gh_config *cfg)
+{
+    struct gh_penalty_config pc = {cfg->shield.ban_after, cfg->shield.ban_window_ms,
+                                   cfg->shield.ban_time_ms};
+    gh_penalty_configure(sh->box, &pc);
+}
+
+/* Makes the kernel table when shield.kernel_ban asks for it; without the
+ * right or the kernel's support it says so once, and bans close at accept. */
+static void kernel_start(struct gh_shield *sh, const struct gh_config *cfg)
+{
+    if (!cfg->shield.kernel_ban)
+        return;
+    struct sockaddr_storage ss;
+    unsigned port = 0;
+    if (!gh_parse_hostport(cfg->server.listen, &ss))
+        port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    struct gh_nftban_config nc = {cfg->shield.kernel_ban_table, port, cfg->shield.ban_max, 4096};
+    struct gh_buf err;
+    gh_buf_init(&err, 1024);
+    int rc = gh_nftban_start(&nc, bans_inside, sh, &sh->nft, &err);
+    if (rc)
+        gh_log(GH_LOG_WARN, "kernel_ban",
+               "kernel_ban is on but the nftables table inet %s cannot be made (%s%s): banned "
+               "sources are closed at accept instead",
+               cfg->shield.kernel_ban_table, err.data ? err.data : "",
+               rc == GH_EIO ? "; it needs CAP_NET_ADMIN and nf_tables" : "");
+    else
+        gh_log(GH_LOG_INFO, "kernel_ban",
+               "nftables table inet %s drops banned sources on port %u (sets of %zu)",
+               cfg->shield.kernel_ban_table, port, cfg->shield.ban_max);
+    gh_buf_dispose(&err);
+}
+
+static uint64_t kernel_stat(void *data, size_t off)
+{
+    struct gh_shield *sh = data;
+    struct gh_nftban_stats st;
+    gh_nftban_get_stats(sh->nft, &st);
+    return *(const uint64_t *)((const char *)&st + off);
+}
+static uint64_t kernel_dropped(void *data)
+{
+    return kernel_stat(data, offsetof(struct gh_nftban_stats, dropped));
+}
+static uint64_t kernel_added(void *data)
+{
+    return kernel_stat(data, offsetof(struct gh_nftban_stats, added));
+}
+static uint64_t kernel_refused(void *data)
+{
+    return kernel_stat(data, offsetof(struct gh_nftban_stats, errors));
+}
+static uint64_t kernel_queue_full(void *data)
+{
+    return kernel_stat(data, offsetof(struct gh_nftban_stats, queue_full));
+}
+static double kernel_active(void *data)
+{
+    return ((struct gh_shield *)data)->nft ? 1 : 0;
+}
+static double bans_live(void *data)
+{
+    struct gh_shield *sh = data;
+    return (double)gh_penalty_list(sh->box, gh_now_ms(), NULL, 0);
+}
+
+static void penalty_metrics(struct gh_shield *sh)
+{
+    for (int r = 0; r < GH_BAN_NREASONS; r++) {
+        char labels[48];
+        snprintf(labels, sizeof labels, "reason=\"%s\"", gh_ban_reason_name((enum gh_ban_reason)r));
+        sh->m_bans[r] = gh_metrics_counter("gatehouse_shield_bans_total", labels,
+                                           "sources put in the penalty box (or their ban "
+                                           "extended), by reason");
+    }
+    sh->m_ban_refused = gh_metrics_counter(
+        "gatehouse_shield_ban_refused_total", "",
+        "connections closed at accept (and proxied requests refused 403) because their source "
+        "is in the penalty box");
+    sh->m_ban_full = gh_metrics_counter("gatehouse_shield_ban_table_full_total", "",
+                                        "bans not made because the penalty box was full");
+    gh_metrics_gauge_func("gatehouse_shield_penalty_box_entries", "",
+                          "sources in the penalty box now", bans_live, sh);
+    gh_metrics_gauge_func("gatehouse_shield_kernel_ban_active", "",
+                          "1 when banned sources are dropped by the kernel's nftables set",
+                          kernel_active, sh);
+    gh_metrics_counter_func("gatehouse_shield_kernel_ban_dropped_packets_total", "",
+                            "packets from banned sources the kernel dropped", kernel_dropped, sh);
+    gh_metrics_counter_func("gatehouse_shield_kernel_ban_added_total", "",
+                            "elements added to the kernel's ban sets", kernel_added, sh);
+    gh_metrics_counter_func("gatehouse_shield_kernel_ban_refused_total", "",
+                            "elements the kernel refused (a broader ban already held them)",
+                            kernel_refused, sh);
+    gh_metrics_counter_func("gatehouse_shield_kernel_ban_queue_full_total", "",
+                            "kernel-set operations dropped because their queue was full",
+                            kernel_queue_full, sh);
 }
 
 /* Ceiling of ns in whole seconds, at least 1. */
@@ -574,6 +754,7 @@ static bool apply_rules(struct gh_shield *sh, struct gh_http_req *req, enum gh_c
             atomic_fetch_add_explicit(&sh->refusals, 1, memory_order_relaxed);
             if (address_aggregate(r->kind)) /* refuses everyone until then */
                 gh_refusing_note(&sh->refusing, key, now + d.retry_after_ns);
+            penalty_note(sh, req, r->kind);
             answer_429(req, secs_up(d.retry_after_ns), d.limit, secs_up(d.reset_ns));
             return false;
         } else if (r->m_allowed) {
@@ -702,7 +883,9 @@ static bool request_filter(struct gh_http_req *req, void *data)
     struct gh_addr real;
     if (xff_client(sh, req, &real)) {
         req->client = real;
-        if (!gh_iplist_contains(sh->allow, &real) && gh_iplist_contains(sh->block, &real)) {
+        if (!gh_iplist_contains(sh->allow, &real) &&
+            (gh_iplist_contains(sh->block, &real) ||
+             gh_penalty_banned(sh->box, &real, gh_now_ms()))) {
             if (sh->m_blocked_xff)
                 atomic_fetch_add_explicit(sh->m_blocked_xff, 1, memory_order_relaxed);
             gh_http_respond_error(req, 403, "forbidden", "your network is blocked");
@@ -909,6 +1092,9 @@ static void admin_lists(struct gh_http_req *req)
     respond_buf(req, 200, &b);
 }
 
+static void admin_ban(struct gh_http_req *req, struct gh_shield *sh, const struct gh_cidr *c,
+                      const char *canon, uint64_t for_s);
+
 static void admin_block(struct gh_http_req *req)
 {
     struct gh_shield *sh = req->route->ctx;
@@ -916,6 +1102,8 @@ static void admin_block(struct gh_http_req *req)
     if (!j)
         return;
     const char *text = json_string_value(json_object_get(j, "cidr"));
+    json_t *fs = json_object_get(j, "for_seconds");
+    bool add = !strcmp(req->method_name, "POST");
     struct gh_cidr c;
     if (!text || gh_cidr_parse(text, strlen(text), &c)) {
         json_decref(j);
@@ -923,13 +1111,33 @@ static void admin_block(struct gh_http_req *req)
                               "cidr must be an address or prefix such as 192.0.2.0/24");
         return;
     }
+    if (fs && !json_is_null(fs) &&
+        (!add || !json_is_integer(fs) || json_integer_value(fs) <= 0 ||
+         json_integer_value(fs) > 366 * 86400)) {
+        json_decref(j);
+        gh_http_respond_error(req, 400, "invalid_request",
+                              "for_seconds must be a positive whole number of seconds, at most "
+                              "a year, and only when blocking");
+        return;
+    }
+    uint64_t for_s = json_is_integer(fs) ? (uint64_t)json_integer_value(fs) : 0;
     json_decref(j);
     char canon[64];
     gh_cidr_format(&c, canon, sizeof canon);
-    bool add = !strcmp(req->method_name, "POST");
+    if (for_s) {
+        admin_ban(req, sh, &c, canon, for_s);
+        return;
+    }
     int rc = add ? gh_iplist_add(sh->block, &c) : gh_iplist_remove(sh->block, &c);
+    if (!add && !gh_penalty_remove(sh->box, &c)) {
+        gh_nftban_remove(sh->nft, &c);
+        gh_log(GH_LOG_WARN, "penalty_box", "%s released from the penalty box", canon);
+        if (rc == GH_ENOTFOUND)
+            rc = 0;
+    }
     if (rc == GH_ENOTFOUND) {
-        gh_http_respond_error(req, 404, "not_found", "%s is not in the block list", canon);
+        gh_http_respond_error(req, 404, "not_found",
+                              "%s is neither in the block list nor in the penalty box", canon);
         return;
     }
     if (rc && rc != GH_EEXIST) {
@@ -945,6 +1153,69 @@ static void admin_block(struct gh_http_req *req)
     int n = snprintf(body, sizeof body, "{\"cidr\":\"%s\",\"%s\":%s}\n", canon,
                      add ? "added" : "removed", rc ? "false" : "true");
     gh_http_respond_json(req, add && !rc ? 201 : 200, body, (size_t)n);
+}
+
+/* `ctl block CIDR --for`: a ban with a timeout, in the penalty box (and
+ * the kernel set), not the permanent block list. */
+static void admin_ban(struct gh_http_req *req, struct gh_shield *sh, const struct gh_cidr *c,
+                      const char *canon, uint64_t for_s)
+{
+    struct gh_ban b;
+    int rc = ban(sh, c, for_s * 1000, GH_BAN_OPERATOR, gh_now_ms(), &b);
+    if (rc == GH_EEXIST) {
+        gh_http_respond_error(req, 422, "invalid_parameter",
+                              "%s holds an allow-listed address or a trusted balancer: not banned",
+                              canon);
+        return;
+    }
+    if (rc) {
+        gh_http_respond_error(req, 422, "invalid_parameter",
+                              "the penalty box is full (shield.ban_max)");
+        return;
+    }
+    gh_log(GH_LOG_WARN, "penalty_box", "%s banned for %llu s by the operator", canon,
+           (unsigned long long)for_s);
+    char body[192];
+    int n = snprintf(body, sizeof body,
+                     "{\"cidr\":\"%s\",\"added\":true,\"for_seconds\":%llu,\"kernel\":%s}\n", canon,
+                     (unsigned long long)for_s, sh->nft ? "true" : "false");
+    gh_http_respond_json(req, 201, body, (size_t)n);
+}
+
+#define BANS_LIST_MAX 10000
+
+static void admin_bans(struct gh_http_req *req)
+{
+    struct gh_shield *sh = req->route->ctx;
+    uint64_t now = gh_now_ms();
+    struct gh_ban *list = malloc(sizeof *list * BANS_LIST_MAX);
+    if (!list) {
+        gh_http_respond_error(req, 503, "busy", "out of memory");
+        return;
+    }
+    size_t live = gh_penalty_list(sh->box, now, list, BANS_LIST_MAX);
+    size_t n = GH_MIN(live, (size_t)BANS_LIST_MAX);
+    struct gh_penalty_stats st;
+    gh_penalty_get_stats(sh->box, &st);
+    struct gh_buf b;
+    gh_buf_init(&b, 16u << 20);
+    const char *kernel = req->cfg->shield.kernel_ban ? "unavailable" : "off";
+    gh_buf_printf(&b, "{\"kernel\":\"%s\",\"table\":\"", sh->nft ? "on" : kernel);
+    const char *t = req->cfg->shield.kernel_ban_table;
+    gh_buf_append_json_str(&b, t, strlen(t));
+    gh_buf_printf(&b, "\",\"capacity\":%zu,\"count\":%zu,\"truncated\":%s,\"bans\":[", st.capacity,
+                  live, live > n ? "true" : "false");
+    for (size_t i = 0; i < n; i++) {
+        char cidr[64];
+        gh_cidr_format(&list[i].cidr, cidr, sizeof cidr);
+        uint64_t left = list[i].expires_ms > now ? list[i].expires_ms - now : 0;
+        gh_buf_printf(&b, "%s{\"cidr\":\"%s\",\"reason\":\"%s\",\"remaining_s\":%llu}",
+                      i ? "," : "", cidr, gh_ban_reason_name(list[i].reason),
+                      (unsigned long long)((left + 999) / 1000));
+    }
+    gh_buf_append_str(&b, "]}");
+    free(list);
+    respond_buf(req, 200, &b);
 }
 
 static void admin_pow_verify(struct gh_http_req *req)
@@ -1010,6 +1281,7 @@ static void on_reload(struct gh_server *srv, const struct gh_config *cfg, void *
     gh_level_configure(&sh->level, &lc);
     atomic_store(&sh->enabled, cfg->shield.enabled);
     shed_targets(sh, cfg);
+    penalty_config(sh, cfg);
     load_lists(sh, cfg, false, &err);
     gh_buf_dispose(&err);
     (void)srv;
@@ -1073,8 +1345,10 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     sh->allow = gh_iplist_new(cfg->shield.list_max);
     sh->pow = gh_pow_new(srv->secrets.hmac_key, cfg->shield.pow_replay_entries);
     sh->tally = gh_level_tally_new(NULL);
-    if (!sh->lim || !sh->block || !sh->allow || !sh->pow || !sh->tally)
+    sh->box = gh_penalty_new(cfg->shield.ban_max, cfg->shield.ban_max);
+    if (!sh->lim || !sh->block || !sh->allow || !sh->pow || !sh->tally || !sh->box)
         goto fail;
+    penalty_config(sh, cfg);
     rc = load_lists(sh, cfg, true, err);
     if (rc)
         goto fail;
@@ -1131,10 +1405,11 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
                             "limiter entries evicted since start", limiter_evictions, sh->lim);
     gh_metrics_gauge_func("gatehouse_shield_limiter_capacity", "", "limiter table capacity in keys",
                           limiter_capacity, sh->lim);
+    penalty_metrics(sh);
 
     struct gh_route *r1 = gh_router_add(&srv->router, "GET", "/api/pow/challenge",
                                         pow_challenge, sh);
-    struct gh_route *a[7] = {
+    struct gh_route *a[8] = {
         gh_router_add(&srv->admin_router, "GET", "/admin/v1/level", admin_level, sh),
         gh_router_add(&srv->admin_router, "PUT", "/admin/v1/level", admin_level, sh),
         gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/level", admin_level, sh),
@@ -1142,6 +1417,7 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
         gh_router_add(&srv->admin_router, "POST", "/admin/v1/lists/block", admin_block, sh),
         gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/lists/block", admin_block, sh),
         gh_router_add(&srv->admin_router, "POST", "/admin/v1/pow/verify", admin_pow_verify, sh),
+        gh_router_add(&srv->admin_router, "GET", "/admin/v1/bans", admin_bans, sh),
     };
     rc = GH_ETOOBIG;
     if (!r1)
@@ -1168,6 +1444,7 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     srv->credentials_cancel = gh_auth_prefetch_cancel;
     srv->proxy_trusted = proxy_trusted;
     srv->proxy_trusted_data = sh;
+    kernel_start(sh, cfg); /* last: nothing after it can fail and leave the table */
     the_shield = sh;
     gh_config_unref(cfg);
     return 0;
@@ -1198,6 +1475,8 @@ void gh_shield_dispose(void)
     gh_iplist_free(sh->allow);
     gh_pow_free(sh->pow);
     gh_level_tally_free(sh->tally);
+    gh_nftban_stop(sh->nft); /* the table goes; its bans were in the kernel only */
+    gh_penalty_free(sh->box);
     if (sh->level_ready)
         gh_level_dispose(&sh->level);
     free(sh);

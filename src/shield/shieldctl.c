@@ -1,5 +1,5 @@
 /* This module implements the shield's `gatehouse ctl` commands (ctl.h):
- * level show|pin|unpin, block, unblock, lists. */
+ * level show|pin|unpin, block [--for], unblock, lists, bans. */
 #include "admin/ctl.h"
 
 #include "core/common.h"
@@ -76,7 +76,12 @@ int gh_ctl_level_unpin(struct gh_ctl *c)
 static void print_block(json_t *j)
 {
     const char *cidr = json_string_value(json_object_get(j, "cidr"));
-    if (json_object_get(j, "added"))
+    json_t *fs = json_object_get(j, "for_seconds");
+    if (json_is_integer(fs))
+        printf("%s banned for %lld s%s\n", cidr ? cidr : "?", (long long)json_integer_value(fs),
+               json_is_true(json_object_get(j, "kernel")) ? " (dropped by the kernel)"
+                                                          : " (closed at accept)");
+    else if (json_object_get(j, "added"))
         printf("%s %s\n", cidr ? cidr : "?",
                json_is_true(json_object_get(j, "added")) ? "blocked" : "was already blocked");
     else
@@ -85,11 +90,16 @@ static void print_block(json_t *j)
 
 static int block_call(struct gh_ctl *c, const char *method, const char *verb)
 {
-    if (c->argc != 1) {
-        fprintf(stderr, "usage: gatehouse ctl %s CIDR\n", verb);
+    uint64_t for_ms = 0;
+    bool add = !strcmp(method, "POST");
+    if (c->argc != 1 && !(add && c->argc == 3 && !strcmp(c->argv[1], "--for") &&
+                          !gh_parse_duration_ms(c->argv[2], &for_ms) && for_ms >= 1000)) {
+        fprintf(stderr, "usage: gatehouse ctl %s CIDR%s\n", verb, add ? " [--for 1h]" : "");
         return 2;
     }
     json_t *body = json_pack("{ss}", "cidr", c->argv[0]);
+    if (for_ms)
+        json_object_set_new(body, "for_seconds", json_integer((json_int_t)(for_ms / 1000)));
     int rc = gh_ctl_call(c, method, "/admin/v1/lists/block", body, print_block);
     json_decref(body);
     return rc;
@@ -139,4 +149,35 @@ int gh_ctl_lists(struct gh_ctl *c)
         return 2;
     }
     return gh_ctl_call(c, "GET", "/admin/v1/lists", NULL, print_lists);
+}
+
+static void print_bans(json_t *j)
+{
+    const char *kernel = json_string_value(json_object_get(j, "kernel"));
+    const char *table = json_string_value(json_object_get(j, "table"));
+    printf("penalty box: %lld of %lld; kernel set: %s",
+           (long long)json_integer_value(json_object_get(j, "count")),
+           (long long)json_integer_value(json_object_get(j, "capacity")), kernel ? kernel : "?");
+    if (kernel && !strcmp(kernel, "on"))
+        printf(" (table inet %s)", table ? table : "?");
+    printf("\n");
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(j, "bans"), i, v)
+    {
+        printf("  %-43s %-9s %lld s left\n", json_string_value(json_object_get(v, "cidr")),
+               json_string_value(json_object_get(v, "reason")),
+               (long long)json_integer_value(json_object_get(v, "remaining_s")));
+    }
+    if (json_is_true(json_object_get(j, "truncated")))
+        printf("  (more not shown)\n");
+}
+
+int gh_ctl_bans(struct gh_ctl *c)
+{
+    if (c->argc) {
+        fprintf(stderr, "usage: gatehouse ctl bans\n");
+        return 2;
+    }
+    return gh_ctl_call(c, "GET", "/admin/v1/bans", NULL, print_bans);
 }
