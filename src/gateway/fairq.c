@@ -355,3 +355,35 @@ void gh_fairq_stats(struct gh_fairq *q, unsigned tier, struct gh_fairq_tier_stat
     }
     gh_fairq_unlock(q);
 }
+
+int gh_fairq_parse_timeout(const char *v, size_t n, uint64_t *ms)
+{
+    *ms = 0;
+    if (!n || n > 16)
+        return GH_EINVAL;
+    uint64_t whole = 0, frac = 0;
+    unsigned nwhole = 0, nfrac = 0;
+    bool point = false;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == '.' && !point) {
+            point = true;
+        } else if (v[i] < '0' || v[i] > '9') {
+            return GH_EINVAL;
+        } else if (!point) {
+            if (++nwhole > 9)
+                return GH_EINVAL;
+            whole = whole * 10 + (uint64_t)(v[i] - '0');
+        } else if (++nfrac <= 3) {
+            frac = frac * 10 + (uint64_t)(v[i] - '0');
+        }
+    }
+    if (!nwhole && !nfrac)
+        return GH_EINVAL; /* "." */
+    for (unsigned k = nfrac; k < 3; k++)
+        frac *= 10;
+    uint64_t t = whole * 1000 + frac;
+    if (!t)
+        return GH_EINVAL;
+    *ms = t;
+    return 0;
+}

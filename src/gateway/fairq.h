@@ -112,5 +112,12 @@ uint64_t gh_fairq_estimate_locked(struct gh_fairq *q, unsigned model, unsigned a
 /* Counts a refusal of tier: full (true) or a wait past the deadline. */
 void gh_fairq_refused_locked(struct gh_fairq *q, unsigned tier, bool full);
 
+/* Reads a client's deadline hint (X-Request-Timeout, X-Stainless-Timeout):
+ * seconds, digits with at most one '.' and a fraction ("30", "1.5", ".25";
+ * digits past milliseconds are ignored), at most 9 before the point and 16
+ * in all. *ms gets it in milliseconds. 0, or GH_EINVAL (*ms = 0) for
+ * anything else, zero included. Pure; any thread. */
+int gh_fairq_parse_timeout(const char *v, size_t n, uint64_t *ms);
+
 /* A copy of tier's counters (takes the lock). */
 void gh_fairq_stats(struct gh_fairq *q, unsigned tier, struct gh_fairq_tier_stats *out);

@@ -484,32 +484,16 @@ static void echo_start(struct gw_call *c)
 /* ---- POST /v1/chat/completions ---- */
 
 /* The client's own deadline from X-Request-Timeout or X-Stainless-Timeout
- * (the official SDKs' header): seconds, a fraction allowed ("1.5").
- * UINT64_MAX when absent or unreadable (a hint, never a refusal). */
+ * (the official SDKs' header) in ms; UINT64_MAX when absent or unreadable
+ * (a hint, never a refusal). */
 static uint64_t client_timeout_ms(struct gh_http_req *req)
 {
     static const char *const names[] = {"x-request-timeout", "x-stainless-timeout"};
     for (size_t i = 0; i < GH_ARRAY_LEN(names); i++) {
         size_t n = 0;
         const char *v = gh_http_header_get(req, names[i], &n);
-        if (!v || !n || n > 12)
-            continue;
-        uint64_t ms = 0, scale = 0;
-        bool ok = true, digit = false;
-        for (size_t k = 0; k < n && ok; k++) {
-            if (v[k] >= '0' && v[k] <= '9') {
-                digit = true;
-                if (!scale)
-                    ms = ms * 10 + (uint64_t)(v[k] - '0') * 1000;
-                else if (scale > 1)
-                    ms += (uint64_t)(v[k] - '0') * (scale /= 10);
-            } else if (v[k] == '.' && !scale) {
-                scale = 1000;
-            } else {
-                ok = false;
-            }
-        }
-        if (ok && digit && ms)
+        uint64_t ms;
+        if (v && !gh_fairq_parse_timeout(v, n, &ms))
             return ms;
     }
     return UINT64_MAX;
