@@ -323,8 +323,6 @@ static const struct key_def keys[] = {
      "8", "share of queued dispatches for established accounts"},
     {"gateway", "tier_weight_new", T_UINT, OFF(gateway.tier_weight_new), 1, 1000000, "1",
      "share of queued dispatches for accounts younger than tier_established_age"},
-    {"status", "attack_title_zh", T_STR, OFF(status.attack_title_zh), 1, 200, "注册暂时受限",
-     "title of the automatic attack incident (Chinese)"},
     /* @status-keys */
     {"status", "page_name", T_STR, OFF(status.page_name), 1, 100, "gatehouse",
      "name of the status page (title and JSON page object)"},
