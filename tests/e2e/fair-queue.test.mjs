@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { startServer, request, tempDir, waitUntil, sleep, metricValue } from './lib/harness.mjs';
+import { startServer, request, runGatehouse, tempDir, waitUntil, sleep, metricValue } from './lib/harness.mjs';
 import { FAST, api, cnPhone, registerUser } from './lib/accounts.mjs';
 import { startModelSim } from './model-sim.mjs';
 
@@ -124,6 +124,12 @@ test('a call whose estimated wait passes its deadline gets 503 busy at once, wit
   const calls = [];
   for (let i = 0; i < 16; i++) calls.push(chat(heavy.key, `wait long ${i} [tokens=30]`));
   await waitUntil(async () => metricValue(await srv.metrics(), 'gatehouse_chat_queue_waiting', { tier: 'established' }) >= 12, { what: 'a queue' });
+  // the operator sees it in ctl top
+  const top = await runGatehouse(['ctl', '--admin', `127.0.0.1:${srv.adminPort}`, '--token', srv.adminToken(), 'top']);
+  assert.equal(top.code, 0, top.stderr);
+  assert.match(top.stdout, /^MODEL QUEUE +TIER +WAITING +OLDEST \(s\) +SERVED +BUSY 503$/m);
+  assert.match(top.stdout, /^ +established +[1-9]\d* +\d+\.\d +[1-9]\d* +\d+$/m, top.stdout);
+  assert.match(top.stdout, /^ +new +0 +0\.0 +\d+ +\d+$/m);
   const t0 = Date.now();
   const r = await chat(heavy.key, 'wait hurried', { headers: { 'x-request-timeout': '0.3' } });
   const took = Date.now() - t0;
