@@ -24,7 +24,12 @@ before(async () => {
   const file = path.join(tempDir('gh-ups-'), 'upstreams.ini');
   fs.writeFileSync(
     file,
-    `[upstream sim]\nmodel = sim\nbase_url = ${sim.url}/v1\nmax_concurrent = 4\npriority_field = vllm\n`,
+    `[upstream sim]\nmodel = sim\nbase_url = ${sim.url}/v1\nmax_concurrent = 4\npriority_field = vllm\n` +
+      // two upstreams of one model (least outstanding requests), told apart by upstream_model
+      `[upstream lor-a]\nmodel = lor\nbase_url = ${sim.url}/v1\nupstream_model = lor-a\n` +
+      `[upstream lor-b]\nmodel = lor\nbase_url = ${sim.url}/v1\nupstream_model = lor-b\n` +
+      // admission by tokens: two calls of max_tokens 1000 do not fit 1500 together
+      `[upstream tok]\nmodel = tok\nbase_url = ${sim.url}/v1\nmax_tokens_in_flight = 1500\n`,
   );
   srv = await startServer({
     name: 'fair-queue',
@@ -52,11 +57,11 @@ async function account() {
 }
 
 /** One chat call; tag identifies it in the simulator's log. */
-function chat(key, tag, { headers = {}, stream = false } = {}) {
+function chat(key, tag, { headers = {}, stream = false, model = 'sim', extra = {} } = {}) {
   return request(`${srv.url}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, ...headers },
-    body: JSON.stringify({ model: 'sim', stream, messages: [{ role: 'user', content: tag }] }),
+    body: JSON.stringify({ model, stream, messages: [{ role: 'user', content: tag }], ...extra }),
     timeout: 60000,
   });
 }
@@ -162,4 +167,32 @@ test('a stream that waits gets keep-alive comments, then its answer', async () =
   assert.match(text, /^: keep-alive\n\n/);
   assert.match(text, /data: \[DONE\]/);
   await Promise.all(fill);
+});
+
+test("a model's upstreams by least outstanding requests: four long calls spread two and two", async () => {
+  const [, light] = users;
+  // each runs ~2 s: every choice sees the others still outstanding
+  const calls = [];
+  for (let i = 0; i < 4; i++) {
+    calls.push(chat(light.key, `lor ${i} [tokens=100]`, { model: 'lor' }));
+    await waitUntil(async () => (await started(`lor ${i} `)).length === 1, { what: `lor ${i} started` });
+  }
+  for (const r of await Promise.all(calls)) assert.equal(r.status, 200, r.text());
+  const seen = (await started('lor ')).map((e) => e.model);
+  assert.equal(seen.filter((m) => m === 'lor-a').length, 2, seen.join(', '));
+  assert.equal(seen.filter((m) => m === 'lor-b').length, 2, seen.join(', '));
+});
+
+test('max_tokens_in_flight: a call that does not fit beside the tokens in flight waits for them', async () => {
+  const [, light, other] = users;
+  const extra = { max_tokens: 1000 };
+  const first = chat(light.key, 'tok first [tokens=25]', { model: 'tok', extra });
+  await waitUntil(async () => (await started('tok first')).length === 1, { what: 'the first call started' });
+  const second = chat(other.key, 'tok second', { model: 'tok', extra });
+  const small = chat(other.key, 'tok small', { model: 'tok', extra: { max_tokens: 100 } });
+  for (const r of await Promise.all([first, second, small])) assert.equal(r.status, 200, r.text());
+  const log = await sim.log();
+  const f = log.find((e) => e.tag.startsWith('tok first'));
+  const sec = log.find((e) => e.tag === 'tok second');
+  assert.ok(sec.started >= f.ended, `the second started at ${sec.started}, the first ended at ${f.ended}`);
 });
