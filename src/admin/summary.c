@@ -86,11 +86,14 @@ static void on_metric(const char *name, const char *labels, double v, void *data
         }
         json_object_set_new(pow, cls, num(v));
     } else if (!strncmp(name, "gatehouse_chat_", 15)) {
-        char key[160];
-        if (label_value(labels, "kind", cls, sizeof cls))
-            snprintf(key, sizeof key, "%s_%s", name + 15, cls);
-        else
-            snprintf(key, sizeof key, "%s", name + 15);
+        /* the labels join the key: tokens_total_prompt,
+         * queue_waiting_new, queue_busy_total_new_full */
+        char key[200];
+        int n = snprintf(key, sizeof key, "%s", name + 15);
+        static const char *const keyed[] = {"kind", "tier", "reason"};
+        for (size_t i = 0; i < GH_ARRAY_LEN(keyed); i++)
+            if (n > 0 && (size_t)n < sizeof key && label_value(labels, keyed[i], cls, sizeof cls))
+                n += snprintf(key + n, sizeof key - (size_t)n, "_%s", cls);
         json_object_set_new(g->gateway, key, num(v));
     } else if (label_value(labels, "upstream", up, sizeof up)) {
         const char *f = upstream_field(name);

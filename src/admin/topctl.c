@@ -143,6 +143,22 @@ static void print_screen(json_t *s, json_t *prev, double secs)
 
     json_t *gw = json_object_get(s, "gateway");
     json_t *ups = json_object_get(gw, "upstreams");
+    static const char *const tiers[] = {"priority", "established", "new"};
+    printf("MODEL QUEUE  %-11s  %7s  %11s  %9s  %9s\n", "TIER", "WAITING", "OLDEST (s)", "SERVED",
+           "BUSY 503");
+    for (size_t t = 0; t < sizeof tiers / sizeof tiers[0]; t++) {
+        char k[4][64];
+        snprintf(k[0], sizeof k[0], "queue_waiting_%s", tiers[t]);
+        snprintf(k[1], sizeof k[1], "queue_oldest_wait_seconds_%s", tiers[t]);
+        snprintf(k[2], sizeof k[2], "queue_served_total_%s", tiers[t]);
+        snprintf(k[3], sizeof k[3], "queue_busy_total_%s_full", tiers[t]);
+        char kw[64];
+        snprintf(kw, sizeof kw, "queue_busy_total_%s_wait", tiers[t]);
+        printf("             %-11s  %7lld  %11.1f  %9lld  %9lld\n", tiers[t], ival(gw, k[0]),
+               json_number_value(json_object_get(gw, k[1])), ival(gw, k[2]),
+               ival(gw, k[3]) + ival(gw, kw));
+    }
+    printf("\n");
     printf("UPSTREAMS  %lld, %lld circuit%s open\n", ival(gw, "upstream_count"),
            ival(gw, "circuits_open"), ival(gw, "circuits_open") == 1 ? "" : "s");
     if (json_array_size(ups))

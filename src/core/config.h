@@ -158,6 +158,11 @@ struct gh_config {
         unsigned key_rpm, key_tpm, key_tpd, key_concurrency;     /* defaults per API key */
         unsigned user_rpm, user_tpm, user_tpd, user_concurrency; /* defaults per user */
         unsigned quota_entries;      /* capacity of the in-memory quota table */
+        unsigned queue_max;          /* calls waiting for a model slot, the node in all */
+        unsigned queue_per_user;     /* of which one user's */
+        uint64_t queue_timeout_ms;   /* the longest wait for a slot (a client hint shortens) */
+        uint64_t tier_established_age_ms; /* accounts this old are "established" */
+        unsigned tier_weight_priority, tier_weight_established, tier_weight_new;
     } gateway;
     /* @status-fields */
     struct {

@@ -6,6 +6,8 @@
 
 #include "core/log.h"
 #include "http/jsonbody.h"
+#include "identity/identity.h"
+#include "store/store.h"
 
 #include <http_parser.h>
 #include <sodium.h>
@@ -333,7 +335,7 @@ void gw_call_fail(struct gw_call *c, int status, const char *code, const char *m
         c->req = NULL;
         gh_http_set_callbacks(req, NULL, NULL, NULL);
         if (status == 503 || status == 429)
-            gh_http_add_header(req, "Retry-After", "%u", 5);
+            gh_http_add_header(req, "Retry-After", "%u", c->retry_after_s ? c->retry_after_s : 5);
         gh_http_respond_error_param(req, status, code, NULL, message);
     } else if (req) {
         c->cut_short = c->first_byte;
@@ -565,6 +567,32 @@ static void echo_start(struct gw_call *c)
 
 /* ---- POST /v1/chat/completions and /beta/completions ---- */
 
+/* The client's own deadline from X-Request-Timeout or X-Stainless-Timeout
+ * (the official SDKs' header) in ms; UINT64_MAX when absent or unreadable
+ * (a hint, never a refusal). */
+static uint64_t client_timeout_ms(struct gh_http_req *req)
+{
+    static const char *const names[] = {"x-request-timeout", "x-stainless-timeout"};
+    for (size_t i = 0; i < GH_ARRAY_LEN(names); i++) {
+        size_t n = 0;
+        const char *v = gh_http_header_get(req, names[i], &n);
+        uint64_t ms;
+        if (v && !gh_fairq_parse_timeout(v, n, &ms))
+            return ms;
+    }
+    return UINT64_MAX;
+}
+
+/* The fair queue's tier of who: a quota override first, then accounts
+ * older than tier_established_age, new accounts last. */
+static unsigned tier_of(struct gh_gateway *gw, const struct gh_principal *who)
+{
+    if (gh_quota_has_override(gw->quotas, GH_QUOTA_USER, who->user_id) ||
+        (who->key_id && gh_quota_has_override(gw->quotas, GH_QUOTA_KEY, who->key_id)))
+        return GH_TIER_PRIORITY;
+    return who->user_id <= atomic_load(&gw->established_max_id) ? GH_TIER_ESTABLISHED : GH_TIER_NEW;
+}
+
 /* Which upstreams of model cannot serve a FIM call (no fim = true), as a
  * mask of indexes; *none set when not one of them can. */
 static uint64_t fim_excluded(const struct gh_gateway *gw, const char *model, bool *none)
@@ -606,7 +634,9 @@ static void start_call(struct gh_http_req *req, bool fim)
     c->req = req;
     c->who = who;
     c->up = -1;
-    gh_list_init(&c->wait_node);
+    c->granted = GH_EBUSY;
+    gh_list_init(&c->fw.node);
+    gh_list_init(&c->grant_node);
     gh_buf_init(&c->err_body, 64u << 10);
     gh_sse_init(&c->sse, 4u << 20);
     struct gh_chat_error err;
@@ -652,7 +682,12 @@ static void start_call(struct gh_http_req *req, bool fim)
     gh_chat_new_id(c->id, sizeof c->id);
     c->created = gh_wall_ms() / 1000;
     c->start_ms = gh_now_ms();
-    c->deadline_ms = c->start_ms + cfg->gateway.first_byte_timeout_ms;
+    uint64_t hint = client_timeout_ms(req);
+    c->deadline_ms = c->start_ms + GH_MIN(cfg->gateway.first_byte_timeout_ms, hint);
+    c->queue_deadline_ms = c->start_ms + GH_MIN(cfg->gateway.queue_timeout_ms, hint);
+    c->tier = tier_of(gw, &who);
+    c->model_idx = gh_upstreams_model_index(&gw->ups, c->model);
+    c->up_est = c->est;
     uv_timer_init(&req->worker->loop, &c->timer);
     c->timer.data = c;
     gh_http_set_callbacks(req, on_abort, on_drain, c);
@@ -954,15 +989,76 @@ static void gateway_free(struct gh_gateway *gw)
     gh_usage_free(gw->usage); /* writes what is queued */
     gh_quota_table_free(gw->quotas);
     gh_upstreams_dispose(&gw->ups);
+    gh_fairq_free(gw->fq);
     free(gw);
+}
+
+/* ---- the established tier: which user ids are old enough ---- */
+
+struct age_job {
+    struct gh_gateway *gw;
+    uint64_t before_ms, id;
+};
+
+static int age_fn(struct gh_store_conn *conn, void *arg)
+{
+    struct age_job *j = arg;
+    return gh_store_user_newest_before(conn, j->before_ms, &j->id);
+}
+
+static void age_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct age_job *j = arg;
+    if (w && !rc)
+        atomic_store(&j->gw->established_max_id, j->id);
+    free(j);
+}
+
+/* Asks the store for the newest user created tier_established_age ago
+ * (ids grow with creation, so one number splits the tiers). Admin loop. */
+static void on_age_timer(uv_timer_t *t)
+{
+    struct gh_gateway *gw = t->data;
+    struct gh_store *st = gh_identity_store();
+    struct gh_config *cfg = gh_server_config(gw->srv);
+    uint64_t age = cfg->gateway.tier_established_age_ms;
+    gh_config_unref(cfg);
+    if (!age) {
+        atomic_store(&gw->established_max_id, UINT64_MAX);
+        return;
+    }
+    struct age_job *j = st ? calloc(1, sizeof *j) : NULL;
+    if (!j)
+        return;
+    j->gw = gw;
+    uint64_t now = gh_wall_ms();
+    j->before_ms = now > age ? now - age : 0;
+    if (gh_store_read(st, age_fn, j, gw->age_worker, age_done))
+        free(j);
+}
+
+static void start_age_timer(struct gh_gateway *gw, struct gh_worker *w)
+{
+    struct gh_config *cfg = gh_server_config(gw->srv);
+    uint64_t age = cfg->gateway.tier_established_age_ms;
+    gh_config_unref(cfg);
+    /* a quarter of the age between looks, from 1 s to a minute */
+    uint64_t every = GH_MAX(GH_MIN(age / 4, (uint64_t)60000), (uint64_t)1000);
+    gw->age_worker = w;
+    uv_timer_init(&w->loop, &gw->age_timer);
+    gw->age_timer.data = gw;
+    uv_timer_start(&gw->age_timer, on_age_timer, 0, every);
+    gw->age_timer_on = true;
 }
 
 static int worker_init(struct gh_worker *w, void *data)
 {
     struct gh_gateway *gw = data;
     atomic_fetch_add(&gw->workers, 1);
-    if (w->admin)
+    if (w->admin) {
+        start_age_timer(gw, w);
         return 0;
+    }
     unsigned i = 1 + w->id;
     if (i >= GH_ARRAY_LEN(gw->wws))
         return GH_EINVAL;
@@ -971,7 +1067,6 @@ static int worker_init(struct gh_worker *w, void *data)
         return GH_ENOMEM;
     ww->gw = gw;
     ww->w = w;
-    gh_list_init(&ww->waiting);
     int rc = gw_relay_worker_init(ww);
     if (rc) {
         free(ww);
@@ -985,6 +1080,10 @@ static void worker_dispose(struct gh_worker *w, void *data)
 {
     struct gh_gateway *gw = data;
     struct gw_worker *ww = w->admin ? NULL : gw->wws[1 + w->id];
+    if (w->admin && gw->age_timer_on) {
+        gw->age_timer_on = false;
+        uv_close((uv_handle_t *)&gw->age_timer, NULL);
+    }
     if (ww) {
         gw->wws[1 + w->id] = NULL;
         gw_relay_worker_dispose(ww); /* frees ww once its handles have closed */
@@ -1023,8 +1122,72 @@ static uint64_t m_limited(void *d)
     return atomic_load(&((struct gh_upstream *)d)->rate_limited);
 }
 
+static struct gh_fairq_tier_stats tier_stats(void *d)
+{
+    struct gw_tier_ref *r = d;
+    struct gh_fairq_tier_stats st;
+    gh_fairq_stats(r->gw->fq, r->tier, &st);
+    return st;
+}
+static double m_q_waiting(void *d)
+{
+    return tier_stats(d).waiting;
+}
+static double m_q_oldest(void *d)
+{
+    uint64_t since = tier_stats(d).oldest_since_ms, now = gh_now_ms();
+    return since && now > since ? (double)(now - since) / 1000.0 : 0;
+}
+static uint64_t m_q_served(void *d)
+{
+    return tier_stats(d).served;
+}
+static uint64_t m_q_dispatched(void *d)
+{
+    return tier_stats(d).dispatched;
+}
+static uint64_t m_q_full(void *d)
+{
+    return tier_stats(d).refused_full;
+}
+static uint64_t m_q_wait(void *d)
+{
+    return tier_stats(d).refused_wait + tier_stats(d).timed_out;
+}
+
+static void register_queue_metrics(struct gh_gateway *gw)
+{
+    for (unsigned t = 0; t < GH_TIER_COUNT; t++) {
+        struct gw_tier_ref *r = &gw->tier_refs[t];
+        *r = (struct gw_tier_ref){gw, t};
+        char l[64], lf[96], lw[96];
+        snprintf(l, sizeof l, "tier=\"%s\"", gh_fairq_tier_name(t));
+        snprintf(lf, sizeof lf, "%s,reason=\"full\"", l);
+        snprintf(lw, sizeof lw, "%s,reason=\"wait\"", l);
+        gh_metrics_gauge_func("gatehouse_chat_queue_waiting", l,
+                              "calls waiting for a model slot, per tier", m_q_waiting, r);
+        gh_metrics_gauge_func("gatehouse_chat_queue_oldest_wait_seconds", l,
+                              "how long the oldest waiting call of the tier has waited", m_q_oldest,
+                              r);
+        gh_metrics_counter_func("gatehouse_chat_queue_served_total", l,
+                                "calls that took a model slot, per tier", m_q_served, r);
+        gh_metrics_counter_func("gatehouse_chat_queue_dispatched_total", l,
+                                "calls that took a model slot after waiting, per tier",
+                                m_q_dispatched, r);
+        gh_metrics_counter_func("gatehouse_chat_queue_busy_total", lf,
+                                "calls answered 503 busy by the queue: full, or a wait past "
+                                "the call's deadline (estimated or reached)",
+                                m_q_full, r);
+        gh_metrics_counter_func("gatehouse_chat_queue_busy_total", lw,
+                                "calls answered 503 busy by the queue: full, or a wait past "
+                                "the call's deadline (estimated or reached)",
+                                m_q_wait, r);
+    }
+}
+
 static void register_metrics(struct gh_gateway *gw)
 {
+    register_queue_metrics(gw);
     gw->m_requests = gh_metrics_counter("gatehouse_chat_requests_total", "",
                                         "chat completion requests received");
     gw->m_prompt_tokens = gh_metrics_counter("gatehouse_chat_tokens_total", "kind=\"prompt\"",
@@ -1078,6 +1241,18 @@ int gh_gateway_init(struct gh_server *srv)
         goto fail;
     gw->srv = srv;
     gw->created = gh_wall_ms() / 1000;
+    atomic_store(&gw->established_max_id, UINT64_MAX); /* until the store answers */
+    struct gh_fairq_config fqc = {
+        .queue_max = cfg->gateway.queue_max,
+        .per_user = cfg->gateway.queue_per_user,
+        .weights = {cfg->gateway.tier_weight_priority, cfg->gateway.tier_weight_established,
+                    cfg->gateway.tier_weight_new},
+        /* entries: every waiter's user, and the users in flight */
+        .users = cfg->gateway.queue_max + 65536,
+    };
+    gw->fq = gh_fairq_new(&fqc);
+    if (!gw->fq)
+        goto fail;
     gw->breaker = (struct gh_breaker){cfg->gateway.breaker_failures, cfg->gateway.breaker_window_ms,
                                       cfg->gateway.breaker_open_ms, cfg->gateway.cooldown_ms};
     rc = gh_upstreams_load(cfg->gateway.upstreams_file, srv->envp ? srv->envp : NULL, &gw->ups,

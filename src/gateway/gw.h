@@ -8,6 +8,7 @@
 #include "core/server.h"
 #include "gateway/chat.h"
 #include "gateway/echo.h"
+#include "gateway/fairq.h"
 #include "gateway/gateway.h"
 #include "gateway/quota.h"
 #include "gateway/sse.h"
@@ -25,6 +26,17 @@ struct gh_gateway {
     struct gh_usage *usage;
     char quota_path[4200];
     struct gh_breaker breaker;
+    struct gh_fairq *fq; /* calls waiting for a model slot, all workers */
+    /* users with an id up to this were created tier_established_age ago
+     * (refreshed from the store by the admin worker); UINT64_MAX until known */
+    _Atomic uint64_t established_max_id;
+    uv_timer_t age_timer; /* on the admin worker's loop */
+    struct gh_worker *age_worker;
+    struct gw_tier_ref {
+        struct gh_gateway *gw;
+        unsigned tier;
+    } tier_refs[GH_TIER_COUNT]; /* what the queue's metric functions read */
+    bool age_timer_on;
     uint64_t created; /* /v1/models "created" */
     atomic_uint workers; /* started workers not yet disposed */
     /* per-worker state, [0] the admin worker, [1 + id] public worker id */
@@ -42,8 +54,9 @@ struct gw_worker {
     CURLM *multi;
     uv_timer_t curl_timer;
     uv_timer_t wait_timer; /* polls for upstream slots while calls wait */
-    struct gh_list waiting;
-    unsigned nwaiting;
+    uv_async_t wake;       /* a call of this worker was given a slot (any thread) */
+    struct gh_list granted; /* those calls: under the fair queue's lock */
+    unsigned nwaiting;      /* this worker's calls in the fair queue: under its lock */
     int closing; /* handles still closing at dispose */
     /* idle easy handles (curl_easy_reset), reused by the next calls */
     CURL *easy_pool[GW_EASY_POOL];
@@ -68,6 +81,7 @@ struct gw_call {
     uint64_t created;
     char model[136];
     uint64_t start_ms, deadline_ms;
+    uint64_t queue_deadline_ms; /* the longest wait for a slot (queue_timeout, a client hint) */
     bool stream, include_usage;
     bool started;    /* the stream's head (and maybe keep-alives) went out */
     bool first_byte; /* content reached the client: no failover any more */
@@ -101,7 +115,15 @@ struct gw_call {
     uint64_t retry_after_ms;
     bool done_seen, paused, proto_error;
     bool client_gone; /* a write to the client failed: end, blame nobody */
-    struct gh_list wait_node;
+    struct gh_fairq_waiter fw; /* in the fair queue while waiting for a slot */
+    struct gh_list grant_node; /* in ww->granted once given a slot */
+    int granted;               /* the upstream given by the queue, or a GH_E* code */
+    struct gh_fairq_user *fu;  /* counted in flight by the fair queue */
+    unsigned tier;             /* enum gh_fairq_tier */
+    int model_idx;             /* the model's number for the fair queue */
+    unsigned up_est;           /* tokens taken from the upstream's max_tokens_in_flight */
+    uint64_t slot_ms;          /* when the slot was taken (service time) */
+    unsigned retry_after_s;    /* Retry-After of a busy answer; 0: the default */
     char last_error[160];
     int last_status; /* what the client gets when every upstream failed */
 };

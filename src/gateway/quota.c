@@ -333,6 +333,16 @@ void gh_quota_limits_of(struct gh_quota_table *t, enum gh_quota_kind kind, uint6
     pthread_rwlock_unlock(&t->ov_mu);
 }
 
+bool gh_quota_has_override(struct gh_quota_table *t, enum gh_quota_kind kind, uint64_t id)
+{
+    char name[32];
+    ov_name(kind, id, name, sizeof name);
+    pthread_rwlock_rdlock(&t->ov_mu);
+    bool has = json_object_size(t->overrides) && json_object_get(t->overrides, name);
+    pthread_rwlock_unlock(&t->ov_mu);
+    return has;
+}
+
 int gh_quota_set(struct gh_quota_table *t, enum gh_quota_kind kind, uint64_t id,
                  const struct gh_quota_limits *l)
 {

@@ -94,6 +94,8 @@ uint64_t gh_quota_spent(struct gh_quota_table *t, enum gh_quota_kind kind, uint6
  * defaults for fields left GH_QUOTA_UNSET. */
 void gh_quota_limits_of(struct gh_quota_table *t, enum gh_quota_kind kind, uint64_t id,
                         const struct gh_quota_limits *defaults, struct gh_quota_limits *out);
+/* True when (kind, id) has an override (the fair queue's priority tier). */
+bool gh_quota_has_override(struct gh_quota_table *t, enum gh_quota_kind kind, uint64_t id);
 /* Sets (kind, id)'s override; fields GH_QUOTA_UNSET keep their previous
  * override (or the default). l NULL removes the override. 0, GH_ENOTFOUND
  * (removing a missing one) or GH_ETOOBIG (too many overrides). */

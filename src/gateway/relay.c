@@ -18,6 +18,10 @@
 
 #define RELAY_HIGH_MARK (256u << 10)
 #define WAIT_POLL_MS    50
+/* DeepSeek's words for a saturated service, which clients show as they are */
+#define GW_BUSY_MESSAGE "The server is busy. Please try again later."
+#define GW_TOO_LONG     (-100) /* the estimated wait passes the call's deadline */
+#define GW_ANSWERED     (-101) /* take_or_queue answered the call */
 
 struct sock_ctx {
     uv_poll_t poll;
@@ -153,14 +157,40 @@ static int on_timer_set(CURLM *m, long timeout_ms, void *userp)
     return 0;
 }
 
-static void wake_waiters(struct gw_worker *ww);
+static void dispatch(struct gh_gateway *gw, int model);
 
+/* While calls of this worker wait: hands free slots out every 50 ms (an
+ * upstream's cool-down or open circuit ends without a release to wake the
+ * queue). */
 static void on_wait_poll(uv_timer_t *t)
 {
     struct gw_worker *ww = t->data;
-    wake_waiters(ww);
-    if (!ww->nwaiting)
+    struct gh_gateway *gw = ww->gw;
+    for (unsigned i = 0; i < gw->ups.n; i++)
+        if (gh_upstreams_model_index(&gw->ups, gw->ups.ups[i].model) == (int)i)
+            dispatch(gw, (int)i);
+    gh_fairq_lock(gw->fq);
+    bool idle = !ww->nwaiting;
+    gh_fairq_unlock(gw->fq);
+    if (idle)
         uv_timer_stop(&ww->wait_timer);
+}
+
+/* Calls of this worker given a slot by another thread's dispatch: their
+ * attempts start here, on their own loop. */
+static void on_wake(uv_async_t *a)
+{
+    struct gw_worker *ww = a->data;
+    for (;;) {
+        gh_fairq_lock(ww->gw->fq);
+        struct gh_list *n = gh_list_first(&ww->granted);
+        if (n)
+            gh_list_remove(n);
+        gh_fairq_unlock(ww->gw->fq);
+        if (!n)
+            break;
+        gw_relay_start(GH_CONTAINER_OF(n, struct gw_call, grant_node));
+    }
 }
 
 int gw_relay_worker_init(struct gw_worker *ww)
@@ -175,8 +205,17 @@ int gw_relay_worker_init(struct gw_worker *ww)
     curl_multi_setopt(ww->multi, CURLMOPT_MAXCONNECTS, 256L);
     uv_timer_init(&ww->w->loop, &ww->curl_timer);
     uv_timer_init(&ww->w->loop, &ww->wait_timer);
+    gh_list_init(&ww->granted);
+    int rc = uv_async_init(&ww->w->loop, &ww->wake, on_wake);
+    if (rc) {
+        curl_multi_cleanup(ww->multi);
+        uv_close((uv_handle_t *)&ww->curl_timer, NULL);
+        uv_close((uv_handle_t *)&ww->wait_timer, NULL);
+        return rc;
+    }
     ww->curl_timer.data = ww;
     ww->wait_timer.data = ww;
+    ww->wake.data = ww;
     return 0;
 }
 
@@ -201,7 +240,7 @@ void gw_relay_worker_dispose(struct gw_worker *ww)
     while (ww->neasy_pool)
         curl_easy_cleanup(ww->easy_pool[--ww->neasy_pool]);
     ww->multi = NULL;
-    ww->closing = 2;
+    ww->closing = 3;
     for (size_t i = 0; i < ww->nsocks; i++) {
         if (ww->socks[i]) {
             ww->closing++;
@@ -213,6 +252,7 @@ void gw_relay_worker_dispose(struct gw_worker *ww)
     ww->nsocks = 0;
     uv_close((uv_handle_t *)&ww->curl_timer, on_ww_closed);
     uv_close((uv_handle_t *)&ww->wait_timer, on_ww_closed);
+    uv_close((uv_handle_t *)&ww->wake, on_ww_closed);
 }
 
 /* ---- one attempt ---- */
@@ -257,7 +297,14 @@ static void release_upstream(struct gw_call *c, enum gh_upstream_outcome o)
         return;
     struct gh_upstream *up = &c->gw->ups.ups[c->up];
     c->up = -1;
-    gh_upstream_release(up, &c->gw->breaker, o, c->retry_after_ms, gh_now_ms());
+    uint64_t now = gh_now_ms();
+    gh_upstream_release(up, &c->gw->breaker, o, c->retry_after_ms, now, c->up_est);
+    /* the service time of complete answers feeds the wait estimate */
+    uint64_t hold = o == GH_UP_SUCCESS ? GH_MAX(now - c->slot_ms, (uint64_t)1) : 0;
+    gh_fairq_lock(c->gw->fq);
+    gh_fairq_done_locked(c->gw->fq, c->fu, (unsigned)c->model_idx, hold);
+    c->fu = NULL;
+    gh_fairq_unlock(c->gw->fq);
     /* a success while all is well changes nothing: skip the scan (it takes
      * every upstream's lock) on the common path */
     if (o != GH_UP_SUCCESS || atomic_load(&c->gw->ups.reported) != GH_STATUS_OPERATIONAL)
@@ -267,7 +314,7 @@ static void release_upstream(struct gw_call *c, enum gh_upstream_outcome o)
                "ALERT upstream %s refused our credentials (HTTP %ld): taken out of rotation; "
                "fix its api_key_env and restart",
                up->name, c->http_status);
-    wake_waiters(c->ww);
+    dispatch(c->gw, c->model_idx);
 }
 
 static size_t on_header(char *p, size_t sz, size_t n, void *ud)
@@ -455,30 +502,145 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ud)
     return len;
 }
 
+/* priority_field = vllm: the caller's tier as the top-level "priority"
+ * (lower runs first in vLLM's priority scheduling), before the body's
+ * closing brace. */
+static int add_priority(struct gw_call *c)
+{
+    size_t n = c->body.len;
+    while (n && c->body.data[n - 1] != '}')
+        n--;
+    if (!n)
+        return GH_EINVAL;
+    c->body.len = n - 1;
+    return gh_buf_printf(&c->body, ",\"priority\":%u}", c->tier);
+}
+
 static int build_body(struct gw_call *c, const struct gh_upstream *up)
 {
     gh_buf_reset(&c->body);
     unsigned mt = c->chat.upstream_max_tokens;
-    if (c->chat.fim)
-        return gh_fim_upstream_body(c->chat.root, up->upstream_model, c->stream, mt, &c->body);
-    if (c->req && !c->chat.pruned &&
-        !gh_chat_upstream_body(c->req->body.data ? c->req->body.data : "", c->req->body.len,
-                               up->upstream_model, c->stream, mt, &c->body))
-        return 0;
-    /* the splice could not read it, members were pruned below the top
-     * level, or the client has gone: jansson, from the validated tree */
-    gh_buf_reset(&c->body);
-    return gh_chat_upstream_body_tree(c->chat.root, up->upstream_model, c->stream, mt, &c->body);
+    int rc = GH_EINVAL;
+    if (c->chat.fim) {
+        rc = gh_fim_upstream_body(c->chat.root, up->upstream_model, c->stream, mt, &c->body);
+    } else {
+        if (c->req && !c->chat.pruned)
+            rc = gh_chat_upstream_body(c->req->body.data ? c->req->body.data : "",
+                                       c->req->body.len, up->upstream_model, c->stream, mt,
+                                       &c->body);
+        if (rc) {
+            /* the splice could not read it, members were pruned below the
+             * top level, or the client has gone: jansson, from the
+             * validated tree */
+            gh_buf_reset(&c->body);
+            rc = gh_chat_upstream_body_tree(c->chat.root, up->upstream_model, c->stream, mt,
+                                            &c->body);
+        }
+    }
+    return rc || !up->priority_vllm ? rc : add_priority(c);
 }
 
 static void relay_timer(uv_timer_t *t);
+
+/* Seconds for Retry-After from an estimated wait in ms (at least 1). */
+static unsigned retry_seconds(uint64_t ms)
+{
+    uint64_t s = (ms + 999) / 1000;
+    return s < 1 ? 1 : s > 3600 ? 3600 : (unsigned)s;
+}
+
+/* The estimated wait of c if it queued now, in ms (0: unknown). */
+static uint64_t wait_estimate(struct gw_call *c)
+{
+    struct gh_gateway *gw = c->gw;
+    unsigned slots = gh_upstreams_slots(&gw->ups, c->model, gh_now_ms());
+    gh_fairq_lock(gw->fq);
+    unsigned ahead = gh_fairq_ahead_locked(gw->fq, c->who.user_id, (unsigned)c->model_idx, c->tier);
+    uint64_t est = gh_fairq_estimate_locked(gw->fq, (unsigned)c->model_idx, ahead, slots);
+    gh_fairq_unlock(gw->fq);
+    return est;
+}
+
+/* Takes c out of the fair queue, or gives back a slot handed over and not
+ * yet used. True when c was waiting (or handed a slot). This loop. */
+static bool leave_queue(struct gw_call *c, bool timed_out)
+{
+    struct gh_fairq *fq = c->gw->fq;
+    bool was = false;
+    gh_fairq_lock(fq);
+    if (c->fw.queued) {
+        gh_fairq_remove_locked(fq, &c->fw, timed_out);
+        c->ww->nwaiting--;
+        was = true;
+    }
+    if (gh_list_linked(&c->grant_node)) {
+        gh_list_remove(&c->grant_node);
+        was = true;
+    }
+    gh_fairq_unlock(fq);
+    if (c->granted >= 0) {
+        c->up = c->granted; /* handed over, never used: back to the pool */
+        c->slot_ms = gh_now_ms();
+        release_upstream(c, GH_UP_NEUTRAL);
+    }
+    c->granted = GH_EBUSY;
+    return was;
+}
+
+/* The first attempt's admission: a free slot when nobody of the model
+ * waits (a retry after a failure does not queue behind), else the fair
+ * queue, or at once 503 busy when the estimated wait passes the call's
+ * queue deadline or the queue is full. Returns the upstream index,
+ * GH_ENOTFOUND, GH_EBUSY (queued) or GW_ANSWERED (answered busy). */
+static int take_or_queue(struct gw_call *c, uint32_t rnd)
+{
+    struct gh_gateway *gw = c->gw;
+    struct gh_fairq *fq = gw->fq;
+    unsigned m = (unsigned)c->model_idx;
+    uint64_t now = gh_now_ms();
+    unsigned slots = gh_upstreams_slots(&gw->ups, c->model, now);
+    int idx = GH_EBUSY;
+    gh_fairq_lock(fq);
+    if (c->tried || !gh_fairq_waiting_locked(fq, m)) {
+        idx = gh_upstream_acquire(&gw->ups, c->model, c->tried | c->excluded, now, rnd, c->up_est);
+        if (idx >= 0)
+            c->fu = gh_fairq_start_locked(fq, c->who.user_id, m, c->tier);
+    }
+    if (idx != GH_EBUSY) {
+        gh_fairq_unlock(fq);
+        return idx;
+    }
+    unsigned ahead = gh_fairq_ahead_locked(fq, c->who.user_id, m, c->tier);
+    uint64_t est = gh_fairq_estimate_locked(fq, m, ahead, slots);
+    uint64_t left = c->queue_deadline_ms > now ? c->queue_deadline_ms - now : 0;
+    int rc = est > left ? GW_TOO_LONG
+                        : gh_fairq_push_locked(fq, &c->fw, c->who.user_id, m, c->tier, now);
+    if (rc)
+        gh_fairq_refused_locked(fq, c->tier, rc != GW_TOO_LONG);
+    else
+        c->ww->nwaiting++;
+    gh_fairq_unlock(fq);
+    if (!rc)
+        return GH_EBUSY;
+    GH_STAT_ADD(gw->m_upstream_errors, 1);
+    c->retry_after_s = retry_seconds(est ? est : 5000);
+    gw_call_fail(c, 503, "busy", GW_BUSY_MESSAGE);
+    return GW_ANSWERED;
+}
+
+/* The deadline now: the first byte's, and the queue's while no slot is
+ * held (c->up is only set on this loop). */
+static uint64_t deadline_of(const struct gw_call *c)
+{
+    return c->up >= 0 ? c->deadline_ms : GH_MIN(c->deadline_ms, c->queue_deadline_ms);
+}
 
 static void arm_timer(struct gw_call *c)
 {
     if (c->first_byte || !c->req)
         return;
-    uint64_t now = gh_now_ms();
-    uint64_t left = c->deadline_ms > now ? c->deadline_ms - now : 0;
+    uint64_t now = gh_now_ms(), dl = deadline_of(c);
+    uint64_t left = dl > now ? dl - now : 0;
     uint64_t every = c->req->cfg->gateway.keepalive_ms;
     uv_timer_start(&c->timer, relay_timer, c->stream ? GH_MIN(every, left) : left, 0);
 }
@@ -496,22 +658,20 @@ void gw_relay_start(struct gw_call *c)
     ww->rng ^= ww->rng << 13;
     ww->rng ^= ww->rng >> 17;
     ww->rng ^= ww->rng << 5;
-    int idx = gh_upstream_acquire(&gw->ups, c->model, c->tried | c->excluded, gh_now_ms(), ww->rng);
-    if (idx < 0)
-        gh_upstreams_report_status(&gw->ups, gh_now_ms()); /* circuits may have re-closed */
+    int idx = c->granted; /* a slot handed over by dispatch, or GH_EBUSY */
+    c->granted = GH_EBUSY;
     if (idx == GH_EBUSY) {
-        if (!gh_list_linked(&c->wait_node)) {
-            gh_list_push_back(&ww->waiting, &c->wait_node);
-            ww->nwaiting++;
+        idx = take_or_queue(c, ww->rng);
+        if (idx == GH_EBUSY) {
             if (!uv_is_active((uv_handle_t *)&ww->wait_timer))
                 uv_timer_start(&ww->wait_timer, on_wait_poll, WAIT_POLL_MS, WAIT_POLL_MS);
+            return;
         }
-        return;
+        if (idx == GW_ANSWERED)
+            return; /* answered busy */
     }
-    if (gh_list_linked(&c->wait_node)) {
-        gh_list_remove(&c->wait_node);
-        ww->nwaiting--;
-    }
+    if (idx < 0)
+        gh_upstreams_report_status(&gw->ups, gh_now_ms()); /* circuits may have re-closed */
     if (idx < 0) {
         GH_STAT_ADD(gw->m_upstream_errors, 1);
         if (!c->tried) {
@@ -530,6 +690,7 @@ void gw_relay_start(struct gw_call *c)
     }
     struct gh_upstream *up = &gw->ups.ups[idx];
     c->up = idx;
+    c->slot_ms = gh_now_ms();
     c->tried |= 1ull << idx;
     char url[600];
     snprintf(url, sizeof url, "%s/%s", up->base_url,
@@ -584,10 +745,7 @@ void gw_relay_start(struct gw_call *c)
 
 void gw_relay_abort(struct gw_call *c)
 {
-    if (gh_list_linked(&c->wait_node)) {
-        gh_list_remove(&c->wait_node);
-        c->ww->nwaiting--;
-    }
+    leave_queue(c, false);
     reset_attempt(c);
     release_upstream(c, GH_UP_NEUTRAL); /* the client left: nothing learnt */
 }
@@ -605,9 +763,16 @@ static void relay_timer(uv_timer_t *t)
     struct gw_call *c = t->data;
     if (c->finished || c->first_byte || !c->req)
         return;
-    if (gh_now_ms() >= c->deadline_ms) {
+    if (gh_now_ms() >= deadline_of(c)) {
         GH_STAT_ADD(c->gw->m_upstream_errors, 1);
         bool calling = c->easy != NULL;
+        if (leave_queue(c, true)) {
+            /* waited for a slot until its deadline: busy, retry when the
+             * queue ahead should have drained */
+            c->retry_after_s = retry_seconds(wait_estimate(c));
+            gw_call_fail(c, 503, "busy", GW_BUSY_MESSAGE);
+            return;
+        }
         reset_attempt(c);
         release_upstream(c, calling ? GH_UP_FAILURE : GH_UP_NEUTRAL);
         gw_call_fail(c, 503, "busy",
@@ -627,17 +792,33 @@ void gw_relay_on_timer(struct gw_call *c)
     relay_timer(&c->timer);
 }
 
-static void wake_waiters(struct gw_worker *ww)
+/* Hands model's free slots to the waiters the fair queue picks, and their
+ * workers the news. Any thread. A waiter whose upstreams are full stops
+ * the round (no overtaking: a large call is not starved by small ones). */
+static void dispatch(struct gh_gateway *gw, int model)
 {
-    struct gh_list *n;
-    unsigned budget = ww->nwaiting;
-    while (budget-- && (n = gh_list_first(&ww->waiting))) {
-        struct gw_call *c = GH_CONTAINER_OF(n, struct gw_call, wait_node);
-        unsigned before = ww->nwaiting;
-        gw_relay_start(c);
-        if (ww->nwaiting == before)
-            break; /* still full: the rest wait too */
+    if (model < 0)
+        return;
+    uint64_t now = gh_now_ms();
+    const char *name = gw->ups.ups[model].model;
+    gh_fairq_lock(gw->fq);
+    struct gh_fairq_waiter *w;
+    while ((w = gh_fairq_next_locked(gw->fq, (unsigned)model))) {
+        struct gw_call *c = GH_CONTAINER_OF(w, struct gw_call, fw);
+        int idx = gh_upstream_acquire(&gw->ups, name, c->tried | c->excluded, now,
+                                      (uint32_t)(now ^ w->seq * 2654435761u), c->up_est);
+        if (idx == GH_EBUSY)
+            break;
+        if (idx >= 0)
+            c->fu = gh_fairq_grant_locked(gw->fq, w);
+        else
+            gh_fairq_remove_locked(gw->fq, w, false); /* none in rotation: it fails there */
+        c->granted = idx;
+        c->ww->nwaiting--;
+        gh_list_push_back(&c->ww->granted, &c->grant_node);
+        uv_async_send(&c->ww->wake);
     }
+    gh_fairq_unlock(gw->fq);
 }
 
 /* ---- the end of a transfer ---- */

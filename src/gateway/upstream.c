@@ -99,6 +99,15 @@ static int on_key(void *user, const char *section, const char *key, const char *
     } else if (!strcmp(key, "max_concurrent")) {
         rc = gh_parse_uint(value, 1000000, &n) || !n ? GH_EINVAL : 0;
         up->max_concurrent = (unsigned)n;
+    } else if (!strcmp(key, "max_tokens_in_flight")) {
+        rc = gh_parse_uint(value, UINT32_MAX, &up->max_tokens_in_flight);
+    } else if (!strcmp(key, "priority_field")) {
+        if (strcmp(value, "vllm") && strcmp(value, "none")) {
+            snprintf(c->err, c->errlen, "[%s] priority_field: '%.40s' must be vllm or none",
+                     section, value);
+            return 0;
+        }
+        up->priority_vllm = !strcmp(value, "vllm");
     } else if (!strcmp(key, "connect_timeout")) {
         rc = gh_parse_duration_ms(value, &up->connect_timeout_ms);
     } else if (!strcmp(key, "timeout")) {
@@ -108,7 +117,8 @@ static int on_key(void *user, const char *section, const char *key, const char *
     } else {
         snprintf(c->err, c->errlen,
                  "[%s] %s: unknown key (model, base_url, api_key_env, upstream_model, weight, "
-                 "max_concurrent, connect_timeout, timeout, fim)",
+                 "max_concurrent, max_tokens_in_flight, priority_field, connect_timeout, "
+                 "timeout, fim)",
                  section, key);
         return 0;
     }
@@ -222,20 +232,60 @@ static bool eligible_locked(struct gh_upstream *up, uint64_t now, bool take_prob
     return true;
 }
 
-static bool take_slot(struct gh_upstream *up)
+/* Room for a call of est tokens beside the tokens in flight (an idle
+ * upstream takes any call: one larger than the cap runs alone). */
+static bool tokens_fit(struct gh_upstream *up, unsigned est)
 {
+    if (!up->max_tokens_in_flight)
+        return true;
+    uint64_t f = atomic_load(&up->tokens_in_flight);
+    return !f || f + est <= up->max_tokens_in_flight;
+}
+
+/* Takes a slot and est tokens. Under up->mu (the token check and add are
+ * one step; active is atomic for the readers). */
+static bool take_slot_locked(struct gh_upstream *up, unsigned est)
+{
+    if (!tokens_fit(up, est))
+        return false;
     unsigned a = atomic_load(&up->active);
     while (a < up->max_concurrent)
-        if (atomic_compare_exchange_weak(&up->active, &a, a + 1))
+        if (atomic_compare_exchange_weak(&up->active, &a, a + 1)) {
+            atomic_fetch_add(&up->tokens_in_flight, est);
             return true;
+        }
     return false;
 }
 
-int gh_upstream_acquire(struct gh_upstreams *u, const char *model, uint64_t tried, uint64_t now_ms,
-                        uint32_t rnd)
+int gh_upstreams_model_index(const struct gh_upstreams *u, const char *model)
 {
-    unsigned cand[GH_UPSTREAMS_MAX];
-    unsigned nc = 0, total = 0;
+    for (unsigned i = 0; i < u->n; i++)
+        if (!strcmp(u->ups[i].model, model))
+            return (int)i;
+    return -1;
+}
+
+unsigned gh_upstreams_slots(struct gh_upstreams *u, const char *model, uint64_t now_ms)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < u->n; i++) {
+        struct gh_upstream *up = &u->ups[i];
+        if (strcmp(up->model, model))
+            continue;
+        pthread_mutex_lock(&up->mu);
+        bool out = up->disabled || (up->circuit == GH_CIRCUIT_OPEN && now_ms < up->open_until_ms);
+        pthread_mutex_unlock(&up->mu);
+        if (!out)
+            n += up->max_concurrent;
+    }
+    return n;
+}
+
+int gh_upstream_acquire(struct gh_upstreams *u, const char *model, uint64_t tried, uint64_t now_ms,
+                        uint32_t rnd, unsigned est)
+{
+    unsigned cand[GH_UPSTREAMS_MAX], load[GH_UPSTREAMS_MAX];
+    unsigned nc = 0;
     bool any = false;
     for (unsigned i = 0; i < u->n; i++) {
         struct gh_upstream *up = &u->ups[i];
@@ -247,45 +297,51 @@ int gh_upstream_acquire(struct gh_upstreams *u, const char *model, uint64_t trie
         if (!ok)
             continue;
         any = true;
-        if (atomic_load(&up->active) < up->max_concurrent) {
+        unsigned a = atomic_load(&up->active);
+        if (a < up->max_concurrent && tokens_fit(up, est)) {
+            load[nc] = a;
             cand[nc++] = i;
-            total += up->weight;
         }
     }
     if (!nc)
         return any ? GH_EBUSY : GH_ENOTFOUND;
-    /* weighted choice, then the others in order if that one filled up */
-    unsigned r = total ? rnd % total : 0, first = 0;
+    /* least outstanding requests per weight: (active + 1) / weight, compared
+     * as cross products; candidates in order of load, ties from rnd */
     for (unsigned k = 0; k < nc; k++) {
-        unsigned w = u->ups[cand[k]].weight;
-        if (r < w) {
-            first = k;
-            break;
+        unsigned best = k;
+        for (unsigned j = k + 1; j < nc; j++) {
+            uint64_t lj = (uint64_t)(load[j] + 1) * u->ups[cand[best]].weight;
+            uint64_t lb = (uint64_t)(load[best] + 1) * u->ups[cand[j]].weight;
+            if (lj < lb || (lj == lb && ((rnd >> (j & 31)) & 1)))
+                best = j;
         }
-        r -= w;
+        unsigned tc = cand[k], tl = load[k];
+        cand[k] = cand[best], load[k] = load[best];
+        cand[best] = tc, load[best] = tl;
     }
     for (unsigned k = 0; k < nc; k++) {
-        struct gh_upstream *up = &u->ups[cand[(first + k) % nc]];
+        struct gh_upstream *up = &u->ups[cand[k]];
         pthread_mutex_lock(&up->mu);
-        bool ok = eligible_locked(up, now_ms, true) && take_slot(up);
-        if (!ok && up->circuit == GH_CIRCUIT_HALF_OPEN && up->probing &&
-            atomic_load(&up->active) >= up->max_concurrent)
+        bool in = eligible_locked(up, now_ms, true);
+        bool ok = in && take_slot_locked(up, est);
+        if (in && !ok && up->circuit == GH_CIRCUIT_HALF_OPEN)
             up->probing = false; /* took the probe but no slot: give it back */
         pthread_mutex_unlock(&up->mu);
         if (ok) {
             atomic_fetch_add(&up->requests, 1);
-            return (int)cand[(first + k) % nc];
+            return (int)cand[k];
         }
     }
     return GH_EBUSY;
 }
 
 void gh_upstream_release(struct gh_upstream *up, const struct gh_breaker *b,
-                         enum gh_upstream_outcome outcome, uint64_t retry_after_ms,
-                         uint64_t now_ms)
+                         enum gh_upstream_outcome outcome, uint64_t retry_after_ms, uint64_t now_ms,
+                         unsigned est)
 {
-    atomic_fetch_sub(&up->active, 1);
     pthread_mutex_lock(&up->mu);
+    atomic_fetch_sub(&up->tokens_in_flight, est);
+    atomic_fetch_sub(&up->active, 1);
     bool was_probe = up->circuit == GH_CIRCUIT_HALF_OPEN && up->probing;
     switch (outcome) {
     case GH_UP_SUCCESS:

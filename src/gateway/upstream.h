@@ -32,11 +32,14 @@ struct gh_upstream {
     char upstream_model[128]; /* the name the upstream knows; default: model */
     unsigned weight;
     unsigned max_concurrent;
+    uint64_t max_tokens_in_flight; /* estimated prompt + max_tokens admitted at once; 0 = no cap */
+    bool priority_vllm;            /* priority_field = vllm: the caller's tier goes as "priority" */
     uint64_t connect_timeout_ms, timeout_ms;
     bool fim; /* serves base_url/completions (fill-in-the-middle, POST /beta/completions) */
 
     /* shared state */
     atomic_uint active;
+    _Atomic uint64_t tokens_in_flight;
     pthread_mutex_t mu;
     enum gh_circuit circuit;
     bool probing;  /* the half-open probe is out */
@@ -72,12 +75,20 @@ void gh_upstreams_dispose(struct gh_upstreams *u);
 /* True when some upstream serves model. */
 bool gh_upstreams_has_model(const struct gh_upstreams *u, const char *model);
 
-/* Picks an upstream of model not in tried (a bit per index), weighted at
- * random among those in rotation with a free slot, and takes the slot.
- * Returns the index; GH_EBUSY when some are in rotation but all are full
- * (wait and retry); GH_ENOTFOUND when none is in rotation. */
+/* Picks an upstream of model not in tried (a bit per index) among those in
+ * rotation with a free slot for a call of est tokens (max_concurrent, and
+ * max_tokens_in_flight unless the upstream is idle: a call larger than the
+ * cap runs alone), the least loaded by outstanding calls per weight
+ * ((active + 1) / weight; ties broken by rnd), and takes the slot and the
+ * tokens. Returns the index; GH_EBUSY when some are in rotation but all
+ * are full (wait and retry); GH_ENOTFOUND when none is in rotation. */
 int gh_upstream_acquire(struct gh_upstreams *u, const char *model, uint64_t tried, uint64_t now_ms,
-                        uint32_t rnd);
+                        uint32_t rnd, unsigned est);
+/* The index of the first upstream of model (the model's number for the
+ * fair queue), or -1. */
+int gh_upstreams_model_index(const struct gh_upstreams *u, const char *model);
+/* The slots of model's upstreams in rotation now (for the wait estimate). */
+unsigned gh_upstreams_slots(struct gh_upstreams *u, const char *model, uint64_t now_ms);
 /* The longest Retry-After taken from an upstream, in seconds. */
 #define GH_RETRY_AFTER_MAX_S 86400u
 
@@ -89,11 +100,11 @@ int gh_upstream_acquire(struct gh_upstreams *u, const char *model, uint64_t trie
  * anything else, the obsolete date forms included. Pure; any thread. */
 int gh_upstream_retry_after(const char *v, size_t n, uint64_t now_s, uint64_t *ms);
 
-/* Gives the slot back with how the call went. retry_after_ms: the
- * upstream's Retry-After on a 429 (0 when absent). */
+/* Gives the slot and est tokens back with how the call went.
+ * retry_after_ms: the upstream's Retry-After on a 429 (0 when absent). */
 void gh_upstream_release(struct gh_upstream *up, const struct gh_breaker *b,
-                         enum gh_upstream_outcome outcome, uint64_t retry_after_ms,
-                         uint64_t now_ms);
+                         enum gh_upstream_outcome outcome, uint64_t retry_after_ms, uint64_t now_ms,
+                         unsigned est);
 /* The state as the status page and /admin/v1/upstreams show it:
  * "up", "cooling_down", "circuit_open", "half_open", "disabled". */
 const char *gh_upstream_state(struct gh_upstream *up, uint64_t now_ms);

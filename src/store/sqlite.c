@@ -304,6 +304,22 @@ int gh_store_user_by_id(struct gh_store_conn *c, uint64_t id, struct gh_user *ou
     return user_query(c, st, out);
 }
 
+int gh_store_user_newest_before(struct gh_store_conn *c, uint64_t before_ms, uint64_t *id)
+{
+    /* walks back from the newest user: reads only the accounts younger
+     * than the cut-off, not the whole table */
+    sqlite3_stmt *st =
+        prep(c, "SELECT id FROM users WHERE created_ms < ? ORDER BY id DESC LIMIT 1");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)GH_MIN(before_ms, (uint64_t)INT64_MAX));
+    int rc = sqlite3_step(st);
+    *id = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+    int out = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail_db(c, "step");
+    sqlite3_finalize(st);
+    return out;
+}
+
 static int changes_or_notfound(struct gh_store_conn *c, int rc)
 {
     if (!rc && sqlite3_changes(c->db) == 0)

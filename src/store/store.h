@@ -108,6 +108,9 @@ int gh_store_user_insert(struct gh_store_conn *c, struct gh_user *u);
 int gh_store_user_by_phone(struct gh_store_conn *c, const uint8_t phone_hash[32],
                            struct gh_user *out);
 int gh_store_user_by_id(struct gh_store_conn *c, uint64_t id, struct gh_user *out);
+/* The largest id of a user created before before_ms (wall clock) in *id,
+ * 0 when none (ids grow with creation: the fair queue's established tier). */
+int gh_store_user_newest_before(struct gh_store_conn *c, uint64_t before_ms, uint64_t *id);
 int gh_store_user_set_password(struct gh_store_conn *c, uint64_t id, const char *pw_hash);
 /* Records a login attempt: success resets the consecutive failures and sets
  * last_login; failure increments them. */

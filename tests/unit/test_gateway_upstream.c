@@ -1,6 +1,6 @@
 /* Unit tests of the upstream pool (gateway/upstream.h): the upstreams
- * file, weighted choice with slots, the 429 cool-down, out of rotation
- * after 401, and the circuit breaker with its half-open probe. */
+ * file, least outstanding requests per weight with slots and tokens, the 429 cool-down, out of
+ * rotation after 401, and the circuit breaker with its half-open probe. */
 #include "test_util.h"
 
 #include "gateway/upstream.h"
@@ -81,33 +81,33 @@ static void slots_and_tried(void **state)
 {
     struct gh_upstreams u = pool();
     /* a has one slot */
-    int first = gh_upstream_acquire(&u, "m", 0, 1000, 0); /* weight 3 of 4: a */
+    int first = gh_upstream_acquire(&u, "m", 0, 1000, 0, 0); /* the least loaded per weight: a */
     assert_int_equal(first, 0);
-    assert_int_equal(gh_upstream_acquire(&u, "m", 0, 1000, 0), 1); /* a is full: b */
+    assert_int_equal(gh_upstream_acquire(&u, "m", 0, 1000, 0, 0), 1); /* a is full: b */
     /* with b tried, a full: wait */
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0), GH_EBUSY);
-    assert_int_equal(gh_upstream_acquire(&u, "x", 0, 1000, 0), GH_ENOTFOUND);
-    gh_upstream_release(&u.ups[0], &br, GH_UP_SUCCESS, 0, 1000);
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0), 0);
-    assert_int_equal(gh_upstream_acquire(&u, "m", 3, 1000, 0), GH_ENOTFOUND);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0, 0), GH_EBUSY);
+    assert_int_equal(gh_upstream_acquire(&u, "x", 0, 1000, 0, 0), GH_ENOTFOUND);
+    gh_upstream_release(&u.ups[0], &br, GH_UP_SUCCESS, 0, 1000, 0);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0, 0), 0);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 3, 1000, 0, 0), GH_ENOTFOUND);
     gh_upstreams_dispose(&u);
 }
 
 static void cooldown_and_auth(void **state)
 {
     struct gh_upstreams u = pool();
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0), 0);
-    gh_upstream_release(&u.ups[0], &br, GH_UP_RATE_LIMITED, 0, 1000);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0, 0), 0);
+    gh_upstream_release(&u.ups[0], &br, GH_UP_RATE_LIMITED, 0, 1000, 0);
     assert_string_equal(gh_upstream_state(&u.ups[0], 1500), "cooling_down");
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1500, 0), GH_ENOTFOUND);
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 3000, 0), 0);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1500, 0, 0), GH_ENOTFOUND);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 3000, 0, 0), 0);
     /* the upstream's Retry-After wins over the default */
-    gh_upstream_release(&u.ups[0], &br, GH_UP_RATE_LIMITED, 30000, 3000);
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 20000, 0), GH_ENOTFOUND);
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 33001, 0), 0);
-    gh_upstream_release(&u.ups[0], &br, GH_UP_AUTH, 0, 34000);
+    gh_upstream_release(&u.ups[0], &br, GH_UP_RATE_LIMITED, 30000, 3000, 0);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 20000, 0, 0), GH_ENOTFOUND);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 33001, 0, 0), 0);
+    gh_upstream_release(&u.ups[0], &br, GH_UP_AUTH, 0, 34000, 0);
     assert_string_equal(gh_upstream_state(&u.ups[0], 1000000), "disabled");
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000000, 0), GH_ENOTFOUND);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000000, 0, 0), GH_ENOTFOUND);
     gh_upstreams_dispose(&u);
 }
 
@@ -116,27 +116,27 @@ static void breaker(void **state)
     struct gh_upstreams u = pool();
     uint64_t now = 100000;
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(gh_upstream_acquire(&u, "m", 2, now, 0), 0);
-        gh_upstream_release(&u.ups[0], &br, GH_UP_FAILURE, 0, now);
+        assert_int_equal(gh_upstream_acquire(&u, "m", 2, now, 0, 0), 0);
+        gh_upstream_release(&u.ups[0], &br, GH_UP_FAILURE, 0, now, 0);
     }
     assert_string_equal(gh_upstream_state(&u.ups[0], now), "circuit_open");
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 4999, 0), GH_ENOTFOUND);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 4999, 0, 0), GH_ENOTFOUND);
     /* half-open: one probe only */
     u.ups[0].max_concurrent = 5;
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 5000, 0), 0);
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 5001, 0), GH_ENOTFOUND);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 5000, 0, 0), 0);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 5001, 0, 0), GH_ENOTFOUND);
     /* the probe fails: open again */
-    gh_upstream_release(&u.ups[0], &br, GH_UP_FAILURE, 0, now + 5002);
+    gh_upstream_release(&u.ups[0], &br, GH_UP_FAILURE, 0, now + 5002, 0);
     assert_string_equal(gh_upstream_state(&u.ups[0], now + 5003), "circuit_open");
     /* the next probe succeeds: closed */
-    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 10003, 0), 0);
-    gh_upstream_release(&u.ups[0], &br, GH_UP_SUCCESS, 0, now + 10004);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, now + 10003, 0, 0), 0);
+    gh_upstream_release(&u.ups[0], &br, GH_UP_SUCCESS, 0, now + 10004, 0);
     assert_string_equal(gh_upstream_state(&u.ups[0], now + 10005), "up");
     /* failures spread over more than the window do not open it */
     now = 200000;
     for (int i = 0; i < 6; i++) {
-        assert_int_equal(gh_upstream_acquire(&u, "m", 2, now, 0), 0);
-        gh_upstream_release(&u.ups[0], &br, GH_UP_FAILURE, 0, now);
+        assert_int_equal(gh_upstream_acquire(&u, "m", 2, now, 0, 0), 0);
+        gh_upstream_release(&u.ups[0], &br, GH_UP_FAILURE, 0, now, 0);
         now += 6000;
     }
     assert_string_equal(gh_upstream_state(&u.ups[0], now), "up");
@@ -178,6 +178,51 @@ static void retry_after_values(void **state)
         assert_int_equal(retry_after(bad[i], 0, GH_EINVAL), 0);
 }
 
+/* Least outstanding requests per weight, and admission by tokens. */
+static void least_outstanding_and_tokens(void **state)
+{
+    tu_mkdtemp(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/upstreams.ini", dir);
+    write_file("[upstream a]\nmodel = m\nbase_url = http://127.0.0.1:1/v1\nweight = 2\n"
+               "max_tokens_in_flight = 1000\npriority_field = vllm\n"
+               "[upstream b]\nmodel = m\nbase_url = http://127.0.0.1:2/v1\n");
+    struct gh_upstreams u;
+    char err[512];
+    assert_int_equal(gh_upstreams_load(path, NULL, &u, err, sizeof err), 0);
+    assert_true(u.ups[0].priority_vllm);
+    assert_false(u.ups[1].priority_vllm);
+    assert_int_equal(u.ups[0].max_tokens_in_flight, 1000);
+    assert_int_equal(gh_upstreams_model_index(&u, "m"), 0);
+    assert_int_equal(gh_upstreams_model_index(&u, "x"), -1);
+    assert_int_equal(gh_upstreams_slots(&u, "m", 1000), 128);
+    /* weight 2 against 1: six calls spread 4 to a, 2 to b */
+    int order[6];
+    for (int i = 0; i < 6; i++)
+        order[i] = gh_upstream_acquire(&u, "m", 0, 1000, (uint32_t)i * 7919u, 100);
+    unsigned na = 0;
+    for (int i = 0; i < 6; i++)
+        na += order[i] == 0;
+    assert_int_equal(na, 4);
+    assert_int_equal(atomic_load(&u.ups[0].tokens_in_flight), 400);
+    /* a 700-token call does not fit a's 1000 beside 400: b takes it */
+    assert_int_equal(gh_upstream_acquire(&u, "m", 0, 1000, 0, 700), 1);
+    gh_upstream_release(&u.ups[1], &br, GH_UP_SUCCESS, 0, 1000, 700);
+    /* with b tried, a is full for it: wait */
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0, 700), GH_EBUSY);
+    for (int i = 0; i < 4; i++)
+        gh_upstream_release(&u.ups[0], &br, GH_UP_SUCCESS, 0, 1000, 100);
+    assert_int_equal(atomic_load(&u.ups[0].tokens_in_flight), 0);
+    /* an idle upstream takes a call larger than its cap: it runs alone */
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0, 5000), 0);
+    assert_int_equal(gh_upstream_acquire(&u, "m", 2, 1000, 0, 1), GH_EBUSY);
+    gh_upstream_release(&u.ups[0], &br, GH_UP_SUCCESS, 0, 1000, 5000);
+    gh_upstreams_dispose(&u);
+    write_file("[upstream a]\nmodel = m\nbase_url = http://x\npriority_field = sglang\n");
+    assert_int_equal(gh_upstreams_load(path, NULL, &u, err, sizeof err), GH_EINVAL);
+    assert_non_null(strstr(err, "priority_field"));
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -186,6 +231,7 @@ int main(void)
         cmocka_unit_test(cooldown_and_auth),
         cmocka_unit_test(breaker),
         cmocka_unit_test(retry_after_values),
+        cmocka_unit_test(least_outstanding_and_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

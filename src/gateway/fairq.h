@@ -1,0 +1,123 @@
+/* The fair queue of the gateway: calls that wait for a model slot when
+ * every upstream of their model is full, shared by all the node's workers.
+ * It decides who goes next when a slot frees:
+ *   - between priority tiers (policy: a quota override, an established
+ *     account, a new account) by stride scheduling on their weights: each
+ *     dispatch from a tier advances its pass by 1/weight, the tier with the
+ *     lowest pass goes next (ties to the better tier), and a tier that
+ *     starts waiting joins at the current pass (no credit banked while
+ *     idle);
+ *   - within a tier, across users (not keys), start-time fair queueing:
+ *     each user has a start tag, the lowest goes next (then the earliest
+ *     arrival) and its tag grows by one; a user joins the queue at the tag
+ *     of the last dispatch plus the calls it holds in flight already (so
+ *     one with 4 running comes after those with none), never lower than
+ *     its own tag. One user's many keys or scripts share one turn. Tags
+ *     are forgotten when the model's queue empties.
+ * It is bounded (queue_max in all, queue_per_user per user), keeps the
+ * recent service time per model for the wait estimate, and counts per tier
+ * what /metrics shows.
+ *
+ * The caller owns the waiters (embedded in its calls) and holds the
+ * queue's mutex (gh_fairq_lock) around every *_locked call; any thread.
+ * Entries per (user, model, tier) come from a fixed pool sized at
+ * creation: no allocation after gh_fairq_new. */
+#pragma once
+
+#include "core/common.h"
+#include "core/list.h"
+
+#include <pthread.h>
+
+enum gh_fairq_tier { GH_TIER_PRIORITY, GH_TIER_ESTABLISHED, GH_TIER_NEW, GH_TIER_COUNT };
+
+/* "priority", "established", "new". */
+const char *gh_fairq_tier_name(unsigned tier);
+
+#define GH_FAIRQ_MODELS 64 /* model indexes 0..63 (the first upstream serving it) */
+
+struct gh_fairq_user;
+
+struct gh_fairq_waiter {
+    struct gh_list node; /* in its (model, tier) queue, arrival order */
+    struct gh_fairq_user *user;
+    uint64_t seq;
+    uint64_t since_ms;
+    unsigned model, tier;
+    bool queued;
+};
+
+struct gh_fairq_config {
+    unsigned queue_max, per_user;
+    unsigned weights[GH_TIER_COUNT]; /* each >= 1 */
+    unsigned users;                  /* entry pool: users waiting or in flight at once */
+};
+
+struct gh_fairq_tier_stats {
+    unsigned waiting;
+    uint64_t served;          /* calls that took a slot (at once or after waiting) */
+    uint64_t dispatched;      /* of which after waiting */
+    uint64_t refused_full;    /* queue_max or queue_per_user reached */
+    uint64_t refused_wait;    /* the estimated wait passed the call's deadline */
+    uint64_t timed_out;       /* waited until the deadline */
+    uint64_t oldest_since_ms; /* 0 when none waits */
+};
+
+struct gh_fairq;
+
+/* NULL when out of memory. */
+struct gh_fairq *gh_fairq_new(const struct gh_fairq_config *cfg);
+void gh_fairq_free(struct gh_fairq *q);
+void gh_fairq_lock(struct gh_fairq *q);
+void gh_fairq_unlock(struct gh_fairq *q);
+
+/* Takes an entry for (user_id, model, tier) counting one call in flight,
+ * for a call that got a slot without waiting. Returns the entry to hand
+ * to gh_fairq_done_locked, or NULL when the pool is full (the call goes
+ * on, uncounted). */
+struct gh_fairq_user *gh_fairq_start_locked(struct gh_fairq *q, uint64_t user_id, unsigned model,
+                                            unsigned tier);
+/* A call counted by gh_fairq_start_locked or gh_fairq_grant_locked gave its
+ * slot back after hold_ms: the user's count falls, the model's service
+ * time is updated. u may be NULL (uncounted). */
+void gh_fairq_done_locked(struct gh_fairq *q, struct gh_fairq_user *u, unsigned model,
+                          uint64_t hold_ms);
+
+/* Queues w (filled by the caller: nothing but zeroes) for user_id.
+ * 0, GH_EBUSY (queue_max reached) or GH_ETOOBIG (the user's
+ * queue_per_user reached, or no entry left): w is not queued. */
+int gh_fairq_push_locked(struct gh_fairq *q, struct gh_fairq_waiter *w, uint64_t user_id,
+                         unsigned model, unsigned tier, uint64_t now_ms);
+/* Takes a queued w out without a slot (the client left, its deadline
+ * passed: timed_out counts it). */
+void gh_fairq_remove_locked(struct gh_fairq *q, struct gh_fairq_waiter *w, bool timed_out);
+/* The waiter of model that goes next, or NULL; it stays queued. */
+struct gh_fairq_waiter *gh_fairq_next_locked(struct gh_fairq *q, unsigned model);
+/* The next waiter got a slot: out of the queue, counted in flight (hand
+ * the returned entry to gh_fairq_done_locked later), its tier's pass
+ * advanced. */
+struct gh_fairq_user *gh_fairq_grant_locked(struct gh_fairq *q, struct gh_fairq_waiter *w);
+/* Calls of model waiting. */
+unsigned gh_fairq_waiting_locked(struct gh_fairq *q, unsigned model);
+
+/* The calls of model that would start before a new call of (user_id,
+ * tier): every waiter of a better tier, and in its own tier each other
+ * user's waiters up to one more than the caller's own. */
+unsigned gh_fairq_ahead_locked(struct gh_fairq *q, uint64_t user_id, unsigned model, unsigned tier);
+/* The estimated wait of a call with `ahead` calls before it on model
+ * with `slots` slots: (ahead + 1) × the recent mean service time / slots,
+ * in ms; 0 while the model has no finished call to go by. */
+uint64_t gh_fairq_estimate_locked(struct gh_fairq *q, unsigned model, unsigned ahead,
+                                  unsigned slots);
+/* Counts a refusal of tier: full (true) or a wait past the deadline. */
+void gh_fairq_refused_locked(struct gh_fairq *q, unsigned tier, bool full);
+
+/* Reads a client's deadline hint (X-Request-Timeout, X-Stainless-Timeout):
+ * seconds, digits with at most one '.' and a fraction ("30", "1.5", ".25";
+ * digits past milliseconds are ignored), at most 9 before the point and 16
+ * in all. *ms gets it in milliseconds. 0, or GH_EINVAL (*ms = 0) for
+ * anything else, zero included. Pure; any thread. */
+int gh_fairq_parse_timeout(const char *v, size_t n, uint64_t *ms);
+
+/* A copy of tier's counters (takes the lock). */
+void gh_fairq_stats(struct gh_fairq *q, unsigned tier, struct gh_fairq_tier_stats *out);
