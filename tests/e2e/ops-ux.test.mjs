@@ -282,7 +282,9 @@ test('make run LISTEN=… ADMIN_LISTEN=… serves there, builds only the server,
   const data = tempDir('gh-make-run-');
   const p = spawn('make', ['run', `BUILD=${path.relative(ROOT, buildDir)}`, 'JOBS=2', `LISTEN=127.0.0.1:${port}`, `ADMIN_LISTEN=127.0.0.1:${adminPort}`], {
     cwd: ROOT,
-    env: childEnv({ GATEHOUSE_DATA: data }),
+    // as from an operator's shell: under `make test` the environment says
+    // this is a sub-make (MAKELEVEL), and make would print its directory
+    env: (({ MAKELEVEL, MAKEFLAGS, MFLAGS, ...rest }) => rest)(childEnv({ GATEHOUSE_DATA: data })),
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true, // its own process group, stopped like Ctrl-C stops it
   });
