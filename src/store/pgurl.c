@@ -89,13 +89,17 @@ static int redact_url(const char *url, size_t skip, struct out *o, bool *found)
 static int redact_conninfo(const char *s, struct out *o, bool *found)
 {
     const char *p = s;
-    for (;;) {
+    for (bool first = true;; first = false) {
         const char *ws = p;
         while (isspace((unsigned char)*p))
             p++;
         put(o, ws, (size_t)(p - ws));
         if (!*p)
             return 0;
+        /* libpq lets a key follow a closing quote at once; the copy puts a
+         * space there so the "***" cannot run into the next key */
+        if (!first && ws == p)
+            put(o, " ", 1);
         const char *key = p;
         while (*p && *p != '=' && !isspace((unsigned char)*p))
             p++;
