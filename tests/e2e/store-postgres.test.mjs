@@ -4,10 +4,10 @@
 // restart of PostgreSQL (503 busy with Retry-After meanwhile, never 500,
 // existing sessions keep working, the pool reconnects by itself) and never
 // logs the URL's password. Skipped only where PostgreSQL is not installed.
-import { test } from 'node:test';
+import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { runGatehouse, startServer, tempDir, waitUntil } from './lib/harness.mjs';
+import { freePorts, runGatehouse, startServer, tempDir, waitUntil } from './lib/harness.mjs';
 import { FAST, Jar, api, cnPhone, getCode, registerUser } from './lib/accounts.mjs';
 import { pgMissing, startPostgres } from './lib/postgres.mjs';
 
@@ -15,12 +15,32 @@ const PW = 'correct horse battery';
 const missing = pgMissing();
 const opts = missing ? { skip: missing } : {};
 
+// one server for the file (initdb costs seconds), a database per test
+let server = null;
+before(async () => {
+  if (!missing) server = await startPostgres();
+});
+after(() => server?.destroy());
+
+/** A fresh database on the shared server: {url, urlNoPassword, psql, password, stop, start}. */
+function freshDb(name) {
+  return { ...server.database(name), password: server.password, stop: server.stop, start: server.start };
+}
+
+/** gatehouse serve with args on free ports, expected to refuse to start. */
+async function refusal(...args) {
+  const [port, adminPort] = await freePorts(2);
+  const r = await runGatehouse(['serve', '--data', tempDir(), '--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${adminPort}`, ...args]);
+  assert.notEqual(r.code, 0, r.stderr);
+  return r;
+}
+
 function pgSet(pg, extra = {}) {
   return { ...FAST, 'store.backend': 'postgres', 'store.url': pg.url, 'store.connect_timeout': '2s', ...extra };
 }
 
 test('accounts on PostgreSQL: register, log in, keys, delete; phones sealed', opts, async (t) => {
-  const pg = await startPostgres({ t });
+  const pg = freshDb('accounts');
   const srv = await startServer({ t, set: pgSet(pg) });
   assert.match(srv.stderr(), /"event":"store_migrated"/);
 
@@ -82,7 +102,7 @@ test('accounts on PostgreSQL: register, log in, keys, delete; phones sealed', op
 });
 
 test('PostgreSQL restarts: 503 busy meanwhile, sessions keep working, the pool reconnects', opts, async (t) => {
-  const pg = await startPostgres({ t });
+  const pg = freshDb('restart');
   const srv = await startServer({ t, set: pgSet(pg) });
   const phone = cnPhone();
   const { jar } = await registerUser(srv, phone, PW);
@@ -147,23 +167,20 @@ test('PostgreSQL restarts: 503 busy meanwhile, sessions keep working, the pool r
 });
 
 test('a database newer than the binary, a missing url, an unreachable server: clear refusals', opts, async (t) => {
-  const pg = await startPostgres({ t });
+  const pg = freshDb('refusals');
   // the password from the environment, not the URL
   const srv = await startServer({ t, set: pgSet(pg, { 'store.url': pg.urlNoPassword }), env: { PGPASSWORD: pg.password } });
   await srv.stop();
   pg.psql('INSERT INTO schema_version VALUES (999, 0)');
-  let r = await runGatehouse(['serve', '--data', tempDir(), '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:1', '--set', 'store.backend=postgres', '--set', `store.url=${pg.url}`]);
-  assert.notEqual(r.code, 0);
+  let r = await refusal('--set', 'store.backend=postgres', '--set', `store.url=${pg.url}`);
   assert.match(r.stderr, /schema version 999 is newer than this gatehouse/);
   assert.ok(!r.stderr.includes(pg.password));
 
-  r = await runGatehouse(['serve', '--data', tempDir(), '--set', 'store.backend=postgres']);
-  assert.notEqual(r.code, 0);
+  r = await refusal('--set', 'store.backend=postgres');
   assert.match(r.stderr, /\[store\] url.*must be set with \[store\] backend = postgres/);
 
   await pg.stop('immediate');
-  r = await runGatehouse(['serve', '--data', tempDir(), '--set', 'store.backend=postgres', '--set', `store.url=${pg.url}`, '--set', 'store.connect_timeout=1s']);
-  assert.notEqual(r.code, 0);
+  r = await refusal('--set', 'store.backend=postgres', '--set', `store.url=${pg.url}`, '--set', 'store.connect_timeout=1s');
   assert.match(r.stderr, /cannot connect to PostgreSQL at postgresql:\/\/gatehouse:\*\*\*@127\.0\.0\.1/);
   assert.ok(!r.stderr.includes(pg.password), 'the password is not in the refusal');
 });

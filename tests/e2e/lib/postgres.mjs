@@ -5,6 +5,7 @@
 //   const pg = await startPostgres({ t });   // null when the binaries are missing (pgMissing says why)
 //   ... pg.url (with the password), pg.urlNoPassword, pg.password, pg.port ...
 //   pg.psql('SELECT 1')   // rows as text, one per line
+//   const db = pg.database('t1')   // another database: db.url, db.psql(sql)
 //   await pg.stop(); await pg.start();   // an outage and a recovery
 //
 // initdb refuses to run as root: as root, every server command runs as
@@ -109,6 +110,16 @@ export async function startPostgres({ t, db = 'gatehouse', user = 'gatehouse' } 
       const r = run('pg_ctl', ['-D', data, '-m', mode, '-w', '-t', '30', 'stop']);
       if (r.status !== 0) throw new Error(`pg_ctl stop failed: ${r.stderr || r.stdout}`);
       pg.up = false;
+    },
+
+    /** Creates database name; returns {url, urlNoPassword, psql(sql)} for it. */
+    database(name) {
+      pg.psql(`CREATE DATABASE ${name}`, 'postgres');
+      return {
+        url: `postgresql://${user}:${password}@127.0.0.1:${port}/${name}`,
+        urlNoPassword: `postgresql://${user}@127.0.0.1:${port}/${name}`,
+        psql: (sql) => pg.psql(sql, name),
+      };
     },
 
     /** Runs SQL with psql on database dbname (default db); returns stdout. */
