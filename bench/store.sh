@@ -65,6 +65,13 @@ console.log('md: | queued jobs | registrations per run | SQLite /s | PostgreSQL 
 console.log('md: |---|---|---|---|---|');
 for (const [conc, n, ls, ps] of table) console.log(`md: | ${conc} | ${n} | ${ls.toFixed(0)} | ${ps.toFixed(0)} | ${(ps / ls).toFixed(2)} |`);
 console.log('md: ');
+console.log('md: Reading: a SQLite statement is a call inside the process; a PostgreSQL statement is a');
+console.log('md: round trip to another process (prepared once per connection), about five per');
+console.log('md: registration (savepoint, user, login result, session, audit), so PostgreSQL gives less');
+console.log('md: per node; group commit removes the fsync per job on both (compare 1 with 128 queued).');
+console.log('md: Neither is the limit of registrations: argon2id at its default cost hashes about 7 per');
+console.log('md: second per core (bench/results/accounts.md), hundreds of times less than either store.');
+console.log('md: ');
 for (const [conc, , ls, ps] of table)
   console.log(`ratio: store registrations/s with ${conc} queued: PostgreSQL ${ps.toFixed(0)} / SQLite ${ls.toFixed(0)} = ${(ps / ls).toFixed(2)}`);
 JS

@@ -21,8 +21,9 @@
 #define OID_TEXT  25
 
 #define ARGS_MAX     6
-#define RETRY_MIN_MS 100          /* first pause after a failed connection attempt */
-#define RETRY_MAX_MS 2000         /* the pause doubles up to this */
+#define PREPARED_MAX 48   /* statements prepared per connection (the data functions use ~30) */
+#define RETRY_MIN_MS 100  /* first pause after a failed connection attempt */
+#define RETRY_MAX_MS 2000 /* the pause doubles up to this */
 #define MIGRATE_LOCK "7451030119" /* pg_advisory_xact_lock key of migrations */
 
 struct pg {
@@ -32,7 +33,12 @@ struct pg {
     char timeout[24]; /* connect_timeout, seconds */
     char options[96]; /* server settings of every session */
     uint64_t next_try_ms, pause_ms;
-    bool down; /* unreachable (logged once per outage) */
+    bool down;            /* unreachable (logged once per outage) */
+    bool release_pending; /* the last job's RELEASE goes with the next SAVEPOINT */
+    /* statements prepared on conn, by the address of their SQL text (the
+     * data functions' SQL are string literals); s<i> is the name */
+    const char *prepared[PREPARED_MAX];
+    unsigned nprepared;
 };
 
 /* Each entry moves the schema one version up; never edit a released one,
@@ -121,6 +127,7 @@ static int pg_ensure(struct pg *p)
         return GH_EBUSY;
     PQfinish(p->conn);
     p->conn = pg_connect(p);
+    p->nprepared = 0;
     if (p->conn && PQstatus(p->conn) == CONNECTION_OK) {
         if (p->down)
             gh_log(GH_LOG_INFO, "store_reconnected", "PostgreSQL at %s", p->where);
@@ -271,6 +278,8 @@ static int pg_tx(struct gh_store_conn *c, enum gh_store_tx step)
     struct pg *p = c->db;
     const char *begin = c->writer ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
     int rc;
+    bool release = p->release_pending;
+    p->release_pending = false;
     switch (step) {
     case GH_TX_BEGIN:
         rc = pg_ensure(p);
@@ -285,7 +294,8 @@ static int pg_tx(struct gh_store_conn *c, enum gh_store_tx step)
         }
         return rc;
     case GH_TX_SAVEPOINT:
-        return pg_cmd(c, "SAVEPOINT job");
+        /* one round trip between two jobs instead of two */
+        return pg_cmd(c, release ? "RELEASE SAVEPOINT job; SAVEPOINT job" : "SAVEPOINT job");
     case GH_TX_ROLLBACK_TO:
         return pg_cmd(c, "ROLLBACK TO SAVEPOINT job");
     case GH_TX_RELEASE:
@@ -295,7 +305,8 @@ static int pg_tx(struct gh_store_conn *c, enum gh_store_tx step)
             if (rc)
                 return rc;
         }
-        return pg_cmd(c, "RELEASE SAVEPOINT job");
+        p->release_pending = true; /* sent with the next SAVEPOINT; COMMIT releases it */
+        return 0;
     case GH_TX_COMMIT:
         return pg_cmd(c, "COMMIT");
     case GH_TX_ROLLBACK:
@@ -347,6 +358,29 @@ static void arg_text(struct args *a, const char *s)
     a->fmt[a->n++] = 0;
 }
 
+/* The name of sql prepared on p's connection (preparing it the first
+ * time), or NULL: then the caller sends the text (PQexecParams), which
+ * also reports the error. */
+static const char *prepared(struct pg *p, const char *sql, const struct args *a, char *name,
+                            size_t cap)
+{
+    unsigned i = 0;
+    while (i < p->nprepared && p->prepared[i] != sql)
+        i++;
+    snprintf(name, cap, "s%u", i);
+    if (i < p->nprepared)
+        return name;
+    if (i >= PREPARED_MAX || PQtransactionStatus(p->conn) == PQTRANS_INERROR)
+        return NULL;
+    PGresult *r = PQprepare(p->conn, name, sql, a->n, a->type);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok)
+        return NULL;
+    p->prepared[p->nprepared++] = sql;
+    return name;
+}
+
 /* Runs sql with a; binary results in *out (the caller PQclears it). 0 or
  * pg_fail's code. */
 static int run(struct gh_store_conn *c, const char *sql, const struct args *a, PGresult **out)
@@ -355,7 +389,10 @@ static int run(struct gh_store_conn *c, const char *sql, const struct args *a, P
     *out = NULL;
     if (!p->conn)
         return GH_EBUSY;
-    PGresult *r = PQexecParams(p->conn, sql, a->n, a->type, a->val, a->len, a->fmt, 1);
+    char name[16];
+    const char *stmt = prepared(p, sql, a, name, sizeof name);
+    PGresult *r = stmt ? PQexecPrepared(p->conn, stmt, a->n, a->val, a->len, a->fmt, 1)
+                       : PQexecParams(p->conn, sql, a->n, a->type, a->val, a->len, a->fmt, 1);
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
         *out = r;
@@ -434,7 +471,10 @@ static int run_each(struct gh_store_conn *c, const char *sql, const struct args 
     struct pg *p = c->db;
     if (!p->conn)
         return GH_EBUSY;
-    if (!PQsendQueryParams(p->conn, sql, a->n, a->type, a->val, a->len, a->fmt, 1))
+    char name[16];
+    const char *stmt = prepared(p, sql, a, name, sizeof name);
+    if (!(stmt ? PQsendQueryPrepared(p->conn, stmt, a->n, a->val, a->len, a->fmt, 1)
+               : PQsendQueryParams(p->conn, sql, a->n, a->type, a->val, a->len, a->fmt, 1)))
         return pg_fail(c, NULL, "query");
     PQsetSingleRowMode(p->conn);
     int rc = 0;
