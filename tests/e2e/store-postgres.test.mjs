@@ -6,8 +6,11 @@
 // logs the URL's password. Skipped only where PostgreSQL is not installed.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 
-import { freePorts, runGatehouse, startServer, tempDir, waitUntil } from './lib/harness.mjs';
+import { BIN, freePorts, runGatehouse, startServer, tempDir, waitUntil } from './lib/harness.mjs';
 import { FAST, Jar, api, cnPhone, getCode, registerUser } from './lib/accounts.mjs';
 import { pgMissing, startPostgres } from './lib/postgres.mjs';
 
@@ -164,6 +167,16 @@ test('PostgreSQL restarts: 503 busy meanwhile, sessions keep working, the pool r
   assert.ok(!/"event":"store_migrated"/.test(srv2.stderr()), 'no migration the second time');
   assert.equal((await api(srv2.url, 'GET', '/api/me', { jar: j2 })).status, 200);
   await srv2.stop();
+});
+
+test('the data functions answer the same on both backends (unit program against this server)', opts, (t) => {
+  const unit = path.join(path.dirname(BIN), 'test_store_backends');
+  if (!fs.existsSync(unit)) return t.skip(`${unit} not built (cmake --build build)`);
+  const db = freshDb('unit');
+  const r = spawnSync(unit, [], { encoding: 'utf8', timeout: 60000, env: { ...process.env, GH_TEST_PG_URL: db.url, CMOCKA_MESSAGE_OUTPUT: 'stdout' } });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /\[ {7}OK \] test_postgres/);
+  assert.equal(db.psql('SELECT max(version) FROM schema_version').trim(), '1');
 });
 
 test('a database newer than the binary, a missing url, an unreachable server: clear refusals', opts, async (t) => {
