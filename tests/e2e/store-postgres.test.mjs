@@ -169,6 +169,51 @@ test('PostgreSQL restarts: 503 busy meanwhile, sessions keep working, the pool r
   await srv2.stop();
 });
 
+test('PostgreSQL crashes during a stream of registrations: every answer is 201 or 503, every 201 signs in', opts, async (t) => {
+  const pg = freshDb('crash');
+  const srv = await startServer({ t, set: pgSet(pg) });
+  const burst = [];
+  for (let i = 0; i < 48; i++) {
+    const phone = cnPhone();
+    burst.push({ phone, code: await getCode(srv, phone, 'register') });
+  }
+  // four clients register one after another; PostgreSQL crashes after the
+  // 10th answer and comes back after the 24th
+  const statuses = new Array(burst.length);
+  let next = 0;
+  let answered = 0;
+  const clients = Array.from({ length: 4 }, async () => {
+    while (next < burst.length) {
+      const i = next++;
+      const r = await api(srv.url, 'POST', '/api/auth/register', { body: { phone: burst[i].phone, code: burst[i].code, password: PW }, localAddress: `127.0.0.${2 + i}`, timeout: 30000 });
+      statuses[i] = r.status;
+      if (r.status === 503) assert.ok(r.headers['retry-after'], 'a 503 says when to retry');
+      answered++;
+      if (answered === 10) await pg.stop('immediate'); // a crash: in-flight transactions lost
+      if (answered === 24) await pg.start();
+    }
+  });
+  await Promise.all(clients);
+  if (!server.up) await pg.start();
+  const count = (x) => statuses.filter((v) => v === x).length;
+  t.diagnostic(`answers: ${count(201)} x 201, ${count(503)} x 503`);
+  assert.ok(statuses.every((x) => x === 201 || x === 503), `answers: ${statuses.join(' ')}`);
+  assert.ok(count(503) > 0, 'the crash was seen');
+  // what was acknowledged was committed: every 201 signs in
+  const ok = burst.filter((b, i) => statuses[i] === 201);
+  for (const b of ok) {
+    await waitUntil(
+      async () => {
+        const x = await api(srv.url, 'POST', '/api/auth/login', { body: { phone: b.phone, password: PW } });
+        assert.ok(x.status === 200 || x.status === 503, `login ${x.status} ${x.text}`);
+        return x.status === 200;
+      },
+      { timeout: 20000, every: 200, what: `a sign-in of ${b.phone}` },
+    );
+  }
+  await srv.stop();
+});
+
 test('the data functions answer the same on both backends (unit program against this server)', opts, (t) => {
   const unit = path.join(path.dirname(BIN), 'test_store_backends');
   if (!fs.existsSync(unit)) return t.skip(`${unit} not built (cmake --build build)`);
