@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/server.h"
+#include "obs/metrics.h"
 #include "store/backend.h"
 
 #include <pthread.h>
@@ -52,7 +53,15 @@ struct gh_store {
         struct gh_store *s;
         unsigned idx;
     } rargs[READERS_MAX];
+    _Atomic uint64_t *m_unavailable; /* jobs answered GH_EBUSY: the database unreachable */
+    _Atomic uint64_t *m_up;          /* 1 while the writer reaches the database */
 };
+
+static void count_unavailable(struct gh_store *s, uint64_t jobs)
+{
+    if (s->m_unavailable)
+        atomic_fetch_add_explicit(s->m_unavailable, jobs, memory_order_relaxed);
+}
 
 static void queue_init(struct queue *q, unsigned max)
 {
@@ -147,7 +156,7 @@ static void deliver(struct job *j)
 /* Runs one batch in one transaction, a savepoint per job. A step that
  * fails (the connection lost mid-batch) ends the batch: nothing of it was
  * committed, so every job gets that step's code. */
-static void run_batch(struct gh_store_conn *c, struct job *batch)
+static void run_batch(struct gh_store *s, struct gh_store_conn *c, struct job *batch)
 {
     const struct gh_store_backend *be = c->be;
     int brc = be->tx(c, GH_TX_BEGIN);
@@ -163,11 +172,16 @@ static void run_batch(struct gh_store_conn *c, struct job *batch)
     }
     if (!brc)
         brc = be->tx(c, GH_TX_COMMIT);
+    uint64_t n = 0;
     if (brc) {
         be->tx(c, GH_TX_ROLLBACK);
-        for (struct job *j = batch; j; j = j->next)
+        for (struct job *j = batch; j; j = j->next, n++)
             j->rc = brc;
     }
+    if (brc == GH_EBUSY)
+        count_unavailable(s, n);
+    if (s->m_up)
+        atomic_store_explicit(s->m_up, brc != GH_EBUSY, memory_order_relaxed);
 }
 
 static void *writer_main(void *data)
@@ -177,7 +191,7 @@ static void *writer_main(void *data)
         struct job *batch = queue_take(&s->wq, GROUP_MAX);
         if (!batch)
             break;
-        run_batch(&s->wconn, batch);
+        run_batch(s, &s->wconn, batch);
         while (batch) {
             struct job *next = batch->next;
             deliver(batch);
@@ -200,6 +214,8 @@ static void *reader_main(void *data)
         /* a read transaction so a multi-query job sees one snapshot; fn
          * does not run when it cannot start (the database unreachable) */
         j->rc = c->be->tx(c, GH_TX_BEGIN);
+        if (j->rc == GH_EBUSY)
+            count_unavailable(s, 1);
         if (!j->rc) {
             j->rc = j->fn(c, j->arg);
             c->be->tx(c, GH_TX_COMMIT);
@@ -268,6 +284,16 @@ int gh_store_open(const struct gh_store_options *o, struct gh_store **out, struc
             return GH_EIO;
         }
     }
+    char labels[48];
+    snprintf(labels, sizeof labels, "backend=\"%s\"", be->name);
+    s->m_unavailable = gh_metrics_counter(
+        "gatehouse_store_unavailable_total", labels,
+        "store jobs answered busy without running because the database could not be reached");
+    s->m_up = gh_metrics_gauge("gatehouse_store_up", labels,
+                               "1 while the store's writer reaches its database, 0 after it could "
+                               "not (until it does again)");
+    if (s->m_up)
+        atomic_store(s->m_up, 1);
     unsigned qmax = o->queue_max ? o->queue_max : 10000;
     queue_init(&s->wq, qmax);
     queue_init(&s->rq, qmax);

@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { BIN, freePorts, runGatehouse, startServer, tempDir, waitUntil } from './lib/harness.mjs';
+import { BIN, freePorts, metricValue, runGatehouse, startServer, tempDir, waitUntil } from './lib/harness.mjs';
 import { FAST, Jar, api, cnPhone, getCode, registerUser } from './lib/accounts.mjs';
 import { pgMissing, startPostgres } from './lib/postgres.mjs';
 
@@ -139,6 +139,9 @@ test('PostgreSQL restarts: 503 busy meanwhile, sessions keep working, the pool r
   assert.equal(r.json.error.code, 'busy');
   assert.ok(r.headers['retry-after']);
   await srv.waitStderr(/"event":"store_unreachable"/);
+  let m = await srv.metrics();
+  assert.ok(metricValue(m, 'gatehouse_store_unavailable_total', { backend: 'postgres' }) >= 4, 'refused jobs counted');
+  assert.equal(metricValue(m, 'gatehouse_store_up', { backend: 'postgres' }), 0);
 
   await pg.start();
   // the pool reconnects by itself: sign-in works again within seconds
@@ -157,6 +160,8 @@ test('PostgreSQL restarts: 503 busy meanwhile, sessions keep working, the pool r
   r = await api(srv.url, 'POST', '/api/auth/register', { body: { phone: phone2, code: await getCode(srv, phone2, 'register'), password: PW } });
   assert.equal(r.status, 201, r.text);
   await srv.waitStderr(/"event":"store_reconnected"/);
+  m = await srv.metrics();
+  assert.equal(metricValue(m, 'gatehouse_store_up', { backend: 'postgres' }), 1);
 
   // gatehouse restarted on the same database: no migration runs again,
   // the sessions load from PostgreSQL
