@@ -184,7 +184,10 @@ static int migrate(struct gh_store_conn *c, struct gh_buf *err)
          * together apply each once */
         PGresult *r = NULL;
         long have = -1;
-        if (!pg_cmd(c, "BEGIN") && !pg_cmd(c, "SET LOCAL lock_timeout = '30s'")) {
+        /* a migration may outlast [store] statement_timeout; another node's
+         * is waited for a minute at most */
+        if (!pg_cmd(c, "BEGIN") &&
+            !pg_cmd(c, "SET LOCAL lock_timeout = '60s'; SET LOCAL statement_timeout = '15min'")) {
             r = PQexec(p->conn, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK ");"
                                 "CREATE TABLE IF NOT EXISTS schema_version ("
                                 " version bigint PRIMARY KEY, applied_ms bigint NOT NULL);"
