@@ -11,7 +11,10 @@
 #include "store/pgurl.h"
 
 #include <endian.h>
+#include <errno.h>
 #include <libpq-fe.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +23,14 @@
 #define OID_INT8  20
 #define OID_TEXT  25
 
-#define ARGS_MAX     6
-#define PREPARED_MAX 48   /* statements prepared per connection (the data functions use ~30) */
-#define RETRY_MIN_MS 100  /* first pause after a failed connection attempt */
-#define RETRY_MAX_MS 2000 /* the pause doubles up to this */
-#define MIGRATE_LOCK "7451030119" /* pg_advisory_xact_lock key of migrations */
+#define ARGS_MAX          6
+#define PREPARED_MAX      48   /* statements prepared per connection (the data functions use ~30) */
+#define RETRY_MIN_MS      100  /* first pause after a failed connection attempt */
+#define RETRY_MAX_MS      2000 /* the pause doubles up to this */
+#define ANSWER_MARGIN_MS  2000 /* waited for an answer past statement_timeout */
+#define ANSWER_DEFAULT_MS 60000  /* without a statement_timeout */
+#define ANSWER_MIGRATE_MS 960000 /* a migration: its statement_timeout (15 min) and a minute */
+#define MIGRATE_LOCK      "7451030119" /* pg_advisory_xact_lock key of migrations */
 
 struct pg {
     PGconn *conn;
@@ -33,6 +39,7 @@ struct pg {
     char timeout[24]; /* connect_timeout, seconds */
     char options[96]; /* server settings of every session */
     uint64_t next_try_ms, pause_ms;
+    uint64_t answer_ms;   /* longest wait for an answer before the connection is dropped */
     bool down;            /* unreachable (logged once per outage) */
     bool release_pending; /* the last job's RELEASE goes with the next SAVEPOINT */
     /* statements prepared on conn, by the address of their SQL text (the
@@ -99,9 +106,17 @@ static int first_line(const char *s)
 static PGconn *pg_connect(struct pg *p)
 {
     /* ours first: what the URL sets itself wins over them */
-    const char *kw[] = {"connect_timeout",     "application_name", "options", "keepalives_idle",
-                        "keepalives_interval", "keepalives_count", "dbname",  NULL};
-    const char *val[] = {p->timeout, "gatehouse", p->options, "30", "10", "3", p->url, NULL};
+    const char *kw[] = {"connect_timeout",
+                        "application_name",
+                        "options",
+                        "keepalives_idle",
+                        "keepalives_interval",
+                        "keepalives_count",
+                        "tcp_user_timeout",
+                        "dbname",
+                        NULL};
+    const char *val[] = {p->timeout, "gatehouse", p->options, "30", "10",
+                         "3",        "10000",     p->url,     NULL};
     PGconn *conn = PQconnectdbParams(kw, val, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         PQsetNoticeProcessor(conn, quiet, NULL);
@@ -143,6 +158,61 @@ static int pg_ensure(struct pg *p)
     return GH_EBUSY;
 }
 
+/* The next result of what was sent, waiting until end_ms at most: NULL
+ * when there is none left, or when the server did not answer in time (a
+ * frozen server, a cut network): then the connection is dropped and *late
+ * set, so a store thread never waits on it longer. */
+static PGresult *next_result(struct pg *p, uint64_t end_ms, bool *late)
+{
+    while (PQisBusy(p->conn)) {
+        uint64_t now = gh_now_ms();
+        struct pollfd pf = {.fd = PQsocket(p->conn), .events = POLLIN};
+        int n = now < end_ms ? poll(&pf, 1, (int)GH_MIN(end_ms - now, (uint64_t)INT_MAX)) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0) {
+            if (!p->down)
+                gh_log(GH_LOG_WARN, "store_unreachable",
+                       "PostgreSQL at %s did not answer within %llu ms: connection dropped",
+                       p->where, (unsigned long long)p->answer_ms);
+            p->down = true;
+            PQfinish(p->conn);
+            p->conn = NULL;
+            p->next_try_ms = now + RETRY_MIN_MS;
+            *late = true;
+            return NULL;
+        }
+        if (n < 0 || !PQconsumeInput(p->conn))
+            break; /* the connection broke: PQgetResult says so */
+    }
+    return PQgetResult(p->conn);
+}
+
+/* What PQexec gives, after a PQsend* call that returned sent: the last
+ * result (an error wins), or NULL when nothing could be sent or the answer
+ * came too late (the connection dropped). The caller PQclears it. */
+static PGresult *answer(struct pg *p, int sent)
+{
+    if (!sent)
+        return NULL;
+    uint64_t end = gh_now_ms() + p->answer_ms;
+    bool late = false;
+    PGresult *keep = NULL, *r;
+    while ((r = next_result(p, end, &late))) {
+        if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+            PQclear(r);
+        } else {
+            PQclear(keep);
+            keep = r;
+        }
+    }
+    if (late) {
+        PQclear(keep);
+        keep = NULL;
+    }
+    return keep;
+}
+
 /* GH_EEXIST for a constraint, GH_EBUSY when the connection is gone,
  * GH_EIO (logged) otherwise. */
 static int pg_fail(struct gh_store_conn *c, const PGresult *r, const char *what)
@@ -167,7 +237,7 @@ static int pg_cmd(struct gh_store_conn *c, const char *sql)
     struct pg *p = c->db;
     if (!p->conn)
         return GH_EBUSY;
-    PGresult *r = PQexec(p->conn, sql);
+    PGresult *r = answer(p, PQsendQuery(p->conn, sql));
     int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg_fail(c, r, sql);
     /* COMMIT of a transaction that failed answers ROLLBACK */
     if (!rc && !strcmp(sql, "COMMIT") && strcmp(PQcmdStatus(r), "COMMIT"))
@@ -188,10 +258,11 @@ static int migrate(struct gh_store_conn *c, struct gh_buf *err)
          * is waited for a minute at most */
         if (!pg_cmd(c, "BEGIN") &&
             !pg_cmd(c, "SET LOCAL lock_timeout = '60s'; SET LOCAL statement_timeout = '15min'")) {
-            r = PQexec(p->conn, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK ");"
-                                "CREATE TABLE IF NOT EXISTS schema_version ("
-                                " version bigint PRIMARY KEY, applied_ms bigint NOT NULL);"
-                                "SELECT coalesce(max(version), 0) FROM schema_version");
+            r = answer(p, PQsendQuery(p->conn,
+                                      "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK ");"
+                                      "CREATE TABLE IF NOT EXISTS schema_version ("
+                                      " version bigint PRIMARY KEY, applied_ms bigint NOT NULL);"
+                                      "SELECT coalesce(max(version), 0) FROM schema_version"));
             if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
                 have = strtol(PQgetvalue(r, 0, 0), NULL, 10);
             PQclear(r);
@@ -220,7 +291,8 @@ static int migrate(struct gh_store_conn *c, struct gh_buf *err)
         gh_log(GH_LOG_INFO, "store_migrated", "schema version %ld", have + 1);
     }
 fail:
-    PQclear(PQexec(p->conn, "ROLLBACK"));
+    if (p->conn)
+        PQclear(answer(p, PQsendQuery(p->conn, "ROLLBACK")));
     return GH_EIO;
 }
 
@@ -243,6 +315,10 @@ static int pg_open(struct gh_store_conn *c, const struct gh_store_options *o, bo
     c->db = p;
     if (gh_pgurl_redact(o->url, p->where, sizeof p->where))
         snprintf(p->where, sizeof p->where, "(the configured url)");
+    /* the server cancels a statement at statement_timeout; past it and a
+     * margin, silence means the server or the network is gone */
+    p->answer_ms =
+        o->statement_timeout_ms ? o->statement_timeout_ms + ANSWER_MARGIN_MS : ANSWER_DEFAULT_MS;
     uint64_t ct = o->connect_timeout_ms ? o->connect_timeout_ms : 5000;
     snprintf(p->timeout, sizeof p->timeout, "%llu", (unsigned long long)((ct + 999) / 1000));
     /* synchronous_commit=on: a job's callback runs after its commit is
@@ -258,7 +334,11 @@ static int pg_open(struct gh_store_conn *c, const struct gh_store_options *o, bo
         pg_close(c);
         return GH_EIO;
     }
-    if (writer && migrate(c, err)) {
+    uint64_t answer_ms = p->answer_ms;
+    p->answer_ms = ANSWER_MIGRATE_MS;
+    int mrc = writer ? migrate(c, err) : 0;
+    p->answer_ms = answer_ms;
+    if (mrc) {
         pg_close(c);
         return GH_EIO;
     }
@@ -375,7 +455,7 @@ static const char *prepared(struct pg *p, const char *sql, const struct args *a,
         return name;
     if (i >= PREPARED_MAX || PQtransactionStatus(p->conn) == PQTRANS_INERROR)
         return NULL;
-    PGresult *r = PQprepare(p->conn, name, sql, a->n, a->type);
+    PGresult *r = answer(p, PQsendPrepare(p->conn, name, sql, a->n, a->type));
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     if (!ok)
@@ -394,8 +474,9 @@ static int run(struct gh_store_conn *c, const char *sql, const struct args *a, P
         return GH_EBUSY;
     char name[16];
     const char *stmt = prepared(p, sql, a, name, sizeof name);
-    PGresult *r = stmt ? PQexecPrepared(p->conn, stmt, a->n, a->val, a->len, a->fmt, 1)
-                       : PQexecParams(p->conn, sql, a->n, a->type, a->val, a->len, a->fmt, 1);
+    PGresult *r =
+        answer(p, stmt ? PQsendQueryPrepared(p->conn, stmt, a->n, a->val, a->len, a->fmt, 1)
+                       : PQsendQueryParams(p->conn, sql, a->n, a->type, a->val, a->len, a->fmt, 1));
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
         *out = r;
@@ -482,7 +563,9 @@ static int run_each(struct gh_store_conn *c, const char *sql, const struct args 
     PQsetSingleRowMode(p->conn);
     int rc = 0;
     PGresult *r;
-    while ((r = PQgetResult(p->conn))) {
+    uint64_t end = gh_now_ms() + p->answer_ms;
+    bool late = false;
+    while ((r = next_result(p, end, &late))) {
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_SINGLE_TUPLE && !rc)
             fn(c, r, 0, out);
@@ -490,7 +573,7 @@ static int run_each(struct gh_store_conn *c, const char *sql, const struct args 
             rc = pg_fail(c, r, "query");
         PQclear(r);
     }
-    return rc;
+    return late ? GH_EBUSY : rc;
 }
 
 /* ---- users ---- */

@@ -27,7 +27,7 @@ after(() => server?.destroy());
 
 /** A fresh database on the shared server: {url, urlNoPassword, psql, password, stop, start}. */
 function freshDb(name) {
-  return { ...server.database(name), password: server.password, stop: server.stop, start: server.start };
+  return { ...server.database(name), password: server.password, stop: server.stop, start: server.start, freeze: server.freeze, thaw: server.thaw };
 }
 
 /** gatehouse serve with args on free ports, expected to refuse to start. */
@@ -217,6 +217,35 @@ test('PostgreSQL crashes during a stream of registrations: every answer is 201 o
     );
   }
   await srv.stop();
+});
+
+test('PostgreSQL stops answering: 503 busy within statement_timeout + 2 s, not a hang; back when it answers', opts, async (t) => {
+  const pg = freshDb('frozen');
+  const srv = await startServer({ t, set: pgSet(pg, { 'store.statement_timeout': '1s' }) });
+  const phone = cnPhone();
+  const { jar } = await registerUser(srv, phone, PW);
+  pg.freeze();
+  t.after(() => pg.thaw());
+  const t0 = Date.now();
+  let r = await api(srv.url, 'POST', '/api/auth/login', { body: { phone, password: PW }, timeout: 30000 });
+  const waited = Date.now() - t0;
+  assert.equal(r.status, 503, r.text);
+  assert.ok(r.headers['retry-after']);
+  assert.ok(waited < 15000, `answered after ${waited} ms`);
+  // the session is in the cache: served at once
+  assert.equal((await api(srv.url, 'GET', '/api/usage', { jar, timeout: 3000 })).status, 200);
+  await srv.waitStderr(/did not answer within 3000 ms/);
+  pg.thaw();
+  await waitUntil(
+    async () => {
+      const x = await api(srv.url, 'POST', '/api/auth/login', { body: { phone, password: PW }, timeout: 15000 });
+      assert.ok(x.status === 200 || x.status === 503, `login ${x.status} ${x.text}`);
+      return x.status === 200;
+    },
+    { timeout: 30000, every: 250, what: 'a sign-in after PostgreSQL answers again' },
+  );
+  await srv.stop();
+  assert.ok(!srv.stderr().includes(pg.password));
 });
 
 test('the data functions answer the same on both backends (unit program against this server)', opts, (t) => {

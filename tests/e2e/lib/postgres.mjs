@@ -7,6 +7,7 @@
 //   pg.psql('SELECT 1')   // rows as text, one per line
 //   const db = pg.database('t1')   // another database: db.url, db.psql(sql)
 //   await pg.stop(); await pg.start();   // an outage and a recovery
+//   pg.freeze(); pg.thaw();   // a server that stops answering, and answers again
 //
 // initdb refuses to run as root: as root, every server command runs as
 // the `postgres` user the Debian package creates, and the temp dir is
@@ -131,7 +132,31 @@ export async function startPostgres({ t, db = 'gatehouse', user = 'gatehouse' } 
       });
     },
 
+    /** SIGSTOP the server and its backends: connections stay open and
+     * nothing answers (a hung server, or a network that drops packets). */
+    frozen: [],
+    freeze() {
+      const pm = Number(fs.readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+      const kids = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pm)], { encoding: 'utf8' })
+        .stdout.split('\n')
+        .map((x) => Number(x.trim()))
+        .filter(Boolean);
+      pg.frozen = [pm, ...kids];
+      for (const pid of pg.frozen) process.kill(pid, 'SIGSTOP');
+    },
+    thaw() {
+      for (const pid of pg.frozen) {
+        try {
+          process.kill(pid, 'SIGCONT');
+        } catch {
+          /* gone */
+        }
+      }
+      pg.frozen = [];
+    },
+
     killNow() {
+      pg.thaw();
       if (pg.up) run('pg_ctl', ['-D', data, '-m', 'immediate', '-w', '-t', '10', 'stop']);
       pg.up = false;
       fs.rmSync(dir, { recursive: true, force: true });
