@@ -8,17 +8,18 @@ cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
     libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libsodium-dev
-    libphonenumber-dev libsqlite3-dev sqlite3 libjansson-dev libinih-dev
+    libphonenumber-dev libsqlite3-dev sqlite3 libpq-dev libjansson-dev libinih-dev
     libcmocka-dev node-llhttp libnftables-dev)
 # prometheus: for promtool (no smaller Debian 12 package ships it) and
 # python3-prometheus-client: tests/e2e/metrics-format.test.mjs checks
 # /metrics with both; python3-httpx: the Python openai SDK's transport
 # (Debian has no python3-openai), tests/e2e/body-too-large.test.mjs;
 # nftables and util-linux (unshare): tests/e2e/penalty-box.test.mjs runs
-# the kernel penalty box in a network namespace of its own
+# the kernel penalty box in a network namespace of its own;
+# postgresql: tests/e2e/store-postgres.test.mjs runs a throwaway server
 test_pkgs=(curl procps iproute2 nftables util-linux chromium fonts-dejavu-core fonts-noto-cjk
-    prometheus python3-prometheus-client python3-httpx)
-bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux procps)
+    prometheus python3-prometheus-client python3-httpx postgresql)
+bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux procps postgresql)
 
 want=("${build_pkgs[@]}")
 npm_dirs=()
@@ -59,6 +60,10 @@ if ((${#missing[@]})); then
     # prometheus starts a system server on :9090; the tests need only promtool.
     if printf '%s\n' "${missing[@]}" | grep -qx 'prometheus'; then
         $sudo systemctl disable --now prometheus >/dev/null 2>&1 || $sudo service prometheus stop >/dev/null 2>&1 || true
+    fi
+    # postgresql starts a system cluster on :5432; the tests run their own.
+    if printf '%s\n' "${missing[@]}" | grep -qx 'postgresql'; then
+        $sudo systemctl disable --now postgresql >/dev/null 2>&1 || $sudo service postgresql stop >/dev/null 2>&1 || true
     fi
 fi
 

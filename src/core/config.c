@@ -6,6 +6,7 @@
 
 #include "core/suggest.h"
 #include "http/websec.h"
+#include "store/pgurl.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -19,7 +20,8 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-enum key_type { T_STR, T_HOSTPORT, T_UINT, T_SIZE, T_DURATION, T_BOOL, T_LEVEL, T_HEXKEY, T_TOKEN };
+enum key_type { T_STR, T_HOSTPORT, T_UINT, T_SIZE, T_DURATION, T_BOOL, T_LEVEL, T_HEXKEY, T_TOKEN,
+                T_DSN /* a PostgreSQL URL or conninfo: dumped without its password */ };
 
 struct key_def {
     const char *section;
@@ -113,6 +115,18 @@ static const struct key_def keys[] = {
      "64 hex chars; empty = generated at first start in data_dir/secrets"},
     {"secrets", "admin_token", T_TOKEN, OFF(secrets.admin_token), 0, 0, "",
      "admin API bearer token; empty = generated in data_dir/admin.token"},
+
+    {"store", "backend", T_STR, OFF(store.backend), 1, 16, "sqlite",
+     "sqlite (data_dir/gatehouse.db) or postgres ([store] url)"},
+    {"store", "url", T_DSN, OFF(store.url), 0, 4096, "",
+     "postgres: postgresql://user@host:port/db or a libpq conninfo; the password is best "
+     "left to PGPASSWORD or PGPASSFILE"},
+    {"store", "readers", T_UINT, OFF(store.readers), 1, 8, "2",
+     "reader threads, each with its own connection (the pool is readers + 1 writer)"},
+    {"store", "connect_timeout", T_DURATION, OFF(store.connect_timeout_ms), SEC, 60 * SEC, "5s",
+     "postgres: one connection attempt (rounded up to whole seconds)"},
+    {"store", "statement_timeout", T_DURATION, OFF(store.statement_timeout_ms), 0, HOUR, "10s",
+     "postgres: longest statement before the server cancels it (0 = the server's setting)"},
 
     /* @identity-keys */
     {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",
@@ -607,7 +621,8 @@ static int apply(struct gh_config *c, const struct key_def *k, const char *value
     case T_STR:
     case T_HOSTPORT:
     case T_HEXKEY:
-    case T_TOKEN: {
+    case T_TOKEN:
+    case T_DSN: {
         size_t len = strlen(value);
         if (k->type == T_STR && (len < k->min || len > k->max)) {
             set_err(err, origin, line, k, NULL, NULL, "must be %llu to %llu characters",
@@ -631,6 +646,16 @@ static int apply(struct gh_config *c, const struct key_def *k, const char *value
             if (!ok) {
                 set_err(err, origin, line, k, NULL, NULL,
                         "must be 64 hexadecimal characters (32 bytes), or empty to generate one");
+                return GH_EINVAL;
+            }
+        }
+        if (k->type == T_DSN && len) {
+            char tmp[4200];
+            if (len > k->max || gh_pgurl_redact(value, tmp, sizeof tmp)) {
+                set_err(err, origin, line, k, NULL, NULL,
+                        "is neither a postgresql:// URL nor a key=value conninfo (at most %llu "
+                        "characters)",
+                        (unsigned long long)k->max);
                 return GH_EINVAL;
             }
         }
@@ -753,7 +778,7 @@ void gh_config_unref(struct gh_config *c)
         return;
     for (size_t i = 0; i < GH_ARRAY_LEN(keys); i++) {
         enum key_type t = keys[i].type;
-        if (t == T_STR || t == T_HOSTPORT || t == T_HEXKEY || t == T_TOKEN) {
+        if (t == T_STR || t == T_HOSTPORT || t == T_HEXKEY || t == T_TOKEN || t == T_DSN) {
             char **slot = (char **)((char *)c + keys[i].offset);
             free(*slot);
         }
@@ -1052,6 +1077,17 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
                 c->limits.max_conns);
         return GH_EINVAL;
     }
+    if (strcmp(c->store.backend, "sqlite") && strcmp(c->store.backend, "postgres")) {
+        set_err(err, origin, 0, find_key("store", "backend"), NULL, NULL,
+                "'%.16s' must be sqlite or postgres", c->store.backend);
+        return GH_EINVAL;
+    }
+    if (!strcmp(c->store.backend, "postgres") && !*c->store.url) {
+        set_err(err, origin, 0, find_key("store", "url"), NULL, NULL,
+                "must be set with [store] backend = postgres (e.g. "
+                "postgresql://gatehouse@127.0.0.1:5432/gatehouse)");
+        return GH_EINVAL;
+    }
     if (c->limits.max_pending_headers > c->limits.max_conns) {
         set_err(err, origin, 0, find_key("limits", "max_pending_headers"), NULL, NULL,
                 "(%u) cannot exceed [limits] max_conns (%u)", c->limits.max_pending_headers,
@@ -1118,6 +1154,12 @@ int gh_config_dump(const struct gh_config *c, struct gh_buf *out)
         case T_TOKEN:
             gh_buf_printf(out, "%s\n", **(char *const *)field ? "(set)" : "");
             break;
+        case T_DSN: {
+            char shown[4200];
+            gh_pgurl_redact(*(char *const *)field, shown, sizeof shown);
+            gh_buf_printf(out, "%s\n", shown);
+            break;
+        }
         case T_UINT:
             gh_buf_printf(out, "%u\n", *(const unsigned *)field);
             break;

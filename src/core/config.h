@@ -59,6 +59,14 @@ struct gh_config {
         char *admin_token; /* or empty: generated in data_dir/admin.token */
     } secrets;
 
+    struct {
+        char *backend; /* sqlite | postgres */
+        char *url;     /* postgres: URL or conninfo (its password is never logged) */
+        unsigned readers;
+        uint64_t connect_timeout_ms;
+        uint64_t statement_timeout_ms;
+    } store;
+
     /* Subsystem sections: each subsystem adds its own struct below its
      * marker (and its keys below the same marker in config.c). */
     /* @identity-fields */

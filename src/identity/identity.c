@@ -2500,10 +2500,14 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
     }
     char path[4200];
     snprintf(path, sizeof path, "%s/gatehouse.db", cfg->server.data_dir);
-    struct gh_store_options so = {.path = path,
+    struct gh_store_options so = {.backend = cfg->store.backend,
+                                  .path = path,
+                                  .url = cfg->store.url,
+                                  .connect_timeout_ms = cfg->store.connect_timeout_ms,
+                                  .statement_timeout_ms = cfg->store.statement_timeout_ms,
                                   .enc_key = srv->secrets.enc_key,
                                   .queue_max = cfg->identity.store_queue_max,
-                                  .readers = 2};
+                                  .readers = cfg->store.readers};
     rc = gh_store_open(&so, &ids.store, err);
     if (rc)
         return rc;
@@ -2512,7 +2516,8 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
     rc = gh_store_read_now(ids.store, load_fn, &la);
     if (rc) {
         gh_buf_dispose(&la.policy);
-        gh_buf_printf(err, "identity: cannot load sessions and keys from %s", path);
+        gh_buf_printf(err, "identity: cannot load sessions and keys from the %s store",
+                      cfg->store.backend);
         return rc;
     }
     rc = gh_policy_init(cfg, la.policy.data);

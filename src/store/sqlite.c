@@ -1,12 +1,12 @@
-/* This module implements the SQLite backend of the store (sqlite.h):
+/* This module implements the SQLite backend of the store (backend.h):
  * WAL mode, synchronous=FULL on the writer, versioned migrations kept in a
  * schema_version table, and the data functions of store.h. Phone numbers
- * are sealed with crypto_secretbox_easy (random nonce in front). */
-#include "store/sqlite.h"
+ * are sealed by store.c's gh_store_phone_seal. */
+#include "store/backend.h"
 
 #include "core/log.h"
 
-#include <sodium.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -60,7 +60,7 @@ static int fail_db(struct gh_store_conn *c, const char *what)
     return GH_EIO;
 }
 
-int gh_sqlite_exec(struct gh_store_conn *c, const char *sql)
+static int sq_exec(struct gh_store_conn *c, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
@@ -83,15 +83,10 @@ static int user_version(struct gh_store_conn *c)
     return v;
 }
 
-int gh_sqlite_schema_version(struct gh_store_conn *c)
-{
-    return user_version(c);
-}
-
 static int migrate(struct gh_store_conn *c, struct gh_buf *err)
 {
-    if (gh_sqlite_exec(c, "CREATE TABLE IF NOT EXISTS schema_version ("
-                          " version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)")) {
+    if (sq_exec(c, "CREATE TABLE IF NOT EXISTS schema_version ("
+                   " version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)")) {
         gh_buf_printf(err, "cannot create schema_version: %s", sqlite3_errmsg(c->db));
         return GH_EIO;
     }
@@ -137,17 +132,22 @@ static void tighten_modes(const char *path)
     }
 }
 
-int gh_sqlite_open(struct gh_store_conn *c, const char *path, bool writer, struct gh_buf *err)
+static void sq_close(struct gh_store_conn *c);
+
+static int sq_open(struct gh_store_conn *c, const struct gh_store_options *o, bool writer,
+                   struct gh_buf *err)
 {
+    const char *path = o->path;
     c->writer = writer;
     int flags = SQLITE_OPEN_NOMUTEX |
                 (writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY);
-    if (sqlite3_open_v2(path, &c->db, flags, NULL) != SQLITE_OK) {
-        gh_buf_printf(err, "cannot open %s: %s", path, c->db ? sqlite3_errmsg(c->db) : "?");
-        sqlite3_close(c->db);
-        c->db = NULL;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
+        gh_buf_printf(err, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : "?");
+        sqlite3_close(db);
         return GH_EIO;
     }
+    c->db = db;
     sqlite3_busy_timeout(c->db, 5000);
     const char *setup = writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                                  " PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
@@ -156,11 +156,11 @@ int gh_sqlite_open(struct gh_store_conn *c, const char *path, bool writer, struc
     if (sqlite3_exec(c->db, setup, NULL, NULL, &msg) != SQLITE_OK) {
         gh_buf_printf(err, "cannot set up %s: %s", path, msg ? msg : "?");
         sqlite3_free(msg);
-        gh_sqlite_close(c);
+        sq_close(c);
         return GH_EIO;
     }
     if (writer && migrate(c, err)) {
-        gh_sqlite_close(c);
+        sq_close(c);
         return GH_EIO;
     }
     if (writer)
@@ -168,11 +168,27 @@ int gh_sqlite_open(struct gh_store_conn *c, const char *path, bool writer, struc
     return 0;
 }
 
-void gh_sqlite_close(struct gh_store_conn *c)
+static void sq_close(struct gh_store_conn *c)
 {
+    if (c->db && c->writer)
+        sq_exec(c, "PRAGMA wal_checkpoint(TRUNCATE)");
     if (c->db)
         sqlite3_close_v2(c->db);
     c->db = NULL;
+}
+
+static int sq_tx(struct gh_store_conn *c, enum gh_store_tx step)
+{
+    static const char *const sql[] = {[GH_TX_SAVEPOINT] = "SAVEPOINT job",
+                                      [GH_TX_ROLLBACK_TO] = "ROLLBACK TO job",
+                                      [GH_TX_RELEASE] = "RELEASE job",
+                                      [GH_TX_COMMIT] = "COMMIT",
+                                      [GH_TX_ROLLBACK] = "ROLLBACK"};
+    if (step == GH_TX_BEGIN)
+        return sq_exec(c, c->writer ? "BEGIN IMMEDIATE" : "BEGIN");
+    if (step == GH_TX_ROLLBACK && sqlite3_get_autocommit(c->db))
+        return 0; /* nothing open (BEGIN failed) */
+    return sq_exec(c, sql[step]);
 }
 
 /* ---- helpers ---- */
@@ -216,16 +232,10 @@ static void copy_blob32(uint8_t *dst, sqlite3_stmt *st, int col)
 
 /* ---- users ---- */
 
-#define SEAL_MAX (crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + GH_PHONE_MAX)
-
-int gh_store_user_insert(struct gh_store_conn *c, struct gh_user *u)
+static int sq_user_insert(struct gh_store_conn *c, struct gh_user *u)
 {
-    size_t plen = strnlen(u->phone, GH_PHONE_MAX - 1);
-    uint8_t sealed[SEAL_MAX];
-    randombytes_buf(sealed, crypto_secretbox_NONCEBYTES);
-    crypto_secretbox_easy(sealed + crypto_secretbox_NONCEBYTES, (const uint8_t *)u->phone, plen,
-                          sealed, c->enc_key);
-    size_t slen = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plen;
+    uint8_t sealed[GH_STORE_SEAL_MAX];
+    size_t slen = gh_store_phone_seal(c->enc_key, u->phone, sealed);
     sqlite3_stmt *st = prep(c, "INSERT INTO users (phone_hash, phone_enc, region, calling_code,"
                                " pw_hash, created_ms) VALUES (?,?,?,?,?,?)");
     if (!st)
@@ -247,17 +257,8 @@ static void user_row(struct gh_store_conn *c, sqlite3_stmt *st, struct gh_user *
     memset(u, 0, sizeof *u);
     u->id = (uint64_t)sqlite3_column_int64(st, 0);
     copy_blob32(u->phone_hash, st, 1);
-    const uint8_t *sealed = sqlite3_column_blob(st, 2);
-    int slen = sqlite3_column_bytes(st, 2);
-    int overhead = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES;
-    if (sealed && slen > overhead && slen - overhead < GH_PHONE_MAX) {
-        if (crypto_secretbox_open_easy((uint8_t *)u->phone, sealed + crypto_secretbox_NONCEBYTES,
-                                       (unsigned long long)(slen - crypto_secretbox_NONCEBYTES),
-                                       sealed, c->enc_key))
-            u->phone[0] = 0; /* wrong key: the number stays unknown */
-        else
-            u->phone[slen - overhead] = 0;
-    }
+    gh_store_phone_open(c->enc_key, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2),
+                        u->phone);
     copy_text(u->region, sizeof u->region, st, 3);
     u->calling_code = (unsigned)sqlite3_column_int(st, 4);
     copy_text(u->pw_hash, sizeof u->pw_hash, st, 5);
@@ -285,8 +286,8 @@ static int user_query(struct gh_store_conn *c, sqlite3_stmt *st, struct gh_user 
     return ret;
 }
 
-int gh_store_user_by_phone(struct gh_store_conn *c, const uint8_t phone_hash[32],
-                           struct gh_user *out)
+static int sq_user_by_phone(struct gh_store_conn *c, const uint8_t phone_hash[32],
+                            struct gh_user *out)
 {
     sqlite3_stmt *st = prep(c, "SELECT " USER_COLS " FROM users WHERE phone_hash = ?");
     if (!st)
@@ -295,7 +296,7 @@ int gh_store_user_by_phone(struct gh_store_conn *c, const uint8_t phone_hash[32]
     return user_query(c, st, out);
 }
 
-int gh_store_user_by_id(struct gh_store_conn *c, uint64_t id, struct gh_user *out)
+static int sq_user_by_id(struct gh_store_conn *c, uint64_t id, struct gh_user *out)
 {
     sqlite3_stmt *st = prep(c, "SELECT " USER_COLS " FROM users WHERE id = ?");
     if (!st)
@@ -327,10 +328,9 @@ static int changes_or_notfound(struct gh_store_conn *c, int rc)
     return rc;
 }
 
-int gh_store_user_set_password(struct gh_store_conn *c, uint64_t id, const char *pw_hash)
+static int sq_user_set_password(struct gh_store_conn *c, uint64_t id, const char *pw_hash)
 {
-    sqlite3_stmt *st =
-        prep(c, "UPDATE users SET pw_hash = ?, failed_logins = 0 WHERE id = ?");
+    sqlite3_stmt *st = prep(c, "UPDATE users SET pw_hash = ?, failed_logins = 0 WHERE id = ?");
     if (!st)
         return GH_EIO;
     sqlite3_bind_text(st, 1, pw_hash, -1, SQLITE_STATIC);
@@ -338,8 +338,7 @@ int gh_store_user_set_password(struct gh_store_conn *c, uint64_t id, const char 
     return changes_or_notfound(c, step_done(c, st));
 }
 
-int gh_store_user_login_result(struct gh_store_conn *c, uint64_t id, bool success,
-                               uint64_t now_ms)
+static int sq_user_login_result(struct gh_store_conn *c, uint64_t id, bool success, uint64_t now_ms)
 {
     sqlite3_stmt *st =
         prep(c, success ? "UPDATE users SET failed_logins = 0, last_login_ms = ? WHERE id = ?"
@@ -352,7 +351,7 @@ int gh_store_user_login_result(struct gh_store_conn *c, uint64_t id, bool succes
     return changes_or_notfound(c, step_done(c, st));
 }
 
-int gh_store_user_set_disabled(struct gh_store_conn *c, uint64_t id, uint64_t disabled_ms)
+static int sq_user_set_disabled(struct gh_store_conn *c, uint64_t id, uint64_t disabled_ms)
 {
     sqlite3_stmt *st = prep(c, "UPDATE users SET disabled_ms = ? WHERE id = ?");
     if (!st)
@@ -362,7 +361,7 @@ int gh_store_user_set_disabled(struct gh_store_conn *c, uint64_t id, uint64_t di
     return changes_or_notfound(c, step_done(c, st));
 }
 
-int gh_store_user_delete(struct gh_store_conn *c, uint64_t id)
+static int sq_user_delete(struct gh_store_conn *c, uint64_t id)
 {
     static const char *const sql[] = {"DELETE FROM sessions WHERE user_id = ?",
                                       "DELETE FROM api_keys WHERE user_id = ?",
@@ -380,7 +379,7 @@ int gh_store_user_delete(struct gh_store_conn *c, uint64_t id)
 
 /* ---- sessions ---- */
 
-int gh_store_session_insert(struct gh_store_conn *c, struct gh_store_session *s)
+static int sq_session_insert(struct gh_store_conn *c, struct gh_store_session *s)
 {
     /* never for a disabled account (a sign-in racing the operator) */
     sqlite3_stmt *st = prep(c, "INSERT INTO sessions (user_id, hash, created_ms, expires_ms)"
@@ -398,7 +397,7 @@ int gh_store_session_insert(struct gh_store_conn *c, struct gh_store_session *s)
     return rc;
 }
 
-int gh_store_session_delete(struct gh_store_conn *c, const uint8_t hash[32])
+static int sq_session_delete(struct gh_store_conn *c, const uint8_t hash[32])
 {
     sqlite3_stmt *st = prep(c, "DELETE FROM sessions WHERE hash = ?");
     if (!st)
@@ -407,7 +406,7 @@ int gh_store_session_delete(struct gh_store_conn *c, const uint8_t hash[32])
     return changes_or_notfound(c, step_done(c, st));
 }
 
-int gh_store_sessions_delete_user(struct gh_store_conn *c, uint64_t user_id)
+static int sq_sessions_delete_user(struct gh_store_conn *c, uint64_t user_id)
 {
     sqlite3_stmt *st = prep(c, "DELETE FROM sessions WHERE user_id = ?");
     if (!st)
@@ -417,8 +416,8 @@ int gh_store_sessions_delete_user(struct gh_store_conn *c, uint64_t user_id)
     return rc ? rc : sqlite3_changes(c->db);
 }
 
-int gh_store_sessions_each(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms,
-                           void (*fn)(const struct gh_store_session *, void *), void *arg)
+static int sq_sessions_each(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms,
+                            void (*fn)(const struct gh_store_session *, void *), void *arg)
 {
     sqlite3_stmt *st =
         prep(c, user_id ? "SELECT id, user_id, hash, created_ms, expires_ms FROM sessions"
@@ -445,8 +444,8 @@ int gh_store_sessions_each(struct gh_store_conn *c, uint64_t user_id, uint64_t n
     return ret;
 }
 
-int gh_store_session_by_hash(struct gh_store_conn *c, const uint8_t hash[32], uint64_t now_ms,
-                             struct gh_store_session *out)
+static int sq_session_by_hash(struct gh_store_conn *c, const uint8_t hash[32], uint64_t now_ms,
+                              struct gh_store_session *out)
 {
     sqlite3_stmt *st = prep(c, "SELECT id, user_id, hash, created_ms, expires_ms FROM sessions"
                                " WHERE hash = ?1 AND expires_ms > ?2 AND user_id NOT IN"
@@ -472,7 +471,7 @@ int gh_store_session_by_hash(struct gh_store_conn *c, const uint8_t hash[32], ui
 
 /* ---- API keys ---- */
 
-int gh_store_key_insert(struct gh_store_conn *c, struct gh_store_key *k)
+static int sq_key_insert(struct gh_store_conn *c, struct gh_store_key *k)
 {
     sqlite3_stmt *st = prep(c, "INSERT INTO api_keys (user_id, hash, prefix, name, created_ms)"
                                " SELECT ?1,?2,?3,?4,?5 WHERE NOT EXISTS (SELECT 1 FROM users"
@@ -504,8 +503,8 @@ static void key_row(sqlite3_stmt *st, struct gh_store_key *k)
     k->revoked_ms = (uint64_t)sqlite3_column_int64(st, 7);
 }
 
-int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id,
-                        uint64_t now_ms, struct gh_store_key *out)
+static int sq_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id, uint64_t now_ms,
+                         struct gh_store_key *out)
 {
     sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys WHERE id = ? AND user_id = ?"
                                " AND revoked_ms = 0");
@@ -529,7 +528,7 @@ int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id,
     return step_done(c, st);
 }
 
-int gh_store_keys_revoke_user(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms)
+static int sq_keys_revoke_user(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms)
 {
     sqlite3_stmt *st =
         prep(c, "UPDATE api_keys SET revoked_ms = ? WHERE user_id = ? AND revoked_ms = 0");
@@ -556,7 +555,7 @@ static int key_one(struct gh_store_conn *c, sqlite3_stmt *st, struct gh_store_ke
     return ret;
 }
 
-int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *out)
+static int sq_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *out)
 {
     sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?");
     if (!st)
@@ -565,8 +564,7 @@ int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *
     return key_one(c, st, out);
 }
 
-int gh_store_key_by_hash(struct gh_store_conn *c, const uint8_t hash[32],
-                         struct gh_store_key *out)
+static int sq_key_by_hash(struct gh_store_conn *c, const uint8_t hash[32], struct gh_store_key *out)
 {
     sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys WHERE hash = ?1"
                                " AND revoked_ms = 0 AND user_id NOT IN"
@@ -577,7 +575,7 @@ int gh_store_key_by_hash(struct gh_store_conn *c, const uint8_t hash[32],
     return key_one(c, st, out);
 }
 
-int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_ms)
+static int sq_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_ms)
 {
     sqlite3_stmt *st = prep(c, "UPDATE api_keys SET last_used_ms = ?"
                                " WHERE id = ? AND last_used_ms < ?1");
@@ -588,8 +586,8 @@ int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_
     return step_done(c, st);
 }
 
-int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_revoked,
-                       void (*fn)(const struct gh_store_key *, void *), void *arg)
+static int sq_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_revoked,
+                        void (*fn)(const struct gh_store_key *, void *), void *arg)
 {
     sqlite3_stmt *st = prep(c, "SELECT " KEY_COLS " FROM api_keys"
                                " WHERE (?1 = 0 OR user_id = ?1) AND (?2 OR revoked_ms = 0)"
@@ -611,7 +609,7 @@ int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_r
     return ret;
 }
 
-unsigned gh_store_keys_live_count(struct gh_store_conn *c, uint64_t user_id)
+static unsigned sq_keys_live_count(struct gh_store_conn *c, uint64_t user_id)
 {
     sqlite3_stmt *st =
         prep(c, "SELECT count(*) FROM api_keys WHERE user_id = ? AND revoked_ms = 0");
@@ -625,7 +623,7 @@ unsigned gh_store_keys_live_count(struct gh_store_conn *c, uint64_t user_id)
 
 /* ---- audit ---- */
 
-int gh_store_audit_insert(struct gh_store_conn *c, const struct gh_store_audit *a)
+static int sq_audit_insert(struct gh_store_conn *c, const struct gh_store_audit *a)
 {
     sqlite3_stmt *st =
         prep(c, "INSERT INTO audit (ts_ms, event, user_id, detail) VALUES (?,?,?,?)");
@@ -638,8 +636,8 @@ int gh_store_audit_insert(struct gh_store_conn *c, const struct gh_store_audit *
     return step_done(c, st);
 }
 
-int gh_store_audit_each(struct gh_store_conn *c, uint64_t user_id, unsigned limit,
-                        void (*fn)(const struct gh_store_audit *, void *), void *arg)
+static int sq_audit_each(struct gh_store_conn *c, uint64_t user_id, unsigned limit,
+                         void (*fn)(const struct gh_store_audit *, void *), void *arg)
 {
     sqlite3_stmt *st = prep(c, "SELECT ts_ms, event, user_id, detail FROM audit"
                                " WHERE user_id = ? ORDER BY id DESC LIMIT ?");
@@ -663,7 +661,7 @@ int gh_store_audit_each(struct gh_store_conn *c, uint64_t user_id, unsigned limi
 
 /* ---- settings ---- */
 
-int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out)
+static int sq_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out)
 {
     sqlite3_stmt *st = prep(c, "SELECT value FROM settings WHERE name = ?");
     if (!st)
@@ -681,7 +679,7 @@ int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_bu
     return ret;
 }
 
-int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *value)
+static int sq_setting_put(struct gh_store_conn *c, const char *name, const char *value)
 {
     sqlite3_stmt *st = prep(c, "INSERT INTO settings (name, value) VALUES (?,?)"
                                " ON CONFLICT(name) DO UPDATE SET value = excluded.value");
@@ -691,3 +689,34 @@ int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *
     sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
     return step_done(c, st);
 }
+
+const struct gh_store_backend gh_store_sqlite = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .tx = sq_tx,
+    .user_insert = sq_user_insert,
+    .user_by_phone = sq_user_by_phone,
+    .user_by_id = sq_user_by_id,
+    .user_set_password = sq_user_set_password,
+    .user_login_result = sq_user_login_result,
+    .user_set_disabled = sq_user_set_disabled,
+    .user_delete = sq_user_delete,
+    .session_insert = sq_session_insert,
+    .session_delete = sq_session_delete,
+    .sessions_delete_user = sq_sessions_delete_user,
+    .sessions_each = sq_sessions_each,
+    .session_by_hash = sq_session_by_hash,
+    .key_insert = sq_key_insert,
+    .key_revoke = sq_key_revoke,
+    .keys_revoke_user = sq_keys_revoke_user,
+    .key_get = sq_key_get,
+    .key_by_hash = sq_key_by_hash,
+    .key_touch = sq_key_touch,
+    .keys_each = sq_keys_each,
+    .keys_live_count = sq_keys_live_count,
+    .audit_insert = sq_audit_insert,
+    .audit_each = sq_audit_each,
+    .setting_get = sq_setting_get,
+    .setting_put = sq_setting_put,
+};

@@ -1,16 +1,23 @@
 /* This module implements the store's threads (store.h): one writer thread
  * running queued jobs in group-committed transactions (a savepoint per
- * job), reader threads sharing one queue, both queues bounded, and the
- * delivery of each job's result to its worker with gh_worker_post. */
+ * job), reader threads sharing one queue, both queues bounded, the
+ * delivery of each job's result to its worker with gh_worker_post, and the
+ * dispatch of the data functions to the connection's backend (backend.h). */
 #include "store/store.h"
 
 #include "core/log.h"
 #include "core/server.h"
-#include "store/sqlite.h"
+#include "obs/metrics.h"
+#include "store/backend.h"
 
 #include <pthread.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+
+_Static_assert(GH_STORE_SEAL_MAX ==
+                   crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + GH_PHONE_MAX,
+               "sealed phone size");
 
 #define GROUP_MAX   128 /* jobs per write transaction */
 #define READERS_MAX 8
@@ -33,7 +40,8 @@ struct queue {
 };
 
 struct gh_store {
-    char *path;
+    const struct gh_store_backend *be;
+    struct gh_store_options o; /* strings owned: path, url */
     uint8_t enc_key[32];
     struct queue wq, rq;
     pthread_t writer;
@@ -45,7 +53,15 @@ struct gh_store {
         struct gh_store *s;
         unsigned idx;
     } rargs[READERS_MAX];
+    _Atomic uint64_t *m_unavailable; /* jobs answered GH_EBUSY: the database unreachable */
+    _Atomic uint64_t *m_up;          /* 1 while the writer reaches the database */
 };
+
+static void count_unavailable(struct gh_store *s, uint64_t jobs)
+{
+    if (s->m_unavailable)
+        atomic_fetch_add_explicit(s->m_unavailable, jobs, memory_order_relaxed);
+}
 
 static void queue_init(struct queue *q, unsigned max)
 {
@@ -137,31 +153,45 @@ static void deliver(struct job *j)
     j->done(NULL, j->arg, j->rc);
 }
 
+/* Runs one batch in one transaction, a savepoint per job. A step that
+ * fails (the connection lost mid-batch) ends the batch: nothing of it was
+ * committed, so every job gets that step's code. */
+static void run_batch(struct gh_store *s, struct gh_store_conn *c, struct job *batch)
+{
+    const struct gh_store_backend *be = c->be;
+    int brc = be->tx(c, GH_TX_BEGIN);
+    for (struct job *j = batch; j && !brc; j = j->next) {
+        brc = be->tx(c, GH_TX_SAVEPOINT);
+        if (brc)
+            break;
+        j->rc = j->fn(c, j->arg);
+        if (j->rc < 0)
+            brc = be->tx(c, GH_TX_ROLLBACK_TO);
+        if (!brc)
+            brc = be->tx(c, GH_TX_RELEASE);
+    }
+    if (!brc)
+        brc = be->tx(c, GH_TX_COMMIT);
+    uint64_t n = 0;
+    if (brc) {
+        be->tx(c, GH_TX_ROLLBACK);
+        for (struct job *j = batch; j; j = j->next, n++)
+            j->rc = brc;
+    }
+    if (brc == GH_EBUSY)
+        count_unavailable(s, n);
+    if (s->m_up)
+        atomic_store_explicit(s->m_up, brc != GH_EBUSY, memory_order_relaxed);
+}
+
 static void *writer_main(void *data)
 {
     struct gh_store *s = data;
-    struct gh_store_conn *c = &s->wconn;
     for (;;) {
         struct job *batch = queue_take(&s->wq, GROUP_MAX);
         if (!batch)
             break;
-        bool in_tx = gh_sqlite_exec(c, "BEGIN IMMEDIATE") == 0;
-        for (struct job *j = batch; j; j = j->next) {
-            if (!in_tx) {
-                j->rc = GH_EIO;
-                continue;
-            }
-            gh_sqlite_exec(c, "SAVEPOINT job");
-            j->rc = j->fn(c, j->arg);
-            if (j->rc < 0)
-                gh_sqlite_exec(c, "ROLLBACK TO job");
-            gh_sqlite_exec(c, "RELEASE job");
-        }
-        if (in_tx && gh_sqlite_exec(c, "COMMIT")) {
-            gh_sqlite_exec(c, "ROLLBACK");
-            for (struct job *j = batch; j; j = j->next)
-                j->rc = GH_EIO;
-        }
+        run_batch(s, &s->wconn, batch);
         while (batch) {
             struct job *next = batch->next;
             deliver(batch);
@@ -172,7 +202,6 @@ static void *writer_main(void *data)
     return NULL;
 }
 
-
 static void *reader_main(void *data)
 {
     struct reader_arg *ra = data;
@@ -182,45 +211,89 @@ static void *reader_main(void *data)
         struct job *j = queue_take(&s->rq, 1);
         if (!j)
             break;
-        /* a read transaction so a multi-query job sees one snapshot */
-        gh_sqlite_exec(c, "BEGIN");
-        j->rc = j->fn(c, j->arg);
-        gh_sqlite_exec(c, "COMMIT");
+        /* a read transaction so a multi-query job sees one snapshot; fn
+         * does not run when it cannot start (the database unreachable) */
+        j->rc = c->be->tx(c, GH_TX_BEGIN);
+        if (j->rc == GH_EBUSY)
+            count_unavailable(s, 1);
+        if (!j->rc) {
+            j->rc = j->fn(c, j->arg);
+            c->be->tx(c, GH_TX_COMMIT);
+        }
         deliver(j);
         free(j);
     }
     return NULL;
 }
 
+static const struct gh_store_backend *backend_named(const char *name)
+{
+    if (!name || !strcmp(name, "sqlite"))
+        return &gh_store_sqlite;
+    if (!strcmp(name, "postgres"))
+        return &gh_store_postgres;
+    return NULL;
+}
+
+static void store_free(struct gh_store *s)
+{
+    free((char *)s->o.path);
+    free((char *)s->o.url);
+    sodium_memzero(s->enc_key, sizeof s->enc_key);
+    free(s);
+}
+
+static int conn_open(struct gh_store *s, struct gh_store_conn *c, bool writer, struct gh_buf *err)
+{
+    *c = (struct gh_store_conn){.be = s->be, .enc_key = s->enc_key};
+    return s->be->open(c, &s->o, writer, err);
+}
+
 int gh_store_open(const struct gh_store_options *o, struct gh_store **out, struct gh_buf *err)
 {
+    const struct gh_store_backend *be = backend_named(o->backend);
+    if (!be) {
+        gh_buf_printf(err, "store: unknown backend '%.32s' (sqlite or postgres)", o->backend);
+        return GH_EINVAL;
+    }
     struct gh_store *s = calloc(1, sizeof *s);
     if (!s)
         return GH_ENOMEM;
-    s->path = strdup(o->path);
-    if (!s->path) {
-        free(s);
+    s->be = be;
+    s->o = *o;
+    s->o.path = o->path ? strdup(o->path) : NULL;
+    s->o.url = o->url ? strdup(o->url) : NULL;
+    s->o.backend = be->name;
+    s->o.enc_key = s->enc_key;
+    if ((o->path && !s->o.path) || (o->url && !s->o.url)) {
+        store_free(s);
         return GH_ENOMEM;
     }
     memcpy(s->enc_key, o->enc_key, 32);
-    s->wconn.enc_key = s->enc_key;
-    if (gh_sqlite_open(&s->wconn, s->path, true, err)) {
-        free(s->path);
-        free(s);
+    if (conn_open(s, &s->wconn, true, err)) {
+        store_free(s);
         return GH_EIO;
     }
     s->nreaders = GH_MIN(GH_MAX(o->readers, 1u), (unsigned)READERS_MAX);
     for (unsigned i = 0; i < s->nreaders; i++) {
-        s->rconn[i].enc_key = s->enc_key;
-        if (gh_sqlite_open(&s->rconn[i], s->path, false, err)) {
+        if (conn_open(s, &s->rconn[i], false, err)) {
             for (unsigned k = 0; k < i; k++)
-                gh_sqlite_close(&s->rconn[k]);
-            gh_sqlite_close(&s->wconn);
-            free(s->path);
-            free(s);
+                be->close(&s->rconn[k]);
+            be->close(&s->wconn);
+            store_free(s);
             return GH_EIO;
         }
     }
+    char labels[48];
+    snprintf(labels, sizeof labels, "backend=\"%s\"", be->name);
+    s->m_unavailable = gh_metrics_counter(
+        "gatehouse_store_unavailable_total", labels,
+        "store jobs answered busy without running because the database could not be reached");
+    s->m_up = gh_metrics_gauge("gatehouse_store_up", labels,
+                               "1 while the store's writer reaches its database, 0 after it could "
+                               "not (until it does again)");
+    if (s->m_up)
+        atomic_store(s->m_up, 1);
     unsigned qmax = o->queue_max ? o->queue_max : 10000;
     queue_init(&s->wq, qmax);
     queue_init(&s->rq, qmax);
@@ -252,11 +325,9 @@ void gh_store_close(struct gh_store *s)
     queue_close(&s->wq);
     pthread_join(s->writer, NULL);
     for (unsigned i = 0; i < s->nreaders; i++)
-        gh_sqlite_close(&s->rconn[i]);
-    gh_sqlite_exec(&s->wconn, "PRAGMA wal_checkpoint(TRUNCATE)");
-    gh_sqlite_close(&s->wconn);
-    free(s->path);
-    free(s);
+        s->be->close(&s->rconn[i]);
+    s->be->close(&s->wconn);
+    store_free(s);
 }
 
 int gh_store_write(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_worker *w,
@@ -273,10 +344,10 @@ int gh_store_read(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_worke
 
 int gh_store_read_now(struct gh_store *s, gh_store_fn fn, void *arg)
 {
-    struct gh_store_conn c = {.enc_key = s->enc_key};
+    struct gh_store_conn c;
     struct gh_buf err;
     gh_buf_init(&err, 512);
-    int rc = gh_sqlite_open(&c, s->path, false, &err);
+    int rc = conn_open(s, &c, false, &err);
     if (rc) {
         gh_log(GH_LOG_ERROR, "store_error", "%s", err.data ? err.data : "open failed");
         gh_buf_dispose(&err);
@@ -284,7 +355,7 @@ int gh_store_read_now(struct gh_store *s, gh_store_fn fn, void *arg)
     }
     gh_buf_dispose(&err);
     rc = fn(&c, arg);
-    gh_sqlite_close(&c);
+    s->be->close(&c);
     return rc;
 }
 
@@ -297,4 +368,156 @@ unsigned gh_store_pending(struct gh_store *s)
     n += s->rq.n;
     pthread_mutex_unlock(&s->rq.mu);
     return n;
+}
+
+/* ---- phone sealing, shared by the backends ---- */
+
+size_t gh_store_phone_seal(const uint8_t key[32], const char *phone, uint8_t *out)
+{
+    size_t plen = strnlen(phone, GH_PHONE_MAX - 1);
+    randombytes_buf(out, crypto_secretbox_NONCEBYTES);
+    crypto_secretbox_easy(out + crypto_secretbox_NONCEBYTES, (const uint8_t *)phone, plen, out,
+                          key);
+    return crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plen;
+}
+
+void gh_store_phone_open(const uint8_t key[32], const uint8_t *sealed, size_t len, char *phone)
+{
+    size_t overhead = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES;
+    phone[0] = 0;
+    if (!sealed || len <= overhead || len - overhead >= GH_PHONE_MAX)
+        return;
+    if (crypto_secretbox_open_easy((uint8_t *)phone, sealed + crypto_secretbox_NONCEBYTES,
+                                   len - crypto_secretbox_NONCEBYTES, sealed, key))
+        phone[0] = 0; /* wrong key: the number stays unknown */
+    else
+        phone[len - overhead] = 0;
+}
+
+/* ---- data functions: the connection's backend ---- */
+
+int gh_store_user_insert(struct gh_store_conn *c, struct gh_user *u)
+{
+    return c->be->user_insert(c, u);
+}
+
+int gh_store_user_by_phone(struct gh_store_conn *c, const uint8_t phone_hash[32],
+                           struct gh_user *out)
+{
+    return c->be->user_by_phone(c, phone_hash, out);
+}
+
+int gh_store_user_by_id(struct gh_store_conn *c, uint64_t id, struct gh_user *out)
+{
+    return c->be->user_by_id(c, id, out);
+}
+
+int gh_store_user_set_password(struct gh_store_conn *c, uint64_t id, const char *pw_hash)
+{
+    return c->be->user_set_password(c, id, pw_hash);
+}
+
+int gh_store_user_login_result(struct gh_store_conn *c, uint64_t id, bool success, uint64_t now_ms)
+{
+    return c->be->user_login_result(c, id, success, now_ms);
+}
+
+int gh_store_user_set_disabled(struct gh_store_conn *c, uint64_t id, uint64_t disabled_ms)
+{
+    return c->be->user_set_disabled(c, id, disabled_ms);
+}
+
+int gh_store_user_delete(struct gh_store_conn *c, uint64_t id)
+{
+    return c->be->user_delete(c, id);
+}
+
+int gh_store_session_insert(struct gh_store_conn *c, struct gh_store_session *s)
+{
+    return c->be->session_insert(c, s);
+}
+
+int gh_store_session_delete(struct gh_store_conn *c, const uint8_t hash[32])
+{
+    return c->be->session_delete(c, hash);
+}
+
+int gh_store_sessions_delete_user(struct gh_store_conn *c, uint64_t user_id)
+{
+    return c->be->sessions_delete_user(c, user_id);
+}
+
+int gh_store_session_by_hash(struct gh_store_conn *c, const uint8_t hash[32], uint64_t now_ms,
+                             struct gh_store_session *out)
+{
+    return c->be->session_by_hash(c, hash, now_ms, out);
+}
+
+int gh_store_sessions_each(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms,
+                           void (*fn)(const struct gh_store_session *, void *), void *arg)
+{
+    return c->be->sessions_each(c, user_id, now_ms, fn, arg);
+}
+
+int gh_store_key_insert(struct gh_store_conn *c, struct gh_store_key *k)
+{
+    return c->be->key_insert(c, k);
+}
+
+int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *out)
+{
+    return c->be->key_get(c, id, out);
+}
+
+int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id, uint64_t now_ms,
+                        struct gh_store_key *out)
+{
+    return c->be->key_revoke(c, user_id, id, now_ms, out);
+}
+
+int gh_store_key_by_hash(struct gh_store_conn *c, const uint8_t hash[32], struct gh_store_key *out)
+{
+    return c->be->key_by_hash(c, hash, out);
+}
+
+int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_ms)
+{
+    return c->be->key_touch(c, id, last_used_ms);
+}
+
+int gh_store_keys_revoke_user(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms)
+{
+    return c->be->keys_revoke_user(c, user_id, now_ms);
+}
+
+int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_revoked,
+                       void (*fn)(const struct gh_store_key *, void *), void *arg)
+{
+    return c->be->keys_each(c, user_id, include_revoked, fn, arg);
+}
+
+unsigned gh_store_keys_live_count(struct gh_store_conn *c, uint64_t user_id)
+{
+    return c->be->keys_live_count(c, user_id);
+}
+
+int gh_store_audit_insert(struct gh_store_conn *c, const struct gh_store_audit *a)
+{
+    return c->be->audit_insert(c, a);
+}
+
+int gh_store_audit_each(struct gh_store_conn *c, uint64_t user_id, unsigned limit,
+                        void (*fn)(const struct gh_store_audit *, void *), void *arg)
+{
+    return c->be->audit_each(c, user_id, limit, fn, arg);
+}
+
+int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out)
+{
+    return c->be->setting_get(c, name, out);
+}
+
+int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *value)
+{
+    return c->be->setting_put(c, name, value);
 }

@@ -13,9 +13,13 @@
  *
  * Personal data: phone numbers are stored encrypted (secretbox with the
  * server's encryption key) with a keyed hash column for look-ups; the
- * store encrypts and decrypts, callers pass and get E.164 text. The SQLite
- * implementation lives in sqlite.c; a PostgreSQL one would implement the
- * same functions. */
+ * store encrypts and decrypts, callers pass and get E.164 text.
+ *
+ * Backends: sqlite.c (a file in data_dir, the default) and postgres.c
+ * (libpq; a bounded pool: one connection per store thread, reconnecting by
+ * itself). store.c dispatches every data function to the backend of the
+ * connection (backend.h). While PostgreSQL cannot be reached, jobs end
+ * with GH_EBUSY without running fn (callers answer 503 busy). */
 #pragma once
 
 #include "core/buf.h"
@@ -25,8 +29,8 @@ struct gh_worker;
 struct gh_store;
 struct gh_store_conn;
 
-#define GH_PHONE_MAX 24 /* E.164: '+' and at most 15 digits, NUL */
-#define GH_PWHASH_MAX 128
+#define GH_PHONE_MAX    24 /* E.164: '+' and at most 15 digits, NUL */
+#define GH_PWHASH_MAX   128
 #define GH_KEY_NAME_MAX 64
 
 struct gh_user {
@@ -75,14 +79,19 @@ typedef int (*gh_store_fn)(struct gh_store_conn *c, void *arg);
 typedef void (*gh_store_done_fn)(struct gh_worker *w, void *arg, int rc);
 
 struct gh_store_options {
-    const char *path;          /* database file */
-    const uint8_t *enc_key;    /* 32 bytes, for phone numbers */
-    unsigned queue_max;        /* jobs waiting per queue (writer, readers) */
-    unsigned readers;          /* reader threads */
+    const char *backend;           /* "sqlite" (default when NULL) or "postgres" */
+    const char *path;              /* sqlite: database file */
+    const char *url;               /* postgres: postgresql:// URL or libpq conninfo */
+    uint64_t connect_timeout_ms;   /* postgres: one connection attempt */
+    uint64_t statement_timeout_ms; /* postgres: per statement; 0 = the server's */
+    const uint8_t *enc_key;        /* 32 bytes, for phone numbers */
+    unsigned queue_max;            /* jobs waiting per queue (writer, readers) */
+    unsigned readers;              /* reader threads */
 };
 
 /* Opens (creating if needed) the database, applies pending migrations and
- * starts the threads. Main thread. 0 or a negative code with err set. */
+ * starts the threads. Main thread (it blocks: start-up only). 0 or a
+ * negative code with err set (GH_EINVAL: an unknown backend). */
 int gh_store_open(const struct gh_store_options *o, struct gh_store **out, struct gh_buf *err);
 /* Runs the queued jobs, stops the threads and closes. Main thread. */
 void gh_store_close(struct gh_store *s);
@@ -95,7 +104,7 @@ int gh_store_write(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_work
 int gh_store_read(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_worker *w,
                   gh_store_done_fn done);
 /* Runs fn on a private read connection of the calling thread, now, for
- * start-up loading on the main thread. */
+ * start-up loading on the main thread (it blocks). */
 int gh_store_read_now(struct gh_store *s, gh_store_fn fn, void *arg);
 /* Jobs waiting, for metrics. */
 unsigned gh_store_pending(struct gh_store *s);
@@ -114,8 +123,7 @@ int gh_store_user_newest_before(struct gh_store_conn *c, uint64_t before_ms, uin
 int gh_store_user_set_password(struct gh_store_conn *c, uint64_t id, const char *pw_hash);
 /* Records a login attempt: success resets the consecutive failures and sets
  * last_login; failure increments them. */
-int gh_store_user_login_result(struct gh_store_conn *c, uint64_t id, bool success,
-                               uint64_t now_ms);
+int gh_store_user_login_result(struct gh_store_conn *c, uint64_t id, bool success, uint64_t now_ms);
 /* Disables (disabled_ms = wall clock) or enables (0) the account.
  * GH_ENOTFOUND. A disabled account gets no new session or key, and its
  * sessions and keys are left out of the start-up load (each with
@@ -144,12 +152,11 @@ int gh_store_key_insert(struct gh_store_conn *c, struct gh_store_key *k);
 int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *out);
 /* Revokes key id of user_id; *out gets the key. GH_ENOTFOUND when there is
  * no live key of that user with that id. */
-int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id,
-                        uint64_t now_ms, struct gh_store_key *out);
+int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id, uint64_t now_ms,
+                        struct gh_store_key *out);
 /* The live key of hash of an account that is not disabled: 0 and *out, or
  * GH_ENOTFOUND. */
-int gh_store_key_by_hash(struct gh_store_conn *c, const uint8_t hash[32],
-                         struct gh_store_key *out);
+int gh_store_key_by_hash(struct gh_store_conn *c, const uint8_t hash[32], struct gh_store_key *out);
 int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_ms);
 /* Revokes every live key of user_id at now_ms; returns how many (>= 0) or
  * GH_EIO. */
