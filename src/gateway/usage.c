@@ -157,7 +157,9 @@ static void replay(struct gh_usage *u, FILE *f)
             .reasoning_tokens =
                 (unsigned)json_integer_value(json_object_get(j, "reasoning_tokens")),
         };
+        pthread_mutex_lock(&u->mu); /* alone at start, but the rule is the rule */
         count_locked(u, &r);
+        pthread_mutex_unlock(&u->mu);
         json_decref(j);
     }
 }

@@ -109,8 +109,8 @@ static void echo_kinds(void **state)
         "\"content\":\"get_weather\"},{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":"
         "\"sunny\"}]}",
         /* a tool without a name is never called */
-        "{\"model\":\"echo\",\"tools\":[{\"type\":\"function\"}],\"tool_choice\":\"required\","
-        "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+        ("{\"model\":\"echo\",\"tools\":[{\"type\":\"function\"}],\"tool_choice\":\"required\","
+         "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}"),
     };
     for (size_t i = 0; i < GH_ARRAY_LEN(words); i++)
         assert_int_equal(plan_of(words[i], tool, out, sizeof out), GH_ECHO_WORDS);
