@@ -49,6 +49,7 @@ start_gatehouse "$BENCH_TMP/gh" \
 
 GH_URL="http://127.0.0.1:$GH_PORT" GH_DATA="$BENCH_TMP/gh" \
     taskset -c "$CLIENT_CPU" node "$BENCH_ROOT/bench/tools/fairness.mjs" >"$BENCH_TMP/report.txt"
-grep -v '^RATIO ' "$BENCH_TMP/report.txt" | bench_md
-grep -v '^RATIO ' "$BENCH_TMP/report.txt"
+grep -Ev '^(RATIO|ROW) ' "$BENCH_TMP/report.txt" | bench_md
+grep -Ev '^(RATIO|ROW) ' "$BENCH_TMP/report.txt"
+while read -r _ metric value unit; do bench_row gatehouse 1 "$metric" "$value" "$unit"; done < <(grep '^ROW ' "$BENCH_TMP/report.txt")
 while IFS= read -r line; do bench_ratio "${line#RATIO }"; done < <(grep '^RATIO ' "$BENCH_TMP/report.txt")

@@ -186,4 +186,13 @@ out.push(`Calm (established users, ${CALM} × capacity): TTFT p50 ${f0(calmP50)}
   `Calls neither answered nor refused (errors, resets): ${lost}; failed after more than the deadline + 5 s: ${late} (target 0).`);
 out.push('');
 console.log(out.join('\n'));
+for (const [tier, r] of Object.entries(rows)) {
+  console.log(`ROW ${tier}_success ${(r.success * 100).toFixed(1)} %`);
+  console.log(`ROW ${tier}_ttft_p50 ${f0(r.p50)} ms`);
+  console.log(`ROW ${tier}_ttft_p99 ${f0(r.p99)} ms`);
+  console.log(`ROW ${tier}_share ${(r.share * 100).toFixed(1)} %`);
+  console.log(`ROW ${tier}_jain ${r.jain.toFixed(3)} index`);
+}
+console.log(`ROW calm_ttft_p99 ${f0(calmP99)} ms`);
+console.log(`ROW late ${late} calls`);
 console.log(`RATIO fairness: established p99 TTFT ${f0(est.p99)} ms = ${(est.p99 / calmP99).toFixed(2)} x calm ${f0(calmP99)} ms (target <= 2), success ${(est.success * 100).toFixed(1)} % vs new ${(rows.new.success * 100).toFixed(1)} %, Jain established ${est.jain.toFixed(3)} (target >= 0.9), late ${late}`);
