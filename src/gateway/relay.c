@@ -643,6 +643,8 @@ static uint64_t deadline_of(const struct gw_call *c)
  * A comment: OpenAI clients skip it, the web chat shows it. */
 static int64_t send_waiting(struct gw_call *c)
 {
+    if (!c->req)
+        return GH_EIO;
     struct gh_fairq *fq = c->gw->fq;
     gh_fairq_lock(fq);
     unsigned pos = gh_fairq_position_locked(fq, &c->fw);
