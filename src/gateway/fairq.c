@@ -315,6 +315,40 @@ unsigned gh_fairq_ahead_locked(struct gh_fairq *q, uint64_t user_id, unsigned mo
     return n;
 }
 
+unsigned gh_fairq_position_locked(struct gh_fairq *q, const struct gh_fairq_waiter *w)
+{
+    if (!w->queued || !w->user || w->model >= GH_FAIRQ_MODELS || w->tier >= GH_TIER_COUNT)
+        return 0;
+    struct model_q *m = &q->models[w->model];
+    struct gh_fairq_user *me = w->user;
+    unsigned rank = 1; /* among its user's waiters (at most queue_per_user) */
+    for (const struct gh_list *l = me->waiters.next; l != &me->waiters && l != &w->node;
+         l = l->next)
+        rank++;
+    /* its start tag, as gh_fairq_next_locked will see it: the user's tag
+     * grows by one per dispatch; a tie goes to the earlier head */
+    double mine = me->tag + rank - 1;
+    uint64_t my_head =
+        GH_CONTAINER_OF(gh_list_first(&me->waiters), struct gh_fairq_waiter, node)->seq;
+    unsigned n = rank;
+    for (unsigned t = 0; t < w->tier; t++)
+        n += m->waiting[t];
+    for (struct gh_list *l = m->users[w->tier].next; l != &m->users[w->tier]; l = l->next) {
+        struct gh_fairq_user *u = GH_CONTAINER_OF(l, struct gh_fairq_user, wnode);
+        if (u == me)
+            continue;
+        uint64_t head =
+            GH_CONTAINER_OF(gh_list_first(&u->waiters), struct gh_fairq_waiter, node)->seq;
+        for (unsigned k = 0; k < u->waiting; k++) {
+            double tag = u->tag + k;
+            if (tag > mine || (tag == mine && head > my_head))
+                break;
+            n++;
+        }
+    }
+    return n;
+}
+
 uint64_t gh_fairq_estimate_locked(struct gh_fairq *q, unsigned model, unsigned ahead,
                                   unsigned slots)
 {

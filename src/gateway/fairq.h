@@ -107,6 +107,11 @@ unsigned gh_fairq_ahead_locked(struct gh_fairq *q, uint64_t user_id, unsigned mo
 /* The estimated wait of a call with `ahead` calls before it on model
  * with `slots` slots: (ahead + 1) × the recent mean service time / slots,
  * in ms; 0 while the model has no finished call to go by. */
+/* The place in line of the queued waiter w, 1 = next (0: not queued),
+ * counted as gh_fairq_ahead_locked counts: every waiter of a better tier,
+ * and in its tier each user's waiters up to w's rank among its own user's
+ * (ties counted ahead). What the web chat shows as "position N". */
+unsigned gh_fairq_position_locked(struct gh_fairq *q, const struct gh_fairq_waiter *w);
 uint64_t gh_fairq_estimate_locked(struct gh_fairq *q, unsigned model, unsigned ahead,
                                   unsigned slots);
 /* Counts a refusal of tier: full (true) or a wait past the deadline. */

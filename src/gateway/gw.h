@@ -118,6 +118,9 @@ struct gw_call {
     struct gh_fairq_waiter fw; /* in the fair queue while waiting for a slot */
     struct gh_list grant_node; /* in ww->granted once given a slot */
     int granted;               /* the upstream given by the queue, or a GH_E* code */
+    bool in_queue;             /* this loop's view: queued by take_or_queue, no slot yet */
+    unsigned queue_pos;        /* the last ": queue position=N" sent */
+    uint64_t comment_ms;       /* when the last SSE comment went out */
     struct gh_fairq_user *fu;  /* counted in flight by the fair queue */
     unsigned tier;             /* enum gh_fairq_tier */
     int model_idx;             /* the model's number for the fair queue */

@@ -542,6 +542,8 @@ static int build_body(struct gw_call *c, const struct gh_upstream *up)
 
 static void relay_timer(uv_timer_t *t);
 
+#define QUEUE_TICK_MS 1000 /* how often a waiting stream's position is looked at */
+
 /* Seconds for Retry-After from an estimated wait in ms (at least 1). */
 static unsigned retry_seconds(uint64_t ms)
 {
@@ -635,6 +637,34 @@ static uint64_t deadline_of(const struct gw_call *c)
     return c->up >= 0 ? c->deadline_ms : GH_MIN(c->deadline_ms, c->queue_deadline_ms);
 }
 
+/* A streamed call in the fair queue: its place in line as the SSE comment
+ * ": queue position=N" (1 = next) when it changed, or when a keepalive has
+ * passed since the last comment; else ": keep-alive" when that is due.
+ * A comment: OpenAI clients skip it, the web chat shows it. */
+static int64_t send_waiting(struct gw_call *c)
+{
+    if (!c->req)
+        return GH_EIO;
+    struct gh_fairq *fq = c->gw->fq;
+    gh_fairq_lock(fq);
+    unsigned pos = gh_fairq_position_locked(fq, &c->fw);
+    gh_fairq_unlock(fq);
+    uint64_t now = gh_now_ms();
+    bool due = now - c->comment_ms >= c->req->cfg->gateway.keepalive_ms;
+    if (pos && (pos != c->queue_pos || due)) {
+        char line[40];
+        int n = snprintf(line, sizeof line, ": queue position=%u\n\n", pos);
+        gh_buf_append(&c->out, line, (size_t)n);
+        c->queue_pos = pos;
+    } else if (due) {
+        gh_buf_append_str(&c->out, ": keep-alive\n\n");
+    } else {
+        return 0;
+    }
+    c->comment_ms = now;
+    return gw_call_flush(c);
+}
+
 static void arm_timer(struct gw_call *c)
 {
     if (c->first_byte || !c->req)
@@ -642,6 +672,8 @@ static void arm_timer(struct gw_call *c)
     uint64_t now = gh_now_ms(), dl = deadline_of(c);
     uint64_t left = dl > now ? dl - now : 0;
     uint64_t every = c->req->cfg->gateway.keepalive_ms;
+    if (c->in_queue)
+        every = GH_MIN(every, QUEUE_TICK_MS); /* its position, as it moves */
     uv_timer_start(&c->timer, relay_timer, c->stream ? GH_MIN(every, left) : left, 0);
 }
 
@@ -660,9 +692,17 @@ void gw_relay_start(struct gw_call *c)
     ww->rng ^= ww->rng << 5;
     int idx = c->granted; /* a slot handed over by dispatch, or GH_EBUSY */
     c->granted = GH_EBUSY;
+    c->in_queue = false;
     if (idx == GH_EBUSY) {
         idx = take_or_queue(c, ww->rng);
         if (idx == GH_EBUSY) {
+            c->in_queue = true;
+            if (c->stream) {
+                /* its place in line at once, then as it moves */
+                uv_timer_stop(&c->timer);
+                send_waiting(c); /* a client gone is told by on_abort */
+                arm_timer(c);
+            }
             if (!uv_is_active((uv_handle_t *)&ww->wait_timer))
                 uv_timer_start(&ww->wait_timer, on_wait_poll, WAIT_POLL_MS, WAIT_POLL_MS);
             return;
@@ -780,9 +820,14 @@ static void relay_timer(uv_timer_t *t)
         return;
     }
     if (c->stream) {
-        gh_buf_append_str(&c->out, ": keep-alive\n\n");
-        if (gw_call_flush(c) < 0)
-            return;
+        if (c->in_queue) {
+            if (send_waiting(c) < 0)
+                return;
+        } else {
+            gh_buf_append_str(&c->out, ": keep-alive\n\n");
+            if (gw_call_flush(c) < 0)
+                return;
+        }
     }
     arm_timer(c);
 }

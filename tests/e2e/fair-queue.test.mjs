@@ -156,7 +156,7 @@ test('a call whose estimated wait passes its deadline gets 503 busy at once, wit
   assert.ok(metricValue(m, 'gatehouse_chat_queue_busy_total', { tier: 'established', reason: 'wait' }) >= 2, m);
 });
 
-test('a stream that waits gets keep-alive comments, then its answer', async () => {
+test('a stream that waits gets its place in line and keep-alive comments, then its answer', async () => {
   const [heavy, light] = users;
   const fill = [];
   for (let i = 0; i < 4; i++) fill.push(chat(heavy.key, `ka fill ${i} [tokens=20]`));
@@ -164,7 +164,9 @@ test('a stream that waits gets keep-alive comments, then its answer', async () =
   const r = await chat(light.key, 'ka stream', { stream: true });
   assert.equal(r.status, 200);
   const text = r.text();
-  assert.match(text, /^: keep-alive\n\n/);
+  // its place at once (queue-position.test.mjs), then keep-alives while it does not move
+  assert.match(text, /^: queue position=[1-9]\d*\n\n/, text);
+  assert.match(text, /^: keep-alive$/m);
   assert.match(text, /data: \[DONE\]/);
   await Promise.all(fill);
 });

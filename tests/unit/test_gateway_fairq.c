@@ -202,6 +202,45 @@ static void estimate(void **state)
     gh_fairq_free(q);
 }
 
+/* The place in line of each queued waiter is the order the queue grants
+ * them in within a tier; a better tier's waiters all count ahead. */
+static void position(void **state)
+{
+    struct gh_fairq *q = queue(1000, 100);
+    static struct gh_fairq_waiter w[400];
+    assert_int_equal(gh_fairq_position_locked(q, &w[0]), 0); /* not queued */
+    /* user 1 queues two, then user 2 one, then user 3 (a new account) one */
+    assert_int_equal(gh_fairq_push_locked(q, &w[0], 1, M, GH_TIER_ESTABLISHED, 1), 0);
+    assert_int_equal(gh_fairq_push_locked(q, &w[1], 1, M, GH_TIER_ESTABLISHED, 1), 0);
+    assert_int_equal(gh_fairq_push_locked(q, &w[100], 2, M, GH_TIER_ESTABLISHED, 2), 0);
+    assert_int_equal(gh_fairq_push_locked(q, &w[200], 3, M, GH_TIER_NEW, 3), 0);
+    /* turns: user 1, user 2 (same tag, later head), user 1 again */
+    assert_int_equal(gh_fairq_position_locked(q, &w[0]), 1);
+    assert_int_equal(gh_fairq_position_locked(q, &w[100]), 2);
+    assert_int_equal(gh_fairq_position_locked(q, &w[1]), 3);
+    assert_int_equal(gh_fairq_position_locked(q, &w[200]), 4);
+    /* the queue grants them in that order; positions move up */
+    struct gh_fairq_user *g;
+    assert_int_equal(grant(q, w, GH_ARRAY_LEN(w), &g), 1);
+    gh_fairq_done_locked(q, g, M, 100);
+    assert_false(w[0].queued);
+    assert_int_equal(gh_fairq_position_locked(q, &w[0]), 0);
+    assert_int_equal(gh_fairq_position_locked(q, &w[100]), 1);
+    assert_int_equal(gh_fairq_position_locked(q, &w[1]), 2);
+    assert_int_equal(gh_fairq_position_locked(q, &w[200]), 3);
+    /* the new tier's turn by stride (1 dispatch in 9) comes early: its
+     * position counts the better tier whole, an upper bound */
+    assert_int_equal(grant(q, w, GH_ARRAY_LEN(w), &g), 3);
+    gh_fairq_done_locked(q, g, M, 100);
+    assert_int_equal(gh_fairq_position_locked(q, &w[100]), 1);
+    assert_int_equal(gh_fairq_position_locked(q, &w[1]), 2);
+    assert_int_equal(grant(q, w, GH_ARRAY_LEN(w), &g), 2);
+    gh_fairq_done_locked(q, g, M, 100);
+    assert_int_equal(gh_fairq_position_locked(q, &w[1]), 1);
+    gh_fairq_remove_locked(q, &w[1], false);
+    gh_fairq_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -211,6 +250,7 @@ int main(void)
         cmocka_unit_test(bounds_and_removal),
         cmocka_unit_test(pool_exhaustion),
         cmocka_unit_test(estimate),
+        cmocka_unit_test(position),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,9 @@
  * /v1/chat/completions (SSE), rendered as they arrive through the safe
  * Markdown renderer; a stop button (AbortController); conversations kept
  * in localStorage per user; the model picker from /v1/models; errors shown
- * in place with a retry button. */
+ * in place with a retry button. While the gateway's fair queue holds the
+ * call, its SSE comments ": queue position=N" show "waiting, position N";
+ * a 503 busy answer shows its Retry-After as a countdown on the button. */
 'use strict';
 
 (async () => {
@@ -143,6 +145,9 @@
     else GHMarkdown.render(m.content || (m.state === 'streaming' ? GH.t('chat.thinking') : ''), body);
     node.dataset.state = m.state || 'done';
     node.querySelector('.note')?.remove();
+    if (m.state === 'streaming' && !m.content && m.queuePos) {
+      node.append(GH.el('p', { class: 'note queue', role: 'status', 'data-position': String(m.queuePos), text: GH.t('chat.waiting', { n: m.queuePos }) }));
+    }
     if (m.state === 'stopped') node.append(GH.el('p', { class: 'note', text: GH.t('chat.stopped') }));
     if (m.state === 'error') {
       node.append(
@@ -151,10 +156,29 @@
           { class: 'note error', role: 'alert' },
           m.error || GH.t('err.network'),
           ' ',
-          GH.el('button', { type: 'button', class: 'secondary retry', text: GH.t('chat.retry'), on: { click: retry } }),
+          retryButton(m),
         ),
       );
     }
+  }
+
+  /* The retry button; after a busy answer it counts down the seconds the
+   * server suggested (Retry-After). It retries the same message whenever
+   * pressed. */
+  function retryButton(m) {
+    const btn = GH.el('button', { type: 'button', class: 'secondary retry', text: GH.t('chat.retry'), on: { click: retry } });
+    const tick = () => {
+      const left = Math.ceil(((m.retryAt || 0) - Date.now()) / 1000);
+      btn.textContent = left > 0 ? GH.t('chat.retry_in', { n: left }) : GH.t('chat.retry');
+      btn.dataset.wait = String(Math.max(0, left));
+      return left > 0;
+    };
+    if (tick()) {
+      const timer = setInterval(() => {
+        if (!btn.isConnected || !tick()) clearInterval(timer);
+      }, 1000);
+    }
+    return btn;
   }
 
   function renderConv() {
@@ -252,6 +276,11 @@
         const ra = Number(res.headers.get('Retry-After')) || 0;
         if (res.status === 401) location.assign('/login?next=/chat');
         m.state = 'error';
+        if (res.status === 503 && e.code === 'busy' && ra > 0) {
+          m.error = GH.t('chat.busy', { n: ra });
+          m.retryAt = Date.now() + ra * 1000;
+          return;
+        }
         m.error = GH.errorText({ error: { code: e.code || String(res.status), message: e.message || res.statusText, param: e.param }, retryAfter: ra });
         return;
       }
@@ -266,6 +295,12 @@
         while ((nl = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, nl).replace(/\r$/, '');
           buf = buf.slice(nl + 1);
+          const q = /^: ?queue position=(\d+)/.exec(line);
+          if (q) {
+            m.queuePos = Number(q[1]);
+            paint();
+            continue;
+          }
           if (!line.startsWith('data:')) continue;
           const data = line.slice(5).trim();
           if (data === '[DONE]') {
@@ -312,6 +347,7 @@
       }
     } finally {
       controller = null;
+      delete m.queuePos;
       c.updated = Date.now();
       save();
       fillMessage(node, m);
