@@ -2,6 +2,7 @@
  * (bench/shield.sh).
  *
  *   spray spray -t PORT [-n COUNT] [-c CONCURRENCY] [-d SECONDS] [-u PATH] [-o FIRST]
+ *               [-a ADDRS] [-T MS] [-m MS]
  *   spray probe -t PORT [-u PATH] [-k COOKIE] [-r PER_S] [-d SECONDS] [-s SRC] [-N]
  *
  * spray: COUNT requests (default 1,000,000), each from its own source
@@ -12,7 +13,16 @@
  * status line, close with a reset (SO_LINGER 0: no TIME_WAIT on either
  * side). At most CONCURRENCY at once (default 256); stops after SECONDS
  * (default 120) whatever is left. Prints "sent N", "status S count" lines,
- * "errors N", "elapsed S" and "rate R".
+ * "errors N", "timeouts N", "elapsed S" and "rate R".
+ *
+ * -a ADDRS: the sources cycle through ADDRS addresses (from FIRST) instead
+ * of one per request: a botnet of that size that keeps sending (default 0:
+ * each request its own address). -T MS: a connection with no answer (no
+ * status line) MS milliseconds after its connect started is closed and
+ * counted in "timeouts", not "errors" (SYNs a firewall drops; default 0:
+ * wait until SECONDS). -m MS: MS milliseconds after the start, prints
+ * "mark_sent N" and "mark_done N" once (what was started and finished by
+ * then, so that a caller can count the attempts of a later window).
  *
  * probe: a legitimate client: PER_S requests per second (default 20) of
  * GET PATH (default /api/me) with the Cookie header COOKIE, from source
@@ -77,6 +87,7 @@ struct slot {
     int fd;
     bool sent;
     uint64_t idx;
+    uint64_t t_start; /* connect started, now_us() */
     char buf[64];
     size_t got;
 };
@@ -94,8 +105,8 @@ static int open_conn(uint32_t src, uint16_t port)
         close(fd);
         return -1;
     }
-    struct sockaddr_in da = {.sin_family = AF_INET, .sin_port = htons(port),
-                             .sin_addr.s_addr = htonl(0x7f000001)};
+    struct sockaddr_in da = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
     if (connect(fd, (struct sockaddr *)&da, sizeof da) && errno != EINPROGRESS) {
         close(fd);
         return -1;
@@ -110,9 +121,22 @@ static void close_rst(int fd)
     close(fd);
 }
 
-static int spray_main(uint16_t port, uint64_t count, unsigned conc, unsigned secs,
-                      const char *path, uint64_t first)
+struct spray_opts {
+    uint16_t port;
+    uint64_t count, first, addrs;
+    unsigned conc, secs, timeout_ms, mark_ms;
+    const char *path;
+};
+
+static int spray_main(const struct spray_opts *o)
 {
+    uint16_t port = o->port;
+    uint64_t count = o->count, first = o->first;
+    unsigned conc = o->conc, secs = o->secs;
+    const char *path = o->path;
+    uint64_t timeouts = 0, tmo_us = (uint64_t)o->timeout_ms * 1000u;
+    bool marked = !o->mark_ms;
+    int wait_ms = o->timeout_ms && o->timeout_ms < 100 ? (int)o->timeout_ms : 100;
     int ep = epoll_create1(EPOLL_CLOEXEC);
     static struct slot slots[MAX_CONC];
     uint64_t next = 0, done = 0, errors = 0, status[6] = {0};
@@ -126,20 +150,21 @@ static int spray_main(uint16_t port, uint64_t count, unsigned conc, unsigned sec
         for (unsigned i = 0; i < conc && next < count; i++) {
             if (slots[i].fd >= 0)
                 continue;
-            uint64_t idx = first + next++;
+            uint64_t idx = first + (o->addrs ? next % o->addrs : next);
+            next++;
             int fd = open_conn(src_addr(idx), port);
             if (fd < 0) {
                 errors++;
                 done++;
                 continue;
             }
-            slots[i] = (struct slot){.fd = fd, .idx = idx};
+            slots[i] = (struct slot){.fd = fd, .idx = idx, .t_start = now_us()};
             struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u32 = i};
             epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
             active++;
         }
         struct epoll_event evs[256];
-        int n = epoll_wait(ep, evs, 256, 100);
+        int n = epoll_wait(ep, evs, 256, wait_ms);
         for (int k = 0; k < n; k++) {
             struct slot *s = &slots[evs[k].data.u32];
             if (s->fd < 0)
@@ -190,6 +215,22 @@ static int spray_main(uint16_t port, uint64_t count, unsigned conc, unsigned sec
                 done++;
             }
         }
+        uint64_t t = now_us();
+        if (tmo_us) /* no answer in time: given up, like a client would */
+            for (unsigned i = 0; i < conc; i++) {
+                if (slots[i].fd < 0 || t - slots[i].t_start < tmo_us)
+                    continue;
+                close_rst(slots[i].fd);
+                slots[i].fd = -1;
+                active--;
+                done++;
+                timeouts++;
+            }
+        if (!marked && t - t0 >= (uint64_t)o->mark_ms * 1000u) {
+            marked = true;
+            printf("mark_sent %llu\nmark_done %llu\n", (unsigned long long)next,
+                   (unsigned long long)done);
+        }
     }
     double el = (double)(now_us() - t0) / 1e6;
     printf("sent %llu\n", (unsigned long long)next);
@@ -198,6 +239,7 @@ static int spray_main(uint16_t port, uint64_t count, unsigned conc, unsigned sec
         printf("status %dxx %llu\n", c, (unsigned long long)status[c]);
     printf("status 429 %llu\n", (unsigned long long)status[0]);
     printf("errors %llu\n", (unsigned long long)errors);
+    printf("timeouts %llu\n", (unsigned long long)timeouts);
     printf("elapsed %.2f\n", el);
     printf("rate %.0f\n", el > 0 ? (double)done / el : 0);
     for (unsigned i = 0; i < conc; i++)
@@ -234,8 +276,8 @@ static int connect_blocking(uint32_t src, uint16_t port)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(src)};
-    struct sockaddr_in da = {.sin_family = AF_INET, .sin_port = htons(port),
-                             .sin_addr.s_addr = htonl(0x7f000001)};
+    struct sockaddr_in da = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
     if (bind(fd, (struct sockaddr *)&sa, sizeof sa) ||
         connect(fd, (struct sockaddr *)&da, sizeof da)) {
         close(fd);
@@ -246,8 +288,8 @@ static int connect_blocking(uint32_t src, uint16_t port)
 
 /* One request on *fd (opened when < 0); true on 200. The response is read
  * whole (Content-Length framing). */
-static bool probe_once(int *fd, uint32_t src, uint16_t port, const char *path,
-                       const char *cookie, bool newconn)
+static bool probe_once(int *fd, uint32_t src, uint16_t port, const char *path, const char *cookie,
+                       bool newconn)
 {
     if (*fd < 0)
         *fd = connect_blocking(src, port);
@@ -338,8 +380,8 @@ int main(int argc, char **argv)
     }
     bool spray = !strcmp(argv[1], "spray");
     uint16_t port = 0;
-    uint64_t count = 1000000, first = 0;
-    unsigned conc = 256, secs = spray ? 120 : 30, rate = 20;
+    uint64_t count = 1000000, first = 0, addrs = 0;
+    unsigned conc = 256, secs = spray ? 120 : 30, rate = 20, timeout_ms = 0, mark_ms = 0;
     const char *path = spray ? "/api/auth/sms-code" : "/api/me", *cookie = NULL;
     uint32_t src = 0x7f000002;
     bool newconn = false;
@@ -366,6 +408,12 @@ int main(int argc, char **argv)
             path = v;
         else if (!strcmp(a, "-o"))
             first = num(v, 100000000);
+        else if (!strcmp(a, "-a"))
+            addrs = num(v, 100000000);
+        else if (!strcmp(a, "-T"))
+            timeout_ms = (unsigned)num(v, 600000);
+        else if (!strcmp(a, "-m"))
+            mark_ms = (unsigned)num(v, 600000);
         else if (!strcmp(a, "-k"))
             cookie = v;
         else if (!strcmp(a, "-r"))
@@ -392,6 +440,6 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
-    return spray ? spray_main(port, count, conc, secs, path, first)
-                 : probe_main(port, path, cookie, rate, secs, src, newconn);
+    struct spray_opts so = {port, count, first, addrs, conc, secs, timeout_ms, mark_ms, path};
+    return spray ? spray_main(&so) : probe_main(port, path, cookie, rate, secs, src, newconn);
 }

@@ -542,25 +542,27 @@ static int ban(struct gh_shield *sh, const struct gh_cidr *c, uint64_t ttl_ms,
     return 0;
 }
 
-/* A refusal by an address or prefix rule counts against its source; the
- * one that completes shield.ban_after within ban_window bans it. A prefix
- * that holds an exempt address bans only the address refused. */
+/* A refusal by an address or prefix rule of client (the request's, or the
+ * one a trusted balancer reports) counts against its source, before the
+ * body as after; the one that completes shield.ban_after within ban_window
+ * bans it. A prefix that holds an exempt address bans only the address
+ * refused. */
 static void penalty_note(struct gh_shield *sh, const struct gh_http_req *req,
-                         enum gh_limit_keykind kind)
+                         const struct gh_addr *client, enum gh_limit_keykind kind)
 {
     if (!req->cfg->shield.ban_after ||
         (kind != GH_LKEY_ADDR && kind != GH_LKEY_PREFIX && kind != GH_LKEY_PREFIX48))
         return;
     struct gh_cidr src;
     unsigned v6 = kind == GH_LKEY_PREFIX ? 64 : 48;
-    gh_penalty_source(&req->client, kind == GH_LKEY_ADDR ? 32 : 24,
+    gh_penalty_source(client, kind == GH_LKEY_ADDR ? 32 : 24,
                       kind == GH_LKEY_ADDR ? 128 : v6, &src);
     uint64_t now = gh_now_ms();
     if (!gh_penalty_refused(sh->box, &src, now))
         return;
     uint64_t ttl = gh_penalty_ban_ms(sh->box);
     if (ban(sh, &src, ttl, GH_BAN_REFUSALS, now, NULL) == GH_EEXIST && src.len < 128) {
-        gh_cidr_from_addr(&req->client, &src);
+        gh_cidr_from_addr(client, &src);
         ban(sh, &src, ttl, GH_BAN_REFUSALS, now, NULL);
     }
 }
@@ -754,7 +756,7 @@ static bool apply_rules(struct gh_shield *sh, struct gh_http_req *req, enum gh_c
             atomic_fetch_add_explicit(&sh->refusals, 1, memory_order_relaxed);
             if (address_aggregate(r->kind)) /* refuses everyone until then */
                 gh_refusing_note(&sh->refusing, key, now + d.retry_after_ns);
-            penalty_note(sh, req, r->kind);
+            penalty_note(sh, req, &req->client, r->kind);
             answer_429(req, secs_up(d.retry_after_ns), d.limit, secs_up(d.reset_ns));
             return false;
         } else if (r->m_allowed) {
@@ -868,6 +870,7 @@ static int header_filter(struct gh_http_req *req, unsigned *retry_after_s, void 
         if (sh->m_before_body)
             atomic_fetch_add_explicit(sh->m_before_body, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&sh->refusals, 1, memory_order_relaxed);
+        penalty_note(sh, req, &client, r->kind); /* it kept sending after a refusal */
         *retry_after_s = (unsigned)secs_up(left);
         return 429;
     }

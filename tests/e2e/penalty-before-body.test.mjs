@@ -1,0 +1,72 @@
+// The penalty box counts refusals made before the body (issue 11, items 2
+// and 3 together): a spray whose /24 a prefix rule already refuses is
+// answered 429 from its headers, and each of those refusals counts towards
+// shield.ban_after like any other, so the /24 is banned and its next
+// connections are closed at accept. Before, only the refusal that set the
+// memo counted (one per retry time): a sprayed /24 was never banned.
+// In memory only (no kernel set): runs anywhere, no namespace needed.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+
+import { startServer, metricValue } from './lib/harness.mjs';
+import { FAST } from './lib/accounts.mjs';
+import { smsCodeRequest } from './lib/spray.mjs';
+
+// What one sms-code request from `from` sees: "answered <status>" or
+// "closed" (accepted, then closed with no answer: the penalty box).
+function send(port, from, i, ms = 5000) {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress: from });
+    let data = '';
+    const done = (what) => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(what);
+    };
+    const timer = setTimeout(() => done('no answer'), ms);
+    s.on('connect', () => s.write(smsCodeRequest(i)));
+    s.on('data', (d) => {
+      data += d;
+      const m = /^HTTP\/1\.1 (\d{3})/.exec(data);
+      if (m) done(`answered ${m[1]}`);
+    });
+    s.on('error', () => done('closed'));
+    s.on('close', () => done(data ? 'answered ?' : 'closed'));
+  });
+}
+
+test('penalty box: refusals before the body count, so a sprayed /24 is banned and closed at accept', async (t) => {
+  const srv = await startServer({
+    t,
+    workers: 1,
+    set: {
+      ...FAST,
+      'shield.rules': 'register:prefix:2/1m',
+      'shield.ban_after': '5',
+      'shield.ban_window': '1m',
+      'shield.ban_time': '1m',
+    },
+  });
+  // one request per new connection, each from its own address of 127.0.7.0/24
+  const seen = [];
+  for (let i = 0; i < 7; i++) seen.push(await send(srv.port, `127.0.7.${i + 1}`, i));
+  assert.deepEqual(seen.slice(2), Array(5).fill('answered 429'), `2 pass, then refused: ${seen}`);
+  let m = await srv.metrics();
+  assert.ok(metricValue(m, 'gatehouse_shield_refused_before_body_total') >= 4,
+    `the later refusals were made from the headers\n${m.split('\n').filter((l) => l.includes('before_body')).join('\n')}`);
+
+  // 5 refusals by the prefix rule, 4 of them before the body: banned
+  const next = await send(srv.port, '127.0.7.100', 100);
+  assert.equal(next, 'closed', `the /24's next connection is closed at accept (got: ${next})`);
+  m = await srv.metrics();
+  assert.equal(metricValue(m, 'gatehouse_shield_bans_total', { reason: 'refusals' }), 1);
+  assert.ok(metricValue(m, 'gatehouse_shield_ban_refused_total') >= 1);
+
+  // another /24 is served
+  const other = await send(srv.port, '127.0.8.1', 200);
+  assert.notEqual(other, 'closed', 'another /24 is not banned');
+  assert.notEqual(other, 'answered 429', 'another /24 is not refused');
+  srv.kill('SIGTERM');
+  await srv.expectCleanExit();
+});
