@@ -240,7 +240,7 @@ describe('web pages in Chromium', { skip: SKIP_REASON || false }, () => {
       });
     });
     await page.goto(srv.url + '/register');
-    await page.locator('#pow').waitFor({ state: 'visible' });
+    await page.locator('#pow').waitFor({ state: 'visible', timeout: 30000 }); // after /api/policy: slow under ASan on a busy machine
     await page.locator('#pow[data-state="done"]').waitFor({ timeout: 30000 });
     assert.equal(await page.locator('#pow-progress').evaluate((p) => p.value), 100);
     const states = await page.evaluate(() => window.__powStates);
@@ -259,7 +259,7 @@ describe('web pages in Chromium', { skip: SKIP_REASON || false }, () => {
     assert.equal(ch.status, 200, ch.text());
     assert.equal(ch.json().bits, 14);
     const { page, context, errors } = await openPage(browser, srv, '/register');
-    await page.locator('#pow').waitFor({ state: 'visible' });
+    await page.locator('#pow').waitFor({ state: 'visible', timeout: 30000 }); // after /api/policy: slow under ASan on a busy machine
     await page.locator('#pow[data-state="done"]').waitFor({ timeout: 30000 });
     await screenshot(page, 'register-pow-elevated');
     await registerThroughPage(page, srv);
