@@ -12,18 +12,6 @@
 #include <sched.h>
 #include <sys/socket.h>
 
-static struct gh_addr A(const char *s)
-{
-    struct gh_addr a = {0};
-    if (inet_pton(AF_INET, s, a.bytes) == 1) {
-        a.family = AF_INET;
-    } else {
-        a.family = AF_INET6;
-        assert_int_equal(inet_pton(AF_INET6, s, a.bytes), 1);
-    }
-    return a;
-}
-
 static struct gh_cidr C(const char *s)
 {
     struct gh_cidr c;
@@ -44,7 +32,7 @@ static struct gh_ipset *build(const char **list, size_t n)
 
 static bool contains(const struct gh_ipset *s, const char *a)
 {
-    struct gh_addr x = A(a);
+    struct gh_addr x = tu_addr(a);
     return gh_ipset_contains(s, &x);
 }
 
@@ -243,19 +231,19 @@ static void list_file_format(void **state)
     gh_iplist_info(l, &info);
     assert_int_equal(info.file_entries, 5);
     assert_int_equal(info.bad_lines, 3);
-    struct gh_addr a = A("1.10.31.255");
+    struct gh_addr a = tu_addr("1.10.31.255");
     assert_true(gh_iplist_contains(l, &a));
-    a = A("1.10.32.0");
+    a = tu_addr("1.10.32.0");
     assert_false(gh_iplist_contains(l, &a));
-    a = A("2001:db8::77");
+    a = tu_addr("2001:db8::77");
     assert_true(gh_iplist_contains(l, &a));
-    a = A("203.0.113.200");
+    a = tu_addr("203.0.113.200");
     assert_true(gh_iplist_contains(l, &a));
     /* a missing file leaves the list as it was */
     gh_buf_reset(&report);
     assert_int_equal(gh_iplist_load_file(l, "/nonexistent/drop.txt", &report, &bad), GH_EIO);
     tu_assert_contains(report.data, "cannot open");
-    a = A("2.57.122.1");
+    a = tu_addr("2.57.122.1");
     assert_true(gh_iplist_contains(l, &a));
     /* the cap */
     struct gh_iplist *small = gh_iplist_new(3);
@@ -272,7 +260,7 @@ static void list_runtime_entries(void **state)
     const char *file = "198.51.100.0/24\n";
     assert_int_equal(gh_iplist_load_text(l, file, strlen(file), "f", NULL, NULL), 0);
     struct gh_cidr c = C("192.0.2.0/24");
-    struct gh_addr a = A("192.0.2.1"), b = A("198.51.100.1");
+    struct gh_addr a = tu_addr("192.0.2.1"), b = tu_addr("198.51.100.1");
     assert_false(gh_iplist_contains(l, &a));
     assert_int_equal(gh_iplist_add(l, &c), 0);
     assert_int_equal(gh_iplist_add(l, &c), GH_EEXIST);
@@ -311,7 +299,7 @@ struct reader_arg {
 static void *reader(void *p)
 {
     struct reader_arg *r = p;
-    struct gh_addr a = A("192.0.2.1"), always = A("203.0.113.5");
+    struct gh_addr a = tu_addr("192.0.2.1"), always = tu_addr("203.0.113.5");
     while (!atomic_load(r->stop)) {
         r->hits += gh_iplist_contains(r->l, &a);
         if (!gh_iplist_contains(r->l, &always))

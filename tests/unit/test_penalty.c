@@ -10,17 +10,6 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
-static struct gh_addr A(const char *s) {
-    struct gh_addr a = {0};
-    if (inet_pton(AF_INET, s, a.bytes) == 1) {
-        a.family = AF_INET;
-    } else {
-        a.family = AF_INET6;
-        assert_int_equal(inet_pton(AF_INET6, s, a.bytes), 1);
-    }
-    return a;
-}
-
 static struct gh_cidr
 C(const char *s) {
     struct gh_cidr c;
@@ -41,7 +30,7 @@ P(const char *s)
 
 static bool banned(struct gh_penalty *pb, const char *addr, uint64_t now)
 {
-    struct gh_addr a = A(addr);
+    struct gh_addr a = tu_addr(addr);
     return gh_penalty_banned(pb, &a, now);
 }
 
@@ -210,11 +199,11 @@ static void inside_and_sources(void **state)
     assert_int_equal(gh_penalty_inside(pb, P("192.0.2.0/24"), t + 3000, in, 8), 0);
 
     struct gh_cidr s, want;
-    struct gh_addr a = A("192.0.2.77");
+    struct gh_addr a = tu_addr("192.0.2.77");
     gh_penalty_source(&a, 24, 64, &s);
     want = C("192.0.2.0/24");
     assert_true(gh_cidr_equal(&s, &want));
-    a = A("2001:db8:1:2:3::4");
+    a = tu_addr("2001:db8:1:2:3::4");
     gh_penalty_source(&a, 24, 48, &s);
     want = C("2001:db8:1::/48");
     assert_true(gh_cidr_equal(&s, &want));

@@ -13,18 +13,6 @@
 static const unsigned char key[32] = "0123456789abcdef0123456789abcdef";
 #define NOW 1735689600000ull /* 2025-01-01 */
 
-static struct gh_addr A(const char *s)
-{
-    struct gh_addr a = {0};
-    if (inet_pton(AF_INET, s, a.bytes) == 1) {
-        a.family = AF_INET;
-    } else {
-        a.family = AF_INET6;
-        assert_int_equal(inet_pton(AF_INET6, s, a.bytes), 1);
-    }
-    return a;
-}
-
 /* Issues and solves a challenge; nonce gets the decimal answer. */
 static void issue_solved(struct gh_pow *p, enum gh_pow_scope sc, const struct gh_addr *a,
                          unsigned bits, uint64_t ttl, char *ch, char *nonce)
@@ -42,7 +30,7 @@ static void issue_solved(struct gh_pow *p, enum gh_pow_scope sc, const struct gh
 static void good_then_replayed(void **state)
 {
     struct gh_pow *p = gh_pow_new(key, 1024);
-    struct gh_addr a = A("192.0.2.10");
+    struct gh_addr a = tu_addr("192.0.2.10");
     char ch[GH_POW_CHALLENGE_MAX], nonce[24];
     issue_solved(p, GH_POW_REGISTER, &a, 12, 300000, ch, nonce);
     tu_assert_prefix(ch, "1.register.");
@@ -59,7 +47,7 @@ static void good_then_replayed(void **state)
     snprintf(nonce2, sizeof nonce2, "%llu", (unsigned long long)n2);
     assert_int_equal(VERIFY(p, GH_POW_REGISTER, &a, 12, ch, nonce2, NOW + 2000), GH_POW_REPLAYED);
     /* another address of the same /24 may use a fresh challenge */
-    struct gh_addr b = A("192.0.2.200");
+    struct gh_addr b = tu_addr("192.0.2.200");
     issue_solved(p, GH_POW_REGISTER, &a, 8, 300000, ch, nonce);
     assert_int_equal(VERIFY(p, GH_POW_REGISTER, &b, 8, ch, nonce, NOW + 1000), GH_POW_OK);
     gh_pow_free(p);
@@ -68,9 +56,9 @@ static void good_then_replayed(void **state)
 static void wrong_scope_prefix_expired(void **state)
 {
     struct gh_pow *p = gh_pow_new(key, 1024);
-    struct gh_addr a = A("192.0.2.10"), other = A("192.0.3.10");
-    struct gh_addr v6a = A("2001:db8:1:2::1"), v6b = A("2001:db8:1:ffff::1"),
-                   v6c = A("2001:db8:2::1");
+    struct gh_addr a = tu_addr("192.0.2.10"), other = tu_addr("192.0.3.10");
+    struct gh_addr v6a = tu_addr("2001:db8:1:2::1"), v6b = tu_addr("2001:db8:1:ffff::1"),
+                   v6c = tu_addr("2001:db8:2::1");
     char ch[GH_POW_CHALLENGE_MAX], nonce[24];
     issue_solved(p, GH_POW_SMS, &a, 8, 60000, ch, nonce);
     assert_int_equal(VERIFY(p, GH_POW_REGISTER, &a, 8, ch, nonce, NOW), GH_POW_WRONG_SCOPE);
@@ -93,7 +81,7 @@ static void wrong_scope_prefix_expired(void **state)
 static void tampered(void **state)
 {
     struct gh_pow *p = gh_pow_new(key, 1024);
-    struct gh_addr a = A("198.51.100.1");
+    struct gh_addr a = tu_addr("198.51.100.1");
     char ch[GH_POW_CHALLENGE_MAX], nonce[24];
     issue_solved(p, GH_POW_REGISTER, &a, 4, 60000, ch, nonce);
     size_t len = strlen(ch);
@@ -134,7 +122,7 @@ static void tampered(void **state)
 static void too_few_bits_and_unsolved(void **state)
 {
     struct gh_pow *p = gh_pow_new(key, 1024);
-    struct gh_addr a = A("203.0.113.1");
+    struct gh_addr a = tu_addr("203.0.113.1");
     char ch[GH_POW_CHALLENGE_MAX], nonce[24];
     issue_solved(p, GH_POW_REGISTER, &a, 10, 60000, ch, nonce);
     /* the policy now wants 16: a 10-bit challenge is not enough */
@@ -188,7 +176,7 @@ static void replay_cache_bounded(void **state)
 {
     /* 128 entries: 16 shards x 1 bucket x 8 ways */
     struct gh_pow *p = gh_pow_new(key, 128);
-    struct gh_addr a = A("192.0.2.1");
+    struct gh_addr a = tu_addr("192.0.2.1");
     char ch[GH_POW_CHALLENGE_MAX], nonce[24];
     unsigned ok = 0, busy = 0;
     for (int i = 0; i < 400; i++) {
@@ -212,7 +200,7 @@ static void replay_cache_bounded(void **state)
 static void solver_speed(void **state)
 {
     struct gh_pow *p = gh_pow_new(key, 1024);
-    struct gh_addr a = A("192.0.2.1");
+    struct gh_addr a = tu_addr("192.0.2.1");
     char ch[GH_POW_CHALLENGE_MAX];
     uint64_t exp, n;
     assert_int_equal(gh_pow_issue(p, GH_POW_REGISTER, &a, 16, 60000, NOW, ch, sizeof ch, &exp),

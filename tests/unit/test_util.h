@@ -15,6 +15,11 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include "http/http.h"
+
 /* Makes a fresh directory under $TMPDIR (or /tmp) into out. */
 static inline void tu_mkdtemp(char *out, size_t outlen)
 {
@@ -75,3 +80,17 @@ static inline void tu_write_file(const char *dir, const char *name, const char *
             fail();                                                                                \
         }                                                                                          \
     } while (0)
+
+/* An IPv4 or IPv6 address from its text; fails the test when it is
+ * neither. */
+static inline struct gh_addr tu_addr(const char *s)
+{
+    struct gh_addr a = {0};
+    if (inet_pton(AF_INET, s, a.bytes) == 1) {
+        a.family = AF_INET;
+    } else {
+        a.family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, s, a.bytes), 1);
+    }
+    return a;
+}
