@@ -106,9 +106,11 @@ test("an established account's call starts before a new account's that arrived e
   const old = users[1];
   const fresh = await account(); // younger than AGE_MS: the new tier
   const filler = users[2];
-  // four long calls take every slot
+  // four long calls take every slot; of different lengths (300 ms apart), so
+  // the slots free one at a time: were two to free together, the gateway's
+  // order would reach the simulator in whichever order the sockets did
   const fill = [];
-  for (let i = 0; i < 4; i++) fill.push(chat(filler.key, `tier fill ${i} [tokens=100]`));
+  for (let i = 0; i < 4; i++) fill.push(chat(filler.key, `tier fill ${i} [tokens=${100 + 15 * i}]`));
   await waitUntil(async () => (await sim.stats()).active === 4, { what: 'the slots full' });
   const pNew = chat(fresh.key, 'tier new');
   await waitUntil(async () => metricValue(await srv.metrics(), 'gatehouse_chat_queue_waiting', { tier: 'new' }) === 1, { what: 'the new account waiting' });
