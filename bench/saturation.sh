@@ -28,6 +28,21 @@
 # the spray drives into refusing, so both the served and the refused
 # paths are measured), and those of bench/lib.sh.
 #
+# PROBE_RT (1): the probes run at real-time priority (chrt -f 50) where
+# the machine allows it. They share the client CPUs with the spray, and
+# without it a probe's figure is mostly its own wait for a CPU the spray
+# holds (the kernel's time slice, milliseconds), the same for both
+# servers; with it, it is the server's latency. PROBE_RT=0 measures the
+# probes as ordinary processes.
+#
+# CPU_WARM (1): a busy loop at the lowest scheduling class (SCHED_IDLE,
+# chrt -i 0) on each server and client CPU for the whole run, so that no
+# CPU idles. On a virtual machine an idle vCPU is halted, and waking it
+# for a request takes up to milliseconds: calm phases suffered that and
+# spray phases (every CPU busy) did not, so "p99 under spray <= 2 x calm"
+# compared the spray with the hypervisor. Any other thread preempts the
+# loop at once, and the servers' CPU figures are their own processes'.
+#
 # PENALTY (off) runs gatehouse with its penalty box: "memory" sets
 # shield.ban_after/ban_window/ban_time (BAN_AFTER 200, BAN_WINDOW 10s,
 # BAN_TIME 10m), so that the spray's /24s, refused by the prefix rule,
@@ -101,6 +116,28 @@ if [ "$PENALTY" != off ]; then
     [ "$PENALTY" = kernel ] && PENALTY_SET+=(--set shield.kernel_ban=on)
 fi
 SPRAY="$BUILD/spray"
+CPU_WARM=${CPU_WARM:-1}
+
+# cpus_each LIST: the CPUs of a taskset list ("0-3,6"), one per line.
+cpus_each() {
+    local part
+    for part in ${1//,/ }; do
+        case $part in
+        *-*) seq "${part%-*}" "${part#*-}" ;;
+        *) echo "$part" ;;
+        esac
+    done
+}
+
+if [ "$CPU_WARM" = 1 ] && chrt -i 0 true 2>/dev/null; then
+    for cpu in $( (cpus_each "$SERVER_CPU"; cpus_each "$CLIENT_CPU") | sort -un); do
+        taskset -c "$cpu" chrt -i 0 sh -c 'while :; do :; done' &
+        track_pid "$!"
+    done
+    warm_desc="a SCHED_IDLE busy loop on each of these CPUs keeps them from idling (CPU_WARM=1)"
+else
+    warm_desc="CPUs idle between requests (CPU_WARM=0): calm figures include waking them"
+fi
 [ -x "$SPRAY" ] || die "$SPRAY not built"
 
 v() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
@@ -116,6 +153,11 @@ gh_metric() {
 
 # probes PHASE PORT SECONDS COOKIE: the legitimate clients, in the
 # background (PROBE_PIDS); /api/me only with a cookie (gatehouse).
+PROBE_RT=${PROBE_RT:-1}
+PROBE_PRIO=()
+if [ "$PROBE_RT" = 1 ] && chrt -f 50 true 2>/dev/null; then
+    PROBE_PRIO=(chrt -f 50)
+fi
 PROBE_PIDS=()
 probes() {
     local phase=$1 port=$2 secs=$3 cookie=$4
@@ -125,8 +167,9 @@ probes() {
         local path=/healthz args=()
         case $what in me-*) [ -n "$cookie" ] || continue; path=/api/me; args=(-k "$cookie") ;; esac
         case $what in *-new) args+=(-N) ;; esac
-        taskset -c "$CLIENT_CPU" "$SPRAY" probe -t "$port" -u "$path" "${args[@]}" -r 20 \
-            -d "$secs" -s "127.0.0.$src" >"$BENCH_TMP/probe-$phase-$what.txt" &
+        taskset -c "$CLIENT_CPU" "${PROBE_PRIO[@]}" "$SPRAY" probe -t "$port" -u "$path" "${args[@]}" -r 20 \
+            -d "$secs" -s "127.0.0.$src" -S 2 >"$BENCH_TMP/probe-$phase-$what.txt" \
+            2>"$BENCH_TMP/probe-$phase-$what.slow" &
         PROBE_PIDS+=($!)
         track_pid "$!"
         src=$((src + 1))
@@ -300,14 +343,19 @@ bench_row gatehouse/nginx 1 cpu_per_spray_attempt_after_1s_ratio "$cpu_late_r" x
 bench_row gatehouse/nginx 1 cpu_per_spray_attempt_after_1s_net_ratio "$cpu_net_r" x
 bench_row gatehouse 1 me_ka_p99_spray_over_calm "$r_calm" x
 bench_row gatehouse/nginx 1 ka_p99_spray_ratio "$r_nginx" x
+if [ ${#PROBE_PRIO[@]} -gt 0 ]; then
+    probe_desc="real-time priority, \`chrt -f 50\`: their figures are the servers' latency, not their own wait for a CPU the spray holds"
+else
+    probe_desc="ordinary priority: their figures include their own wait for a CPU the spray holds"
+fi
 bench_md <<EOF
 ## Saturation: existing users first under a connection flood (PENALTY=$PENALTY)
 
 $SPRAY_PROCS spray process(es) (\`bench/tools/spray\`, $SPRAY_CONC connections at once each)
 on CPU(s) $CLIENT_CPU, $spray_desc
 (\`POST /api/auth/sms-code\`, \`Connection: close\`), for $SPRAY_SECONDS s after
-$CALM_SECONDS s calm; each server with $WORKERS worker(s) on CPU(s) $SERVER_CPU.
-Legitimate probes on CPU(s) $CLIENT_CPU, 20 requests/s each: keep-alive (\`ka\`) and a
+$CALM_SECONDS s calm; each server with $WORKERS worker(s) on CPU(s) $SERVER_CPU; $warm_desc.
+Legitimate probes on CPU(s) $CLIENT_CPU ($probe_desc), 20 requests/s each: keep-alive (\`ka\`) and a
 new connection per request (\`new\`), on \`/api/me\` signed in (\`me\`, gatehouse only) and
 \`/healthz\` (\`hz\`); ok = 200 within 2 s. gatehouse: \`shield.rules = $SAT_RULES\`;
 $pen_desc.

@@ -3,7 +3,7 @@
  *
  *   spray spray -t PORT [-n COUNT] [-c CONCURRENCY] [-d SECONDS] [-u PATH] [-o FIRST]
  *               [-a ADDRS] [-T MS] [-m MS]
- *   spray probe -t PORT [-u PATH] [-k COOKIE] [-r PER_S] [-d SECONDS] [-s SRC] [-N]
+ *   spray probe -t PORT [-u PATH] [-k COOKIE] [-r PER_S] [-d SECONDS] [-s SRC] [-N] [-S MS]
  *
  * spray: COUNT requests (default 1,000,000), each from its own source
  * address of 127.0.0.0/8 bound before connect (127.A.B.C with C in
@@ -29,7 +29,9 @@
  * SRC (default 127.0.0.2), for SECONDS (or until SIGTERM); keep-alive, or
  * with -N a new connection per request. A request counts as ok when it answers 200
  * within 2 s. Prints "requests N", "ok N", "success_pct P", "p50_ms",
- * "p99_ms", "max_ms".
+ * "p99_ms", "max_ms". -S MS: each request slower than MS milliseconds is
+ * also told on stderr ("slow AT_MS LATENCY_MS", AT_MS since the first), to
+ * find what the server was doing then.
  *
  * Only loopback targets (127.0.0.1); everything is bounded in time. */
 #include <arpa/inet.h>
@@ -335,7 +337,7 @@ static bool probe_once(int *fd, uint32_t src, uint16_t port, const char *path, c
 }
 
 static int probe_main(uint16_t port, const char *path, const char *cookie, unsigned rate,
-                      unsigned secs, uint32_t src, bool newconn)
+                      unsigned secs, uint32_t src, bool newconn, unsigned slow_ms)
 {
     uint64_t n = (uint64_t)rate * secs, ok = 0, i = 0;
     uint64_t *lat = calloc(n ? n : 1, sizeof *lat);
@@ -354,6 +356,8 @@ static int probe_main(uint16_t port, const char *path, const char *cookie, unsig
         bool good = probe_once(&fd, src, port, path, cookie, newconn);
         lat[i] = now_us() - s;
         ok += good;
+        if (slow_ms && lat[i] > (uint64_t)slow_ms * 1000)
+            fprintf(stderr, "slow %.1f %.3f\n", (double)(s - t0) / 1000, (double)lat[i] / 1000);
         if (now_us() > t0 + (uint64_t)(secs + 5) * 1000000u) {
             i++;
             break;
@@ -382,6 +386,7 @@ int main(int argc, char **argv)
     uint16_t port = 0;
     uint64_t count = 1000000, first = 0, addrs = 0;
     unsigned conc = 256, secs = spray ? 120 : 30, rate = 20, timeout_ms = 0, mark_ms = 0;
+    unsigned slow_ms = 0;
     const char *path = spray ? "/api/auth/sms-code" : "/api/me", *cookie = NULL;
     uint32_t src = 0x7f000002;
     bool newconn = false;
@@ -416,6 +421,8 @@ int main(int argc, char **argv)
             mark_ms = (unsigned)num(v, 600000);
         else if (!strcmp(a, "-k"))
             cookie = v;
+        else if (!strcmp(a, "-S"))
+            slow_ms = (unsigned)num(v, 600000);
         else if (!strcmp(a, "-r"))
             rate = (unsigned)num(v, 100000);
         else if (!strcmp(a, "-s")) {
@@ -441,5 +448,5 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     struct spray_opts so = {port, count, first, addrs, conc, secs, timeout_ms, mark_ms, path};
-    return spray ? spray_main(&so) : probe_main(port, path, cookie, rate, secs, src, newconn);
+    return spray ? spray_main(&so) : probe_main(port, path, cookie, rate, secs, src, newconn, slow_ms);
 }

@@ -706,10 +706,10 @@ static void render_latency(struct gh_buf *out, const char *listener, struct gh_w
 
 /* One gauge per worker (the admin worker labelled "admin"): the stats
  * field at offset, times scale (1 prints a whole, signed number). */
-static void render_per_worker(struct gh_buf *out, struct gh_server *srv, const char *name,
-                              const char *help, size_t offset, double scale)
+static void render_per_worker_as(struct gh_buf *out, struct gh_server *srv, const char *name,
+                                 const char *help, const char *type, size_t offset, double scale)
 {
-    gh_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+    gh_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
     for (unsigned i = 0; i <= srv->nworkers; i++) {
         struct gh_worker *w = i < srv->nworkers ? &srv->workers[i] : &srv->admin;
         _Atomic uint64_t *f = (_Atomic uint64_t *)((char *)&w->stats + offset);
@@ -722,6 +722,12 @@ static void render_per_worker(struct gh_buf *out, struct gh_server *srv, const c
             gh_buf_printf(out, "%s{worker=\"%s\"} %.6f\n", name, id,
                           (double)GH_STAT_GET(f) * scale);
     }
+}
+
+static void render_per_worker(struct gh_buf *out, struct gh_server *srv, const char *name,
+                              const char *help, size_t offset, double scale)
+{
+    render_per_worker_as(out, srv, name, help, "gauge", offset, scale);
 }
 
 void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out)
@@ -790,6 +796,10 @@ void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out)
     render_per_worker(out, srv, "gatehouse_event_loop_lag_max_seconds",
                       "Largest tick lag of each worker over the last 10 s.",
                       offsetof(struct gh_worker_stats, loop_lag_max_us), 1e-6);
+    render_per_worker_as(out, srv, "gatehouse_event_loop_yields_total",
+                         "Busy loop turns that ended by yielding the CPU to the store or "
+                         "password threads working on the worker's requests.",
+                         "counter", offsetof(struct gh_worker_stats, loop_yields), 1);
     gh_buf_printf(out,
                   "# HELP gatehouse_log_lines_dropped_total Log lines dropped because the "
                   "buffer was full.\n# TYPE gatehouse_log_lines_dropped_total counter\n"

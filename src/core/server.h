@@ -71,13 +71,14 @@ struct gh_worker {
     uv_poll_t listener; /* listen_fd, accepted by conn.c at the end of each loop turn */
     int listen_fd;
     bool listening;
-    /* the loop's priorities (conn.c): requests parsed in a turn wait in
-     * ready[] (users' and operators' first) until the turn's end, then new
-     * connections are accepted, at most accept_budget of them, a bound
-     * that adapts to how long the loop's turns take */
+    /* the loop's priorities (conn.c): users' and operators' requests are
+     * dispatched as soon as they are parsed; the others parsed in a turn
+     * wait in ready until the turn's end, then new connections are
+     * accepted, at most accept_budget of them, a bound that adapts to how
+     * long the loop's turns take */
     uv_check_t turn_end;
-    uv_idle_t turn_spin; /* keeps the poll from blocking while ready[] holds requests */
-    struct gh_list ready[2];
+    uv_idle_t turn_spin; /* keeps the poll from blocking while ready holds requests */
+    struct gh_list ready;
     bool accept_ready;  /* the listening socket was readable this turn */
     bool accept_paused; /* out of descriptors: polled again by the tick */
     unsigned accept_budget;
@@ -115,6 +116,10 @@ struct gh_worker {
     struct gh_buf out; /* where responses are assembled; its block is reused */
     size_t scratch_len;
     void *slots[GH_WORKER_SLOTS]; /* per-worker state of subsystems */
+    /* jobs of this worker's requests running on other threads (the store,
+     * the password pool), from gh_worker_job_begin to gh_worker_job_done:
+     * while any is out, a saturated turn ends by giving way to them */
+    atomic_uint jobs_out;
     /* tasks posted by other threads (gh_worker_post) */
     uv_async_t task_async;
     pthread_mutex_t task_mu;
@@ -207,6 +212,22 @@ void gh_server_dispose(struct gh_server *srv);
  * to answer its request. Returns GH_ENOMEM, or GH_EBUSY when the worker
  * has stopped (then fn never runs and the caller keeps data). */
 int gh_worker_post(struct gh_worker *w, gh_worker_task_fn fn, void *data);
+
+/* A job of w's is handed to another thread (begin, before it can finish)
+ * and that thread has finished with it (done, before posting its answer):
+ * a pool that will answer on w's loop brackets each job with these, so
+ * that a loop saturated by a flood yields the CPU to the threads doing its
+ * users' work instead of keeping it until the scheduler's slice runs out
+ * (conn.c, on_turn_end). Any thread. */
+static inline void gh_worker_job_begin(struct gh_worker *w)
+{
+    atomic_fetch_add_explicit(&w->jobs_out, 1, memory_order_relaxed);
+}
+
+static inline void gh_worker_job_done(struct gh_worker *w)
+{
+    atomic_fetch_sub_explicit(&w->jobs_out, 1, memory_order_relaxed);
+}
 /* A new reference to the current configuration (any thread). */
 struct gh_config *gh_server_config(struct gh_server *srv);
 /* Re-reads the configuration as SIGHUP does. 0, or an error in err and the

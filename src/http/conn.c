@@ -9,9 +9,10 @@
  * copied into the connection, so an idle keep-alive connection holds no
  * buffer at all. One request per connection is answered at a time;
  * pipelined requests wait in the input buffer (capped) and answers go out
- * in order. Complete requests are dispatched at the end of the loop's
- * turn, signed-in users' first, and new connections are accepted after
- * them, a bounded number per turn ("accepting, paced" below). */
+ * in order. Signed-in users' and operators' requests are dispatched as
+ * soon as they are complete, the others at the end of the loop's turn,
+ * and new connections are accepted after them, a bounded number per turn
+ * ("accepting, paced" below). */
 #include "http/conn.h"
 
 #include "core/log.h"
@@ -21,6 +22,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sched.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1087,10 +1089,13 @@ static void size_words(char *out, size_t cap, size_t n)
         snprintf(out, cap, "%zu bytes", n);
 }
 
-/* Queues a complete request for the end of the loop's turn (on_turn_end),
- * where requests with valid credentials (class user) and operator routes
- * go before the others. The connection is busy from now on: it parses
- * nothing more and no deadline of the client's applies. */
+/* A complete request: one with valid credentials (class user) or for an
+ * operator route is dispatched at once, from the read that completed it;
+ * the others wait for the end of the loop's turn (on_turn_end). So a
+ * signed-in user's request waits behind no anonymous request of the same
+ * turn, and behind at most the rest of the turn's reads, which the accept
+ * budget bounds. The connection is busy from now on: it parses nothing
+ * more and no deadline of the client's applies. */
 static void enqueue(struct gh_conn *c, struct gh_http_req *req)
 {
     struct gh_worker *w = c->w;
@@ -1100,7 +1105,11 @@ static void enqueue(struct gh_conn *c, struct gh_http_req *req)
     bool first = w->admin || (req->route &&
                               (req->route->cls == GH_CLASS_OPS ||
                                (srv->credentials && srv->credentials(req, srv->credentials_data))));
-    gh_list_push_back(&w->ready[first ? 0 : 1], &c->ready_node);
+    if (first) {
+        dispatch(c, req);
+        return;
+    }
+    gh_list_push_back(&w->ready, &c->ready_node);
     if (!uv_is_active((uv_handle_t *)&w->turn_spin))
         uv_idle_start(&w->turn_spin, on_turn_spin);
 }
@@ -1448,10 +1457,12 @@ static void conn_close(struct gh_conn *c)
  * backlog is waiting): so a user's request waits behind about one turn's
  * worth of new-connection work, whatever the flood; the kernel's backlog
  * holds the rest, as it does for nginx with multi_accept off. */
-#define ACCEPT_MIN     2
+#define ACCEPT_MIN     1
 #define ACCEPT_START   16
 #define ACCEPT_MAX     256
-#define TURN_TARGET_US 1000
+#define TURN_TARGET_US 250
+/* a turn whose poll slept less than this found events waiting */
+#define SATURATED_SLEEP_NS 20000
 
 /* Whether an address may connect: the checks made before anything is
  * allocated for a connection (for a direct client at accept, for a
@@ -1592,29 +1603,24 @@ static void on_listener(uv_poll_t *p, int status, int events)
         w->accept_ready = true;
 }
 
-/* Dispatches the requests completed before the turn's end: valid
- * credentials and operator routes first. Requests that complete while
- * these run (pipelined ones) wait for the next turn. */
+/* Dispatches the anonymous requests completed before the turn's end
+ * (users' and operators' went at once: enqueue). Requests that complete
+ * while these run (pipelined ones) wait for the next turn. */
 static void run_ready(struct gh_worker *w)
 {
-    struct gh_list now[2];
-    for (int q = 0; q < 2; q++) {
-        gh_list_init(&now[q]);
-        if (gh_list_empty(&w->ready[q]))
-            continue;
-        now[q].next = w->ready[q].next;
-        now[q].prev = w->ready[q].prev;
-        now[q].next->prev = &now[q];
-        now[q].prev->next = &now[q];
-        gh_list_init(&w->ready[q]);
-    }
-    for (int q = 0; q < 2; q++) {
-        struct gh_list *n;
-        while ((n = gh_list_first(&now[q]))) {
-            struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, ready_node);
-            gh_list_remove(n);
-            dispatch(c, c->req);
-        }
+    if (gh_list_empty(&w->ready))
+        return;
+    struct gh_list now;
+    now.next = w->ready.next;
+    now.prev = w->ready.prev;
+    now.next->prev = &now;
+    now.prev->next = &now;
+    gh_list_init(&w->ready);
+    struct gh_list *n;
+    while ((n = gh_list_first(&now))) {
+        struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, ready_node);
+        gh_list_remove(n);
+        dispatch(c, c->req);
     }
 }
 
@@ -1632,14 +1638,22 @@ static void on_turn_end(uv_check_t *h)
         w->accept_budget = GH_MAX(ACCEPT_MIN, w->accept_budget / 2);
     if (w->accept_ready && !accept_some(w) && busy_us <= TURN_TARGET_US)
         w->accept_budget = GH_MIN(ACCEPT_MAX, w->accept_budget + w->accept_budget / 4 + 1);
-    if (gh_list_empty(&w->ready[0]) && gh_list_empty(&w->ready[1]))
+    /* A saturated loop never sleeps in the poll, so a store or password
+     * thread that shares its CPU and has a user's answer to compute waits
+     * for the scheduler to preempt the loop (a time slice: milliseconds).
+     * While such a job is out, a turn whose poll did not sleep (the loop
+     * is saturated: events were waiting) ends by giving way to it. */
+    if (slept < SATURATED_SLEEP_NS && atomic_load_explicit(&w->jobs_out, memory_order_relaxed)) {
+        GH_STAT_ADD(&w->stats.loop_yields, 1);
+        sched_yield();
+    }
+    if (gh_list_empty(&w->ready))
         uv_idle_stop(&w->turn_spin);
 }
 
 int gh_conn_listen(struct gh_worker *w)
 {
-    gh_list_init(&w->ready[0]);
-    gh_list_init(&w->ready[1]);
+    gh_list_init(&w->ready);
     w->accept_budget = ACCEPT_START;
     w->listener.data = w;
     w->turn_end.data = w;

@@ -48,6 +48,8 @@ static void finish_task(struct gh_worker *w, void *data)
 
 static void finish(struct pjob *j)
 {
+    if (j->w)
+        gh_worker_job_done(j->w);
     if (j->w && gh_worker_post(j->w, finish_task, j) == 0)
         return;
     j->done(NULL, j->arg, j->rc);
@@ -195,6 +197,8 @@ int gh_pwpool_submit(struct gh_pwpool *p, enum gh_pw_prio prio, gh_pwpool_fn fn,
     j->arg = arg;
     j->w = w;
     j->enq_ms = gh_now_ms();
+    if (w)
+        gh_worker_job_begin(w);
     struct pjob *late = NULL, **late_tail = &late;
     pthread_mutex_lock(&p->mu);
     j->deadline_ms = j->enq_ms + p->q[prio].deadline_ms;
@@ -225,8 +229,11 @@ int gh_pwpool_submit(struct gh_pwpool *p, enum gh_pw_prio prio, gh_pwpool_fn fn,
         finish(late);
         late = next;
     }
-    if (rc)
+    if (rc) {
+        if (w)
+            gh_worker_job_done(w);
         free(j);
+    }
     return rc;
 }
 

@@ -42,6 +42,7 @@ struct gh_worker_stats {
     _Atomic uint64_t refused[GH_REFUSE_COUNT];
     _Atomic uint64_t loop_lag_us;     /* last tick's lag */
     _Atomic uint64_t loop_lag_max_us; /* max over the last 10 s */
+    _Atomic uint64_t loop_yields;     /* saturated turns that gave way to its jobs (conn.c) */
     _Atomic uint64_t access_sampled_out;
 };
 

@@ -83,9 +83,13 @@ static int queue_push(struct queue *q, gh_store_fn fn, void *arg, struct gh_work
     j->arg = arg;
     j->w = w;
     j->done = done;
+    if (w)
+        gh_worker_job_begin(w);
     pthread_mutex_lock(&q->mu);
     if (q->closing || q->n >= q->max) {
         pthread_mutex_unlock(&q->mu);
+        if (w)
+            gh_worker_job_done(w);
         free(j);
         return GH_EBUSY;
     }
@@ -137,6 +141,8 @@ static void deliver_task(struct gh_worker *w, void *data)
 
 static void deliver(struct job *j)
 {
+    if (j->w)
+        gh_worker_job_done(j->w);
     if (!j->done)
         return;
     if (j->w) {
