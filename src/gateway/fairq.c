@@ -1,6 +1,6 @@
 /* This module implements the gateway's fair queue (fairq.h): per model and
  * tier, a list of the users who wait, each with its own FIFO of waiters;
- * stride scheduling between tiers, start-time fair queueing between users. */
+ * weighted fair queueing between users, each weighted by its tier. */
 #include "gateway/fairq.h"
 
 #include <stdlib.h>
@@ -10,7 +10,7 @@ struct gh_fairq_user {
     uint64_t user_id;
     unsigned model, tier;
     unsigned active, waiting;
-    double tag;                 /* start tag of its next call (valid in epoch) */
+    double tag;                 /* virtual start of its next call (valid in epoch) */
     uint64_t epoch;             /* the model queue's epoch the tag belongs to */
     struct gh_list waiters;     /* its gh_fairq_waiter nodes, arrival order */
     struct gh_list wnode;       /* in its model's tier list while waiting */
@@ -20,10 +20,8 @@ struct gh_fairq_user {
 struct model_q {
     struct gh_list users[GH_TIER_COUNT]; /* users with waiters */
     unsigned waiting[GH_TIER_COUNT];
-    double pass[GH_TIER_COUNT];
-    double vt;               /* the pass of the last dispatch */
-    double v[GH_TIER_COUNT]; /* per tier: the tag of the last dispatch */
-    uint64_t epoch;          /* + 1 each time the queue empties: older tags are void */
+    double v;       /* virtual time: the start tag of the last dispatch */
+    uint64_t epoch; /* + 1 each time the queue empties: older tags are void */
     double hold_ms;          /* mean slot hold time (moving average), 0 = none yet */
 };
 
@@ -38,6 +36,14 @@ struct gh_fairq {
     uint64_t seq;
     struct gh_fairq_tier_stats stats[GH_TIER_COUNT];
 };
+
+/* A call's length in virtual time for a user of tier: 1 / the tier's
+ * weight, so a user of weight 8 has 8 calls served for one of a user of
+ * weight 1 while both wait. */
+static double step(const struct gh_fairq *q, unsigned tier)
+{
+    return 1.0 / q->cfg.weights[tier];
+}
 
 const char *gh_fairq_tier_name(unsigned tier)
 {
@@ -185,19 +191,12 @@ int gh_fairq_push_locked(struct gh_fairq *q, struct gh_fairq_waiter *w, uint64_t
         return GH_ETOOBIG;
     }
     struct model_q *m = &q->models[model];
-    if (!gh_fairq_waiting_locked(q, model)) {
-        /* the queue was empty: no contention to remember, every tier even */
-        memset(m->pass, 0, sizeof m->pass);
-        m->vt = 0;
-    } else if (!m->waiting[tier] && m->pass[tier] < m->vt) {
-        m->pass[tier] = m->vt; /* joins at the current pass: no credit banked while idle */
-    }
     if (!u->waiting) {
-        /* joins no earlier than the last dispatch, and behind it by the
-         * calls it holds already: a user with 4 in flight comes after
-         * those with none */
+        /* joins no earlier than the last dispatch (no credit banked while
+         * it did not wait), and behind it by the calls it holds already:
+         * a user with 4 in flight comes after those with none */
         double tag = u->epoch == m->epoch ? u->tag : 0;
-        double floor = m->v[tier] + u->active;
+        double floor = m->v + u->active * step(q, tier);
         u->tag = tag > floor ? tag : floor;
         u->epoch = m->epoch;
         gh_list_push_back(&m->users[tier], &u->wnode);
@@ -229,7 +228,7 @@ static void unlink_waiter(struct gh_fairq *q, struct gh_fairq_waiter *w)
         gh_list_remove(&u->wnode);
     if (!gh_fairq_waiting_locked(q, w->model)) {
         m->epoch++; /* no contention left to remember */
-        memset(m->v, 0, sizeof m->v);
+        m->v = 0;
     }
 }
 
@@ -244,30 +243,42 @@ void gh_fairq_remove_locked(struct gh_fairq *q, struct gh_fairq_waiter *w, bool 
     w->user = NULL;
 }
 
+/* Whether the call finishing (virtually) at fa of tier ta, whose user's
+ * head arrived as seqa, goes before the one at fb, tb, seqb: the earlier
+ * finish, then the better tier, then the earlier arrival. */
+static bool before(double fa, unsigned ta, uint64_t seqa, double fb, unsigned tb, uint64_t seqb)
+{
+    if (fa != fb)
+        return fa < fb;
+    if (ta != tb)
+        return ta < tb;
+    return seqa < seqb;
+}
+
+static uint64_t head_seq(struct gh_fairq_user *u)
+{
+    return GH_CONTAINER_OF(gh_list_first(&u->waiters), struct gh_fairq_waiter, node)->seq;
+}
+
 struct gh_fairq_waiter *gh_fairq_next_locked(struct gh_fairq *q, unsigned model)
 {
     if (model >= GH_FAIRQ_MODELS)
         return NULL;
     struct model_q *m = &q->models[model];
-    int tier = -1;
-    for (unsigned t = 0; t < GH_TIER_COUNT; t++)
-        if (m->waiting[t] && (tier < 0 || m->pass[t] < m->pass[tier]))
-            tier = (int)t;
-    if (tier < 0)
-        return NULL;
-    /* the user with the lowest start tag, then the earliest head */
-    struct gh_fairq_waiter *best = NULL;
-    double best_tag = 0;
-    for (struct gh_list *n = m->users[tier].next; n != &m->users[tier]; n = n->next) {
-        struct gh_fairq_user *u = GH_CONTAINER_OF(n, struct gh_fairq_user, wnode);
-        struct gh_fairq_waiter *h =
-            GH_CONTAINER_OF(gh_list_first(&u->waiters), struct gh_fairq_waiter, node);
-        if (!best || u->tag < best_tag || (u->tag == best_tag && h->seq < best->seq)) {
-            best = h;
-            best_tag = u->tag;
+    struct gh_fairq_user *best = NULL;
+    double best_finish = 0;
+    for (unsigned t = 0; t < GH_TIER_COUNT; t++) {
+        for (struct gh_list *n = m->users[t].next; n != &m->users[t]; n = n->next) {
+            struct gh_fairq_user *u = GH_CONTAINER_OF(n, struct gh_fairq_user, wnode);
+            double f = u->tag + step(q, t);
+            if (!best || before(f, t, head_seq(u), best_finish, best->tier, head_seq(best))) {
+                best = u;
+                best_finish = f;
+            }
         }
     }
-    return best;
+    return best ? GH_CONTAINER_OF(gh_list_first(&best->waiters), struct gh_fairq_waiter, node)
+                : NULL;
 }
 
 struct gh_fairq_user *gh_fairq_grant_locked(struct gh_fairq *q, struct gh_fairq_waiter *w)
@@ -275,11 +286,8 @@ struct gh_fairq_user *gh_fairq_grant_locked(struct gh_fairq *q, struct gh_fairq_
     GH_ASSERT(w->queued);
     struct gh_fairq_user *u = w->user;
     struct model_q *m = &q->models[w->model];
-    m->vt = m->pass[w->tier];
-    m->pass[w->tier] += 1.0 / q->cfg.weights[w->tier];
-    /* start-time fair queueing between the tier's users: one call each */
-    m->v[w->tier] = u->tag;
-    u->tag += 1;
+    m->v = u->tag;
+    u->tag += step(q, w->tier);
     unlink_waiter(q, w);
     u->active++;
     q->stats[w->tier].served++;
@@ -298,21 +306,50 @@ unsigned gh_fairq_waiting_locked(struct gh_fairq *q, unsigned model)
     return n;
 }
 
+/* The waiters of model that go before a call finishing (virtually) at
+ * mine, of tier, whose user's head arrived as my_seq; me's own are not
+ * counted. */
+static unsigned count_before(struct gh_fairq *q, struct model_q *m,
+                             const struct gh_fairq_user *me, double mine, unsigned tier,
+                             uint64_t my_seq)
+{
+    unsigned n = 0;
+    for (unsigned t = 0; t < GH_TIER_COUNT; t++) {
+        for (struct gh_list *l = m->users[t].next; l != &m->users[t]; l = l->next) {
+            struct gh_fairq_user *u = GH_CONTAINER_OF(l, struct gh_fairq_user, wnode);
+            if (u == me)
+                continue;
+            uint64_t head = head_seq(u);
+            double st = step(q, t);
+            for (unsigned k = 0; k < u->waiting; k++) {
+                if (!before(u->tag + (k + 1) * st, t, head, mine, tier, my_seq))
+                    break;
+                n++;
+            }
+        }
+    }
+    return n;
+}
+
 unsigned gh_fairq_ahead_locked(struct gh_fairq *q, uint64_t user_id, unsigned model, unsigned tier)
 {
     if (model >= GH_FAIRQ_MODELS || tier >= GH_TIER_COUNT)
         return 0;
     struct model_q *m = &q->models[model];
-    unsigned n = 0;
-    for (unsigned t = 0; t < tier; t++)
-        n += m->waiting[t];
     struct gh_fairq_user *me = user_get(q, user_id, model, tier, false);
-    unsigned mine = me ? me->waiting : 0;
-    for (struct gh_list *l = m->users[tier].next; l != &m->users[tier]; l = l->next) {
-        struct gh_fairq_user *u = GH_CONTAINER_OF(l, struct gh_fairq_user, wnode);
-        n += u == me ? u->waiting : GH_MIN(u->waiting, mine + 1);
+    double st = step(q, tier), start;
+    unsigned mine = 0;
+    if (me && me->waiting) {
+        mine = me->waiting;
+        start = me->tag + mine * st;
+    } else {
+        /* as gh_fairq_push_locked would place it */
+        double tag = me && me->epoch == m->epoch ? me->tag : 0;
+        double floor = m->v + (me ? me->active : 0) * st;
+        start = tag > floor ? tag : floor;
     }
-    return n;
+    /* a new call arrives last: ties in its tier count ahead */
+    return mine + count_before(q, m, me, start + st, tier, UINT64_MAX);
 }
 
 unsigned gh_fairq_position_locked(struct gh_fairq *q, const struct gh_fairq_waiter *w)
@@ -325,28 +362,10 @@ unsigned gh_fairq_position_locked(struct gh_fairq *q, const struct gh_fairq_wait
     for (const struct gh_list *l = me->waiters.next; l != &me->waiters && l != &w->node;
          l = l->next)
         rank++;
-    /* its start tag, as gh_fairq_next_locked will see it: the user's tag
-     * grows by one per dispatch; a tie goes to the earlier head */
-    double mine = me->tag + rank - 1;
-    uint64_t my_head =
-        GH_CONTAINER_OF(gh_list_first(&me->waiters), struct gh_fairq_waiter, node)->seq;
-    unsigned n = rank;
-    for (unsigned t = 0; t < w->tier; t++)
-        n += m->waiting[t];
-    for (struct gh_list *l = m->users[w->tier].next; l != &m->users[w->tier]; l = l->next) {
-        struct gh_fairq_user *u = GH_CONTAINER_OF(l, struct gh_fairq_user, wnode);
-        if (u == me)
-            continue;
-        uint64_t head =
-            GH_CONTAINER_OF(gh_list_first(&u->waiters), struct gh_fairq_waiter, node)->seq;
-        for (unsigned k = 0; k < u->waiting; k++) {
-            double tag = u->tag + k;
-            if (tag > mine || (tag == mine && head > my_head))
-                break;
-            n++;
-        }
-    }
-    return n;
+    /* its virtual finish, as gh_fairq_next_locked will see it: the user's
+     * tag grows by a step per dispatch */
+    double mine = me->tag + rank * step(q, w->tier);
+    return rank + count_before(q, m, me, mine, w->tier, head_seq(me));
 }
 
 uint64_t gh_fairq_estimate_locked(struct gh_fairq *q, unsigned model, unsigned ahead,

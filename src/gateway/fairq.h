@@ -1,19 +1,23 @@
 /* The fair queue of the gateway: calls that wait for a model slot when
  * every upstream of their model is full, shared by all the node's workers.
- * It decides who goes next when a slot frees:
- *   - between priority tiers (policy: a quota override, an established
- *     account, a new account) by stride scheduling on their weights: each
- *     dispatch from a tier advances its pass by 1/weight, the tier with the
- *     lowest pass goes next (ties to the better tier), and a tier that
- *     starts waiting joins at the current pass (no credit banked while
- *     idle);
- *   - within a tier, across users (not keys), start-time fair queueing:
- *     each user has a start tag, the lowest goes next (then the earliest
- *     arrival) and its tag grows by one; a user joins the queue at the tag
- *     of the last dispatch plus the calls it holds in flight already (so
- *     one with 4 running comes after those with none), never lower than
- *     its own tag. One user's many keys or scripts share one turn. Tags
- *     are forgotten when the model's queue empties.
+ * It decides who goes next when a slot frees, by weighted fair queueing
+ * across users (not keys: one user's many keys or scripts share one
+ * turn), each user weighted by its priority tier (policy: a quota
+ * override, an established account, a new account; weights 16, 8, 1 by
+ * default):
+ *   - each waiting user has a virtual start tag; its next call finishes
+ *     (virtually) one step later, a step being 1 / its tier's weight, and
+ *     the call with the earliest finish goes next (ties: the better tier,
+ *     then the earlier arrival); the user's tag then grows by a step;
+ *   - a user joins the queue at the start tag of the last dispatch plus
+ *     a step per call it holds in flight already (so one with 4 running
+ *     comes after those with none), never lower than its own tag: no
+ *     credit is banked while it did not wait. Tags are forgotten when the
+ *     model's queue empties.
+ * So the weights apply per user, and a tier's share follows its users:
+ * 45 established users and 5 new ones, all waiting, get 360 calls to 5
+ * (the new accounts absorb the wait), where weights per tier would give
+ * the five new accounts one call in nine whatever their number.
  * It is bounded (queue_max in all, queue_per_user per user), keeps the
  * recent service time per model for the wait estimate, and counts per tier
  * what /metrics shows.
@@ -94,23 +98,23 @@ void gh_fairq_remove_locked(struct gh_fairq *q, struct gh_fairq_waiter *w, bool 
 /* The waiter of model that goes next, or NULL; it stays queued. */
 struct gh_fairq_waiter *gh_fairq_next_locked(struct gh_fairq *q, unsigned model);
 /* The next waiter got a slot: out of the queue, counted in flight (hand
- * the returned entry to gh_fairq_done_locked later), its tier's pass
- * advanced. */
+ * the returned entry to gh_fairq_done_locked later), its user's tag
+ * advanced by a step. */
 struct gh_fairq_user *gh_fairq_grant_locked(struct gh_fairq *q, struct gh_fairq_waiter *w);
 /* Calls of model waiting. */
 unsigned gh_fairq_waiting_locked(struct gh_fairq *q, unsigned model);
 
 /* The calls of model that would start before a new call of (user_id,
- * tier): every waiter of a better tier, and in its own tier each other
- * user's waiters up to one more than the caller's own. */
+ * tier): the caller's own waiting calls and every other waiter whose
+ * virtual finish comes before the new call's (ties count ahead). */
 unsigned gh_fairq_ahead_locked(struct gh_fairq *q, uint64_t user_id, unsigned model, unsigned tier);
 /* The estimated wait of a call with `ahead` calls before it on model
  * with `slots` slots: (ahead + 1) × the recent mean service time / slots,
  * in ms; 0 while the model has no finished call to go by. */
 /* The place in line of the queued waiter w, 1 = next (0: not queued),
- * counted as gh_fairq_ahead_locked counts: every waiter of a better tier,
- * and in its tier each user's waiters up to w's rank among its own user's
- * (ties counted ahead). What the web chat shows as "position N". */
+ * the order gh_fairq_next_locked grants in while nobody else arrives:
+ * its rank among its user's waiters plus every other waiter whose
+ * virtual finish comes first. What the web chat shows as "position N". */
 unsigned gh_fairq_position_locked(struct gh_fairq *q, const struct gh_fairq_waiter *w);
 uint64_t gh_fairq_estimate_locked(struct gh_fairq *q, unsigned model, unsigned ahead,
                                   unsigned slots);

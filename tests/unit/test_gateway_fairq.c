@@ -1,7 +1,7 @@
 /* Unit tests of the gateway's fair queue (gateway/fairq.h): users share
- * turns by start tags (one with calls in flight comes after those with
- * none), tiers by stride on their weights, the bounds, the wait estimate
- * and the counters. */
+ * turns by virtual finish (one with calls in flight comes after those with
+ * none), each user weighted by its tier, the bounds, the wait estimate and
+ * the counters. */
 #include "test_util.h"
 
 #include "gateway/fairq.h"
@@ -228,16 +228,61 @@ static void position(void **state)
     assert_int_equal(gh_fairq_position_locked(q, &w[100]), 1);
     assert_int_equal(gh_fairq_position_locked(q, &w[1]), 2);
     assert_int_equal(gh_fairq_position_locked(q, &w[200]), 3);
-    /* the new tier's turn by stride (1 dispatch in 9) comes early: its
-     * position counts the better tier whole, an upper bound */
-    assert_int_equal(grant(q, w, GH_ARRAY_LEN(w), &g), 3);
-    gh_fairq_done_locked(q, g, M, 100);
-    assert_int_equal(gh_fairq_position_locked(q, &w[100]), 1);
-    assert_int_equal(gh_fairq_position_locked(q, &w[1]), 2);
     assert_int_equal(grant(q, w, GH_ARRAY_LEN(w), &g), 2);
     gh_fairq_done_locked(q, g, M, 100);
     assert_int_equal(gh_fairq_position_locked(q, &w[1]), 1);
-    gh_fairq_remove_locked(q, &w[1], false);
+    assert_int_equal(gh_fairq_position_locked(q, &w[200]), 2);
+    /* an established user arriving now goes before the new account (its
+     * call finishes 1/8 past the last start, the new one's 1 past), and
+     * before user 1's second call (user 1 has had a turn already) */
+    assert_int_equal(gh_fairq_push_locked(q, &w[300], 4, M, GH_TIER_ESTABLISHED, 4), 0);
+    assert_int_equal(gh_fairq_position_locked(q, &w[300]), 1);
+    assert_int_equal(gh_fairq_position_locked(q, &w[1]), 2);
+    assert_int_equal(gh_fairq_position_locked(q, &w[200]), 3);
+    assert_int_equal(gh_fairq_ahead_locked(q, 5, M, GH_TIER_NEW), 3);
+    assert_int_equal(grant(q, w, GH_ARRAY_LEN(w), &g), 4);
+    gh_fairq_done_locked(q, g, M, 100);
+    assert_int_equal(grant(q, w, GH_ARRAY_LEN(w), &g), 1);
+    gh_fairq_done_locked(q, g, M, 100);
+    assert_int_equal(grant(q, w, GH_ARRAY_LEN(w), &g), 3);
+    gh_fairq_done_locked(q, g, M, 100);
+    gh_fairq_free(q);
+}
+
+/* The weights apply per user: nine established users and one new
+ * account, all waiting, share in 8 × 9 : 1, so the new account absorbs
+ * the wait (weights per tier would have given it one call in nine). Every
+ * grant is where gh_fairq_position_locked said it would be. */
+static void new_accounts_absorb_the_wait(void **state)
+{
+    struct gh_fairq *q = queue(2000, 100);
+    static struct gh_fairq_waiter w[1000];
+    for (uint64_t u = 1; u <= 9; u++)
+        for (int i = 0; i < 20; i++)
+            assert_int_equal(gh_fairq_push_locked(q, &w[(u - 1) * 100 + i], u, M,
+                                                  GH_TIER_ESTABLISHED, 1),
+                             0);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(gh_fairq_push_locked(q, &w[900 + i], 10, M, GH_TIER_NEW, 1), 0);
+    /* the new account's first call: after 8 of each established user's */
+    assert_int_equal(gh_fairq_position_locked(q, &w[900]), 9 * 8 + 1);
+    assert_int_equal(gh_fairq_ahead_locked(q, 11, M, GH_TIER_NEW), 9 * 8 + 1);
+    unsigned per_user[11] = {0};
+    struct gh_fairq_user *g;
+    for (int i = 0; i < 146; i++) {
+        struct gh_fairq_waiter *next = gh_fairq_next_locked(q, M);
+        assert_non_null(next);
+        assert_int_equal(gh_fairq_position_locked(q, next), 1);
+        uint64_t u = grant(q, w, GH_ARRAY_LEN(w), &g);
+        gh_fairq_done_locked(q, g, M, 10);
+        per_user[u]++;
+    }
+    /* 146 = 2 × 73: each established user 16, the new account 2 */
+    for (unsigned u = 1; u <= 9; u++)
+        assert_int_equal(per_user[u], 16);
+    assert_int_equal(per_user[10], 2);
+    for (int i = 0; i < 1000; i++)
+        gh_fairq_remove_locked(q, &w[i], false);
     gh_fairq_free(q);
 }
 
@@ -251,6 +296,7 @@ int main(void)
         cmocka_unit_test(pool_exhaustion),
         cmocka_unit_test(estimate),
         cmocka_unit_test(position),
+        cmocka_unit_test(new_accounts_absorb_the_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
