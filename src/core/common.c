@@ -53,6 +53,8 @@ const char *gh_strerror(int rc)
         return "busy";
     case GH_EEXIST:
         return "already exists";
+    case GH_EPERM:
+        return "not allowed";
     default:
         return "unknown error";
     }

@@ -15,6 +15,7 @@
 #define GH_ENOTFOUND (-5)
 #define GH_EBUSY    (-6) /* a queue or table is full */
 #define GH_EEXIST   (-7)
+#define GH_EPERM    (-8) /* refused: not allowed as things stand */
 
 /* A GH_E* code's name for logs ("invalid argument" …); never NULL. */
 const char *gh_strerror(int rc);

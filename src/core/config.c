@@ -115,6 +115,9 @@ static const struct key_def keys[] = {
      "64 hex chars; empty = generated at first start in data_dir/secrets"},
     {"secrets", "admin_token", T_TOKEN, OFF(secrets.admin_token), 0, 0, "",
      "admin API bearer token; empty = generated in data_dir/admin.token"},
+    {"secrets", "file", T_STR, OFF(secrets.file), 0, 4096, "",
+     "a secrets file shared by a cluster's nodes (hmac_key=, enc_key=; mode 0600 or "
+     "0400), read instead of data_dir/secrets and never generated; empty = data_dir/secrets"},
 
     {"store", "backend", T_STR, OFF(store.backend), 1, 16, "sqlite",
      "sqlite (data_dir/gatehouse.db) or postgres ([store] url)"},
@@ -1000,6 +1003,9 @@ static const struct {
     {"GATEHOUSE_DATA", "server", "data_dir"},
     {"GATEHOUSE_WORKERS", "server", "workers"},
     {"GATEHOUSE_ADMIN_TOKEN", "secrets", "admin_token"},
+    {"GATEHOUSE_HMAC_KEY", "secrets", "hmac_key"},
+    {"GATEHOUSE_ENC_KEY", "secrets", "enc_key"},
+    {"GATEHOUSE_SECRETS_FILE", "secrets", "file"},
 };
 
 int gh_config_apply_env(struct gh_config *c, char **envp, struct gh_buf *err)

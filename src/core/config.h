@@ -57,6 +57,7 @@ struct gh_config {
         char *hmac_key;    /* 64 hex chars, or empty: generated in data_dir */
         char *enc_key;     /* 64 hex chars, or empty: generated in data_dir */
         char *admin_token; /* or empty: generated in data_dir/admin.token */
+        char *file;        /* a shared secrets file (hmac_key=, enc_key=), or empty */
     } secrets;
 
     struct {

@@ -118,8 +118,38 @@ int gh_secrets_load(const struct gh_config *cfg, struct gh_secrets *s, struct gh
     }
     memset(s, 0, sizeof *s);
     char path[4200], text[512];
-    snprintf(path, sizeof path, "%s/secrets", cfg->server.data_dir);
-    int rc = read_small_file(path, text, sizeof text);
+    bool shared = cfg->secrets.file && cfg->secrets.file[0];
+    bool both_given = cfg->secrets.hmac_key[0] && cfg->secrets.enc_key[0];
+    int rc;
+    if (both_given) {
+        text[0] = '\0'; /* nothing to read or generate */
+        snprintf(path, sizeof path, "[secrets]");
+        rc = 0;
+    } else if (shared) {
+        /* a cluster's keys: never generated here (a node that made its own
+         * would write data the others cannot read), and private */
+        snprintf(path, sizeof path, "%s", cfg->secrets.file);
+        struct stat st;
+        if (stat(path, &st)) {
+            gh_buf_printf(err, "secrets.file %s: %s", path, strerror(errno));
+            return GH_EIO;
+        }
+        if (st.st_mode & 077) {
+            gh_buf_printf(err,
+                          "secrets.file %s is readable or writable by others (mode %04o): "
+                          "chmod 600 it",
+                          path, (unsigned)(st.st_mode & 07777));
+            return GH_EIO;
+        }
+        rc = read_small_file(path, text, sizeof text);
+        if (rc) {
+            gh_buf_printf(err, "cannot read secrets.file %s", path);
+            return rc;
+        }
+    } else {
+        snprintf(path, sizeof path, "%s/secrets", cfg->server.data_dir);
+        rc = read_small_file(path, text, sizeof text);
+    }
     if (rc == GH_ENOTFOUND) {
         unsigned char k1[GH_KEY_BYTES], k2[GH_KEY_BYTES];
         char h1[65], h2[65];

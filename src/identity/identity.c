@@ -2506,6 +2506,7 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
                                   .connect_timeout_ms = cfg->store.connect_timeout_ms,
                                   .statement_timeout_ms = cfg->store.statement_timeout_ms,
                                   .enc_key = srv->secrets.enc_key,
+                                  .hmac_key = srv->secrets.hmac_key,
                                   .queue_max = cfg->identity.store_queue_max,
                                   .readers = cfg->store.readers};
     rc = gh_store_open(&so, &ids.store, err);

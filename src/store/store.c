@@ -43,6 +43,7 @@ struct gh_store {
     const struct gh_store_backend *be;
     struct gh_store_options o; /* strings owned: path, url */
     uint8_t enc_key[32];
+    uint8_t hmac_key[32]; /* when o.hmac_key: the key check's (gh_store_open) */
     struct queue wq, rq;
     pthread_t writer;
     pthread_t readers[READERS_MAX];
@@ -246,6 +247,7 @@ static void store_free(struct gh_store *s)
     free((char *)s->o.path);
     free((char *)s->o.url);
     sodium_memzero(s->enc_key, sizeof s->enc_key);
+    sodium_memzero(s->hmac_key, sizeof s->hmac_key);
     free(s);
 }
 
@@ -253,6 +255,84 @@ static int conn_open(struct gh_store *s, struct gh_store_conn *c, bool writer, s
 {
     *c = (struct gh_store_conn){.be = s->be, .enc_key = s->enc_key};
     return s->be->open(c, &s->o, writer, err);
+}
+
+/* The key check value of the node's two keys: a keyed BLAKE2b of a fixed
+ * label under each, "v1:<hmac 32 hex>:<enc 32 hex>". It tells whether two
+ * nodes hold the same keys without saying anything about them. */
+#define KEY_CHECK_NAME "key_check"
+#define KEY_CHECK_LEN  (3 + 32 + 1 + 32)
+
+static void key_check_value(const uint8_t hmac_key[32], const uint8_t enc_key[32],
+                            char out[KEY_CHECK_LEN + 1])
+{
+    static const char label[] = "gatehouse key check v1";
+    uint8_t h[16], e[16];
+    crypto_generichash(h, sizeof h, (const uint8_t *)label, sizeof label - 1, hmac_key, 32);
+    crypto_generichash(e, sizeof e, (const uint8_t *)label, sizeof label - 1, enc_key, 32);
+    memcpy(out, "v1:", 3);
+    sodium_bin2hex(out + 3, 33, h, sizeof h);
+    out[35] = ':';
+    sodium_bin2hex(out + 36, 33, e, sizeof e);
+}
+
+/* Reads the database's key check value into have (empty when none);
+ * writes mine when there is none. 0 or GH_EIO/GH_EBUSY. */
+static int key_check_exchange(struct gh_store_conn *c, const char *mine, char *have, size_t cap)
+{
+    struct gh_buf v;
+    gh_buf_init(&v, 256);
+    int rc = c->be->tx(c, GH_TX_BEGIN);
+    if (!rc) {
+        int g = c->be->setting_get(c, KEY_CHECK_NAME, &v);
+        if (g == GH_ENOTFOUND) {
+            rc = c->be->setting_put(c, KEY_CHECK_NAME, mine);
+            have[0] = '\0';
+        } else if (g) {
+            rc = g;
+        } else {
+            snprintf(have, cap, "%.*s", (int)v.len, v.data ? v.data : "");
+        }
+        if (rc)
+            c->be->tx(c, GH_TX_ROLLBACK);
+        else
+            rc = c->be->tx(c, GH_TX_COMMIT);
+    }
+    gh_buf_dispose(&v);
+    return rc;
+}
+
+/* A node whose keys differ from those the database was written with would
+ * find no user by phone (keyed hashes) and could not read the phones it
+ * finds: it must not start. The first node to open a database leaves its
+ * check value; every node then compares, after its own write too, so that
+ * of two nodes with different keys starting at once, one refuses. */
+static int key_check(struct gh_store *s, struct gh_buf *err)
+{
+    if (!s->o.hmac_key)
+        return 0;
+    char mine[KEY_CHECK_LEN + 1], have[KEY_CHECK_LEN + 8];
+    key_check_value(s->o.hmac_key, s->enc_key, mine);
+    int rc = key_check_exchange(&s->wconn, mine, have, sizeof have);
+    if (!rc && !have[0])
+        rc = key_check_exchange(&s->wconn, mine, have, sizeof have); /* read back */
+    if (rc) {
+        gh_buf_printf(err, "store: cannot read or write the key check value (%s)",
+                      gh_strerror(rc));
+        return rc;
+    }
+    if (!strcmp(have, mine))
+        return 0;
+    bool hmac_differs = strncmp(have, mine, 35) != 0;
+    bool enc_differs = strlen(have) != strlen(mine) || strcmp(have + 35, mine + 35) != 0;
+    gh_buf_printf(err,
+                  "store: this node's secrets differ from those the %s database was written "
+                  "with (%s%s%s differs from the key check value it holds): every node of a "
+                  "cluster needs the same keys (secrets.file, GATEHOUSE_HMAC_KEY and "
+                  "GATEHOUSE_ENC_KEY, or [secrets]); refusing to start",
+                  s->be->name, hmac_differs ? "hmac_key" : "",
+                  hmac_differs && enc_differs ? " and " : "", enc_differs ? "enc_key" : "");
+    return GH_EPERM;
 }
 
 int gh_store_open(const struct gh_store_options *o, struct gh_store **out, struct gh_buf *err)
@@ -276,9 +356,19 @@ int gh_store_open(const struct gh_store_options *o, struct gh_store **out, struc
         return GH_ENOMEM;
     }
     memcpy(s->enc_key, o->enc_key, 32);
+    if (o->hmac_key) {
+        memcpy(s->hmac_key, o->hmac_key, 32);
+        s->o.hmac_key = s->hmac_key;
+    }
     if (conn_open(s, &s->wconn, true, err)) {
         store_free(s);
         return GH_EIO;
+    }
+    int krc = key_check(s, err);
+    if (krc) {
+        be->close(&s->wconn);
+        store_free(s);
+        return krc;
     }
     s->nreaders = GH_MIN(GH_MAX(o->readers, 1u), (unsigned)READERS_MAX);
     for (unsigned i = 0; i < s->nreaders; i++) {

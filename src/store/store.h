@@ -85,13 +85,19 @@ struct gh_store_options {
     uint64_t connect_timeout_ms;   /* postgres: one connection attempt */
     uint64_t statement_timeout_ms; /* postgres: per statement; 0 = the server's */
     const uint8_t *enc_key;        /* 32 bytes, for phone numbers */
+    /* 32 bytes, the node's keyed-hash key: with enc_key, checked at open
+     * against the key check value the database holds (written by the
+     * first node to open it); NULL = no check */
+    const uint8_t *hmac_key;
     unsigned queue_max;            /* jobs waiting per queue (writer, readers) */
     unsigned readers;              /* reader threads */
 };
 
-/* Opens (creating if needed) the database, applies pending migrations and
- * starts the threads. Main thread (it blocks: start-up only). 0 or a
- * negative code with err set (GH_EINVAL: an unknown backend). */
+/* Opens (creating if needed) the database, applies pending migrations,
+ * checks the keys (o->hmac_key) and starts the threads. Main thread (it
+ * blocks: start-up only). 0 or a negative code with err set (GH_EINVAL: an
+ * unknown backend; GH_EPERM: the database was written with other keys, a
+ * node whose secrets differ from the cluster's). */
 int gh_store_open(const struct gh_store_options *o, struct gh_store **out, struct gh_buf *err);
 /* Runs the queued jobs, stops the threads and closes. Main thread. */
 void gh_store_close(struct gh_store *s);

@@ -276,3 +276,26 @@ test('a database newer than the binary, a missing url, an unreachable server: cl
   assert.match(r.stderr, /cannot connect to PostgreSQL at postgresql:\/\/gatehouse:\*\*\*@127\.0\.0\.1/);
   assert.ok(!r.stderr.includes(pg.password), 'the password is not in the refusal');
 });
+
+test('two nodes on one PostgreSQL: other keys are refused; the cluster\'s keys sign in the other node\'s users', opts, async (t) => {
+  const pg = freshDb('keys');
+  const a = await startServer({ t, name: 'node-a', set: pgSet(pg) });
+  const phone = cnPhone();
+  await registerUser(a, phone, PW);
+  // node B with its own generated keys: refused before it serves anything
+  const r = await refusal('--set', 'store.backend=postgres', '--set', `store.url=${pg.url}`);
+  assert.match(r.stderr, /this node's secrets differ from those the postgres database was written with \(hmac_key and enc_key differ/);
+  assert.ok(!r.stderr.includes(pg.password));
+  // node B with node A's keys (a shared secrets file): A's user signs in on B
+  const file = path.join(tempDir(), 'cluster.secrets');
+  fs.writeFileSync(file, fs.readFileSync(path.join(a.dataDir, 'secrets')), { mode: 0o600 });
+  const b = await startServer({ t, name: 'node-b', set: pgSet(pg, { 'secrets.file': file }) });
+  const jar = new Jar();
+  const login = await api(b.url, 'POST', '/api/auth/login', { body: { phone, password: PW }, jar });
+  assert.equal(login.status, 200, login.text);
+  const me = await api(b.url, 'GET', '/api/me', { jar });
+  assert.equal(me.status, 200, me.text);
+  assert.equal(me.json.user.phone, phone, 'B decrypts the phone A sealed');
+  await b.stop();
+  await a.stop();
+});
