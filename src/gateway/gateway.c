@@ -1271,7 +1271,7 @@ int gh_gateway_init(struct gh_server *srv)
     }
     char path[4200];
     snprintf(path, sizeof path, "%s/usage.jsonl", cfg->server.data_dir);
-    gw->usage = gh_usage_new(path, 1u << 18, err, sizeof err);
+    gw->usage = gh_usage_new(gh_identity_store(), path, 1u << 18, err, sizeof err);
     if (!gw->usage) {
         rc = GH_EIO;
         goto fail;

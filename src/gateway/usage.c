@@ -2,18 +2,23 @@
 #include "gateway/usage.h"
 
 #include "core/buf.h"
+#include "core/log.h"
+#include "store/store.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define QUEUE_MAX 65536 /* lines waiting for the writer */
-/* The writer gathers lines this long after the first one of a batch (or
- * until half the queue is full), so a busy server wakes it ~10 times a
- * second instead of once per call (a context switch on the call's path). */
+#define QUEUE_MAX 65536 /* calls counted, waiting for the writer */
+/* The writer gathers calls this long after the first one of a batch (or
+ * until half the queue is full), so a busy server writes ~10 times a
+ * second instead of once per call (a transaction on the call's path). */
 #define GATHER_MS 100
+/* Rows loaded from the store at start: the days kept in memory. */
+#define LOAD_DAYS 400
 
 struct row {
     uint64_t key_id, user_id;
@@ -23,23 +28,24 @@ struct row {
     uint64_t cached, reasoning; /* prompt tokens from the cache; reasoning tokens */
 };
 
-struct line {
-    struct line *next;
-    size_t len;
-    char text[];
+/* One call's counts on their way to the store. */
+struct delta {
+    struct delta *next;
+    struct gh_store_usage u;
 };
 
 struct gh_usage {
-    pthread_mutex_t mu; /* rows and the queue */
+    pthread_mutex_t mu; /* rows, the queue, inflight */
     pthread_cond_t cond;
     struct row *rows;
     unsigned mask, nrows;
-    struct line *head, *tail;
+    struct delta *head, *tail;
     unsigned queued;
+    unsigned inflight; /* store jobs not yet done */
     bool stop;
-    bool idle; /* the writer waits for a first line: wake it */
+    bool idle; /* the writer waits for a first call: wake it */
     _Atomic uint64_t dropped;
-    FILE *f;
+    struct gh_store *store;
     pthread_t thread;
 };
 
@@ -81,18 +87,94 @@ static struct row *row_locked(struct gh_usage *u, uint64_t key, uint64_t user, u
     return NULL;
 }
 
-static void count_locked(struct gh_usage *u, const struct gh_usage_rec *rec)
+static void add_locked(struct gh_usage *u, const struct gh_store_usage *d)
 {
     GH_ASSERT_LOCKED(&u->mu);
-    struct row *r = row_locked(u, rec->key_id, rec->user_id, rec->day);
+    struct row *r = row_locked(u, d->key_id, d->user_id, d->day);
     if (!r)
         return;
-    r->requests++;
-    r->prompt += rec->prompt_tokens;
-    r->completion += rec->completion_tokens;
-    r->cut_short += rec->cut_short;
-    r->cached += rec->cached_tokens;
-    r->reasoning += rec->reasoning_tokens;
+    r->requests += d->requests;
+    r->prompt += d->prompt_tokens;
+    r->completion += d->completion_tokens;
+    r->cut_short += d->cut_short;
+    r->cached += d->cached_tokens;
+    r->reasoning += d->reasoning_tokens;
+}
+
+/* ---- to the store ---- */
+
+struct batch {
+    struct gh_usage *u;
+    size_t n;
+    struct gh_store_usage rows[];
+};
+
+static int batch_fn(struct gh_store_conn *c, void *arg)
+{
+    struct batch *b = arg;
+    for (size_t i = 0; i < b->n; i++) {
+        int rc = gh_store_usage_add(c, &b->rows[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static void batch_done(struct gh_worker *w, void *arg, int rc)
+{
+    (void)w; /* submitted without a worker: the store's thread */
+    struct batch *b = arg;
+    struct gh_usage *u = b->u;
+    if (rc) {
+        gh_log(GH_LOG_ERROR, "usage_write_failed", "%zu usage rows not written: %s", b->n,
+               gh_strerror(rc));
+        atomic_fetch_add(&u->dropped, b->n);
+    }
+    free(b);
+    pthread_mutex_lock(&u->mu);
+    u->inflight--;
+    pthread_cond_broadcast(&u->cond);
+    pthread_mutex_unlock(&u->mu);
+}
+
+/* Sums the deltas of list per (day, key, user) into one batch: a
+ * transaction per gather, a row per key-day in it. Frees the list. */
+static struct batch *gather(struct gh_usage *u, struct delta *list, unsigned n)
+{
+    struct batch *b = malloc(sizeof *b + (size_t)n * sizeof b->rows[0]);
+    if (!b) {
+        atomic_fetch_add(&u->dropped, n);
+    } else {
+        b->u = u;
+        b->n = 0;
+    }
+    while (list) {
+        struct delta *next = list->next;
+        if (b) {
+            size_t i = 0;
+            /* a gather holds few distinct key-days: a linear look is enough */
+            for (; i < b->n; i++) {
+                struct gh_store_usage *r = &b->rows[i];
+                if (r->day == list->u.day && r->key_id == list->u.key_id &&
+                    r->user_id == list->u.user_id)
+                    break;
+            }
+            if (i == b->n) {
+                b->rows[b->n++] = list->u;
+            } else {
+                struct gh_store_usage *r = &b->rows[i];
+                r->requests += list->u.requests;
+                r->prompt_tokens += list->u.prompt_tokens;
+                r->completion_tokens += list->u.completion_tokens;
+                r->cached_tokens += list->u.cached_tokens;
+                r->reasoning_tokens += list->u.reasoning_tokens;
+                r->cut_short += list->u.cut_short;
+            }
+        }
+        free(list);
+        list = next;
+    }
+    return b;
 }
 
 static void *writer(void *arg)
@@ -117,19 +199,21 @@ static void *writer(void *arg)
                    pthread_cond_timedwait(&u->cond, &u->mu, &until) == 0)
                 ;
         }
-        struct line *batch = u->head;
+        struct delta *list = u->head;
+        unsigned n = u->queued;
         u->head = u->tail = NULL;
         u->queued = 0;
         bool stop = u->stop;
         pthread_mutex_unlock(&u->mu);
-        while (batch) {
-            struct line *next = batch->next;
-            if (fwrite(batch->text, 1, batch->len, u->f) != batch->len)
-                atomic_fetch_add(&u->dropped, 1);
-            free(batch);
-            batch = next;
+        struct batch *b = list ? gather(u, list, n) : NULL;
+        if (b) {
+            pthread_mutex_lock(&u->mu);
+            u->inflight++;
+            pthread_mutex_unlock(&u->mu);
+            int rc = gh_store_write(u->store, batch_fn, b, NULL, batch_done);
+            if (rc)
+                batch_done(NULL, b, rc); /* the store's queue is full: counted */
         }
-        fflush(u->f);
         pthread_mutex_lock(&u->mu);
         if (stop && !u->head)
             break;
@@ -138,43 +222,93 @@ static void *writer(void *arg)
     return NULL;
 }
 
-static void replay(struct gh_usage *u, FILE *f)
+/* ---- start: the store's rows, and the old file's once ---- */
+
+static void load_row(const struct gh_store_usage *r, void *arg)
 {
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        json_t *j = json_loads(line, 0, NULL);
-        if (!j)
-            continue; /* a torn last line after a crash */
-        struct gh_usage_rec r = {
-            .key_id = (uint64_t)json_integer_value(json_object_get(j, "key_id")),
-            .user_id = (uint64_t)json_integer_value(json_object_get(j, "user_id")),
-            .day = (uint32_t)json_integer_value(json_object_get(j, "day")),
-            .prompt_tokens = (unsigned)json_integer_value(json_object_get(j, "prompt_tokens")),
-            .completion_tokens =
-                (unsigned)json_integer_value(json_object_get(j, "completion_tokens")),
-            .cut_short = json_is_true(json_object_get(j, "cut_short")),
-            .cached_tokens = (unsigned)json_integer_value(json_object_get(j, "cached_tokens")),
-            .reasoning_tokens =
-                (unsigned)json_integer_value(json_object_get(j, "reasoning_tokens")),
-        };
-        pthread_mutex_lock(&u->mu); /* alone at start, but the rule is the rule */
-        count_locked(u, &r);
-        pthread_mutex_unlock(&u->mu);
-        json_decref(j);
-    }
+    struct gh_usage *u = arg;
+    pthread_mutex_lock(&u->mu); /* alone at start, but the rule is the rule */
+    add_locked(u, r);
+    pthread_mutex_unlock(&u->mu);
 }
 
-struct gh_usage *gh_usage_new(const char *path, unsigned capacity, char *err, size_t errlen)
+static int load_fn(struct gh_store_conn *c, void *arg)
+{
+    struct gh_usage *u = arg;
+    uint32_t today = gh_usage_today();
+    return gh_store_usage_each(c, today > LOAD_DAYS ? today - LOAD_DAYS : 0,
+                               (u->mask + 1) / 4 * 3, load_row, u);
+}
+
+/* What the old file held, summed per key-day, and whether it is in the
+ * store already (the import's own mark, so a crash before the rename does
+ * not count it twice). */
+struct import {
+    struct gh_usage *u; /* a table of its own: the sums */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool done;
+    int rc;
+};
+
+#define IMPORT_MARK "usage_jsonl_imported"
+
+static int import_fn(struct gh_store_conn *c, void *arg)
+{
+    struct import *im = arg;
+    struct gh_buf mark;
+    gh_buf_init(&mark, 64);
+    int rc = gh_store_setting_get(c, IMPORT_MARK, &mark);
+    gh_buf_dispose(&mark);
+    if (rc == 0)
+        return 0; /* imported before a crash: only the rename is left */
+    if (rc != GH_ENOTFOUND)
+        return rc;
+    struct gh_usage *t = im->u;
+    for (unsigned i = 0; i <= t->mask; i++) {
+        const struct row *r = &t->rows[i];
+        if (!r->used)
+            continue;
+        struct gh_store_usage d = {.day = r->day,
+                                   .key_id = r->key_id,
+                                   .user_id = r->user_id,
+                                   .requests = r->requests,
+                                   .prompt_tokens = r->prompt,
+                                   .completion_tokens = r->completion,
+                                   .cached_tokens = r->cached,
+                                   .reasoning_tokens = r->reasoning,
+                                   .cut_short = r->cut_short};
+        rc = gh_store_usage_add(c, &d);
+        if (rc)
+            return rc;
+    }
+    return gh_store_setting_put(c, IMPORT_MARK, "1");
+}
+
+static void import_done(struct gh_worker *w, void *arg, int rc)
+{
+    (void)w;
+    struct import *im = arg;
+    pthread_mutex_lock(&im->mu);
+    im->rc = rc;
+    im->done = true;
+    pthread_cond_signal(&im->cond);
+    pthread_mutex_unlock(&im->mu);
+}
+
+static struct gh_usage *table_new(unsigned capacity)
 {
     struct gh_usage *u = calloc(1, sizeof *u);
     if (!u)
-        goto nomem;
+        return NULL;
     unsigned n = 64;
     while (n < capacity / 3 * 4 && n < (1u << 28))
         n <<= 1;
     u->rows = calloc(n, sizeof *u->rows);
-    if (!u->rows)
-        goto nomem;
+    if (!u->rows) {
+        free(u);
+        return NULL;
+    }
     u->mask = n - 1;
     pthread_mutex_init(&u->mu, NULL);
     pthread_condattr_t ca;
@@ -182,29 +316,116 @@ struct gh_usage *gh_usage_new(const char *path, unsigned capacity, char *err, si
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&u->cond, &ca);
     pthread_condattr_destroy(&ca);
-    FILE *old = fopen(path, "r");
-    if (old) {
-        replay(u, old);
-        fclose(old);
+    return u;
+}
+
+static void table_free(struct gh_usage *u)
+{
+    pthread_mutex_destroy(&u->mu);
+    pthread_cond_destroy(&u->cond);
+    free(u->rows);
+    free(u);
+}
+
+/* Sums the old file's lines (one per call) into t. */
+static void replay(struct gh_usage *t, FILE *f)
+{
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        json_t *j = json_loads(line, 0, NULL);
+        if (!j)
+            continue; /* a torn last line after a crash */
+        json_int_t day = json_integer_value(json_object_get(j, "day"));
+        struct gh_store_usage d = {
+            .day = day > 0 && day < UINT32_MAX ? (uint32_t)day : 0,
+            .key_id = (uint64_t)json_integer_value(json_object_get(j, "key_id")),
+            .user_id = (uint64_t)json_integer_value(json_object_get(j, "user_id")),
+            .requests = 1,
+            .prompt_tokens = (uint64_t)json_integer_value(json_object_get(j, "prompt_tokens")),
+            .completion_tokens =
+                (uint64_t)json_integer_value(json_object_get(j, "completion_tokens")),
+            .cut_short = json_is_true(json_object_get(j, "cut_short")),
+            .cached_tokens = (uint64_t)json_integer_value(json_object_get(j, "cached_tokens")),
+            .reasoning_tokens =
+                (uint64_t)json_integer_value(json_object_get(j, "reasoning_tokens")),
+        };
+        json_decref(j);
+        if (!d.day)
+            continue;
+        pthread_mutex_lock(&t->mu);
+        add_locked(t, &d);
+        pthread_mutex_unlock(&t->mu);
     }
-    u->f = fopen(path, "a");
-    if (!u->f) {
-        snprintf(err, errlen, "cannot open %s for appending", path);
-        goto fail;
+}
+
+/* Moves legacy_path (the JSON lines of older versions) into the store once
+ * and renames it to legacy_path.imported. */
+static int import_legacy(struct gh_store *store, const char *legacy_path, unsigned capacity,
+                         char *err, size_t errlen)
+{
+    FILE *f = fopen(legacy_path, "r");
+    if (!f)
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "cannot read %s", legacy_path), GH_EIO);
+    struct import im = {.u = table_new(capacity)};
+    if (!im.u) {
+        fclose(f);
+        snprintf(err, errlen, "out of memory");
+        return GH_ENOMEM;
+    }
+    replay(im.u, f);
+    fclose(f);
+    pthread_mutex_init(&im.mu, NULL);
+    pthread_cond_init(&im.cond, NULL);
+    int rc = gh_store_write(store, import_fn, &im, NULL, import_done);
+    if (!rc) {
+        pthread_mutex_lock(&im.mu);
+        while (!im.done)
+            pthread_cond_wait(&im.cond, &im.mu);
+        pthread_mutex_unlock(&im.mu);
+        rc = im.rc;
+    }
+    pthread_mutex_destroy(&im.mu);
+    pthread_cond_destroy(&im.cond);
+    unsigned rows = im.u->nrows;
+    table_free(im.u);
+    if (rc) {
+        snprintf(err, errlen, "cannot move %s into the store (%s)", legacy_path, gh_strerror(rc));
+        return rc;
+    }
+    char to[4300];
+    snprintf(to, sizeof to, "%s.imported", legacy_path);
+    if (rename(legacy_path, to)) {
+        snprintf(err, errlen, "moved %s into the store but cannot rename it to %s", legacy_path, to);
+        return GH_EIO;
+    }
+    gh_log(GH_LOG_INFO, "usage_imported", "%u usage rows of %s moved into the store; the file is now %s",
+           rows, legacy_path, to);
+    return 0;
+}
+
+struct gh_usage *gh_usage_new(struct gh_store *store, const char *legacy_path, unsigned capacity,
+                              char *err, size_t errlen)
+{
+    if (legacy_path && import_legacy(store, legacy_path, capacity, err, errlen))
+        return NULL;
+    struct gh_usage *u = table_new(capacity);
+    if (!u) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    u->store = store;
+    int rc = gh_store_read_now(store, load_fn, u);
+    if (rc) {
+        snprintf(err, errlen, "cannot read usage from the store (%s)", gh_strerror(rc));
+        table_free(u);
+        return NULL;
     }
     if (pthread_create(&u->thread, NULL, writer, u)) {
         snprintf(err, errlen, "cannot start the usage writer thread");
-        fclose(u->f);
-        goto fail;
+        table_free(u);
+        return NULL;
     }
     return u;
-nomem:
-    snprintf(err, errlen, "out of memory");
-fail:
-    if (u)
-        free(u->rows);
-    free(u);
-    return NULL;
 }
 
 void gh_usage_free(struct gh_usage *u)
@@ -216,52 +437,46 @@ void gh_usage_free(struct gh_usage *u)
     pthread_cond_signal(&u->cond);
     pthread_mutex_unlock(&u->mu);
     pthread_join(u->thread, NULL);
-    fclose(u->f);
-    pthread_mutex_destroy(&u->mu);
-    pthread_cond_destroy(&u->cond);
-    free(u->rows);
-    free(u);
+    /* the batches handed to the store name u: wait for them */
+    pthread_mutex_lock(&u->mu);
+    while (u->inflight)
+        pthread_cond_wait(&u->cond, &u->mu);
+    pthread_mutex_unlock(&u->mu);
+    table_free(u);
 }
 
 void gh_usage_record(struct gh_usage *u, const struct gh_usage_rec *r)
 {
-    struct gh_buf b;
-    gh_buf_init(&b, 1024);
-    char ts[40];
-    gh_buf_printf(&b, "{\"ts\":\"%s\",\"day\":%u,\"key_id\":%llu,\"user_id\":%llu,\"model\":\"",
-                  gh_time_rfc3339(gh_wall_ms(), ts, sizeof ts), r->day,
-                  (unsigned long long)r->key_id, (unsigned long long)r->user_id);
-    gh_buf_append_json_str(&b, r->model, strnlen(r->model, 256));
-    gh_buf_printf(&b,
-                  "\",\"prompt_tokens\":%u,\"completion_tokens\":%u,\"cached_tokens\":%u,"
-                  "\"reasoning_tokens\":%u,\"cut_short\":%s,\"status\":%d}\n",
-                  r->prompt_tokens, r->completion_tokens, r->cached_tokens, r->reasoning_tokens,
-                  r->cut_short ? "true" : "false", r->status);
-    struct line *l = b.data ? malloc(sizeof *l + b.len) : NULL;
-    if (l) {
-        l->next = NULL;
-        l->len = b.len;
-        memcpy(l->text, b.data, b.len);
-    }
-    gh_buf_dispose(&b);
+    struct delta *d = malloc(sizeof *d);
+    struct gh_store_usage one = {.day = r->day,
+                                 .key_id = r->key_id,
+                                 .user_id = r->user_id,
+                                 .requests = 1,
+                                 .prompt_tokens = r->prompt_tokens,
+                                 .completion_tokens = r->completion_tokens,
+                                 .cached_tokens = r->cached_tokens,
+                                 .reasoning_tokens = r->reasoning_tokens,
+                                 .cut_short = r->cut_short};
     pthread_mutex_lock(&u->mu);
-    count_locked(u, r);
-    if (l && u->queued < QUEUE_MAX) {
+    add_locked(u, &one);
+    if (d && u->queued < QUEUE_MAX && !u->stop) {
+        d->next = NULL;
+        d->u = one;
         if (u->tail)
-            u->tail->next = l;
+            u->tail->next = d;
         else
-            u->head = l;
-        u->tail = l;
+            u->head = d;
+        u->tail = d;
         u->queued++;
-        l = NULL;
+        d = NULL;
         if (u->idle || u->queued == QUEUE_MAX / 2) {
             u->idle = false;
             pthread_cond_signal(&u->cond);
         }
     }
     pthread_mutex_unlock(&u->mu);
-    if (l) {
-        free(l);
+    if (d) {
+        free(d);
         atomic_fetch_add(&u->dropped, 1);
     }
 }

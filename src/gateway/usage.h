@@ -1,11 +1,13 @@
 /* Usage of the chat API per API key and UTC day: counted in memory (a
- * capped table under one mutex) and appended as JSON lines to a file under
- * the data directory by a writer thread of its own, so no loop ever waits
- * on the disk. At start the file is replayed to rebuild the table (and the
- * quotas' daily spend). Usage holds token counts only, never text.
+ * capped table under one mutex, what /api/usage and the quotas read) and
+ * added to the store's usage table (store.h) by a writer thread of its
+ * own, one transaction per 100 ms gathered, so no loop ever waits on the
+ * database. At start the table is loaded from the store; a usage.jsonl
+ * left by an older version is moved into the store once (then renamed
+ * usage.jsonl.imported). Usage holds token counts only, never text.
  *
- * Created and freed on the main thread; gh_usage_record and the queries
- * may be called from any thread. */
+ * Created and freed on the main thread (the store outlives it);
+ * gh_usage_record and the queries may be called from any thread. */
 #pragma once
 
 #include "core/common.h"
@@ -27,14 +29,18 @@ struct gh_usage_rec {
     int status;     /* HTTP status the client got */
 };
 
-/* Opens (creating) path, replays it into the table (at most capacity
- * key-days are kept; older days beyond it are dropped) and starts the
- * writer thread. NULL with a message in err (errlen bytes) on failure. */
-struct gh_usage *gh_usage_new(const char *path, unsigned capacity, char *err, size_t errlen);
-/* Stops the writer after it has written what is queued. */
+struct gh_store;
+
+/* Moves legacy_path (an older version's usage.jsonl; NULL or missing:
+ * nothing) into store, loads the store's rows of the last 400 days into
+ * the table (at most capacity key-days) and starts the writer thread.
+ * Blocks (start-up only). NULL with a message in err (errlen bytes). */
+struct gh_usage *gh_usage_new(struct gh_store *store, const char *legacy_path, unsigned capacity,
+                              char *err, size_t errlen);
+/* Stops the writer after the store has what was queued. */
 void gh_usage_free(struct gh_usage *u);
-/* Counts r and queues its line. Never blocks on I/O; when the write queue
- * is full (the disk cannot keep up) the line is dropped and counted. */
+/* Counts r and queues it for the store. Never blocks on I/O; when the
+ * queue is full (the store cannot keep up) it is dropped and counted. */
 void gh_usage_record(struct gh_usage *u, const struct gh_usage_rec *r);
 /* A new JSON array of user_id's rows from day from on, newest day first:
  * [{"date":"2025-01-27","key_id":…,"requests":…,"prompt_tokens":…,
@@ -47,5 +53,5 @@ void gh_usage_each(struct gh_usage *u, uint32_t day,
                    void *data);
 /* Today as UTC days since the epoch. */
 uint32_t gh_usage_today(void);
-/* Lines dropped because the queue was full, and lines that failed to write. */
+/* Calls dropped because the queue was full, and rows the store refused. */
 uint64_t gh_usage_dropped(struct gh_usage *u);

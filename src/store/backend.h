@@ -72,6 +72,9 @@ struct gh_store_backend {
     int (*audit_each)(struct gh_store_conn *c, uint64_t user_id, unsigned limit,
                       void (*fn)(const struct gh_store_audit *, void *), void *arg);
 
+    int (*usage_add)(struct gh_store_conn *c, const struct gh_store_usage *u);
+    int (*usage_each)(struct gh_store_conn *c, uint32_t from, unsigned limit,
+                      void (*fn)(const struct gh_store_usage *, void *), void *arg);
     int (*setting_get)(struct gh_store_conn *c, const char *name, struct gh_buf *out);
     int (*setting_put)(struct gh_store_conn *c, const char *name, const char *value);
 };

@@ -23,7 +23,7 @@
 #define OID_INT8  20
 #define OID_TEXT  25
 
-#define ARGS_MAX          6
+#define ARGS_MAX          9
 #define PREPARED_MAX      48   /* statements prepared per connection (the data functions use ~30) */
 #define RETRY_MIN_MS      100  /* first pause after a failed connection attempt */
 #define RETRY_MAX_MS      2000 /* the pause doubles up to this */
@@ -88,6 +88,18 @@ static const char *const migrations[] = {
     " detail text NOT NULL DEFAULT '{}');"
     "CREATE INDEX audit_user ON audit(user_id, id);"
     "CREATE TABLE settings (name text PRIMARY KEY, value text NOT NULL);",
+    /* 2: usage per UTC day, key and user (it was data_dir/usage.jsonl) */
+    "CREATE TABLE usage ("
+    " day bigint NOT NULL,"
+    " key_id bigint NOT NULL,"
+    " user_id bigint NOT NULL,"
+    " requests bigint NOT NULL DEFAULT 0,"
+    " prompt_tokens bigint NOT NULL DEFAULT 0,"
+    " completion_tokens bigint NOT NULL DEFAULT 0,"
+    " cached_tokens bigint NOT NULL DEFAULT 0,"
+    " reasoning_tokens bigint NOT NULL DEFAULT 0,"
+    " cut_short bigint NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (day, key_id, user_id));",
 };
 
 /* ---- connections ---- */
@@ -926,6 +938,67 @@ static int pg_audit_each(struct gh_store_conn *c, uint64_t user_id, unsigned lim
                     &a, each_audit_row, &e);
 }
 
+/* ---- usage ---- */
+
+static int pg_usage_add(struct gh_store_conn *c, const struct gh_store_usage *u)
+{
+    struct args a = {0};
+    const uint64_t v[] = {u->day,           u->key_id,        u->user_id,
+                          u->requests,      u->prompt_tokens, u->completion_tokens,
+                          u->cached_tokens, u->reasoning_tokens, u->cut_short};
+    for (size_t i = 0; i < GH_ARRAY_LEN(v); i++)
+        arg_u64(&a, v[i]);
+    return run_cmd(c,
+                   "INSERT INTO usage AS u (day, key_id, user_id, requests, prompt_tokens,"
+                   " completion_tokens, cached_tokens, reasoning_tokens, cut_short)"
+                   " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+                   " ON CONFLICT (day, key_id, user_id) DO UPDATE SET"
+                   " requests = u.requests + excluded.requests,"
+                   " prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,"
+                   " completion_tokens = u.completion_tokens + excluded.completion_tokens,"
+                   " cached_tokens = u.cached_tokens + excluded.cached_tokens,"
+                   " reasoning_tokens = u.reasoning_tokens + excluded.reasoning_tokens,"
+                   " cut_short = u.cut_short + excluded.cut_short",
+                   &a, NULL);
+}
+
+struct each_usage {
+    void (*fn)(const struct gh_store_usage *, void *);
+    void *arg;
+};
+
+static void each_usage_row(struct gh_store_conn *c, const PGresult *r, int row, void *out)
+{
+    (void)c;
+    struct each_usage *e = out;
+    struct gh_store_usage u = {
+        .day = (uint32_t)col_u64(r, row, 0),
+        .key_id = col_u64(r, row, 1),
+        .user_id = col_u64(r, row, 2),
+        .requests = col_u64(r, row, 3),
+        .prompt_tokens = col_u64(r, row, 4),
+        .completion_tokens = col_u64(r, row, 5),
+        .cached_tokens = col_u64(r, row, 6),
+        .reasoning_tokens = col_u64(r, row, 7),
+        .cut_short = col_u64(r, row, 8),
+    };
+    e->fn(&u, e->arg);
+}
+
+static int pg_usage_each(struct gh_store_conn *c, uint32_t from, unsigned limit,
+                         void (*fn)(const struct gh_store_usage *, void *), void *arg)
+{
+    struct args a = {0};
+    struct each_usage e = {fn, arg};
+    arg_u64(&a, from);
+    arg_u64(&a, limit);
+    return run_each(c,
+                    "SELECT day, key_id, user_id, requests, prompt_tokens, completion_tokens,"
+                    " cached_tokens, reasoning_tokens, cut_short FROM usage WHERE day >= $1"
+                    " ORDER BY day DESC LIMIT $2",
+                    &a, each_usage_row, &e);
+}
+
 /* ---- settings ---- */
 
 static int pg_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out)
@@ -980,6 +1053,8 @@ const struct gh_store_backend gh_store_postgres = {
     .keys_live_count = pg_keys_live_count,
     .audit_insert = pg_audit_insert,
     .audit_each = pg_audit_each,
+    .usage_add = pg_usage_add,
+    .usage_each = pg_usage_each,
     .setting_get = pg_setting_get,
     .setting_put = pg_setting_put,
 };

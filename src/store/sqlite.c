@@ -52,6 +52,18 @@ static const char *const migrations[] = {
     "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
     /* 2: operators disable accounts (wall clock of the change; 0 = active) */
     "ALTER TABLE users ADD COLUMN disabled_ms INTEGER NOT NULL DEFAULT 0;",
+    /* 3: usage per UTC day, key and user (it was data_dir/usage.jsonl) */
+    "CREATE TABLE usage ("
+    " day INTEGER NOT NULL,"
+    " key_id INTEGER NOT NULL,"
+    " user_id INTEGER NOT NULL,"
+    " requests INTEGER NOT NULL DEFAULT 0,"
+    " prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+    " completion_tokens INTEGER NOT NULL DEFAULT 0,"
+    " cached_tokens INTEGER NOT NULL DEFAULT 0,"
+    " reasoning_tokens INTEGER NOT NULL DEFAULT 0,"
+    " cut_short INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (day, key_id, user_id)) WITHOUT ROWID;",
 };
 
 static int fail_db(struct gh_store_conn *c, const char *what)
@@ -659,6 +671,60 @@ static int sq_audit_each(struct gh_store_conn *c, uint64_t user_id, unsigned lim
     return ret;
 }
 
+/* ---- usage ---- */
+
+static int sq_usage_add(struct gh_store_conn *c, const struct gh_store_usage *u)
+{
+    sqlite3_stmt *st = prep(
+        c, "INSERT INTO usage (day, key_id, user_id, requests, prompt_tokens, completion_tokens,"
+           " cached_tokens, reasoning_tokens, cut_short) VALUES (?,?,?,?,?,?,?,?,?)"
+           " ON CONFLICT(day, key_id, user_id) DO UPDATE SET"
+           " requests = requests + excluded.requests,"
+           " prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
+           " completion_tokens = completion_tokens + excluded.completion_tokens,"
+           " cached_tokens = cached_tokens + excluded.cached_tokens,"
+           " reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,"
+           " cut_short = cut_short + excluded.cut_short");
+    if (!st)
+        return GH_EIO;
+    const uint64_t v[] = {u->day,           u->key_id,        u->user_id,
+                          u->requests,      u->prompt_tokens, u->completion_tokens,
+                          u->cached_tokens, u->reasoning_tokens, u->cut_short};
+    for (int i = 0; i < (int)GH_ARRAY_LEN(v); i++)
+        sqlite3_bind_int64(st, i + 1, (sqlite3_int64)v[i]);
+    return step_done(c, st);
+}
+
+static int sq_usage_each(struct gh_store_conn *c, uint32_t from, unsigned limit,
+                         void (*fn)(const struct gh_store_usage *, void *), void *arg)
+{
+    sqlite3_stmt *st = prep(c, "SELECT day, key_id, user_id, requests, prompt_tokens,"
+                               " completion_tokens, cached_tokens, reasoning_tokens, cut_short"
+                               " FROM usage WHERE day >= ? ORDER BY day DESC LIMIT ?");
+    if (!st)
+        return GH_EIO;
+    sqlite3_bind_int64(st, 1, from);
+    sqlite3_bind_int64(st, 2, limit);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct gh_store_usage u = {
+            .day = (uint32_t)sqlite3_column_int64(st, 0),
+            .key_id = (uint64_t)sqlite3_column_int64(st, 1),
+            .user_id = (uint64_t)sqlite3_column_int64(st, 2),
+            .requests = (uint64_t)sqlite3_column_int64(st, 3),
+            .prompt_tokens = (uint64_t)sqlite3_column_int64(st, 4),
+            .completion_tokens = (uint64_t)sqlite3_column_int64(st, 5),
+            .cached_tokens = (uint64_t)sqlite3_column_int64(st, 6),
+            .reasoning_tokens = (uint64_t)sqlite3_column_int64(st, 7),
+            .cut_short = (uint64_t)sqlite3_column_int64(st, 8),
+        };
+        fn(&u, arg);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : fail_db(c, "usage");
+    sqlite3_finalize(st);
+    return ret;
+}
+
 /* ---- settings ---- */
 
 static int sq_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out)
@@ -717,6 +783,8 @@ const struct gh_store_backend gh_store_sqlite = {
     .keys_live_count = sq_keys_live_count,
     .audit_insert = sq_audit_insert,
     .audit_each = sq_audit_each,
+    .usage_add = sq_usage_add,
+    .usage_each = sq_usage_each,
     .setting_get = sq_setting_get,
     .setting_put = sq_setting_put,
 };

@@ -608,6 +608,17 @@ int gh_store_audit_each(struct gh_store_conn *c, uint64_t user_id, unsigned limi
     return c->be->audit_each(c, user_id, limit, fn, arg);
 }
 
+int gh_store_usage_add(struct gh_store_conn *c, const struct gh_store_usage *u)
+{
+    return c->be->usage_add(c, u);
+}
+
+int gh_store_usage_each(struct gh_store_conn *c, uint32_t from, unsigned limit,
+                        void (*fn)(const struct gh_store_usage *, void *), void *arg)
+{
+    return c->be->usage_each(c, from, limit, fn, arg);
+}
+
 int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out)
 {
     return c->be->setting_get(c, name, out);

@@ -178,6 +178,21 @@ int gh_store_audit_insert(struct gh_store_conn *c, const struct gh_store_audit *
 int gh_store_audit_each(struct gh_store_conn *c, uint64_t user_id, unsigned limit,
                         void (*fn)(const struct gh_store_audit *, void *), void *arg);
 
+/* Usage of the chat API per UTC day, API key (0: the web chat) and user:
+ * totals that every node adds its counts to. */
+struct gh_store_usage {
+    uint32_t day; /* UTC days since the epoch */
+    uint64_t key_id, user_id;
+    uint64_t requests, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens;
+    uint64_t cut_short;
+};
+
+/* Adds u's counts to the row of (day, key_id, user_id), created at zero. */
+int gh_store_usage_add(struct gh_store_conn *c, const struct gh_store_usage *u);
+/* Calls fn for the rows of day from on, newest day first, at most limit. */
+int gh_store_usage_each(struct gh_store_conn *c, uint32_t from, unsigned limit,
+                        void (*fn)(const struct gh_store_usage *, void *), void *arg);
+
 /* Small settings: value text under a name. GH_ENOTFOUND. */
 int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out);
 int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *value);

@@ -194,31 +194,24 @@ test('streamed tool calls reassembled by index; logprobs passed through; non-str
   assert.equal(r.choices[0].logprobs.content[0].top_logprobs[0].token, 'x');
 });
 
-test('usage records keep the cached and reasoning tokens (usage.jsonl and /api/usage)', async () => {
+test('usage records keep the cached and reasoning tokens (/api/usage, from the store\'s usage table)', async () => {
   const u = await newUser();
   const c = client(u.key);
   await c.chat.completions.create({ model: 'deepseek-reasoner', messages: hello });
   const s = await c.chat.completions.create({ model: 'deepseek-reasoner', messages: hello, stream: true });
   for await (const ch of s) void ch; // the usage chunk is read even when the client did not ask
-  const lines = await waitUntil(
-    () => {
-      const f = path.join(srv.dataDir, 'usage.jsonl');
-      const mine = fs.existsSync(f)
-        ? fs.readFileSync(f, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.user_id === u.userId)
-        : [];
-      return mine.length >= 2 ? mine : null;
+  // each call: 11 prompt (8 from the cache), 7 completion (4 reasoning)
+  const row = await waitUntil(
+    async () => {
+      const r = await api(srv.url, 'GET', '/api/usage', { bearer: u.key });
+      assert.equal(r.status, 200, r.text);
+      const x = r.json.data.find((y) => y.key_id === u.keyId);
+      return x && x.requests === 2 ? x : null;
     },
-    { what: 'two usage lines' },
+    { what: 'two calls counted' },
   );
-  for (const l of lines) {
-    assert.equal(l.prompt_tokens, 11);
-    assert.equal(l.completion_tokens, 7);
-    assert.equal(l.cached_tokens, 8);
-    assert.equal(l.reasoning_tokens, 4);
-  }
-  const r = await api(srv.url, 'GET', '/api/usage', { bearer: u.key });
-  assert.equal(r.status, 200, r.text);
-  const row = r.json.data.find((x) => x.key_id === u.keyId);
+  assert.equal(row.prompt_tokens, 22);
+  assert.equal(row.completion_tokens, 14);
   assert.equal(row.cached_tokens, 16);
   assert.equal(row.reasoning_tokens, 8);
   assert.equal(row.total_tokens, 36);

@@ -88,7 +88,7 @@ test('accounts on PostgreSQL: register, log in, keys, delete; phones sealed', op
   assert.ok(!rows.includes(phone.slice(1)) && !rows.includes(hex), 'no phone number in the users table');
   assert.ok(!rows.includes(jar.c.gh_session), 'no session token in the sessions table');
   assert.match(pg.psql('SELECT count(*) FROM audit WHERE event = \'register\''), /^1$/m);
-  assert.equal(pg.psql('SELECT string_agg(version::text, \',\' ORDER BY version) FROM schema_version').trim(), '1');
+  assert.equal(pg.psql('SELECT string_agg(version::text, \',\' ORDER BY version) FROM schema_version').trim(), '1,2');
 
   // the account's deletion takes its sessions and keys with it
   r = await api(srv.url, 'DELETE', '/api/me', { jar: j2 });
@@ -255,26 +255,7 @@ test('the data functions answer the same on both backends (unit program against 
   const r = spawnSync(unit, [], { encoding: 'utf8', timeout: 60000, env: { ...process.env, GH_TEST_PG_URL: db.url, CMOCKA_MESSAGE_OUTPUT: 'stdout' } });
   assert.equal(r.status, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /\[ {7}OK \] test_postgres/);
-  assert.equal(db.psql('SELECT max(version) FROM schema_version').trim(), '1');
-});
-
-test('a database newer than the binary, a missing url, an unreachable server: clear refusals', opts, async (t) => {
-  const pg = freshDb('refusals');
-  // the password from the environment, not the URL
-  const srv = await startServer({ t, set: pgSet(pg, { 'store.url': pg.urlNoPassword }), env: { PGPASSWORD: pg.password } });
-  await srv.stop();
-  pg.psql('INSERT INTO schema_version VALUES (999, 0)');
-  let r = await refusal('--set', 'store.backend=postgres', '--set', `store.url=${pg.url}`);
-  assert.match(r.stderr, /schema version 999 is newer than this gatehouse/);
-  assert.ok(!r.stderr.includes(pg.password));
-
-  r = await refusal('--set', 'store.backend=postgres');
-  assert.match(r.stderr, /\[store\] url.*must be set with \[store\] backend = postgres/);
-
-  await pg.stop('immediate');
-  r = await refusal('--set', 'store.backend=postgres', '--set', `store.url=${pg.url}`, '--set', 'store.connect_timeout=1s');
-  assert.match(r.stderr, /cannot connect to PostgreSQL at postgresql:\/\/gatehouse:\*\*\*@127\.0\.0\.1/);
-  assert.ok(!r.stderr.includes(pg.password), 'the password is not in the refusal');
+  assert.equal(db.psql('SELECT max(version) FROM schema_version').trim(), '2');
 });
 
 test('two nodes on one PostgreSQL: other keys are refused; the cluster\'s keys sign in the other node\'s users', opts, async (t) => {
@@ -298,4 +279,23 @@ test('two nodes on one PostgreSQL: other keys are refused; the cluster\'s keys s
   assert.equal(me.json.user.phone, phone, 'B decrypts the phone A sealed');
   await b.stop();
   await a.stop();
+});
+
+test('a database newer than the binary, a missing url, an unreachable server: clear refusals', opts, async (t) => {
+  const pg = freshDb('refusals');
+  // the password from the environment, not the URL
+  const srv = await startServer({ t, set: pgSet(pg, { 'store.url': pg.urlNoPassword }), env: { PGPASSWORD: pg.password } });
+  await srv.stop();
+  pg.psql('INSERT INTO schema_version VALUES (999, 0)');
+  let r = await refusal('--set', 'store.backend=postgres', '--set', `store.url=${pg.url}`);
+  assert.match(r.stderr, /schema version 999 is newer than this gatehouse/);
+  assert.ok(!r.stderr.includes(pg.password));
+
+  r = await refusal('--set', 'store.backend=postgres');
+  assert.match(r.stderr, /\[store\] url.*must be set with \[store\] backend = postgres/);
+
+  await pg.stop('immediate');
+  r = await refusal('--set', 'store.backend=postgres', '--set', `store.url=${pg.url}`, '--set', 'store.connect_timeout=1s');
+  assert.match(r.stderr, /cannot connect to PostgreSQL at postgresql:\/\/gatehouse:\*\*\*@127\.0\.0\.1/);
+  assert.ok(!r.stderr.includes(pg.password), 'the password is not in the refusal');
 });

@@ -119,6 +119,15 @@ static void count_key(const struct gh_store_key *k, void *arg)
     (*(unsigned *)arg)++;
 }
 
+static struct gh_store_usage usage_seen[4];
+static void usage_cb(const struct gh_store_usage *r, void *arg)
+{
+    unsigned *n = arg;
+    if (*n < 4)
+        usage_seen[*n] = *r;
+    (*n)++;
+}
+
 static uint64_t audit_seen[4];
 static void audit_cb(const struct gh_store_audit *a, void *arg)
 {
@@ -244,6 +253,30 @@ static int data_fn(struct gh_store_conn *c, void *arg)
     CHECK((n) == (2));
     CHECK((audit_seen[0]) == (3));
     CHECK((audit_seen[1]) == (2));
+
+    /* usage: adds to one row per (day, key, user), newest day first */
+    struct gh_store_usage d1 = {.day = 20000, .key_id = 7, .user_id = u.id, .requests = 1,
+                                .prompt_tokens = 11, .completion_tokens = 7, .cached_tokens = 8,
+                                .reasoning_tokens = 4};
+    CHECK((gh_store_usage_add(c, &d1)) == (0));
+    d1.cut_short = 1;
+    CHECK((gh_store_usage_add(c, &d1)) == (0));
+    struct gh_store_usage d2 = {.day = 20001, .key_id = 7, .user_id = u.id, .requests = 3};
+    CHECK((gh_store_usage_add(c, &d2)) == (0));
+    struct gh_store_usage old = {.day = 19000, .key_id = 7, .user_id = u.id, .requests = 9};
+    CHECK((gh_store_usage_add(c, &old)) == (0));
+    n = 0;
+    CHECK((gh_store_usage_each(c, 19999, 10, usage_cb, &n)) == (0));
+    CHECK((n) == (2));
+    CHECK((usage_seen[0].day) == (20001) && (usage_seen[0].requests) == (3));
+    CHECK((usage_seen[1].day) == (20000) && (usage_seen[1].requests) == (2));
+    CHECK((usage_seen[1].prompt_tokens) == (22) && (usage_seen[1].completion_tokens) == (14));
+    CHECK((usage_seen[1].cached_tokens) == (16) && (usage_seen[1].reasoning_tokens) == (8));
+    CHECK((usage_seen[1].cut_short) == (1) && (usage_seen[1].key_id) == (7));
+    CHECK((usage_seen[1].user_id) == (u.id));
+    n = 0;
+    CHECK((gh_store_usage_each(c, 0, 1, usage_cb, &n)) == (0));
+    CHECK((n) == (1));
 
     /* settings */
     struct gh_buf b;
