@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 
-.PHONY: all build run test bench bench-attack clean format deps
+.PHONY: all build run run-cluster test bench bench-attack clean format deps
 
 all: build
 
@@ -24,6 +24,14 @@ run: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS) --target gatehouse -- --no-print-directory
 	./$(BUILD)/gatehouse serve --config conf/dev.conf$(if $(LISTEN), --listen $(LISTEN))$(if $(ADMIN_LISTEN), --admin-listen $(ADMIN_LISTEN))
+
+# make run-cluster: PostgreSQL, three nodes and HAProxy on loopback
+# (scripts/cluster.sh up; `scripts/cluster.sh down` stops them)
+run-cluster: deps
+	@scripts/deps.sh cluster
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target gatehouse -- --no-print-directory
+	@GATEHOUSE=$(CURDIR)/$(BUILD)/gatehouse scripts/cluster.sh up
 
 test:
 	@scripts/deps.sh test

@@ -16,9 +16,12 @@ build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
 # (Debian has no python3-openai), tests/e2e/body-too-large.test.mjs;
 # nftables and util-linux (unshare): tests/e2e/penalty-box.test.mjs runs
 # the kernel penalty box in a network namespace of its own;
-# postgresql: tests/e2e/store-postgres.test.mjs runs a throwaway server
+# postgresql: tests/e2e/store-postgres.test.mjs runs a throwaway server;
+# haproxy: tests/cluster/ puts three nodes behind one (scripts/cluster.sh)
 test_pkgs=(curl procps iproute2 nftables util-linux chromium fonts-dejavu-core fonts-noto-cjk
-    prometheus python3-prometheus-client python3-httpx postgresql)
+    prometheus python3-prometheus-client python3-httpx postgresql haproxy)
+# make run-cluster: scripts/cluster.sh
+cluster_pkgs=(curl postgresql haproxy)
 bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux procps postgresql)
 
 want=("${build_pkgs[@]}")
@@ -28,7 +31,8 @@ for group in "${@:-build}"; do
     build) ;;
     test) want+=("${test_pkgs[@]}"); npm_dirs+=(tests) ;;
     bench) want+=("${bench_pkgs[@]}") ;;
-    *) echo "deps.sh: unknown group '$group' (build, test, bench)" >&2; exit 2 ;;
+    cluster) want+=("${cluster_pkgs[@]}") ;;
+    *) echo "deps.sh: unknown group '$group' (build, test, bench, cluster)" >&2; exit 2 ;;
     esac
 done
 
@@ -60,6 +64,10 @@ if ((${#missing[@]})); then
     # prometheus starts a system server on :9090; the tests need only promtool.
     if printf '%s\n' "${missing[@]}" | grep -qx 'prometheus'; then
         $sudo systemctl disable --now prometheus >/dev/null 2>&1 || $sudo service prometheus stop >/dev/null 2>&1 || true
+    fi
+    # haproxy starts a system service; the tests and the cluster run their own.
+    if printf '%s\n' "${missing[@]}" | grep -qx 'haproxy'; then
+        $sudo systemctl disable --now haproxy >/dev/null 2>&1 || $sudo service haproxy stop >/dev/null 2>&1 || true
     fi
     # postgresql starts a system cluster on :5432; the tests run their own.
     if printf '%s\n' "${missing[@]}" | grep -qx 'postgresql'; then

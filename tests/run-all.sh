@@ -46,12 +46,12 @@ run_unit() { # build dir, label
     failed=$((failed + cf + (f > 0 && cf == 0 ? f : 0)))
 }
 
-run_e2e() { # binary, label
-    local bin=$1 label=$2 log="$out/e2e-$2.log"
+run_e2e() { # binary, label[, directory of tests: tests/e2e]
+    local bin=$1 label=$2 dir=${3:-tests/e2e} log="$out/e2e-$2.log"
     [ "${SKIP_E2E:-}" = 1 ] && return
     note "black-box tests ($label)"
     GATEHOUSE_BIN=$root/$bin GATEHOUSE_TEST_OUT=$out/$label \
-        node --test --test-concurrency=1 --test-reporter=tap tests/e2e/ >"$log" 2>&1
+        node --test --test-concurrency=1 --test-reporter=tap "$dir/" >"$log" 2>&1
     local p f
     p=$(grep -E '^# pass ' "$log" | awk '{print $3}')
     f=$(grep -E '^# fail ' "$log" | awk '{print $3}')
@@ -110,6 +110,8 @@ note "build"
 if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
     run_unit build normal
     run_e2e build/gatehouse normal
+    # several nodes on PostgreSQL behind HAProxy (scripts/cluster.sh)
+    run_e2e build/gatehouse cluster tests/cluster
 else
     echo "build failed:"
     tail -40 "$out/cmake-build.log"

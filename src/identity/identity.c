@@ -43,6 +43,10 @@ static struct identity {
     struct gh_kvtab *fails; /* login failures per phone and per address */
     struct gh_kvtab *sources; /* per /24 (/48): unresolved logins, last success */
     bool ready;
+    /* other nodes write the store too (postgres): a credential missing
+     * here may be theirs, so every miss is looked up, not only after an
+     * eviction */
+    bool shared_store;
     _Atomic uint64_t reg_tat_ns; /* GCRA of the registration cap (level preset) */
     uv_timer_t policy_timer;     /* on the admin worker: pin expiry */
     bool timer_on;
@@ -344,10 +348,11 @@ static void reload_done(struct gh_worker *w, void *arg, int rc)
 
 /* The credential of req that the store may hold and the cache does not:
  * fills j's hash and kind. false when req carries none, a malformed one,
- * one the cache answers (live or gone), or the cache never evicted. */
+ * one the cache answers (live or gone), or, on a store no other node
+ * writes, when the cache never evicted (a miss is then final). */
 static bool reload_target(const struct gh_http_req *req, struct reload_job *j)
 {
-    if (!ids.ready || !gh_tokens_evictions())
+    if (!ids.ready || (!ids.shared_store && !gh_tokens_evictions()))
         return false;
     size_t len = 0;
     const char *h = NULL;
@@ -2655,6 +2660,7 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
         gh_buf_printf(err, "identity: too many worker hooks");
         return GH_ETOOBIG;
     }
+    ids.shared_store = !strcmp(cfg->store.backend, "postgres");
     ids.ready = true;
     return 0;
 }

@@ -44,6 +44,7 @@ struct gh_store_backend {
     int (*user_by_phone)(struct gh_store_conn *c, const uint8_t phone_hash[32],
                          struct gh_user *out);
     int (*user_by_id)(struct gh_store_conn *c, uint64_t id, struct gh_user *out);
+    int (*user_newest_before)(struct gh_store_conn *c, uint64_t before_ms, uint64_t *id);
     int (*user_set_password)(struct gh_store_conn *c, uint64_t id, const char *pw_hash);
     int (*user_login_result)(struct gh_store_conn *c, uint64_t id, bool success, uint64_t now_ms);
     int (*user_set_disabled)(struct gh_store_conn *c, uint64_t id, uint64_t disabled_ms);

@@ -647,6 +647,20 @@ static int pg_user_by_id(struct gh_store_conn *c, uint64_t id, struct gh_user *o
     return run_row(c, "SELECT " USER_COLS " FROM users WHERE id = $1", &a, user_row, out);
 }
 
+static int pg_user_newest_before(struct gh_store_conn *c, uint64_t before_ms, uint64_t *id)
+{
+    /* walks back from the newest user (the primary key's index): reads
+     * only the accounts younger than the cut-off */
+    struct args a = {0};
+    arg_u64(&a, GH_MIN(before_ms, (uint64_t)INT64_MAX));
+    PGresult *r;
+    int rc = run(c, "SELECT id FROM users WHERE created_ms < $1 ORDER BY id DESC LIMIT 1", &a, &r);
+    if (!rc)
+        *id = PQntuples(r) > 0 ? col_u64(r, 0, 0) : 0;
+    PQclear(r);
+    return rc;
+}
+
 static int pg_user_set_password(struct gh_store_conn *c, uint64_t id, const char *pw_hash)
 {
     struct args a = {0};
@@ -1034,6 +1048,7 @@ const struct gh_store_backend gh_store_postgres = {
     .user_insert = pg_user_insert,
     .user_by_phone = pg_user_by_phone,
     .user_by_id = pg_user_by_id,
+    .user_newest_before = pg_user_newest_before,
     .user_set_password = pg_user_set_password,
     .user_login_result = pg_user_login_result,
     .user_set_disabled = pg_user_set_disabled,

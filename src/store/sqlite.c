@@ -317,7 +317,7 @@ static int sq_user_by_id(struct gh_store_conn *c, uint64_t id, struct gh_user *o
     return user_query(c, st, out);
 }
 
-int gh_store_user_newest_before(struct gh_store_conn *c, uint64_t before_ms, uint64_t *id)
+static int sq_user_newest_before(struct gh_store_conn *c, uint64_t before_ms, uint64_t *id)
 {
     /* walks back from the newest user: reads only the accounts younger
      * than the cut-off, not the whole table */
@@ -764,6 +764,7 @@ const struct gh_store_backend gh_store_sqlite = {
     .user_insert = sq_user_insert,
     .user_by_phone = sq_user_by_phone,
     .user_by_id = sq_user_by_id,
+    .user_newest_before = sq_user_newest_before,
     .user_set_password = sq_user_set_password,
     .user_login_result = sq_user_login_result,
     .user_set_disabled = sq_user_set_disabled,

@@ -608,6 +608,11 @@ int gh_store_audit_each(struct gh_store_conn *c, uint64_t user_id, unsigned limi
     return c->be->audit_each(c, user_id, limit, fn, arg);
 }
 
+int gh_store_user_newest_before(struct gh_store_conn *c, uint64_t before_ms, uint64_t *id)
+{
+    return c->be->user_newest_before(c, before_ms, id);
+}
+
 int gh_store_usage_add(struct gh_store_conn *c, const struct gh_store_usage *u)
 {
     return c->be->usage_add(c, u);

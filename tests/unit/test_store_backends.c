@@ -300,6 +300,12 @@ static int data_fn(struct gh_store_conn *c, void *arg)
     phone_of(9001, &u2);
     CHECK((gh_store_user_insert(c, &u2)) == (0));
     w->uid2 = u2.id;
+    /* the fair queue's established tier: the newest user created before a time */
+    uint64_t newest = 99;
+    CHECK((gh_store_user_newest_before(c, UINT64_MAX, &newest)) == (0));
+    CHECK((newest) == (u2.id));
+    CHECK((gh_store_user_newest_before(c, 0, &newest)) == (0));
+    CHECK((newest) == (0));
     struct gh_store_key k2 = {.user_id = u2.id};
     randombytes_buf(k2.hash, 32);
     snprintf(k2.name, sizeof k2.name, "a");
