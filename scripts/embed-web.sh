@@ -21,8 +21,11 @@ tmp=$out.tmp
     for i in "${!names[@]}"; do
         f="$dir/${names[$i]}"
         size=$(stat -c %s "$f")
-        echo "    {\"/${names[$i]}\", asset_$i, $size},"
+        # the ETag: the first 64 bits of the file's SHA-256; the version
+        # (?v=) its first 32
+        sum=$(sha256sum "$f" | cut -c1-16)
+        echo "    {\"/${names[$i]}\", asset_$i, $size, \"\\\"$sum\\\"\", \"${sum:0:8}\"},"
     done
-    echo "    {0, 0, 0}};"
+    echo "    {0, 0, 0, 0, 0}};"
 } >"$tmp"
 mv "$tmp" "$out"

@@ -1,10 +1,12 @@
-/* This module implements the web pages and static assets of pages.h:
- * template rendering at start, language choice, caching headers. */
+/* This module implements the web pages of pages.h: template rendering at
+ * start, language choice, the pages' routes and those of their assets
+ * (served by assets.c). */
 #include "http/pages.h"
 
 #include "core/log.h"
 #include "http/assets.h"
 #include "http/router.h"
+#include "http/websec.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -12,14 +14,8 @@
 #include <string.h>
 #include <strings.h>
 
-#define CSP                                                                                        \
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
-    "connect-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'self'; "                 \
-    "frame-ancestors 'none'"
-
-#define NLANG      2
-#define PAGE_MAX   (1u << 20) /* a rendered page */
-#define ASSETS_MAX 256
+#define NLANG    2
+#define PAGE_MAX (1u << 20) /* a rendered page */
 
 static const char *const LANGS[NLANG] = {"en", "zh"};
 
@@ -37,73 +33,14 @@ static const struct {
 struct page_doc {
     char *data;
     size_t len;
-    char etag[24];
+    char etag[GH_ASSETS_ETAG_SIZE];
 };
 
 /* Everything rendered at start; read-only afterwards. */
 static struct {
-    size_t nassets;
-    char etag[ASSETS_MAX][24]; /* "\"<16 hex>\"" per gh_assets[] entry */
-    char ver[ASSETS_MAX][12];  /* the first 8 hex digits, for ?v= */
     json_t *strings[NLANG];
     struct page_doc doc[NPAGES][NLANG];
 } pg;
-
-static uint64_t fnv1a(const unsigned char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-static int asset_find(const char *path, size_t len)
-{
-    for (size_t i = 0; i < pg.nassets; i++)
-        if (strlen(gh_assets[i].path) == len && !memcmp(gh_assets[i].path, path, len))
-            return (int)i;
-    return -1;
-}
-
-bool gh_pages_asset_public(const char *path)
-{
-    static const char *const dirs[] = {"/css/", "/js/", "/img/"};
-    if (path[0] != '/')
-        return false;
-    const char *rest = path + 1;
-    for (size_t i = 0; i < GH_ARRAY_LEN(dirs); i++) {
-        size_t n = strlen(dirs[i]);
-        if (!strncmp(path, dirs[i], n)) {
-            rest = path + n;
-            break;
-        }
-    }
-    return rest[0] && rest[0] != '.' && !strchr(rest, '/');
-}
-
-static const char *content_type(const char *path)
-{
-    static const struct {
-        const char *ext, *type;
-    } types[] = {
-        {".css", "text/css; charset=utf-8"},
-        {".js", "text/javascript; charset=utf-8"},
-        {".json", "application/json"},
-        {".svg", "image/svg+xml"},
-        {".png", "image/png"},
-        {".ico", "image/x-icon"},
-        {".txt", "text/plain; charset=utf-8"},
-        {".html", "text/html; charset=utf-8"},
-        {".woff2", "font/woff2"},
-    };
-    const char *dot = strrchr(path, '.');
-    for (size_t i = 0; dot && i < GH_ARRAY_LEN(types); i++)
-        if (!strcmp(dot, types[i].ext))
-            return types[i].type;
-    return "application/octet-stream";
-}
 
 /* ---- rendering (main thread, at start) ---- */
 
@@ -121,24 +58,23 @@ static int render_tag(struct gh_buf *out, const char *t, size_t n, int lang, int
     memcpy(key, t, n);
     key[n] = 0;
     if (key[0] == '/') { /* an asset URL with its version */
-        int i = asset_find(key, n);
-        if (i < 0) {
+        const struct gh_asset *a = gh_assets_find(key, n);
+        if (!a) {
             gh_log(GH_LOG_ERROR, "pages_template", "%s: no asset %s", name, key);
             return GH_ENOTFOUND;
         }
-        return gh_buf_printf(out, "%s?v=%s", key, pg.ver[i]);
+        return gh_buf_printf(out, "%s?v=%s", key, a->version);
     }
     if (key[0] == '>') { /* a partial */
         char path[160];
         snprintf(path, sizeof path, "/pages/%s.html", key + 1);
-        int i = asset_find(path, strlen(path));
-        if (i < 0 || depth >= 3) {
+        const struct gh_asset *a = gh_assets_find(path, strlen(path));
+        if (!a || depth >= 3) {
             gh_log(GH_LOG_ERROR, "pages_template", "%s: no partial %s (or nested too deep)", name,
                    path);
             return GH_ENOTFOUND;
         }
-        return render(out, (const char *)gh_assets[i].data, gh_assets[i].len, lang, depth + 1,
-                      path);
+        return render(out, (const char *)a->data, a->len, lang, depth + 1, path);
     }
     if (key[0] == '=') {
         if (!strcmp(key, "=lang"))
@@ -195,13 +131,13 @@ static int load_strings(void)
     for (int l = 0; l < NLANG; l++) {
         char path[32];
         snprintf(path, sizeof path, "/i18n/%s.json", LANGS[l]);
-        int i = asset_find(path, strlen(path));
-        if (i < 0) {
+        const struct gh_asset *a = gh_assets_find(path, strlen(path));
+        if (!a) {
             gh_log(GH_LOG_ERROR, "pages_init", "web%s is missing", path);
             return GH_ENOTFOUND;
         }
         json_error_t je;
-        pg.strings[l] = json_loadb((const char *)gh_assets[i].data, gh_assets[i].len, 0, &je);
+        pg.strings[l] = json_loadb((const char *)a->data, a->len, 0, &je);
         if (!json_is_object(pg.strings[l])) {
             gh_log(GH_LOG_ERROR, "pages_init", "web%s:%d: %s", path, je.line, je.text);
             return GH_EINVAL;
@@ -226,16 +162,15 @@ static int load_strings(void)
 static int render_all(void)
 {
     for (size_t p = 0; p < NPAGES; p++) {
-        int i = asset_find(PAGES[p].tpl, strlen(PAGES[p].tpl));
-        if (i < 0) {
+        const struct gh_asset *a = gh_assets_find(PAGES[p].tpl, strlen(PAGES[p].tpl));
+        if (!a) {
             gh_log(GH_LOG_ERROR, "pages_init", "web%s is missing", PAGES[p].tpl);
             return GH_ENOTFOUND;
         }
         for (int l = 0; l < NLANG; l++) {
             struct gh_buf b;
             gh_buf_init(&b, PAGE_MAX);
-            int rc =
-                render(&b, (const char *)gh_assets[i].data, gh_assets[i].len, l, 0, PAGES[p].tpl);
+            int rc = render(&b, (const char *)a->data, a->len, l, 0, PAGES[p].tpl);
             if (rc) {
                 gh_buf_dispose(&b);
                 return rc;
@@ -244,8 +179,7 @@ static int render_all(void)
             d->data = gh_buf_steal(&b, &d->len);
             if (!d->data)
                 return GH_ENOMEM;
-            snprintf(d->etag, sizeof d->etag, "\"%016llx\"",
-                     (unsigned long long)fnv1a((const unsigned char *)d->data, d->len));
+            gh_assets_etag(d->data, d->len, d->etag);
         }
     }
     return 0;
@@ -340,7 +274,6 @@ static int lang_code(const char *s)
     return !strcmp(s, "zh") ? 1 : !strcmp(s, "en") ? 0 : -1;
 }
 
-/* The language of this request; remembers an explicit ?lang= in a cookie. */
 static int pick_lang(struct gh_http_req *req)
 {
     char v[8];
@@ -357,24 +290,20 @@ static int pick_lang(struct gh_http_req *req)
     return gh_pages_lang_from_accept(h, len);
 }
 
-
-static void security_headers(struct gh_http_req *req)
+int gh_pages_lang(struct gh_http_req *req)
 {
-    gh_http_add_header(req, "Content-Security-Policy", "%s", CSP);
-    gh_http_add_header(req, "X-Frame-Options", "DENY");
-    gh_http_add_header(req, "Referrer-Policy", "no-referrer");
-    gh_http_add_header(req, "X-Content-Type-Options", "nosniff");
-    gh_http_add_header(req, "Cross-Origin-Opener-Policy", "same-origin");
+    int lang = pick_lang(req);
+    gh_http_add_header(req, "Content-Language", "%s", LANGS[lang]);
+    gh_http_add_header(req, "Vary", "Accept-Language, Cookie");
+    return lang;
 }
 
 static void get_page(struct gh_http_req *req)
 {
     size_t p = (size_t)(uintptr_t)req->route->ctx;
-    int lang = pick_lang(req);
+    int lang = gh_pages_lang(req);
     const struct page_doc *d = &pg.doc[p][lang];
-    security_headers(req);
-    gh_http_add_header(req, "Content-Language", "%s", LANGS[lang]);
-    gh_http_add_header(req, "Vary", "Accept-Language, Cookie");
+    gh_websec_page_headers(req);
     gh_http_add_header(req, "Cache-Control", "no-cache");
     gh_http_add_header(req, "ETag", "%s", d->etag);
     if (gh_http_etag_matches(req, d->etag))
@@ -383,59 +312,23 @@ static void get_page(struct gh_http_req *req)
         gh_http_respond(req, 200, "text/html; charset=utf-8", d->data, d->len);
 }
 
-/* Answers with embedded asset path (len bytes), or 404. */
-static void serve_asset(struct gh_http_req *req, const char *path, size_t len)
-{
-    int i = asset_find(path, len);
-    gh_http_add_header(req, "X-Content-Type-Options", "nosniff");
-    if (i < 0 || !gh_pages_asset_public(gh_assets[i].path)) {
-        gh_http_respond_error(req, 404, "not_found", "no such file");
-        return;
-    }
-    char v[16];
-    bool versioned = !gh_http_query_get(req, "v", v, sizeof v) && !strcmp(v, pg.ver[i]);
-    gh_http_add_header(req, "Cache-Control", "%s",
-                       versioned ? "public, max-age=31536000, immutable" : "no-cache");
-    gh_http_add_header(req, "ETag", "%s", pg.etag[i]);
-    if (gh_http_etag_matches(req, pg.etag[i]))
-        gh_http_respond(req, 304, NULL, NULL, 0);
-    else
-        gh_http_respond(req, 200, content_type(gh_assets[i].path), gh_assets[i].data,
-                        gh_assets[i].len);
-}
-
 /* GET /css/{name}, /js/{name}, /img/{name}: the embedded web/<dir>/<name>. */
 static void get_asset(struct gh_http_req *req)
 {
     const char *dir = req->route->ctx;
     char path[256];
     int n = snprintf(path, sizeof path, "/%s/%s", dir, req->params[0]);
-    if (n > 0 && (size_t)n < sizeof path)
-        serve_asset(req, path, (size_t)n);
-    else
-        gh_http_respond_error(req, 404, "not_found", "no such file");
+    gh_assets_send(req, path, n > 0 && (size_t)n < sizeof path ? (size_t)n : 0, 0);
 }
 
 /* GET /favicon.ico: what browsers ask for by themselves (web/favicon.ico). */
 static void get_favicon(struct gh_http_req *req)
 {
-    serve_asset(req, "/favicon.ico", strlen("/favicon.ico"));
+    gh_assets_send(req, "/favicon.ico", strlen("/favicon.ico"), 0);
 }
 
 int gh_pages_init(struct gh_server *srv)
 {
-    pg.nassets = 0;
-    while (gh_assets[pg.nassets].path) {
-        if (pg.nassets >= ASSETS_MAX) {
-            gh_log(GH_LOG_ERROR, "pages_init", "more than %u files in web/", ASSETS_MAX);
-            fprintf(stderr, "gatehouse: pages: more than %u files in web/\n", ASSETS_MAX);
-            return GH_ETOOBIG;
-        }
-        size_t i = pg.nassets++;
-        uint64_t h = fnv1a(gh_assets[i].data, gh_assets[i].len);
-        snprintf(pg.etag[i], sizeof pg.etag[i], "\"%016llx\"", (unsigned long long)h);
-        snprintf(pg.ver[i], sizeof pg.ver[i], "%08llx", (unsigned long long)(h >> 32));
-    }
     int rc = load_strings();
     rc = rc ? rc : render_all();
     if (rc) {

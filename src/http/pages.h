@@ -1,6 +1,7 @@
 /* The web pages (/, /register, /login, /chat, /keys, /account) and the
- * static assets under /css/, /js/ and /img/, all from the embedded
- * gh_assets[] table (web/, see scripts/embed-web.sh).
+ * routes of their static assets under /css/, /js/, /img/ and
+ * /favicon.ico, all from the embedded gh_assets[] table (web/, see
+ * scripts/embed-web.sh; the assets are served by assets.h).
  *
  * Pages are templates (web/pages/NAME.html) rendered once per language at
  * start, with the strings of web/i18n/{en,zh}.json:
@@ -9,13 +10,13 @@
  *   {{>_partial}}    web/pages/_partial.html, rendered in place
  *   {{=lang}}, {{=other_lang}}, {{=i18n}} (the language's strings as JSON
  *   for a <script type="application/json"> data block)
- * The language: ?lang=en|zh (remembered in the cookie gh_lang), else the
- * cookie, else Accept-Language, else English.
+ * The language: gh_pages_lang, which the status page shares.
  *
- * Every page carries the security headers (a strict Content-Security-Policy,
- * X-Frame-Options, Referrer-Policy, X-Content-Type-Options). Assets carry an
- * ETag; a versioned URL is cached for a year, an unversioned one is
- * revalidated.
+ * Every page and asset carries the security headers of
+ * gh_websec_page_headers (a strict Content-Security-Policy,
+ * X-Frame-Options, Referrer-Policy, X-Content-Type-Options,
+ * Cross-Origin-Opener-Policy). Assets carry an ETag; a versioned URL is
+ * cached for a year, an unversioned one is revalidated.
  *
  * Ownership and threads: gh_pages_init runs on the main thread before the
  * server starts and renders everything into memory that lives as long as
@@ -31,11 +32,13 @@
  * start). */
 int gh_pages_init(struct gh_server *srv);
 
-/* Whether an embedded file may be served as it is: the top-level files of
- * web/ and those of web/css, web/js and web/img. Templates (web/pages) and
- * string catalogues (web/i18n) are rendered into pages, never served raw.
- * path as in gh_assets[] ("/css/site.css"). Any thread. */
-bool gh_pages_asset_public(const char *path);
+/* The language of a page request, for every page the public listener
+ * renders (the site's and the status page): 1 for Chinese, 0 for English.
+ * In order: ?lang=en|zh (exactly; remembered by a Set-Cookie gh_lang for
+ * a year), the cookie gh_lang=en|zh, Accept-Language
+ * (gh_pages_lang_from_accept), English. Adds Content-Language and Vary:
+ * Accept-Language, Cookie to the answer. Loop thread of req. */
+int gh_pages_lang(struct gh_http_req *req);
 
 /* Which language Accept-Language (h, len bytes, may be NULL) prefers: 1
  * for Chinese, 0 for English (also when the header is absent or names

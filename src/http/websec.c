@@ -11,6 +11,13 @@
 
 #define ORIGIN_MAX 300
 
+/* img-src data: for the pages' inline SVG favicon (web/pages/_head.html);
+ * worker-src for the proof-of-work worker (web/js/pow-worker.js) */
+#define CSP                                                                                        \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
+    "connect-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'self'; "                 \
+    "frame-ancestors 'none'"
+
 static char lower(char c)
 {
     return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
@@ -178,4 +185,13 @@ bool gh_websec_check(struct gh_http_req *req)
         return false;
     }
     return true;
+}
+
+void gh_websec_page_headers(struct gh_http_req *req)
+{
+    gh_http_add_header(req, "Content-Security-Policy", "%s", CSP);
+    gh_http_add_header(req, "X-Frame-Options", "DENY");
+    gh_http_add_header(req, "Referrer-Policy", "no-referrer");
+    gh_http_add_header(req, "X-Content-Type-Options", "nosniff");
+    gh_http_add_header(req, "Cross-Origin-Opener-Policy", "same-origin");
 }

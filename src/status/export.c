@@ -168,16 +168,16 @@ int gh_status_export_main(int argc, char **argv, char **envp)
     /* the page's own files, beside it */
     static const char *const assets[] = {"status.css", "status.js", "favicon.ico"};
     for (size_t k = 0; !rc && k < GH_ARRAY_LEN(assets); k++) {
-        size_t i = 0;
-        while (gh_assets[i].path && strcmp(gh_assets[i].path + 1, assets[k]))
-            i++;
-        if (!gh_assets[i].path) {
+        char path[32];
+        snprintf(path, sizeof path, "/%s", assets[k]);
+        const struct gh_asset *a = gh_assets_find(path, strlen(path));
+        if (!a) {
             fprintf(stderr, "gatehouse status export: %s is not embedded in this binary\n",
                     assets[k]);
             rc = GH_ENOTFOUND;
             break;
         }
-        rc = write_one(dir, assets[k], (const char *)gh_assets[i].data, gh_assets[i].len);
+        rc = write_one(dir, assets[k], (const char *)a->data, a->len);
     }
     gh_status_free(st);
     gh_config_unref(cfg);

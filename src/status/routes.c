@@ -1,6 +1,7 @@
 /* This module implements the status page's HTTP side (status.h): the
  * server's one instance, the public routes that answer from the current
- * snapshot, a small handler for the embedded web assets under /static/,
+ * snapshot (in the language and with the security headers of the site's
+ * pages), the embedded web assets under /static/ (served by http/assets.c),
  * and the admin routes that change incidents and component overrides. */
 #include "status/model.h"
 
@@ -9,37 +10,17 @@
 #include "core/server.h"
 #include "http/assets.h"
 #include "http/pages.h"
+#include "http/websec.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* The process's one status page, like the logger is its one log: other
  * subsystems report to it without holding a handle. Set before the workers
  * start, cleared after they stopped. */
 static _Atomic(struct gh_status *) g_status;
-
-/* ETags of the embedded assets, computed once at init. */
-struct static_files {
-    size_t n;
-    char (*etag)[24];
-};
-static struct static_files *g_static;
-
-static const char CSP[] = "default-src 'none'; style-src 'self'; script-src 'self'; img-src "
-                          "'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; "
-                          "frame-ancestors 'none'";
-
-/* The headers every HTML page carries. */
-static void html_headers(struct gh_http_req *req)
-{
-    gh_http_add_header(req, "Content-Security-Policy", "%s", CSP);
-    gh_http_add_header(req, "X-Frame-Options", "DENY");
-    gh_http_add_header(req, "Referrer-Policy", "no-referrer");
-    gh_http_add_header(req, "X-Content-Type-Options", "nosniff");
-}
 
 /* ---- caller-side API ---- */
 
@@ -66,39 +47,13 @@ int gh_status_attack_level(const char *level)
 
 /* ---- public routes ---- */
 
-static uint64_t fnv1a(const unsigned char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
-}
-
-
-/* 1 for Chinese, 0 for English: ?lang= first, then the Accept-Language
- * entry with the highest q (the first among equals). */
-static int pick_lang(struct gh_http_req *req)
-{
-    char q[16];
-    if (!gh_http_query_get(req, "lang", q, sizeof q)) {
-        if (!strncasecmp(q, "zh", 2))
-            return 1;
-        if (!strncasecmp(q, "en", 2))
-            return 0;
-    }
-    size_t len = 0;
-    const char *h = gh_http_header_get(req, "accept-language", &len);
-    return gh_pages_lang_from_accept(h, len);
-}
-
 static void send_doc(struct gh_http_req *req, enum gh_status_doc doc)
 {
     struct gh_status *st = req->route->ctx;
     struct gh_status_snap *s = gh_status_snap_get(st);
     bool html = doc >= GH_DOC_HTML_EN;
     if (html) {
-        html_headers(req);
-        gh_http_add_header(req, "Vary", "Accept-Language");
+        gh_websec_page_headers(req);
     } else {
         gh_http_add_header(req, "X-Content-Type-Options", "nosniff");
         /* Statuspage's API is readable from any origin, for widgets */
@@ -116,7 +71,8 @@ static void send_doc(struct gh_http_req *req, enum gh_status_doc doc)
 
 static void get_page(struct gh_http_req *req)
 {
-    send_doc(req, pick_lang(req) ? GH_DOC_HTML_ZH : GH_DOC_HTML_EN);
+    /* the site's choice, cookie included, and its Vary */
+    send_doc(req, gh_pages_lang(req) ? GH_DOC_HTML_ZH : GH_DOC_HTML_EN);
 }
 static void get_summary(struct gh_http_req *req)
 {
@@ -141,53 +97,13 @@ static void get_unresolved(struct gh_http_req *req)
 
 /* ---- static assets ---- */
 
-static const char *content_type(const char *path)
-{
-    static const struct {
-        const char *ext, *type;
-    } types[] = {
-        {".css", "text/css; charset=utf-8"},
-        {".js", "text/javascript; charset=utf-8"},
-        {".mjs", "text/javascript; charset=utf-8"},
-        {".html", "text/html; charset=utf-8"},
-        {".json", "application/json"},
-        {".svg", "image/svg+xml"},
-        {".png", "image/png"},
-        {".ico", "image/x-icon"},
-        {".woff2", "font/woff2"},
-        {".txt", "text/plain; charset=utf-8"},
-        {".webmanifest", "application/manifest+json"},
-    };
-    const char *dot = strrchr(path, '.');
-    for (size_t i = 0; dot && i < GH_ARRAY_LEN(types); i++)
-        if (!strcmp(dot, types[i].ext))
-            return types[i].type;
-    return "application/octet-stream";
-}
-
-/* GET /static/{name}: the embedded file web/{name}. */
+/* GET /static/{name}: the embedded file web/{name} (top level only: the
+ * router never lets a decoded '/' into name). */
 static void get_static(struct gh_http_req *req)
 {
-    const struct static_files *sf = req->route->ctx;
-    const char *name = req->params[0];
-    for (size_t i = 0; i < sf->n; i++) {
-        const struct gh_asset *a = &gh_assets[i];
-        if (a->path[0] != '/' || strcmp(a->path + 1, name) || !gh_pages_asset_public(a->path))
-            continue;
-        const char *type = content_type(a->path);
-        if (!strncmp(type, "text/html", 9))
-            html_headers(req);
-        else
-            gh_http_add_header(req, "X-Content-Type-Options", "nosniff");
-        gh_http_add_header(req, "Cache-Control", "public, max-age=300");
-        gh_http_add_header(req, "ETag", "%s", sf->etag[i]);
-        if (gh_http_etag_matches(req, sf->etag[i]))
-            gh_http_respond(req, 304, NULL, NULL, 0);
-        else
-            gh_http_respond(req, 200, type, a->data, a->len);
-        return;
-    }
-    gh_http_respond_error(req, 404, "not_found", "no such file");
+    char path[256];
+    int n = snprintf(path, sizeof path, "/%s", req->params[0]);
+    gh_assets_send(req, path, n > 0 && (size_t)n < sizeof path ? (size_t)n : 0, 300);
 }
 
 /* ---- admin routes ---- */
@@ -473,22 +389,6 @@ int gh_status_init(struct gh_server *srv)
     }
     gh_buf_dispose(&err);
 
-    struct static_files *sf = calloc(1, sizeof *sf);
-    while (sf && gh_assets[sf->n].path)
-        sf->n++;
-    if (sf)
-        sf->etag = calloc(sf->n + 1, sizeof *sf->etag);
-    if (!sf || !sf->etag) {
-        if (sf)
-            free(sf->etag);
-        free(sf);
-        gh_status_free(st);
-        return GH_ENOMEM;
-    }
-    for (size_t i = 0; i < sf->n; i++)
-        snprintf(sf->etag[i], sizeof sf->etag[i], "\"%016llx\"",
-                 (unsigned long long)fnv1a(gh_assets[i].data, gh_assets[i].len));
-    g_static = sf;
     atomic_store(&g_status, st);
     if (gh_server_add_reload_hook(srv, on_reload, st))
         return GH_ETOOBIG;
@@ -510,7 +410,7 @@ int gh_status_init(struct gh_server *srv)
             return GH_ETOOBIG;
         r->cls = GH_CLASS_ANON;
     }
-    struct gh_route *r = gh_router_add(&srv->router, "GET", "/static/{name}", get_static, sf);
+    struct gh_route *r = gh_router_add(&srv->router, "GET", "/static/{name}", get_static, NULL);
     if (!r)
         return GH_ETOOBIG;
     r->cls = GH_CLASS_ANON;
@@ -539,9 +439,4 @@ void gh_status_stop(void)
 {
     struct gh_status *st = atomic_exchange(&g_status, NULL);
     gh_status_free(st);
-    if (g_static) {
-        free(g_static->etag);
-        free(g_static);
-        g_static = NULL;
-    }
 }

@@ -5,6 +5,7 @@
 #include "status/model.h"
 
 #include "core/log.h"
+#include "http/assets.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -229,12 +230,7 @@ static int publish_locked(struct gh_status *st)
             snap_free(s);
             return rc ? rc : GH_ENOMEM;
         }
-        /* FNV-1a of the content: equal documents keep their ETag across
-         * restarts */
-        uint64_t h = 0xcbf29ce484222325ull;
-        for (size_t k = 0; k < b.len; k++)
-            h = (h ^ (unsigned char)b.data[k]) * 0x100000001b3ull;
-        snprintf(s->etag[d], sizeof s->etag[d], "\"%016llx\"", (unsigned long long)h);
+        gh_assets_etag(b.data, b.len, s->etag[d]);
         s->doc[d].data = gh_buf_steal(&b, &s->doc[d].len);
     }
     pthread_mutex_lock(&st->snap_mu);

@@ -12,8 +12,9 @@ import path from 'node:path';
 
 import { request, startServer, runGatehouse, tempDir, freePorts, waitUntil } from './lib/harness.mjs';
 
+// the site's pages' policy: the status page shares their headers (tests/e2e/assets.test.mjs)
 const CSP =
-  "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 const COMPONENT_STATES = ['operational', 'degraded_performance', 'partial_outage', 'major_outage'];
 const INCIDENT_STATES = ['investigating', 'identified', 'monitoring', 'resolved'];
 const IMPACTS = ['none', 'minor', 'major', 'critical'];
@@ -122,6 +123,7 @@ function assertSecurityHeaders(r, what) {
   assert.equal(r.headers['x-frame-options'], 'DENY', `${what}: X-Frame-Options`);
   assert.equal(r.headers['referrer-policy'], 'no-referrer', `${what}: Referrer-Policy`);
   assert.equal(r.headers['x-content-type-options'], 'nosniff', `${what}: X-Content-Type-Options`);
+  assert.equal(r.headers['cross-origin-opener-policy'], 'same-origin', `${what}: Cross-Origin-Opener-Policy`);
 }
 
 test('every status JSON endpoint has the Statuspage shape', async (t) => {
