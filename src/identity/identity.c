@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <fcntl.h>
 
@@ -2318,6 +2319,7 @@ static void on_policy(const struct gh_policy *eff, const char *why, void *data)
     if (!eff)
         return;
     report_component(eff);
+    gh_shield_set_pow((int)eff->pow_bits);
     for (size_t i = 0; i < GH_ARRAY_LEN(change_whys); i++)
         if (!strcmp(why, change_whys[i]) && ids.m_policy_changes[i])
             atomic_fetch_add_explicit(ids.m_policy_changes[i], 1, memory_order_relaxed);
@@ -2382,6 +2384,40 @@ static uint64_t pool_delay(enum gh_class cls, void *data)
     if (cls == GH_CLASS_REGISTER)
         return gh_pwpool_delay_ms(ids.pool, GH_PW_REGISTER, gh_now_ms());
     return 0;
+}
+
+/* The shield's principal look-up: a Bearer API key, else the session
+ * cookie (either name, auth.h; no CSRF: classifying changes nothing). */
+static bool principal_lookup(const struct gh_http_req *req, uint64_t *user_id, uint64_t *key_id,
+                             void *data)
+{
+    (void)data;
+    struct gh_principal p;
+    bool valid = false;
+    size_t len = 0;
+    const char *auth = gh_http_header_get(req, "authorization", &len);
+    if (auth && len > 7 && !strncasecmp(auth, "Bearer ", 7))
+        valid = gh_auth_api_key(auth + 7, len - 7, &p) == 0;
+    else
+        valid = gh_auth_session(req, false, &p) == 0;
+    if (valid) {
+        *user_id = p.user_id;
+        *key_id = p.key_id;
+    }
+    return valid;
+}
+
+static bool principal_may_reload(const struct gh_http_req *req, void *data)
+{
+    (void)data;
+    return gh_auth_may_reload(req);
+}
+
+static int principal_prefetch(const struct gh_http_req *req, void (*wake)(void *arg), void *arg,
+                              void **job, void *data)
+{
+    (void)data;
+    return gh_auth_prefetch(req, wake, arg, job);
 }
 
 static void on_policy_timer(uv_timer_t *t)
@@ -2528,6 +2564,7 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
      * change from here on is heard */
     level_overlay(gh_shield_level());
     gh_policy_set_listener(on_policy, NULL);
+    gh_shield_set_pow((int)gh_policy_current()->pow_bits); /* the listener pushes changes */
     for (size_t i = 0; i < GH_ARRAY_LEN(change_whys); i++) {
         static const char *const label[] = {"operator", "operator_temporary", "level",
                                             "expired"};
@@ -2650,6 +2687,13 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
      * delay feeds the shedding (both absent when the shield is not up) */
     gh_shield_subscribe_level(on_level, NULL);
     gh_shield_watch_queue(pool_delay, NULL);
+    static const struct gh_shield_principals principals = {
+        .lookup = principal_lookup,
+        .may_reload = principal_may_reload,
+        .prefetch = principal_prefetch,
+        .prefetch_cancel = gh_auth_prefetch_cancel,
+    };
+    gh_shield_set_principal_lookup(&principals);
     if (gh_server_add_worker_hook(srv, id_worker_init, id_worker_dispose, NULL)) {
         gh_buf_printf(err, "identity: too many worker hooks");
         return GH_ETOOBIG;
@@ -2670,6 +2714,10 @@ struct gh_pwpool *gh_identity_pwpool(void)
 
 void gh_identity_dispose(void)
 {
+    /* the shield outlives identity: it forgets the credential checks and
+     * the policy's proof of work */
+    gh_shield_set_principal_lookup(NULL);
+    gh_shield_set_pow(-1);
     /* the password pool first: its jobs post into the store */
     gh_pwpool_free(ids.pool);
     ids.pool = NULL;
