@@ -208,36 +208,28 @@ static int cmd_serve(int argc, char **argv)
     }
     if (gh_identity_init(&srv, &err)) {
         fprintf(stderr, "gatehouse: cannot start accounts: %s\n", err.data ? err.data : "");
-        gh_identity_dispose();
         rc = 1;
         goto out;
     }
-    if (gh_gateway_init(&srv)) {
-        rc = 1;
-        goto out;
-    }
-    if (gh_pages_init(&srv)) {
-        gh_identity_dispose();
-        rc = 1;
-        goto out;
-    }
-    if (gh_status_init(&srv)) {
-        gh_status_stop();
+    if (gh_gateway_init(&srv) || gh_pages_init(&srv) || gh_status_init(&srv)) {
         rc = 1;
         goto out;
     }
     /* the operator's routes that read the subsystems above */
     if (gh_admin_users_init(&srv) || gh_summary_init(&srv)) {
         fprintf(stderr, "gatehouse: cannot register the admin routes\n");
-        gh_identity_dispose();
-        gh_status_stop();
         rc = 1;
         goto out;
     }
     rc = gh_server_run(&srv);
-    gh_identity_dispose();
-    gh_status_stop();
 out:
+    /* one exit, in the reverse order of the inits; each stop is safe when
+     * its init never ran or failed half-way, so a late failure (the
+     * gateway's, say) still stops identity's threads and closes its
+     * store. The gateway frees itself (when its last worker stops, or in
+     * its failed init); the pages hold nothing. */
+    gh_status_stop();
+    gh_identity_dispose();
     gh_shield_dispose();
     gh_log_stop();
     gh_server_dispose(&srv);

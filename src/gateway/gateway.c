@@ -1333,6 +1333,8 @@ fail:
            err[0] ? err : "out of memory");
     fprintf(stderr, "gatehouse: gateway: %s\n", err[0] ? err : "out of memory");
     gh_config_unref(cfg);
-    /* the process exits: what was loaded is left to it */
+    /* no worker ran: nothing else holds it (its routes die with the server) */
+    if (gw)
+        gateway_free(gw);
     return rc;
 }

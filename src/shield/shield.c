@@ -5,8 +5,6 @@
 
 #include "core/log.h"
 #include "http/jsonbody.h"
-#include "identity/auth.h"
-#include "identity/policy.h"
 #include "shield/admission.h"
 #include "shield/ipset.h"
 #include "shield/limiter.h"
@@ -21,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -49,6 +46,10 @@ struct gh_shield {
     struct gh_level_presets presets;
     char attack_regions[256];
     uint64_t pow_ttl_ms;
+    /* identity's credential checks (gh_shield_set_principal_lookup): set
+     * before the workers start, read-only while they run */
+    struct gh_shield_principals principals;
+    atomic_int policy_pow_bits; /* registration policy's pow_bits; -1 = none */
     uv_timer_t timer; /* on the admin worker */
     bool timer_on;
     uint64_t interval_ms, last_feed_ms;
@@ -777,24 +778,25 @@ static bool apply_rules(struct gh_shield *sh, struct gh_http_req *req, enum gh_c
  * the server's credentials hook. */
 static bool credentials(struct gh_http_req *req, void *data)
 {
-    (void)data;
+    struct gh_shield *sh = data;
     if (req->cred.state)
         return req->cred.state > 0;
-    struct gh_principal p;
-    bool valid = false;
-    size_t len = 0;
-    const char *auth = gh_http_header_get(req, "authorization", &len);
-    if (auth && len > 7 && !strncasecmp(auth, "Bearer ", 7)) {
-        valid = gh_auth_api_key(auth + 7, len - 7, &p) == 0;
-    } else {
-        valid = gh_auth_session(req, false, &p) == 0; /* either cookie name (auth.h) */
-    }
+    const struct gh_shield_principals *pr = &sh->principals;
+    uint64_t user_id = 0, key_id = 0;
+    bool valid = pr->lookup && pr->lookup(req, &user_id, &key_id, pr->data);
     req->cred.state = valid ? 1 : -1;
     if (valid) {
-        req->cred.user_id = p.user_id;
-        req->cred.key_id = p.key_id;
+        req->cred.user_id = user_id;
+        req->cred.key_id = key_id;
     }
     return valid;
+}
+
+/* Whether a credential lookup missed may be in the store (not final). */
+static bool may_reload(const struct gh_shield *sh, const struct gh_http_req *req)
+{
+    const struct gh_shield_principals *pr = &sh->principals;
+    return pr->may_reload && pr->may_reload(req, pr->data);
 }
 
 /* The server's credentials_fetch hook: an evicted session or key is read
@@ -803,19 +805,29 @@ static bool credentials(struct gh_http_req *req, void *data)
 static int credentials_fetch(struct gh_http_req *req, void (*wake)(void *arg), void *arg,
                              void **job, void *data)
 {
-    (void)data;
-    int rc = gh_auth_prefetch(req, wake, arg, job);
+    struct gh_shield *sh = data;
+    const struct gh_shield_principals *pr = &sh->principals;
+    int rc = pr->prefetch ? pr->prefetch(req, wake, arg, job, pr->data) : GH_ENOTFOUND;
     if (!rc)
         req->cred.state = 0;
     return rc;
 }
 
-static enum gh_class classify(struct gh_http_req *req, struct gh_limit_subject *subj)
+/* The server's credentials_cancel hook (it takes no data: the shield's). */
+static void credentials_cancel(void *job)
+{
+    struct gh_shield *sh = the_shield;
+    if (sh && sh->principals.prefetch_cancel)
+        sh->principals.prefetch_cancel(job);
+}
+
+static enum gh_class classify(struct gh_shield *sh, struct gh_http_req *req,
+                              struct gh_limit_subject *subj)
 {
     enum gh_class cls = req->route->cls;
     if (cls == GH_CLASS_OPS)
         return cls;
-    if (credentials(req, NULL)) {
+    if (credentials(req, sh)) {
         subj->account_id = req->cred.user_id;
         subj->apikey_id = req->cred.key_id;
         return GH_CLASS_USER;
@@ -847,10 +859,10 @@ static int header_filter(struct gh_http_req *req, unsigned *retry_after_s, void 
     if (gh_iplist_contains(sh->allow, &client))
         return 0;
     struct gh_limit_subject subj = {.addr = &client};
-    enum gh_class cls = classify(req, &subj);
+    enum gh_class cls = classify(sh, req, &subj);
     if (cls != GH_CLASS_USER && req->route->cls == GH_CLASS_USER)
         return 0; /* its handler answers 401 cheaply, or an evicted user is read back */
-    if (cls == GH_CLASS_ANON && gh_auth_may_reload(req))
+    if (cls == GH_CLASS_ANON && may_reload(sh, req))
         return 0;
     const struct gh_limit_rules *rs = atomic_load_explicit(&sh->rules, memory_order_acquire);
     uint64_t now = req->start_ns ? req->start_ns : gh_now_ns();
@@ -896,7 +908,7 @@ static bool request_filter(struct gh_http_req *req, void *data)
         }
     }
     struct gh_limit_subject subj = {.addr = &req->client};
-    enum gh_class cls = classify(req, &subj);
+    enum gh_class cls = classify(sh, req, &subj);
     if (sh->m_class[cls])
         atomic_fetch_add_explicit(sh->m_class[cls], 1, memory_order_relaxed);
     if (cls == GH_CLASS_OPS || gh_iplist_contains(sh->allow, &req->client))
@@ -905,8 +917,8 @@ static bool request_filter(struct gh_http_req *req, void *data)
     /* an account route without a credential the store could hold (none,
      * malformed, or deleted with its account) is answered 401 from memory
      * by its handler, as cheaply as a 503 and truthfully, whatever the load */
-    bool final_401 = req->route->cls == GH_CLASS_USER && cls == GH_CLASS_ANON &&
-                     !gh_auth_may_reload(req);
+    bool final_401 =
+        req->route->cls == GH_CLASS_USER && cls == GH_CLASS_ANON && !may_reload(sh, req);
     if (!final_401 &&
         (atomic_load_explicit(&sh->shed_general, memory_order_relaxed) & (1u << cls))) {
         shed_answer(sh, req, cls);
@@ -957,10 +969,28 @@ unsigned gh_shield_pow_bits(enum gh_pow_scope scope)
     unsigned bits = p.pow_bits;
     /* registration and its SMS codes: the effective registration policy,
      * which holds the level's preset unless an operator pinned another */
-    const struct gh_policy *pol = gh_policy_current();
-    if (pol && (scope == GH_POW_REGISTER || scope == GH_POW_SMS))
-        bits = pol->pow_bits;
+    int pol_bits =
+        the_shield ? atomic_load_explicit(&the_shield->policy_pow_bits, memory_order_relaxed) : -1;
+    if (pol_bits >= 0 && (scope == GH_POW_REGISTER || scope == GH_POW_SMS))
+        bits = (unsigned)pol_bits;
     return GH_MIN(bits, (unsigned)GH_POW_BITS_MAX);
+}
+
+void gh_shield_set_pow(int register_bits)
+{
+    if (the_shield)
+        atomic_store_explicit(&the_shield->policy_pow_bits, register_bits < 0 ? -1 : register_bits,
+                              memory_order_relaxed);
+}
+
+int gh_shield_set_principal_lookup(const struct gh_shield_principals *p)
+{
+    struct gh_shield *sh = the_shield;
+    if (!sh)
+        return GH_EINVAL;
+    static const struct gh_shield_principals none;
+    sh->principals = p ? *p : none;
+    return 0;
 }
 
 enum gh_pow_result gh_shield_pow_verify(const struct gh_http_req *req, enum gh_pow_scope scope,
@@ -1359,6 +1389,7 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     sh->level_ready = true;
     presets_from(sh, cfg);
     sh->pow_ttl_ms = cfg->shield.pow_ttl_ms;
+    atomic_init(&sh->policy_pow_bits, -1);
     sh->interval_ms = cfg->shield.level_interval_ms;
     atomic_store(&sh->enabled, cfg->shield.enabled);
     shed_targets(sh, cfg);
@@ -1444,7 +1475,7 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     srv->credentials = credentials;
     srv->credentials_data = sh;
     srv->credentials_fetch = credentials_fetch;
-    srv->credentials_cancel = gh_auth_prefetch_cancel;
+    srv->credentials_cancel = credentials_cancel;
     srv->proxy_trusted = proxy_trusted;
     srv->proxy_trusted_data = sh;
     kernel_start(sh, cfg); /* last: nothing after it can fail and leave the table */

@@ -64,8 +64,41 @@ void gh_shield_level_policy(enum gh_level level, struct gh_level_policy *out);
  * GH_ETOOBIG. */
 int gh_shield_subscribe_level(gh_level_listener_fn fn, void *data);
 
+/* ---- what the accounts subsystem tells the shield (callbacks, so that
+ * the shield depends on no subsystem above it) ---- */
+
+/* The credential checks the shield classifies with (identity registers
+ * them at init). Each may be called on any loop thread, often, and must
+ * answer from memory:
+ *  - lookup: true when req's headers carry a valid API key or session,
+ *    with the account's id in *user_id and the key's in *key_id (0 for a
+ *    session); invalid credentials answer false;
+ *  - may_reload: true when lookup's miss for req may not be final (the
+ *    credential may live in the store; auth.h gh_auth_may_reload);
+ *  - prefetch, prefetch_cancel: the server's credentials_fetch and
+ *    credentials_cancel (auth.h gh_auth_prefetch). */
+struct gh_shield_principals {
+    bool (*lookup)(const struct gh_http_req *req, uint64_t *user_id, uint64_t *key_id, void *data);
+    bool (*may_reload)(const struct gh_http_req *req, void *data);
+    int (*prefetch)(const struct gh_http_req *req, void (*wake)(void *arg), void *arg, void **job,
+                    void *data);
+    void (*prefetch_cancel)(void *job);
+    void *data;
+};
+/* Installs the credential checks (copied; NULL removes them: then no
+ * request carries valid credentials). Main thread, while the server is
+ * not running. GH_EINVAL without a shield. */
+int gh_shield_set_principal_lookup(const struct gh_shield_principals *p);
+
+/* The registration policy's proof-of-work difficulty for registrations and
+ * their SMS codes, pushed by identity at start and at every change of the
+ * effective policy; -1 (the start) when there is no policy: the level's
+ * preset applies. Any thread. */
+void gh_shield_set_pow(int register_bits);
+
 /* The proof-of-work difficulty required now for scope (0 = none): the
- * larger of the level's preset and the registration policy's pow_bits. */
+ * level's preset; for registrations and SMS codes, the registration
+ * policy's pow_bits when one was pushed (gh_shield_set_pow). */
 unsigned gh_shield_pow_bits(enum gh_pow_scope scope);
 /* Verifies a solution sent with req (from the JSON "pow" object the caller
  * parsed) for scope, needing min_bits; bound to req->client's prefix. */

@@ -1,0 +1,289 @@
+/* This module implements the identity subsystem's sign-up routes:
+ * POST /api/auth/sms-code (codes for registration, login and reset, with
+ * their budgets, policy and proof of work) and POST /api/auth/register. */
+#include "identity/internal.h"
+
+/* ---- POST /api/auth/sms-code ---- */
+
+struct sms_job {
+    struct gh_phone phone;
+    uint8_t phone_hash[32];
+    enum gh_sms_purpose purpose;
+    struct gh_addr client;
+    bool owner; /* the client signed in to the number's account recently */
+    bool exists;
+    bool disabled; /* the account was disabled by an operator */
+    uint64_t ttl_ms;
+};
+
+static int sms_lookup_fn(struct gh_store_conn *c, void *arg)
+{
+    struct sms_job *j = arg;
+    struct gh_user u;
+    int rc = gh_store_user_by_phone(c, j->phone_hash, &u);
+    j->exists = rc == 0;
+    j->disabled = rc == 0 && u.disabled_ms;
+    sodium_memzero(&u, sizeof u);
+    return rc == GH_ENOTFOUND ? 0 : rc;
+}
+
+static void sms_lookup_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct sms_job *j = arg;
+    if (rc || !ids.sms || !ids.sender)
+        goto out;
+    /* login and reset codes go only to numbers with an account: nobody
+     * pays for texts to numbers that cannot use them; a disabled account
+     * cannot sign in or reset, so it gets none either (the 202 was the
+     * same bytes already) */
+    if (j->purpose != GH_SMS_REGISTER && (!j->exists || j->disabled))
+        goto out;
+    /* the number's budgets are charged only now, when a text is sent: a
+     * flood of requests for numbers without an account spends nobody's
+     * budget, and an owner's codes have budgets outsiders cannot spend.
+     * Over budget: no text (the 202 was the same bytes already). */
+    if (j->purpose != GH_SMS_REGISTER) {
+        struct gh_sms_req sr = {.e164 = j->phone.e164,
+                                .prefix = j->phone.prefix,
+                                .calling_code = j->phone.calling_code,
+                                .client = j->client,
+                                .purpose = j->purpose,
+                                .owner = j->owner};
+        uint64_t wait;
+        const char *which;
+        if (gh_sms_budget_send(ids.sms, &sr, gh_now_ms(), &wait, &which))
+            goto out;
+    }
+    char code[7];
+    if (gh_sms_code_issue(ids.sms, j->phone.e164, j->purpose, gh_now_ms(), code))
+        goto out;
+    char text[400];
+    unsigned mins = (unsigned)GH_MAX(j->ttl_ms / 60000, 1ull);
+    if (j->purpose == GH_SMS_REGISTER && j->exists)
+        snprintf(text, sizeof text,
+                 "gatehouse: someone asked to register this number, which already has an "
+                 "account. If it was you, sign in or reset your password instead. Code %s "
+                 "(%u min).",
+                 code, mins);
+    else if (j->purpose == GH_SMS_REGISTER)
+        snprintf(text, sizeof text,
+                 "gatehouse: your registration code is %s. It expires in %u min. Never share it.",
+                 code, mins);
+    else if (j->purpose == GH_SMS_LOGIN)
+        snprintf(text, sizeof text,
+                 "gatehouse: your sign-in code is %s. It expires in %u min. Never share it.", code,
+                 mins);
+    else
+        snprintf(text, sizeof text,
+                 "gatehouse: your password reset code is %s. It expires in %u min. Never share "
+                 "it.",
+                 code, mins);
+    gh_smssend_send(ids.sender, j->phone.e164, gh_sms_purpose_name(j->purpose), code, text);
+    sodium_memzero(code, sizeof code);
+out:
+    free(j);
+}
+
+void id_h_sms_code(struct gh_http_req *req)
+{
+    json_t *o = gh_http_body_object(req);
+    if (!o)
+        return;
+    struct gh_phone p;
+    const char *ps;
+    size_t plen;
+    if (!id_field_phone(req, o, &p) || !id_field_str(req, o, "purpose", 32, &ps, &plen))
+        goto out;
+    int purpose = gh_sms_purpose_parse(ps, plen);
+    if (purpose < 0) {
+        gh_http_respond_error(req, 400, "invalid_request",
+                              "purpose: expected register, login or reset");
+        goto out;
+    }
+    if (purpose == GH_SMS_REGISTER &&
+        (!id_policy_allows(req, &p) ||
+         !id_pow_ok(req, o, GH_POW_SMS, gh_shield_pow_bits(GH_POW_SMS))))
+        goto out;
+    if (!id_limit_phone(req, req->route->cls, &p))
+        goto out;
+    uint8_t ph[32];
+    id_phone_hash(p.e164, ph);
+    struct gh_sms_req sr = {.e164 = p.e164,
+                            .prefix = p.prefix,
+                            .calling_code = p.calling_code,
+                            .client = req->client,
+                            .purpose = (enum gh_sms_purpose)purpose,
+                            .owner = id_source_vouched(req, ph)};
+    uint64_t wait = 0;
+    const char *which = NULL;
+    /* the requester's budgets now; the number's too for a registration
+     * code, which is sent whether or not the number has an account (so
+     * refusing it now tells nothing); login and reset codes are charged to
+     * the number only when one is sent (sms_lookup_done) */
+    int brc = purpose == GH_SMS_REGISTER
+                  ? gh_sms_budget(ids.sms, &sr, gh_now_ms(), &wait, &which)
+                  : gh_sms_budget_requester(ids.sms, &sr, gh_now_ms(), &wait, &which);
+    if (brc) {
+        gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)id_ceil_s(wait));
+        gh_http_respond_error(req, 429, "rate_limited",
+                              "too many codes requested (%s); retry in %llu s", which,
+                              (unsigned long long)id_ceil_s(wait));
+        goto out;
+    }
+    struct sms_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        id_respond_busy(req, "the SMS service");
+        goto out;
+    }
+    j->phone = p;
+    memcpy(j->phone_hash, ph, sizeof ph);
+    j->purpose = (enum gh_sms_purpose)purpose;
+    j->client = req->client;
+    j->owner = sr.owner;
+    j->ttl_ms = req->cfg->identity.code_ttl_ms;
+    /* the answer does not wait for the look-up: same bytes, same time,
+     * whether or not the number has an account */
+    if (gh_store_read(ids.store, sms_lookup_fn, j, req->worker, sms_lookup_done)) {
+        free(j);
+        id_respond_busy(req, "the SMS service");
+        goto out;
+    }
+    gh_shield_signal(req, GH_SIGNAL_SMS_SENT);
+    char body[64];
+    int n = snprintf(body, sizeof body, "{\"sent\":true,\"retry_after\":%llu}",
+                     (unsigned long long)(req->cfg->sms.cooldown_ms / 1000));
+    gh_http_respond_json(req, 202, body, (size_t)n);
+out:
+    json_decref(o);
+}
+
+/* ---- POST /api/auth/register ---- */
+
+static int register_write_fn(struct gh_store_conn *c, void *arg)
+{
+    struct op *op = arg;
+    struct gh_user *u = &op->user;
+    memset(u, 0, sizeof *u);
+    memcpy(u->phone_hash, op->phone_hash, 32);
+    snprintf(u->phone, sizeof u->phone, "%s", op->phone.e164);
+    snprintf(u->region, sizeof u->region, "%s", op->phone.region);
+    u->calling_code = op->phone.calling_code;
+    snprintf(u->pw_hash, sizeof u->pw_hash, "%s", op->pw_hash);
+    u->created_ms = gh_wall_ms();
+    u->last_login_ms = u->created_ms;
+    int rc = gh_store_user_insert(c, u);
+    if (rc)
+        return rc;
+    gh_store_user_login_result(c, u->id, true, u->created_ms);
+    op->sess.user_id = u->id;
+    rc = gh_store_session_insert(c, &op->sess);
+    if (rc)
+        return rc;
+    char d[160];
+    id_audit_detail(d, sizeof d, op->phone.e164, op->phone.region, NULL);
+    return gh_audit_row(c, "register", u->id, d);
+}
+
+static void register_write_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct op *op = arg;
+    if (!w)
+        goto out;
+    if (rc == GH_EEXIST)
+        gh_http_respond_error(op->req, 409, "account_exists",
+                              "phone: this number already has an account; sign in or reset the "
+                              "password");
+    else if (rc)
+        id_respond_busy(op->req, "registration");
+    else {
+        gh_shield_signal(op->req, GH_SIGNAL_REGISTERED);
+        id_source_success(op->req, op->phone_hash);
+        id_op_finish_session(op, 201);
+    }
+out:
+    id_op_free(op);
+}
+
+void id_hash_fn(void *arg)
+{
+    struct op *op = arg;
+    op->rc = gh_password_hash(op->password, op->pwlen, op->pw_hash);
+    sodium_memzero(op->password, sizeof op->password);
+}
+
+static void register_hash_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct op *op = arg;
+    if (!w)
+        goto fail;
+    if (rc || op->rc) {
+        id_respond_busy(op->req, "registration");
+        goto fail;
+    }
+    id_op_new_session(op);
+    if (gh_store_write(ids.store, register_write_fn, op, w, register_write_done)) {
+        id_respond_busy(op->req, "registration");
+        goto fail;
+    }
+    return;
+fail:
+    id_op_free(op);
+}
+
+/* The one answer to a code that does not sign in: the same bytes whether
+ * the code was wrong, expired, used up, or never sent (the number has no
+ * account), so these paths cannot tell registered numbers from others. */
+void id_respond_bad_code(struct gh_http_req *req)
+{
+    gh_http_respond_error_param(req, 400, "invalid_code", "code",
+                                "code: wrong or expired code; check the SMS or request a new "
+                                "code");
+}
+
+bool id_check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpose p,
+                   const char *code, size_t len)
+{
+    int rc = gh_sms_code_check(ids.sms, e164, p, code, len, gh_now_ms());
+    gh_shield_signal(req, rc == 0 ? GH_SIGNAL_VERIFY_OK : GH_SIGNAL_VERIFY_FAIL);
+    if (rc == 0)
+        return true;
+    id_respond_bad_code(req);
+    return false;
+}
+
+void id_h_register(struct gh_http_req *req)
+{
+    json_t *o = gh_http_body_object(req);
+    if (!o)
+        return;
+    struct gh_phone p;
+    const char *code, *pw;
+    size_t clen, pwlen;
+    if (!id_field_phone(req, o, &p) || !id_field_code(req, o, &code, &clen) ||
+        !id_field_password(req, o, &pw, &pwlen))
+        goto out;
+    /* cheapest refusals first, and all of them before the code is spent:
+     * policy, proof of work, phone-keyed rules, the level's registration
+     * cap, admission to the password pool */
+    if (!id_policy_allows(req, &p) ||
+        !id_pow_ok(req, o, GH_POW_REGISTER, gh_shield_pow_bits(GH_POW_REGISTER)) ||
+        !id_limit_phone(req, GH_CLASS_REGISTER, &p) ||
+        !id_register_cap_ok(req, gh_policy_current()) || !gh_shield_admit(req, GH_CLASS_REGISTER))
+        goto out;
+    if (!id_check_code(req, p.e164, GH_SMS_REGISTER, code, clen))
+        goto out;
+    struct op *op = id_op_new(req, OP_REGISTER, &p);
+    if (!op) {
+        id_respond_busy(req, "registration");
+        goto out;
+    }
+    memcpy(op->password, pw, pwlen);
+    op->pwlen = pwlen;
+    if (gh_pwpool_submit(ids.pool, GH_PW_REGISTER, id_hash_fn, op, req->worker,
+                         register_hash_done)) {
+        id_op_free(op);
+        id_respond_busy(req, "registration");
+    }
+out:
+    json_decref(o);
+}
