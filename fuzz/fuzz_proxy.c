@@ -1,9 +1,10 @@
 /* This module implements the libFuzzer harness of the PROXY protocol
- * parser and the X-Forwarded-For walk (shield/proxy.h). It checks, beyond
+ * parser (http/proxy.h) and the X-Forwarded-For walk (shield/proxy.h). It checks, beyond
  * memory safety, that a complete header is reported complete at its exact
  * length and that every shorter prefix of it asks for more (so a reader
  * feeding bytes as they arrive reaches the same answer), and that the
  * consumed length never passes the input. */
+#include "http/proxy.h"
 #include "shield/ipset.h"
 #include "shield/proxy.h"
 

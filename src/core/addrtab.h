@@ -5,7 +5,7 @@
  * address has a connection open, so the total connection cap bounds it). */
 #pragma once
 
-#include "http/http.h"
+#include "core/addr.h"
 
 struct gh_addrtab;
 

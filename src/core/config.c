@@ -4,8 +4,8 @@
  * described once. */
 #include "core/config.h"
 
+#include "core/origin.h"
 #include "core/suggest.h"
-#include "http/websec.h"
 #include "store/pgurl.h"
 
 #include <arpa/inet.h>
@@ -1060,7 +1060,7 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
                 "must differ from [server] listen (%s)", c->server.listen);
         return GH_EINVAL;
     }
-    if (!gh_websec_origin_setting_ok(c->server.public_origin)) {
+    if (!gh_origin_setting_ok(c->server.public_origin)) {
         set_err(err, origin, 0, find_key("server", "public_origin"), NULL, NULL,
                 "'%.80s' is not an origin (expected e.g. https://chat.example.com, no path)",
                 c->server.public_origin);

@@ -18,7 +18,7 @@
 #include "core/log.h"
 #include "http/parser.h"
 #include "http/websec.h"
-#include "shield/proxy.h"
+#include "http/proxy.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -228,47 +228,6 @@ static int conn_write(struct gh_conn *c, const char *data, size_t len)
     }
     c->write_pending += r->len;
     return 0;
-}
-
-/* ---- addresses ---- */
-
-void gh_addr_format(const struct gh_addr *a, char *out, size_t outlen)
-{
-    if (!inet_ntop(a->family, a->bytes, out, (socklen_t)outlen))
-        snprintf(out, outlen, "unknown");
-}
-
-void gh_addr_format_prefix(const struct gh_addr *a, char *out, size_t outlen)
-{
-    struct gh_addr p = *a;
-    char tmp[64];
-    if (a->family == AF_INET) {
-        p.bytes[3] = 0;
-        gh_addr_format(&p, tmp, sizeof tmp);
-        snprintf(out, outlen, "%s/24", tmp);
-    } else {
-        memset(p.bytes + 6, 0, 10);
-        gh_addr_format(&p, tmp, sizeof tmp);
-        snprintf(out, outlen, "%s/48", tmp);
-    }
-}
-
-static void addr_from_sockaddr(const struct sockaddr_storage *ss, struct gh_addr *a)
-{
-    memset(a, 0, sizeof *a);
-    if (ss->ss_family == AF_INET) {
-        a->family = AF_INET;
-        memcpy(a->bytes, &((const struct sockaddr_in *)ss)->sin_addr, 4);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct in6_addr *in6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-        if (IN6_IS_ADDR_V4MAPPED(in6)) {
-            a->family = AF_INET;
-            memcpy(a->bytes, in6->s6_addr + 12, 4);
-        } else {
-            a->family = AF_INET6;
-            memcpy(a->bytes, in6->s6_addr, 16);
-        }
-    }
 }
 
 /* ---- responses ---- */
@@ -1497,7 +1456,7 @@ static void accept_fd(struct gh_worker *w, int fd, const struct sockaddr_storage
     const struct gh_config *cfg = w->cfg;
     struct gh_server *srv = w->srv;
     struct gh_addr a;
-    addr_from_sockaddr(ss, &a);
+    gh_addr_from_sockaddr(ss, &a);
     bool expect_proxy = false, counted = false, addr_counted = false, shared = false;
     enum gh_refusal why = GH_REFUSE_COUNT;
     if (!w->admin) {

@@ -5,6 +5,7 @@
  * the answer is written or the client has gone. */
 #pragma once
 
+#include "core/addr.h"
 #include "core/arena.h"
 #include "core/buf.h"
 #include "core/common.h"
@@ -16,12 +17,6 @@ struct gh_conn;
 struct gh_worker;
 struct gh_route;
 struct gh_http_req;
-
-/* A client address in compact form (kept only in memory). */
-struct gh_addr {
-    uint8_t family; /* AF_INET or AF_INET6 */
-    uint8_t bytes[16];
-};
 
 struct gh_http_header {
     const char *name;
@@ -138,7 +133,3 @@ void gh_http_set_callbacks(struct gh_http_req *req, gh_http_abort_cb on_abort,
 const char *gh_http_reason(int status);
 /* "/api/..." or "/v1/..." or "/admin/...": clients that want JSON errors. */
 bool gh_http_path_is_api(const char *path);
-/* Formats the client address ("203.0.113.7", "2001:db8::1"). */
-void gh_addr_format(const struct gh_addr *a, char *out, size_t outlen);
-/* The client's network prefix (/24 for IPv4, /48 for IPv6) as text. */
-void gh_addr_format_prefix(const struct gh_addr *a, char *out, size_t outlen);

@@ -23,10 +23,6 @@ bool gh_websec_origin_ok(const char *origin, size_t olen, const char *host, size
  * without parameters ("application/json; charset=utf-8"). */
 bool gh_websec_is_json(const char *ct, size_t len);
 
-/* True when public_origin is a valid setting: empty, or scheme://host[:port]
- * with scheme http or https and no path, query, fragment or user info. */
-bool gh_websec_origin_setting_ok(const char *public_origin);
-
 /* The check of the public listener's dispatch: true when req may go on to
  * its handler; false after answering 403 (cross-site) or 415 (body not
  * JSON). Only /api/… paths are checked. Loop thread of req. */

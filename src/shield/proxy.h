@@ -1,41 +1,16 @@
-/* The client address reported by a load balancer or proxy in front of us:
- * the PROXY protocol header (v1 text and v2 binary, as HAProxy specifies
- * them) at the start of a connection, and the X-Forwarded-For header of a
- * request. Both are believed only from trusted addresses; the caller
- * checks the peer against its trusted list before calling the parser, and
- * gh_proxy_xff takes the list itself.
+/* The client address reported by a proxy in front of us in the
+ * X-Forwarded-For header of a request, believed only from the shield's
+ * trusted proxies: gh_proxy_xff takes the list itself. (The PROXY protocol
+ * header at the start of a connection is http/proxy.h.)
  *
- * Pure functions on byte buffers: no allocation, no I/O, any thread. The
- * fuzzer drives them directly (fuzz/fuzz_proxy.c). */
+ * Pure functions: no allocation, no I/O, any thread. The fuzzer drives
+ * them directly (fuzz/fuzz_proxy.c). */
 #pragma once
 
-#include "core/common.h"
+#include "core/addr.h"
 #include "http/http.h"
 
 struct gh_ipset;
-
-/* The longest header accepted: a v1 line is at most 107 bytes; a v2 header
- * 16 bytes plus addresses and TLVs, which we cap here. */
-#define GH_PROXY_V1_MAX  107
-#define GH_PROXY_MAX     (16 + 1024)
-
-enum gh_proxy_status {
-    GH_PROXY_NEED_MORE, /* a valid beginning: read more bytes */
-    GH_PROXY_DONE,      /* a complete header of out->consumed bytes */
-    GH_PROXY_INVALID,   /* not a PROXY header, or a malformed one: close */
-};
-
-struct gh_proxy_result {
-    size_t consumed; /* header bytes; the request starts after them */
-    int version;     /* 1 or 2 */
-    bool has_source; /* false for LOCAL, UNKNOWN, UNSPEC, UNIX: keep the peer's address */
-    struct gh_addr src, dst;
-    uint16_t src_port, dst_port;
-};
-
-/* Parses the header at the start of buf (len bytes so far). v4-mapped
- * IPv6 sources come back as IPv4. */
-enum gh_proxy_status gh_proxy_parse(const uint8_t *buf, size_t len, struct gh_proxy_result *out);
 
 /* The client address from an X-Forwarded-For value (len bytes, a comma
  * separated list, each element an IPv4 or IPv6 address, optionally with a
@@ -57,6 +32,9 @@ bool gh_proxy_xff(const char *value, size_t len, const struct gh_addr *peer,
 bool gh_proxy_xff_req(const struct gh_http_req *req, const struct gh_addr *peer,
                       const struct gh_ipset *trusted, struct gh_addr *out);
 
-/* Parses one address ("1.2.3.4", "2001:db8::1", with the optional port
- * forms above) of len bytes. 0 or GH_EINVAL. */
-int gh_proxy_parse_addr(const char *s, size_t len, struct gh_addr *out);
+/* One element's address forms: gh_addr_parse (core/addr.h), under the
+ * name shield.c knows it by. */
+static inline int gh_proxy_parse_addr(const char *s, size_t len, struct gh_addr *out)
+{
+    return gh_addr_parse(s, len, out);
+}

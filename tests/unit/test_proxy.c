@@ -1,9 +1,10 @@
 /* Unit tests of the PROXY protocol parser and the X-Forwarded-For walk
- * (shield/proxy.h): v1 TCP4/TCP6/UNKNOWN, v2 INET/INET6/LOCAL/UNSPEC
+ * (http/proxy.h, shield/proxy.h): v1 TCP4/TCP6/UNKNOWN, v2 INET/INET6/LOCAL/UNSPEC
  * with TLVs, every prefix of a valid header asking for more, malformed
  * headers, and XFF with trusted and untrusted hops. */
 #include "test_util.h"
 
+#include "http/proxy.h"
 #include "shield/ipset.h"
 #include "shield/proxy.h"
 

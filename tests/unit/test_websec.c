@@ -1,8 +1,10 @@
-/* Unit tests of the browser-facing request checks (http/websec.h): origin
- * comparison against the Host header and against server.public_origin,
- * the Content-Type test, and the public_origin setting's validation. */
+/* Unit tests of the browser-facing request checks (http/websec.h,
+ * core/origin.h): origin comparison against the Host header and against
+ * server.public_origin, the Content-Type test, and the public_origin
+ * setting's validation. */
 #include "test_util.h"
 
+#include "core/origin.h"
 #include "http/websec.h"
 
 static bool ok_host(const char *origin, const char *host)
@@ -42,7 +44,7 @@ static void origin_malformed(void **state)
                                       "http://[::1", "http://[]",  "ftp://x",        "http://x#"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_false(ok_host(bad[i], "x"));
-        assert_false(gh_websec_origin_setting_ok(bad[i]) && bad[i][0]);
+        assert_false(gh_origin_setting_ok(bad[i]) && bad[i][0]);
     }
     /* no Host header: nothing to compare with */
     assert_false(gh_websec_origin_ok("http://x", 8, NULL, 0, ""));
@@ -64,11 +66,11 @@ static void origin_against_setting(void **state)
     assert_false(ok_conf("https://chat.example.com:8443", site));
     assert_false(ok_conf("https://ignored:1", site)); /* the Host does not matter */
     assert_true(ok_conf("http://10.0.0.5:8080", "http://10.0.0.5:8080"));
-    assert_true(gh_websec_origin_setting_ok(""));
-    assert_true(gh_websec_origin_setting_ok(site));
-    assert_true(gh_websec_origin_setting_ok("http://[2001:db8::1]:8080"));
-    assert_false(gh_websec_origin_setting_ok("https://chat.example.com/"));
-    assert_false(gh_websec_origin_setting_ok("chat.example.com"));
+    assert_true(gh_origin_setting_ok(""));
+    assert_true(gh_origin_setting_ok(site));
+    assert_true(gh_origin_setting_ok("http://[2001:db8::1]:8080"));
+    assert_false(gh_origin_setting_ok("https://chat.example.com/"));
+    assert_false(gh_origin_setting_ok("chat.example.com"));
 }
 
 static void content_type(void **state)
