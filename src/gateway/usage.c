@@ -137,43 +137,53 @@ static void batch_done(struct gh_worker *w, void *arg, int rc)
     pthread_mutex_unlock(&u->mu);
 }
 
+static int cmp_delta(const void *x, const void *y)
+{
+    const struct gh_store_usage *a = x, *b = y;
+    if (a->day != b->day)
+        return a->day < b->day ? -1 : 1;
+    if (a->key_id != b->key_id)
+        return a->key_id < b->key_id ? -1 : 1;
+    return a->user_id < b->user_id ? -1 : a->user_id > b->user_id;
+}
+
 /* Sums the deltas of list per (day, key, user) into one batch: a
- * transaction per gather, a row per key-day in it. Frees the list. */
+ * transaction per gather, a row per key-day in it (sorted, then merged:
+ * a gather may hold thousands of keys). Frees the list. */
 static struct batch *gather(struct gh_usage *u, struct delta *list, unsigned n)
 {
     struct batch *b = malloc(sizeof *b + (size_t)n * sizeof b->rows[0]);
-    if (!b) {
+    if (!b)
         atomic_fetch_add(&u->dropped, n);
-    } else {
-        b->u = u;
-        b->n = 0;
-    }
+    size_t k = 0;
     while (list) {
         struct delta *next = list->next;
-        if (b) {
-            size_t i = 0;
-            /* a gather holds few distinct key-days: a linear look is enough */
-            for (; i < b->n; i++) {
-                struct gh_store_usage *r = &b->rows[i];
-                if (r->day == list->u.day && r->key_id == list->u.key_id &&
-                    r->user_id == list->u.user_id)
-                    break;
-            }
-            if (i == b->n) {
-                b->rows[b->n++] = list->u;
-            } else {
-                struct gh_store_usage *r = &b->rows[i];
-                r->requests += list->u.requests;
-                r->prompt_tokens += list->u.prompt_tokens;
-                r->completion_tokens += list->u.completion_tokens;
-                r->cached_tokens += list->u.cached_tokens;
-                r->reasoning_tokens += list->u.reasoning_tokens;
-                r->cut_short += list->u.cut_short;
-            }
-        }
+        if (b)
+            b->rows[k++] = list->u;
         free(list);
         list = next;
     }
+    if (!b)
+        return NULL;
+    b->u = u;
+    qsort(b->rows, k, sizeof b->rows[0], cmp_delta);
+    size_t out = 0;
+    for (size_t i = 0; i < k; i++) {
+        struct gh_store_usage *r = &b->rows[out], *d = &b->rows[i];
+        if (out && !cmp_delta(&b->rows[out - 1], d)) {
+            r = &b->rows[out - 1];
+            r->requests += d->requests;
+            r->prompt_tokens += d->prompt_tokens;
+            r->completion_tokens += d->completion_tokens;
+            r->cached_tokens += d->cached_tokens;
+            r->reasoning_tokens += d->reasoning_tokens;
+            r->cut_short += d->cut_short;
+        } else {
+            *r = *d;
+            out++;
+        }
+    }
+    b->n = out;
     return b;
 }
 
