@@ -11,6 +11,7 @@
 #include "shield/shield.h"
 #include "gateway/gateway.h"
 #include "http/pages.h"
+#include "http/server.h"
 #include "status/status.h"
 
 #include <stdio.h>
@@ -190,6 +191,7 @@ static int cmd_serve(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    gh_http_server_attach(&srv);
     srv.config_path = (char *)o.config;
     srv.overrides = o.overrides;
     srv.noverrides = o.n;

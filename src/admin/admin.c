@@ -1,6 +1,8 @@
 /* This module implements the core routes of admin.h. */
 #include "admin/admin.h"
 
+#include "http/server.h"
+
 #include <http_parser.h>
 #include <jansson.h>
 #include <sodium.h>
