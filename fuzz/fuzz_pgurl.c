@@ -3,7 +3,7 @@
  * or GH_ETOOBIG, with "" on failure; the output is NUL-terminated inside
  * its buffer; redaction is idempotent (a redacted string redacts to
  * itself); a string that carries a password comes out with "***". */
-#include "store/pgurl.h"
+#include "core/pgurl.h"
 
 #include "invariant.h"
 

@@ -11,6 +11,7 @@
 #include "shield/shield.h"
 #include "gateway/gateway.h"
 #include "http/pages.h"
+#include "http/server.h"
 #include "status/status.h"
 
 #include <stdio.h>
@@ -178,6 +179,7 @@ static int cmd_serve(int argc, char **argv)
     gh_buf_init(&err, 4096);
     struct gh_config *cfg = NULL;
     struct gh_server srv;
+    struct gh_http_server http; /* srv.http: routers and listener hooks */
     if (gh_server_build_config(o.config, o.overrides, o.n, environ, &cfg, &err)) {
         fprintf(stderr, "gatehouse: invalid configuration: %s\n", err.data ? err.data : "");
         gh_buf_dispose(&err);
@@ -190,6 +192,7 @@ static int cmd_serve(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    gh_http_server_attach(&srv, &http);
     srv.config_path = (char *)o.config;
     srv.overrides = o.overrides;
     srv.noverrides = o.n;

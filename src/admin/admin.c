@@ -1,6 +1,8 @@
 /* This module implements the core routes of admin.h. */
 #include "admin/admin.h"
 
+#include "http/server.h"
+
 #include <http_parser.h>
 #include <jansson.h>
 #include <sodium.h>
@@ -70,8 +72,8 @@ static void routes(struct gh_http_req *req)
 {
     struct gh_server *srv = req->route->ctx;
     json_t *pub = json_array(), *adm = json_array();
-    list_router(pub, &srv->router);
-    list_router(adm, &srv->admin_router);
+    list_router(pub, &srv->http->router);
+    list_router(adm, &srv->http->admin_router);
     json_t *doc = json_pack("{s:o, s:o}", "public", pub, "admin", adm);
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
@@ -85,15 +87,15 @@ static void routes(struct gh_http_req *req)
 
 int gh_admin_init(struct gh_server *srv)
 {
-    struct gh_route *r1 = gh_router_add(&srv->router, "GET", "/healthz", healthz, srv);
-    struct gh_route *r2 = gh_router_add(&srv->admin_router, "GET", "/healthz", healthz, srv);
-    struct gh_route *r3 = gh_router_add(&srv->admin_router, "GET", "/metrics", metrics, srv);
-    struct gh_route *r4 = gh_router_add(&srv->admin_router, "GET", "/admin/v1/routes", routes, srv);
+    struct gh_route *r1 = gh_router_add(&srv->http->router, "GET", "/healthz", healthz, srv);
+    struct gh_route *r2 = gh_router_add(&srv->http->admin_router, "GET", "/healthz", healthz, srv);
+    struct gh_route *r3 = gh_router_add(&srv->http->admin_router, "GET", "/metrics", metrics, srv);
+    struct gh_route *r4 = gh_router_add(&srv->http->admin_router, "GET", "/admin/v1/routes", routes, srv);
     if (!r1 || !r2 || !r3 || !r4)
         return GH_ETOOBIG;
     r4->cls = GH_CLASS_OPS;
-    srv->admin_router.filter = admin_filter;
-    srv->admin_router.filter_data = srv;
+    srv->http->admin_router.filter = admin_filter;
+    srv->http->admin_router.filter_data = srv;
     r1->cls = GH_CLASS_OPS;
     r2->cls = GH_CLASS_OPS;
     r3->cls = GH_CLASS_OPS;

@@ -44,7 +44,7 @@ int gh_ctl_unknown_option(const char *opt, const char *const *options, const cha
 /* Command implementations, one per row of the table in ctl.c. Each returns
  * an exit code (2 for a usage error, with a message on stderr). */
 /* @ctl-decls */
-/* accounts (src/identity/userctl.c) and the live summary (src/admin/topctl.c) */
+/* accounts (ctl_users.c) and the live summary (ctl_top.c) */
 int gh_ctl_users_find(struct gh_ctl *c);
 int gh_ctl_users_show(struct gh_ctl *c);
 int gh_ctl_users_disable(struct gh_ctl *c);
@@ -52,7 +52,7 @@ int gh_ctl_users_enable(struct gh_ctl *c);
 int gh_ctl_keys_list(struct gh_ctl *c);
 int gh_ctl_keys_revoke(struct gh_ctl *c);
 int gh_ctl_top(struct gh_ctl *c);
-/* shield (src/shield/shieldctl.c) */
+/* shield (ctl_shield.c) */
 int gh_ctl_level_show(struct gh_ctl *c);
 int gh_ctl_level_pin(struct gh_ctl *c);
 int gh_ctl_level_unpin(struct gh_ctl *c);
@@ -60,14 +60,14 @@ int gh_ctl_block(struct gh_ctl *c);
 int gh_ctl_unblock(struct gh_ctl *c);
 int gh_ctl_bans(struct gh_ctl *c);
 int gh_ctl_lists(struct gh_ctl *c);
-/* gateway (src/gateway/gwctl.c) */
+/* gateway (ctl_gateway.c) */
 int gh_ctl_quota_set(struct gh_ctl *c);
 int gh_ctl_quota_unset(struct gh_ctl *c);
 int gh_ctl_quota_show(struct gh_ctl *c);
 int gh_ctl_upstreams(struct gh_ctl *c);
-int gh_ctl_policy_show(struct gh_ctl *c); /* identity/policyctl.c */
+int gh_ctl_policy_show(struct gh_ctl *c); /* ctl_policy.c */
 int gh_ctl_policy_set(struct gh_ctl *c);
-/* status page (src/status/ctl_status.c) */
+/* status page (ctl_status.c) */
 int gh_ctl_incident_create(struct gh_ctl *c);
 int gh_ctl_incident_update(struct gh_ctl *c);
 int gh_ctl_incident_list(struct gh_ctl *c);

@@ -5,6 +5,7 @@
 #include "admin/summary.h"
 
 #include "admin/admin.h"
+#include "http/server.h"
 #include "identity/identity.h"
 #include "identity/policy.h"
 #include "identity/pwpool.h"
@@ -254,7 +255,7 @@ static void h_summary(struct gh_http_req *req)
 int gh_summary_init(struct gh_server *srv)
 {
     struct gh_route *r =
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/summary", h_summary, srv);
+        gh_router_add(&srv->http->admin_router, "GET", "/admin/v1/summary", h_summary, srv);
     if (!r)
         return GH_ETOOBIG;
     r->cls = GH_CLASS_OPS;

@@ -6,7 +6,7 @@
 
 #include "core/origin.h"
 #include "core/suggest.h"
-#include "store/pgurl.h"
+#include "core/pgurl.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

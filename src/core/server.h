@@ -10,7 +10,6 @@
 #include "core/config.h"
 #include "core/list.h"
 #include "core/secrets.h"
-#include "http/router.h"
 #include "obs/metrics.h"
 
 #include <pthread.h>
@@ -25,30 +24,6 @@ struct gh_worker;
  * overlap them); the worker then stops the server. */
 typedef int (*gh_worker_init_fn)(struct gh_worker *w, void *data);
 typedef void (*gh_worker_dispose_fn)(struct gh_worker *w, void *data);
-/* Decides at accept, before any read, whether an address may connect. */
-typedef bool (*gh_accept_filter_fn)(const struct gh_addr *a, void *data);
-/* Runs on the worker when the headers of a routed public request that
- * has a body are complete, before any of its body is read (the shield:
- * the aggregate limits of its class already refuse). Returns 0 to go on,
- * or 429 with *retry_after_s set: the request is refused from its headers
- * and the connection closed (lingering). */
-typedef int (*gh_header_filter_fn)(struct gh_http_req *req, unsigned *retry_after_s, void *data);
-/* True when req's headers carry valid credentials (an API key or a
- * session): a route's body cap above limits.body_max is for them only.
- * Runs on the worker when the headers are complete, before any body byte
- * is read. */
-typedef bool (*gh_credentials_fn)(struct gh_http_req *req, void *data);
-/* Starts an asynchronous look-up of req's credentials when the in-memory
- * answer may be incomplete (an evicted session or key): 0 and *job set
- * when started, then wake(arg) runs on the worker once the credentials
- * hook can answer for sure; negative when there is nothing to wait for.
- * cancel(job) when arg goes away first (no wake then). */
-typedef int (*gh_credentials_fetch_fn)(struct gh_http_req *req, void (*wake)(void *arg),
-                                       void *arg, void **job, void *data);
-typedef void (*gh_credentials_cancel_fn)(void *job);
-/* True when a peer is a trusted load balancer whose connections start
- * with a PROXY protocol header (v1 or v2). Any worker thread. */
-typedef bool (*gh_proxy_trusted_fn)(const struct gh_addr *peer, void *data);
 /* Runs on the main thread after a reload was accepted. */
 typedef void (*gh_reload_fn)(struct gh_server *srv, const struct gh_config *cfg, void *data);
 
@@ -59,62 +34,28 @@ typedef void (*gh_worker_task_fn)(struct gh_worker *w, void *data);
 struct gh_worker_task;
 #define GH_HOOKS_MAX    16
 
-#define GH_RID_BUF 512
+struct gh_http_worker;
+struct gh_http_server;
 
 struct gh_worker {
     unsigned id;
     bool admin;
     struct gh_server *srv;
-    const struct gh_router *router;
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_poll_t listener; /* listen_fd, accepted by conn.c at the end of each loop turn */
-    int listen_fd;
-    bool listening;
-    /* the loop's priorities (conn.c): users' and operators' requests are
-     * dispatched as soon as they are parsed; the others parsed in a turn
-     * wait in ready until the turn's end, then new connections are
-     * accepted, at most accept_budget of them, a bound that adapts to how
-     * long the loop's turns take */
-    uv_check_t turn_end;
-    uv_idle_t turn_spin; /* keeps the poll from blocking while ready holds requests */
-    struct gh_list ready;
-    bool accept_ready;  /* the listening socket was readable this turn */
-    bool accept_paused; /* out of descriptors: polled again by the tick */
-    unsigned accept_budget;
-    uint64_t turn_mark_ns, turn_idle_mark_ns;
     uv_async_t async;
     atomic_int commands; /* GH_WCMD_* bits posted by the main thread */
     uv_timer_t tick;
     struct gh_config *cfg; /* the worker's reference to the current config */
-
-    /* connections, by what they wait for; each list is ordered by since */
-    struct gh_list conns_header; /* headers not complete (slowloris guard) */
-    struct gh_list conns_body;   /* reading a body (minimum rate) */
-    struct gh_list conns_idle;   /* keep-alive between requests */
-    struct gh_list conns_busy;   /* a request being answered */
-    unsigned nconns;
-    unsigned npending; /* in conns_header */
-    unsigned pending_cap;
     bool stopping;
 
     uint64_t last_tick_ns;
     uint64_t lag_window_start_ms;
-    char date_hdr[48]; /* "Date: …\r\n" */
-    uint64_t date_sec;
-    uint8_t rid_buf[GH_RID_BUF]; /* CSPRNG bytes for x-request-id (conn.c) */
-    unsigned rid_left;            /* bytes not yet drawn (from the end); 0 = refill */
 
-    struct {
-        uint64_t window_sec;
-        unsigned count;
-        unsigned skip;
-    } access_log;
-
+    /* the protocol's state of this worker (http/server.h): its listener
+     * and connections; core only passes it along */
+    struct gh_http_worker *http;
     struct gh_worker_stats stats;
-    char *scratch; /* read buffer shared by this worker's connections */
-    struct gh_buf out; /* where responses are assembled; its block is reused */
-    size_t scratch_len;
     void *slots[GH_WORKER_SLOTS]; /* per-worker state of subsystems */
     /* jobs of this worker's requests running on other threads (the store,
      * the password pool), from gh_worker_job_begin to gh_worker_job_done:
@@ -126,6 +67,38 @@ struct gh_worker {
     struct gh_worker_task *task_head, *task_tail;
     bool task_closed;
     int start_rc;
+};
+
+/* What the protocol layer does for the workers (http/server.c installs
+ * it with gh_http_server_attach): core runs the threads, loops, ticks,
+ * hooks and the stop sequence and calls these for everything that
+ * concerns listeners and connections. */
+struct gh_worker_proto {
+    /* Main thread, before the threads start: binds the listening sockets
+     * (srv->nworkers public ones and the admin one) and sets srv->port.
+     * 0, or GH_E* with the reason in err (nothing left open). */
+    int (*open)(struct gh_server *srv, const struct gh_config *cfg, struct gh_buf *err);
+    /* Main thread: the protocol state of w (its listening socket taken
+     * over), after w's loop is initialised. 0 or GH_ENOMEM. */
+    int (*worker_init)(struct gh_worker *w);
+    /* Main thread, after w's thread has ended (or never started). */
+    void (*worker_dispose)(struct gh_worker *w);
+    /* Worker thread, before its loop runs: start serving. 0 or UV_E*. */
+    int (*start)(struct gh_worker *w);
+    /* Worker thread: w->cfg was replaced (reload). */
+    void (*config)(struct gh_worker *w);
+    /* Worker thread: deadlines, from the 100 ms tick (loop clock, ms). */
+    void (*tick)(struct gh_worker *w, uint64_t now_ms);
+    /* Worker thread: graceful stop (stop accepting, close what is idle). */
+    void (*stop)(struct gh_worker *w);
+    /* Worker thread: forced stop (close everything now). */
+    void (*force)(struct gh_worker *w);
+    /* Worker thread: connections still open (the worker exits at 0). */
+    unsigned (*open_count)(struct gh_worker *w);
+    /* Worker thread: close the protocol's handles (the worker's exit). */
+    void (*exit)(struct gh_worker *w);
+    /* Worker thread, after its loop has ended: free thread caches. */
+    void (*loop_done)(struct gh_worker *w);
 };
 
 #define GH_WCMD_RELOAD 1
@@ -141,30 +114,16 @@ struct gh_server {
     char **envp;
 
     struct gh_secrets secrets;
-    struct gh_router router;       /* public listener */
-    struct gh_router admin_router; /* admin listener */
     struct gh_worker *workers;
     unsigned nworkers;
     struct gh_worker admin;
 
     atomic_uint conns_total;
     struct gh_addrtab *addrs;
-    gh_accept_filter_fn accept_filter;
-    void *accept_filter_data;
-    gh_proxy_trusted_fn proxy_trusted; /* public listener only */
-    void *proxy_trusted_data;
-    gh_header_filter_fn header_filter; /* public listener only */
-    void *header_filter_data;
-    gh_credentials_fn credentials; /* public listener only; NULL = none are valid */
-    void *credentials_data;
-    gh_credentials_fetch_fn credentials_fetch; /* NULL = the hook's answer is final */
-    gh_credentials_cancel_fn credentials_cancel;
-    /* bytes charged by request bodies being received on the public
-     * listener, all workers together (limits.body_memory; conn.c) */
-    _Atomic uint64_t body_bytes;
-    /* keep-alive idle timeout factor in thousandths (0 or 1000 = as
-     * configured); the shield lowers it under pressure, the sweep reads it */
-    atomic_uint idle_factor_milli;
+    /* the protocol's server-wide state (http/server.h: routers, listener
+     * hooks, body memory); core only passes it along. NULL until
+     * gh_http_server_attach */
+    struct gh_http_server *http;
 
     struct {
         gh_worker_init_fn init;
@@ -188,6 +147,8 @@ struct gh_server {
     atomic_bool stopping;
     int exit_code;
     char listen_desc[80];
+    const struct gh_worker_proto *proto; /* NULL until gh_http_server_attach */
+    uint16_t port;                       /* the public listener's bound port (proto->open) */
 };
 
 /* Builds the configuration from the file (or NULL), the overrides and the
@@ -233,7 +194,5 @@ struct gh_config *gh_server_config(struct gh_server *srv);
 /* Re-reads the configuration as SIGHUP does. 0, or an error in err and the
  * old configuration kept. Main thread. */
 int gh_server_reload(struct gh_server *srv, struct gh_buf *err);
-/* Renders /metrics (any thread). */
-void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out);
 /* Asks the server to stop gracefully (any thread). */
 void gh_server_request_stop(struct gh_server *srv);

@@ -6,6 +6,7 @@
 
 #include "core/log.h"
 #include "http/jsonbody.h"
+#include "http/server.h"
 #include "identity/identity.h"
 #include "store/store.h"
 
@@ -1278,22 +1279,22 @@ int gh_gateway_init(struct gh_server *srv)
     }
     gh_usage_each(gw->usage, gh_usage_today(), prime_quota, gw);
     struct gh_route *r[6] = {
-        gh_router_add(&srv->router, "GET", "/v1/models", models, gw),
-        gh_router_add(&srv->router, "POST", "/v1/chat/completions", chat_completions, gw),
-        gh_router_add(&srv->router, "GET", "/api/usage", usage_route, gw),
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/quotas", admin_quotas, gw),
-        gh_router_add(&srv->admin_router, "PUT", "/admin/v1/quotas/{kind}/{id}", admin_quota_put,
+        gh_router_add(&srv->http->router, "GET", "/v1/models", models, gw),
+        gh_router_add(&srv->http->router, "POST", "/v1/chat/completions", chat_completions, gw),
+        gh_router_add(&srv->http->router, "GET", "/api/usage", usage_route, gw),
+        gh_router_add(&srv->http->admin_router, "GET", "/admin/v1/quotas", admin_quotas, gw),
+        gh_router_add(&srv->http->admin_router, "PUT", "/admin/v1/quotas/{kind}/{id}", admin_quota_put,
                       gw),
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/upstreams", admin_upstreams, gw),
+        gh_router_add(&srv->http->admin_router, "GET", "/admin/v1/upstreams", admin_upstreams, gw),
     };
-    struct gh_route *rdel = gh_router_add(&srv->admin_router, "DELETE",
+    struct gh_route *rdel = gh_router_add(&srv->http->admin_router, "DELETE",
                                           "/admin/v1/quotas/{kind}/{id}", admin_quota_put, gw);
     /* the rest of the surface clients expect (issue 15 item 6) */
     struct gh_route *api[] = {
-        gh_router_add(&srv->router, "GET", "/v1/models/{id}", model_one, gw),
-        gh_router_add(&srv->router, "GET", "/v1/models/{org}/{id}", model_one, gw),
-        gh_router_add(&srv->router, "GET", "/user/balance", balance, gw),
-        gh_router_add(&srv->router, "POST", "/beta/completions", fim_completions, gw),
+        gh_router_add(&srv->http->router, "GET", "/v1/models/{id}", model_one, gw),
+        gh_router_add(&srv->http->router, "GET", "/v1/models/{org}/{id}", model_one, gw),
+        gh_router_add(&srv->http->router, "GET", "/user/balance", balance, gw),
+        gh_router_add(&srv->http->router, "POST", "/beta/completions", fim_completions, gw),
     };
     for (size_t i = 0; i < GH_ARRAY_LEN(api); i++) {
         if (!api[i])

@@ -17,6 +17,7 @@
 
 #include "core/log.h"
 #include "http/parser.h"
+#include "http/server.h"
 #include "http/websec.h"
 #include "http/proxy.h"
 
@@ -43,7 +44,7 @@ struct gh_conn {
     uv_tcp_t tcp;
     struct gh_worker *w;
     struct gh_list node;
-    struct gh_list ready_node; /* in w->ready while its request waits for the turn's end */
+    struct gh_list ready_node; /* in w->http->ready while its request waits for the turn's end */
     uint64_t since_ms;
     uint64_t first_byte_ns;
     struct gh_reqparser parser;
@@ -71,7 +72,7 @@ struct gh_conn {
     /* the body being received (body_admit) */
     bool body_authed;         /* its headers carry valid credentials */
     bool body_capped;         /* its route's cap was cut to limits.body_max: no credentials */
-    uint64_t body_charged;    /* bytes charged to srv->body_bytes, returned on leaving ST_BODY */
+    uint64_t body_charged;    /* bytes charged to srv->http->body_bytes, returned on leaving ST_BODY */
     uint64_t rate_mark_ms;    /* start of the current body-rate window */
     uint64_t rate_mark_bytes; /* body bytes at rate_mark_ms */
     const char *refuse_msg;   /* why on_headers refused (the parser has no message) */
@@ -107,16 +108,44 @@ static enum gh_refusal address_check(struct gh_worker *w, const struct gh_addr *
 
 static void body_release(struct gh_conn *c);
 
+/* Which state may follow which. A connection starts in ST_IDLE before
+ * its first set_state (to ST_HEADER, so that it is counted pending).
+ *   IDLE   -> HEADER  the first bytes of a request
+ *   HEADER -> BODY    headers complete and routed (a body may follow)
+ *   HEADER -> BUSY    refused from its headers (400, 408, 429, 431)
+ *   BODY   -> BUSY    complete and dispatched, or refused (408, 413, 503)
+ *   BUSY   -> BUSY    dispatched at the turn's end after waiting ready
+ *   BUSY   -> IDLE    answered, kept alive
+ *   BUSY   -> BODY    only to linger after a refusal (reads discarded)
+ *   any    -> CLOSING once; nothing follows CLOSING */
+static inline bool state_may_follow(enum conn_state from, enum conn_state to, bool lingering)
+{
+    switch (to) {
+    case ST_HEADER:
+        return from == ST_IDLE;
+    case ST_BODY:
+        return from == ST_HEADER || (from == ST_BUSY && lingering);
+    case ST_BUSY:
+        return from == ST_HEADER || from == ST_BODY || from == ST_BUSY;
+    case ST_IDLE:
+        return from == ST_BUSY;
+    case ST_CLOSING:
+        return from != ST_CLOSING;
+    }
+    return false;
+}
+
 static void set_state(struct gh_conn *c, enum conn_state st, uint64_t now_ms)
 {
     struct gh_worker *w = c->w;
+    GH_ASSERT(state_may_follow((enum conn_state)c->state, st, c->lingering));
     if (c->state == ST_BODY && st != ST_BODY)
         body_release(c); /* received, refused or closed: no longer in flight */
     if (c->state == ST_HEADER && st != ST_HEADER) {
-        w->npending--;
+        w->http->npending--;
         GH_STAT_ADD(&w->stats.pending_headers, -1);
     } else if (c->state != ST_HEADER && st == ST_HEADER) {
-        w->npending++;
+        w->http->npending++;
         GH_STAT_ADD(&w->stats.pending_headers, 1);
     }
     if (gh_list_linked(&c->node))
@@ -124,10 +153,18 @@ static void set_state(struct gh_conn *c, enum conn_state st, uint64_t now_ms)
     c->state = (uint8_t)st;
     c->since_ms = now_ms;
     switch (st) {
-    case ST_HEADER: gh_list_push_back(&w->conns_header, &c->node); break;
-    case ST_BODY: gh_list_push_back(&w->conns_body, &c->node); break;
-    case ST_BUSY: gh_list_push_back(&w->conns_busy, &c->node); break;
-    case ST_IDLE: gh_list_push_back(&w->conns_idle, &c->node); break;
+    case ST_HEADER:
+        gh_list_push_back(&w->http->conns_header, &c->node);
+        break;
+    case ST_BODY:
+        gh_list_push_back(&w->http->conns_body, &c->node);
+        break;
+    case ST_BUSY:
+        gh_list_push_back(&w->http->conns_busy, &c->node);
+        break;
+    case ST_IDLE:
+        gh_list_push_back(&w->http->conns_idle, &c->node);
+        break;
     default: break;
     }
 }
@@ -310,13 +347,14 @@ static const char *error_type(int status)
 static void update_date(struct gh_worker *w)
 {
     uint64_t now = gh_wall_ms() / 1000;
-    if (now == w->date_sec)
+    if (now == w->http->date_sec)
         return;
-    w->date_sec = now;
+    w->http->date_sec = now;
     time_t t = (time_t)now;
     struct tm tm;
     gmtime_r(&t, &tm);
-    strftime(w->date_hdr, sizeof w->date_hdr, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    strftime(w->http->date_hdr, sizeof w->http->date_hdr, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n",
+             &tm);
 }
 
 /* Writes the status line and the common headers into b. */
@@ -333,7 +371,7 @@ static void build_head(struct gh_http_req *req, struct gh_buf *b, int status,
     gh_buf_append(b, code, 4);
     gh_buf_append_str(b, gh_http_reason(status));
     gh_buf_append(b, "\r\n", 2);
-    gh_buf_append_str(b, c->w->date_hdr);
+    gh_buf_append_str(b, c->w->http->date_hdr);
     gh_buf_append_str(b, "Server: gatehouse\r\n");
     if (content_type) {
         gh_buf_append_str(b, "Content-Type: ");
@@ -392,7 +430,7 @@ void gh_http_respond(struct gh_http_req *req, int status, const char *content_ty
     bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
     /* assembled in the worker's buffer: conn_write copies what the kernel
      * does not take at once, so the block is free again when it returns */
-    struct gh_buf b = req->worker->out;
+    struct gh_buf b = req->worker->http->out;
     b.len = 0;
     b.cap = len + req->res_headers.len + 1024;
     build_head(req, &b, status, no_body ? NULL : content_type);
@@ -419,7 +457,7 @@ void gh_http_respond(struct gh_http_req *req, int status, const char *content_ty
         req->keep_alive = false;
     if (b.alloc > (64u << 10))
         gh_buf_dispose(&b); /* keep small blocks only */
-    req->worker->out = b;
+    req->worker->http->out = b;
     finish_request(req);
 }
 
@@ -711,18 +749,18 @@ static void access_log(struct gh_http_req *req, uint64_t dur_us)
     struct gh_worker *w = req->worker;
     unsigned rate = req->cfg->log.access_rate;
     uint64_t sec = uv_now(&w->loop) / 1000;
-    if (sec != w->access_log.window_sec) {
-        w->access_log.window_sec = sec;
-        w->access_log.count = 0;
+    if (sec != w->http->access_log.window_sec) {
+        w->http->access_log.window_sec = sec;
+        w->http->access_log.count = 0;
     }
     unsigned sample = 1;
-    if (w->access_log.count++ >= rate) {
+    if (w->http->access_log.count++ >= rate) {
         sample = req->cfg->log.access_sample;
-        if (++w->access_log.skip < sample) {
+        if (++w->http->access_log.skip < sample) {
             GH_STAT_ADD(&w->stats.access_sampled_out, 1);
             return;
         }
-        w->access_log.skip = 0;
+        w->http->access_log.skip = 0;
     }
     char ts[40], prefix[64];
     char line[1024];
@@ -755,7 +793,7 @@ static void account(struct gh_http_req *req, unsigned route_idx)
 
 static unsigned route_index(struct gh_http_req *req)
 {
-    const struct gh_router *r = req->worker->router;
+    const struct gh_router *r = req->worker->http->router;
     return req->route ? req->route->index : r->n; /* r->n = unmatched */
 }
 
@@ -816,9 +854,9 @@ static bool body_charge(struct gh_conn *c, uint64_t total)
         return true;
     uint64_t budget = c->body_authed ? cfg->limits.body_memory : cfg->limits.body_memory / 2;
     uint64_t add = total - c->body_charged;
-    uint64_t after = atomic_fetch_add_explicit(&w->srv->body_bytes, add, memory_order_relaxed) + add;
+    uint64_t after = atomic_fetch_add_explicit(&w->srv->http->body_bytes, add, memory_order_relaxed) + add;
     if (after > budget) {
-        atomic_fetch_sub_explicit(&w->srv->body_bytes, add, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&w->srv->http->body_bytes, add, memory_order_relaxed);
         return false;
     }
     c->body_charged = total;
@@ -829,7 +867,7 @@ static void body_release(struct gh_conn *c)
 {
     if (!c->body_charged)
         return;
-    atomic_fetch_sub_explicit(&c->w->srv->body_bytes, c->body_charged, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&c->w->srv->http->body_bytes, c->body_charged, memory_order_relaxed);
     c->body_charged = 0;
 }
 
@@ -882,16 +920,16 @@ static int body_admit(struct gh_conn *c, struct gh_http_req *req)
     if (w->admin)
         return 0; /* the admin listener: private, token-holders only */
     if (req->body_max > cfg->limits.body_max) {
-        c->body_authed = srv->credentials && srv->credentials(req, srv->credentials_data);
+        c->body_authed = srv->http->credentials && srv->http->credentials(req, srv->http->credentials_data);
         /* a body that needs the large cap, from credentials the cache may
          * have evicted: read them back first, so an existing user is never
          * refused for the cache's sake. Reading stops meanwhile. */
         bool large = req->content_length == UINT64_MAX ||
                      req->content_length > cfg->limits.body_max;
-        if (!c->body_authed && large && c->cred_asked != req && srv->credentials_fetch) {
+        if (!c->body_authed && large && c->cred_asked != req && srv->http->credentials_fetch) {
             c->cred_asked = req;
-            if (!srv->credentials_fetch(req, cred_wake, c, &c->cred_job,
-                                        srv->credentials_data)) {
+            if (!srv->http->credentials_fetch(req, cred_wake, c, &c->cred_job,
+                                        srv->http->credentials_data)) {
                 pause_read(c);
                 return GH_HEADERS_WAIT;
             }
@@ -917,11 +955,11 @@ static int body_admit(struct gh_conn *c, struct gh_http_req *req)
 static int shared_admit(struct gh_conn *c, struct gh_http_req *req)
 {
     struct gh_server *srv = c->w->srv;
-    if (srv->credentials && srv->credentials(req, srv->credentials_data))
+    if (srv->http->credentials && srv->http->credentials(req, srv->http->credentials_data))
         return 0;
-    if (c->cred_asked != req && srv->credentials_fetch) {
+    if (c->cred_asked != req && srv->http->credentials_fetch) {
         c->cred_asked = req;
-        if (!srv->credentials_fetch(req, cred_wake, c, &c->cred_job, srv->credentials_data)) {
+        if (!srv->http->credentials_fetch(req, cred_wake, c, &c->cred_job, srv->http->credentials_data)) {
             pause_read(c);
             return GH_HEADERS_WAIT;
         }
@@ -944,7 +982,7 @@ static int on_headers(struct gh_http_req *req, void *data)
     req->body_max = w->cfg->limits.body_max;
     char allow[128];
     const struct gh_route *rt = NULL;
-    enum gh_match m = gh_router_match(w->router, req->method, req->path, &req->arena, &rt,
+    enum gh_match m = gh_router_match(w->http->router, req->method, req->path, &req->arena, &rt,
                                       req->params, &req->nparams, allow, sizeof allow);
     if (m == GH_MATCH_OK) {
         req->route = rt;
@@ -973,8 +1011,8 @@ static int on_headers(struct gh_http_req *req, void *data)
     bool has_body = req->content_length != UINT64_MAX
                         ? req->content_length > 0
                         : gh_http_header_get(req, "transfer-encoding", NULL) != NULL;
-    if (m == GH_MATCH_OK && !w->admin && has_body && srv->header_filter &&
-        srv->header_filter(req, &c->refuse_retry, srv->header_filter_data) == 429) {
+    if (m == GH_MATCH_OK && !w->admin && has_body && srv->http->header_filter &&
+        srv->http->header_filter(req, &c->refuse_retry, srv->http->header_filter_data) == 429) {
         c->refuse_msg = "too many requests; retry later";
         return 429;
     }
@@ -993,12 +1031,12 @@ static void assign_request_id(struct gh_http_req *req)
          strncmp(req->path, "/beta/", 6) && strcmp(req->path, "/user/balance")))
         return;
     struct gh_worker *w = req->worker;
-    if (w->rid_left < 8) {
-        randombytes_buf(w->rid_buf, sizeof w->rid_buf);
-        w->rid_left = sizeof w->rid_buf;
+    if (w->http->rid_left < 8) {
+        randombytes_buf(w->http->rid_buf, sizeof w->http->rid_buf);
+        w->http->rid_left = sizeof w->http->rid_buf;
     }
-    w->rid_left -= 8;
-    uint8_t *r = w->rid_buf + w->rid_left;
+    w->http->rid_left -= 8;
+    uint8_t *r = w->http->rid_buf + w->http->rid_left;
     static const char hex[] = "0123456789abcdef";
     char *o = req->id;
     memcpy(o, "req_", 4);
@@ -1030,7 +1068,8 @@ static void dispatch(struct gh_conn *c, struct gh_http_req *req)
         gh_http_respond_error(req, 404, "not_found", "no such resource: %s", req->path);
     } else if (!w->admin && !gh_websec_check(req)) {
         return; /* cross-site or not JSON: answered before anything is counted */
-    } else if (w->router->filter && !w->router->filter(req, w->router->filter_data)) {
+    } else if (w->http->router->filter &&
+               !w->http->router->filter(req, w->http->router->filter_data)) {
         return; /* the listener's filter answered */
     } else {
         req->route->handler(req);
@@ -1063,14 +1102,14 @@ static void enqueue(struct gh_conn *c, struct gh_http_req *req)
     set_state(c, ST_BUSY, uv_now(&w->loop));
     bool first = w->admin || (req->route &&
                               (req->route->cls == GH_CLASS_OPS ||
-                               (srv->credentials && srv->credentials(req, srv->credentials_data))));
+                               (srv->http->credentials && srv->http->credentials(req, srv->http->credentials_data))));
     if (first) {
         dispatch(c, req);
         return;
     }
-    gh_list_push_back(&w->ready, &c->ready_node);
-    if (!uv_is_active((uv_handle_t *)&w->turn_spin))
-        uv_idle_start(&w->turn_spin, on_turn_spin);
+    gh_list_push_back(&w->http->ready, &c->ready_node);
+    if (!uv_is_active((uv_handle_t *)&w->http->turn_spin))
+        uv_idle_start(&w->http->turn_spin, on_turn_spin);
 }
 
 /* Answers a request the parser refused, then closes. */
@@ -1234,8 +1273,8 @@ static void process_input(struct gh_conn *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct gh_conn *c = h->data;
-    buf->base = c->w->scratch;
-    buf->len = c->w->scratch_len;
+    buf->base = c->w->http->scratch;
+    buf->len = c->w->http->scratch_len;
 }
 
 /* Reads the PROXY header of a connection from a trusted balancer, then
@@ -1371,11 +1410,11 @@ static void conn_close(struct gh_conn *c)
         return;
     struct gh_worker *w = c->w;
     if (c->cred_job) {
-        w->srv->credentials_cancel(c->cred_job);
+        w->srv->http->credentials_cancel(c->cred_job);
         c->cred_job = NULL;
     }
     set_state(c, ST_CLOSING, 0);
-    w->nconns--;
+    w->http->nconns--;
     GH_STAT_ADD(&w->stats.conns_open, -1);
     if (c->counted)
         atomic_fetch_sub_explicit(&w->srv->conns_total, 1, memory_order_relaxed);
@@ -1438,7 +1477,7 @@ static enum gh_refusal address_check(struct gh_worker *w, const struct gh_addr *
     const struct gh_config *cfg = w->cfg;
     *addr_counted = false;
     *shared = false;
-    if (srv->accept_filter && !srv->accept_filter(a, srv->accept_filter_data))
+    if (srv->http->accept_filter && !srv->http->accept_filter(a, srv->http->accept_filter_data))
         return GH_REFUSE_BLOCKED;
     unsigned cap = GH_MAX(cfg->limits.max_conns_per_addr, cfg->limits.max_conns_per_shared_addr);
     unsigned n = gh_addrtab_acquire(srv->addrs, a, GH_MIN(cap, cfg->limits.max_conns));
@@ -1462,7 +1501,7 @@ static void accept_fd(struct gh_worker *w, int fd, const struct sockaddr_storage
     if (!w->admin) {
         /* a trusted balancer speaks for many clients: the address checks
          * wait for the client address its PROXY header reports */
-        expect_proxy = srv->proxy_trusted && srv->proxy_trusted(&a, srv->proxy_trusted_data);
+        expect_proxy = srv->http->proxy_trusted && srv->http->proxy_trusted(&a, srv->http->proxy_trusted_data);
         if (!expect_proxy)
             why = address_check(w, &a, &addr_counted, &shared);
         if (why == GH_REFUSE_COUNT) {
@@ -1502,15 +1541,15 @@ static void accept_fd(struct gh_worker *w, int fd, const struct sockaddr_storage
     if (!w->admin) {
         /* the slowloris guard: room for a new connection is made by closing
          * the one that has waited longest without sending its headers */
-        while (w->npending >= w->pending_cap) {
-            struct gh_list *oldest = gh_list_first(&w->conns_header);
+        while (w->http->npending >= w->http->pending_cap) {
+            struct gh_list *oldest = gh_list_first(&w->http->conns_header);
             if (!oldest)
                 break;
             GH_STAT_ADD(&w->stats.refused[GH_REFUSE_PENDING_EVICTED], 1);
             conn_close(GH_CONTAINER_OF(oldest, struct gh_conn, node));
         }
     }
-    if (!w->date_sec)
+    if (!w->http->date_sec)
         update_date(w);
     c->w = w;
     c->tcp.data = c;
@@ -1519,7 +1558,7 @@ static void accept_fd(struct gh_worker *w, int fd, const struct sockaddr_storage
     c->state = ST_IDLE; /* so the first set_state counts it pending */
     gh_reqparser_init(&c->parser, cfg->limits.header_max, cfg->limits.header_count_max,
                       on_headers, c);
-    w->nconns++;
+    w->http->nconns++;
     GH_STAT_ADD(&w->stats.conns_open, 1);
     GH_STAT_ADD(&w->stats.conns_accepted, 1);
     set_state(c, ST_HEADER, uv_now(&w->loop));
@@ -1528,15 +1567,16 @@ static void accept_fd(struct gh_worker *w, int fd, const struct sockaddr_storage
         conn_close(c);
 }
 
-/* Accepts up to w->accept_budget connections. True when the backlog was
+/* Accepts up to w->http->accept_budget connections. True when the backlog was
  * emptied (EAGAIN) before the budget was spent. */
 static bool accept_some(struct gh_worker *w)
 {
-    w->accept_ready = false;
-    for (unsigned n = 0; n < w->accept_budget && w->listening; n++) {
+    w->http->accept_ready = false;
+    for (unsigned n = 0; n < w->http->accept_budget && w->http->listening; n++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
-        int fd = accept4(w->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd =
+            accept4(w->http->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             accept_fd(w, fd, &ss);
             continue;
@@ -1546,8 +1586,8 @@ static bool accept_some(struct gh_worker *w)
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
             /* the socket stays readable: polling it now would spin; the
              * tick polls it again (gh_conn_sweep) */
-            uv_poll_stop(&w->listener);
-            w->accept_paused = true;
+            uv_poll_stop(&w->http->listener);
+            w->http->accept_paused = true;
         }
         return true;
     }
@@ -1559,7 +1599,7 @@ static void on_listener(uv_poll_t *p, int status, int events)
     struct gh_worker *w = p->data;
     (void)events;
     if (status == 0)
-        w->accept_ready = true;
+        w->http->accept_ready = true;
 }
 
 /* Dispatches the anonymous requests completed before the turn's end
@@ -1567,14 +1607,14 @@ static void on_listener(uv_poll_t *p, int status, int events)
  * while these run (pipelined ones) wait for the next turn. */
 static void run_ready(struct gh_worker *w)
 {
-    if (gh_list_empty(&w->ready))
+    if (gh_list_empty(&w->http->ready))
         return;
     struct gh_list now;
-    now.next = w->ready.next;
-    now.prev = w->ready.prev;
+    now.next = w->http->ready.next;
+    now.prev = w->http->ready.prev;
     now.next->prev = &now;
     now.prev->next = &now;
-    gh_list_init(&w->ready);
+    gh_list_init(&w->http->ready);
     struct gh_list *n;
     while ((n = gh_list_first(&now))) {
         struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, ready_node);
@@ -1588,15 +1628,16 @@ static void on_turn_end(uv_check_t *h)
     struct gh_worker *w = h->data;
     /* the work of the last turn: its wall time less the time the poll slept */
     uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(&w->loop);
-    uint64_t span = now - w->turn_mark_ns, slept = idle - w->turn_idle_mark_ns;
+    uint64_t span = now - w->http->turn_mark_ns, slept = idle - w->http->turn_idle_mark_ns;
     uint64_t busy_us = (span - GH_MIN(span, slept)) / 1000;
-    w->turn_mark_ns = now;
-    w->turn_idle_mark_ns = idle;
+    w->http->turn_mark_ns = now;
+    w->http->turn_idle_mark_ns = idle;
     run_ready(w);
     if (busy_us > TURN_TARGET_US)
-        w->accept_budget = GH_MAX(ACCEPT_MIN, w->accept_budget / 2);
-    if (w->accept_ready && !accept_some(w) && busy_us <= TURN_TARGET_US)
-        w->accept_budget = GH_MIN(ACCEPT_MAX, w->accept_budget + w->accept_budget / 4 + 1);
+        w->http->accept_budget = GH_MAX(ACCEPT_MIN, w->http->accept_budget / 2);
+    if (w->http->accept_ready && !accept_some(w) && busy_us <= TURN_TARGET_US)
+        w->http->accept_budget =
+            GH_MIN(ACCEPT_MAX, w->http->accept_budget + w->http->accept_budget / 4 + 1);
     /* A saturated loop never sleeps in the poll, so a store or password
      * thread that shares its CPU and has a user's answer to compute waits
      * for the scheduler to preempt the loop (a time slice: milliseconds).
@@ -1606,32 +1647,32 @@ static void on_turn_end(uv_check_t *h)
         GH_STAT_ADD(&w->stats.loop_yields, 1);
         sched_yield();
     }
-    if (gh_list_empty(&w->ready))
-        uv_idle_stop(&w->turn_spin);
+    if (gh_list_empty(&w->http->ready))
+        uv_idle_stop(&w->http->turn_spin);
 }
 
 int gh_conn_listen(struct gh_worker *w)
 {
-    gh_list_init(&w->ready);
-    w->accept_budget = ACCEPT_START;
-    w->listener.data = w;
-    w->turn_end.data = w;
-    w->turn_spin.data = w;
+    gh_list_init(&w->http->ready);
+    w->http->accept_budget = ACCEPT_START;
+    w->http->listener.data = w;
+    w->http->turn_end.data = w;
+    w->http->turn_spin.data = w;
     int rc = uv_loop_configure(&w->loop, UV_METRICS_IDLE_TIME);
     if (!rc)
-        rc = uv_check_init(&w->loop, &w->turn_end);
+        rc = uv_check_init(&w->loop, &w->http->turn_end);
     if (!rc)
-        rc = uv_idle_init(&w->loop, &w->turn_spin);
+        rc = uv_idle_init(&w->loop, &w->http->turn_spin);
     if (!rc)
-        rc = uv_check_start(&w->turn_end, on_turn_end);
+        rc = uv_check_start(&w->http->turn_end, on_turn_end);
     if (rc)
         return rc;
-    w->turn_mark_ns = uv_hrtime();
-    w->turn_idle_mark_ns = uv_metrics_idle_time(&w->loop);
-    rc = uv_poll_init_socket(&w->loop, &w->listener, w->listen_fd);
+    w->http->turn_mark_ns = uv_hrtime();
+    w->http->turn_idle_mark_ns = uv_metrics_idle_time(&w->loop);
+    rc = uv_poll_init_socket(&w->loop, &w->http->listener, w->http->listen_fd);
     if (!rc) {
-        w->listening = true;
-        rc = uv_poll_start(&w->listener, UV_READABLE, on_listener);
+        w->http->listening = true;
+        rc = uv_poll_start(&w->http->listener, UV_READABLE, on_listener);
     }
     return rc;
 }
@@ -1639,23 +1680,23 @@ int gh_conn_listen(struct gh_worker *w)
 static void on_listener_closed(uv_handle_t *h)
 {
     struct gh_worker *w = h->data;
-    close(w->listen_fd); /* the poll no longer watches it */
+    close(w->http->listen_fd); /* the poll no longer watches it */
 }
 
 void gh_conn_unlisten(struct gh_worker *w)
 {
-    if (!w->listening)
+    if (!w->http->listening)
         return;
-    w->listening = false;
-    w->accept_ready = false;
-    uv_close((uv_handle_t *)&w->listener, on_listener_closed);
+    w->http->listening = false;
+    w->http->accept_ready = false;
+    uv_close((uv_handle_t *)&w->http->listener, on_listener_closed);
 }
 
 void gh_conn_turn_close(struct gh_worker *w)
 {
-    if (w->turn_end.loop && !uv_is_closing((uv_handle_t *)&w->turn_end)) {
-        uv_close((uv_handle_t *)&w->turn_end, NULL);
-        uv_close((uv_handle_t *)&w->turn_spin, NULL);
+    if (w->http->turn_end.loop && !uv_is_closing((uv_handle_t *)&w->http->turn_end)) {
+        uv_close((uv_handle_t *)&w->http->turn_end, NULL);
+        uv_close((uv_handle_t *)&w->http->turn_spin, NULL);
     }
 }
 
@@ -1665,12 +1706,12 @@ void gh_conn_sweep(struct gh_worker *w, uint64_t now)
 {
     const struct gh_config *cfg = w->cfg;
     update_date(w); /* the Date header is refreshed here, not per response */
-    if (w->accept_paused && w->listening) { /* out of descriptors a tick ago */
-        w->accept_paused = false;
-        uv_poll_start(&w->listener, UV_READABLE, on_listener);
+    if (w->http->accept_paused && w->http->listening) { /* out of descriptors a tick ago */
+        w->http->accept_paused = false;
+        uv_poll_start(&w->http->listener, UV_READABLE, on_listener);
     }
     struct gh_list *n;
-    while ((n = gh_list_first(&w->conns_header))) {
+    while ((n = gh_list_first(&w->http->conns_header))) {
         struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, node);
         if (now - c->since_ms < cfg->limits.header_timeout_ms)
             break;
@@ -1682,10 +1723,10 @@ void gh_conn_sweep(struct gh_worker *w, uint64_t now)
         }
     }
     uint64_t idle = cfg->limits.idle_timeout_ms;
-    unsigned f = atomic_load_explicit(&w->srv->idle_factor_milli, memory_order_relaxed);
+    unsigned f = atomic_load_explicit(&w->srv->http->idle_factor_milli, memory_order_relaxed);
     if (f && f < 1000) /* shortened under pressure (the shield) */
         idle = idle * f / 1000;
-    while ((n = gh_list_first(&w->conns_idle))) {
+    while ((n = gh_list_first(&w->http->conns_idle))) {
         struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, node);
         if (now - c->since_ms < idle)
             break;
@@ -1697,8 +1738,8 @@ void gh_conn_sweep(struct gh_worker *w, uint64_t now)
      * start, which would let a fast start buy a stall of minutes while the
      * body's memory is held. */
     uint64_t window = cfg->limits.body_rate_window_ms;
-    struct gh_list *it = w->conns_body.next;
-    while (it != &w->conns_body) {
+    struct gh_list *it = w->http->conns_body.next;
+    while (it != &w->http->conns_body) {
         struct gh_conn *c = GH_CONTAINER_OF(it, struct gh_conn, node);
         it = it->next;
         uint64_t elapsed = now - c->since_ms;
@@ -1724,16 +1765,16 @@ void gh_conn_sweep(struct gh_worker *w, uint64_t now)
 void gh_conn_stop_worker(struct gh_worker *w)
 {
     struct gh_list *n;
-    while ((n = gh_list_first(&w->conns_idle)))
+    while ((n = gh_list_first(&w->http->conns_idle)))
         conn_close(GH_CONTAINER_OF(n, struct gh_conn, node));
-    struct gh_list *it = w->conns_header.next;
-    while (it != &w->conns_header) {
+    struct gh_list *it = w->http->conns_header.next;
+    while (it != &w->http->conns_header) {
         struct gh_conn *c = GH_CONTAINER_OF(it, struct gh_conn, node);
         it = it->next;
         if (!c->got_bytes)
             conn_close(c);
     }
-    for (it = w->conns_busy.next; it != &w->conns_busy; it = it->next) {
+    for (it = w->http->conns_busy.next; it != &w->http->conns_busy; it = it->next) {
         struct gh_conn *c = GH_CONTAINER_OF(it, struct gh_conn, node);
         if (c->req)
             c->req->keep_alive = false;
@@ -1742,8 +1783,8 @@ void gh_conn_stop_worker(struct gh_worker *w)
 
 void gh_conn_close_all(struct gh_worker *w)
 {
-    struct gh_list *lists[] = {&w->conns_header, &w->conns_body, &w->conns_idle,
-                               &w->conns_busy};
+    struct gh_list *lists[] = {&w->http->conns_header, &w->http->conns_body, &w->http->conns_idle,
+                               &w->http->conns_busy};
     for (size_t i = 0; i < GH_ARRAY_LEN(lists); i++) {
         struct gh_list *n;
         while ((n = gh_list_first(lists[i])))

@@ -3,12 +3,12 @@
  * the worker that owns the connection. */
 #pragma once
 
-#include "core/server.h"
+#include "http/server.h"
 
-/* Starts w's loop priorities and polls its listening socket (w->listen_fd):
+/* Starts w's loop priorities and polls its listening socket (w->http->listen_fd):
  * each loop turn serves the reads of established connections, then the
  * requests they completed (valid credentials and operator routes first),
- * and only then accepts new connections, at most w->accept_budget, a bound
+ * and only then accepts new connections, at most w->http->accept_budget, a bound
  * that shrinks when turns run long. Worker thread, before its loop runs.
  * 0 or a libuv error code. */
 int gh_conn_listen(struct gh_worker *w);

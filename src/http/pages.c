@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "http/assets.h"
 #include "http/router.h"
+#include "http/server.h"
 #include "http/websec.h"
 
 #include <jansson.h>
@@ -337,12 +338,12 @@ int gh_pages_init(struct gh_server *srv)
     }
     for (size_t p = 0; p < NPAGES; p++) {
         struct gh_route *r =
-            gh_router_add(&srv->router, "GET", PAGES[p].route, get_page, (void *)(uintptr_t)p);
+            gh_router_add(&srv->http->router, "GET", PAGES[p].route, get_page, (void *)(uintptr_t)p);
         if (!r)
             return GH_ETOOBIG;
         r->cls = GH_CLASS_ANON;
     }
-    struct gh_route *fav = gh_router_add(&srv->router, "GET", "/favicon.ico", get_favicon, NULL);
+    struct gh_route *fav = gh_router_add(&srv->http->router, "GET", "/favicon.ico", get_favicon, NULL);
     if (!fav)
         return GH_ETOOBIG;
     fav->cls = GH_CLASS_ANON;
@@ -350,7 +351,7 @@ int gh_pages_init(struct gh_server *srv)
         {"/css/{name}", "css"}, {"/js/{name}", "js"}, {"/img/{name}", "img"}};
     for (size_t i = 0; i < GH_ARRAY_LEN(dirs); i++) {
         struct gh_route *r =
-            gh_router_add(&srv->router, "GET", dirs[i][0], get_asset, (void *)dirs[i][1]);
+            gh_router_add(&srv->http->router, "GET", dirs[i][0], get_asset, (void *)dirs[i][1]);
         if (!r)
             return GH_ETOOBIG;
         r->cls = GH_CLASS_ANON;

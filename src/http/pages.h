@@ -25,8 +25,9 @@
 #pragma once
 
 #include "core/server.h"
+#include "http/http.h"
 
-/* Renders the pages and registers the routes on srv->router. 0, or a
+/* Renders the pages and registers the routes on srv->http->router. 0, or a
  * negative code with a message logged and printed (a template or string
  * table that does not render is a build mistake: the server must not
  * start). */

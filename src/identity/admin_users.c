@@ -2,6 +2,7 @@
  * admin_users.h: look-ups on a store reader, changes on the store writer
  * (with their audit rows in the same transaction), and the credential
  * cache updated on the admin worker when the change is durable. */
+#include "http/server.h"
 #include "identity/admin_users.h"
 
 #include "core/config.h"
@@ -451,7 +452,7 @@ int gh_admin_users_init(struct gh_server *srv)
     };
     for (size_t i = 0; i < GH_ARRAY_LEN(routes); i++) {
         struct gh_route *r =
-            gh_router_add(&srv->admin_router, routes[i].method, routes[i].path, routes[i].fn, srv);
+            gh_router_add(&srv->http->admin_router, routes[i].method, routes[i].path, routes[i].fn, srv);
         if (!r)
             return GH_ETOOBIG;
         r->cls = GH_CLASS_OPS;

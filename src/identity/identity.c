@@ -6,6 +6,7 @@
  * policy_routes.c. Handlers run on their worker's loop; database work goes
  * to the store threads, password hashing to the password pool, and every
  * result comes back to the same worker (gh_worker_post) to answer. */
+#include "http/server.h"
 #include "identity/identity.h"
 
 #include "identity/internal.h"
@@ -1001,7 +1002,7 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
     }
     for (size_t i = 0; i < GH_ARRAY_LEN(routes); i++) {
         struct gh_route *r =
-            gh_router_add(&srv->router, routes[i].method, routes[i].path, routes[i].fn, &ids);
+            gh_router_add(&srv->http->router, routes[i].method, routes[i].path, routes[i].fn, &ids);
         if (!r) {
             gh_buf_printf(err, "identity: route table full");
             return GH_ETOOBIG;
@@ -1010,9 +1011,9 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
         r->body_max = routes[i].body_max;
     }
     struct gh_route *a1 =
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/policy", id_h_admin_policy_get, srv);
+        gh_router_add(&srv->http->admin_router, "GET", "/admin/v1/policy", id_h_admin_policy_get, srv);
     struct gh_route *a2 =
-        gh_router_add(&srv->admin_router, "PUT", "/admin/v1/policy", id_h_admin_policy_put, srv);
+        gh_router_add(&srv->http->admin_router, "PUT", "/admin/v1/policy", id_h_admin_policy_put, srv);
     if (!a1 || !a2) {
         gh_buf_printf(err, "identity: admin route table full");
         return GH_ETOOBIG;

@@ -1,6 +1,7 @@
 /* This module implements the shield's wiring (shield.h): configuration,
  * the accept and request filters, the attack-level signals and timer, the
  * proof-of-work challenge route and the admin routes. */
+#include "http/server.h"
 #include "shield/shield.h"
 
 #include "core/log.h"
@@ -425,7 +426,7 @@ static void shed_eval(struct gh_shield *sh, uint64_t now_ms)
     atomic_store_explicit(&sh->shed_pressure_milli, (uint64_t)(st.pressure * 1000.0),
                           memory_order_relaxed);
     atomic_store_explicit(&sh->shed_idle_milli, idle, memory_order_relaxed);
-    atomic_store_explicit(&sh->srv->idle_factor_milli, idle, memory_order_relaxed);
+    atomic_store_explicit(&sh->srv->http->idle_factor_milli, idle, memory_order_relaxed);
     if (sh->m_pressure)
         atomic_store_explicit(sh->m_pressure, (uint64_t)(st.pressure * 1000.0),
                               memory_order_relaxed);
@@ -1441,17 +1442,17 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
                           limiter_capacity, sh->lim);
     penalty_metrics(sh);
 
-    struct gh_route *r1 = gh_router_add(&srv->router, "GET", "/api/pow/challenge",
+    struct gh_route *r1 = gh_router_add(&srv->http->router, "GET", "/api/pow/challenge",
                                         pow_challenge, sh);
     struct gh_route *a[8] = {
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/level", admin_level, sh),
-        gh_router_add(&srv->admin_router, "PUT", "/admin/v1/level", admin_level, sh),
-        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/level", admin_level, sh),
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/lists", admin_lists, sh),
-        gh_router_add(&srv->admin_router, "POST", "/admin/v1/lists/block", admin_block, sh),
-        gh_router_add(&srv->admin_router, "DELETE", "/admin/v1/lists/block", admin_block, sh),
-        gh_router_add(&srv->admin_router, "POST", "/admin/v1/pow/verify", admin_pow_verify, sh),
-        gh_router_add(&srv->admin_router, "GET", "/admin/v1/bans", admin_bans, sh),
+        gh_router_add(&srv->http->admin_router, "GET", "/admin/v1/level", admin_level, sh),
+        gh_router_add(&srv->http->admin_router, "PUT", "/admin/v1/level", admin_level, sh),
+        gh_router_add(&srv->http->admin_router, "DELETE", "/admin/v1/level", admin_level, sh),
+        gh_router_add(&srv->http->admin_router, "GET", "/admin/v1/lists", admin_lists, sh),
+        gh_router_add(&srv->http->admin_router, "POST", "/admin/v1/lists/block", admin_block, sh),
+        gh_router_add(&srv->http->admin_router, "DELETE", "/admin/v1/lists/block", admin_block, sh),
+        gh_router_add(&srv->http->admin_router, "POST", "/admin/v1/pow/verify", admin_pow_verify, sh),
+        gh_router_add(&srv->http->admin_router, "GET", "/admin/v1/bans", admin_bans, sh),
     };
     rc = GH_ETOOBIG;
     if (!r1)
@@ -1466,18 +1467,18 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     if (gh_server_add_worker_hook(srv, worker_init, worker_dispose, sh) ||
         gh_server_add_reload_hook(srv, on_reload, sh))
         goto fail_routes;
-    srv->accept_filter = accept_filter;
-    srv->accept_filter_data = sh;
-    srv->router.filter = request_filter;
-    srv->router.filter_data = sh;
-    srv->header_filter = header_filter;
-    srv->header_filter_data = sh;
-    srv->credentials = credentials;
-    srv->credentials_data = sh;
-    srv->credentials_fetch = credentials_fetch;
-    srv->credentials_cancel = credentials_cancel;
-    srv->proxy_trusted = proxy_trusted;
-    srv->proxy_trusted_data = sh;
+    srv->http->accept_filter = accept_filter;
+    srv->http->accept_filter_data = sh;
+    srv->http->router.filter = request_filter;
+    srv->http->router.filter_data = sh;
+    srv->http->header_filter = header_filter;
+    srv->http->header_filter_data = sh;
+    srv->http->credentials = credentials;
+    srv->http->credentials_data = sh;
+    srv->http->credentials_fetch = credentials_fetch;
+    srv->http->credentials_cancel = credentials_cancel;
+    srv->http->proxy_trusted = proxy_trusted;
+    srv->http->proxy_trusted_data = sh;
     kernel_start(sh, cfg); /* last: nothing after it can fail and leave the table */
     the_shield = sh;
     gh_config_unref(cfg);

@@ -1,13 +1,13 @@
 /* The shield wired into the server: it owns the limiter table and rules,
  * the block and allow lists, the trusted-proxy list, the proof-of-work
  * verifier, the attack-level machine and its signals. It installs
- *  - srv->accept_filter: allow list passes, block list is closed at accept;
- *  - srv->router.filter: every routed public request gets a class (the
+ *  - srv->http->accept_filter: allow list passes, block list is closed at accept;
+ *  - srv->http->router.filter: every routed public request gets a class (the
  *    route's, raised to `user` by a valid API key or session; invalid
  *    credentials never raise it), the client address from X-Forwarded-For
  *    when the peer is a trusted proxy, and the limiter rules of its class
  *    (429 rate_limited with Retry-After and X-RateLimit-*);
- *  - srv->credentials: the same credential check, asked by the connection
+ *  - srv->http->credentials: the same credential check, asked by the connection
  *    before a body is read (a route's large body cap is for valid
  *    credentials only) and remembered in req->cred for the class;
  *  - GET /api/pow/challenge; the admin routes /admin/v1/level,
@@ -18,7 +18,7 @@
  *  - load shedding: every 50 ms at most, the pressure (watched queues'
  *    delay, the workers' loop lag, the connection count) decides which
  *    classes are refused 503 busy (anon, then register, login, user) and
- *    the keep-alive idle factor (srv->idle_factor_milli);
+ *    the keep-alive idle factor (srv->http->idle_factor_milli);
  *  - the attack level reported to the status page (gh_status_attack_level)
  *    at each change and once when the admin worker starts.
  *

@@ -3,6 +3,7 @@
  * snapshot (in the language and with the security headers of the site's
  * pages), the embedded web assets under /static/ (served by http/assets.c),
  * and the admin routes that change incidents and component overrides. */
+#include "http/server.h"
 #include "status/model.h"
 
 #include "core/log.h"
@@ -405,12 +406,12 @@ int gh_status_init(struct gh_server *srv)
         {"/api/v2/incidents/unresolved.json", get_unresolved},
     };
     for (size_t i = 0; i < GH_ARRAY_LEN(pub); i++) {
-        struct gh_route *r = gh_router_add(&srv->router, "GET", pub[i].path, pub[i].h, st);
+        struct gh_route *r = gh_router_add(&srv->http->router, "GET", pub[i].path, pub[i].h, st);
         if (!r)
             return GH_ETOOBIG;
         r->cls = GH_CLASS_ANON;
     }
-    struct gh_route *r = gh_router_add(&srv->router, "GET", "/static/{name}", get_static, NULL);
+    struct gh_route *r = gh_router_add(&srv->http->router, "GET", "/static/{name}", get_static, NULL);
     if (!r)
         return GH_ETOOBIG;
     r->cls = GH_CLASS_ANON;
@@ -427,7 +428,7 @@ int gh_status_init(struct gh_server *srv)
         {"DELETE", "/admin/v1/components/{id}", override_component},
     };
     for (size_t i = 0; i < GH_ARRAY_LEN(adm); i++) {
-        r = gh_router_add(&srv->admin_router, adm[i].method, adm[i].path, adm[i].h, st);
+        r = gh_router_add(&srv->http->admin_router, adm[i].method, adm[i].path, adm[i].h, st);
         if (!r)
             return GH_ETOOBIG;
         r->cls = GH_CLASS_OPS;

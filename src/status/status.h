@@ -74,8 +74,8 @@ int gh_status_attack_level(const char *level);
 /* Creates the server's instance from srv's configuration (loading the
  * persisted state from data_dir), starts its helper thread and registers
  * the routes: public /status, /api/v2/…json, /static/{name} on
- * srv->router; /admin/v1/incidents… and /admin/v1/components… on
- * srv->admin_router. Main thread, before gh_server_run. 0 or a negative
+ * srv->http->router; /admin/v1/incidents… and /admin/v1/components… on
+ * srv->http->admin_router. Main thread, before gh_server_run. 0 or a negative
  * code (logged). */
 int gh_status_init(struct gh_server *srv);
 /* Stops the helper thread after a last write of the state and frees the

@@ -8,7 +8,7 @@
 #include "store/backend.h"
 
 #include "core/log.h"
-#include "store/pgurl.h"
+#include "core/pgurl.h"
 
 #include <endian.h>
 #include <errno.h>

@@ -2,7 +2,7 @@
  * (pgurl.h), following where libpq looks for a password: the userinfo of
  * a URL up to its first '@' (before any '/'), a password query parameter,
  * or a password key of a conninfo string. */
-#include "store/pgurl.h"
+#include "core/pgurl.h"
 
 #include <ctype.h>
 #include <string.h>
