@@ -230,6 +230,22 @@ bench_ratio() {
     echo "$*" >>"$BENCH_OUT/$BENCH_GROUP/ratios.txt"
 }
 
+# bench_lines: reports the lines of a measuring tool on stdin:
+# "row: SERVER RUN METRIC VALUE UNIT" (bench_row), "md: TEXT" (bench_md),
+# "ratio: TEXT" (bench_ratio), "skip: WHY" (printed); others are printed.
+bench_lines() {
+    local line server run metric value unit
+    while IFS= read -r line; do
+        case "$line" in
+        row:*) read -r server run metric value unit <<<"${line#row: }"; bench_row "$server" "$run" "$metric" "$value" "$unit" ;;
+        md:*) echo "${line#md: }" | bench_md ;;
+        ratio:*) bench_ratio "${line#ratio: }" ;;
+        skip:*) echo "bench $BENCH_NAME: ${line#skip: }" ;;
+        *) echo "$line" ;;
+        esac
+    done
+}
+
 # median of the numbers on stdin (one per line)
 median() {
     sort -g | awk '{v[NR] = $1} END {

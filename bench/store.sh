@@ -18,7 +18,7 @@ TOOL="$BUILD/store_bench"
 command -v node >/dev/null || die "node missing"
 
 cd "$BENCH_ROOT"
-node --input-type=module - "$TOOL" "$BENCH_TMP" <<'JS' | while IFS= read -r line; do
+node --input-type=module - "$TOOL" "$BENCH_TMP" <<'JS' | bench_lines
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { pgMissing, startPostgres } from './tests/e2e/lib/postgres.mjs';
@@ -75,11 +75,3 @@ console.log('md: ');
 for (const [conc, , ls, ps] of table)
   console.log(`ratio: store registrations/s with ${conc} queued: PostgreSQL ${ps.toFixed(0)} / SQLite ${ls.toFixed(0)} = ${(ps / ls).toFixed(2)}`);
 JS
-    case "$line" in
-    row:*) read -r server run metric value unit <<<"${line#row: }"; bench_row "$server" "$run" "$metric" "$value" "$unit" ;;
-    md:*) echo "${line#md: }" | bench_md ;;
-    ratio:*) bench_ratio "${line#ratio: }" ;;
-    skip:*) echo "bench store: ${line#skip: }" ;;
-    *) echo "$line" ;;
-    esac
-done

@@ -861,6 +861,7 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
     ids.srv = srv;
     gh_phone_init();
     int rc = gh_tokens_init(srv->secrets.hmac_key, cfg->identity.cache_max);
+    rc = rc ? rc : gh_mecache_init();
     if (rc) {
         gh_buf_printf(err, "identity: out of memory for the credential cache");
         return rc;
@@ -1071,6 +1072,7 @@ void gh_identity_dispose(void)
     ids.sources = NULL;
     gh_policy_dispose();
     gh_password_dispose();
+    gh_mecache_free();
     gh_tokens_dispose();
     ids.ready = false;
 }

@@ -16,6 +16,7 @@
 #include "identity/auth.h"
 #include "identity/backoff.h"
 #include "identity/kvtab.h"
+#include "identity/mecache.h"
 #include "identity/password.h"
 #include "identity/phone.h"
 #include "identity/policy.h"

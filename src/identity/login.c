@@ -267,6 +267,7 @@ static void login_ok_done(struct gh_worker *w, void *arg, int rc)
      * flood of sign-ins must not fill the cache with them either) */
     for (unsigned i = 0; !rc && op->gone && i < op->gone->n; i++)
         gh_tokens_del(op->gone->e[i].hash);
+    gh_mecache_drop(op->user.id); /* its last_login_at changed */
     if (w) {
         if (rc)
             id_respond_busy(op->req, "sign-in");

@@ -97,6 +97,7 @@ export async function startPostgres({ t, db = 'gatehouse', user = 'gatehouse' } 
     password,
     url: `postgresql://${user}:${password}@127.0.0.1:${port}/${db}`,
     urlNoPassword: `postgresql://${user}@127.0.0.1:${port}/${db}`,
+    dataDir: data, // postmaster.pid's first line is the server's pid
     up: false,
     log: () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : ''),
 
