@@ -12,6 +12,7 @@
 #include "gateway/gateway.h"
 #include "http/pages.h"
 #include "status/status.h"
+#include "store/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,6 +219,12 @@ static int cmd_serve(int argc, char **argv)
     /* the operator's routes that read the subsystems above */
     if (gh_admin_users_init(&srv) || gh_summary_init(&srv)) {
         fprintf(stderr, "gatehouse: cannot register the admin routes\n");
+        rc = 1;
+        goto out;
+    }
+    /* every subsystem subscribed to the other nodes' changes: hear them */
+    if (gh_store_listen_start(gh_identity_store())) {
+        fprintf(stderr, "gatehouse: cannot start the store's listener\n");
         rc = 1;
         goto out;
     }

@@ -821,6 +821,92 @@ static int load_fn(struct gh_store_conn *c, void *arg)
     return rc;
 }
 
+/* Another node ended a credential (store.h messages; the listener
+ * thread): it leaves this node's cache at once. A session or key becomes a
+ * marker, so that a store read racing the message cannot bring it back;
+ * an account's credentials are dropped and read again on their next use
+ * (the store answers for a deleted or disabled account, and for a reset's
+ * new session). */
+static void on_cred_msg(const struct gh_store_msg *m, void *arg)
+{
+    (void)arg;
+    if (m->kind == GH_STORE_MSG_SESSION || m->kind == GH_STORE_MSG_KEY)
+        gh_tokens_forget(m->hash);
+    else if (m->kind == GH_STORE_MSG_USER)
+        gh_tokens_del_user(m->user_id, 0);
+    if (ids.m_cred_msgs)
+        atomic_fetch_add_explicit(ids.m_cred_msgs, 1, memory_order_relaxed);
+}
+
+/* ---- the registration policy on every node (a store others write) ---- */
+
+static pthread_mutex_t policy_seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *policy_seen; /* the stored form this node last wrote, loaded or applied */
+
+bool id_policy_seen(const char *stored)
+{
+    pthread_mutex_lock(&policy_seen_mu);
+    bool same = policy_seen && !strcmp(policy_seen, stored);
+    if (!same) {
+        free(policy_seen);
+        policy_seen = strdup(stored);
+    }
+    pthread_mutex_unlock(&policy_seen_mu);
+    return !same;
+}
+
+/* Another node's operator stored a policy (or the listener just connected:
+ * one may have been missed): the listener thread reads it on its own
+ * connection and installs it, unless it is the one in force here. */
+static void on_policy_setting(struct gh_store_conn *c, const char *name, void *arg)
+{
+    (void)arg;
+    struct gh_buf v;
+    gh_buf_init(&v, 1u << 20);
+    int rc = gh_store_setting_get(c, name, &v);
+    if (!rc)
+        rc = gh_buf_append(&v, "", 1);
+    if (!rc && id_policy_seen(v.data)) {
+        if (gh_policy_apply_stored(v.data))
+            gh_log(GH_LOG_WARN, "policy_shared", "the stored policy is not valid here: ignored");
+        else
+            gh_log(GH_LOG_INFO, "policy_shared", "registration policy %s, from another node",
+                   gh_policy_mode_name(gh_policy_current()->mode));
+    }
+    gh_buf_dispose(&v);
+}
+
+/* A cached credential past [store] cache_ttl (tokens.h; any thread, under
+ * no lock): read again in the background while the cache keeps answering
+ * with it, so no request waits, and a frozen store stops no signed-in
+ * user. The store's answer replaces it, or removes it when the store has
+ * it no more (a message this node missed); a store that cannot answer
+ * leaves it trusted until the next TTL. */
+static void recheck_done(struct gh_worker *w, void *arg, int rc)
+{
+    (void)w; /* none: it runs on the store thread */
+    struct reload_job *j = arg;
+    if (!rc)
+        gh_tokens_refresh(j->hash, j->found ? &j->cred : NULL);
+    free(j);
+}
+
+static void recheck(const struct gh_cred *c)
+{
+    if (!ids.store)
+        return;
+    struct reload_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    memcpy(j->hash, c->hash, sizeof j->hash);
+    j->key = c->kind == GH_CRED_KEY;
+    j->idle_ms = c->idle_ms;
+    if (ids.m_rechecks)
+        atomic_fetch_add_explicit(ids.m_rechecks, 1, memory_order_relaxed);
+    if (gh_store_read(ids.store, reload_fn, j, NULL, recheck_done))
+        free(j);
+}
+
 static struct route_def {
     const char *method, *path;
     gh_http_handler fn;
@@ -879,7 +965,8 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
                                   .enc_key = srv->secrets.enc_key,
                                   .hmac_key = srv->secrets.hmac_key,
                                   .queue_max = cfg->identity.store_queue_max,
-                                  .readers = cfg->store.readers};
+                                  .readers = cfg->store.readers,
+                                  .listen = cfg->store.listen};
     rc = gh_store_open(&so, &ids.store, err);
     if (rc)
         return rc;
@@ -893,6 +980,8 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
         return rc;
     }
     rc = gh_policy_init(cfg, la.policy.data);
+    if (la.policy.data)
+        id_policy_seen(la.policy.data);
     gh_buf_dispose(&la.policy);
     if (rc)
         return rc;
@@ -915,7 +1004,8 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
                            "registrations refused 503 by the attack level's registration cap");
     ids.m_reloads =
         gh_metrics_counter("gatehouse_identity_credential_lookups_total", "",
-                           "credential cache misses looked up in the store (after evictions)");
+                           "credential cache misses looked up in the store (after evictions, or "
+                           "on a shared store)");
     gh_metrics_gauge_func("gatehouse_identity_credentials_cached", "",
                           "sessions and API keys in the credential cache (gone markers too)",
                           cache_size, NULL);
@@ -1034,7 +1124,19 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
         gh_buf_printf(err, "identity: too many worker hooks");
         return GH_ETOOBIG;
     }
-    ids.shared_store = !strcmp(cfg->store.backend, "postgres");
+    ids.shared_store = gh_store_shared(ids.store);
+    if (ids.shared_store) {
+        gh_tokens_set_ttl(cfg->store.cache_ttl_ms, recheck);
+        ids.m_rechecks = gh_metrics_counter(
+            "gatehouse_identity_credential_rechecks_total", "",
+            "cached sessions and keys read again from the store past [store] cache_ttl");
+        ids.m_cred_msgs = gh_metrics_counter(
+            "gatehouse_identity_credential_messages_total", "",
+            "sessions, keys and accounts ended on another node and dropped from this node's "
+            "credential cache");
+        gh_store_on_credentials(ids.store, on_cred_msg, NULL);
+        gh_store_on_setting(ids.store, "policy", on_policy_setting, NULL);
+    }
     ids.ready = true;
     return 0;
 }
@@ -1069,6 +1171,10 @@ void gh_identity_dispose(void)
     gh_kvtab_free(ids.sources);
     ids.sources = NULL;
     gh_policy_dispose();
+    pthread_mutex_lock(&policy_seen_mu);
+    free(policy_seen);
+    policy_seen = NULL;
+    pthread_mutex_unlock(&policy_seen_mu);
     gh_password_dispose();
     gh_tokens_dispose();
     ids.ready = false;

@@ -56,7 +56,9 @@ struct identity {
     bool timer_on;
     _Atomic uint64_t *m_policy_changes[4];
     _Atomic uint64_t *m_reg_capped;
-    _Atomic uint64_t *m_reloads; /* credential cache misses looked up in the store */
+    _Atomic uint64_t *m_reloads;   /* credential cache misses looked up in the store */
+    _Atomic uint64_t *m_cred_msgs; /* credentials ended by another node (store messages) */
+    _Atomic uint64_t *m_rechecks;  /* cached credentials read again past [store] cache_ttl */
 };
 extern struct identity ids;
 
@@ -130,6 +132,9 @@ int id_gone_collect(struct gh_store_conn *c, uint64_t user_id, bool keys, struct
 void id_gone_bury(const struct gone *g);
 int id_sessions_cap(struct gh_store_conn *c, uint64_t user_id, unsigned max, struct gone **out);
 bool id_account_login_rate_ok(struct op *op);
+/* Notes stored (the policy's stored JSON) as the one in force here;
+ * true when it differs from the last noted. Any thread. */
+bool id_policy_seen(const char *stored);
 
 /* ---- login.c ---- */
 
