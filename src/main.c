@@ -223,7 +223,7 @@ static int cmd_serve(int argc, char **argv)
         goto out;
     }
     /* every subsystem subscribed to the other nodes' changes: hear them */
-    if (gh_store_listen_start(gh_identity_store())) {
+    if (gh_identity_share_state() || gh_store_listen_start(gh_identity_store())) {
         fprintf(stderr, "gatehouse: cannot start the store's listener\n");
         rc = 1;
         goto out;
@@ -234,7 +234,9 @@ out:
      * its init never ran or failed half-way, so a late failure (the
      * gateway's, say) still stops identity's threads and closes its
      * store. The gateway frees itself (when its last worker stops, or in
-     * its failed init); the pages hold nothing. */
+     * its failed init); the pages hold nothing. The other nodes' news
+     * stops first: it is applied to the subsystems below. */
+    gh_store_listen_stop(gh_identity_store());
     gh_status_stop();
     gh_identity_dispose();
     gh_shield_dispose();

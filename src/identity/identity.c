@@ -838,44 +838,6 @@ static void on_cred_msg(const struct gh_store_msg *m, void *arg)
         atomic_fetch_add_explicit(ids.m_cred_msgs, 1, memory_order_relaxed);
 }
 
-/* ---- the registration policy on every node (a store others write) ---- */
-
-static pthread_mutex_t policy_seen_mu = PTHREAD_MUTEX_INITIALIZER;
-static char *policy_seen; /* the stored form this node last wrote, loaded or applied */
-
-bool id_policy_seen(const char *stored)
-{
-    pthread_mutex_lock(&policy_seen_mu);
-    bool same = policy_seen && !strcmp(policy_seen, stored);
-    if (!same) {
-        free(policy_seen);
-        policy_seen = strdup(stored);
-    }
-    pthread_mutex_unlock(&policy_seen_mu);
-    return !same;
-}
-
-/* Another node's operator stored a policy (or the listener just connected:
- * one may have been missed): the listener thread reads it on its own
- * connection and installs it, unless it is the one in force here. */
-static void on_policy_setting(struct gh_store_conn *c, const char *name, void *arg)
-{
-    (void)arg;
-    struct gh_buf v;
-    gh_buf_init(&v, 1u << 20);
-    int rc = gh_store_setting_get(c, name, &v);
-    if (!rc)
-        rc = gh_buf_append(&v, "", 1);
-    if (!rc && id_policy_seen(v.data)) {
-        if (gh_policy_apply_stored(v.data))
-            gh_log(GH_LOG_WARN, "policy_shared", "the stored policy is not valid here: ignored");
-        else
-            gh_log(GH_LOG_INFO, "policy_shared", "registration policy %s, from another node",
-                   gh_policy_mode_name(gh_policy_current()->mode));
-    }
-    gh_buf_dispose(&v);
-}
-
 /* A cached credential past [store] cache_ttl (tokens.h; any thread, under
  * no lock): read again in the background while the cache keeps answering
  * with it, so no request waits, and a frozen store stops no signed-in
@@ -981,7 +943,7 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
     }
     rc = gh_policy_init(cfg, la.policy.data);
     if (la.policy.data)
-        id_policy_seen(la.policy.data);
+        id_doc_note(&id_policy_doc, la.policy.data);
     gh_buf_dispose(&la.policy);
     if (rc)
         return rc;
@@ -1135,7 +1097,7 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
             "sessions, keys and accounts ended on another node and dropped from this node's "
             "credential cache");
         gh_store_on_credentials(ids.store, on_cred_msg, NULL);
-        gh_store_on_setting(ids.store, "policy", on_policy_setting, NULL);
+        id_doc_subscribe(&id_policy_doc);
     }
     ids.ready = true;
     return 0;
@@ -1171,10 +1133,7 @@ void gh_identity_dispose(void)
     gh_kvtab_free(ids.sources);
     ids.sources = NULL;
     gh_policy_dispose();
-    pthread_mutex_lock(&policy_seen_mu);
-    free(policy_seen);
-    policy_seen = NULL;
-    pthread_mutex_unlock(&policy_seen_mu);
+    id_docs_dispose();
     gh_password_dispose();
     gh_tokens_dispose();
     ids.ready = false;

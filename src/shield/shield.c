@@ -1061,6 +1061,103 @@ static void level_answer(struct gh_http_req *req, struct gh_shield *sh)
     respond_buf(req, 200, &b);
 }
 
+/* ---- sharing with the other nodes of a cluster ---- */
+
+/* Who stores the operator's lists and pin for the other nodes (identity,
+ * on a store they share); NULL on one node. */
+static void (*share_fn)(const char *doc, void *data);
+static void *share_data;
+
+void gh_shield_share(void (*fn)(const char *doc, void *data), void *data)
+{
+    share_fn = fn;
+    share_data = data;
+}
+
+/* The operator's part: {"version":1,"block":[run-time entries],"pin":null
+ * or {"level","until_ms"}} (until_ms: wall clock, 0 = until unpinned),
+ * handed to share_fn after a change made here. */
+static void share_now(struct gh_shield *sh)
+{
+    if (!share_fn)
+        return;
+    struct gh_buf b;
+    gh_buf_init(&b, 16u << 20);
+    int rc = gh_buf_append_str(&b, "{\"version\":1,\"block\":");
+    rc = rc ? rc : gh_iplist_runtime_json(sh->block, &b);
+    pthread_mutex_lock(&sh->level.mu);
+    bool pinned = sh->level.pinned;
+    enum gh_level lv = sh->level.pin_level;
+    uint64_t until = sh->level.pin_until_ms, now = gh_now_ms();
+    pthread_mutex_unlock(&sh->level.mu);
+    uint64_t wall_until = until ? gh_wall_ms() + (until > now ? until - now : 0) : 0;
+    if (!rc && pinned)
+        rc = gh_buf_printf(&b, ",\"pin\":{\"level\":\"%s\",\"until_ms\":%llu}}", gh_level_name(lv),
+                           (unsigned long long)wall_until);
+    else if (!rc)
+        rc = gh_buf_append_str(&b, ",\"pin\":null}");
+    if (!rc && !gh_buf_append(&b, "", 1))
+        share_fn(b.data, share_data);
+    gh_buf_dispose(&b);
+}
+
+/* The pin of another node's document (NULL: none) on this node's level,
+ * unless it is the one in force (a change of the block list carries the
+ * same pin). */
+static void apply_pin(struct gh_shield *sh, json_t *pin)
+{
+    enum gh_level lv = GH_LEVEL_NORMAL;
+    json_t *u = json_object_get(pin, "until_ms");
+    uint64_t until =
+        json_is_integer(u) && json_integer_value(u) > 0 ? (uint64_t)json_integer_value(u) : 0;
+    uint64_t wall = gh_wall_ms(), now = gh_now_ms();
+    bool want = json_is_object(pin) &&
+                !gh_level_parse(json_string_value(json_object_get(pin, "level")), &lv) &&
+                (!until || until > wall);
+    uint64_t for_ms = want && until ? until - wall : 0;
+    pthread_mutex_lock(&sh->level.mu);
+    bool pinned = sh->level.pinned;
+    uint64_t have = sh->level.pin_until_ms;
+    bool same =
+        pinned == want &&
+        (!want || (sh->level.pin_level == lv &&
+                   (have ? now + for_ms + 2000 > have && have + 2000 > now + for_ms : !for_ms)));
+    pthread_mutex_unlock(&sh->level.mu);
+    if (same)
+        return;
+    if (want)
+        gh_level_pin(&sh->level, lv, for_ms, now);
+    else
+        gh_level_unpin(&sh->level, now);
+}
+
+int gh_shield_apply_shared(const char *doc)
+{
+    struct gh_shield *sh = the_shield;
+    json_t *root = sh ? json_loads(doc, 0, NULL) : NULL;
+    json_t *bl = json_object_get(root, "block");
+    if (!json_is_object(root) || json_integer_value(json_object_get(root, "version")) != 1 ||
+        !json_is_array(bl)) {
+        json_decref(root);
+        return GH_EINVAL;
+    }
+    size_t n = json_array_size(bl), k = 0, i;
+    struct gh_cidr *c = malloc(sizeof *c * (n ? n : 1));
+    json_t *v;
+    json_array_foreach(bl, i, v)
+    {
+        const char *t = json_string_value(v);
+        if (c && t && !gh_cidr_parse(t, strlen(t), &c[k]))
+            k++;
+    }
+    int rc = c ? gh_iplist_set_runtime(sh->block, c, k) : GH_ENOMEM;
+    free(c);
+    if (!rc)
+        apply_pin(sh, json_object_get(root, "pin"));
+    json_decref(root);
+    return rc;
+}
+
 static void admin_level(struct gh_http_req *req)
 {
     struct gh_shield *sh = req->route->ctx;
@@ -1091,6 +1188,8 @@ static void admin_level(struct gh_http_req *req)
     } else if (!strcmp(req->method_name, "DELETE")) {
         gh_level_unpin(&sh->level, gh_now_ms());
     }
+    if (strcmp(req->method_name, "GET"))
+        share_now(sh);
     level_answer(req, sh);
 }
 
@@ -1182,6 +1281,8 @@ static void admin_block(struct gh_http_req *req)
     }
     gh_log(GH_LOG_WARN, "ip_list", "%s %s the block list", canon,
            add ? (rc ? "already in" : "added to") : "removed from");
+    if (!rc)
+        share_now(sh);
     char body[160];
     int n = snprintf(body, sizeof body, "{\"cidr\":\"%s\",\"%s\":%s}\n", canon,
                      add ? "added" : "removed", rc ? "false" : "true");

@@ -456,13 +456,11 @@ static void queue_close(struct queue *q)
     pthread_mutex_unlock(&q->mu);
 }
 
-static void listener_stop(struct gh_store *s);
-
 void gh_store_close(struct gh_store *s)
 {
     if (!s)
         return;
-    listener_stop(s);
+    gh_store_listen_stop(s);
     queue_close(&s->rq);
     for (unsigned i = 0; i < s->nreaders; i++)
         pthread_join(s->readers[i], NULL);
@@ -680,9 +678,9 @@ int gh_store_listen_start(struct gh_store *s)
     return 0;
 }
 
-static void listener_stop(struct gh_store *s)
+void gh_store_listen_stop(struct gh_store *s)
 {
-    if (!s->listening)
+    if (!s || !s->listening)
         return;
     char b = 1;
     ssize_t n = write(s->stop_pipe[1], &b, 1);

@@ -256,5 +256,8 @@ int gh_store_on_setting(struct gh_store *s, const char *name, gh_store_setting_f
 /* Starts the listener thread (postgres with o->listen; otherwise nothing).
  * Main thread, after the subscriptions. 0 or GH_EIO. */
 int gh_store_listen_start(struct gh_store *s);
+/* Stops the listener thread (gh_store_close does too): no subscriber is
+ * called after it returns. Main thread; NULL or not started: nothing. */
+void gh_store_listen_stop(struct gh_store *s);
 /* Whether other nodes may write this store (postgres). */
 bool gh_store_shared(const struct gh_store *s);

@@ -88,9 +88,22 @@ export class Cluster {
     return fs.readFileSync(path.join(this.dir, `node${i}`, 'admin.token'), 'utf8').trim();
   }
 
-  /** An admin API request to node i. */
-  admin(i, method, p, body) {
-    return api(this.adminUrl(i), method, p, { bearer: this.adminToken(i), body });
+  /** An admin API request to node i: {status, json, text}. */
+  async admin(i, method, p, body) {
+    const text = body === undefined ? undefined : JSON.stringify(body);
+    const headers = { authorization: `Bearer ${this.adminToken(i)}` };
+    if (text !== undefined) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(text)); // node frames a DELETE body only when told its length
+    }
+    const r = await request(`${this.adminUrl(i)}${p}`, { method, headers, body: text });
+    let json = null;
+    try {
+      json = r.body.length ? r.json() : null;
+    } catch {
+      json = null;
+    }
+    return { status: r.status, json, text: r.text() };
   }
 
   async metric(i, name, labels = {}) {
