@@ -113,11 +113,14 @@ int gh_store_msg_decode(const char *s, size_t len, struct gh_store_msg *m)
         }
         return 0;
     case GH_STORE_MSG_SETTING:
-        if (vn > GH_STORE_SETTING_NAME_MAX)
+        if (!vn || vn > GH_STORE_SETTING_NAME_MAX)
             return GH_EINVAL;
+        for (size_t i = 0; i < vn; i++) /* every byte: a NUL would cut the name short */
+            if (!name_char(v[i]))
+                return GH_EINVAL;
         memcpy(m->name, v, vn);
         m->name[vn] = 0;
-        return gh_store_setting_name_ok(m->name) ? 0 : GH_EINVAL;
+        return 0;
     default:
         return GH_EINVAL;
     }
