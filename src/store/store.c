@@ -79,8 +79,8 @@ struct gh_store {
     _Atomic uint64_t *m_received, *m_ignored, *m_reconnects, *m_listen_up;
 };
 
-/* The node's id travels with its messages (conn_open copies it into each
- * connection; notify needs it inside a job). */
+/* Messages queued in write transactions (publish sees a connection only,
+ * which carries the node's id: conn_open copies it). */
 static _Atomic uint64_t *m_sent;
 
 static void count_unavailable(struct gh_store *s, uint64_t jobs)

@@ -13,7 +13,9 @@ import { Cluster, missing, timeUntil } from './lib.mjs';
 
 const opts = missing ? { skip: missing } : {};
 const cl = new Cluster({ nodes: 3 });
-const US = '+1 415 555 2671';
+/** A fresh +1 number each time, so that no per-number SMS budget answers instead of the policy. */
+let usSeq = Math.floor(Math.random() * 500);
+const usPhone = () => `+1 415 555 ${2000 + (usSeq++ % 1000)}`;
 
 before(async () => {
   if (!missing) await cl.up();
@@ -22,7 +24,7 @@ after(() => {
   if (!missing) cl.down();
 });
 
-const usCode = (i) => api(cl.url(i), 'POST', '/api/auth/sms-code', { body: { phone: US, purpose: 'register' } }).then((r) => r.status);
+const usCode = (i) => api(cl.url(i), 'POST', '/api/auth/sms-code', { body: { phone: usPhone(), purpose: 'register' } }).then((r) => r.status);
 
 test('policy restricted to CN on node 1: nodes 2 and 3 refuse +1 registrations within 1 s; open again likewise', opts, async () => {
   for (const i of [2, 3]) assert.equal(await usCode(i), 202, `node ${i} before`);
@@ -32,7 +34,7 @@ test('policy restricted to CN on node 1: nodes 2 and 3 refuse +1 registrations w
   r = await api(cl.url(3), 'GET', '/api/policy');
   assert.equal(r.json.mode, 'restricted');
   assert.deepEqual(r.json.allowed_regions, ['CN']);
-  r = await api(cl.url(2), 'POST', '/api/auth/sms-code', { body: { phone: US, purpose: 'register' } });
+  r = await api(cl.url(2), 'POST', '/api/auth/sms-code', { body: { phone: usPhone(), purpose: 'register' } });
   assert.equal(r.json.error.code, 'registration_restricted');
 
   // a temporary pin set on node 2 reaches node 1 with its end
