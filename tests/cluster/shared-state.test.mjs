@@ -138,3 +138,18 @@ test('a quota override set on node 1 is what node 2 counts within 1 s; removed o
   assert.equal(r.status, 200, r.text);
   for (const i of [1, 2]) await timeUntil(() => allowance(i), 'none', 1000);
 });
+
+test("an operator's ban (block --for) on node 1 is in every node's penalty box within 1 s; lifted on node 2, gone everywhere", opts, async () => {
+  const cidr = '127.0.0.8/32';
+  // the box as each node holds it (a kernel set may drop the packets for every node on loopback, so look at the box)
+  const banned = (i) => cl.admin(i, 'GET', '/admin/v1/bans').then((r) => r.json.bans.some((b) => b.cidr === cidr && b.reason === 'operator'));
+  let r = await cl.admin(1, 'POST', '/admin/v1/lists/block', { cidr, for_seconds: 600 });
+  assert.equal(r.status, 201, r.text);
+  for (const i of [2, 3]) await timeUntil(() => banned(i), true, 1000);
+  r = await cl.admin(2, 'GET', '/admin/v1/bans');
+  const b = r.json.bans.find((x) => x.cidr === cidr);
+  assert.ok(b.remaining_s > 590 && b.remaining_s <= 600, r.text);
+  r = await cl.admin(2, 'DELETE', '/admin/v1/lists/block', { cidr });
+  assert.equal(r.status, 200, r.text);
+  for (const i of [1, 3]) await timeUntil(() => banned(i), false, 1000);
+});
