@@ -1,9 +1,10 @@
 /* This module implements the documents every node of a cluster keeps the
  * same (a store other nodes write, PostgreSQL): each is a settings row
- * ("policy", "status", "shield"). The node where an operator changed one writes it;
- * the write's transaction carries a message (store.h) on which every other
- * node's listener thread reads the row again and applies it. A text this
- * node already holds (it wrote it, or applied it) is not applied again. */
+ * ("policy", "status", "shield", and the gateway's "quotas"). The node
+ * where an operator changed one writes it; the write's transaction carries
+ * a message (store.h) on which every other node's listener thread reads
+ * the row again and applies it. A text this node already holds (it wrote
+ * it, or applied it) is not applied again. Last commit wins. */
 #include "identity/internal.h"
 
 #include <pthread.h>

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
-import { BIN, childEnv, metricValue, request, tempDir, waitUntil } from '../e2e/lib/harness.mjs';
+import { BIN, assertNoSanitizerReport, childEnv, metricValue, request, tempDir, waitUntil } from '../e2e/lib/harness.mjs';
 import { Jar, api, outbox } from '../e2e/lib/accounts.mjs';
 import { pgBinDir, pgMissing } from '../e2e/lib/postgres.mjs';
 
@@ -70,10 +70,15 @@ export class Cluster {
     assert.equal(r.code, 0, r.out);
   }
 
+  /** Stops everything; then no node's log may hold a sanitizer report. */
   down() {
     if (!this.dir) return;
     const r = this.run('down');
     if (r.code !== 0) console.error(r.out);
+    for (let i = 1; i <= this.nodes; i++) {
+      const f = path.join(this.dir, `node${i}`, 'gatehouse.log');
+      if (fs.existsSync(f)) assertNoSanitizerReport(fs.readFileSync(f, 'utf8'), `node ${i}`);
+    }
   }
 
   url(i) {
