@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { api, cnPhone } from '../e2e/lib/accounts.mjs';
+import { runGatehouse } from '../e2e/lib/harness.mjs';
 import { Cluster, missing, timeUntil } from './lib.mjs';
 
 const opts = missing ? { skip: missing } : {};
@@ -45,8 +46,9 @@ test('policy restricted to CN on node 1: nodes 2 and 3 refuse +1 registrations w
   assert.ok(r.json.until, r.text);
   assert.equal(r.json.fallback.mode, 'restricted', r.text);
 
-  r = await cl.admin(3, 'PUT', '/admin/v1/policy', { mode: 'open' });
-  assert.equal(r.status, 200, r.text);
+  // the same through `gatehouse ctl` against node 3's admin listener
+  const ctl = await runGatehouse(['ctl', '--admin', `127.0.0.1:${cl.base + 23}`, '--token', cl.adminToken(3), 'policy', 'set', 'open', '--pow-bits', '0']);
+  assert.equal(ctl.code, 0, ctl.stderr);
   for (const i of [1, 2]) await timeUntil(() => usCode(i), 202, 1000);
 });
 
