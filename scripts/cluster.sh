@@ -13,7 +13,7 @@
 # NODES (3), PORT_BASE (18600): HAProxy listens on PORT_BASE, PostgreSQL
 # on PORT_BASE + 1, node i (1..NODES) on PORT_BASE + 10 + i and its admin
 # listener on PORT_BASE + 20 + i. NODE_SET: extra "--set k=v" arguments
-# for every node. Everything listens on 127.0.0.1 only. HAProxy reaches
+# for every node; NODE_SET_<i>: more for node i only (after NODE_SET). Everything listens on 127.0.0.1 only. HAProxy reaches
 # the nodes from 127.0.0.2, the only address whose connections the nodes
 # expect to start with a PROXY header (shield.proxy_protocol_from), so a
 # client may also talk to a node directly on its port.
@@ -117,13 +117,15 @@ up_node() {
     admin=$(admin_port "$i")
     pid_alive "$dir.pid" && return 0
     mkdir -p "$dir"
+    local own_var="NODE_SET_$i" own
+    read -r -a own <<<"${!own_var:-}"
     "$GATEHOUSE" serve --data "$dir" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
         --workers 1 \
         --set store.backend=postgres --set "store.url=$(pg_url)" \
         --set "secrets.file=$CLUSTER_DIR/secrets" \
         --set shield.proxy_protocol_from=127.0.0.2/32 \
         --set identity.cookie_secure=false \
-        "${NODE_SET[@]}" >"$dir/gatehouse.log" 2>&1 &
+        "${NODE_SET[@]}" "${own[@]}" >"$dir/gatehouse.log" 2>&1 &
     echo $! >"$dir.pid"
 }
 

@@ -13,6 +13,7 @@
 #include "http/pages.h"
 #include "http/server.h"
 #include "status/status.h"
+#include "store/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,13 +225,21 @@ static int cmd_serve(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    /* every subsystem subscribed to the other nodes' changes: hear them */
+    if (gh_identity_share_state() || gh_store_listen_start(gh_identity_store())) {
+        fprintf(stderr, "gatehouse: cannot start the store's listener\n");
+        rc = 1;
+        goto out;
+    }
     rc = gh_server_run(&srv);
 out:
     /* one exit, in the reverse order of the inits; each stop is safe when
      * its init never ran or failed half-way, so a late failure (the
      * gateway's, say) still stops identity's threads and closes its
      * store. The gateway frees itself (when its last worker stops, or in
-     * its failed init); the pages hold nothing. */
+     * its failed init); the pages hold nothing. The other nodes' news
+     * stops first: it is applied to the subsystems below. */
+    gh_store_listen_stop(gh_identity_store());
     gh_status_stop();
     gh_identity_dispose();
     gh_shield_dispose();

@@ -130,6 +130,12 @@ static const struct key_def keys[] = {
      "postgres: one connection attempt (rounded up to whole seconds)"},
     {"store", "statement_timeout", T_DURATION, OFF(store.statement_timeout_ms), 0, HOUR, "10s",
      "postgres: longest statement before the server cancels it (0 = the server's setting)"},
+    {"store", "cache_ttl", T_DURATION, OFF(store.cache_ttl_ms), 0, HOUR, "5s",
+     "postgres: a cached session or API key is checked in the store again after this long, "
+     "so a change whose message was lost reaches every node within it (0 = never)"},
+    {"store", "listen", T_BOOL, OFF(store.listen), 0, 0, "true",
+     "postgres: hear the other nodes' changes at once (LISTEN/NOTIFY); false = only within "
+     "cache_ttl, and shared settings at restart (e.g. behind a pooler in transaction mode)"},
 
     /* @identity-keys */
     {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",

@@ -66,6 +66,8 @@ struct gh_config {
         unsigned readers;
         uint64_t connect_timeout_ms;
         uint64_t statement_timeout_ms;
+        uint64_t cache_ttl_ms; /* postgres: a cached credential is read again after this */
+        bool listen;           /* postgres: hear the other nodes (LISTEN) */
     } store;
 
     /* Subsystem sections: each subsystem adds its own struct below its

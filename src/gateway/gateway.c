@@ -853,6 +853,12 @@ static json_t *limits_json(enum gh_quota_kind kind, uint64_t id, const struct gh
                      "tpd", (json_int_t)l->tpd, "concurrency", (json_int_t)l->concurrency);
 }
 
+/* Another node's quota overrides (the store's listener thread). */
+static int apply_quotas(const char *text, void *arg)
+{
+    return gh_quota_load_text(arg, text);
+}
+
 static void admin_quota_put(struct gh_http_req *req)
 {
     struct gh_gateway *gw = req->route->ctx;
@@ -892,6 +898,11 @@ static void admin_quota_put(struct gh_http_req *req)
     if (rc) {
         gh_http_respond_error(req, 507, "too_many", "too many quota overrides");
         return;
+    }
+    if (gw->quota_doc) { /* the other nodes read it again when its message arrives */
+        char *doc = gh_quota_dump(gw->quotas, true);
+        gh_shared_doc_save(gw->quota_doc, doc);
+        free(doc);
     }
     struct gh_quota_limits defaults, eff;
     defaults_of(req->cfg, kind, &defaults);
@@ -987,7 +998,8 @@ static void admin_upstreams(struct gh_http_req *req)
 /* Frees the gateway once no worker can use it any more. */
 static void gateway_free(struct gh_gateway *gw)
 {
-    gh_usage_free(gw->usage); /* writes what is queued */
+    gh_usage_free(gw->usage);           /* writes what is queued */
+    gh_shared_doc_close(gw->quota_doc); /* no other node's overrides from here on */
     gh_quota_table_free(gw->quotas);
     gh_upstreams_dispose(&gw->ups);
     gh_fairq_free(gw->fq);
@@ -1270,6 +1282,8 @@ int gh_gateway_init(struct gh_server *srv)
         rc = GH_EINVAL;
         goto fail;
     }
+    /* on a store other nodes write, the store's overrides win over the file */
+    gw->quota_doc = gh_identity_share_doc("quotas", apply_quotas, gw->quotas);
     char path[4200];
     snprintf(path, sizeof path, "%s/usage.jsonl", cfg->server.data_dir);
     gw->usage = gh_usage_new(gh_identity_store(), path, 1u << 18, err, sizeof err);

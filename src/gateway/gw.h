@@ -25,6 +25,7 @@ struct gh_gateway {
     struct gh_quota_table *quotas;
     struct gh_usage *usage;
     char quota_path[4200];
+    struct gh_shared_doc *quota_doc; /* the overrides every node keeps (a shared store) */
     struct gh_breaker breaker;
     struct gh_fairq *fq; /* calls waiting for a model slot, all workers */
     /* users with an id up to this were created tier_established_age ago

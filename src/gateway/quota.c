@@ -396,11 +396,18 @@ json_t *gh_quota_list(struct gh_quota_table *t)
     return arr;
 }
 
-int gh_quota_save(struct gh_quota_table *t, const char *path)
+char *gh_quota_dump(struct gh_quota_table *t, bool compact)
 {
     pthread_rwlock_rdlock(&t->ov_mu);
-    char *text = json_dumps(t->overrides, JSON_SORT_KEYS | JSON_INDENT(1));
+    char *text =
+        json_dumps(t->overrides, JSON_SORT_KEYS | (compact ? JSON_COMPACT : JSON_INDENT(1)));
     pthread_rwlock_unlock(&t->ov_mu);
+    return text;
+}
+
+int gh_quota_save(struct gh_quota_table *t, const char *path)
+{
+    char *text = gh_quota_dump(t, false);
     if (!text)
         return GH_ENOMEM;
     char tmp[4200];
@@ -420,12 +427,9 @@ int gh_quota_save(struct gh_quota_table *t, const char *path)
     return rc;
 }
 
-int gh_quota_load(struct gh_quota_table *t, const char *path)
+/* Installs o (taken) as the overrides when it has their shape. */
+static int install(struct gh_quota_table *t, json_t *o)
 {
-    if (access(path, F_OK))
-        return 0;
-    json_error_t je;
-    json_t *o = json_load_file(path, 0, &je);
     if (!json_is_object(o)) {
         json_decref(o);
         return GH_EINVAL;
@@ -444,4 +448,23 @@ int gh_quota_load(struct gh_quota_table *t, const char *path)
     t->overrides = o;
     pthread_rwlock_unlock(&t->ov_mu);
     return 0;
+}
+
+int gh_quota_load(struct gh_quota_table *t, const char *path)
+{
+    if (access(path, F_OK))
+        return 0;
+    json_error_t je;
+    return install(t, json_load_file(path, 0, &je));
+}
+
+int gh_quota_load_text(struct gh_quota_table *t, const char *text)
+{
+    json_error_t je;
+    json_t *o = json_loads(text, 0, &je);
+    if (json_object_size(o) > OVERRIDES_MAX) { /* another node's: never more than ours hold */
+        json_decref(o);
+        return GH_ETOOBIG;
+    }
+    return install(t, o);
 }

@@ -108,3 +108,9 @@ json_t *gh_quota_list(struct gh_quota_table *t);
  * reads them from path (a missing file is no error). 0 or GH_EIO/GH_EINVAL. */
 int gh_quota_save(struct gh_quota_table *t, const char *path);
 int gh_quota_load(struct gh_quota_table *t, const char *path);
+/* The overrides as JSON text (malloc'd; compact or indented, keys
+ * sorted), or NULL when out of memory. */
+char *gh_quota_dump(struct gh_quota_table *t, bool compact);
+/* Replaces the overrides with those of text (another node's, as
+ * gh_quota_dump wrote them). 0, GH_EINVAL or GH_ETOOBIG (then unchanged). */
+int gh_quota_load_text(struct gh_quota_table *t, const char *text);

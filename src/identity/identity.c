@@ -822,6 +822,54 @@ static int load_fn(struct gh_store_conn *c, void *arg)
     return rc;
 }
 
+/* Another node ended a credential (store.h messages; the listener
+ * thread): it leaves this node's cache at once. A session or key becomes a
+ * marker, so that a store read racing the message cannot bring it back;
+ * an account's credentials are dropped and read again on their next use
+ * (the store answers for a deleted or disabled account, and for a reset's
+ * new session). */
+static void on_cred_msg(const struct gh_store_msg *m, void *arg)
+{
+    (void)arg;
+    if (m->kind == GH_STORE_MSG_SESSION || m->kind == GH_STORE_MSG_KEY)
+        gh_tokens_forget(m->hash);
+    else if (m->kind == GH_STORE_MSG_USER)
+        gh_tokens_del_user(m->user_id, 0);
+    if (ids.m_cred_msgs)
+        atomic_fetch_add_explicit(ids.m_cred_msgs, 1, memory_order_relaxed);
+}
+
+/* A cached credential past [store] cache_ttl (tokens.h; any thread, under
+ * no lock): read again in the background while the cache keeps answering
+ * with it, so no request waits, and a frozen store stops no signed-in
+ * user. The store's answer replaces it, or removes it when the store has
+ * it no more (a message this node missed); a store that cannot answer
+ * leaves it trusted until the next TTL. */
+static void recheck_done(struct gh_worker *w, void *arg, int rc)
+{
+    (void)w; /* none: it runs on the store thread */
+    struct reload_job *j = arg;
+    if (!rc)
+        gh_tokens_refresh(j->hash, j->found ? &j->cred : NULL);
+    free(j);
+}
+
+static void recheck(const struct gh_cred *c)
+{
+    if (!ids.store)
+        return;
+    struct reload_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    memcpy(j->hash, c->hash, sizeof j->hash);
+    j->key = c->kind == GH_CRED_KEY;
+    j->idle_ms = c->idle_ms;
+    if (ids.m_rechecks)
+        atomic_fetch_add_explicit(ids.m_rechecks, 1, memory_order_relaxed);
+    if (gh_store_read(ids.store, reload_fn, j, NULL, recheck_done))
+        free(j);
+}
+
 static struct route_def {
     const char *method, *path;
     gh_http_handler fn;
@@ -881,7 +929,8 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
                                   .enc_key = srv->secrets.enc_key,
                                   .hmac_key = srv->secrets.hmac_key,
                                   .queue_max = cfg->identity.store_queue_max,
-                                  .readers = cfg->store.readers};
+                                  .readers = cfg->store.readers,
+                                  .listen = cfg->store.listen};
     rc = gh_store_open(&so, &ids.store, err);
     if (rc)
         return rc;
@@ -895,6 +944,8 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
         return rc;
     }
     rc = gh_policy_init(cfg, la.policy.data);
+    if (la.policy.data)
+        id_doc_note(&id_policy_doc, la.policy.data);
     gh_buf_dispose(&la.policy);
     if (rc)
         return rc;
@@ -917,7 +968,8 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
                            "registrations refused 503 by the attack level's registration cap");
     ids.m_reloads =
         gh_metrics_counter("gatehouse_identity_credential_lookups_total", "",
-                           "credential cache misses looked up in the store (after evictions)");
+                           "credential cache misses looked up in the store (after evictions, or "
+                           "on a shared store)");
     gh_metrics_gauge_func("gatehouse_identity_credentials_cached", "",
                           "sessions and API keys in the credential cache (gone markers too)",
                           cache_size, NULL);
@@ -1036,7 +1088,19 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
         gh_buf_printf(err, "identity: too many worker hooks");
         return GH_ETOOBIG;
     }
-    ids.shared_store = !strcmp(cfg->store.backend, "postgres");
+    ids.shared_store = gh_store_shared(ids.store);
+    if (ids.shared_store) {
+        gh_tokens_set_ttl(cfg->store.cache_ttl_ms, recheck);
+        ids.m_rechecks = gh_metrics_counter(
+            "gatehouse_identity_credential_rechecks_total", "",
+            "cached sessions and keys read again from the store past [store] cache_ttl");
+        ids.m_cred_msgs = gh_metrics_counter(
+            "gatehouse_identity_credential_messages_total", "",
+            "sessions, keys and accounts ended on another node and dropped from this node's "
+            "credential cache");
+        gh_store_on_credentials(ids.store, on_cred_msg, NULL);
+        id_doc_subscribe(&id_policy_doc);
+    }
     ids.ready = true;
     return 0;
 }
@@ -1071,6 +1135,7 @@ void gh_identity_dispose(void)
     gh_kvtab_free(ids.sources);
     ids.sources = NULL;
     gh_policy_dispose();
+    id_docs_dispose();
     gh_password_dispose();
     gh_mecache_free();
     gh_tokens_dispose();

@@ -57,7 +57,9 @@ struct identity {
     bool timer_on;
     _Atomic uint64_t *m_policy_changes[4];
     _Atomic uint64_t *m_reg_capped;
-    _Atomic uint64_t *m_reloads; /* credential cache misses looked up in the store */
+    _Atomic uint64_t *m_reloads;   /* credential cache misses looked up in the store */
+    _Atomic uint64_t *m_cred_msgs; /* credentials ended by another node (store messages) */
+    _Atomic uint64_t *m_rechecks;  /* cached credentials read again past [store] cache_ttl */
 };
 extern struct identity ids;
 
@@ -131,6 +133,17 @@ int id_gone_collect(struct gh_store_conn *c, uint64_t user_id, bool keys, struct
 void id_gone_bury(const struct gone *g);
 int id_sessions_cap(struct gh_store_conn *c, uint64_t user_id, unsigned max, struct gone **out);
 bool id_account_login_rate_ok(struct op *op);
+
+/* ---- shared.c: documents every node of a cluster keeps the same ---- */
+
+struct id_doc;
+extern struct id_doc id_policy_doc; /* the registration policy's stored JSON */
+/* Notes text as d's version in force here; true when it differs from the
+ * last noted (then it is news). Any thread. */
+bool id_doc_note(struct id_doc *d, const char *text);
+/* Hears other nodes' versions of d (main thread, before the listener). */
+int id_doc_subscribe(struct id_doc *d);
+void id_docs_dispose(void);
 
 /* ---- login.c ---- */
 

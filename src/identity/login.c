@@ -808,6 +808,10 @@ void id_h_logout(struct gh_http_req *req)
         gh_http_respond_error(req, 403, "forbidden", "X-CSRF-Token header missing or wrong");
         return;
     }
+    /* a session the cache evicted, or holds past its TTL: read it back
+     * first, so that it is deleted from the store, not only forgotten */
+    if (rc == GH_ENOTFOUND && gh_auth_reload(req))
+        return;
     if (rc == 0 && gh_auth_session_token(req, tok, sizeof tok) == 0) {
         uint8_t *h = malloc(GH_TOKEN_HASH_BYTES);
         if (h) {

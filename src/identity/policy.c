@@ -453,6 +453,47 @@ int gh_policy_init(const struct gh_config *cfg, const char *stored)
     return 0;
 }
 
+/* The policy stored JSON describes (a pin keeps the standing policy as
+ * its fallback), built over cfg. NULL when it is not one. */
+static struct gh_policy *from_stored(const struct gh_config *cfg, const char *stored)
+{
+    json_t *o = json_loads(stored, 0, NULL);
+    struct gh_policy *q = from_config(cfg);
+    const char *why;
+    if (!q || !o || from_json(o, cfg, q, true, &why)) {
+        gh_policy_free(q);
+        q = NULL;
+    }
+    json_decref(o);
+    return q;
+}
+
+int gh_policy_apply_stored(const char *stored)
+{
+    pthread_mutex_lock(&pol.mu);
+    struct gh_config *cfg = pol.cfg ? gh_config_ref(pol.cfg) : NULL;
+    pthread_mutex_unlock(&pol.mu);
+    if (!cfg)
+        return GH_EINVAL;
+    struct gh_policy *p = stored && *stored ? from_stored(cfg, stored) : NULL;
+    gh_config_unref(cfg);
+    if (!p)
+        return GH_EINVAL;
+    /* as its operator installed it: the standing policy, then the pin */
+    struct gh_policy *standing = p->until_ms ? p->fallback : NULL;
+    if (standing) {
+        p->fallback = NULL;
+        standing->until_ms = 0;
+        gh_policy_install(standing);
+    }
+    if (p->until_ms && !pinned(p, gh_wall_ms())) {
+        gh_policy_free(p); /* the pin ended meanwhile */
+        return 0;
+    }
+    gh_policy_install(p);
+    return 0;
+}
+
 void gh_policy_dispose(void)
 {
     pthread_mutex_lock(&pol.mu);

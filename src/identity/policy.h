@@ -77,6 +77,10 @@ int gh_policy_parse(const char *json, size_t len, const struct gh_config *cfg,
  * until then; a permanent one becomes the standing policy. Any thread
  * (serialised inside); p stays valid until the caller's callback returns. */
 void gh_policy_install(struct gh_policy *p);
+/* Installs the policy another node's operator stored (the full JSON of
+ * gh_policy_render, as the store keeps it), pin and standing policy, as
+ * gh_policy_install would there. Any thread. 0 or GH_EINVAL. */
+int gh_policy_apply_stored(const char *stored);
 /* Applies an attack level's preset over the standing policy (NULL:
  * none). A pinned operator policy stays in force. Any thread. */
 void gh_policy_set_overlay(const struct gh_policy_overlay *o);

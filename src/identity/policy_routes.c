@@ -83,6 +83,9 @@ void id_h_admin_policy_put(struct gh_http_req *req)
     j->answer = j->json ? strdup(j->json) : NULL;
     snprintf(j->detail, sizeof j->detail, "{\"mode\":\"%s\",\"pow_bits\":%u,\"until_ms\":%llu}",
              gh_policy_mode_name(mode), bits, (unsigned long long)until);
+    if (j->json)
+        id_doc_note(&id_policy_doc,
+                    j->json); /* the other nodes install it when its message arrives */
     if (!j->json || !j->answer ||
         gh_store_write(ids.store, policy_write_fn, j, req->worker, policy_write_done)) {
         free(j->json);

@@ -25,6 +25,8 @@ static struct {
     uint8_t key[32];
     bool ready;
     _Atomic uint64_t evictions; /* live credentials dropped to make room */
+    uint64_t ttl_ms;            /* trust of a cached credential (shared store); 0 = forever */
+    void (*recheck)(const struct gh_cred *c);
 } cache;
 
 int gh_tokens_init(const uint8_t key[32], unsigned capacity)
@@ -188,6 +190,18 @@ static void remove_at_locked(struct shard *s, unsigned i)
     s->count--;
 }
 
+/* Locks the shard of hash and finds its slot (*i, *found); NULL (and no
+ * lock) before gh_tokens_init. */
+static struct shard *lock_find(const uint8_t *hash, unsigned *i, bool *found)
+{
+    if (!cache.ready)
+        return NULL;
+    struct shard *s = shard_of(hash);
+    pthread_mutex_lock(&s->mu);
+    *i = find_locked(s, hash, found);
+    return s;
+}
+
 static bool expired(const struct gh_cred *c, uint64_t now)
 {
     if (c->expires_ms && now >= c->expires_ms)
@@ -225,11 +239,10 @@ static void evict_lru_locked(struct shard *s)
     remove_at_locked(s, victim);
 }
 
-int gh_tokens_put(const struct gh_cred *c)
+/* Adds or replaces c in its shard s (locked). */
+static void put_locked(struct shard *s, const struct gh_cred *c)
 {
-    struct shard *s = shard_of(c->hash);
-    int rc = 0;
-    pthread_mutex_lock(&s->mu);
+    GH_ASSERT_LOCKED(&s->mu);
     bool found;
     unsigned i = find_locked(s, c->hash, &found);
     if (!found && s->count >= s->max) {
@@ -241,10 +254,19 @@ int gh_tokens_put(const struct gh_cred *c)
     s->slots[i] = *c;
     if (!s->slots[i].last_seen_ms && s->slots[i].idle_ms)
         s->slots[i].last_seen_ms = gh_wall_ms(); /* the idle clock starts now */
+    if (!s->slots[i].checked_ms)
+        s->slots[i].checked_ms = gh_wall_ms();
     if (!found)
         s->count++;
+}
+
+int gh_tokens_put(const struct gh_cred *c)
+{
+    struct shard *s = shard_of(c->hash);
+    pthread_mutex_lock(&s->mu);
+    put_locked(s, c);
     pthread_mutex_unlock(&s->mu);
-    return rc;
+    return 0;
 }
 
 int gh_tokens_get(const uint8_t hash[GH_TOKEN_HASH_BYTES], uint64_t now_ms, struct gh_cred *out)
@@ -253,6 +275,7 @@ int gh_tokens_get(const uint8_t hash[GH_TOKEN_HASH_BYTES], uint64_t now_ms, stru
         return GH_ENOTFOUND;
     struct shard *s = shard_of(hash);
     int rc = GH_ENOTFOUND;
+    bool recheck = false;
     pthread_mutex_lock(&s->mu);
     bool found;
     unsigned i = find_locked(s, hash, &found);
@@ -264,22 +287,28 @@ int gh_tokens_get(const uint8_t hash[GH_TOKEN_HASH_BYTES], uint64_t now_ms, stru
             /* deleted with its account: not found, and no store look-up */
         } else {
             c->last_seen_ms = now_ms;
+            /* past its trust: this caller has it read again, the others
+             * go on trusting it meanwhile (one read per TTL) */
+            recheck = cache.ttl_ms && now_ms >= c->checked_ms + cache.ttl_ms;
+            if (recheck)
+                c->checked_ms = now_ms;
             *out = *c;
             rc = 0;
         }
     }
     pthread_mutex_unlock(&s->mu);
+    if (recheck)
+        cache.recheck(out);
     return rc;
 }
 
 int gh_tokens_peek(const uint8_t hash[GH_TOKEN_HASH_BYTES], struct gh_cred *out)
 {
-    if (!cache.ready)
-        return GH_ENOTFOUND;
-    struct shard *s = shard_of(hash);
-    pthread_mutex_lock(&s->mu);
     bool found;
-    unsigned i = find_locked(s, hash, &found);
+    unsigned i;
+    struct shard *s = lock_find(hash, &i, &found);
+    if (!s)
+        return GH_ENOTFOUND;
     if (found)
         *out = s->slots[i];
     pthread_mutex_unlock(&s->mu);
@@ -288,12 +317,11 @@ int gh_tokens_peek(const uint8_t hash[GH_TOKEN_HASH_BYTES], struct gh_cred *out)
 
 int gh_tokens_del(const uint8_t hash[GH_TOKEN_HASH_BYTES])
 {
-    if (!cache.ready)
-        return GH_ENOTFOUND;
-    struct shard *s = shard_of(hash);
-    pthread_mutex_lock(&s->mu);
     bool found;
-    unsigned i = find_locked(s, hash, &found);
+    unsigned i;
+    struct shard *s = lock_find(hash, &i, &found);
+    if (!s)
+        return GH_ENOTFOUND;
     if (found)
         remove_at_locked(s, i);
     pthread_mutex_unlock(&s->mu);
@@ -330,6 +358,56 @@ int gh_tokens_bury(const uint8_t hash[GH_TOKEN_HASH_BYTES], uint64_t user_id,
                         .last_seen_ms = gh_wall_ms()};
     memcpy(c.hash, hash, GH_TOKEN_HASH_BYTES);
     return gh_tokens_put(&c);
+}
+
+void gh_tokens_set_ttl(uint64_t ttl_ms, void (*recheck)(const struct gh_cred *c))
+{
+    cache.ttl_ms = recheck ? ttl_ms : 0;
+    cache.recheck = recheck;
+}
+
+int gh_tokens_forget(const uint8_t hash[GH_TOKEN_HASH_BYTES])
+{
+    bool found;
+    unsigned i;
+    struct shard *s = lock_find(hash, &i, &found);
+    if (!s)
+        return GH_ENOTFOUND;
+    struct gh_cred *c = &s->slots[i];
+    bool live = found && c->kind != GH_CRED_GONE;
+    if (live) {
+        /* the marker keeps the cached expiry (keys: until evicted) */
+        c->kind = GH_CRED_GONE;
+        c->idle_ms = 0;
+        c->last_seen_ms = gh_wall_ms();
+    }
+    pthread_mutex_unlock(&s->mu);
+    return live ? 0 : GH_ENOTFOUND;
+}
+
+bool gh_tokens_refresh(const uint8_t hash[GH_TOKEN_HASH_BYTES], const struct gh_cred *fresh)
+{
+    bool found;
+    unsigned i;
+    struct shard *s = lock_find(hash, &i, &found);
+    if (!s)
+        return false;
+    bool live = false;
+    if (found && s->slots[i].kind == GH_CRED_GONE) {
+        /* ended meanwhile: the marker wins */
+    } else if (!fresh) {
+        if (found)
+            remove_at_locked(s, i);
+    } else {
+        struct gh_cred c = *fresh;
+        c.checked_ms = gh_wall_ms();
+        if (found)
+            c.last_seen_ms = s->slots[i].last_seen_ms; /* the idle clock goes on */
+        put_locked(s, &c);
+        live = true;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return live;
 }
 
 uint64_t gh_tokens_evictions(void)

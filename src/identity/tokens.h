@@ -30,6 +30,7 @@ struct gh_cred {
     uint64_t expires_ms;  /* wall clock; 0 = never */
     uint64_t idle_ms;     /* idle expiry; 0 = none */
     uint64_t last_seen_ms; /* wall clock; updated by gh_tokens_get */
+    uint64_t checked_ms;   /* wall clock of the last store read or write; 0 = now at put */
 };
 
 /* Sets up the cache for about capacity credentials and keeps a copy of the
@@ -75,5 +76,21 @@ int gh_tokens_del(const uint8_t hash[GH_TOKEN_HASH_BYTES]);
  * GH_CRED_GONE markers). Returns how many were removed. Walks every shard:
  * for rare events (deletion, reset, disable). */
 unsigned gh_tokens_del_user(uint64_t user_id, int kind);
+/* On a store other nodes write: a cached session or key is trusted for
+ * ttl_ms after it was last read from (or written to) the store; the first
+ * gh_tokens_get past that still answers with it and calls recheck(c)
+ * (outside the lock) to have it read again, which restarts the TTL. So a
+ * change whose message never came is seen within ttl_ms and one store
+ * read. ttl_ms 0 = forever (the default). Main thread, at start. */
+void gh_tokens_set_ttl(uint64_t ttl_ms, void (*recheck)(const struct gh_cred *c));
+/* Turns the live credential of hash into a GH_CRED_GONE marker until its
+ * own expiry (another node ended it). 0, or GH_ENOTFOUND when it is not
+ * cached live (then nothing is added). */
+int gh_tokens_forget(const uint8_t hash[GH_TOKEN_HASH_BYTES]);
+/* The answer of a recheck: fresh (the credential as the store has it now)
+ * replaces or adds it, trusted from now; NULL (gone from the store)
+ * removes a cached live one. A GH_CRED_GONE marker always stays. Returns
+ * whether a live credential of hash is cached after. */
+bool gh_tokens_refresh(const uint8_t hash[GH_TOKEN_HASH_BYTES], const struct gh_cred *fresh);
 /* Credentials cached now (for metrics and tests). */
 unsigned gh_tokens_count(void);

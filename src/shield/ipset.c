@@ -583,3 +583,32 @@ int gh_iplist_runtime_json(struct gh_iplist *l, struct gh_buf *out)
     pthread_mutex_unlock(&l->wmu);
     return rc;
 }
+
+int gh_iplist_set_runtime(struct gh_iplist *l, const struct gh_cidr *c, size_t n)
+{
+    struct gh_cidr *copy = malloc(sizeof *copy * (n ? n : 1));
+    if (!copy)
+        return GH_ENOMEM;
+    if (n)
+        memcpy(copy, c, sizeof *copy * n);
+    pthread_mutex_lock(&l->wmu);
+    if (n + l->nfile > l->max) {
+        pthread_mutex_unlock(&l->wmu);
+        free(copy);
+        return GH_ETOOBIG;
+    }
+    struct gh_cidr *old = l->runtime;
+    size_t nold = l->nruntime, capold = l->runtime_cap;
+    l->runtime = copy;
+    l->nruntime = l->runtime_cap = n;
+    int rc = publish_locked(l);
+    if (rc) { /* keep what was there */
+        l->runtime = old;
+        l->nruntime = nold;
+        l->runtime_cap = capold;
+        old = copy;
+    }
+    pthread_mutex_unlock(&l->wmu);
+    free(old);
+    return rc;
+}

@@ -93,6 +93,10 @@ int gh_iplist_add(struct gh_iplist *l, const struct gh_cidr *c);
  * GH_ENOTFOUND. */
 int gh_iplist_remove(struct gh_iplist *l, const struct gh_cidr *c);
 
+/* Replaces the run-time entries with c[0..n) (another node's list). 0,
+ * GH_ETOOBIG or GH_ENOMEM (then the list is unchanged). */
+int gh_iplist_set_runtime(struct gh_iplist *l, const struct gh_cidr *c, size_t n);
+
 struct gh_iplist_info {
     size_t file_entries;
     size_t runtime_entries;

@@ -1062,6 +1062,179 @@ static void level_answer(struct gh_http_req *req, struct gh_shield *sh)
     respond_buf(req, 200, &b);
 }
 
+/* ---- sharing with the other nodes of a cluster ---- */
+
+/* Who stores the operator's lists and pin for the other nodes (identity,
+ * on a store they share); NULL on one node. */
+static void (*share_fn)(const char *doc, void *data);
+static void *share_data;
+
+void gh_shield_share(void (*fn)(const char *doc, void *data), void *data)
+{
+    share_fn = fn;
+    share_data = data;
+}
+
+/* The live bans of the penalty box (malloc'd, *n of them; NULL when
+ * none or out of memory). */
+static struct gh_ban *live_bans(struct gh_shield *sh, uint64_t now, size_t *n)
+{
+    size_t want = gh_penalty_list(sh->box, now, NULL, 0);
+    struct gh_ban *b = want ? calloc(want, sizeof *b) : NULL;
+    *n = b ? GH_MIN(gh_penalty_list(sh->box, now, b, want), want) : 0;
+    return b;
+}
+
+/* ,"bans":[{"cidr","until_ms"}…]: the operators' bans (ctl block --for);
+ * the automatic ones stay each node's. */
+static int bans_json(struct gh_shield *sh, struct gh_buf *b)
+{
+    uint64_t now = gh_now_ms(), wall = gh_wall_ms();
+    size_t n;
+    struct gh_ban *bans = live_bans(sh, now, &n);
+    int rc = gh_buf_append_str(b, ",\"bans\":[");
+    bool first = true;
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (bans[i].reason != GH_BAN_OPERATOR)
+            continue;
+        char canon[64];
+        gh_cidr_format(&bans[i].cidr, canon, sizeof canon);
+        rc = gh_buf_printf(
+            b, "%s{\"cidr\":\"%s\",\"until_ms\":%llu}", first ? "" : ",", canon,
+            (unsigned long long)(wall + (bans[i].expires_ms > now ? bans[i].expires_ms - now : 0)));
+        first = false;
+    }
+    free(bans);
+    return rc ? rc : gh_buf_append_str(b, "]");
+}
+
+/* Another node's operator bans on this node's box: those it no longer
+ * has are lifted, the others set (again when their end moved). */
+static void apply_bans(struct gh_shield *sh, json_t *list)
+{
+    uint64_t now = gh_now_ms(), wall = gh_wall_ms();
+    size_t nw = json_array_size(list), k = 0, i, nh;
+    struct gh_ban *want = calloc(nw ? nw : 1, sizeof *want);
+    struct gh_ban *have = live_bans(sh, now, &nh);
+    json_t *v;
+    json_array_foreach(list, i, v)
+    {
+        const char *t = json_string_value(json_object_get(v, "cidr"));
+        json_t *u = json_object_get(v, "until_ms");
+        uint64_t until =
+            json_is_integer(u) && json_integer_value(u) > 0 ? (uint64_t)json_integer_value(u) : 0;
+        if (want && t && until > wall && !gh_cidr_parse(t, strlen(t), &want[k].cidr))
+            want[k++].expires_ms = now + (until - wall);
+    }
+    for (size_t h = 0; h < nh; h++) {
+        bool keep = have[h].reason != GH_BAN_OPERATOR;
+        for (size_t w = 0; !keep && w < k; w++)
+            keep = gh_cidr_equal(&have[h].cidr, &want[w].cidr);
+        if (!keep && !gh_penalty_remove(sh->box, &have[h].cidr) && sh->nft)
+            gh_nftban_remove(sh->nft, &have[h].cidr);
+    }
+    for (size_t w = 0; w < k; w++) {
+        bool same = false;
+        for (size_t h = 0; !same && h < nh; h++)
+            same = have[h].reason == GH_BAN_OPERATOR &&
+                   gh_cidr_equal(&have[h].cidr, &want[w].cidr) &&
+                   have[h].expires_ms + 2000 > want[w].expires_ms &&
+                   want[w].expires_ms + 2000 > have[h].expires_ms;
+        if (!same)
+            ban(sh, &want[w].cidr, want[w].expires_ms - now, GH_BAN_OPERATOR, now, NULL);
+    }
+    free(want);
+    free(have);
+}
+
+/* The operator's part: {"version":1,"block":[run-time entries],"pin":null
+ * or {"level","until_ms"},"bans":[{"cidr","until_ms"}…]} (until_ms: wall
+ * clock; a pin's 0 = until unpinned), handed to share_fn after a change
+ * made here. */
+static void share_now(struct gh_shield *sh)
+{
+    if (!share_fn)
+        return;
+    struct gh_buf b;
+    gh_buf_init(&b, 16u << 20);
+    int rc = gh_buf_append_str(&b, "{\"version\":1,\"block\":");
+    rc = rc ? rc : gh_iplist_runtime_json(sh->block, &b);
+    pthread_mutex_lock(&sh->level.mu);
+    bool pinned = sh->level.pinned;
+    enum gh_level lv = sh->level.pin_level;
+    uint64_t until = sh->level.pin_until_ms, now = gh_now_ms();
+    pthread_mutex_unlock(&sh->level.mu);
+    uint64_t wall_until = until ? gh_wall_ms() + (until > now ? until - now : 0) : 0;
+    if (!rc && pinned)
+        rc = gh_buf_printf(&b, ",\"pin\":{\"level\":\"%s\",\"until_ms\":%llu}", gh_level_name(lv),
+                           (unsigned long long)wall_until);
+    else if (!rc)
+        rc = gh_buf_append_str(&b, ",\"pin\":null");
+    rc = rc ? rc : bans_json(sh, &b);
+    if (!rc && !gh_buf_append(&b, "}", 2))
+        share_fn(b.data, share_data);
+    gh_buf_dispose(&b);
+}
+
+/* The pin of another node's document (NULL: none) on this node's level,
+ * unless it is the one in force (a change of the block list carries the
+ * same pin). */
+static void apply_pin(struct gh_shield *sh, json_t *pin)
+{
+    enum gh_level lv = GH_LEVEL_NORMAL;
+    json_t *u = json_object_get(pin, "until_ms");
+    uint64_t until =
+        json_is_integer(u) && json_integer_value(u) > 0 ? (uint64_t)json_integer_value(u) : 0;
+    uint64_t wall = gh_wall_ms(), now = gh_now_ms();
+    bool want = json_is_object(pin) &&
+                !gh_level_parse(json_string_value(json_object_get(pin, "level")), &lv) &&
+                (!until || until > wall);
+    uint64_t for_ms = want && until ? until - wall : 0;
+    pthread_mutex_lock(&sh->level.mu);
+    bool pinned = sh->level.pinned;
+    uint64_t have = sh->level.pin_until_ms;
+    bool same =
+        pinned == want &&
+        (!want || (sh->level.pin_level == lv &&
+                   (have ? now + for_ms + 2000 > have && have + 2000 > now + for_ms : !for_ms)));
+    pthread_mutex_unlock(&sh->level.mu);
+    if (same)
+        return;
+    if (want)
+        gh_level_pin(&sh->level, lv, for_ms, now);
+    else
+        gh_level_unpin(&sh->level, now);
+}
+
+int gh_shield_apply_shared(const char *doc)
+{
+    struct gh_shield *sh = the_shield;
+    json_t *root = sh ? json_loads(doc, 0, NULL) : NULL;
+    json_t *bl = json_object_get(root, "block");
+    if (!json_is_object(root) || json_integer_value(json_object_get(root, "version")) != 1 ||
+        !json_is_array(bl)) {
+        json_decref(root);
+        return GH_EINVAL;
+    }
+    size_t n = json_array_size(bl), k = 0, i;
+    struct gh_cidr *c = malloc(sizeof *c * (n ? n : 1));
+    json_t *v;
+    json_array_foreach(bl, i, v)
+    {
+        const char *t = json_string_value(v);
+        if (c && t && !gh_cidr_parse(t, strlen(t), &c[k]))
+            k++;
+    }
+    int rc = c ? gh_iplist_set_runtime(sh->block, c, k) : GH_ENOMEM;
+    free(c);
+    if (!rc) {
+        apply_pin(sh, json_object_get(root, "pin"));
+        apply_bans(sh, json_object_get(root, "bans"));
+    }
+    json_decref(root);
+    return rc;
+}
+
 static void admin_level(struct gh_http_req *req)
 {
     struct gh_shield *sh = req->route->ctx;
@@ -1092,6 +1265,8 @@ static void admin_level(struct gh_http_req *req)
     } else if (!strcmp(req->method_name, "DELETE")) {
         gh_level_unpin(&sh->level, gh_now_ms());
     }
+    if (strcmp(req->method_name, "GET"))
+        share_now(sh);
     level_answer(req, sh);
 }
 
@@ -1183,6 +1358,8 @@ static void admin_block(struct gh_http_req *req)
     }
     gh_log(GH_LOG_WARN, "ip_list", "%s %s the block list", canon,
            add ? (rc ? "already in" : "added to") : "removed from");
+    if (!rc)
+        share_now(sh);
     char body[160];
     int n = snprintf(body, sizeof body, "{\"cidr\":\"%s\",\"%s\":%s}\n", canon,
                      add ? "added" : "removed", rc ? "false" : "true");
@@ -1209,6 +1386,7 @@ static void admin_ban(struct gh_http_req *req, struct gh_shield *sh, const struc
     }
     gh_log(GH_LOG_WARN, "penalty_box", "%s banned for %llu s by the operator", canon,
            (unsigned long long)for_s);
+    share_now(sh);
     char body[192];
     int n = snprintf(body, sizeof body,
                      "{\"cidr\":\"%s\",\"added\":true,\"for_seconds\":%llu,\"kernel\":%s}\n", canon,

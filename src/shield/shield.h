@@ -90,6 +90,14 @@ struct gh_shield_principals {
  * not running. GH_EINVAL without a shield. */
 int gh_shield_set_principal_lookup(const struct gh_shield_principals *p);
 
+/* Sharing with the other nodes of a cluster (identity stores it, on a
+ * store they share): the block list's run-time entries and the level pin
+ * an operator set, as a JSON document. fn(doc, data) runs after each such
+ * change made here (the admin listener's thread); apply installs another
+ * node's (any thread). 0, GH_EINVAL or GH_ENOMEM. */
+void gh_shield_share(void (*fn)(const char *doc, void *data), void *data);
+int gh_shield_apply_shared(const char *doc);
+
 /* The registration policy's proof-of-work difficulty for registrations and
  * their SMS codes, pushed by identity at start and at every change of the
  * effective policy; -1 (the start) when there is no policy: the level's

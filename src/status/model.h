@@ -73,6 +73,11 @@ struct gh_status {
     char auto_incident[GH_STATUS_ID_LEN + 1]; /* "" = none open */
 
     uint64_t seq, saved_seq; /* changes, and the last one written */
+    /* the operator's part (incidents, overrides) shared with other nodes:
+     * changes made here, the last one handed to share */
+    uint64_t op_seq, op_shared;
+    void (*share)(const char *doc, void *data);
+    void *share_data;
     uint32_t snap_day;
 
     /* the snapshot pointer: snap_mu is held only to load and reference it */

@@ -436,6 +436,11 @@ int gh_status_init(struct gh_server *srv)
     return 0;
 }
 
+struct gh_status *gh_status_instance(void)
+{
+    return atomic_load(&g_status);
+}
+
 void gh_status_stop(void)
 {
     struct gh_status *st = atomic_exchange(&g_status, NULL);

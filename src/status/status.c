@@ -302,6 +302,7 @@ int gh_status_set_override(struct gh_status *st, const char *id, int s, struct g
         return GH_EINVAL;
     pthread_mutex_lock(&st->mu);
     struct gh_status_component *c = &st->comps[i];
+    st->op_seq++;
     comp_apply_locked(st, c, c->auto_state, s < 0 ? -1 : s, NULL);
     int rc = out ? gh_status_render_component_locked(st, c, true, out) : 0;
     pthread_mutex_unlock(&st->mu);
@@ -419,6 +420,7 @@ int gh_status_incident_create(struct gh_status *st, const struct gh_status_incid
     struct gh_status_incident *x = NULL;
     int rc = incident_create_locked(st, in, false, now, &x);
     if (!rc) {
+        st->op_seq++;
         changed_locked(st, now);
         if (out)
             rc = gh_status_render_incident_locked(st, x, out);
@@ -450,6 +452,8 @@ int gh_status_incident_update(struct gh_status *st, const char *id,
              * word: calm no longer needs to close it */
             if (x->is_auto && x->status == GH_INCIDENT_RESOLVED && !strcmp(st->auto_incident, id))
                 st->auto_incident[0] = '\0';
+            if (!x->is_auto)
+                st->op_seq++;
             changed_locked(st, now);
             if (out)
                 rc = gh_status_render_incident_locked(st, x, out);
@@ -587,6 +591,27 @@ static json_t *str_or_null(const char *s)
     return s ? json_string(s) : json_null();
 }
 
+/* One incident as the state file (and the shared document) keep it. */
+static json_t *incident_json(const struct gh_status_incident *x)
+{
+    json_t *cl = json_array(), *ul = json_array();
+    for (unsigned k = 0; k < x->ncomponents; k++)
+        json_array_append_new(cl, json_string(comp_defs[x->components[k]].id));
+    for (unsigned k = 0; k < x->nupdates; k++) {
+        const struct gh_status_update *u = &x->updates[k];
+        json_array_append_new(
+            ul, json_pack("{s:s,s:s,s:s,s:o,s:I,s:I}", "id", u->id, "status", inc_names[u->status],
+                          "body", u->body, "body_zh", str_or_null(u->body_zh), "created_ms",
+                          (json_int_t)u->created_ms, "display_ms", (json_int_t)u->display_ms));
+    }
+    return json_pack("{s:s,s:s,s:o,s:s,s:s,s:I,s:I,s:o,s:o,s:b,s:o,s:o}", "id", x->id, "name",
+                     x->name, "name_zh", str_or_null(x->name_zh), "status", inc_names[x->status],
+                     "impact", impact_names[x->impact], "created_ms", (json_int_t)x->created_ms,
+                     "updated_ms", (json_int_t)x->updated_ms, "monitoring_ms",
+                     ms_or_null(x->monitoring_ms), "resolved_ms", ms_or_null(x->resolved_ms),
+                     "auto", x->is_auto, "components", cl, "updates", ul);
+}
+
 /* The state as JSON text (malloc'd), or NULL when out of memory. */
 static char *serialize_locked(const struct gh_status *st)
 {
@@ -611,28 +636,8 @@ static char *serialize_locked(const struct gh_status *st)
                              c->override >= 0 ? json_string(comp_names[c->override]) : json_null(),
                              "last_day", (json_int_t)c->last_day, "history", h));
     }
-    for (unsigned i = 0; i < st->ninc; i++) {
-        const struct gh_status_incident *x = st->inc[i];
-        json_t *cl = json_array(), *ul = json_array();
-        for (unsigned k = 0; k < x->ncomponents; k++)
-            json_array_append_new(cl, json_string(comp_defs[x->components[k]].id));
-        for (unsigned k = 0; k < x->nupdates; k++) {
-            const struct gh_status_update *u = &x->updates[k];
-            json_array_append_new(ul, json_pack("{s:s,s:s,s:s,s:o,s:I,s:I}", "id", u->id, "status",
-                                                inc_names[u->status], "body", u->body, "body_zh",
-                                                str_or_null(u->body_zh), "created_ms",
-                                                (json_int_t)u->created_ms, "display_ms",
-                                                (json_int_t)u->display_ms));
-        }
-        json_array_append_new(
-            incs,
-            json_pack("{s:s,s:s,s:o,s:s,s:s,s:I,s:I,s:o,s:o,s:b,s:o,s:o}", "id", x->id, "name",
-                      x->name, "name_zh", str_or_null(x->name_zh), "status", inc_names[x->status],
-                      "impact", impact_names[x->impact], "created_ms", (json_int_t)x->created_ms,
-                      "updated_ms", (json_int_t)x->updated_ms, "monitoring_ms",
-                      ms_or_null(x->monitoring_ms), "resolved_ms", ms_or_null(x->resolved_ms),
-                      "auto", x->is_auto, "components", cl, "updates", ul));
-    }
+    for (unsigned i = 0; i < st->ninc; i++)
+        json_array_append_new(incs, incident_json(st->inc[i]));
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     return text;
@@ -642,6 +647,62 @@ static uint64_t jms(json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
     return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+/* Appends incident i of a state (what: where it comes from, for err) to
+ * st->inc (the caller made room). 0, GH_EINVAL or GH_ENOMEM. */
+static int incident_load(struct gh_status *st, json_t *v, size_t i, const char *what,
+                         struct gh_buf *err)
+{
+    const char *id = json_string_value(json_object_get(v, "id"));
+    const char *name = json_string_value(json_object_get(v, "name"));
+    int impact = gh_status_parse_impact(json_string_value(json_object_get(v, "impact")));
+    json_t *ul = json_object_get(v, "updates");
+    if (!id || strlen(id) != GH_STATUS_ID_LEN || !name || impact < 0 || !json_array_size(ul)) {
+        gh_buf_printf(err, "%s: incident %zu is malformed", what, i);
+        return GH_EINVAL;
+    }
+    struct gh_status_incident *x = calloc(1, sizeof *x);
+    if (!x)
+        return GH_ENOMEM;
+    st->inc[st->ninc++] = x;
+    memcpy(x->id, id, GH_STATUS_ID_LEN + 1);
+    x->name = dup_capped(name, GH_STATUS_NAME_MAX);
+    x->name_zh = dup_capped(json_string_value(json_object_get(v, "name_zh")), GH_STATUS_NAME_MAX);
+    x->impact = impact;
+    x->is_auto = json_is_true(json_object_get(v, "auto"));
+    x->created_ms = jms(v, "created_ms");
+    size_t k;
+    json_t *cv;
+    json_array_foreach(json_object_get(v, "components"), k, cv)
+    {
+        int ci = gh_status_component_index(json_string_value(cv));
+        if (ci >= 0 && x->ncomponents < GH_STATUS_NCOMP)
+            x->components[x->ncomponents++] = ci;
+    }
+    json_array_foreach(ul, k, cv)
+    {
+        int s = gh_status_parse_incident_status(json_string_value(json_object_get(cv, "status")));
+        const char *body = json_string_value(json_object_get(cv, "body"));
+        if (s < 0 || !body || x->nupdates >= GH_STATUS_UPDATES_MAX)
+            continue;
+        if (incident_add_update(x, s, body, json_string_value(json_object_get(cv, "body_zh")),
+                                jms(cv, "created_ms")))
+            return GH_ENOMEM;
+        struct gh_status_update *u = &x->updates[x->nupdates - 1];
+        const char *uid = json_string_value(json_object_get(cv, "id"));
+        if (uid && strlen(uid) == GH_STATUS_ID_LEN)
+            memcpy(u->id, uid, GH_STATUS_ID_LEN + 1);
+        u->display_ms = jms(cv, "display_ms") ? jms(cv, "display_ms") : u->created_ms;
+    }
+    if (!x->name || !x->nupdates) {
+        gh_buf_printf(err, "%s: incident %s has no valid update", what, id);
+        return GH_EINVAL;
+    }
+    x->updated_ms = jms(v, "updated_ms");
+    x->monitoring_ms = jms(v, "monitoring_ms");
+    x->resolved_ms = jms(v, "resolved_ms");
+    return 0;
 }
 
 /* Reads the state written by serialize_locked into st (fresh). */
@@ -686,56 +747,9 @@ static int load_json(struct gh_status *st, json_t *root, struct gh_buf *err)
     {
         if (st->ninc >= GH_STATUS_INCIDENTS_MAX)
             break;
-        const char *id = json_string_value(json_object_get(v, "id"));
-        const char *name = json_string_value(json_object_get(v, "name"));
-        int impact = gh_status_parse_impact(json_string_value(json_object_get(v, "impact")));
-        json_t *ul = json_object_get(v, "updates");
-        if (!id || strlen(id) != GH_STATUS_ID_LEN || !name || impact < 0 || !json_array_size(ul)) {
-            gh_buf_printf(err, "%s: incident %zu is malformed", st->path, i);
-            return GH_EINVAL;
-        }
-        struct gh_status_incident *x = calloc(1, sizeof *x);
-        if (!x)
-            return GH_ENOMEM;
-        st->inc[st->ninc++] = x;
-        memcpy(x->id, id, GH_STATUS_ID_LEN + 1);
-        x->name = dup_capped(name, GH_STATUS_NAME_MAX);
-        x->name_zh =
-            dup_capped(json_string_value(json_object_get(v, "name_zh")), GH_STATUS_NAME_MAX);
-        x->impact = impact;
-        x->is_auto = json_is_true(json_object_get(v, "auto"));
-        x->created_ms = jms(v, "created_ms");
-        size_t k;
-        json_t *cv;
-        json_array_foreach(json_object_get(v, "components"), k, cv)
-        {
-            int ci = gh_status_component_index(json_string_value(cv));
-            if (ci >= 0 && x->ncomponents < GH_STATUS_NCOMP)
-                x->components[x->ncomponents++] = ci;
-        }
-        json_array_foreach(ul, k, cv)
-        {
-            int s =
-                gh_status_parse_incident_status(json_string_value(json_object_get(cv, "status")));
-            const char *body = json_string_value(json_object_get(cv, "body"));
-            if (s < 0 || !body || x->nupdates >= GH_STATUS_UPDATES_MAX)
-                continue;
-            if (incident_add_update(x, s, body, json_string_value(json_object_get(cv, "body_zh")),
-                                    jms(cv, "created_ms")))
-                return GH_ENOMEM;
-            struct gh_status_update *u = &x->updates[x->nupdates - 1];
-            const char *uid = json_string_value(json_object_get(cv, "id"));
-            if (uid && strlen(uid) == GH_STATUS_ID_LEN)
-                memcpy(u->id, uid, GH_STATUS_ID_LEN + 1);
-            u->display_ms = jms(cv, "display_ms") ? jms(cv, "display_ms") : u->created_ms;
-        }
-        if (!x->name || !x->nupdates) {
-            gh_buf_printf(err, "%s: incident %s has no valid update", st->path, id);
-            return GH_EINVAL;
-        }
-        x->updated_ms = jms(v, "updated_ms");
-        x->monitoring_ms = jms(v, "monitoring_ms");
-        x->resolved_ms = jms(v, "resolved_ms");
+        int rc = incident_load(st, v, i, st->path, err);
+        if (rc)
+            return rc;
     }
     return 0;
 }
@@ -841,6 +855,8 @@ void gh_status_tick(struct gh_status *st)
     pthread_mutex_unlock(&st->mu);
 }
 
+static void share_flush(struct gh_status *st);
+
 static void *status_thread(void *arg)
 {
     struct gh_status *st = arg;
@@ -856,10 +872,117 @@ static void *status_thread(void *arg)
         gh_status_tick(st);
         /* a write failure is logged and retried at the next change */
         gh_status_flush(st);
+        share_flush(st);
         pthread_mutex_lock(&st->mu);
     }
     pthread_mutex_unlock(&st->mu);
     return NULL;
+}
+
+/* ---- the operator's part, shared with the other nodes of a cluster ---- */
+
+/* {"version":1,"incidents":[…],"overrides":{id:state}}: what operators
+ * made (automatic incidents and the histories stay each node's). Text
+ * (malloc'd) or NULL. */
+static char *share_doc_locked(const struct gh_status *st)
+{
+    json_t *root = json_object(), *incs = json_array(), *ov = json_object();
+    json_object_set_new(root, "version", json_integer(1));
+    json_object_set_new(root, "incidents", incs);
+    json_object_set_new(root, "overrides", ov);
+    for (unsigned i = 0; i < st->ninc; i++)
+        if (!st->inc[i]->is_auto)
+            json_array_append_new(incs, incident_json(st->inc[i]));
+    for (int i = 0; i < GH_STATUS_NCOMP; i++)
+        if (st->comps[i].override >= 0)
+            json_object_set_new(ov, st->comps[i].id,
+                                json_string(comp_names[st->comps[i].override]));
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return text;
+}
+
+/* Hands the operator's part to st->share after a change made here. */
+static void share_flush(struct gh_status *st)
+{
+    pthread_mutex_lock(&st->mu);
+    if (!st->share || st->op_seq == st->op_shared) {
+        pthread_mutex_unlock(&st->mu);
+        return;
+    }
+    st->op_shared = st->op_seq;
+    char *doc = share_doc_locked(st);
+    void (*fn)(const char *, void *) = st->share;
+    void *data = st->share_data;
+    pthread_mutex_unlock(&st->mu);
+    if (doc)
+        fn(doc, data);
+    free(doc);
+}
+
+void gh_status_set_share(struct gh_status *st, void (*fn)(const char *doc, void *data), void *data)
+{
+    pthread_mutex_lock(&st->mu);
+    st->share = fn;
+    st->share_data = data;
+    st->op_shared = st->op_seq; /* what is here now came from the file */
+    pthread_mutex_unlock(&st->mu);
+}
+
+static int by_created(const void *a, const void *b)
+{
+    const struct gh_status_incident *x = *(struct gh_status_incident *const *)a;
+    const struct gh_status_incident *y = *(struct gh_status_incident *const *)b;
+    return x->created_ms < y->created_ms ? -1 : x->created_ms > y->created_ms;
+}
+
+int gh_status_apply_shared(struct gh_status *st, const char *doc, struct gh_buf *err)
+{
+    json_t *root = json_loads(doc, 0, NULL);
+    if (!json_is_object(root) || json_integer_value(json_object_get(root, "version")) != 1) {
+        json_decref(root);
+        gh_buf_printf(err, "shared status: not a document of version 1");
+        return GH_EINVAL;
+    }
+    pthread_mutex_lock(&st->mu);
+    uint64_t now = gh_status_now(st);
+    /* this node's automatic incidents stay; the operators' are replaced */
+    struct gh_status_incident *old[GH_STATUS_INCIDENTS_MAX];
+    unsigned nold = 0, n = 0;
+    for (unsigned i = 0; i < st->ninc; i++) {
+        if (st->inc[i]->is_auto)
+            st->inc[n++] = st->inc[i];
+        else
+            old[nold++] = st->inc[i];
+    }
+    st->ninc = n;
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(root, "incidents"), i, v)
+    {
+        if (st->ninc >= GH_STATUS_INCIDENTS_MAX)
+            break;
+        unsigned before = st->ninc;
+        if (json_is_true(json_object_get(v, "auto")) ||
+            !incident_load(st, v, i, "shared status", err))
+            continue;
+        while (st->ninc > before) /* a malformed one is left out */
+            incident_free(st->inc[--st->ninc]);
+    }
+    qsort(st->inc, st->ninc, sizeof st->inc[0], by_created);
+    for (unsigned k = 0; k < nold; k++)
+        incident_free(old[k]);
+    json_t *ov = json_object_get(root, "overrides");
+    for (int k = 0; k < GH_STATUS_NCOMP; k++) {
+        struct gh_status_component *c = &st->comps[k];
+        int want = gh_status_parse_component_status(json_string_value(json_object_get(ov, c->id)));
+        if (want != c->override)
+            comp_apply_locked(st, c, c->auto_state, want, NULL);
+    }
+    changed_locked(st, now);
+    pthread_mutex_unlock(&st->mu);
+    json_decref(root);
+    return 0;
 }
 
 /* ---- lifecycle ---- */

@@ -78,6 +78,9 @@ int gh_status_attack_level(const char *level);
  * srv->http->admin_router. Main thread, before gh_server_run. 0 or a negative
  * code (logged). */
 int gh_status_init(struct gh_server *srv);
+/* The server's instance (NULL before gh_status_init): main.c hands it to
+ * what shares it with the other nodes of a cluster. */
+struct gh_status *gh_status_instance(void);
 /* Stops the helper thread after a last write of the state and frees the
  * instance. Main thread, after gh_server_run. Safe when init never ran. */
 void gh_status_stop(void);
@@ -156,6 +159,14 @@ int gh_status_incident_update(struct gh_status *st, const char *id,
  * {"components":[…]} with auto_status, auto_reason, override. */
 int gh_status_admin_incidents(struct gh_status *st, struct gh_buf *out);
 int gh_status_admin_components(struct gh_status *st, struct gh_buf *out);
+
+/* Sharing with the other nodes of a cluster: the operators' part of the
+ * page (their incidents and the component overrides, not the automatic
+ * incident nor the histories) as a JSON document. fn(doc, data) runs on
+ * the status thread after each change of it made on this node; apply
+ * replaces it with another node's (any thread). 0 or GH_EINVAL. */
+void gh_status_set_share(struct gh_status *st, void (*fn)(const char *doc, void *data), void *data);
+int gh_status_apply_shared(struct gh_status *st, const char *doc, struct gh_buf *err);
 
 /* Enum names; the parse functions return -1 for an unknown name. */
 const char *gh_status_component_name(int s);

@@ -12,7 +12,9 @@ struct gh_store_conn {
     const struct gh_store_backend *be;
     const uint8_t *enc_key; /* 32 bytes, owned by the gh_store */
     bool writer;
-    void *db; /* the backend's handle: sqlite3 *, or postgres.c's struct pg */
+    bool listener; /* the listener thread's connection (set before open) */
+    uint64_t node; /* the node's id, the sender of its messages */
+    void *db;      /* the backend's handle: sqlite3 *, or postgres.c's struct pg */
 };
 
 /* Transaction steps store.c's threads drive. BEGIN opens a write
@@ -78,6 +80,16 @@ struct gh_store_backend {
                       void (*fn)(const struct gh_store_usage *, void *), void *arg);
     int (*setting_get)(struct gh_store_conn *c, const char *name, struct gh_buf *out);
     int (*setting_put)(struct gh_store_conn *c, const char *name, const char *value);
+
+    /* Messages between nodes; NULL on a backend of one node. notify sends
+     * payload on the cluster's channel in the current transaction (at its
+     * commit). listen waits on c (LISTEN issued on each new connection, and
+     * *fresh set then) at most wait_ms or until stop_fd is readable, and
+     * calls fn for each payload received: 0, or GH_EBUSY while the server
+     * cannot be reached (it paused before returning). */
+    int (*notify)(struct gh_store_conn *c, const char *payload);
+    int (*listen)(struct gh_store_conn *c, int stop_fd, uint64_t wait_ms,
+                  void (*fn)(const char *payload, size_t len, void *arg), void *arg, bool *fresh);
 };
 
 extern const struct gh_store_backend gh_store_sqlite;

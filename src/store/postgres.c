@@ -31,6 +31,7 @@
 #define ANSWER_DEFAULT_MS 60000  /* without a statement_timeout */
 #define ANSWER_MIGRATE_MS 960000 /* a migration: its statement_timeout (15 min) and a minute */
 #define MIGRATE_LOCK      "7451030119" /* pg_advisory_xact_lock key of migrations */
+#define CHANNEL           "gatehouse"  /* LISTEN/NOTIFY channel of the messages between nodes */
 
 struct pg {
     PGconn *conn;
@@ -42,6 +43,8 @@ struct pg {
     uint64_t answer_ms;   /* longest wait for an answer before the connection is dropped */
     bool down;            /* unreachable (logged once per outage) */
     bool release_pending; /* the last job's RELEASE goes with the next SAVEPOINT */
+    bool listener;        /* the listener thread's connection */
+    bool listening;       /* LISTEN issued on conn */
     /* statements prepared on conn, by the address of their SQL text (the
      * data functions' SQL are string literals); s<i> is the name */
     const char *prepared[PREPARED_MAX];
@@ -127,8 +130,13 @@ static PGconn *pg_connect(struct pg *p)
                         "tcp_user_timeout",
                         "dbname",
                         NULL};
-    const char *val[] = {p->timeout, "gatehouse", p->options, "30", "10",
-                         "3",        "10000",     p->url,     NULL};
+    /* the listener has its own name: operators (and the tests) tell it
+     * apart in pg_stat_activity */
+    const char *val[] = {p->timeout, p->listener ? "gatehouse-listener" : "gatehouse",
+                         p->options, "30",
+                         "10",       "3",
+                         "10000",    p->url,
+                         NULL};
     PGconn *conn = PQconnectdbParams(kw, val, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         PQsetNoticeProcessor(conn, quiet, NULL);
@@ -325,6 +333,7 @@ static int pg_open(struct gh_store_conn *c, const struct gh_store_options *o, bo
         return GH_EIO;
     }
     c->db = p;
+    p->listener = c->listener;
     if (gh_pgurl_redact(o->url, p->where, sizeof p->where))
         snprintf(p->where, sizeof p->where, "(the configured url)");
     /* the server cancels a statement at statement_timeout; past it and a
@@ -1040,6 +1049,64 @@ static int pg_setting_put(struct gh_store_conn *c, const char *name, const char 
                    &a, NULL);
 }
 
+/* ---- messages between nodes ---- */
+
+static int pg_notify(struct gh_store_conn *c, const char *payload)
+{
+    struct args a = {0};
+    arg_text(&a, payload);
+    return run_cmd(c, "SELECT pg_notify('" CHANNEL "', $1)", &a, NULL);
+}
+
+/* Waits for stop_fd until end_ms (a pause between connection attempts). */
+static void pause_until(int stop_fd, uint64_t end_ms)
+{
+    uint64_t now = gh_now_ms();
+    if (now >= end_ms)
+        return;
+    struct pollfd pf = {.fd = stop_fd, .events = POLLIN};
+    poll(&pf, 1, (int)GH_MIN(end_ms - now, (uint64_t)INT_MAX));
+}
+
+static int pg_listen(struct gh_store_conn *c, int stop_fd, uint64_t wait_ms,
+                     void (*fn)(const char *payload, size_t len, void *arg), void *arg, bool *fresh)
+{
+    struct pg *p = c->db;
+    if (!p->conn || PQstatus(p->conn) != CONNECTION_OK || !p->listening) {
+        p->listening = false;
+        int rc = pg_ensure(p);
+        if (!rc)
+            rc = pg_cmd(c, "LISTEN " CHANNEL);
+        if (rc) {
+            /* pg_ensure set the next attempt (100 ms doubling to 2 s) */
+            pause_until(stop_fd, GH_MAX(p->next_try_ms, gh_now_ms() + RETRY_MIN_MS));
+            return GH_EBUSY;
+        }
+        p->listening = true;
+        *fresh = true;
+    }
+    struct pollfd pf[2] = {{.fd = PQsocket(p->conn), .events = POLLIN},
+                           {.fd = stop_fd, .events = POLLIN}};
+    int n = poll(pf, 2, (int)GH_MIN(wait_ms, (uint64_t)INT_MAX));
+    if (n > 0 && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (!PQconsumeInput(p->conn) || PQstatus(p->conn) != CONNECTION_OK) {
+            note_lost(p);
+            p->listening = false;
+            p->next_try_ms = 0; /* the next call tries a fresh connection at once */
+            PQfinish(p->conn);
+            p->conn = NULL;
+            return GH_EBUSY;
+        }
+    }
+    PGnotify *nt;
+    while ((nt = PQnotifies(p->conn))) {
+        if (nt->extra)
+            fn(nt->extra, strlen(nt->extra), arg);
+        PQfreemem(nt);
+    }
+    return 0;
+}
+
 const struct gh_store_backend gh_store_postgres = {
     .name = "postgres",
     .open = pg_open,
@@ -1072,4 +1139,6 @@ const struct gh_store_backend gh_store_postgres = {
     .usage_each = pg_usage_each,
     .setting_get = pg_setting_get,
     .setting_put = pg_setting_put,
+    .notify = pg_notify,
+    .listen = pg_listen,
 };

@@ -10,17 +10,22 @@
 #include "obs/metrics.h"
 #include "store/backend.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 _Static_assert(GH_STORE_SEAL_MAX ==
                    crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + GH_PHONE_MAX,
                "sealed phone size");
 
-#define GROUP_MAX   128 /* jobs per write transaction */
-#define READERS_MAX 8
+#define GROUP_MAX        128 /* jobs per write transaction */
+#define READERS_MAX      8
+#define SETTING_SUBS_MAX 16
+#define LISTEN_WAIT_MS   1000 /* the listener looks at its stop pipe at least this often */
 
 struct job {
     struct job *next;
@@ -56,7 +61,27 @@ struct gh_store {
     } rargs[READERS_MAX];
     _Atomic uint64_t *m_unavailable; /* jobs answered GH_EBUSY: the database unreachable */
     _Atomic uint64_t *m_up;          /* 1 while the writer reaches the database */
+    /* messages between nodes (postgres): the listener thread, its own
+     * connection, and who hears what */
+    uint64_t node;
+    struct gh_store_conn lconn;
+    pthread_t listener;
+    bool listening;
+    int stop_pipe[2];
+    gh_store_cred_fn cred_fn;
+    void *cred_arg;
+    struct {
+        char name[GH_STORE_SETTING_NAME_MAX + 1];
+        gh_store_setting_fn fn;
+        void *arg;
+    } subs[SETTING_SUBS_MAX];
+    unsigned nsubs;
+    _Atomic uint64_t *m_received, *m_ignored, *m_reconnects, *m_listen_up;
 };
+
+/* Messages queued in write transactions (publish sees a connection only,
+ * which carries the node's id: conn_open copies it). */
+static _Atomic uint64_t *m_sent;
 
 static void count_unavailable(struct gh_store *s, uint64_t jobs)
 {
@@ -253,7 +278,7 @@ static void store_free(struct gh_store *s)
 
 static int conn_open(struct gh_store *s, struct gh_store_conn *c, bool writer, struct gh_buf *err)
 {
-    *c = (struct gh_store_conn){.be = s->be, .enc_key = s->enc_key};
+    *c = (struct gh_store_conn){.be = s->be, .enc_key = s->enc_key, .node = s->node};
     return s->be->open(c, &s->o, writer, err);
 }
 
@@ -356,6 +381,10 @@ int gh_store_open(const struct gh_store_options *o, struct gh_store **out, struc
         return GH_ENOMEM;
     }
     memcpy(s->enc_key, o->enc_key, 32);
+    s->stop_pipe[0] = s->stop_pipe[1] = -1;
+    do
+        randombytes_buf(&s->node, sizeof s->node);
+    while (!s->node);
     if (o->hmac_key) {
         memcpy(s->hmac_key, o->hmac_key, 32);
         s->o.hmac_key = s->hmac_key;
@@ -390,6 +419,22 @@ int gh_store_open(const struct gh_store_options *o, struct gh_store **out, struc
                                "not (until it does again)");
     if (s->m_up)
         atomic_store(s->m_up, 1);
+    if (be->notify) {
+        m_sent = gh_metrics_counter("gatehouse_store_messages_sent_total", "",
+                                    "messages to the other nodes queued in a write transaction "
+                                    "(NOTIFY; delivered at its commit)");
+        s->m_received =
+            gh_metrics_counter("gatehouse_store_messages_received_total", "",
+                               "messages of other nodes heard by this node's listener (LISTEN)");
+        s->m_ignored = gh_metrics_counter("gatehouse_store_messages_ignored_total", "",
+                                          "payloads heard that were not a message (dropped)");
+        s->m_reconnects = gh_metrics_counter(
+            "gatehouse_store_listener_reconnects_total", "",
+            "new listener connections after the first (messages may have been missed: the "
+            "settings are read again, cached credentials are re-read within [store] cache_ttl)");
+        s->m_listen_up = gh_metrics_gauge("gatehouse_store_listener_up", "",
+                                          "1 while the listener hears the other nodes");
+    }
     unsigned qmax = o->queue_max ? o->queue_max : 10000;
     queue_init(&s->wq, qmax);
     queue_init(&s->rq, qmax);
@@ -415,6 +460,7 @@ void gh_store_close(struct gh_store *s)
 {
     if (!s)
         return;
+    gh_store_listen_stop(s);
     queue_close(&s->rq);
     for (unsigned i = 0; i < s->nreaders; i++)
         pthread_join(s->readers[i], NULL);
@@ -490,6 +536,162 @@ void gh_store_phone_open(const uint8_t key[32], const uint8_t *sealed, size_t le
         phone[len - overhead] = 0;
 }
 
+/* ---- messages between nodes ---- */
+
+bool gh_store_shared(const struct gh_store *s)
+{
+    return s && s->be->notify != NULL;
+}
+
+/* Queues a message in c's transaction (postgres; nothing elsewhere). */
+static int publish(struct gh_store_conn *c, char kind, const uint8_t *hash, uint64_t user_id,
+                   const char *name)
+{
+    if (!c->be->notify)
+        return 0;
+    struct gh_store_msg m = {.node = c->node, .kind = kind, .user_id = user_id};
+    if (hash)
+        memcpy(m.hash, hash, 32);
+    if (name)
+        snprintf(m.name, sizeof m.name, "%s", name);
+    char text[GH_STORE_MSG_MAX];
+    if (gh_store_msg_encode(&m, text, sizeof text) < 0)
+        return 0; /* a setting no node listens to (its name is no message) */
+    int rc = c->be->notify(c, text);
+    if (!rc && m_sent)
+        atomic_fetch_add_explicit(m_sent, 1, memory_order_relaxed);
+    return rc;
+}
+
+/* A write that succeeded, and its message: the write's code, else the
+ * message's (a job whose message could not be queued fails whole). */
+static int published(int rc, struct gh_store_conn *c, char kind, const uint8_t *hash,
+                     uint64_t user_id, const char *name)
+{
+    if (rc < 0)
+        return rc;
+    int prc = publish(c, kind, hash, user_id, name);
+    return prc ? prc : rc;
+}
+
+int gh_store_on_credentials(struct gh_store *s, gh_store_cred_fn fn, void *arg)
+{
+    if (s->listening)
+        return GH_EINVAL;
+    s->cred_fn = fn;
+    s->cred_arg = arg;
+    return 0;
+}
+
+int gh_store_on_setting(struct gh_store *s, const char *name, gh_store_setting_fn fn, void *arg)
+{
+    if (s->listening || !gh_store_setting_name_ok(name))
+        return GH_EINVAL;
+    if (s->nsubs >= SETTING_SUBS_MAX)
+        return GH_ETOOBIG;
+    snprintf(s->subs[s->nsubs].name, sizeof s->subs[s->nsubs].name, "%s", name);
+    s->subs[s->nsubs].fn = fn;
+    s->subs[s->nsubs].arg = arg;
+    s->nsubs++;
+    return 0;
+}
+
+static void on_payload(const char *payload, size_t len, void *arg)
+{
+    struct gh_store *s = arg;
+    struct gh_store_msg m;
+    if (gh_store_msg_decode(payload, len, &m)) {
+        if (s->m_ignored)
+            atomic_fetch_add_explicit(s->m_ignored, 1, memory_order_relaxed);
+        return;
+    }
+    if (m.node == s->node)
+        return; /* ours: this node changed its memory when it wrote */
+    if (s->m_received)
+        atomic_fetch_add_explicit(s->m_received, 1, memory_order_relaxed);
+    if (m.kind != GH_STORE_MSG_SETTING) {
+        if (s->cred_fn)
+            s->cred_fn(&m, s->cred_arg);
+        return;
+    }
+    for (unsigned i = 0; i < s->nsubs; i++)
+        if (!strcmp(s->subs[i].name, m.name))
+            s->subs[i].fn(&s->lconn, m.name, s->subs[i].arg);
+}
+
+static void *listener_main(void *data)
+{
+    struct gh_store *s = data;
+    bool first = true;
+    for (;;) {
+        struct pollfd pf = {.fd = s->stop_pipe[0], .events = POLLIN};
+        if (poll(&pf, 1, 0) > 0)
+            break;
+        bool fresh = false;
+        int rc = s->be->listen(&s->lconn, s->stop_pipe[0], LISTEN_WAIT_MS, on_payload, s, &fresh);
+        if (s->m_listen_up)
+            atomic_store_explicit(s->m_listen_up, rc == 0, memory_order_relaxed);
+        if (!fresh)
+            continue;
+        if (!first && s->m_reconnects)
+            atomic_fetch_add_explicit(s->m_reconnects, 1, memory_order_relaxed);
+        if (!first)
+            gh_log(GH_LOG_INFO, "store_listener_reconnected",
+                   "hearing the other nodes again; re-reading %u shared settings", s->nsubs);
+        /* what changed while nobody listened: read every setting again
+         * (the first time too: a change between the start-up load and the
+         * LISTEN) */
+        for (unsigned i = 0; i < s->nsubs; i++)
+            s->subs[i].fn(&s->lconn, s->subs[i].name, s->subs[i].arg);
+        first = false;
+    }
+    return NULL;
+}
+
+int gh_store_listen_start(struct gh_store *s)
+{
+    if (!s->be->listen || !s->o.listen || s->listening)
+        return 0;
+    struct gh_buf err;
+    gh_buf_init(&err, 512);
+    s->lconn = (struct gh_store_conn){
+        .be = s->be, .enc_key = s->enc_key, .node = s->node, .listener = true};
+    int rc = s->be->open(&s->lconn, &s->o, false, &err);
+    if (rc) {
+        gh_log(GH_LOG_ERROR, "store_error", "listener: %s", err.data ? err.data : "open failed");
+        gh_buf_dispose(&err);
+        return GH_EIO;
+    }
+    gh_buf_dispose(&err);
+    if (pipe2(s->stop_pipe, O_CLOEXEC)) {
+        s->be->close(&s->lconn);
+        return GH_EIO;
+    }
+    if (pthread_create(&s->listener, NULL, listener_main, s)) {
+        close(s->stop_pipe[0]);
+        close(s->stop_pipe[1]);
+        s->stop_pipe[0] = s->stop_pipe[1] = -1;
+        s->be->close(&s->lconn);
+        return GH_EIO;
+    }
+    s->listening = true;
+    return 0;
+}
+
+void gh_store_listen_stop(struct gh_store *s)
+{
+    if (!s || !s->listening)
+        return;
+    char b = 1;
+    ssize_t n = write(s->stop_pipe[1], &b, 1);
+    (void)n;
+    pthread_join(s->listener, NULL);
+    close(s->stop_pipe[0]);
+    close(s->stop_pipe[1]);
+    s->be->close(&s->lconn);
+    s->listening = false;
+}
+
 /* ---- data functions: the connection's backend ---- */
 
 int gh_store_user_insert(struct gh_store_conn *c, struct gh_user *u)
@@ -520,12 +722,13 @@ int gh_store_user_login_result(struct gh_store_conn *c, uint64_t id, bool succes
 
 int gh_store_user_set_disabled(struct gh_store_conn *c, uint64_t id, uint64_t disabled_ms)
 {
-    return c->be->user_set_disabled(c, id, disabled_ms);
+    int rc = c->be->user_set_disabled(c, id, disabled_ms);
+    return disabled_ms ? published(rc, c, GH_STORE_MSG_USER, NULL, id, NULL) : rc;
 }
 
 int gh_store_user_delete(struct gh_store_conn *c, uint64_t id)
 {
-    return c->be->user_delete(c, id);
+    return published(c->be->user_delete(c, id), c, GH_STORE_MSG_USER, NULL, id, NULL);
 }
 
 int gh_store_session_insert(struct gh_store_conn *c, struct gh_store_session *s)
@@ -535,12 +738,13 @@ int gh_store_session_insert(struct gh_store_conn *c, struct gh_store_session *s)
 
 int gh_store_session_delete(struct gh_store_conn *c, const uint8_t hash[32])
 {
-    return c->be->session_delete(c, hash);
+    return published(c->be->session_delete(c, hash), c, GH_STORE_MSG_SESSION, hash, 0, NULL);
 }
 
 int gh_store_sessions_delete_user(struct gh_store_conn *c, uint64_t user_id)
 {
-    return c->be->sessions_delete_user(c, user_id);
+    return published(c->be->sessions_delete_user(c, user_id), c, GH_STORE_MSG_USER, NULL, user_id,
+                     NULL);
 }
 
 int gh_store_session_by_hash(struct gh_store_conn *c, const uint8_t hash[32], uint64_t now_ms,
@@ -568,7 +772,8 @@ int gh_store_key_get(struct gh_store_conn *c, uint64_t id, struct gh_store_key *
 int gh_store_key_revoke(struct gh_store_conn *c, uint64_t user_id, uint64_t id, uint64_t now_ms,
                         struct gh_store_key *out)
 {
-    return c->be->key_revoke(c, user_id, id, now_ms, out);
+    int rc = c->be->key_revoke(c, user_id, id, now_ms, out);
+    return published(rc, c, GH_STORE_MSG_KEY, out->hash, 0, NULL);
 }
 
 int gh_store_key_by_hash(struct gh_store_conn *c, const uint8_t hash[32], struct gh_store_key *out)
@@ -583,7 +788,8 @@ int gh_store_key_touch(struct gh_store_conn *c, uint64_t id, uint64_t last_used_
 
 int gh_store_keys_revoke_user(struct gh_store_conn *c, uint64_t user_id, uint64_t now_ms)
 {
-    return c->be->keys_revoke_user(c, user_id, now_ms);
+    return published(c->be->keys_revoke_user(c, user_id, now_ms), c, GH_STORE_MSG_USER, NULL,
+                     user_id, NULL);
 }
 
 int gh_store_keys_each(struct gh_store_conn *c, uint64_t user_id, bool include_revoked,
@@ -631,5 +837,5 @@ int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_bu
 
 int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *value)
 {
-    return c->be->setting_put(c, name, value);
+    return published(c->be->setting_put(c, name, value), c, GH_STORE_MSG_SETTING, NULL, 0, name);
 }

@@ -91,6 +91,11 @@ struct gh_store_options {
     const uint8_t *hmac_key;
     unsigned queue_max;            /* jobs waiting per queue (writer, readers) */
     unsigned readers;              /* reader threads */
+    /* postgres: hear the other nodes' messages (a listener thread with its
+     * own connection, LISTEN); false = rely on the credential cache's TTL
+     * alone (e.g. behind a pooler in transaction mode, where LISTEN does
+     * not work) */
+    bool listen;
 };
 
 /* Opens (creating if needed) the database, applies pending migrations,
@@ -196,3 +201,63 @@ int gh_store_usage_each(struct gh_store_conn *c, uint32_t from, unsigned limit,
 /* Small settings: value text under a name. GH_ENOTFOUND. */
 int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out);
 int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *value);
+
+/* ---- messages between the nodes of a cluster ----
+ *
+ * On the postgres backend the data functions that end a credential
+ * (session_delete, sessions_delete_user, key_revoke, keys_revoke_user,
+ * user_set_disabled with a time, user_delete) and setting_put send a small
+ * message with NOTIFY in the job's own transaction: PostgreSQL delivers it
+ * at COMMIT only (never for a job rolled back) to every node's listener
+ * thread. A node ignores its own messages (it changed its memory itself).
+ * A message holds a kind, a keyed hash or a user id or a setting's name:
+ * never a phone number nor a secret. On sqlite (one node) nothing is sent. */
+
+#define GH_STORE_SETTING_NAME_MAX 48
+#define GH_STORE_MSG_MAX          128 /* encoded, with the NUL */
+
+enum gh_store_msg_kind {
+    GH_STORE_MSG_SESSION = 's', /* hash: a session ended */
+    GH_STORE_MSG_KEY = 'k',     /* hash: an API key revoked */
+    GH_STORE_MSG_USER = 'u',    /* user_id: every credential of the account to be read again */
+    GH_STORE_MSG_SETTING = 'd', /* name: a setting (document) changed */
+};
+
+struct gh_store_msg {
+    uint64_t node; /* the sending node (random at start) */
+    char kind;     /* enum gh_store_msg_kind */
+    uint8_t hash[32];
+    uint64_t user_id;
+    char name[GH_STORE_SETTING_NAME_MAX + 1];
+};
+
+/* "v1:<node, 16 hex>:<kind>:<64 hex | decimal id | name>" into out (cap
+ * bytes, GH_STORE_MSG_MAX is enough). Its length, or GH_EINVAL. */
+int gh_store_msg_encode(const struct gh_store_msg *m, char *out, size_t cap);
+/* Parses what gh_store_msg_encode wrote (s, len bytes, not necessarily
+ * NUL-terminated). 0 or GH_EINVAL for anything else. */
+int gh_store_msg_decode(const char *s, size_t len, struct gh_store_msg *m);
+/* A setting name a message may carry: 1..48 of [a-z0-9_.-]. */
+bool gh_store_setting_name_ok(const char *name);
+
+/* Called on the listener thread for each credential message of another
+ * node (kinds s, k, u). */
+typedef void (*gh_store_cred_fn)(const struct gh_store_msg *m, void *arg);
+/* Called on the listener thread when another node changed setting name,
+ * and for every subscribed name each time the listener (re)connects
+ * (messages may have been missed meanwhile): c is the listener's own
+ * connection, to read the setting again with gh_store_setting_get. */
+typedef void (*gh_store_setting_fn)(struct gh_store_conn *c, const char *name, void *arg);
+
+/* Subscribes; main thread, before serving. The credential subscriber is
+ * one; setting subscribers are at most 16. 0, GH_ETOOBIG or GH_EINVAL. */
+int gh_store_on_credentials(struct gh_store *s, gh_store_cred_fn fn, void *arg);
+int gh_store_on_setting(struct gh_store *s, const char *name, gh_store_setting_fn fn, void *arg);
+/* Starts the listener thread (postgres with o->listen; otherwise nothing).
+ * Main thread, after the subscriptions. 0 or GH_EIO. */
+int gh_store_listen_start(struct gh_store *s);
+/* Stops the listener thread (gh_store_close does too): no subscriber is
+ * called after it returns. Main thread; NULL or not started: nothing. */
+void gh_store_listen_stop(struct gh_store *s);
+/* Whether other nodes may write this store (postgres). */
+bool gh_store_shared(const struct gh_store *s);

@@ -10,12 +10,12 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 
 import { BIN, childEnv, tempDir, waitUntil } from '../e2e/lib/harness.mjs';
 import { Jar, api, cnPhone, outbox } from '../e2e/lib/accounts.mjs';
 import { pgMissing } from '../e2e/lib/postgres.mjs';
+import { freeBase } from './lib.mjs';
 
 const PW = 'correct horse battery';
 const SCRIPT = path.resolve('scripts/cluster.sh');
@@ -24,25 +24,6 @@ const missing = pgMissing() || (haproxyMissing ? 'haproxy not found (apt-get ins
 const opts = missing ? { skip: missing } : {};
 
 let dir, base, env;
-
-function free(port) {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-/** A base port whose 24 ports from it are free (the script's layout). */
-async function freeBase() {
-  for (let i = 0; i < 50; i++) {
-    const b = 20000 + Math.floor(Math.random() * 20000);
-    let ok = true;
-    for (let p = b; p < b + 24 && ok; p++) ok = await free(p);
-    if (ok) return b;
-  }
-  throw new Error('no 24 free ports in a row');
-}
 
 function cluster(cmd) {
   const r = spawnSync('bash', [SCRIPT, cmd], { env, encoding: 'utf8', timeout: 120000 });

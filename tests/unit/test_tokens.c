@@ -127,6 +127,50 @@ static void buried(void **state)
     assert_int_equal(gh_tokens_peek(c.hash, &out), GH_ENOTFOUND);
 }
 
+static unsigned rechecks;
+static struct gh_cred rechecked;
+
+static void on_recheck(const struct gh_cred *c)
+{
+    rechecks++;
+    rechecked = *c;
+}
+
+static void trust_bound(void **state)
+{
+    /* on a shared store: a credential past the TTL still answers, once
+     * asks for a re-read, and the answer replaces or removes it */
+    gh_tokens_set_ttl(1000, on_recheck);
+    uint64_t now = gh_wall_ms();
+    struct gh_cred c = {.kind = GH_CRED_KEY, .user_id = 88, .id = 9, .checked_ms = now};
+    randombytes_buf(c.hash, sizeof c.hash);
+    assert_int_equal(gh_tokens_put(&c), 0);
+    struct gh_cred out;
+    rechecks = 0;
+    assert_int_equal(gh_tokens_get(c.hash, now + 999, &out), 0);
+    assert_int_equal(rechecks, 0);
+    assert_int_equal(gh_tokens_get(c.hash, now + 1000, &out), 0);
+    assert_int_equal(rechecks, 1);
+    assert_memory_equal(rechecked.hash, c.hash, sizeof c.hash);
+    /* the others go on trusting it meanwhile: one read per TTL */
+    assert_int_equal(gh_tokens_get(c.hash, now + 1500, &out), 0);
+    assert_int_equal(rechecks, 1);
+    /* still in the store: trusted again; gone from it: removed */
+    assert_true(gh_tokens_refresh(c.hash, &c));
+    assert_false(gh_tokens_refresh(c.hash, NULL));
+    assert_int_equal(gh_tokens_peek(c.hash, &out), GH_ENOTFOUND);
+    /* another node ended it: a marker, which a late answer cannot undo */
+    assert_int_equal(gh_tokens_put(&c), 0);
+    assert_int_equal(gh_tokens_forget(c.hash), 0);
+    assert_int_equal(gh_tokens_get(c.hash, now, &out), GH_ENOTFOUND);
+    assert_false(gh_tokens_refresh(c.hash, &c));
+    assert_int_equal(gh_tokens_peek(c.hash, &out), 0);
+    assert_int_equal(out.kind, GH_CRED_GONE);
+    assert_int_equal(gh_tokens_forget(c.hash), GH_ENOTFOUND);
+    gh_tokens_del(c.hash);
+    gh_tokens_set_ttl(0, NULL);
+}
+
 static void backoff(void **state)
 {
     uint64_t s = 1000, max = 15 * 60 * 1000;
@@ -152,6 +196,7 @@ int main(void)
         cmocka_unit_test(cache),
         cmocka_unit_test(full_shard),
         cmocka_unit_test(buried),
+        cmocka_unit_test(trust_bound),
         cmocka_unit_test(backoff),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
