@@ -5,7 +5,7 @@
 #include "test_util.h"
 
 #include "core/config.h"
-#include "store/pgurl.h"
+#include "core/pgurl.h"
 
 static void redacts(const char *in, const char *want)
 {
