@@ -6,6 +6,7 @@
 
 #include "core/origin.h"
 #include "core/suggest.h"
+#include "core/redisurl.h"
 #include "store/pgurl.h"
 
 #include <arpa/inet.h>
@@ -130,6 +131,21 @@ static const struct key_def keys[] = {
      "postgres: one connection attempt (rounded up to whole seconds)"},
     {"store", "statement_timeout", T_DURATION, OFF(store.statement_timeout_ms), 0, HOUR, "10s",
      "postgres: longest statement before the server cancels it (0 = the server's setting)"},
+
+    {"redis", "url", T_STR, OFF(redis.url), 0, 300, "",
+     "redis://HOST[:PORT][/DB]: the limits a cluster's nodes must share (registration's "
+     "aggregate rules, the proof-of-work replay cache) live there; empty = every limit in "
+     "this process. A password comes from GATEHOUSE_REDIS_PASSWORD, never the URL"},
+    {"redis", "nodes", T_UINT, OFF(redis.nodes), 1, 10000, "1",
+     "nodes in the cluster: while Redis is unreachable a rule in local mode allows each node "
+     "1/nodes of its limit"},
+    {"redis", "timeout", T_DURATION, OFF(redis.timeout_ms), 5, 10 * SEC, "100ms",
+     "a command unanswered this long counts Redis as unreachable (reconnect with back-off)"},
+    {"redis", "pending_max", T_UINT, OFF(redis.pending_max), 16, 1000000, "4096",
+     "commands in flight per worker; past it Redis counts as unreachable for the request"},
+    {"redis", "register_mode", T_STR, OFF(redis.register_mode), 4, 6, "closed",
+     "what registration's shared rules do while Redis is unreachable: closed (503 busy, the "
+     "reason named), local (each node applies 1/nodes of the limit), open (no limit)"},
 
     /* @identity-keys */
     {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",
@@ -1093,6 +1109,24 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
                 "must be set with [store] backend = postgres (e.g. "
                 "postgresql://gatehouse@127.0.0.1:5432/gatehouse)");
         return GH_EINVAL;
+    }
+    if (strcmp(c->redis.register_mode, "closed") && strcmp(c->redis.register_mode, "local") &&
+        strcmp(c->redis.register_mode, "open")) {
+        set_err(err, origin, 0, find_key("redis", "register_mode"), NULL, NULL,
+                "'%.16s' must be closed, local or open", c->redis.register_mode);
+        return GH_EINVAL;
+    }
+    if (*c->redis.url) {
+        struct gh_redis_url u;
+        struct gh_buf why;
+        gh_buf_init(&why, 512);
+        int urc = gh_redis_url_parse(c->redis.url, strlen(c->redis.url), &u, &why);
+        if (urc)
+            set_err(err, origin, 0, find_key("redis", "url"), NULL, NULL, "%s",
+                    why.data ? why.data : "is not a redis:// URL");
+        gh_buf_dispose(&why);
+        if (urc)
+            return GH_EINVAL;
     }
     if (c->limits.max_pending_headers > c->limits.max_conns) {
         set_err(err, origin, 0, find_key("limits", "max_pending_headers"), NULL, NULL,

@@ -68,6 +68,15 @@ struct gh_config {
         uint64_t statement_timeout_ms;
     } store;
 
+    /* limits shared by a cluster's nodes (shield/redis.h); url empty = off */
+    struct {
+        char *url;               /* redis://HOST[:PORT][/DB] */
+        unsigned nodes;          /* the cluster's nodes: a rule's local share is 1/nodes */
+        uint64_t timeout_ms;     /* one command, sent to answered */
+        unsigned pending_max;    /* commands in flight per worker */
+        char *register_mode;     /* local | open | closed: register-class rules, PoW claims */
+    } redis;
+
     /* Subsystem sections: each subsystem adds its own struct below its
      * marker (and its keys below the same marker in config.c). */
     /* @identity-fields */

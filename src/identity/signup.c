@@ -84,28 +84,49 @@ out:
     free(j);
 }
 
-void id_h_sms_code(struct gh_http_req *req)
-{
-    json_t *o = gh_http_body_object(req);
-    if (!o)
-        return;
+/* A request waiting for the cluster's shared limits (gh_shield_cluster_gate):
+ * its parsed body, kept alive until the gate decides. */
+struct gated {
+    json_t *o;
     struct gh_phone p;
-    const char *ps;
-    size_t plen;
-    if (!id_field_phone(req, o, &p) || !id_field_str(req, o, "purpose", 32, &ps, &plen))
-        goto out;
-    int purpose = gh_sms_purpose_parse(ps, plen);
-    if (purpose < 0) {
-        gh_http_respond_error(req, 400, "invalid_request",
-                              "purpose: expected register, login or reset");
-        goto out;
+    int purpose;
+    const char *code, *pw;
+    size_t clen, pwlen;
+};
+
+/* The proof-of-work challenge to claim cluster-wide: the one the body
+ * carried when bits are required (gh_shield_pow_verify took it locally). */
+static const char *pow_claim(json_t *o, unsigned bits)
+{
+    return bits ? json_string_value(json_object_get(json_object_get(o, "pow"), "challenge"))
+                : NULL;
+}
+
+/* Asks the shared limits for req, then runs next (at once without them).
+ * Takes g (and its reference to the body) in every case. */
+static void gate_then(struct gh_http_req *req, struct gated *g, unsigned pow_bits,
+                      gh_shield_gate_cb next)
+{
+    char cc[12];
+    snprintf(cc, sizeof cc, "%u", g->p.calling_code);
+    int rc = gh_shield_cluster_gate(req, GH_CLASS_REGISTER, g->p.e164, cc,
+                                    pow_claim(g->o, pow_bits), next, g);
+    if (rc == GH_ENOTFOUND) {
+        next(req, true, g);
+    } else if (rc) {
+        id_respond_busy(req, "registration");
+        json_decref(g->o);
+        free(g);
     }
-    if (purpose == GH_SMS_REGISTER &&
-        (!id_policy_allows(req, &p) ||
-         !id_pow_ok(req, o, GH_POW_SMS, gh_shield_pow_bits(GH_POW_SMS))))
+}
+
+static void sms_code_gated(struct gh_http_req *req, bool go_on, void *arg)
+{
+    struct gated *g = arg;
+    if (!go_on || !id_limit_phone(req, req->route->cls, &g->p))
         goto out;
-    if (!id_limit_phone(req, req->route->cls, &p))
-        goto out;
+    struct gh_phone p = g->p;
+    int purpose = g->purpose;
     uint8_t ph[32];
     id_phone_hash(p.e164, ph);
     struct gh_sms_req sr = {.e164 = p.e164,
@@ -153,6 +174,41 @@ void id_h_sms_code(struct gh_http_req *req)
     int n = snprintf(body, sizeof body, "{\"sent\":true,\"retry_after\":%llu}",
                      (unsigned long long)(req->cfg->sms.cooldown_ms / 1000));
     gh_http_respond_json(req, 202, body, (size_t)n);
+out:
+    json_decref(g->o);
+    free(g);
+}
+
+void id_h_sms_code(struct gh_http_req *req)
+{
+    json_t *o = gh_http_body_object(req);
+    if (!o)
+        return;
+    struct gh_phone p;
+    const char *ps;
+    size_t plen;
+    if (!id_field_phone(req, o, &p) || !id_field_str(req, o, "purpose", 32, &ps, &plen))
+        goto out;
+    int purpose = gh_sms_purpose_parse(ps, plen);
+    if (purpose < 0) {
+        gh_http_respond_error(req, 400, "invalid_request",
+                              "purpose: expected register, login or reset");
+        goto out;
+    }
+    unsigned bits = purpose == GH_SMS_REGISTER ? gh_shield_pow_bits(GH_POW_SMS) : 0;
+    if (purpose == GH_SMS_REGISTER &&
+        (!id_policy_allows(req, &p) || !id_pow_ok(req, o, GH_POW_SMS, bits)))
+        goto out;
+    struct gated *g = calloc(1, sizeof *g);
+    if (!g) {
+        id_respond_busy(req, "the SMS service");
+        goto out;
+    }
+    g->o = o;
+    g->p = p;
+    g->purpose = purpose;
+    gate_then(req, g, bits, sms_code_gated);
+    return;
 out:
     json_decref(o);
 }
@@ -251,39 +307,55 @@ bool id_check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpos
     return false;
 }
 
-void id_h_register(struct gh_http_req *req)
+static void register_gated(struct gh_http_req *req, bool go_on, void *arg)
 {
-    json_t *o = gh_http_body_object(req);
-    if (!o)
-        return;
-    struct gh_phone p;
-    const char *code, *pw;
-    size_t clen, pwlen;
-    if (!id_field_phone(req, o, &p) || !id_field_code(req, o, &code, &clen) ||
-        !id_field_password(req, o, &pw, &pwlen))
-        goto out;
-    /* cheapest refusals first, and all of them before the code is spent:
-     * policy, proof of work, phone-keyed rules, the level's registration
-     * cap, admission to the password pool */
-    if (!id_policy_allows(req, &p) ||
-        !id_pow_ok(req, o, GH_POW_REGISTER, gh_shield_pow_bits(GH_POW_REGISTER)) ||
-        !id_limit_phone(req, GH_CLASS_REGISTER, &p) ||
+    struct gated *g = arg;
+    if (!go_on || !id_limit_phone(req, GH_CLASS_REGISTER, &g->p) ||
         !id_register_cap_ok(req, gh_policy_current()) || !gh_shield_admit(req, GH_CLASS_REGISTER))
         goto out;
-    if (!id_check_code(req, p.e164, GH_SMS_REGISTER, code, clen))
+    if (!id_check_code(req, g->p.e164, GH_SMS_REGISTER, g->code, g->clen))
         goto out;
-    struct op *op = id_op_new(req, OP_REGISTER, &p);
+    struct op *op = id_op_new(req, OP_REGISTER, &g->p);
     if (!op) {
         id_respond_busy(req, "registration");
         goto out;
     }
-    memcpy(op->password, pw, pwlen);
-    op->pwlen = pwlen;
+    memcpy(op->password, g->pw, g->pwlen);
+    op->pwlen = g->pwlen;
     if (gh_pwpool_submit(ids.pool, GH_PW_REGISTER, id_hash_fn, op, req->worker,
                          register_hash_done)) {
         id_op_free(op);
         id_respond_busy(req, "registration");
     }
 out:
+    json_decref(g->o);
+    free(g);
+}
+
+void id_h_register(struct gh_http_req *req)
+{
+    json_t *o = gh_http_body_object(req);
+    if (!o)
+        return;
+    struct gated *g = calloc(1, sizeof *g);
+    if (!g) {
+        id_respond_busy(req, "registration");
+        goto out;
+    }
+    if (!id_field_phone(req, o, &g->p) || !id_field_code(req, o, &g->code, &g->clen) ||
+        !id_field_password(req, o, &g->pw, &g->pwlen))
+        goto out;
+    /* cheapest refusals first, and all of them before the code is spent:
+     * policy, proof of work, the cluster's shared limits (and its claim of
+     * the proof of work), phone-keyed rules, the level's registration cap,
+     * admission to the password pool */
+    unsigned bits = gh_shield_pow_bits(GH_POW_REGISTER);
+    if (!id_policy_allows(req, &g->p) || !id_pow_ok(req, o, GH_POW_REGISTER, bits))
+        goto out;
+    g->o = o;
+    gate_then(req, g, bits, register_gated);
+    return;
+out:
+    free(g);
     json_decref(o);
 }

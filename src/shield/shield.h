@@ -113,6 +113,35 @@ enum gh_pow_result gh_shield_pow_verify(const struct gh_http_req *req, enum gh_p
 bool gh_shield_limit_phone(struct gh_http_req *req, enum gh_class cls, const char *e164,
                            const char *calling_code);
 
+/* ---- limits shared by a cluster's nodes ([redis], shield/cluster.c) ---- */
+
+/* What a gate decided: go_on true to continue the request; false after
+ * the gate answered it (429 of a shared rule, 503 busy while Redis is
+ * unreachable and the class's mode is closed, 403 of a proof-of-work
+ * solution another node took). Runs on req's worker. */
+typedef void (*gh_shield_gate_cb)(struct gh_http_req *req, bool go_on, void *arg);
+/* Applies the shared rules of class cls to req (its address's prefixes,
+ * and, given e164 and calling_code, the number's prefix and calling code)
+ * and claims pow_challenge (NULL: none) once cluster-wide, all in one
+ * pipeline to Redis; the request waits for the answers on its worker, the
+ * loop never does. GH_ENOTFOUND when there is nothing to ask (no [redis],
+ * the shield off, an allow-listed client, no shared rule): the caller
+ * goes on at once, cb is not called. Otherwise 0 and cb runs exactly once,
+ * perhaps before this returns (Redis known unreachable); GH_ENOMEM when it
+ * could not start (cb not called). Worker thread. */
+int gh_shield_cluster_gate(struct gh_http_req *req, enum gh_class cls, const char *e164,
+                           const char *calling_code, const char *pow_challenge,
+                           gh_shield_gate_cb cb, void *arg);
+/* -1 without [redis], 0 while Redis is unreachable, 1 while it answers. */
+int gh_shield_cluster_state(void);
+/* True while Redis is unreachable and cls's shared rules refuse (closed). */
+bool gh_shield_cluster_closed(enum gh_class cls);
+/* Hears each switch between reachable and unreachable (on a worker
+ * thread). Main thread, before the server runs. 0 or GH_ETOOBIG. */
+int gh_shield_subscribe_cluster(void (*fn)(bool up, void *data), void *data);
+/* True when req's client is on the allow list (never limited). */
+bool gh_shield_allowed(const struct gh_http_req *req);
+
 /* ---- admission and shedding ---- */
 
 /* How long the oldest waiting item of class cls has waited in a queue of

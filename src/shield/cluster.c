@@ -1,0 +1,409 @@
+/* This module implements the shield's limits shared through Redis
+ * (cluster.h, shield.h's gh_shield_cluster_*): which rules are shared, the
+ * asynchronous gate that asks Redis for a request's shared rules and
+ * proof-of-work claim in one pipeline, and the failure modes (local share,
+ * open, closed) while Redis is unreachable. */
+#include "shield/cluster.h"
+
+#include "core/log.h"
+#include "obs/metrics.h"
+#include "shield/redis.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define GATE_MAX       8 /* shared rules of one request, at most */
+#define LISTENERS_MAX  4
+#define CLOSED_RETRY_S 5
+
+enum mode { MODE_LOCAL, MODE_OPEN, MODE_CLOSED, MODE_COUNT };
+static const char *const mode_names[MODE_COUNT] = {"local", "open", "closed"};
+
+struct gh_cluster {
+    struct gh_redis *redis;
+    unsigned nodes;
+    uint64_t pow_ttl_ms;
+    atomic_int register_mode;
+    struct {
+        void (*fn)(bool up, void *data);
+        void *data;
+    } listeners[LISTENERS_MAX];
+    unsigned nlisteners;
+    _Atomic uint64_t *m_fallbacks[MODE_COUNT];
+    _Atomic uint64_t *m_replayed;
+};
+
+/* The process's shared limits: set by init (before the workers run),
+ * cleared by dispose (after they stopped), like the_shield. */
+static struct gh_cluster *the_cluster;
+
+static enum mode parse_mode(const char *s)
+{
+    for (int m = 0; m < MODE_COUNT; m++)
+        if (!strcmp(s, mode_names[m]))
+            return (enum mode)m;
+    return MODE_CLOSED;
+}
+
+static void on_change(bool up, void *data)
+{
+    struct gh_cluster *cl = data;
+    for (unsigned i = 0; i < cl->nlisteners; i++)
+        cl->listeners[i].fn(up, cl->listeners[i].data);
+}
+
+int gh_cluster_init(struct gh_server *srv, const struct gh_config *cfg, struct gh_buf *err)
+{
+    if (!*cfg->redis.url)
+        return 0;
+    struct gh_cluster *cl = calloc(1, sizeof *cl);
+    if (!cl)
+        return GH_ENOMEM;
+    int rc = gh_redis_new(srv, cfg, on_change, cl, &cl->redis, err);
+    if (rc) {
+        free(cl);
+        return rc;
+    }
+    cl->nodes = cfg->redis.nodes;
+    cl->pow_ttl_ms = cfg->shield.pow_ttl_ms;
+    atomic_init(&cl->register_mode, (int)parse_mode(cfg->redis.register_mode));
+    for (int m = 0; m < MODE_COUNT; m++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "mode=\"%s\"", mode_names[m]);
+        cl->m_fallbacks[m] = gh_metrics_counter(
+            "gatehouse_redis_fallbacks_total", labels,
+            "requests whose shared limits were decided without Redis, by failure mode");
+    }
+    cl->m_replayed = gh_metrics_counter(
+        "gatehouse_redis_pow_replayed_total", "",
+        "proof-of-work solutions refused because another node (or this one) had taken them");
+    the_cluster = cl;
+    return 0;
+}
+
+void gh_cluster_dispose(void)
+{
+    struct gh_cluster *cl = the_cluster;
+    the_cluster = NULL;
+    if (!cl)
+        return;
+    gh_redis_free(cl->redis);
+    free(cl);
+}
+
+void gh_cluster_reload(const struct gh_config *cfg)
+{
+    if (the_cluster)
+        atomic_store(&the_cluster->register_mode, (int)parse_mode(cfg->redis.register_mode));
+}
+
+bool gh_cluster_owns(const struct gh_limit_rule *r)
+{
+    if (!the_cluster || r->cls != GH_CLASS_REGISTER)
+        return false;
+    switch (r->kind) {
+    case GH_LKEY_PREFIX:
+    case GH_LKEY_PREFIX48:
+    case GH_LKEY_GLOBAL:
+    case GH_LKEY_PHONE_PREFIX:
+    case GH_LKEY_CALLING_CODE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* ---- shield.h's side ---- */
+
+int gh_shield_cluster_state(void)
+{
+    return the_cluster ? (gh_redis_up(the_cluster->redis) ? 1 : 0) : -1;
+}
+
+bool gh_shield_cluster_closed(enum gh_class cls)
+{
+    struct gh_cluster *cl = the_cluster;
+    return cl && cls == GH_CLASS_REGISTER && !gh_redis_up(cl->redis) &&
+           atomic_load(&cl->register_mode) == MODE_CLOSED;
+}
+
+int gh_shield_subscribe_cluster(void (*fn)(bool up, void *data), void *data)
+{
+    struct gh_cluster *cl = the_cluster;
+    if (!cl)
+        return 0; /* nothing will ever change */
+    if (cl->nlisteners == LISTENERS_MAX)
+        return GH_ETOOBIG;
+    cl->listeners[cl->nlisteners].fn = fn;
+    cl->listeners[cl->nlisteners].data = data;
+    cl->nlisteners++;
+    return 0;
+}
+
+/* ---- the gate ---- */
+
+struct gate {
+    struct gh_cluster *cl;
+    struct gh_http_req *req;
+    enum gh_class cls;
+    gh_shield_gate_cb cb;
+    void *arg;
+    uint64_t now_ns;
+    unsigned outstanding; /* answers still to come */
+    bool sending;         /* the sends are not all out yet */
+    unsigned n;
+    struct {
+        const struct gh_limit_rule *r;
+        uint64_t lkey; /* the local table's key: the header filter's memo, the local share */
+        char key[GH_REDIS_KEY_MAX];
+        int status; /* 0 answered, GH_EIO unreachable */
+        struct gh_redis_gcra g;
+    } e[GATE_MAX];
+    bool has_claim;
+    int claim_status;
+    bool claimed;
+    char claim_key[GH_REDIS_KEY_MAX];
+};
+
+/* Gives back what the rules that passed in Redis took, all but skip's
+ * (a request refused by one rule must not spend the others). */
+static void refund(struct gate *g, int skip)
+{
+    for (unsigned i = 0; i < g->n; i++)
+        if ((int)i != skip && g->e[i].status == 0 && g->e[i].g.allowed && !g->e[i].r->dry_run) {
+            const struct gh_limit *lim = &g->e[i].r->lim;
+            uint32_t count = lim->count ? lim->count : 1;
+            uint64_t t_us = GH_MAX(lim->period_ns / count / 1000, 1ull);
+            uint64_t tau_us = t_us * (lim->burst ? lim->burst : count);
+            gh_redis_gcra_send(g->cl->redis, g->req->worker, g->e[i].key, t_us, tau_us, 1, true,
+                               NULL, NULL);
+        }
+}
+
+/* The local share of rule r while Redis is away: 1/nodes of its rate and
+ * burst, at least 1, in this process's table under the rule's own key. */
+static void local_share(struct gate *g, unsigned i, struct gh_limit_decision *d)
+{
+    const struct gh_limit_rule *r = g->e[i].r;
+    struct gh_limit lim = r->lim;
+    unsigned nodes = g->cl->nodes ? g->cl->nodes : 1;
+    uint32_t burst = lim.burst ? lim.burst : lim.count;
+    lim.count = GH_MAX(lim.count / nodes, 1u);
+    lim.burst = GH_MAX(burst / nodes, 1u);
+    gh_limiter_check(gh_shield_limiter(), g->e[i].lkey, &lim, 1, g->now_ns, r->dry_run, d);
+}
+
+static void from_redis(const struct gh_redis_gcra *x, const struct gh_limit_rule *r,
+                       struct gh_limit_decision *d)
+{
+    memset(d, 0, sizeof *d);
+    d->limited = !x->allowed;
+    d->allowed = x->allowed || r->dry_run;
+    d->impossible = x->impossible;
+    d->limit = r->lim.burst ? r->lim.burst : r->lim.count;
+    d->remaining = x->remaining;
+    d->reset_ns = x->reset_us * 1000;
+    d->retry_after_ns = x->impossible ? r->lim.period_ns : x->retry_after_us * 1000;
+}
+
+static void closed_answer(struct gh_http_req *req)
+{
+    gh_http_add_header(req, "Retry-After", "%u", CLOSED_RETRY_S);
+    gh_http_respond_error(req, 503, "busy",
+                          "registration is paused: the limits this service's nodes share "
+                          "(Redis) cannot be reached; please retry in %u seconds",
+                          CLOSED_RETRY_S);
+}
+
+static void gate_finish(struct gate *g)
+{
+    struct gh_cluster *cl = g->cl;
+    struct gh_http_req *req = g->req;
+    enum mode mode = (enum mode)atomic_load(&cl->register_mode);
+    bool fell = g->has_claim && g->claim_status;
+    for (unsigned i = 0; i < g->n; i++)
+        fell |= g->e[i].status != 0;
+    bool go_on = false;
+    if (fell && cl->m_fallbacks[mode])
+        atomic_fetch_add_explicit(cl->m_fallbacks[mode], 1, memory_order_relaxed);
+    if (fell && mode == MODE_CLOSED) {
+        refund(g, -1);
+        closed_answer(req);
+        goto out;
+    }
+    for (unsigned i = 0; i < g->n; i++) {
+        struct gh_limit_decision d = {.allowed = true, .limit = 1};
+        if (g->e[i].status == 0)
+            from_redis(&g->e[i].g, g->e[i].r, &d);
+        else if (mode == MODE_LOCAL)
+            local_share(g, i, &d);
+        if (!gh_shield_rule_decided(req, g->cls, g->e[i].r, g->e[i].lkey, g->now_ns, &d)) {
+            refund(g, (int)i);
+            goto out;
+        }
+    }
+    /* the local replay cache took it already (gh_shield_pow_verify): this
+     * asks whether any other node did */
+    if (g->has_claim && g->claim_status == 0 && !g->claimed) {
+        if (cl->m_replayed)
+            atomic_fetch_add_explicit(cl->m_replayed, 1, memory_order_relaxed);
+        refund(g, -1);
+        gh_http_respond_error_param(req, 403, "pow_required", "pow",
+                                    "proof of work refused (replayed): this challenge was used "
+                                    "already; get a new one with GET /api/pow/challenge and solve "
+                                    "it");
+        goto out;
+    }
+    go_on = true;
+out:
+    g->cb(req, go_on, g->arg);
+    free(g);
+}
+
+static void gate_step(struct gate *g)
+{
+    if (--g->outstanding == 0 && !g->sending)
+        gate_finish(g);
+}
+
+/* A small record per command: the gate and the entry it answers. */
+struct ticket {
+    struct gate *g;
+    int idx; /* -1: the claim */
+};
+
+static void on_gcra_ticket(void *arg, int status, const struct gh_redis_gcra *res)
+{
+    struct ticket *t = arg;
+    struct gate *g = t->g;
+    g->e[t->idx].status = status;
+    if (!status)
+        g->e[t->idx].g = *res;
+    free(t);
+    gate_step(g);
+}
+
+static void on_claim_ticket(void *arg, int status, bool claimed)
+{
+    struct ticket *t = arg;
+    struct gate *g = t->g;
+    g->claim_status = status;
+    g->claimed = claimed;
+    free(t);
+    gate_step(g);
+}
+
+static struct ticket *ticket(struct gate *g, int idx)
+{
+    struct ticket *t = malloc(sizeof *t);
+    if (t) {
+        t->g = g;
+        t->idx = idx;
+    }
+    return t;
+}
+
+/* The data a shared rule keys on (the local table's key data, less the
+ * addresses of addr rules, which are never shared): the prefix bytes, the
+ * number's prefix or calling code, nothing for global. */
+static size_t key_data(const struct gh_limit_rule *r, const struct gh_addr *a, const char *e164,
+                       const char *cc, unsigned char *out)
+{
+    size_t n = 0;
+    switch (r->kind) {
+    case GH_LKEY_PREFIX:
+    case GH_LKEY_PREFIX48: {
+        bool v4 = a->family == AF_INET;
+        size_t keep = v4 ? 3 : r->kind == GH_LKEY_PREFIX ? 8 : 6;
+        out[n++] = v4 ? 4 : 6;
+        memcpy(out + n, a->bytes, keep);
+        return n + keep;
+    }
+    case GH_LKEY_PHONE_PREFIX: {
+        size_t len = strlen(e164);
+        len = len > 4 ? len - 4 : 0;
+        len = GH_MIN(len, (size_t)32);
+        memcpy(out, e164, len);
+        return len;
+    }
+    case GH_LKEY_CALLING_CODE: {
+        size_t len = GH_MIN(strlen(cc), (size_t)32);
+        memcpy(out, cc, len);
+        return len;
+    }
+    default:
+        return 0;
+    }
+}
+
+int gh_shield_cluster_gate(struct gh_http_req *req, enum gh_class cls, const char *e164,
+                           const char *calling_code, const char *pow_challenge,
+                           gh_shield_gate_cb cb, void *arg)
+{
+    struct gh_cluster *cl = the_cluster;
+    if (!cl || !req->cfg->shield.enabled || gh_shield_allowed(req))
+        return GH_ENOTFOUND;
+    struct gate *g = calloc(1, sizeof *g);
+    if (!g)
+        return GH_ENOMEM;
+    g->cl = cl;
+    g->req = req;
+    g->cls = cls;
+    g->cb = cb;
+    g->arg = arg;
+    g->now_ns = req->start_ns ? req->start_ns : gh_now_ns();
+    const struct gh_limit_rules *rs = gh_shield_rules_now();
+    struct gh_limit_subject subj = {
+        .addr = &req->client, .phone = e164, .calling_code = calling_code};
+    for (unsigned i = 0; i < rs->n && g->n < GATE_MAX; i++) {
+        const struct gh_limit_rule *r = &rs->rules[i];
+        uint64_t lkey;
+        if (r->cls != cls || !gh_cluster_owns(r) ||
+            !gh_limit_rule_key(gh_shield_limiter(), r, &subj, &lkey))
+            continue;
+        unsigned char data[40];
+        size_t dl = key_data(r, &req->client, e164, calling_code, data);
+        g->e[g->n].r = r;
+        g->e[g->n].lkey = lkey;
+        gh_redis_key(cl->redis, r->name, data, dl, g->e[g->n].key);
+        g->n++;
+    }
+    if (pow_challenge && *pow_challenge) {
+        g->has_claim = true;
+        gh_redis_key(cl->redis, "pow", pow_challenge, strlen(pow_challenge), g->claim_key);
+    }
+    if (!g->n && !g->has_claim) {
+        free(g);
+        return GH_ENOTFOUND;
+    }
+    /* one pipeline: every command goes out before the first answer is read */
+    g->sending = true;
+    for (unsigned i = 0; i < g->n; i++) {
+        const struct gh_limit *lim = &g->e[i].r->lim;
+        uint32_t count = lim->count ? lim->count : 1;
+        uint64_t t_us = GH_MAX(lim->period_ns / count / 1000, 1ull);
+        uint64_t tau_us = t_us * (lim->burst ? lim->burst : count);
+        struct ticket *t = ticket(g, (int)i);
+        g->e[i].status = GH_EIO;
+        if (t && !gh_redis_gcra_send(cl->redis, req->worker, g->e[i].key, t_us, tau_us, 1, false,
+                                     on_gcra_ticket, t))
+            g->outstanding++;
+        else
+            free(t);
+    }
+    if (g->has_claim) {
+        struct ticket *t = ticket(g, -1);
+        g->claim_status = GH_EIO;
+        if (t && !gh_redis_claim_send(cl->redis, req->worker, g->claim_key, cl->pow_ttl_ms,
+                                      on_claim_ticket, t))
+            g->outstanding++;
+        else
+            free(t);
+    }
+    g->sending = false;
+    if (g->outstanding == 0)
+        gate_finish(g); /* every send failed at once: decided now */
+    return 0;
+}
