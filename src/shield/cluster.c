@@ -167,19 +167,25 @@ struct gate {
     char claim_key[GH_REDIS_KEY_MAX];
 };
 
+/* Sends entry i's GCRA step (or, with refund, gives its unit back): the
+ * rule's rate in microseconds, as gh_limit_gcra has it in nanoseconds. */
+static int rule_send(struct gate *g, unsigned i, bool refund, gh_redis_gcra_cb cb, void *arg)
+{
+    const struct gh_limit *lim = &g->e[i].r->lim;
+    uint32_t count = lim->count ? lim->count : 1;
+    uint64_t t_us = GH_MAX(lim->period_ns / count / 1000, 1ull);
+    uint64_t tau_us = t_us * (lim->burst ? lim->burst : count);
+    return gh_redis_gcra_send(g->cl->redis, g->req->worker, g->e[i].key, t_us, tau_us, 1, refund,
+                              cb, arg);
+}
+
 /* Gives back what the rules that passed in Redis took, all but skip's
  * (a request refused by one rule must not spend the others). */
 static void refund(struct gate *g, int skip)
 {
     for (unsigned i = 0; i < g->n; i++)
-        if ((int)i != skip && g->e[i].status == 0 && g->e[i].g.allowed && !g->e[i].r->dry_run) {
-            const struct gh_limit *lim = &g->e[i].r->lim;
-            uint32_t count = lim->count ? lim->count : 1;
-            uint64_t t_us = GH_MAX(lim->period_ns / count / 1000, 1ull);
-            uint64_t tau_us = t_us * (lim->burst ? lim->burst : count);
-            gh_redis_gcra_send(g->cl->redis, g->req->worker, g->e[i].key, t_us, tau_us, 1, true,
-                               NULL, NULL);
-        }
+        if ((int)i != skip && g->e[i].status == 0 && g->e[i].g.allowed && !g->e[i].r->dry_run)
+            rule_send(g, i, true, NULL, NULL);
 }
 
 /* The local share of rule r while Redis is away: 1/nodes of its rate and
@@ -381,14 +387,9 @@ int gh_shield_cluster_gate(struct gh_http_req *req, enum gh_class cls, const cha
     /* one pipeline: every command goes out before the first answer is read */
     g->sending = true;
     for (unsigned i = 0; i < g->n; i++) {
-        const struct gh_limit *lim = &g->e[i].r->lim;
-        uint32_t count = lim->count ? lim->count : 1;
-        uint64_t t_us = GH_MAX(lim->period_ns / count / 1000, 1ull);
-        uint64_t tau_us = t_us * (lim->burst ? lim->burst : count);
         struct ticket *t = ticket(g, (int)i);
         g->e[i].status = GH_EIO;
-        if (t && !gh_redis_gcra_send(cl->redis, req->worker, g->e[i].key, t_us, tau_us, 1, false,
-                                     on_gcra_ticket, t))
+        if (t && !rule_send(g, i, false, on_gcra_ticket, t))
             g->outstanding++;
         else
             free(t);

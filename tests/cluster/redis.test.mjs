@@ -17,6 +17,7 @@ import net from 'node:net';
 
 import { freePorts, metricValue, request, startServer, tempDir, waitUntil } from '../e2e/lib/harness.mjs';
 import { FAST, api } from '../e2e/lib/accounts.mjs';
+import { solveChallenge } from '../e2e/lib/pow.mjs';
 
 const haveRedis = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).status === 0;
 const opts = haveRedis ? {} : { skip: 'redis-server not found (apt-get install redis-server, or scripts/deps.sh test)' };
@@ -63,22 +64,7 @@ const settings = (extra = {}) => ({
 let seq = crypto.randomInt(1e6);
 const phone = () => `+86139${String(++seq % 1e8).padStart(8, '0')}`;
 
-async function solve(srv, scope) {
-  const ch = (await request(`${srv.url}/api/pow/challenge?scope=${scope}`)).json();
-  for (let n = 0; ; n++) {
-    const h = crypto.createHash('sha256').update(`${ch.challenge}:${n}`).digest();
-    let zeros = 0;
-    for (const byte of h) {
-      if (byte === 0) {
-        zeros += 8;
-        continue;
-      }
-      zeros += Math.clz32(byte) - 24;
-      break;
-    }
-    if (zeros >= ch.bits) return { challenge: ch.challenge, nonce: String(n) };
-  }
-}
+const solve = (srv, scope) => solveChallenge(srv.url, scope);
 
 const smsCode = async (srv) =>
   api(srv.url, 'POST', '/api/auth/sms-code', { body: { phone: phone(), purpose: 'register', pow: await solve(srv, 'sms') } });
