@@ -146,6 +146,9 @@ static const struct key_def keys[] = {
     {"redis", "register_mode", T_STR, OFF(redis.register_mode), 4, 6, "closed",
      "what registration's shared rules do while Redis is unreachable: closed (503 busy, the "
      "reason named), local (each node applies 1/nodes of the limit), open (no limit)"},
+    {"redis", "sms_mode", T_STR, OFF(redis.sms_mode), 4, 6, "closed",
+     "what the numbers' SMS budgets (cooldown, per number, prefix, calling code, global) do "
+     "while Redis is unreachable: closed (no SMS: 503 busy), local (1/nodes of each cap), open"},
 
     /* @identity-keys */
     {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",
@@ -1110,12 +1113,15 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
                 "postgresql://gatehouse@127.0.0.1:5432/gatehouse)");
         return GH_EINVAL;
     }
-    if (strcmp(c->redis.register_mode, "closed") && strcmp(c->redis.register_mode, "local") &&
-        strcmp(c->redis.register_mode, "open")) {
-        set_err(err, origin, 0, find_key("redis", "register_mode"), NULL, NULL,
-                "'%.16s' must be closed, local or open", c->redis.register_mode);
-        return GH_EINVAL;
-    }
+    const char *modes[2][2] = {{"register_mode", c->redis.register_mode},
+                               {"sms_mode", c->redis.sms_mode}};
+    for (int i = 0; i < 2; i++)
+        if (strcmp(modes[i][1], "closed") && strcmp(modes[i][1], "local") &&
+            strcmp(modes[i][1], "open")) {
+            set_err(err, origin, 0, find_key("redis", modes[i][0]), NULL, NULL,
+                    "'%.16s' must be closed, local or open", modes[i][1]);
+            return GH_EINVAL;
+        }
     if (*c->redis.url) {
         struct gh_redis_url u;
         struct gh_buf why;

@@ -75,6 +75,7 @@ struct gh_config {
         uint64_t timeout_ms;     /* one command, sent to answered */
         unsigned pending_max;    /* commands in flight per worker */
         char *register_mode;     /* local | open | closed: register-class rules, PoW claims */
+        char *sms_mode;          /* local | open | closed: the numbers' SMS budgets */
     } redis;
 
     /* Subsystem sections: each subsystem adds its own struct below its

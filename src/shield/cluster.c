@@ -26,6 +26,7 @@ struct gh_cluster {
     unsigned nodes;
     uint64_t pow_ttl_ms;
     atomic_int register_mode;
+    atomic_int sms_mode;
     struct {
         void (*fn)(bool up, void *data);
         void *data;
@@ -69,6 +70,7 @@ int gh_cluster_init(struct gh_server *srv, const struct gh_config *cfg, struct g
     cl->nodes = cfg->redis.nodes;
     cl->pow_ttl_ms = cfg->shield.pow_ttl_ms;
     atomic_init(&cl->register_mode, (int)parse_mode(cfg->redis.register_mode));
+    atomic_init(&cl->sms_mode, (int)parse_mode(cfg->redis.sms_mode));
     for (int m = 0; m < MODE_COUNT; m++) {
         char labels[32];
         snprintf(labels, sizeof labels, "mode=\"%s\"", mode_names[m]);
@@ -95,8 +97,10 @@ void gh_cluster_dispose(void)
 
 void gh_cluster_reload(const struct gh_config *cfg)
 {
-    if (the_cluster)
-        atomic_store(&the_cluster->register_mode, (int)parse_mode(cfg->redis.register_mode));
+    if (!the_cluster)
+        return;
+    atomic_store(&the_cluster->register_mode, (int)parse_mode(cfg->redis.register_mode));
+    atomic_store(&the_cluster->sms_mode, (int)parse_mode(cfg->redis.sms_mode));
 }
 
 bool gh_cluster_owns(const struct gh_limit_rule *r)
@@ -406,5 +410,117 @@ int gh_shield_cluster_gate(struct gh_http_req *req, enum gh_class cls, const cha
     g->sending = false;
     if (g->outstanding == 0)
         gate_finish(g); /* every send failed at once: decided now */
+    return 0;
+}
+
+/* ---- fixed windows (identity's SMS budgets) ---- */
+
+#define WINDOWS_MAX 8
+
+struct windows {
+    struct gh_cluster *cl;
+    struct gh_worker *worker;
+    gh_shield_local_budget_fn local;
+    gh_shield_windows_cb cb;
+    void *arg;
+    unsigned n, outstanding;
+    bool sending;
+    struct {
+        const char *name;
+        char key[GH_REDIS_KEY_MAX];
+        uint64_t period_ms;
+        unsigned cap;
+        int status;
+        bool charged;
+        uint64_t wait_ms;
+    } e[WINDOWS_MAX];
+};
+
+struct wticket {
+    struct windows *ws;
+    unsigned idx;
+};
+
+static void windows_finish(struct windows *ws)
+{
+    int rc = 0;
+    uint64_t wait = 0;
+    const char *which = NULL;
+    bool fell = false, full = false;
+    for (unsigned i = 0; i < ws->n; i++) {
+        fell |= ws->e[i].status != 0;
+        if (ws->e[i].status == 0 && !ws->e[i].charged) {
+            full = true;
+            if (!which || ws->e[i].wait_ms > wait) {
+                wait = ws->e[i].wait_ms;
+                which = ws->e[i].name;
+            }
+        }
+    }
+    /* all or none: a full window, or one unanswered, takes back the rest */
+    if (full || fell)
+        for (unsigned i = 0; i < ws->n; i++)
+            if (ws->e[i].status == 0 && ws->e[i].charged)
+                gh_redis_window_send(ws->cl->redis, ws->worker, ws->e[i].key, ws->e[i].period_ms,
+                                     ws->e[i].cap, true, NULL, NULL);
+    if (full) {
+        rc = GH_EBUSY;
+    } else if (fell) {
+        enum mode mode = (enum mode)atomic_load(&ws->cl->sms_mode);
+        if (ws->cl->m_fallbacks[mode])
+            atomic_fetch_add_explicit(ws->cl->m_fallbacks[mode], 1, memory_order_relaxed);
+        rc = mode == MODE_CLOSED ? GH_EIO
+             : mode == MODE_LOCAL
+                 ? ws->local(ws->arg, ws->cl->nodes ? ws->cl->nodes : 1, &wait, &which)
+                 : 0;
+    }
+    ws->cb(rc, wait, which, ws->arg);
+    free(ws);
+}
+
+static void on_window(void *arg, int status, bool charged, uint64_t wait_ms)
+{
+    struct wticket *t = arg;
+    struct windows *ws = t->ws;
+    ws->e[t->idx].status = status;
+    ws->e[t->idx].charged = charged;
+    ws->e[t->idx].wait_ms = wait_ms;
+    free(t);
+    if (--ws->outstanding == 0 && !ws->sending)
+        windows_finish(ws);
+}
+
+int gh_shield_cluster_windows(struct gh_worker *worker, const struct gh_shield_window *w,
+                              unsigned n, gh_shield_local_budget_fn local, gh_shield_windows_cb cb,
+                              void *arg)
+{
+    struct gh_cluster *cl = the_cluster;
+    if (!cl)
+        return GH_ENOTFOUND;
+    struct windows *ws = calloc(1, sizeof *ws);
+    if (!ws)
+        return GH_ENOMEM;
+    *ws = (struct windows){.cl = cl, .worker = worker, .local = local, .cb = cb, .arg = arg,
+                           .n = GH_MIN(n, (unsigned)WINDOWS_MAX), .sending = true};
+    for (unsigned i = 0; i < ws->n; i++) {
+        ws->e[i].name = w[i].name;
+        ws->e[i].period_ms = w[i].period_ms;
+        ws->e[i].cap = w[i].cap;
+        ws->e[i].status = GH_EIO;
+        gh_redis_key(cl->redis, "sms", w[i].key, w[i].keylen, ws->e[i].key);
+        struct wticket *t = malloc(sizeof *t);
+        if (t) {
+            t->ws = ws;
+            t->idx = i;
+        }
+        if (t && !gh_redis_window_send(cl->redis, worker, ws->e[i].key, w[i].period_ms, w[i].cap,
+                                       false, on_window, t))
+            ws->outstanding++;
+        else
+            free(t);
+    }
+    ws->sending = false;
+    if (ws->outstanding == 0)
+        windows_finish(ws);
     return 0;
 }

@@ -59,17 +59,41 @@ const char gh_redis_gcra_lua[] =
     "if inc > tau then return {0, rem, -1, backlog} end\n"
     "return {0, rem, backlog - (tau - inc), backlog}\n";
 
-enum cmd_kind { CMD_GCRA, CMD_CLAIM, CMD_SETUP };
+/* KEYS[1] a fixed window's counter; ARGV: the window in ms, the cap, and
+ * "1" to give back an earlier charge. Answers {1, 0} when charged, {0,
+ * ms until the window ends} when the cap is reached (nothing charged). */
+const char gh_redis_window_lua[] =
+    "if ARGV[3] == '1' then\n"
+    "  if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end\n"
+    "  return {1, 0}\n"
+    "end\n"
+    "local v = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if v >= tonumber(ARGV[2]) then\n"
+    "  local ttl = redis.call('PTTL', KEYS[1])\n"
+    "  if ttl < 0 then ttl = tonumber(ARGV[1]) end\n"
+    "  return {0, ttl}\n"
+    "end\n"
+    "if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end\n"
+    "return {1, 0}\n";
+
+enum script { S_GCRA, S_WINDOW, S_COUNT };
+static const char *const scripts[S_COUNT] = {gh_redis_gcra_lua, gh_redis_window_lua};
+static const unsigned script_answers[S_COUNT] = {4, 2};
+static const unsigned script_args[S_COUNT] = {4, 3};
+
+enum cmd_kind { CMD_SCRIPT, CMD_CLAIM, CMD_SETUP };
 
 /* One command in flight, in its worker's list, oldest first. */
 struct cmd {
     struct gh_list node;
     struct rworker *rw;
     enum cmd_kind kind;
+    enum script script; /* CMD_SCRIPT's; CMD_SETUP "load": the one it loads */
     uint64_t sent_ms;
     bool eval; /* sent as EVAL (the SHA-1 was unknown, or NOSCRIPT) */
     union {
         gh_redis_gcra_cb gcra;
+        gh_redis_window_cb window;
         gh_redis_claim_cb claim;
     } cb;
     void *arg;
@@ -105,8 +129,8 @@ struct gh_redis {
     unsigned char key[crypto_generichash_KEYBYTES];
     struct rworker *workers; /* one per public worker, by id */
     unsigned nworkers;
-    char sha[41]; /* the script's SHA-1 once a SCRIPT LOAD answered; then read-only */
-    atomic_bool sha_known;
+    char sha[S_COUNT][41]; /* each script's SHA-1 once a SCRIPT LOAD answered; then read-only */
+    atomic_bool sha_known[S_COUNT];
     atomic_int up; /* 1 reachable, 0 not, -1 not yet known */
     void (*on_change)(bool up, void *data);
     void *change_data;
@@ -115,6 +139,7 @@ struct gh_redis {
 };
 
 static void rw_schedule(struct rworker *rw, uint64_t now);
+static void rw_connect(struct rworker *rw, uint64_t now);
 
 /* ---- reachable or not ---- */
 
@@ -125,9 +150,12 @@ static void went(struct gh_redis *r, bool up, const char *why)
         ;
     if (was == want)
         return;
-    if (up)
-        gh_log(GH_LOG_INFO, "redis_up", "Redis at %s:%u answers: shared limits resume", r->ip,
+    if (up && was < 0) /* the first connection: nothing to recover from */
+        gh_log(GH_LOG_INFO, "redis_ready", "Redis at %s:%u answers: limits are shared", r->ip,
                r->port);
+    else if (up)
+        gh_log(GH_LOG_INFO, "redis_up", "Redis at %s:%u answers again: shared limits resume",
+               r->ip, r->port);
     else
         gh_log(GH_LOG_WARN, "redis_down",
                "Redis at %s:%u is unreachable (%s): shared limits follow their failure modes "
@@ -162,7 +190,11 @@ static void cmd_finish(struct cmd *c, int status, const redisReply *rep)
         gh_list_remove(&c->node);
         c->rw->ncmds--;
     }
-    if (c->kind == CMD_GCRA && c->cb.gcra) {
+    if (c->kind == CMD_SCRIPT && c->script == S_WINDOW && c->cb.window) {
+        long long wait = status ? 0 : rep->element[1]->integer;
+        c->cb.window(c->arg, status, !status && rep->element[0]->integer == 1,
+                     wait > 0 ? (uint64_t)wait : 0);
+    } else if (c->kind == CMD_SCRIPT && c->cb.gcra) {
         struct gh_redis_gcra g = {0};
         if (!status) {
             long long v[4];
@@ -181,17 +213,17 @@ static void cmd_finish(struct cmd *c, int status, const redisReply *rep)
     free(c);
 }
 
-static bool gcra_reply_ok(const redisReply *rep)
+static bool script_reply_ok(const redisReply *rep, enum script sc)
 {
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4)
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != script_answers[sc])
         return false;
-    for (int i = 0; i < 4; i++)
+    for (size_t i = 0; i < rep->elements; i++)
         if (rep->element[i]->type != REDIS_REPLY_INTEGER)
             return false;
     return true;
 }
 
-static int send_gcra(struct rworker *rw, struct cmd *c);
+static int send_script(struct rworker *rw, struct cmd *c);
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -204,18 +236,18 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         cmd_finish(c, GH_EIO, NULL);
         return;
     }
-    if (rep->type == REDIS_REPLY_ERROR && c->kind == CMD_GCRA && !c->eval &&
+    if (rep->type == REDIS_REPLY_ERROR && c->kind == CMD_SCRIPT && !c->eval &&
         !strncmp(rep->str, "NOSCRIPT", 8)) {
         /* the script cache was flushed: EVAL loads it again */
         gh_list_remove(&c->node);
         rw->ncmds--;
         c->eval = true;
-        if (send_gcra(rw, c))
+        if (send_script(rw, c))
             cmd_finish(c, GH_EIO, NULL);
         return;
     }
     bool ok =
-        rep->type != REDIS_REPLY_ERROR && (c->kind != CMD_GCRA || gcra_reply_ok(rep)) &&
+        rep->type != REDIS_REPLY_ERROR && (c->kind != CMD_SCRIPT || script_reply_ok(rep, c->script)) &&
         (c->kind != CMD_CLAIM || rep->type == REDIS_REPLY_STATUS || rep->type == REDIS_REPLY_NIL);
     if (c->kind == CMD_SETUP) {
         if (!ok) {
@@ -223,13 +255,13 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
                    rep->type == REDIS_REPLY_ERROR ? rep->str : "an unexpected answer");
             failed(r, r->m_fail_error, "setup refused");
         } else if (!strcmp(c->a[0], "load") && rep->type == REDIS_REPLY_STRING && rep->len == 40 &&
-                   !atomic_load(&r->sha_known)) {
-            /* every worker loads the same script: the first answer names it */
-            memcpy(r->sha, rep->str, 40);
-            r->sha[40] = '\0';
-            atomic_store(&r->sha_known, true);
+                   !atomic_load(&r->sha_known[c->script])) {
+            /* every worker loads the same scripts: the first answer names one */
+            memcpy(r->sha[c->script], rep->str, 40);
+            r->sha[c->script][40] = '\0';
+            atomic_store(&r->sha_known[c->script], true);
         }
-        if (ok && !strcmp(c->a[0], "load")) {
+        if (ok && !strcmp(c->a[0], "load") && c->script == S_COUNT - 1) {
             rw->state = RW_READY;
             rw->backoff_ms = 0;
             went(r, true, NULL);
@@ -264,20 +296,22 @@ static int send_argv(struct rworker *rw, struct cmd *c, int argc, const char **a
     return 0;
 }
 
-static int send_gcra(struct rworker *rw, struct cmd *c)
+/* EVALSHA c's script, or EVAL it while its SHA-1 is unknown (and after
+ * NOSCRIPT): the key and the arguments the script takes. */
+static int send_script(struct rworker *rw, struct cmd *c)
 {
     struct gh_redis *r = rw->r;
-    if (!c->eval && !atomic_load_explicit(&r->sha_known, memory_order_acquire))
+    if (!c->eval && !atomic_load_explicit(&r->sha_known[c->script], memory_order_acquire))
         c->eval = true;
     const char *argv[8] = {c->eval ? "EVAL" : "EVALSHA",
-                           c->eval ? gh_redis_gcra_lua : r->sha,
+                           c->eval ? scripts[c->script] : r->sha[c->script],
                            "1",
                            c->key,
                            c->a[0],
                            c->a[1],
                            c->a[2],
                            c->a[3]};
-    return send_argv(rw, c, 8, argv);
+    return send_argv(rw, c, 4 + (int)script_args[c->script], argv);
 }
 
 /* The worker's connection, or NULL when commands must fail now: down,
@@ -287,7 +321,13 @@ static struct rworker *usable(struct gh_redis *r, struct gh_worker *w)
     if (!r || !w || w->id >= r->nworkers)
         return NULL;
     struct rworker *rw = &r->workers[w->id];
-    if (rw->closing || !rw->ac)
+    if (rw->closing)
+        return NULL;
+    /* another worker reached Redis again: this one need not wait out its
+     * back-off (the command queues while it connects) */
+    if (rw->state == RW_DOWN && gh_redis_up(r))
+        rw_connect(rw, gh_now_ms());
+    if (!rw->ac)
         return NULL;
     /* while connecting, commands wait for the connection only when Redis
      * was answering: during an outage a reconnect attempt must not hold
@@ -317,11 +357,32 @@ static struct cmd *cmd_new(struct rworker *rw, enum cmd_kind kind, const char *k
     return c;
 }
 
-int gh_redis_gcra_send(struct gh_redis *r, struct gh_worker *w, const char *key, uint64_t t_us,
-                       uint64_t tau_us, uint32_t cost, bool refund, gh_redis_gcra_cb cb, void *arg)
+/* A script command for w's connection with its key; NULL when Redis is
+ * unusable for w now (or out of memory). */
+static struct cmd *script_cmd(struct gh_redis *r, struct gh_worker *w, enum script sc,
+                              const char *key, void *arg)
 {
     struct rworker *rw = usable(r, w);
-    struct cmd *c = rw ? cmd_new(rw, CMD_GCRA, key, arg) : NULL;
+    struct cmd *c = rw ? cmd_new(rw, CMD_SCRIPT, key, arg) : NULL;
+    if (c)
+        c->script = sc;
+    return c;
+}
+
+static int script_send(struct cmd *c)
+{
+    if (send_script(c->rw, c)) {
+        free(c);
+        return GH_EIO;
+    }
+    return 0;
+}
+
+int gh_redis_gcra_send(struct gh_redis *r, struct gh_worker *w, const char *key, uint64_t t_us,
+                       uint64_t tau_us, uint32_t cost, bool refund, gh_redis_gcra_cb cb,
+                       void *arg)
+{
+    struct cmd *c = script_cmd(r, w, S_GCRA, key, arg);
     if (!c)
         return GH_EIO;
     c->cb.gcra = cb;
@@ -329,11 +390,21 @@ int gh_redis_gcra_send(struct gh_redis *r, struct gh_worker *w, const char *key,
     snprintf(c->a[1], sizeof c->a[1], "%llu", (unsigned long long)tau_us);
     snprintf(c->a[2], sizeof c->a[2], "%u", cost);
     snprintf(c->a[3], sizeof c->a[3], "%d", refund ? 1 : 0);
-    if (send_gcra(rw, c)) {
-        free(c);
+    return script_send(c);
+}
+
+int gh_redis_window_send(struct gh_redis *r, struct gh_worker *w, const char *key,
+                         uint64_t period_ms, unsigned cap, bool refund, gh_redis_window_cb cb,
+                         void *arg)
+{
+    struct cmd *c = script_cmd(r, w, S_WINDOW, key, arg);
+    if (!c)
         return GH_EIO;
-    }
-    return 0;
+    c->cb.window = cb;
+    snprintf(c->a[0], sizeof c->a[0], "%llu", (unsigned long long)GH_MAX(period_ms, 1ull));
+    snprintf(c->a[1], sizeof c->a[1], "%u", cap);
+    snprintf(c->a[2], sizeof c->a[2], "%d", refund ? 1 : 0);
+    return script_send(c);
 }
 
 int gh_redis_claim_send(struct gh_redis *r, struct gh_worker *w, const char *key, uint64_t ttl_ms,
@@ -393,11 +464,13 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     rw_schedule(rw, gh_now_ms());
 }
 
-static void setup_cmd(struct rworker *rw, const char *what, int argc, const char **argv)
+static void setup_cmd(struct rworker *rw, const char *what, enum script sc, int argc,
+                      const char **argv)
 {
     struct cmd *c = cmd_new(rw, CMD_SETUP, NULL, NULL);
     if (!c)
         return;
+    c->script = sc;
     snprintf(c->a[0], sizeof c->a[0], "%s", what);
     if (send_argv(rw, c, argc, argv))
         free(c);
@@ -424,16 +497,18 @@ static void rw_connect(struct rworker *rw, uint64_t now)
     /* queued now, written once connected, answered in this order */
     if (r->password[0]) {
         const char *argv[2] = {"AUTH", r->password};
-        setup_cmd(rw, "auth", 2, argv);
+        setup_cmd(rw, "auth", S_GCRA, 2, argv);
     }
     if (r->db) {
         char db[16];
         snprintf(db, sizeof db, "%u", r->db);
         const char *argv[2] = {"SELECT", db};
-        setup_cmd(rw, "select", 2, argv);
+        setup_cmd(rw, "select", S_GCRA, 2, argv);
     }
-    const char *argv[3] = {"SCRIPT", "LOAD", gh_redis_gcra_lua};
-    setup_cmd(rw, "load", 3, argv);
+    for (int sc = 0; sc < S_COUNT; sc++) {
+        const char *argv[3] = {"SCRIPT", "LOAD", scripts[sc]};
+        setup_cmd(rw, "load", (enum script)sc, 3, argv);
+    }
 }
 
 /* Drops rw's connection now: every command on it fails (GH_EIO). */
@@ -464,7 +539,7 @@ static void on_tick(uv_timer_t *t)
     if (rw->closing)
         return;
     if (rw->state == RW_DOWN) {
-        if (now >= rw->retry_ms)
+        if (now >= rw->retry_ms || gh_redis_up(r))
             rw_connect(rw, now);
         return;
     }

@@ -76,10 +76,21 @@ void gh_redis_key(const struct gh_redis *r, const char *name, const void *data, 
 int gh_redis_gcra_send(struct gh_redis *r, struct gh_worker *w, const char *key, uint64_t t_us,
                        uint64_t tau_us, uint32_t cost, bool refund, gh_redis_gcra_cb cb, void *arg);
 
+/* status 0 with charged (false: the cap is reached, nothing charged;
+ * wait_ms until the window ends), or GH_EIO. */
+typedef void (*gh_redis_window_cb)(void *arg, int status, bool charged, uint64_t wait_ms);
+/* Charges one unit to the fixed window key of period_ms, capped at cap
+ * (a second script: INCR, PEXPIRE when new); with refund, gives back an
+ * earlier charge (cb may be NULL). 0 (cb later) or GH_EIO at once. */
+int gh_redis_window_send(struct gh_redis *r, struct gh_worker *w, const char *key,
+                         uint64_t period_ms, unsigned cap, bool refund, gh_redis_window_cb cb,
+                         void *arg);
+
 /* Claims key once cluster-wide for ttl_ms (SET NX PX). 0 (cb later) or
  * GH_EIO at once. */
 int gh_redis_claim_send(struct gh_redis *r, struct gh_worker *w, const char *key, uint64_t ttl_ms,
                         gh_redis_claim_cb cb, void *arg);
 
-/* The GCRA script's text (for tests that run it against a redis-server). */
+/* The scripts' texts (for tests that run them against a redis-server). */
 extern const char gh_redis_gcra_lua[];
+extern const char gh_redis_window_lua[];

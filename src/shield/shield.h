@@ -132,6 +132,33 @@ typedef void (*gh_shield_gate_cb)(struct gh_http_req *req, bool go_on, void *arg
 int gh_shield_cluster_gate(struct gh_http_req *req, enum gh_class cls, const char *e164,
                            const char *calling_code, const char *pow_challenge,
                            gh_shield_gate_cb cb, void *arg);
+/* A fixed-window budget kept in Redis (identity's SMS budgets): a unit is
+ * charged per call, at most cap per period. */
+struct gh_shield_window {
+    const char *name; /* named in the refusal ("global", "cooldown" …) */
+    const uint8_t *key;
+    size_t keylen;
+    uint64_t period_ms;
+    unsigned cap;
+};
+/* What the caller's own budgets decide without Redis, with each cap
+ * divided by share (a node's share of the cluster's): 0 charged, or
+ * GH_EBUSY with *wait_ms and *which. */
+typedef int (*gh_shield_local_budget_fn)(void *arg, unsigned share, uint64_t *wait_ms,
+                                         const char **which);
+/* rc 0: every window charged; GH_EBUSY: one was full (nothing charged;
+ * which names it, wait_ms until it allows); GH_EIO: Redis unreachable and
+ * the SMS mode ([redis] sms_mode) is closed: answer 503 busy. In mode
+ * local, local(arg, nodes, …) decided instead; in mode open, 0. */
+typedef void (*gh_shield_windows_cb)(int rc, uint64_t wait_ms, const char *which, void *arg);
+/* Charges windows w[0..n) in Redis, all or none (a full one refuses, and
+ * the others' charges are given back), on worker's connection.
+ * GH_ENOTFOUND without [redis] (cb not called: the caller charges its
+ * own); otherwise 0 and cb runs exactly once on worker, perhaps before
+ * this returns; GH_ENOMEM (cb not called). */
+int gh_shield_cluster_windows(struct gh_worker *worker, const struct gh_shield_window *w,
+                              unsigned n, gh_shield_local_budget_fn local, gh_shield_windows_cb cb,
+                              void *arg);
 /* -1 without [redis], 0 while Redis is unreachable, 1 while it answers. */
 int gh_shield_cluster_state(void);
 /* True while Redis is unreachable and cls's shared rules refuse (closed). */

@@ -45,6 +45,16 @@ function ping() {
   });
 }
 
+/** Sends one command to redis-server; resolves with the raw answer. */
+function redisCmd(cmd) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(redisPort, '127.0.0.1');
+    s.on('error', reject);
+    s.on('connect', () => s.write(`${cmd}\r\n`));
+    s.on('data', (d) => (s.destroy(), resolve(d.toString())));
+  });
+}
+
 async function stopRedis() {
   if (!redis || redis.exitCode !== null) return;
   const gone = new Promise((r) => redis.once('exit', r));
@@ -58,6 +68,7 @@ const settings = (extra = {}) => ({
   'shield.rules': `register:global:${LIMIT}/1h, anon:addr:10000/1s`,
   'shield.pow_bits': '4',
   'redis.nodes': '2',
+  'sms.per_number_day': '3',
   ...extra,
 });
 
@@ -118,12 +129,25 @@ test('a proof-of-work solution used on node A is refused on node B', opts, async
   assert.equal(metricValue(await b.metrics(), 'gatehouse_redis_pow_replayed_total'), 1);
 });
 
+test("a number's SMS budget is spent once across both nodes", opts, async () => {
+  await redisCmd('FLUSHALL');
+  const p = phone();
+  const st = [];
+  for (let i = 0; i < 6; i++) {
+    const srv = [a, b][i % 2];
+    const r = await api(srv.url, 'POST', '/api/auth/sms-code', { body: { phone: p, purpose: 'register', pow: await solve(srv, 'sms') } });
+    st.push(r.status);
+    if (r.status === 429) assert.match(r.json.error.message, /number_day/);
+  }
+  assert.deepEqual(st, [202, 202, 202, 429, 429, 429]); // sms.per_number_day = 3, not 3 per node
+});
+
 test('the global registration limit is spent once across both nodes', opts, async () => {
-  // the proof-of-work test above spent one (A's registration)
+  await redisCmd('FLUSHALL');
   const st = await spread([a, b], 2 * LIMIT);
   const ok = st.filter((s) => s === 202).length;
-  assert.equal(ok, LIMIT - 1, st.join(','));
-  assert.ok(st.slice(LIMIT - 1).every((s) => s === 429), st.join(','));
+  assert.equal(ok, LIMIT, st.join(','));
+  assert.ok(st.slice(LIMIT).every((s) => s === 429), st.join(','));
   const r = await smsCode(b);
   assert.equal(r.status, 429);
   assert.ok(Number(r.headers['retry-after']) > 0);
