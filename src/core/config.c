@@ -133,8 +133,7 @@ static const struct key_def keys[] = {
      "postgres: longest statement before the server cancels it (0 = the server's setting)"},
 
     {"redis", "url", T_STR, OFF(redis.url), 0, 300, "",
-     "redis://HOST[:PORT][/DB]: the limits a cluster's nodes must share (registration's "
-     "aggregate rules, the proof-of-work replay cache) live there; empty = every limit in "
+     "redis://HOST[:PORT][/DB]: limits the cluster's nodes share; empty = every limit in "
      "this process. A password comes from GATEHOUSE_REDIS_PASSWORD, never the URL"},
     {"redis", "nodes", T_UINT, OFF(redis.nodes), 1, 10000, "1",
      "nodes in the cluster: while Redis is unreachable a rule in local mode allows each node "
@@ -144,11 +143,11 @@ static const struct key_def keys[] = {
     {"redis", "pending_max", T_UINT, OFF(redis.pending_max), 16, 1000000, "4096",
      "commands in flight per worker; past it Redis counts as unreachable for the request"},
     {"redis", "register_mode", T_STR, OFF(redis.register_mode), 4, 6, "closed",
-     "what registration's shared rules do while Redis is unreachable: closed (503 busy, the "
-     "reason named), local (each node applies 1/nodes of the limit), open (no limit)"},
+     "registration's shared rules while Redis is unreachable: closed (503 busy), local "
+     "(1/nodes of each limit on each node), open (no limit)"},
     {"redis", "sms_mode", T_STR, OFF(redis.sms_mode), 4, 6, "closed",
-     "what the numbers' SMS budgets (cooldown, per number, prefix, calling code, global) do "
-     "while Redis is unreachable: closed (no SMS: 503 busy), local (1/nodes of each cap), open"},
+     "the numbers' SMS budgets while Redis is unreachable: closed (no SMS: 503 busy), "
+     "local (1/nodes of each cap on each node), open (no cap)"},
 
     /* @identity-keys */
     {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",

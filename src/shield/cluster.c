@@ -500,8 +500,13 @@ int gh_shield_cluster_windows(struct gh_worker *worker, const struct gh_shield_w
     struct windows *ws = calloc(1, sizeof *ws);
     if (!ws)
         return GH_ENOMEM;
-    *ws = (struct windows){.cl = cl, .worker = worker, .local = local, .cb = cb, .arg = arg,
-                           .n = GH_MIN(n, (unsigned)WINDOWS_MAX), .sending = true};
+    *ws = (struct windows){.cl = cl,
+                           .worker = worker,
+                           .local = local,
+                           .cb = cb,
+                           .arg = arg,
+                           .n = GH_MIN(n, (unsigned)WINDOWS_MAX),
+                           .sending = true};
     for (unsigned i = 0; i < ws->n; i++) {
         ws->e[i].name = w[i].name;
         ws->e[i].period_ms = w[i].period_ms;

@@ -154,8 +154,8 @@ static void went(struct gh_redis *r, bool up, const char *why)
         gh_log(GH_LOG_INFO, "redis_ready", "Redis at %s:%u answers: limits are shared", r->ip,
                r->port);
     else if (up)
-        gh_log(GH_LOG_INFO, "redis_up", "Redis at %s:%u answers again: shared limits resume",
-               r->ip, r->port);
+        gh_log(GH_LOG_INFO, "redis_up", "Redis at %s:%u answers again: shared limits resume", r->ip,
+               r->port);
     else
         gh_log(GH_LOG_WARN, "redis_down",
                "Redis at %s:%u is unreachable (%s): shared limits follow their failure modes "
@@ -247,7 +247,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     bool ok =
-        rep->type != REDIS_REPLY_ERROR && (c->kind != CMD_SCRIPT || script_reply_ok(rep, c->script)) &&
+        rep->type != REDIS_REPLY_ERROR &&
+        (c->kind != CMD_SCRIPT || script_reply_ok(rep, c->script)) &&
         (c->kind != CMD_CLAIM || rep->type == REDIS_REPLY_STATUS || rep->type == REDIS_REPLY_NIL);
     if (c->kind == CMD_SETUP) {
         if (!ok) {
@@ -379,8 +380,7 @@ static int script_send(struct cmd *c)
 }
 
 int gh_redis_gcra_send(struct gh_redis *r, struct gh_worker *w, const char *key, uint64_t t_us,
-                       uint64_t tau_us, uint32_t cost, bool refund, gh_redis_gcra_cb cb,
-                       void *arg)
+                       uint64_t tau_us, uint32_t cost, bool refund, gh_redis_gcra_cb cb, void *arg)
 {
     struct cmd *c = script_cmd(r, w, S_GCRA, key, arg);
     if (!c)

@@ -201,3 +201,29 @@ test('Redis down: registration refused 503 (closed), pages served; back: limits 
     { what: 'the Registration component operational again' },
   );
 });
+
+test('Redis unreachable, modes local: each node allows its share (limit / nodes)', opts, async () => {
+  const [dead] = await freePorts(1); // nothing listens there
+  const e = await startServer({
+    name: 'redis-node-local',
+    set: settings({ 'redis.url': `redis://127.0.0.1:${dead}`, 'redis.register_mode': 'local', 'redis.sms_mode': 'local' }),
+  });
+  try {
+    await e.waitStderr(/"redis_down"/);
+    const st = await spread([e], LIMIT);
+    assert.equal(st.filter((s) => s === 202).length, LIMIT / 2, st.join(',')); // redis.nodes = 2
+    assert.ok(st.slice(LIMIT / 2).every((s) => s === 429), st.join(','));
+    const m = await e.metrics();
+    assert.equal(metricValue(m, 'gatehouse_redis_up'), 0);
+    assert.ok(metricValue(m, 'gatehouse_redis_fallbacks_total', { mode: 'local' }) >= LIMIT);
+    await waitUntil(
+      async () => {
+        const c = (await request(`${e.url}/api/v2/components.json`)).json();
+        return c.components.find((x) => x.name === 'Registration' || x.id === 'registration')?.status === 'degraded_performance';
+      },
+      { what: 'the Registration component degraded' },
+    );
+  } finally {
+    await e.stop();
+  }
+});
