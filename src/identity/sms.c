@@ -98,8 +98,8 @@ static void class_key(uint8_t out[16], const char *kind, const char *text,
                       const struct gh_sms_req *r, bool class_sep)
 {
     char buf[64];
-    int n =
-        snprintf(buf, sizeof buf, "%s/%d/%d", text, (int)r->purpose, class_sep && r->owner ? 1 : 0);
+    int n = snprintf(buf, sizeof buf, "%s/%d/%d", text, (int)r->purpose,
+                     class_sep && r->owner ? 1 : 0);
     gh_kvtab_key(out, kind, buf, (size_t)GH_MIN(n, (int)sizeof buf - 1));
 }
 
@@ -134,7 +134,8 @@ static unsigned windows(const struct gh_sms_limits *lp, const struct gh_sms_req 
         gh_kvtab_key(w[n++].key, "a", r->client.bytes, alen);
         /* /24 for IPv4, /48 for IPv6 */
         w[n] = (struct window){"network", {0}, HOUR_MS, l.per_net_hour};
-        gh_kvtab_key(w[n++].key, alen == 4 ? "net4" : "net6", r->client.bytes, alen == 4 ? 3 : 6);
+        gh_kvtab_key(w[n++].key, alen == 4 ? "net4" : "net6", r->client.bytes,
+                     alen == 4 ? 3 : 6);
     }
     return n;
 }
@@ -281,8 +282,8 @@ int gh_sms_code_issue(struct gh_sms *s, const char *e164, enum gh_sms_purpose p,
     return e ? 0 : GH_ENOMEM;
 }
 
-int gh_sms_code_check(struct gh_sms *s, const char *e164, enum gh_sms_purpose p, const char *code,
-                      size_t len, uint64_t now_ms)
+int gh_sms_code_check(struct gh_sms *s, const char *e164, enum gh_sms_purpose p,
+                      const char *code, size_t len, uint64_t now_ms)
 {
     uint8_t key[16], h[32];
     code_key(key, e164, p);

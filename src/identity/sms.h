@@ -5,8 +5,8 @@
  * request; the number's (a resend cooldown and a daily cap per number and
  * purpose, hourly caps per number prefix — the number without its last 4
  * digits —, per calling code, and a global hourly cap), charged only when
- * a code is sent, with an account owner's codes on budgets of their own. Any thread; times are
- * passed in (monotonic ms) so tests control the clock. The module owns its tables. */
+ * a code is sent, with an account owner's codes on budgets of their own. Any thread; times are passed in (monotonic ms)
+ * so tests control the clock. The module owns its tables. */
 #pragma once
 
 #include "core/common.h"
@@ -89,8 +89,8 @@ int gh_sms_code_issue(struct gh_sms *s, const char *e164, enum gh_sms_purpose p,
 /* Checks a code entered for (e164, purpose). 0: right, and the code is
  * consumed. GH_EINVAL: wrong (a try is used; the last try kills it).
  * GH_ENOTFOUND: no live code (never sent, expired, used or dead). */
-int gh_sms_code_check(struct gh_sms *s, const char *e164, enum gh_sms_purpose p, const char *code,
-                      size_t len, uint64_t now_ms);
+int gh_sms_code_check(struct gh_sms *s, const char *e164, enum gh_sms_purpose p,
+                      const char *code, size_t len, uint64_t now_ms);
 
 /* "register" → GH_SMS_REGISTER …; -1 when unknown. */
 int gh_sms_purpose_parse(const char *s, size_t len);
