@@ -58,8 +58,8 @@ static void number_budgets(struct sms_job *j)
     for (unsigned i = 0; i < n; i++)
         sw[i] = (struct gh_shield_window){win[i].name, win[i].key, sizeof win[i].key,
                                           win[i].period_ms, win[i].cap};
-    int rc = gh_shield_cluster_windows(j->worker, sw, n, local_number_budgets,
-                                       number_budgets_done, j);
+    int rc =
+        gh_shield_cluster_windows(j->worker, sw, n, local_number_budgets, number_budgets_done, j);
     if (rc == GH_ENOTFOUND) {
         uint64_t wait = 0;
         const char *which = NULL;
@@ -144,8 +144,9 @@ drop:
 static void respond_too_many_codes(struct gh_http_req *req, uint64_t wait, const char *which)
 {
     gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)id_ceil_s(wait));
-    gh_http_respond_error(req, 429, "rate_limited", "too many codes requested (%s); retry in %llu s",
-                          which, (unsigned long long)id_ceil_s(wait));
+    gh_http_respond_error(req, 429, "rate_limited",
+                          "too many codes requested (%s); retry in %llu s", which,
+                          (unsigned long long)id_ceil_s(wait));
 }
 
 /* Every budget allowed: the number is looked up (the answer does not wait
@@ -199,8 +200,7 @@ struct gated {
  * carried when bits are required (gh_shield_pow_verify took it locally). */
 static const char *pow_claim(json_t *o, unsigned bits)
 {
-    return bits ? json_string_value(json_object_get(json_object_get(o, "pow"), "challenge"))
-                : NULL;
+    return bits ? json_string_value(json_object_get(json_object_get(o, "pow"), "challenge")) : NULL;
 }
 
 /* Asks the shared limits for req, then runs next (at once without them).
