@@ -148,6 +148,9 @@ static const struct key_def keys[] = {
     {"redis", "sms_mode", T_STR, OFF(redis.sms_mode), 4, 6, "closed",
      "the numbers' SMS budgets while Redis is unreachable: closed (no SMS: 503 busy), "
      "local (1/nodes of each cap on each node), open (no cap)"},
+    {"redis", "login_mode", T_STR, OFF(redis.login_mode), 4, 6, "local",
+     "accounts' failed sign-ins while Redis is unreachable: local (the back-off of the "
+     "failures this node saw), open (none), closed (sign-ins 503 busy)"},
 
     /* @identity-keys */
     {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",
@@ -1112,9 +1115,10 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
                 "postgresql://gatehouse@127.0.0.1:5432/gatehouse)");
         return GH_EINVAL;
     }
-    const char *modes[2][2] = {{"register_mode", c->redis.register_mode},
-                               {"sms_mode", c->redis.sms_mode}};
-    for (int i = 0; i < 2; i++)
+    const char *modes[3][2] = {{"register_mode", c->redis.register_mode},
+                               {"sms_mode", c->redis.sms_mode},
+                               {"login_mode", c->redis.login_mode}};
+    for (int i = 0; i < 3; i++)
         if (strcmp(modes[i][1], "closed") && strcmp(modes[i][1], "local") &&
             strcmp(modes[i][1], "open")) {
             set_err(err, origin, 0, find_key("redis", modes[i][0]), NULL, NULL,

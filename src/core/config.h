@@ -76,6 +76,7 @@ struct gh_config {
         unsigned pending_max;    /* commands in flight per worker */
         char *register_mode;     /* local | open | closed: register-class rules, PoW claims */
         char *sms_mode;          /* local | open | closed: the numbers' SMS budgets */
+        char *login_mode;        /* local | open | closed: accounts' failed sign-ins */
     } redis;
 
     /* Subsystem sections: each subsystem adds its own struct below its

@@ -19,6 +19,10 @@
 #define CLOSED_RETRY_S 5
 
 enum mode { MODE_LOCAL, MODE_OPEN, MODE_CLOSED, MODE_COUNT };
+_Static_assert((int)MODE_LOCAL == (int)GH_SHIELD_MODE_LOCAL &&
+                   (int)MODE_OPEN == (int)GH_SHIELD_MODE_OPEN &&
+                   (int)MODE_CLOSED == (int)GH_SHIELD_MODE_CLOSED,
+               "cluster.c's modes are shield.h's");
 static const char *const mode_names[MODE_COUNT] = {"local", "open", "closed"};
 
 struct gh_cluster {
@@ -27,6 +31,7 @@ struct gh_cluster {
     uint64_t pow_ttl_ms;
     atomic_int register_mode;
     atomic_int sms_mode;
+    atomic_int login_mode;
     struct {
         void (*fn)(bool up, void *data);
         void *data;
@@ -71,6 +76,7 @@ int gh_cluster_init(struct gh_server *srv, const struct gh_config *cfg, struct g
     cl->pow_ttl_ms = cfg->shield.pow_ttl_ms;
     atomic_init(&cl->register_mode, (int)parse_mode(cfg->redis.register_mode));
     atomic_init(&cl->sms_mode, (int)parse_mode(cfg->redis.sms_mode));
+    atomic_init(&cl->login_mode, (int)parse_mode(cfg->redis.login_mode));
     for (int m = 0; m < MODE_COUNT; m++) {
         char labels[32];
         snprintf(labels, sizeof labels, "mode=\"%s\"", mode_names[m]);
@@ -101,6 +107,7 @@ void gh_cluster_reload(const struct gh_config *cfg)
         return;
     atomic_store(&the_cluster->register_mode, (int)parse_mode(cfg->redis.register_mode));
     atomic_store(&the_cluster->sms_mode, (int)parse_mode(cfg->redis.sms_mode));
+    atomic_store(&the_cluster->login_mode, (int)parse_mode(cfg->redis.login_mode));
 }
 
 bool gh_cluster_owns(const struct gh_limit_rule *r)
@@ -528,4 +535,55 @@ int gh_shield_cluster_windows(struct gh_worker *worker, const struct gh_shield_w
     if (ws->outstanding == 0)
         windows_finish(ws);
     return 0;
+}
+
+/* ---- an account's failed sign-ins ---- */
+
+struct fails_req {
+    gh_shield_fails_cb cb;
+    void *arg;
+};
+
+static void on_fails(void *arg, int status, unsigned n, uint64_t wait_ms)
+{
+    struct fails_req *f = arg;
+    f->cb(status, n, wait_ms, f->arg);
+    free(f);
+}
+
+int gh_shield_cluster_fails(struct gh_worker *worker, enum gh_shield_fails_op op,
+                            const uint8_t key[16], unsigned floor, uint64_t base_ms,
+                            uint64_t max_ms, gh_shield_fails_cb cb, void *arg)
+{
+    static const enum gh_redis_fails_op ops[] = {GH_REDIS_FAILS_GET, GH_REDIS_FAILS_ADD,
+                                                 GH_REDIS_FAILS_CLEAR};
+    struct gh_cluster *cl = the_cluster;
+    if (!cl)
+        return GH_ENOTFOUND;
+    char rkey[GH_REDIS_KEY_MAX];
+    gh_redis_key(cl->redis, "login_fails", key, 16, rkey);
+    struct fails_req *f = cb ? malloc(sizeof *f) : NULL;
+    if (cb && !f)
+        return GH_ENOMEM;
+    if (f)
+        *f = (struct fails_req){cb, arg};
+    /* the account's entry lives a day past its last failure, as in memory */
+    if (gh_redis_fails_send(cl->redis, worker, rkey, ops[op], floor, base_ms, max_ms,
+                            24ull * 3600 * 1000, f ? on_fails : NULL, f)) {
+        free(f);
+        if (cb)
+            cb(GH_EIO, 0, 0, arg);
+    }
+    return 0;
+}
+
+enum gh_shield_mode gh_shield_cluster_login_fallback(void)
+{
+    struct gh_cluster *cl = the_cluster;
+    if (!cl)
+        return GH_SHIELD_MODE_LOCAL;
+    enum mode m = (enum mode)atomic_load(&cl->login_mode);
+    if (cl->m_fallbacks[m])
+        atomic_fetch_add_explicit(cl->m_fallbacks[m], 1, memory_order_relaxed);
+    return (enum gh_shield_mode)m;
 }

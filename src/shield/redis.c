@@ -76,10 +76,38 @@ const char gh_redis_window_lua[] =
     "if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end\n"
     "return {1, 0}\n";
 
-enum script { S_GCRA, S_WINDOW, S_COUNT };
-static const char *const scripts[S_COUNT] = {gh_redis_gcra_lua, gh_redis_window_lua};
-static const unsigned script_answers[S_COUNT] = {4, 2};
-static const unsigned script_args[S_COUNT] = {4, 3};
+/* KEYS[1] an account's failed sign-ins {n, u = back-off until, ms on
+ * Redis's clock}; ARGV: "get", "fail" or "clear"; for "fail" the count
+ * the store holds (the floor), the back-off base and cap in ms, and how
+ * long the key lives. A failure makes n = max(n, floor) + 1 and the
+ * back-off base x 2^(n-1) capped (gh_backoff_ms). Answers {n, ms left}. */
+const char gh_redis_fails_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "if ARGV[1] == 'clear' then redis.call('DEL', KEYS[1]) return {0, 0} end\n"
+    "local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')\n"
+    "local u = tonumber(redis.call('HGET', KEYS[1], 'u') or '0')\n"
+    "if ARGV[1] == 'fail' then\n"
+    "  n = math.max(n, tonumber(ARGV[2])) + 1\n"
+    "  local base, mx, w = tonumber(ARGV[3]), tonumber(ARGV[4]), 0\n"
+    "  if base > 0 then\n"
+    "    w = base\n"
+    "    for i = 2, n do if w >= mx then break end w = w * 2 end\n"
+    "    if w > mx then w = mx end\n"
+    "  end\n"
+    "  u = now + w\n"
+    "  redis.call('HSET', KEYS[1], 'n', n, 'u', string.format('%.0f', u))\n"
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
+    "end\n"
+    "local left = 0\n"
+    "if u > now then left = u - now end\n"
+    "return {n, left}\n";
+
+enum script { S_GCRA, S_WINDOW, S_FAILS, S_COUNT };
+static const char *const scripts[S_COUNT] = {gh_redis_gcra_lua, gh_redis_window_lua,
+                                             gh_redis_fails_lua};
+static const unsigned script_answers[S_COUNT] = {4, 2, 2};
+static const unsigned script_args[S_COUNT] = {4, 3, 5};
 
 enum cmd_kind { CMD_SCRIPT, CMD_CLAIM, CMD_SETUP };
 
@@ -94,12 +122,13 @@ struct cmd {
     union {
         gh_redis_gcra_cb gcra;
         gh_redis_window_cb window;
+        gh_redis_fails_cb fails;
         gh_redis_claim_cb claim;
     } cb;
     void *arg;
     /* kept to resend as EVAL after NOSCRIPT */
     char key[GH_REDIS_KEY_MAX];
-    char a[4][24];
+    char a[5][24];
 };
 
 enum rw_state { RW_DOWN, RW_CONNECTING, RW_READY };
@@ -190,7 +219,14 @@ static void cmd_finish(struct cmd *c, int status, const redisReply *rep)
         gh_list_remove(&c->node);
         c->rw->ncmds--;
     }
-    if (c->kind == CMD_SCRIPT && c->script == S_WINDOW && c->cb.window) {
+    if (c->kind == CMD_SCRIPT && c->script == S_FAILS) {
+        if (c->cb.fails) {
+            long long n = status ? 0 : rep->element[0]->integer;
+            long long left = status ? 0 : rep->element[1]->integer;
+            c->cb.fails(c->arg, status, n > 0 ? (unsigned)GH_MIN(n, 1000000ll) : 0,
+                        left > 0 ? (uint64_t)left : 0);
+        }
+    } else if (c->kind == CMD_SCRIPT && c->script == S_WINDOW && c->cb.window) {
         long long wait = status ? 0 : rep->element[1]->integer;
         c->cb.window(c->arg, status, !status && rep->element[0]->integer == 1,
                      wait > 0 ? (uint64_t)wait : 0);
@@ -284,7 +320,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 /* Queues c on rw's connection (argv built from c). 0 or GH_EIO. */
 static int send_argv(struct rworker *rw, struct cmd *c, int argc, const char **argv)
 {
-    size_t lens[8];
+    size_t lens[9];
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     if (redisAsyncCommandArgv(rw->ac, on_reply, c, argc, argv, lens) != REDIS_OK)
@@ -304,14 +340,15 @@ static int send_script(struct rworker *rw, struct cmd *c)
     struct gh_redis *r = rw->r;
     if (!c->eval && !atomic_load_explicit(&r->sha_known[c->script], memory_order_acquire))
         c->eval = true;
-    const char *argv[8] = {c->eval ? "EVAL" : "EVALSHA",
+    const char *argv[9] = {c->eval ? "EVAL" : "EVALSHA",
                            c->eval ? scripts[c->script] : r->sha[c->script],
                            "1",
                            c->key,
                            c->a[0],
                            c->a[1],
                            c->a[2],
-                           c->a[3]};
+                           c->a[3],
+                           c->a[4]};
     return send_argv(rw, c, 4 + (int)script_args[c->script], argv);
 }
 
@@ -404,6 +441,23 @@ int gh_redis_window_send(struct gh_redis *r, struct gh_worker *w, const char *ke
     snprintf(c->a[0], sizeof c->a[0], "%llu", (unsigned long long)GH_MAX(period_ms, 1ull));
     snprintf(c->a[1], sizeof c->a[1], "%u", cap);
     snprintf(c->a[2], sizeof c->a[2], "%d", refund ? 1 : 0);
+    return script_send(c);
+}
+
+int gh_redis_fails_send(struct gh_redis *r, struct gh_worker *w, const char *key,
+                        enum gh_redis_fails_op op, unsigned floor, uint64_t base_ms,
+                        uint64_t max_ms, uint64_t ttl_ms, gh_redis_fails_cb cb, void *arg)
+{
+    static const char *const ops[] = {"get", "fail", "clear"};
+    struct cmd *c = script_cmd(r, w, S_FAILS, key, arg);
+    if (!c)
+        return GH_EIO;
+    c->cb.fails = cb;
+    snprintf(c->a[0], sizeof c->a[0], "%s", ops[op]);
+    snprintf(c->a[1], sizeof c->a[1], "%u", floor);
+    snprintf(c->a[2], sizeof c->a[2], "%llu", (unsigned long long)base_ms);
+    snprintf(c->a[3], sizeof c->a[3], "%llu", (unsigned long long)GH_MAX(max_ms, 1ull));
+    snprintf(c->a[4], sizeof c->a[4], "%llu", (unsigned long long)GH_MAX(ttl_ms, 1ull));
     return script_send(c);
 }
 

@@ -9,6 +9,8 @@
  *    first time, EVALSHA once the script's SHA-1 is known, EVAL again on
  *    NOSCRIPT, which also reloads it), with Redis's own clock (TIME), so
  *    nodes whose clocks differ still agree;
+ *  - fixed windows (identity's SMS budgets) and an account's failed
+ *    sign-ins with their back-off, two more scripts loaded the same way;
  *  - a single-use claim: SET key 1 NX PX ttl (the proof-of-work replay
  *    cache).
  * Keys are "gh:{…}": each is its own hash tag, so every command touches one
@@ -86,6 +88,16 @@ int gh_redis_window_send(struct gh_redis *r, struct gh_worker *w, const char *ke
                          uint64_t period_ms, unsigned cap, bool refund, gh_redis_window_cb cb,
                          void *arg);
 
+/* An account's failed sign-ins (a third script): read them, add one
+ * (n = max(n, floor) + 1, back-off base_ms x 2^(n-1) up to max_ms, the key
+ * kept ttl_ms), or clear them. cb(arg, 0, n, ms of back-off left), or
+ * GH_EIO; cb may be NULL. 0 (cb later) or GH_EIO at once. */
+enum gh_redis_fails_op { GH_REDIS_FAILS_GET, GH_REDIS_FAILS_ADD, GH_REDIS_FAILS_CLEAR };
+typedef void (*gh_redis_fails_cb)(void *arg, int status, unsigned n, uint64_t wait_ms);
+int gh_redis_fails_send(struct gh_redis *r, struct gh_worker *w, const char *key,
+                        enum gh_redis_fails_op op, unsigned floor, uint64_t base_ms,
+                        uint64_t max_ms, uint64_t ttl_ms, gh_redis_fails_cb cb, void *arg);
+
 /* Claims key once cluster-wide for ttl_ms (SET NX PX). 0 (cb later) or
  * GH_EIO at once. */
 int gh_redis_claim_send(struct gh_redis *r, struct gh_worker *w, const char *key, uint64_t ttl_ms,
@@ -94,3 +106,4 @@ int gh_redis_claim_send(struct gh_redis *r, struct gh_worker *w, const char *key
 /* The scripts' texts (for tests that run them against a redis-server). */
 extern const char gh_redis_gcra_lua[];
 extern const char gh_redis_window_lua[];
+extern const char gh_redis_fails_lua[];

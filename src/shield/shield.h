@@ -159,6 +159,24 @@ typedef void (*gh_shield_windows_cb)(int rc, uint64_t wait_ms, const char *which
 int gh_shield_cluster_windows(struct gh_worker *worker, const struct gh_shield_window *w,
                               unsigned n, gh_shield_local_budget_fn local, gh_shield_windows_cb cb,
                               void *arg);
+/* An account's failed sign-ins kept in Redis, so that its back-off holds
+ * on every node: read them (GH_SHIELD_FAILS_GET), add one after a wrong
+ * password (n = max(n, floor) + 1, back-off base_ms x 2^(n-1) up to
+ * max_ms; floor: the count the store holds), or clear them after a
+ * success. key: the account's 16-byte key. cb(rc, n, ms of back-off
+ * left, arg): rc 0, or GH_EIO when Redis is unreachable (nothing known:
+ * the caller follows [redis] login_mode, gh_shield_cluster_login_mode).
+ * GH_ENOTFOUND without [redis] (cb not called); otherwise 0 and cb runs
+ * once on worker, perhaps before this returns (cb may be NULL). */
+enum gh_shield_fails_op { GH_SHIELD_FAILS_GET, GH_SHIELD_FAILS_ADD, GH_SHIELD_FAILS_CLEAR };
+typedef void (*gh_shield_fails_cb)(int rc, unsigned n, uint64_t wait_ms, void *arg);
+int gh_shield_cluster_fails(struct gh_worker *worker, enum gh_shield_fails_op op,
+                            const uint8_t key[16], unsigned floor, uint64_t base_ms,
+                            uint64_t max_ms, gh_shield_fails_cb cb, void *arg);
+/* What an unreachable Redis means for a rule or a counter. */
+enum gh_shield_mode { GH_SHIELD_MODE_LOCAL, GH_SHIELD_MODE_OPEN, GH_SHIELD_MODE_CLOSED };
+/* [redis] login_mode (local without [redis]); counts a fallback. */
+enum gh_shield_mode gh_shield_cluster_login_fallback(void);
 /* -1 without [redis], 0 while Redis is unreachable, 1 while it answers. */
 int gh_shield_cluster_state(void);
 /* True while Redis is unreachable and cls's shared rules refuse (closed). */

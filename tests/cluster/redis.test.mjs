@@ -16,7 +16,7 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 
 import { freePorts, metricValue, request, startServer, tempDir, waitUntil } from '../e2e/lib/harness.mjs';
-import { FAST, api } from '../e2e/lib/accounts.mjs';
+import { FAST, api, registerUser } from '../e2e/lib/accounts.mjs';
 import { solveChallenge } from '../e2e/lib/pow.mjs';
 
 const haveRedis = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).status === 0;
@@ -151,6 +151,31 @@ test('the global registration limit is spent once across both nodes', opts, asyn
   const r = await smsCode(b);
   assert.equal(r.status, 429);
   assert.ok(Number(r.headers['retry-after']) > 0);
+});
+
+test("an account's sign-in back-off holds on every node", opts, async () => {
+  await redisCmd('FLUSHALL');
+  const set = settings({ 'redis.url': `redis://127.0.0.1:${redisPort}`, 'shield.pow_bits': '0', 'identity.backoff_base': '30s' });
+  const g = await startServer({ name: 'redis-node-g', set });
+  const h = await startServer({ name: 'redis-node-h', set });
+  try {
+    for (const s of [g, h])
+      await waitUntil(async () => metricValue(await s.metrics(), 'gatehouse_redis_up') === 1, { timeout: 10000, what: 'connected' });
+    const p = phone();
+    await registerUser(g, p, 'correct horse battery');
+    const bad = await api(g.url, 'POST', '/api/auth/login', { body: { phone: p, password: 'wrong horse battery' } });
+    assert.equal(bad.status, 401, bad.text);
+    // the next attempt waits out the account's back-off (30 s), on g and on h
+    for (const s of [g, h]) {
+      const r = await api(s.url, 'POST', '/api/auth/login', { body: { phone: p, password: 'correct horse battery' } });
+      assert.equal(r.status, 429, `${s.url}: ${r.text}`);
+      assert.match(r.json.error.message, /failed sign-ins/);
+      assert.ok(Number(r.headers['retry-after']) > 20);
+    }
+  } finally {
+    await g.stop();
+    await h.stop();
+  }
 });
 
 test('Redis down: registration refused 503 (closed), pages served; back: limits shared again', opts, async () => {
