@@ -2,7 +2,8 @@
  * gh_redis_gcra_lua) against a throwaway redis-server on a loopback port:
  * its answers match gh_limit_gcra's (limiter.c) step by step, a refusal's
  * retry and reset times, a cost that can never pass, the refund that gives
- * a unit back, the key's expiry, and the Redis URL parser. The script runs
+ * a unit back, the key's expiry, an account's failed sign-ins and their
+ * back-off, and the Redis URL parser. The script runs
  * on Redis's clock, so the rates are slow (one unit an hour): the seconds a
  * test takes change nothing. Skipped when redis-server is not installed. */
 #include "test_util.h"
@@ -146,6 +147,38 @@ static void impossible_and_refund(void **state)
     freeReplyObject(r);
 }
 
+/* An account's failed sign-ins: the count, the floor from the store, the
+ * doubling back-off with its cap (gh_backoff_ms), clear. */
+static void failed_sign_ins(void **state)
+{
+    (void)state;
+    NEED_REDIS();
+    const char *fail[] = {"EVAL",  gh_redis_fails_lua, "1",       "gh:{t3}", "fail", "0",
+                          "60000", "200000",           "86400000"};
+    const char *get[] = {"EVAL", gh_redis_fails_lua, "1", "gh:{t3}", "get", "0", "0", "1", "1"};
+    const char *clear[] = {"EVAL", gh_redis_fails_lua, "1", "gh:{t3}", "clear", "0", "0", "1", "1"};
+    long long want[][2] = {{0, 0}, {1, 60000}, {2, 120000}, {3, 200000}};
+    for (int i = 0; i < 4; i++) {
+        redisReply *r = redisCommandArgv(rc, 9, i ? fail : get, NULL);
+        assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+        assert_int_equal(r->element[0]->integer, want[i][0]);
+        /* the back-off left: its length less the instants the test took */
+        assert_true(r->element[1]->integer <= want[i][1] &&
+                    r->element[1]->integer > want[i][1] - 5000);
+        freeReplyObject(r);
+    }
+    /* the store knew of 9 failures: the next is the 10th */
+    fail[5] = "9";
+    redisReply *r = redisCommandArgv(rc, 9, fail, NULL);
+    assert_int_equal(r->element[0]->integer, 10);
+    freeReplyObject(r);
+    freeReplyObject(redisCommandArgv(rc, 9, clear, NULL));
+    r = redisCommandArgv(rc, 9, get, NULL);
+    assert_int_equal(r->element[0]->integer, 0);
+    assert_int_equal(r->element[1]->integer, 0);
+    freeReplyObject(r);
+}
+
 static void url_parse(void **state)
 {
     (void)state;
@@ -176,6 +209,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(matches_local_gcra),
         cmocka_unit_test(impossible_and_refund),
+        cmocka_unit_test(failed_sign_ins),
         cmocka_unit_test(url_parse),
     };
     return cmocka_run_group_tests(tests, start, stop);
