@@ -397,6 +397,14 @@ struct login_wait {
     size_t clen, pwlen;
 };
 
+static void login_wait_free(struct login_wait *lw)
+{
+    if (lw->op) /* NULL once handed on (the password pool owns it) */
+        id_op_free(lw->op);
+    json_decref(lw->o);
+    free(lw);
+}
+
 static void login_go(struct login_wait *lw, const struct shared_fails *shared)
 {
     struct op *op = lw->op;
@@ -464,13 +472,45 @@ static void login_fails_known(int rc, unsigned n, uint64_t wait_ms, void *arg)
                                   "sign-in by password is paused: the counts this service's "
                                   "nodes share (Redis) cannot be reached; please retry in 5 "
                                   "seconds");
-            id_op_free(lw->op);
-            json_decref(lw->o);
-            free(lw);
+            login_wait_free(lw);
             return;
         }
     }
     login_go(lw, &shared);
+}
+
+/* The sign-in class's rules shared by the cluster (its aggregates, in
+ * Redis), then next (at once without them). Takes lw. */
+static void login_gate(struct gh_http_req *req, struct login_wait *lw, gh_shield_gate_cb next)
+{
+    char cc[12];
+    snprintf(cc, sizeof cc, "%u", lw->op->phone.calling_code);
+    int rc = gh_shield_cluster_gate(req, GH_CLASS_LOGIN, lw->op->phone.e164, cc, NULL, next, lw);
+    if (rc == GH_ENOTFOUND) {
+        next(req, true, lw);
+    } else if (rc) {
+        id_respond_busy(req, "sign-in");
+        login_wait_free(lw);
+    }
+}
+
+/* Past the shared rules: in a cluster the account's failures are every
+ * node's (Redis), then login_go. */
+static void login_gated(struct gh_http_req *req, bool go_on, void *arg)
+{
+    struct login_wait *lw = arg;
+    if (!go_on) {
+        gh_shield_signal(req, GH_SIGNAL_LOGIN_REFUSED);
+        login_wait_free(lw);
+        return;
+    }
+    uint8_t kp[16], ka[16];
+    fail_keys(lw->op, kp, ka);
+    if (gh_shield_cluster_fails(req->worker, GH_SHIELD_FAILS_GET, kp, 0, 0, 0, login_fails_known,
+                                lw) == 0)
+        return;
+    static const struct shared_fails unknown;
+    login_go(lw, &unknown);
 }
 
 void id_h_login(struct gh_http_req *req)
@@ -503,14 +543,7 @@ void id_h_login(struct gh_http_req *req)
         goto out;
     }
     lw->o = o;
-    /* in a cluster the account's failures are every node's (Redis) */
-    uint8_t kp[16], ka[16];
-    fail_keys(lw->op, kp, ka);
-    if (gh_shield_cluster_fails(req->worker, GH_SHIELD_FAILS_GET, kp, 0, 0, 0, login_fails_known,
-                                lw) == 0)
-        return;
-    static const struct shared_fails unknown;
-    login_go(lw, &unknown);
+    login_gate(req, lw, login_gated);
     return;
 out:
     free(lw);
@@ -587,40 +620,55 @@ fail:
     id_op_free(op);
 }
 
+static void reset_gated(struct gh_http_req *req, bool go_on, void *arg)
+{
+    struct login_wait *lw = arg;
+    struct op *op = lw->op;
+    if (!go_on || !id_limit_phone(req, GH_CLASS_LOGIN, &op->phone) ||
+        !gh_shield_admit(req, GH_CLASS_LOGIN) ||
+        !id_check_code(req, op->phone.e164, GH_SMS_RESET, lw->code, lw->clen))
+        goto fail;
+    memcpy(op->password, lw->pw, lw->pwlen);
+    op->pwlen = lw->pwlen;
+    op->revoke_keys = json_is_true(json_object_get(lw->o, "revoke_keys"));
+    if (gh_pwpool_submit(ids.pool, GH_PW_LOGIN, id_hash_fn, op, req->worker, reset_hash_done)) {
+        id_respond_busy(req, "password reset");
+        goto fail;
+    }
+    lw->op = NULL; /* the pool's now */
+fail:
+    login_wait_free(lw);
+}
+
 void id_h_reset(struct gh_http_req *req)
 {
     json_t *o = gh_http_body_object(req);
     if (!o)
         return;
+    struct login_wait *lw = calloc(1, sizeof *lw);
     struct gh_phone p;
-    const char *code, *pw;
-    size_t clen, pwlen;
-    if (!id_field_phone(req, o, &p) || !id_field_code(req, o, &code, &clen) ||
-        !id_field_password(req, o, &pw, &pwlen))
+    if (!lw) {
+        id_respond_busy(req, "password reset");
+        goto out;
+    }
+    if (!id_field_phone(req, o, &p) || !id_field_code(req, o, &lw->code, &lw->clen) ||
+        !id_field_password(req, o, &lw->pw, &lw->pwlen))
         goto out;
     json_t *rk = json_object_get(o, "revoke_keys");
     if (rk && !json_is_boolean(rk)) {
         gh_http_respond_error(req, 400, "invalid_request", "revoke_keys: must be true or false");
         goto out;
     }
-    if (!id_limit_phone(req, GH_CLASS_LOGIN, &p) ||
-        !gh_shield_admit(req, GH_CLASS_LOGIN))
-        goto out;
-    if (!id_check_code(req, p.e164, GH_SMS_RESET, code, clen))
-        goto out;
-    struct op *op = id_op_new(req, OP_RESET, &p);
-    if (!op) {
+    lw->op = id_op_new(req, OP_RESET, &p);
+    if (!lw->op) {
         id_respond_busy(req, "password reset");
         goto out;
     }
-    memcpy(op->password, pw, pwlen);
-    op->pwlen = pwlen;
-    op->revoke_keys = json_is_true(rk);
-    if (gh_pwpool_submit(ids.pool, GH_PW_LOGIN, id_hash_fn, op, req->worker, reset_hash_done)) {
-        id_op_free(op);
-        id_respond_busy(req, "password reset");
-    }
+    lw->o = o;
+    login_gate(req, lw, reset_gated);
+    return;
 out:
+    free(lw);
     json_decref(o);
 }
 

@@ -112,7 +112,7 @@ void gh_cluster_reload(const struct gh_config *cfg)
 
 bool gh_cluster_owns(const struct gh_limit_rule *r)
 {
-    if (!the_cluster || r->cls != GH_CLASS_REGISTER)
+    if (!the_cluster || (r->cls != GH_CLASS_REGISTER && r->cls != GH_CLASS_LOGIN))
         return false;
     switch (r->kind) {
     case GH_LKEY_PREFIX:
@@ -133,11 +133,17 @@ int gh_shield_cluster_state(void)
     return the_cluster ? (gh_redis_up(the_cluster->redis) ? 1 : 0) : -1;
 }
 
+/* The failure mode of cls's shared rules: registration's, or sign-in's. */
+static enum mode class_mode(struct gh_cluster *cl, enum gh_class cls)
+{
+    return (enum mode)atomic_load(cls == GH_CLASS_LOGIN ? &cl->login_mode : &cl->register_mode);
+}
+
 bool gh_shield_cluster_closed(enum gh_class cls)
 {
     struct gh_cluster *cl = the_cluster;
-    return cl && cls == GH_CLASS_REGISTER && !gh_redis_up(cl->redis) &&
-           atomic_load(&cl->register_mode) == MODE_CLOSED;
+    return cl && (cls == GH_CLASS_REGISTER || cls == GH_CLASS_LOGIN) &&
+           !gh_redis_up(cl->redis) && class_mode(cl, cls) == MODE_CLOSED;
 }
 
 int gh_shield_subscribe_cluster(void (*fn)(bool up, void *data), void *data)
@@ -225,20 +231,20 @@ static void from_redis(const struct gh_redis_gcra *x, const struct gh_limit_rule
     d->retry_after_ns = x->impossible ? r->lim.period_ns : x->retry_after_us * 1000;
 }
 
-static void closed_answer(struct gh_http_req *req)
+static void closed_answer(struct gh_http_req *req, enum gh_class cls)
 {
     gh_http_add_header(req, "Retry-After", "%u", CLOSED_RETRY_S);
     gh_http_respond_error(req, 503, "busy",
-                          "registration is paused: the limits this service's nodes share "
-                          "(Redis) cannot be reached; please retry in %u seconds",
-                          CLOSED_RETRY_S);
+                          "%s is paused: the limits this service's nodes share (Redis) cannot "
+                          "be reached; please retry in %u seconds",
+                          cls == GH_CLASS_LOGIN ? "sign-in" : "registration", CLOSED_RETRY_S);
 }
 
 static void gate_finish(struct gate *g)
 {
     struct gh_cluster *cl = g->cl;
     struct gh_http_req *req = g->req;
-    enum mode mode = (enum mode)atomic_load(&cl->register_mode);
+    enum mode mode = class_mode(cl, g->cls);
     bool fell = g->has_claim && g->claim_status;
     for (unsigned i = 0; i < g->n; i++)
         fell |= g->e[i].status != 0;
@@ -247,7 +253,7 @@ static void gate_finish(struct gate *g)
         atomic_fetch_add_explicit(cl->m_fallbacks[mode], 1, memory_order_relaxed);
     if (fell && mode == MODE_CLOSED) {
         refund(g, -1);
-        closed_answer(req);
+        closed_answer(req, g->cls);
         goto out;
     }
     for (unsigned i = 0; i < g->n; i++) {

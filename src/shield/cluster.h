@@ -2,11 +2,12 @@
  * shield.c lends it. Private to src/shield/: other subsystems use the
  * gh_shield_cluster_* functions of shield.h.
  *
- * Which rules are shared: with [redis] url set, the register class's
- * aggregate rules (prefix, prefix48, global, phone_prefix, calling_code)
- * are applied in Redis by gh_shield_cluster_gate (identity calls it from
- * the registration and SMS-code handlers) and skipped by the request
- * filter; every other rule stays in this process's table. */
+ * Which rules are shared: with [redis] url set, the register and login
+ * classes' aggregate rules (prefix, prefix48, global, phone_prefix,
+ * calling_code) are applied in Redis by gh_shield_cluster_gate (identity
+ * calls it from the registration, SMS-code, sign-in and reset handlers)
+ * and skipped by the request filter; every other rule stays in this
+ * process's table. */
 #pragma once
 
 #include "shield/limiter.h"

@@ -178,6 +178,26 @@ test("an account's sign-in back-off holds on every node", opts, async () => {
   }
 });
 
+test("the sign-in class's prefix rule is spent once across both nodes", opts, async () => {
+  await redisCmd('FLUSHALL');
+  const set = settings({ 'redis.url': `redis://127.0.0.1:${redisPort}`, 'shield.pow_bits': '0', 'shield.rules': 'login:prefix:4/1h' });
+  const g = await startServer({ name: 'redis-node-login-1', set });
+  const h = await startServer({ name: 'redis-node-login-2', set });
+  try {
+    for (const s of [g, h])
+      await waitUntil(async () => metricValue(await s.metrics(), 'gatehouse_redis_up') === 1, { timeout: 10000, what: 'connected' });
+    const st = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await api([g, h][i % 2].url, 'POST', '/api/auth/login', { body: { phone: phone(), password: 'wrong horse battery' } });
+      st.push(r.status);
+    }
+    assert.deepEqual(st, [401, 401, 401, 401, 429, 429]); // not 3 of 4 on each node
+  } finally {
+    await g.stop();
+    await h.stop();
+  }
+});
+
 test('Redis down: registration refused 503 (closed), pages served; back: limits shared again', opts, async () => {
   // nodes that never saw the global key refuse (A and B remember that
   // refusal for its retry time, and refuse from the headers meanwhile)
