@@ -659,10 +659,19 @@ static void report_component(const struct gh_policy *p)
 
 static void on_cluster(bool up, void *data)
 {
-    (void)up, (void)data;
+    (void)data;
     const struct gh_policy *p = gh_policy_current();
     if (p)
         report_component(p);
+    /* sign-in: refused (closed) or on each node's share (local, open) */
+    bool closed = gh_shield_cluster_closed(GH_CLASS_LOGIN);
+    gh_status_component_auto("login",
+                             up       ? GH_STATUS_OPERATIONAL
+                             : closed ? GH_STATUS_MAJOR_OUTAGE
+                                      : GH_STATUS_DEGRADED_PERFORMANCE,
+                             up       ? "shared limits (Redis) answer"
+                             : closed ? "shared limits (Redis) unreachable: sign-in refused (closed)"
+                                      : "shared limits (Redis) unreachable: each node's share");
 }
 
 static const char *const change_whys[] = {"operator", "operator (temporary)", "level", "expired"};

@@ -268,6 +268,8 @@ test('Redis unreachable, modes local: each node allows its share (limit / nodes)
       },
       { what: 'the Registration component degraded' },
     );
+    const login = (await request(`${e.url}/api/v2/components.json`)).json().components.find((x) => x.name === 'Login' || x.id === 'login');
+    assert.equal(login?.status, 'degraded_performance');
   } finally {
     await e.stop();
   }
