@@ -665,13 +665,14 @@ static void on_cluster(bool up, void *data)
         report_component(p);
     /* sign-in: refused (closed) or on each node's share (local, open) */
     bool closed = gh_shield_cluster_closed(GH_CLASS_LOGIN);
-    gh_status_component_auto("login",
-                             up       ? GH_STATUS_OPERATIONAL
-                             : closed ? GH_STATUS_MAJOR_OUTAGE
-                                      : GH_STATUS_DEGRADED_PERFORMANCE,
-                             up       ? "shared limits (Redis) answer"
-                             : closed ? "shared limits (Redis) unreachable: sign-in refused (closed)"
-                                      : "shared limits (Redis) unreachable: each node's share");
+    enum gh_component_status st = GH_STATUS_OPERATIONAL;
+    const char *why = "shared limits (Redis) answer";
+    if (!up) {
+        st = closed ? GH_STATUS_MAJOR_OUTAGE : GH_STATUS_DEGRADED_PERFORMANCE;
+        why = closed ? "shared limits (Redis) unreachable: sign-in refused (closed)"
+                     : "shared limits (Redis) unreachable: each node's share";
+    }
+    gh_status_component_auto("login", st, why);
 }
 
 static const char *const change_whys[] = {"operator", "operator (temporary)", "level", "expired"};
