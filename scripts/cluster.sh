@@ -19,9 +19,9 @@
 # client may also talk to a node directly on its port.
 #
 # initdb refuses to run as root: as root, PostgreSQL runs as the
-# `postgres` user the Debian package creates. Redis (shared limits) is
-# not part of the cluster yet: each node limits on its own (README, "The
-# cluster").
+# `postgres` user the Debian package creates. Redis (the limits the nodes
+# share, [redis]) listens on PORT_BASE + 2 when redis-server is installed
+# (without it each node limits on its own, and `up` says so).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,6 +32,7 @@ PORT_BASE=${PORT_BASE:-18600}
 HAPROXY=${HAPROXY:-haproxy}
 LB_PORT=$PORT_BASE
 PG_PORT=$((PORT_BASE + 1))
+REDIS_PORT=$((PORT_BASE + 2))
 read -r -a NODE_SET <<<"${NODE_SET:-}"
 
 die() {
@@ -110,6 +111,27 @@ pg_url() {
     echo "postgresql://gatehouse:$(cat "$CLUSTER_DIR/pg/password")@127.0.0.1:$PG_PORT/gatehouse"
 }
 
+# Redis for the shared limits: no persistence (a restart only gives each
+# limit a fresh allowance), loopback only. Fails soft without redis-server.
+up_redis() {
+    pid_alive "$CLUSTER_DIR/redis.pid" && return 0
+    if ! command -v redis-server >/dev/null; then
+        echo "cluster: redis-server not found: each node limits on its own (apt-get install redis-server)" >&2
+        return 0
+    fi
+    mkdir -p "$CLUSTER_DIR/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$CLUSTER_DIR/redis" --daemonize yes --pidfile "$CLUSTER_DIR/redis.pid" \
+        --logfile "$CLUSTER_DIR/redis/redis.log" || die "redis-server did not start"
+    wait_port "$REDIS_PORT" redis
+}
+
+# The --set arguments that point a node at the cluster's Redis, if it runs.
+redis_set() {
+    pid_alive "$CLUSTER_DIR/redis.pid" || return 0
+    echo "--set redis.url=redis://127.0.0.1:$REDIS_PORT --set redis.nodes=$NODES"
+}
+
 up_node() {
     local i=$1
     local dir=$CLUSTER_DIR/node$i port admin
@@ -119,13 +141,15 @@ up_node() {
     mkdir -p "$dir"
     local own_var="NODE_SET_$i" own
     read -r -a own <<<"${!own_var:-}"
+    local rset
+    read -r -a rset <<<"$(redis_set)"
     "$GATEHOUSE" serve --data "$dir" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
         --workers 1 \
         --set store.backend=postgres --set "store.url=$(pg_url)" \
         --set "secrets.file=$CLUSTER_DIR/secrets" \
         --set shield.proxy_protocol_from=127.0.0.2/32 \
         --set identity.cookie_secure=false \
-        "${NODE_SET[@]}" "${own[@]}" >"$dir/gatehouse.log" 2>&1 &
+        "${rset[@]}" "${NODE_SET[@]}" "${own[@]}" >"$dir/gatehouse.log" 2>&1 &
     echo $! >"$dir.pid"
 }
 
@@ -175,6 +199,7 @@ cmd_up() {
             "$(hexkey)" "$(hexkey)" >"$CLUSTER_DIR/secrets")
     fi
     up_postgres
+    up_redis
     local i
     # the first node alone first: it applies the migrations and leaves the key check
     up_node 1
@@ -191,6 +216,12 @@ cmd_up() {
 cmd_status() {
     local i rc=0
     if listening "$PG_PORT"; then echo "postgresql  up    127.0.0.1:$PG_PORT"; else echo "postgresql  down"; rc=1; fi
+    if pid_alive "$CLUSTER_DIR/redis.pid" && listening "$REDIS_PORT"; then
+        echo "redis       up    127.0.0.1:$REDIS_PORT"
+    elif command -v redis-server >/dev/null; then
+        echo "redis       down"
+        rc=1
+    fi
     for i in $(seq "$NODES"); do
         local port code
         port=$(node_port "$i")
@@ -230,6 +261,7 @@ cmd_down() {
     local i
     stop_pidfile "$CLUSTER_DIR/haproxy.pid"
     for i in $(seq "$NODES"); do stop_pidfile "$CLUSTER_DIR/node$i.pid"; done
+    stop_pidfile "$CLUSTER_DIR/redis.pid"
     if [ -d "$CLUSTER_DIR/pg/data" ]; then
         as_pg "$(pg_bin)/pg_ctl" -D "$CLUSTER_DIR/pg/data" -m fast -w stop >/dev/null 2>&1 || true
     fi

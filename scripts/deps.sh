@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
     libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libsodium-dev
     libphonenumber-dev libsqlite3-dev sqlite3 libpq-dev libjansson-dev libinih-dev
-    libcmocka-dev node-llhttp libnftables-dev)
+    libcmocka-dev node-llhttp libnftables-dev libhiredis-dev)
 # prometheus: for promtool (no smaller Debian 12 package ships it) and
 # python3-prometheus-client: tests/e2e/metrics-format.test.mjs checks
 # /metrics with both; python3-httpx: the Python openai SDK's transport
@@ -17,11 +17,12 @@ build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
 # nftables and util-linux (unshare): tests/e2e/penalty-box.test.mjs runs
 # the kernel penalty box in a network namespace of its own;
 # postgresql: tests/e2e/store-postgres.test.mjs runs a throwaway server;
-# haproxy: tests/cluster/ puts three nodes behind one (scripts/cluster.sh)
+# haproxy: tests/cluster/ puts three nodes behind one (scripts/cluster.sh);
+# redis-server: tests/cluster/redis.test.mjs shares limits between nodes
 test_pkgs=(curl procps iproute2 nftables util-linux chromium fonts-dejavu-core fonts-noto-cjk
-    prometheus python3-prometheus-client python3-httpx postgresql haproxy)
+    prometheus python3-prometheus-client python3-httpx postgresql haproxy redis-server)
 # make run-cluster: scripts/cluster.sh
-cluster_pkgs=(curl postgresql haproxy)
+cluster_pkgs=(curl postgresql haproxy redis-server)
 bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux procps postgresql)
 
 want=("${build_pkgs[@]}")

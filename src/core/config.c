@@ -7,6 +7,7 @@
 #include "core/origin.h"
 #include "core/suggest.h"
 #include "core/pgurl.h"
+#include "core/redisurl.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -136,6 +137,26 @@ static const struct key_def keys[] = {
     {"store", "listen", T_BOOL, OFF(store.listen), 0, 0, "true",
      "postgres: hear the other nodes' changes at once (LISTEN/NOTIFY); false = only within "
      "cache_ttl, and shared settings at restart (e.g. behind a pooler in transaction mode)"},
+
+    {"redis", "url", T_STR, OFF(redis.url), 0, 300, "",
+     "redis://HOST[:PORT][/DB]: limits the cluster's nodes share; empty = every limit in "
+     "this process. A password comes from GATEHOUSE_REDIS_PASSWORD, never the URL"},
+    {"redis", "nodes", T_UINT, OFF(redis.nodes), 1, 10000, "1",
+     "nodes in the cluster: while Redis is unreachable a rule in local mode allows each node "
+     "1/nodes of its limit"},
+    {"redis", "timeout", T_DURATION, OFF(redis.timeout_ms), 5, 10 * SEC, "100ms",
+     "a command unanswered this long counts Redis as unreachable (reconnect with back-off)"},
+    {"redis", "pending_max", T_UINT, OFF(redis.pending_max), 16, 1000000, "4096",
+     "commands in flight per worker; past it Redis counts as unreachable for the request"},
+    {"redis", "register_mode", T_STR, OFF(redis.register_mode), 4, 6, "closed",
+     "registration's shared rules while Redis is unreachable: closed (503 busy), local "
+     "(1/nodes of each limit on each node), open (no limit)"},
+    {"redis", "sms_mode", T_STR, OFF(redis.sms_mode), 4, 6, "closed",
+     "the numbers' SMS budgets while Redis is unreachable: closed (no SMS: 503 busy), "
+     "local (1/nodes of each cap on each node), open (no cap)"},
+    {"redis", "login_mode", T_STR, OFF(redis.login_mode), 4, 6, "local",
+     "accounts' failed sign-ins while Redis is unreachable: local (the back-off of the "
+     "failures this node saw), open (none), closed (sign-ins 503 busy)"},
 
     /* @identity-keys */
     {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",
@@ -1099,6 +1120,28 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
                 "must be set with [store] backend = postgres (e.g. "
                 "postgresql://gatehouse@127.0.0.1:5432/gatehouse)");
         return GH_EINVAL;
+    }
+    const char *modes[3][2] = {{"register_mode", c->redis.register_mode},
+                               {"sms_mode", c->redis.sms_mode},
+                               {"login_mode", c->redis.login_mode}};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(modes[i][1], "closed") && strcmp(modes[i][1], "local") &&
+            strcmp(modes[i][1], "open")) {
+            set_err(err, origin, 0, find_key("redis", modes[i][0]), NULL, NULL,
+                    "'%.16s' must be closed, local or open", modes[i][1]);
+            return GH_EINVAL;
+        }
+    if (*c->redis.url) {
+        struct gh_redis_url u;
+        struct gh_buf why;
+        gh_buf_init(&why, 512);
+        int urc = gh_redis_url_parse(c->redis.url, strlen(c->redis.url), &u, &why);
+        if (urc)
+            set_err(err, origin, 0, find_key("redis", "url"), NULL, NULL, "%s",
+                    why.data ? why.data : "is not a redis:// URL");
+        gh_buf_dispose(&why);
+        if (urc)
+            return GH_EINVAL;
     }
     if (c->limits.max_pending_headers > c->limits.max_conns) {
         set_err(err, origin, 0, find_key("limits", "max_pending_headers"), NULL, NULL,

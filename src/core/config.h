@@ -70,6 +70,17 @@ struct gh_config {
         bool listen;           /* postgres: hear the other nodes (LISTEN) */
     } store;
 
+    /* limits shared by a cluster's nodes (shield/redis.h); url empty = off */
+    struct {
+        char *url;               /* redis://HOST[:PORT][/DB] */
+        unsigned nodes;          /* the cluster's nodes: a rule's local share is 1/nodes */
+        uint64_t timeout_ms;     /* one command, sent to answered */
+        unsigned pending_max;    /* commands in flight per worker */
+        char *register_mode;     /* local | open | closed: register-class rules, PoW claims */
+        char *sms_mode;          /* local | open | closed: the numbers' SMS budgets */
+        char *login_mode;        /* local | open | closed: accounts' failed sign-ins */
+    } redis;
+
     /* Subsystem sections: each subsystem adds its own struct below its
      * marker (and its keys below the same marker in config.c). */
     /* @identity-fields */

@@ -636,12 +636,44 @@ static enum gh_component_status reg_component(enum gh_policy_mode m)
     return GH_STATUS_OPERATIONAL;
 }
 
+/* The Registration component: the policy's state, or worse while the
+ * cluster's shared limits (Redis) are unreachable: a major outage when
+ * registration's mode is closed, degraded while it runs on local shares. */
 static void report_component(const struct gh_policy *p)
 {
-    char reason[96];
+    char reason[120];
+    enum gh_component_status st = reg_component(p->mode);
     snprintf(reason, sizeof reason, "registration policy %s (%s)", gh_policy_mode_name(p->mode),
              p->source);
-    gh_status_component_auto("registration", reg_component(p->mode), reason);
+    if (gh_shield_cluster_state() == 0) {
+        bool closed = gh_shield_cluster_closed(GH_CLASS_REGISTER);
+        enum gh_component_status cs =
+            closed ? GH_STATUS_MAJOR_OUTAGE : GH_STATUS_DEGRADED_PERFORMANCE;
+        if (cs > st) {
+            st = cs;
+            snprintf(reason, sizeof reason, "shared limits (Redis) unreachable: registration %s",
+                     closed ? "refused (closed)" : "on each node's local share");
+        }
+    }
+    gh_status_component_auto("registration", st, reason);
+}
+
+static void on_cluster(bool up, void *data)
+{
+    (void)data;
+    const struct gh_policy *p = gh_policy_current();
+    if (p)
+        report_component(p);
+    /* sign-in: refused (closed) or on each node's share (local, open) */
+    bool closed = gh_shield_cluster_closed(GH_CLASS_LOGIN);
+    enum gh_component_status st = GH_STATUS_OPERATIONAL;
+    const char *why = "shared limits (Redis) answer";
+    if (!up) {
+        st = closed ? GH_STATUS_MAJOR_OUTAGE : GH_STATUS_DEGRADED_PERFORMANCE;
+        why = closed ? "shared limits (Redis) unreachable: sign-in refused (closed)"
+                     : "shared limits (Redis) unreachable: each node's share";
+    }
+    gh_status_component_auto("login", st, why);
 }
 
 static const char *const change_whys[] = {"operator", "operator (temporary)", "level", "expired"};
@@ -1076,6 +1108,7 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
     /* the shield: level changes become policy presets, the pool's queue
      * delay feeds the shedding (both absent when the shield is not up) */
     gh_shield_subscribe_level(on_level, NULL);
+    gh_shield_subscribe_cluster(on_cluster, NULL);
     gh_shield_watch_queue(pool_delay, NULL);
     static const struct gh_shield_principals principals = {
         .lookup = principal_lookup,

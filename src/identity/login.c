@@ -140,7 +140,16 @@ void id_source_success(const struct gh_http_req *req, const uint8_t phone_hash[3
  * the user out nor makes them solve proof of work at home. Vouching is per
  * (address, account): addresses that signed in to an attacker's own
  * account get the victim's back-off like any other. */
-static bool login_allowed(struct op *op, bool *sms_only, bool *had_failures)
+/* The account's failed sign-ins as the cluster's Redis holds them (every
+ * node's), when known. */
+struct shared_fails {
+    bool known;
+    unsigned n;
+    uint64_t wait_ms;
+};
+
+static bool login_allowed(struct op *op, const struct shared_fails *shared, bool *sms_only,
+                          bool *had_failures)
 {
     struct gh_http_req *req = op->req;
     uint8_t kp[16], ka[16];
@@ -149,10 +158,15 @@ static bool login_allowed(struct op *op, bool *sms_only, bool *had_failures)
     gh_kvtab_lock(ids.fails);
     struct gh_kv *p = gh_kvtab_find_locked(ids.fails, kp, now, false, 0);
     struct gh_kv *a = gh_kvtab_find_locked(ids.fails, ka, now, false, 0);
+    uint64_t pn = p ? p->v[0] : 0;
     if (p && p->v[1] > now)
         wait = p->v[1] - now;
-    *sms_only = p && p->v[0] >= req->cfg->identity.sms_only_after;
-    *had_failures = (p && p->v[0] > 0) || (a && a->v[0] > 0);
+    if (shared->known) {
+        pn = shared->n;
+        wait = shared->wait_ms;
+    }
+    *sms_only = pn >= req->cfg->identity.sms_only_after;
+    *had_failures = pn > 0 || (a && a->v[0] > 0);
     bool addr_over = a && a->v[0] >= req->cfg->identity.login_fail_per_addr;
     if (addr_over && a->expires_ms - now > wait)
         wait = a->expires_ms - now;
@@ -195,6 +209,11 @@ static void login_failed_mem(struct op *op)
     if (a)
         a->v[0]++;
     gh_kvtab_unlock(ids.fails);
+    /* and for every node (not waited for: the answer is given already) */
+    gh_shield_cluster_fails(op->req->worker, GH_SHIELD_FAILS_ADD, kp,
+                            (unsigned)GH_MIN(op->user.failed_logins, 1000000u),
+                            cfg->identity.backoff_base_ms, cfg->identity.backoff_max_ms, NULL,
+                            NULL);
 }
 
 static void login_succeeded_mem(struct op *op)
@@ -204,6 +223,7 @@ static void login_succeeded_mem(struct op *op)
     gh_kvtab_lock(ids.fails);
     gh_kvtab_del_locked(ids.fails, kp);
     gh_kvtab_unlock(ids.fails);
+    gh_shield_cluster_fails(op->req->worker, GH_SHIELD_FAILS_CLEAR, kp, 0, 0, 0, NULL, NULL);
     id_source_success(op->req, op->phone_hash);
 }
 
@@ -368,35 +388,32 @@ static void login_read_done(struct gh_worker *w, void *arg, int rc)
     }
 }
 
-void id_h_login(struct gh_http_req *req)
+/* A sign-in waiting for the account's failed sign-ins from the cluster's
+ * Redis: its parsed body, kept alive until they are known. */
+struct login_wait {
+    struct op *op;
+    json_t *o;
+    bool by_code;
+    const char *code, *pw;
+    size_t clen, pwlen;
+};
+
+static void login_wait_free(struct login_wait *lw)
 {
-    json_t *o = gh_http_body_object(req);
-    if (!o)
-        return;
-    struct gh_phone p;
-    if (!id_field_phone(req, o, &p))
-        goto out;
-    bool by_code = json_object_get(o, "code") != NULL;
-    bool by_pw = json_object_get(o, "password") != NULL;
-    if (by_code == by_pw) {
-        gh_http_respond_error(req, 400, "invalid_request",
-                              "password or code: send exactly one of them");
-        goto out;
-    }
-    const char *code = NULL, *pw = NULL;
-    size_t clen = 0, pwlen = 0;
-    if (by_code && !id_field_code(req, o, &code, &clen))
-        goto out;
-    if (by_pw && !id_field_str(req, o, "password", GH_PASSWORD_MAX * 4, &pw, &pwlen))
-        goto out;
-    struct op *op = id_op_new(req, by_code ? OP_LOGIN_CODE : OP_LOGIN_PW, &p);
-    if (!op) {
-        id_respond_busy(req, "sign-in");
-        goto out;
-    }
+    if (lw->op) /* NULL once handed on (the password pool owns it) */
+        id_op_free(lw->op);
+    json_decref(lw->o);
+    free(lw);
+}
+
+static void login_go(struct login_wait *lw, const struct shared_fails *shared)
+{
+    struct op *op = lw->op;
+    struct gh_http_req *req = op->req;
+    json_t *o = lw->o;
     bool sms_only = false;
     bool had_failures = false;
-    if (!login_allowed(op, &sms_only, &had_failures)) {
+    if (!login_allowed(op, shared, &sms_only, &had_failures)) {
         gh_shield_signal(req, GH_SIGNAL_LOGIN_REFUSED);
         id_op_free(op);
         goto out;
@@ -409,14 +426,14 @@ void id_h_login(struct gh_http_req *req)
     bool pow_needed = had_failures || op->prio == GH_PW_LOGIN_SUSPECT ||
                       (op->prio == GH_PW_LOGIN_NEW && gh_shield_level() == GH_LEVEL_UNDER_ATTACK);
     if ((pow_needed && !id_pow_ok(req, o, GH_POW_LOGIN, gh_shield_pow_bits(GH_POW_LOGIN))) ||
-        !id_limit_phone(req, GH_CLASS_LOGIN, &p) ||
-        (!by_code && !gh_shield_admit(req, GH_CLASS_LOGIN))) {
+        !id_limit_phone(req, GH_CLASS_LOGIN, &op->phone) ||
+        (!lw->by_code && !gh_shield_admit(req, GH_CLASS_LOGIN))) {
         gh_shield_signal(req, GH_SIGNAL_LOGIN_REFUSED);
         id_op_free(op);
         goto out;
     }
-    if (by_code) {
-        if (!id_check_code(req, p.e164, GH_SMS_LOGIN, code, clen)) {
+    if (lw->by_code) {
+        if (!id_check_code(req, op->phone.e164, GH_SMS_LOGIN, lw->code, lw->clen)) {
             id_op_free(op);
             goto out;
         }
@@ -426,8 +443,8 @@ void id_h_login(struct gh_http_req *req)
             id_op_free(op);
             goto out;
         }
-        memcpy(op->password, pw, pwlen);
-        op->pwlen = pwlen;
+        memcpy(op->password, lw->pw, lw->pwlen);
+        op->pwlen = lw->pwlen;
         source_attempt(req);
     }
     if (gh_store_read(ids.store, login_read_fn, op, req->worker, login_read_done)) {
@@ -435,6 +452,102 @@ void id_h_login(struct gh_http_req *req)
         id_op_free(op);
     }
 out:
+    json_decref(o);
+    free(lw);
+}
+
+/* The account's failed sign-ins from Redis; unreachable: [redis]
+ * login_mode (local: this node's own count, open: none, closed: 503). */
+static void login_fails_known(int rc, unsigned n, uint64_t wait_ms, void *arg)
+{
+    struct login_wait *lw = arg;
+    struct shared_fails shared = {rc == 0, n, wait_ms};
+    if (rc) {
+        enum gh_shield_mode m = gh_shield_cluster_login_fallback();
+        if (m == GH_SHIELD_MODE_OPEN)
+            shared = (struct shared_fails){true, 0, 0};
+        if (m == GH_SHIELD_MODE_CLOSED) {
+            struct gh_http_req *req = lw->op->req;
+            gh_http_add_header(req, "Retry-After", "5");
+            gh_http_respond_error(req, 503, "busy",
+                                  "sign-in by password is paused: the counts this service's "
+                                  "nodes share (Redis) cannot be reached; please retry in 5 "
+                                  "seconds");
+            login_wait_free(lw);
+            return;
+        }
+    }
+    login_go(lw, &shared);
+}
+
+/* The sign-in class's rules shared by the cluster (its aggregates, in
+ * Redis), then next (at once without them). Takes lw. */
+static void login_gate(struct gh_http_req *req, struct login_wait *lw, gh_shield_gate_cb next)
+{
+    char cc[12];
+    snprintf(cc, sizeof cc, "%u", lw->op->phone.calling_code);
+    int rc = gh_shield_cluster_gate(req, GH_CLASS_LOGIN, lw->op->phone.e164, cc, NULL, next, lw);
+    if (rc == GH_ENOTFOUND) {
+        next(req, true, lw);
+    } else if (rc) {
+        id_respond_busy(req, "sign-in");
+        login_wait_free(lw);
+    }
+}
+
+/* Past the shared rules: in a cluster the account's failures are every
+ * node's (Redis), then login_go. */
+static void login_gated(struct gh_http_req *req, bool go_on, void *arg)
+{
+    struct login_wait *lw = arg;
+    if (!go_on) {
+        gh_shield_signal(req, GH_SIGNAL_LOGIN_REFUSED);
+        login_wait_free(lw);
+        return;
+    }
+    uint8_t kp[16], ka[16];
+    fail_keys(lw->op, kp, ka);
+    if (gh_shield_cluster_fails(req->worker, GH_SHIELD_FAILS_GET, kp, 0, 0, 0, login_fails_known,
+                                lw) == 0)
+        return;
+    static const struct shared_fails unknown;
+    login_go(lw, &unknown);
+}
+
+void id_h_login(struct gh_http_req *req)
+{
+    json_t *o = gh_http_body_object(req);
+    if (!o)
+        return;
+    struct login_wait *lw = calloc(1, sizeof *lw);
+    struct gh_phone p;
+    if (!lw) {
+        id_respond_busy(req, "sign-in");
+        goto out;
+    }
+    if (!id_field_phone(req, o, &p))
+        goto out;
+    lw->by_code = json_object_get(o, "code") != NULL;
+    bool by_pw = json_object_get(o, "password") != NULL;
+    if (lw->by_code == by_pw) {
+        gh_http_respond_error(req, 400, "invalid_request",
+                              "password or code: send exactly one of them");
+        goto out;
+    }
+    if (lw->by_code && !id_field_code(req, o, &lw->code, &lw->clen))
+        goto out;
+    if (by_pw && !id_field_str(req, o, "password", GH_PASSWORD_MAX * 4, &lw->pw, &lw->pwlen))
+        goto out;
+    lw->op = id_op_new(req, lw->by_code ? OP_LOGIN_CODE : OP_LOGIN_PW, &p);
+    if (!lw->op) {
+        id_respond_busy(req, "sign-in");
+        goto out;
+    }
+    lw->o = o;
+    login_gate(req, lw, login_gated);
+    return;
+out:
+    free(lw);
     json_decref(o);
 }
 
@@ -508,40 +621,55 @@ fail:
     id_op_free(op);
 }
 
+static void reset_gated(struct gh_http_req *req, bool go_on, void *arg)
+{
+    struct login_wait *lw = arg;
+    struct op *op = lw->op;
+    if (!go_on || !id_limit_phone(req, GH_CLASS_LOGIN, &op->phone) ||
+        !gh_shield_admit(req, GH_CLASS_LOGIN) ||
+        !id_check_code(req, op->phone.e164, GH_SMS_RESET, lw->code, lw->clen))
+        goto fail;
+    memcpy(op->password, lw->pw, lw->pwlen);
+    op->pwlen = lw->pwlen;
+    op->revoke_keys = json_is_true(json_object_get(lw->o, "revoke_keys"));
+    if (gh_pwpool_submit(ids.pool, GH_PW_LOGIN, id_hash_fn, op, req->worker, reset_hash_done)) {
+        id_respond_busy(req, "password reset");
+        goto fail;
+    }
+    lw->op = NULL; /* the pool's now */
+fail:
+    login_wait_free(lw);
+}
+
 void id_h_reset(struct gh_http_req *req)
 {
     json_t *o = gh_http_body_object(req);
     if (!o)
         return;
+    struct login_wait *lw = calloc(1, sizeof *lw);
     struct gh_phone p;
-    const char *code, *pw;
-    size_t clen, pwlen;
-    if (!id_field_phone(req, o, &p) || !id_field_code(req, o, &code, &clen) ||
-        !id_field_password(req, o, &pw, &pwlen))
+    if (!lw) {
+        id_respond_busy(req, "password reset");
+        goto out;
+    }
+    if (!id_field_phone(req, o, &p) || !id_field_code(req, o, &lw->code, &lw->clen) ||
+        !id_field_password(req, o, &lw->pw, &lw->pwlen))
         goto out;
     json_t *rk = json_object_get(o, "revoke_keys");
     if (rk && !json_is_boolean(rk)) {
         gh_http_respond_error(req, 400, "invalid_request", "revoke_keys: must be true or false");
         goto out;
     }
-    if (!id_limit_phone(req, GH_CLASS_LOGIN, &p) ||
-        !gh_shield_admit(req, GH_CLASS_LOGIN))
-        goto out;
-    if (!id_check_code(req, p.e164, GH_SMS_RESET, code, clen))
-        goto out;
-    struct op *op = id_op_new(req, OP_RESET, &p);
-    if (!op) {
+    lw->op = id_op_new(req, OP_RESET, &p);
+    if (!lw->op) {
         id_respond_busy(req, "password reset");
         goto out;
     }
-    memcpy(op->password, pw, pwlen);
-    op->pwlen = pwlen;
-    op->revoke_keys = json_is_true(rk);
-    if (gh_pwpool_submit(ids.pool, GH_PW_LOGIN, id_hash_fn, op, req->worker, reset_hash_done)) {
-        id_op_free(op);
-        id_respond_busy(req, "password reset");
-    }
+    lw->o = o;
+    login_gate(req, lw, reset_gated);
+    return;
 out:
+    free(lw);
     json_decref(o);
 }
 

@@ -14,6 +14,10 @@ struct sms_job {
     bool exists;
     bool disabled; /* the account was disabled by an operator */
     uint64_t ttl_ms;
+    struct gh_sms_req sr;    /* what the budgets charge (points into phone) */
+    struct gh_http_req *req; /* waiting for the number's budgets; NULL after the 202 */
+    struct gh_worker *worker;
+    void (*charged)(struct sms_job *j, int rc, uint64_t wait_ms, const char *which);
 };
 
 static int sms_lookup_fn(struct gh_store_conn *c, void *arg)
@@ -27,33 +31,48 @@ static int sms_lookup_fn(struct gh_store_conn *c, void *arg)
     return rc == GH_ENOTFOUND ? 0 : rc;
 }
 
-static void sms_lookup_done(struct gh_worker *w, void *arg, int rc)
+/* The number's budgets without the cluster's Redis, each cap divided by
+ * share (gh_shield_local_budget_fn). */
+static int local_number_budgets(void *arg, unsigned share, uint64_t *wait_ms, const char **which)
 {
     struct sms_job *j = arg;
-    if (rc || !ids.sms || !ids.sender)
-        goto out;
-    /* login and reset codes go only to numbers with an account: nobody
-     * pays for texts to numbers that cannot use them; a disabled account
-     * cannot sign in or reset, so it gets none either (the 202 was the
-     * same bytes already) */
-    if (j->purpose != GH_SMS_REGISTER && (!j->exists || j->disabled))
-        goto out;
-    /* the number's budgets are charged only now, when a text is sent: a
-     * flood of requests for numbers without an account spends nobody's
-     * budget, and an owner's codes have budgets outsiders cannot spend.
-     * Over budget: no text (the 202 was the same bytes already). */
-    if (j->purpose != GH_SMS_REGISTER) {
-        struct gh_sms_req sr = {.e164 = j->phone.e164,
-                                .prefix = j->phone.prefix,
-                                .calling_code = j->phone.calling_code,
-                                .client = j->client,
-                                .purpose = j->purpose,
-                                .owner = j->owner};
-        uint64_t wait;
-        const char *which;
-        if (gh_sms_budget_send(ids.sms, &sr, gh_now_ms(), &wait, &which))
-            goto out;
+    return gh_sms_budget_send_share(ids.sms, &j->sr, gh_now_ms(), share, wait_ms, which);
+}
+
+static void number_budgets_done(int rc, uint64_t wait_ms, const char *which, void *arg)
+{
+    struct sms_job *j = arg;
+    j->charged(j, rc, wait_ms, which);
+}
+
+/* Charges the number's budgets of j (cooldown, per number, prefix,
+ * calling code, global): in the cluster's Redis when there is one, so
+ * that every node spends the same budgets, else here; then j->charged
+ * runs on j->worker (GH_EIO: Redis unreachable and [redis] sms_mode
+ * closed). */
+static void number_budgets(struct sms_job *j)
+{
+    struct gh_sms_window win[GH_SMS_WINDOWS_MAX];
+    struct gh_shield_window sw[GH_SMS_WINDOWS_MAX];
+    unsigned n = gh_sms_send_windows(ids.sms, &j->sr, win);
+    for (unsigned i = 0; i < n; i++)
+        sw[i] = (struct gh_shield_window){win[i].name, win[i].key, sizeof win[i].key,
+                                          win[i].period_ms, win[i].cap};
+    int rc =
+        gh_shield_cluster_windows(j->worker, sw, n, local_number_budgets, number_budgets_done, j);
+    if (rc == GH_ENOTFOUND) {
+        uint64_t wait = 0;
+        const char *which = NULL;
+        rc = gh_sms_budget_send(ids.sms, &j->sr, gh_now_ms(), &wait, &which);
+        j->charged(j, rc, wait, which);
+    } else if (rc) {
+        j->charged(j, GH_EIO, 0, NULL);
     }
+}
+
+/* Issues the code and hands the text to the sender; frees j. */
+static void sms_issue_send(struct sms_job *j)
+{
     char code[7];
     if (gh_sms_code_issue(ids.sms, j->phone.e164, j->purpose, gh_now_ms(), code))
         goto out;
@@ -84,6 +103,177 @@ out:
     free(j);
 }
 
+/* A login or reset code's number budgets, charged after the 202: over
+ * budget (or Redis away in closed mode) sends nothing. */
+static void lookup_charged(struct sms_job *j, int rc, uint64_t wait_ms, const char *which)
+{
+    (void)wait_ms, (void)which;
+    if (rc)
+        free(j);
+    else
+        sms_issue_send(j);
+}
+
+static void sms_lookup_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct sms_job *j = arg;
+    if (rc || !ids.sms || !ids.sender)
+        goto drop;
+    /* login and reset codes go only to numbers with an account: nobody
+     * pays for texts to numbers that cannot use them; a disabled account
+     * cannot sign in or reset, so it gets none either (the 202 was the
+     * same bytes already) */
+    if (j->purpose != GH_SMS_REGISTER && (!j->exists || j->disabled))
+        goto drop;
+    /* the number's budgets are charged only now, when a text is sent: a
+     * flood of requests for numbers without an account spends nobody's
+     * budget, and an owner's codes have budgets outsiders cannot spend.
+     * Over budget: no text (the 202 was the same bytes already). */
+    if (j->purpose != GH_SMS_REGISTER) {
+        j->worker = w;
+        j->charged = lookup_charged;
+        number_budgets(j);
+        return;
+    }
+    sms_issue_send(j);
+    return;
+drop:
+    free(j);
+}
+
+static void respond_too_many_codes(struct gh_http_req *req, uint64_t wait, const char *which)
+{
+    gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)id_ceil_s(wait));
+    gh_http_respond_error(req, 429, "rate_limited",
+                          "too many codes requested (%s); retry in %llu s", which,
+                          (unsigned long long)id_ceil_s(wait));
+}
+
+/* Every budget allowed: the number is looked up (the answer does not wait
+ * for it: the same bytes, at the same time, whether or not it has an
+ * account) and the client told 202. Takes j. */
+static void sms_code_accept(struct gh_http_req *req, struct sms_job *j)
+{
+    j->req = NULL;
+    if (gh_store_read(ids.store, sms_lookup_fn, j, req->worker, sms_lookup_done)) {
+        free(j);
+        id_respond_busy(req, "the SMS service");
+        return;
+    }
+    gh_shield_signal(req, GH_SIGNAL_SMS_SENT);
+    char body[64];
+    int n = snprintf(body, sizeof body, "{\"sent\":true,\"retry_after\":%llu}",
+                     (unsigned long long)(req->cfg->sms.cooldown_ms / 1000));
+    gh_http_respond_json(req, 202, body, (size_t)n);
+}
+
+/* A registration code's number budgets, charged in the cluster's Redis
+ * while the request waits. */
+static void register_code_charged(struct sms_job *j, int rc, uint64_t wait_ms, const char *which)
+{
+    struct gh_http_req *req = j->req;
+    if (rc == GH_EIO) {
+        gh_http_add_header(req, "Retry-After", "5");
+        gh_http_respond_error(req, 503, "busy",
+                              "SMS codes are paused: the budgets this service's nodes share "
+                              "(Redis) cannot be reached; please retry in 5 seconds");
+    } else if (rc) {
+        respond_too_many_codes(req, wait_ms, which);
+    } else {
+        sms_code_accept(req, j);
+        return;
+    }
+    free(j);
+}
+
+/* A request waiting for the cluster's shared limits (gh_shield_cluster_gate):
+ * its parsed body, kept alive until the gate decides. */
+struct gated {
+    json_t *o;
+    struct gh_phone p;
+    int purpose;
+    const char *code, *pw;
+    size_t clen, pwlen;
+};
+
+/* The proof-of-work challenge to claim cluster-wide: the one the body
+ * carried when bits are required (gh_shield_pow_verify took it locally). */
+static const char *pow_claim(json_t *o, unsigned bits)
+{
+    return bits ? json_string_value(json_object_get(json_object_get(o, "pow"), "challenge")) : NULL;
+}
+
+/* Asks the shared limits for req, then runs next (at once without them).
+ * Takes g (and its reference to the body) in every case. */
+static void gate_then(struct gh_http_req *req, struct gated *g, unsigned pow_bits,
+                      gh_shield_gate_cb next)
+{
+    char cc[12];
+    snprintf(cc, sizeof cc, "%u", g->p.calling_code);
+    int rc = gh_shield_cluster_gate(req, GH_CLASS_REGISTER, g->p.e164, cc,
+                                    pow_claim(g->o, pow_bits), next, g);
+    if (rc == GH_ENOTFOUND) {
+        next(req, true, g);
+    } else if (rc) {
+        id_respond_busy(req, "registration");
+        json_decref(g->o);
+        free(g);
+    }
+}
+
+static void sms_code_gated(struct gh_http_req *req, bool go_on, void *arg)
+{
+    struct gated *g = arg;
+    struct sms_job *j = NULL;
+    if (!go_on || !id_limit_phone(req, req->route->cls, &g->p))
+        goto out;
+    j = calloc(1, sizeof *j);
+    if (!j) {
+        id_respond_busy(req, "the SMS service");
+        goto out;
+    }
+    j->phone = g->p;
+    id_phone_hash(j->phone.e164, j->phone_hash);
+    j->purpose = (enum gh_sms_purpose)g->purpose;
+    j->client = req->client;
+    j->owner = id_source_vouched(req, j->phone_hash);
+    j->ttl_ms = req->cfg->identity.code_ttl_ms;
+    j->sr = (struct gh_sms_req){.e164 = j->phone.e164,
+                                .prefix = j->phone.prefix,
+                                .calling_code = j->phone.calling_code,
+                                .client = j->client,
+                                .purpose = j->purpose,
+                                .owner = j->owner};
+    j->req = req;
+    j->worker = req->worker;
+    uint64_t wait = 0;
+    const char *which = NULL;
+    /* the requester's budgets now; the number's too for a registration
+     * code, which is sent whether or not the number has an account (so
+     * refusing it now tells nothing); login and reset codes are charged to
+     * the number only when one is sent (sms_lookup_done). In a cluster
+     * the number's budgets are in Redis (number_budgets): every node
+     * spends the same ones */
+    bool shared = gh_shield_cluster_state() >= 0;
+    int brc = j->purpose == GH_SMS_REGISTER && !shared
+                  ? gh_sms_budget(ids.sms, &j->sr, gh_now_ms(), &wait, &which)
+                  : gh_sms_budget_requester(ids.sms, &j->sr, gh_now_ms(), &wait, &which);
+    if (brc) {
+        respond_too_many_codes(req, wait, which);
+        free(j);
+        goto out;
+    }
+    if (j->purpose == GH_SMS_REGISTER && shared) {
+        j->charged = register_code_charged;
+        number_budgets(j);
+    } else {
+        sms_code_accept(req, j);
+    }
+out:
+    json_decref(g->o);
+    free(g);
+}
+
 void id_h_sms_code(struct gh_http_req *req)
 {
     json_t *o = gh_http_body_object(req);
@@ -100,59 +290,20 @@ void id_h_sms_code(struct gh_http_req *req)
                               "purpose: expected register, login or reset");
         goto out;
     }
+    unsigned bits = purpose == GH_SMS_REGISTER ? gh_shield_pow_bits(GH_POW_SMS) : 0;
     if (purpose == GH_SMS_REGISTER &&
-        (!id_policy_allows(req, &p) ||
-         !id_pow_ok(req, o, GH_POW_SMS, gh_shield_pow_bits(GH_POW_SMS))))
+        (!id_policy_allows(req, &p) || !id_pow_ok(req, o, GH_POW_SMS, bits)))
         goto out;
-    if (!id_limit_phone(req, req->route->cls, &p))
-        goto out;
-    uint8_t ph[32];
-    id_phone_hash(p.e164, ph);
-    struct gh_sms_req sr = {.e164 = p.e164,
-                            .prefix = p.prefix,
-                            .calling_code = p.calling_code,
-                            .client = req->client,
-                            .purpose = (enum gh_sms_purpose)purpose,
-                            .owner = id_source_vouched(req, ph)};
-    uint64_t wait = 0;
-    const char *which = NULL;
-    /* the requester's budgets now; the number's too for a registration
-     * code, which is sent whether or not the number has an account (so
-     * refusing it now tells nothing); login and reset codes are charged to
-     * the number only when one is sent (sms_lookup_done) */
-    int brc = purpose == GH_SMS_REGISTER
-                  ? gh_sms_budget(ids.sms, &sr, gh_now_ms(), &wait, &which)
-                  : gh_sms_budget_requester(ids.sms, &sr, gh_now_ms(), &wait, &which);
-    if (brc) {
-        gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)id_ceil_s(wait));
-        gh_http_respond_error(req, 429, "rate_limited",
-                              "too many codes requested (%s); retry in %llu s", which,
-                              (unsigned long long)id_ceil_s(wait));
-        goto out;
-    }
-    struct sms_job *j = calloc(1, sizeof *j);
-    if (!j) {
+    struct gated *g = calloc(1, sizeof *g);
+    if (!g) {
         id_respond_busy(req, "the SMS service");
         goto out;
     }
-    j->phone = p;
-    memcpy(j->phone_hash, ph, sizeof ph);
-    j->purpose = (enum gh_sms_purpose)purpose;
-    j->client = req->client;
-    j->owner = sr.owner;
-    j->ttl_ms = req->cfg->identity.code_ttl_ms;
-    /* the answer does not wait for the look-up: same bytes, same time,
-     * whether or not the number has an account */
-    if (gh_store_read(ids.store, sms_lookup_fn, j, req->worker, sms_lookup_done)) {
-        free(j);
-        id_respond_busy(req, "the SMS service");
-        goto out;
-    }
-    gh_shield_signal(req, GH_SIGNAL_SMS_SENT);
-    char body[64];
-    int n = snprintf(body, sizeof body, "{\"sent\":true,\"retry_after\":%llu}",
-                     (unsigned long long)(req->cfg->sms.cooldown_ms / 1000));
-    gh_http_respond_json(req, 202, body, (size_t)n);
+    g->o = o;
+    g->p = p;
+    g->purpose = purpose;
+    gate_then(req, g, bits, sms_code_gated);
+    return;
 out:
     json_decref(o);
 }
@@ -251,39 +402,55 @@ bool id_check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpos
     return false;
 }
 
-void id_h_register(struct gh_http_req *req)
+static void register_gated(struct gh_http_req *req, bool go_on, void *arg)
 {
-    json_t *o = gh_http_body_object(req);
-    if (!o)
-        return;
-    struct gh_phone p;
-    const char *code, *pw;
-    size_t clen, pwlen;
-    if (!id_field_phone(req, o, &p) || !id_field_code(req, o, &code, &clen) ||
-        !id_field_password(req, o, &pw, &pwlen))
-        goto out;
-    /* cheapest refusals first, and all of them before the code is spent:
-     * policy, proof of work, phone-keyed rules, the level's registration
-     * cap, admission to the password pool */
-    if (!id_policy_allows(req, &p) ||
-        !id_pow_ok(req, o, GH_POW_REGISTER, gh_shield_pow_bits(GH_POW_REGISTER)) ||
-        !id_limit_phone(req, GH_CLASS_REGISTER, &p) ||
+    struct gated *g = arg;
+    if (!go_on || !id_limit_phone(req, GH_CLASS_REGISTER, &g->p) ||
         !id_register_cap_ok(req, gh_policy_current()) || !gh_shield_admit(req, GH_CLASS_REGISTER))
         goto out;
-    if (!id_check_code(req, p.e164, GH_SMS_REGISTER, code, clen))
+    if (!id_check_code(req, g->p.e164, GH_SMS_REGISTER, g->code, g->clen))
         goto out;
-    struct op *op = id_op_new(req, OP_REGISTER, &p);
+    struct op *op = id_op_new(req, OP_REGISTER, &g->p);
     if (!op) {
         id_respond_busy(req, "registration");
         goto out;
     }
-    memcpy(op->password, pw, pwlen);
-    op->pwlen = pwlen;
+    memcpy(op->password, g->pw, g->pwlen);
+    op->pwlen = g->pwlen;
     if (gh_pwpool_submit(ids.pool, GH_PW_REGISTER, id_hash_fn, op, req->worker,
                          register_hash_done)) {
         id_op_free(op);
         id_respond_busy(req, "registration");
     }
 out:
+    json_decref(g->o);
+    free(g);
+}
+
+void id_h_register(struct gh_http_req *req)
+{
+    json_t *o = gh_http_body_object(req);
+    if (!o)
+        return;
+    struct gated *g = calloc(1, sizeof *g);
+    if (!g) {
+        id_respond_busy(req, "registration");
+        goto out;
+    }
+    if (!id_field_phone(req, o, &g->p) || !id_field_code(req, o, &g->code, &g->clen) ||
+        !id_field_password(req, o, &g->pw, &g->pwlen))
+        goto out;
+    /* cheapest refusals first, and all of them before the code is spent:
+     * policy, proof of work, the cluster's shared limits (and its claim of
+     * the proof of work), phone-keyed rules, the level's registration cap,
+     * admission to the password pool */
+    unsigned bits = gh_shield_pow_bits(GH_POW_REGISTER);
+    if (!id_policy_allows(req, &g->p) || !id_pow_ok(req, o, GH_POW_REGISTER, bits))
+        goto out;
+    g->o = o;
+    gate_then(req, g, bits, register_gated);
+    return;
+out:
+    free(g);
     json_decref(o);
 }

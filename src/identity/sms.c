@@ -103,17 +103,14 @@ static void class_key(uint8_t out[16], const char *kind, const char *text,
     gh_kvtab_key(out, kind, buf, (size_t)GH_MIN(n, (int)sizeof buf - 1));
 }
 
-/* Checks the budgets of r named by what (REQUESTER: address and network;
- * SEND: cooldown, number, prefix, calling code, global) and charges them
- * all when all allow. */
-static int budget(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms, unsigned what,
-                  uint64_t *retry_after_ms, const char **which)
+/* The windows of r's budgets named by what (REQUESTER: address and
+ * network; SEND: number, prefix, calling code, global) into w (6 at
+ * most), and the cooldown's key. Returns how many. */
+static unsigned windows(const struct gh_sms_limits *lp, const struct gh_sms_req *r, unsigned what,
+                        struct window *w, uint8_t cdkey[16])
 {
-    struct gh_sms_limits l = limits(s);
-    struct window w[6];
+    struct gh_sms_limits l = *lp;
     unsigned n = 0;
-    uint8_t cdkey[16];
-    bool cooldown = (what & SEND) && l.cooldown_ms;
     if (what & SEND) {
         w[n] = (struct window){"number_day", {0}, DAY_MS, l.per_number_day};
         class_key(w[n++].key, "n", r->e164, r, true);
@@ -140,6 +137,21 @@ static int budget(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
         gh_kvtab_key(w[n++].key, alen == 4 ? "net4" : "net6", r->client.bytes,
                      alen == 4 ? 3 : 6);
     }
+    return n;
+}
+
+/* Checks the budgets of r named by what and charges them all when all
+ * allow; each cap divided by share (a node's share of a cluster's). */
+static int budget(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms, unsigned what,
+                  unsigned share, uint64_t *retry_after_ms, const char **which)
+{
+    struct gh_sms_limits l = limits(s);
+    struct window w[6];
+    uint8_t cdkey[16];
+    bool cooldown = (what & SEND) && l.cooldown_ms;
+    unsigned n = windows(&l, r, what, w, cdkey);
+    for (unsigned i = 0; share > 1 && i < n; i++)
+        w[i].cap = GH_MAX(w[i].cap / share, 1u);
 
     uint64_t wait = 0;
     const char *name = NULL;
@@ -193,19 +205,48 @@ static int budget(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
 int gh_sms_budget(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
                   uint64_t *retry_after_ms, const char **which)
 {
-    return budget(s, r, now_ms, REQUESTER | SEND, retry_after_ms, which);
+    return budget(s, r, now_ms, REQUESTER | SEND, 1, retry_after_ms, which);
 }
 
 int gh_sms_budget_requester(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
                             uint64_t *retry_after_ms, const char **which)
 {
-    return budget(s, r, now_ms, REQUESTER, retry_after_ms, which);
+    return budget(s, r, now_ms, REQUESTER, 1, retry_after_ms, which);
 }
 
 int gh_sms_budget_send(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
                        uint64_t *retry_after_ms, const char **which)
 {
-    return budget(s, r, now_ms, SEND, retry_after_ms, which);
+    return budget(s, r, now_ms, SEND, 1, retry_after_ms, which);
+}
+
+int gh_sms_budget_send_share(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
+                             unsigned share, uint64_t *retry_after_ms, const char **which)
+{
+    return budget(s, r, now_ms, SEND, share, retry_after_ms, which);
+}
+
+unsigned gh_sms_send_windows(struct gh_sms *s, const struct gh_sms_req *r,
+                             struct gh_sms_window out[GH_SMS_WINDOWS_MAX])
+{
+    struct gh_sms_limits l = limits(s);
+    struct window w[6];
+    uint8_t cdkey[16];
+    unsigned n = windows(&l, r, SEND, w, cdkey);
+    for (unsigned i = 0; i < n; i++) {
+        out[i].name = w[i].name;
+        memcpy(out[i].key, w[i].key, sizeof out[i].key);
+        out[i].period_ms = w[i].period_ms;
+        out[i].cap = w[i].cap;
+    }
+    /* the cooldown is a window that holds one send */
+    if (l.cooldown_ms) {
+        out[n].name = "cooldown";
+        memcpy(out[n].key, cdkey, sizeof out[n].key);
+        out[n].period_ms = l.cooldown_ms;
+        out[n++].cap = 1;
+    }
+    return n;
 }
 
 /* ---- codes ---- */

@@ -64,6 +64,24 @@ int gh_sms_budget_requester(struct gh_sms *s, const struct gh_sms_req *r, uint64
 int gh_sms_budget_send(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
                        uint64_t *retry_after_ms, const char **which);
 
+/* The number's budgets (what gh_sms_budget_send charges) as fixed
+ * windows, for a cluster that keeps them in one shared store: each with
+ * its name, a 16-byte key, its period and cap; the cooldown is a window of
+ * cap 1. Returns how many (GH_SMS_WINDOWS_MAX at most). */
+#define GH_SMS_WINDOWS_MAX 6
+struct gh_sms_window {
+    const char *name;
+    uint8_t key[16];
+    uint64_t period_ms;
+    unsigned cap;
+};
+unsigned gh_sms_send_windows(struct gh_sms *s, const struct gh_sms_req *r,
+                             struct gh_sms_window out[GH_SMS_WINDOWS_MAX]);
+/* gh_sms_budget_send with each cap divided by share (at least 1): a
+ * node's share of a cluster's budgets while the shared store is away. */
+int gh_sms_budget_send_share(struct gh_sms *s, const struct gh_sms_req *r, uint64_t now_ms,
+                             unsigned share, uint64_t *retry_after_ms, const char **which);
+
 /* Makes a new code for (e164, purpose), replacing any live one, into code
  * (6 digits and a NUL). 0 or GH_ENOMEM. */
 int gh_sms_code_issue(struct gh_sms *s, const char *e164, enum gh_sms_purpose p, uint64_t now_ms,

@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "http/jsonbody.h"
 #include "shield/admission.h"
+#include "shield/cluster.h"
 #include "shield/ipset.h"
 #include "shield/limiter.h"
 #include "shield/nftban.h"
@@ -730,8 +731,51 @@ static bool address_aggregate(enum gh_limit_keykind k)
     return k == GH_LKEY_PREFIX || k == GH_LKEY_PREFIX48 || k == GH_LKEY_GLOBAL;
 }
 
-/* Checks the rules of cls that the subject offers keys for. Returns true
- * when every rule lets it pass; otherwise answers 429. */
+bool gh_shield_rule_decided(struct gh_http_req *req, enum gh_class cls,
+                            const struct gh_limit_rule *r, uint64_t key, uint64_t now_ns,
+                            const struct gh_limit_decision *d)
+{
+    struct gh_shield *sh = the_shield;
+    if (d->limited && r->dry_run) {
+        if (r->m_would_refuse)
+            atomic_fetch_add_explicit(r->m_would_refuse, 1, memory_order_relaxed);
+        return true;
+    }
+    if (d->allowed) {
+        if (r->m_allowed)
+            atomic_fetch_add_explicit(r->m_allowed, 1, memory_order_relaxed);
+        return true;
+    }
+    if (r->m_refused)
+        atomic_fetch_add_explicit(r->m_refused, 1, memory_order_relaxed);
+    if (sh->m_limited[cls])
+        atomic_fetch_add_explicit(sh->m_limited[cls], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->refusals, 1, memory_order_relaxed);
+    if (address_aggregate(r->kind)) /* refuses everyone until then */
+        gh_refusing_note(&sh->refusing, key, now_ns + d->retry_after_ns);
+    penalty_note(sh, req, &req->client, r->kind);
+    answer_429(req, secs_up(d->retry_after_ns), d->limit, secs_up(d->reset_ns));
+    return false;
+}
+
+const struct gh_limit_rules *gh_shield_rules_now(void)
+{
+    return atomic_load_explicit(&the_shield->rules, memory_order_acquire);
+}
+
+struct gh_limiter *gh_shield_limiter(void)
+{
+    return the_shield->lim;
+}
+
+bool gh_shield_allowed(const struct gh_http_req *req)
+{
+    return the_shield && gh_iplist_contains(the_shield->allow, &req->client);
+}
+
+/* Checks the rules of cls that the subject offers keys for (those shared
+ * through Redis are the gate's: cluster.c). Returns true when every rule
+ * lets it pass; otherwise answers 429. */
 static bool apply_rules(struct gh_shield *sh, struct gh_http_req *req, enum gh_class cls,
                         const struct gh_limit_subject *subj, bool phone_rules)
 {
@@ -743,27 +787,13 @@ static bool apply_rules(struct gh_shield *sh, struct gh_http_req *req, enum gh_c
         bool is_phone = r->kind == GH_LKEY_PHONE || r->kind == GH_LKEY_PHONE_PREFIX ||
                         r->kind == GH_LKEY_CALLING_CODE;
         uint64_t key;
-        if (r->cls != cls || is_phone != phone_rules || !gh_limit_rule_key(sh->lim, r, subj, &key))
+        if (r->cls != cls || is_phone != phone_rules || gh_cluster_owns(r) ||
+            !gh_limit_rule_key(sh->lim, r, subj, &key))
             continue;
         struct gh_limit_decision d;
         gh_limiter_check(sh->lim, key, &r->lim, 1, now, r->dry_run, &d);
-        if (d.limited && r->dry_run) {
-            if (r->m_would_refuse)
-                atomic_fetch_add_explicit(r->m_would_refuse, 1, memory_order_relaxed);
-        } else if (!d.allowed) {
-            if (r->m_refused)
-                atomic_fetch_add_explicit(r->m_refused, 1, memory_order_relaxed);
-            if (sh->m_limited[cls])
-                atomic_fetch_add_explicit(sh->m_limited[cls], 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&sh->refusals, 1, memory_order_relaxed);
-            if (address_aggregate(r->kind)) /* refuses everyone until then */
-                gh_refusing_note(&sh->refusing, key, now + d.retry_after_ns);
-            penalty_note(sh, req, &req->client, r->kind);
-            answer_429(req, secs_up(d.retry_after_ns), d.limit, secs_up(d.reset_ns));
+        if (!gh_shield_rule_decided(req, cls, r, key, now, &d))
             return false;
-        } else if (r->m_allowed) {
-            atomic_fetch_add_explicit(r->m_allowed, 1, memory_order_relaxed);
-        }
     }
     /* no X-RateLimit-* on answers that pass: they would vary from one
      * answer to the next and tell apart what must look identical (the
@@ -1494,6 +1524,7 @@ static void on_reload(struct gh_server *srv, const struct gh_config *cfg, void *
     atomic_store(&sh->enabled, cfg->shield.enabled);
     shed_targets(sh, cfg);
     penalty_config(sh, cfg);
+    gh_cluster_reload(cfg);
     load_lists(sh, cfg, false, &err);
     gh_buf_dispose(&err);
     (void)srv;
@@ -1645,6 +1676,9 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     if (gh_server_add_worker_hook(srv, worker_init, worker_dispose, sh) ||
         gh_server_add_reload_hook(srv, on_reload, sh))
         goto fail_routes;
+    rc = gh_cluster_init(srv, cfg, err); /* [redis]: limits shared by the nodes */
+    if (rc)
+        goto fail;
     srv->http->accept_filter = accept_filter;
     srv->http->accept_filter_data = sh;
     srv->http->router.filter = request_filter;
@@ -1676,6 +1710,7 @@ void gh_shield_dispose(void)
     if (!sh)
         return;
     the_shield = NULL;
+    gh_cluster_dispose();
     free(atomic_load(&sh->rules));
     gh_ipset_unref(atomic_load(&sh->trusted));
     gh_ipset_unref(atomic_load(&sh->proxy_from));

@@ -121,6 +121,80 @@ enum gh_pow_result gh_shield_pow_verify(const struct gh_http_req *req, enum gh_p
 bool gh_shield_limit_phone(struct gh_http_req *req, enum gh_class cls, const char *e164,
                            const char *calling_code);
 
+/* ---- limits shared by a cluster's nodes ([redis], shield/cluster.c) ---- */
+
+/* What a gate decided: go_on true to continue the request; false after
+ * the gate answered it (429 of a shared rule, 503 busy while Redis is
+ * unreachable and the class's mode is closed, 403 of a proof-of-work
+ * solution another node took). Runs on req's worker. */
+typedef void (*gh_shield_gate_cb)(struct gh_http_req *req, bool go_on, void *arg);
+/* Applies the shared rules of class cls to req (its address's prefixes,
+ * and, given e164 and calling_code, the number's prefix and calling code)
+ * and claims pow_challenge (NULL: none) once cluster-wide, all in one
+ * pipeline to Redis; the request waits for the answers on its worker, the
+ * loop never does. GH_ENOTFOUND when there is nothing to ask (no [redis],
+ * the shield off, an allow-listed client, no shared rule): the caller
+ * goes on at once, cb is not called. Otherwise 0 and cb runs exactly once,
+ * perhaps before this returns (Redis known unreachable); GH_ENOMEM when it
+ * could not start (cb not called). Worker thread. */
+int gh_shield_cluster_gate(struct gh_http_req *req, enum gh_class cls, const char *e164,
+                           const char *calling_code, const char *pow_challenge,
+                           gh_shield_gate_cb cb, void *arg);
+/* A fixed-window budget kept in Redis (identity's SMS budgets): a unit is
+ * charged per call, at most cap per period. */
+struct gh_shield_window {
+    const char *name; /* named in the refusal ("global", "cooldown" …) */
+    const uint8_t *key;
+    size_t keylen;
+    uint64_t period_ms;
+    unsigned cap;
+};
+/* What the caller's own budgets decide without Redis, with each cap
+ * divided by share (a node's share of the cluster's): 0 charged, or
+ * GH_EBUSY with *wait_ms and *which. */
+typedef int (*gh_shield_local_budget_fn)(void *arg, unsigned share, uint64_t *wait_ms,
+                                         const char **which);
+/* rc 0: every window charged; GH_EBUSY: one was full (nothing charged;
+ * which names it, wait_ms until it allows); GH_EIO: Redis unreachable and
+ * the SMS mode ([redis] sms_mode) is closed: answer 503 busy. In mode
+ * local, local(arg, nodes, …) decided instead; in mode open, 0. */
+typedef void (*gh_shield_windows_cb)(int rc, uint64_t wait_ms, const char *which, void *arg);
+/* Charges windows w[0..n) in Redis, all or none (a full one refuses, and
+ * the others' charges are given back), on worker's connection.
+ * GH_ENOTFOUND without [redis] (cb not called: the caller charges its
+ * own); otherwise 0 and cb runs exactly once on worker, perhaps before
+ * this returns; GH_ENOMEM (cb not called). */
+int gh_shield_cluster_windows(struct gh_worker *worker, const struct gh_shield_window *w,
+                              unsigned n, gh_shield_local_budget_fn local, gh_shield_windows_cb cb,
+                              void *arg);
+/* An account's failed sign-ins kept in Redis, so that its back-off holds
+ * on every node: read them (GH_SHIELD_FAILS_GET), add one after a wrong
+ * password (n = max(n, floor) + 1, back-off base_ms x 2^(n-1) up to
+ * max_ms; floor: the count the store holds), or clear them after a
+ * success. key: the account's 16-byte key. cb(rc, n, ms of back-off
+ * left, arg): rc 0, or GH_EIO when Redis is unreachable (nothing known:
+ * the caller follows [redis] login_mode, gh_shield_cluster_login_mode).
+ * GH_ENOTFOUND without [redis] (cb not called); otherwise 0 and cb runs
+ * once on worker, perhaps before this returns (cb may be NULL). */
+enum gh_shield_fails_op { GH_SHIELD_FAILS_GET, GH_SHIELD_FAILS_ADD, GH_SHIELD_FAILS_CLEAR };
+typedef void (*gh_shield_fails_cb)(int rc, unsigned n, uint64_t wait_ms, void *arg);
+int gh_shield_cluster_fails(struct gh_worker *worker, enum gh_shield_fails_op op,
+                            const uint8_t key[16], unsigned floor, uint64_t base_ms,
+                            uint64_t max_ms, gh_shield_fails_cb cb, void *arg);
+/* What an unreachable Redis means for a rule or a counter. */
+enum gh_shield_mode { GH_SHIELD_MODE_LOCAL, GH_SHIELD_MODE_OPEN, GH_SHIELD_MODE_CLOSED };
+/* [redis] login_mode (local without [redis]); counts a fallback. */
+enum gh_shield_mode gh_shield_cluster_login_fallback(void);
+/* -1 without [redis], 0 while Redis is unreachable, 1 while it answers. */
+int gh_shield_cluster_state(void);
+/* True while Redis is unreachable and cls's shared rules refuse (closed). */
+bool gh_shield_cluster_closed(enum gh_class cls);
+/* Hears each switch between reachable and unreachable (on a worker
+ * thread). Main thread, before the server runs. 0 or GH_ETOOBIG. */
+int gh_shield_subscribe_cluster(void (*fn)(bool up, void *data), void *data);
+/* True when req's client is on the allow list (never limited). */
+bool gh_shield_allowed(const struct gh_http_req *req);
+
 /* ---- admission and shedding ---- */
 
 /* How long the oldest waiting item of class cls has waited in a queue of

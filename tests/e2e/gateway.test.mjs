@@ -16,6 +16,7 @@ import OpenAI from 'openai';
 
 import { startServer, rawExchange, reqText, request, tempDir, waitUntil, sleep } from './lib/harness.mjs';
 import { startFakeUpstream } from './fake-upstream.mjs';
+import { solveChallenge } from './lib/pow.mjs';
 
 // ---- accounts: a user with an API key, through the identity API ----
 
@@ -33,21 +34,7 @@ function cookiesOf(res) {
 
 async function solvePow(srv, scope) {
   const pol = (await request(`${srv.url}/api/policy`)).json();
-  if (!pol.pow_bits) return undefined;
-  const ch = (await request(`${srv.url}/api/pow/challenge?scope=${scope}`)).json();
-  for (let n = 0; ; n++) {
-    const h = crypto.createHash('sha256').update(`${ch.challenge}:${n}`).digest();
-    let zeros = 0;
-    for (const byte of h) {
-      if (byte === 0) {
-        zeros += 8;
-        continue;
-      }
-      zeros += Math.clz32(byte) - 24;
-      break;
-    }
-    if (zeros >= ch.bits) return { challenge: ch.challenge, nonce: String(n) };
-  }
+  return pol.pow_bits ? solveChallenge(srv.url, scope) : undefined;
 }
 
 /** Registers a new user and creates an API key: {key, keyId, userId}. */
