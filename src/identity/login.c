@@ -190,7 +190,10 @@ static bool login_allowed(struct op *op, const struct shared_fails *shared, bool
     return true;
 }
 
-static void login_failed_mem(struct op *op)
+/* Counts a failed sign-in here and, with [redis], for every node: then
+ * done(…, arg) runs once Redis has it (or cannot be reached), and 0 is
+ * returned; without [redis], GH_ENOTFOUND (done is not called). */
+static int login_failed_mem(struct op *op, gh_shield_fails_cb done, void *arg)
 {
     const struct gh_config *cfg = op->req->cfg;
     uint8_t kp[16], ka[16];
@@ -209,11 +212,11 @@ static void login_failed_mem(struct op *op)
     if (a)
         a->v[0]++;
     gh_kvtab_unlock(ids.fails);
-    /* and for every node (not waited for: the answer is given already) */
-    gh_shield_cluster_fails(op->req->worker, GH_SHIELD_FAILS_ADD, kp,
-                            (unsigned)GH_MIN(op->user.failed_logins, 1000000u),
-                            cfg->identity.backoff_base_ms, cfg->identity.backoff_max_ms, NULL,
-                            NULL);
+    /* and for every node */
+    return gh_shield_cluster_fails(op->req->worker, GH_SHIELD_FAILS_ADD, kp,
+                                   (unsigned)GH_MIN(op->user.failed_logins, 1000000u),
+                                   cfg->identity.backoff_base_ms, cfg->identity.backoff_max_ms,
+                                   done, arg);
 }
 
 static void login_succeeded_mem(struct op *op)
@@ -312,14 +315,27 @@ static void op_free_done(struct gh_worker *w, void *arg, int rc)
     id_op_free(arg);
 }
 
-static void login_failed(struct op *op)
+static void login_failed_answer(struct op *op)
 {
-    gh_shield_signal(op->req, GH_SIGNAL_LOGIN_FAIL);
-    login_failed_mem(op);
     login_fail_answer(op->req, false);
     op->req = NULL; /* answered: the write below only records the failure */
     if (gh_store_write(ids.store, login_fail_fn, op, NULL, op_free_done))
         id_op_free(op);
+}
+
+static void login_failure_shared(int rc, unsigned n, uint64_t wait_ms, void *arg)
+{
+    login_failed_answer(arg);
+}
+
+/* The 401 goes out only once the failure counts on every node (Redis has
+ * it, or cannot be reached): a client that sends its next guess to
+ * another node the moment it reads the answer meets the back-off there. */
+static void login_failed(struct op *op)
+{
+    gh_shield_signal(op->req, GH_SIGNAL_LOGIN_FAIL);
+    if (login_failed_mem(op, login_failure_shared, op) != 0)
+        login_failed_answer(op);
 }
 
 static void login_succeeded(struct gh_worker *w, struct op *op)
