@@ -129,18 +129,36 @@ const median = (a) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
+/** redis-server on port (no persistence, loopback only), or null when it is not installed. */
+async function startRedis(port) {
+  if (spawnSync('sh', ['-c', 'command -v redis-server']).status !== 0) return null;
+  const dir = path.join(tmp, 'redis');
+  fs.mkdirSync(dir, { recursive: true });
+  const p = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    if (spawnSync('redis-cli', ['-p', String(port), 'PING'], { encoding: 'utf8' }).stdout.trim() === 'PONG') return p;
+    await sleep(100);
+  }
+  p.kill('SIGKILL');
+  throw new Error('redis-server did not answer PING');
+}
+
 const pg = await startPostgres();
 const nodes = [];
+let redis = null;
 try {
   const base = Number(portBase) + 20;
+  redis = await startRedis(base + 5);
+  const clusterSet = ['--set', 'store.backend=postgres', '--set', `store.url=${pg.url}`];
+  if (redis) clusterSet.push('--set', `redis.url=redis://127.0.0.1:${base + 5}`);
   nodes.push(await startNode('single', base, []));
-  nodes.push(await startNode('cluster', base + 2, ['--set', 'store.backend=postgres', '--set', `store.url=${pg.url}`]));
+  nodes.push(await startNode('cluster', base + 2, clusterSet));
   const got = {};
   for (const load of ['me', 'chat', 'refusal']) {
     for (const n of nodes) got[`${n.name}.${load}`] = [];
     for (let run = 1; run <= RUNS; run++) {
       for (const n of run % 2 ? nodes : [...nodes].reverse()) {
-        const pids = n.name === 'cluster' ? [n.child.pid, ...pgPids(pg)] : [n.child.pid];
+        const pids = n.name === 'cluster' ? [n.child.pid, ...pgPids(pg), ...(redis ? [redis.pid] : [])] : [n.child.pid];
         const m = measure(load, n, pids);
         got[`${n.name}.${load}`].push(m);
         console.log(`row: ${n.name} ${run} ${load}_per_s ${m.perS.toFixed(0)} 1/s`);
@@ -153,8 +171,9 @@ try {
   console.log('md: ## Cluster mode against single-node mode (one node each)');
   console.log('md: ');
   console.log(`md: \`bench/cluster.sh\`: one gatehouse worker on CPU ${serverCpu}, wrk \`-t1 -c${CONNS} -d${DURATION}s --latency\` on CPU ${clientCpu},`);
-  console.log(`md: the two modes alternating, ${RUNS} runs each, medians. Single-node: SQLite. Cluster: PostgreSQL on`);
-  console.log('md: loopback TCP (a throwaway server, not pinned); its processes\' CPU time is counted with the node\'s.');
+  console.log(`md: the two modes alternating, ${RUNS} runs each, medians. Single-node: SQLite, limits in memory. Cluster:`);
+  console.log(`md: PostgreSQL${redis ? ' and Redis (`redis.url`: the shared limits)' : ' (redis-server not installed: no Redis)'} on loopback TCP (throwaway servers, not pinned);`);
+  console.log('md: their processes\' CPU time is counted with the node\'s.');
   console.log('md: Loads: `me` GET /api/me with a session; `chat` a streamed echo completion with an API key;');
   console.log(`md: \`refusal\` POST /api/auth/login answered 429 before its body (\`shield.rules = ${RULES}\`, spent).`);
   console.log('md: ');
@@ -172,6 +191,7 @@ try {
   for (const r of ratios) console.log(r);
 } finally {
   for (const n of nodes) n.child.kill('SIGTERM');
+  if (redis) redis.kill('SIGTERM');
   await sleep(300);
   await pg.destroy();
 }
