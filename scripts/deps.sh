@@ -23,7 +23,7 @@ test_pkgs=(curl procps iproute2 nftables util-linux chromium fonts-dejavu-core f
     prometheus python3-prometheus-client python3-httpx postgresql haproxy redis-server)
 # make run-cluster: scripts/cluster.sh
 cluster_pkgs=(curl postgresql haproxy redis-server)
-bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux procps postgresql)
+bench_pkgs=(wrk nginx-light haproxy slowhttptest gnuplot-nox util-linux procps postgresql redis-server)
 
 want=("${build_pkgs[@]}")
 npm_dirs=()
