@@ -228,7 +228,15 @@ const GH = (() => {
   async function incidentBanner() {
     const node = document.getElementById('banner');
     if (!node) return;
-    const r = await api('GET', '/api/v2/incidents/unresolved.json');
+    // under pressure an anonymous request may be refused for a moment
+    // (429/503 with Retry-After): the notice matters most then, so it is
+    // asked again, a few times, after the delay the server names (capped)
+    let r = await api('GET', '/api/v2/incidents/unresolved.json');
+    for (let tries = 0; !r.ok && (r.status === 429 || r.status === 503 || r.status === 0) && tries < 4; tries++) {
+      const wait = Math.min(Math.max(Number(r.retryAfter) || 1, 1), 5);
+      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+      r = await api('GET', '/api/v2/incidents/unresolved.json');
+    }
     const list = r.ok && r.data && Array.isArray(r.data.incidents) ? r.data.incidents : [];
     if (!list.length) return;
     const inc = list[0];
