@@ -159,8 +159,14 @@ void id_h_logout(struct gh_http_req *req);
 void id_h_sms_code(struct gh_http_req *req);
 void id_hash_fn(void *arg);
 void id_respond_bad_code(struct gh_http_req *req);
-bool id_check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpose p,
-                   const char *code, size_t len);
+/* Checks (and consumes) a code: in the cluster's shared store when there
+ * is one (a store job), else in this node's memory (at once). Answers 400
+ * invalid_code for a wrong one (503 busy when the store cannot tell), then
+ * calls then(req, ok, arg) on req's worker, or then(NULL, false, arg) on a
+ * store thread when the worker stopped (only to free arg). */
+typedef void (*id_code_fn)(struct gh_http_req *req, bool ok, void *arg);
+void id_check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpose p,
+                   const char *code, size_t len, id_code_fn then, void *arg);
 void id_h_register(struct gh_http_req *req);
 
 /* ---- account.c (route handlers) ---- */

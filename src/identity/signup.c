@@ -70,12 +70,9 @@ static void number_budgets(struct sms_job *j)
     }
 }
 
-/* Issues the code and hands the text to the sender; frees j. */
-static void sms_issue_send(struct sms_job *j)
+/* Writes the text of code for j and hands it to the sender. */
+static void sms_text_send(struct sms_job *j, const char *code)
 {
-    char code[7];
-    if (gh_sms_code_issue(ids.sms, j->phone.e164, j->purpose, gh_now_ms(), code))
-        goto out;
     char text[400];
     unsigned mins = (unsigned)GH_MAX(j->ttl_ms / 60000, 1ull);
     if (j->purpose == GH_SMS_REGISTER && j->exists)
@@ -98,8 +95,63 @@ static void sms_issue_send(struct sms_job *j)
                  "it.",
                  code, mins);
     gh_smssend_send(ids.sender, j->phone.e164, gh_sms_purpose_name(j->purpose), code, text);
+    sodium_memzero(text, sizeof text);
+}
+
+/* A code kept in the cluster's shared store: what the write job stores. */
+struct code_put {
+    struct sms_job *j;
+    char code[7];
+    uint8_t key[32], hash[32];
+    uint64_t expires_ms;
+    unsigned tries;
+};
+
+static void code_put_free(struct code_put *cp)
+{
+    free(cp->j);
+    sodium_memzero(cp, sizeof *cp);
+    free(cp);
+}
+
+static int code_put_fn(struct gh_store_conn *c, void *arg)
+{
+    struct code_put *cp = arg;
+    return gh_store_sms_code_put(c, cp->key, cp->hash, cp->expires_ms, cp->tries);
+}
+
+/* The code is in the store (committed): any node can check it now. */
+static void code_put_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct code_put *cp = arg;
+    if (w && !rc)
+        sms_text_send(cp->j, cp->code);
+    code_put_free(cp);
+}
+
+/* Issues the code and hands the text to the sender; frees j. With a shared
+ * store the code goes there first, so that every node can check it. */
+static void sms_issue_send(struct sms_job *j)
+{
+    if (ids.shared_store) {
+        struct code_put *cp = calloc(1, sizeof *cp);
+        if (!cp) {
+            free(j);
+            return;
+        }
+        cp->j = j;
+        uint64_t ttl;
+        gh_sms_code_new(ids.sms, cp->code, &ttl, &cp->tries);
+        gh_sms_code_hashes(ids.sms, j->phone.e164, j->purpose, cp->code, 6, cp->key, cp->hash);
+        cp->expires_ms = gh_wall_ms() + ttl;
+        if (gh_store_write(ids.store, code_put_fn, cp, j->worker, code_put_done))
+            code_put_free(cp);
+        return;
+    }
+    char code[7];
+    if (!gh_sms_code_issue(ids.sms, j->phone.e164, j->purpose, gh_now_ms(), code))
+        sms_text_send(j, code);
     sodium_memzero(code, sizeof code);
-out:
     free(j);
 }
 
@@ -391,24 +443,77 @@ void id_respond_bad_code(struct gh_http_req *req)
                                 "code");
 }
 
-bool id_check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpose p,
-                   const char *code, size_t len)
+/* A code checked in the cluster's shared store. */
+struct code_check {
+    struct gh_http_req *req;
+    enum gh_sms_purpose purpose;
+    uint8_t key[32], hash[32];
+    uint64_t now_ms;
+    int result;
+    id_code_fn then;
+    void *arg;
+};
+
+static int code_check_fn(struct gh_store_conn *c, void *arg)
 {
-    int rc = gh_sms_code_check(ids.sms, e164, p, code, len, gh_now_ms());
-    gh_shield_signal(req, rc == 0 ? GH_SIGNAL_VERIFY_OK : GH_SIGNAL_VERIFY_FAIL);
-    if (rc == 0)
-        return true;
-    id_respond_bad_code(req);
-    return false;
+    struct code_check *cc = arg;
+    return gh_store_sms_code_check(c, cc->key, cc->hash, cc->now_ms, &cc->result);
 }
 
-static void register_gated(struct gh_http_req *req, bool go_on, void *arg)
+static const char *const code_busy_what[GH_SMS_NPURPOSE] = {
+    [GH_SMS_REGISTER] = "registration",
+    [GH_SMS_LOGIN] = "sign-in",
+    [GH_SMS_RESET] = "password reset",
+};
+
+static void code_check_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct code_check *cc = arg;
+    bool ok = false;
+    if (w && rc) {
+        id_respond_busy(cc->req, code_busy_what[cc->purpose]);
+    } else if (w) {
+        ok = cc->result == 0;
+        gh_shield_signal(cc->req, ok ? GH_SIGNAL_VERIFY_OK : GH_SIGNAL_VERIFY_FAIL);
+        if (!ok)
+            id_respond_bad_code(cc->req);
+    }
+    /* w NULL (the worker stopped): then only frees what it owns */
+    cc->then(w ? cc->req : NULL, ok, cc->arg);
+    free(cc);
+}
+
+void id_check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpose p,
+                   const char *code, size_t len, id_code_fn then, void *arg)
+{
+    if (ids.shared_store) {
+        struct code_check *cc = calloc(1, sizeof *cc);
+        if (!cc) {
+            id_respond_busy(req, code_busy_what[p]);
+            then(req, false, arg);
+            return;
+        }
+        *cc = (struct code_check){
+            .req = req, .purpose = p, .now_ms = gh_wall_ms(), .then = then, .arg = arg};
+        gh_sms_code_hashes(ids.sms, e164, p, code, len, cc->key, cc->hash);
+        if (gh_store_write(ids.store, code_check_fn, cc, req->worker, code_check_done)) {
+            free(cc);
+            id_respond_busy(req, code_busy_what[p]);
+            then(req, false, arg);
+        }
+        return;
+    }
+    int rc = gh_sms_code_check(ids.sms, e164, p, code, len, gh_now_ms());
+    gh_shield_signal(req, rc == 0 ? GH_SIGNAL_VERIFY_OK : GH_SIGNAL_VERIFY_FAIL);
+    if (rc)
+        id_respond_bad_code(req);
+    then(req, rc == 0, arg);
+}
+
+static void register_code_checked(struct gh_http_req *req, bool ok, void *arg)
 {
     struct gated *g = arg;
-    if (!go_on || !id_limit_phone(req, GH_CLASS_REGISTER, &g->p) ||
-        !id_register_cap_ok(req, gh_policy_current()) || !gh_shield_admit(req, GH_CLASS_REGISTER))
-        goto out;
-    if (!id_check_code(req, g->p.e164, GH_SMS_REGISTER, g->code, g->clen))
+    if (!ok)
         goto out;
     struct op *op = id_op_new(req, OP_REGISTER, &g->p);
     if (!op) {
@@ -425,6 +530,18 @@ static void register_gated(struct gh_http_req *req, bool go_on, void *arg)
 out:
     json_decref(g->o);
     free(g);
+}
+
+static void register_gated(struct gh_http_req *req, bool go_on, void *arg)
+{
+    struct gated *g = arg;
+    if (!go_on || !id_limit_phone(req, GH_CLASS_REGISTER, &g->p) ||
+        !id_register_cap_ok(req, gh_policy_current()) || !gh_shield_admit(req, GH_CLASS_REGISTER)) {
+        json_decref(g->o);
+        free(g);
+        return;
+    }
+    id_check_code(req, g->p.e164, GH_SMS_REGISTER, g->code, g->clen, register_code_checked, g);
 }
 
 void id_h_register(struct gh_http_req *req)

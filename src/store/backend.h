@@ -81,6 +81,12 @@ struct gh_store_backend {
     int (*setting_get)(struct gh_store_conn *c, const char *name, struct gh_buf *out);
     int (*setting_put)(struct gh_store_conn *c, const char *name, const char *value);
 
+    /* SMS codes shared by the nodes; NULL on a backend of one node. */
+    int (*sms_code_put)(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                        uint64_t expires_ms, unsigned tries);
+    int (*sms_code_check)(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                          uint64_t now_ms, int *result);
+
     /* Messages between nodes; NULL on a backend of one node. notify sends
      * payload on the cluster's channel in the current transaction (at its
      * commit). listen waits on c (LISTEN issued on each new connection, and

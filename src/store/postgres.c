@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 #include <limits.h>
 #include <poll.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,13 @@ static const char *const migrations[] = {
     " reasoning_tokens bigint NOT NULL DEFAULT 0,"
     " cut_short bigint NOT NULL DEFAULT 0,"
     " PRIMARY KEY (day, key_id, user_id));",
+    /* 3: SMS codes shared by the nodes (they were in each node's memory) */
+    "CREATE TABLE sms_codes ("
+    " key bytea PRIMARY KEY,"
+    " code_hash bytea NOT NULL,"
+    " expires_ms bigint NOT NULL,"
+    " tries bigint NOT NULL);"
+    "CREATE INDEX sms_codes_expires ON sms_codes(expires_ms);",
 };
 
 /* ---- connections ---- */
@@ -1049,6 +1057,66 @@ static int pg_setting_put(struct gh_store_conn *c, const char *name, const char 
                    &a, NULL);
 }
 
+/* ---- SMS codes ---- */
+
+static int pg_sms_code_put(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                           uint64_t expires_ms, unsigned tries)
+{
+    struct args a = {0};
+    arg_u64(&a, gh_wall_ms());
+    int rc = run_cmd(c, "DELETE FROM sms_codes WHERE expires_ms <= $1", &a, NULL);
+    if (rc)
+        return rc;
+    a = (struct args){0};
+    arg_bytes(&a, key, 32);
+    arg_bytes(&a, hash, 32);
+    arg_u64(&a, expires_ms);
+    arg_u64(&a, tries);
+    return run_cmd(c,
+                   "INSERT INTO sms_codes (key, code_hash, expires_ms, tries) VALUES ($1,$2,$3,$4)"
+                   " ON CONFLICT (key) DO UPDATE SET code_hash = excluded.code_hash,"
+                   " expires_ms = excluded.expires_ms, tries = excluded.tries",
+                   &a, NULL);
+}
+
+struct code_row {
+    uint8_t hash[32];
+    uint64_t expires_ms, tries;
+};
+
+static void code_row(struct gh_store_conn *c, const PGresult *r, int row, void *out)
+{
+    (void)c;
+    struct code_row *cr = out;
+    col_blob32(cr->hash, r, row, 0);
+    cr->expires_ms = col_u64(r, row, 1);
+    cr->tries = col_u64(r, row, 2);
+}
+
+static int pg_sms_code_check(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                             uint64_t now_ms, int *result)
+{
+    struct args a = {0};
+    arg_bytes(&a, key, 32);
+    struct code_row cr;
+    /* FOR UPDATE: two nodes checking the same number take turns */
+    int rc =
+        run_row(c, "SELECT code_hash, expires_ms, tries FROM sms_codes WHERE key = $1 FOR UPDATE",
+                &a, code_row, &cr);
+    if (rc == GH_ENOTFOUND || (!rc && (cr.expires_ms <= now_ms || cr.tries == 0))) {
+        *result = GH_ENOTFOUND;
+        return rc == GH_ENOTFOUND ? 0
+                                  : run_cmd(c, "DELETE FROM sms_codes WHERE key = $1", &a, NULL);
+    }
+    if (rc)
+        return rc;
+    bool right = sodium_memcmp(cr.hash, hash, 32) == 0;
+    *result = right ? 0 : GH_EINVAL;
+    if (right || cr.tries <= 1)
+        return run_cmd(c, "DELETE FROM sms_codes WHERE key = $1", &a, NULL);
+    return run_cmd(c, "UPDATE sms_codes SET tries = tries - 1 WHERE key = $1", &a, NULL);
+}
+
 /* ---- messages between nodes ---- */
 
 static int pg_notify(struct gh_store_conn *c, const char *payload)
@@ -1139,6 +1207,8 @@ const struct gh_store_backend gh_store_postgres = {
     .usage_each = pg_usage_each,
     .setting_get = pg_setting_get,
     .setting_put = pg_setting_put,
+    .sms_code_put = pg_sms_code_put,
+    .sms_code_check = pg_sms_code_check,
     .notify = pg_notify,
     .listen = pg_listen,
 };

@@ -839,3 +839,15 @@ int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *
 {
     return published(c->be->setting_put(c, name, value), c, GH_STORE_MSG_SETTING, NULL, 0, name);
 }
+
+int gh_store_sms_code_put(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                          uint64_t expires_ms, unsigned tries)
+{
+    return c->be->sms_code_put ? c->be->sms_code_put(c, key, hash, expires_ms, tries) : GH_EINVAL;
+}
+
+int gh_store_sms_code_check(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                            uint64_t now_ms, int *result)
+{
+    return c->be->sms_code_check ? c->be->sms_code_check(c, key, hash, now_ms, result) : GH_EINVAL;
+}

@@ -202,6 +202,24 @@ int gh_store_usage_each(struct gh_store_conn *c, uint32_t from, unsigned limit,
 int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out);
 int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *value);
 
+/* ---- SMS codes shared by the nodes (postgres only) ----
+ *
+ * The live code of a number and purpose under key (the caller's keyed hash
+ * of both): the code's keyed hash (never the code), its expiry (wall clock)
+ * and the tries left; one live code per key. On sqlite (one node) codes
+ * stay in the node's memory (identity/sms.c): both return GH_EINVAL. */
+
+/* Stores the code of key, replacing any live one (and dropping expired
+ * codes of every number). */
+int gh_store_sms_code_put(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                          uint64_t expires_ms, unsigned tries);
+/* Checks hash against the live code of key at now_ms and consumes it:
+ * *result 0 (right: deleted), GH_EINVAL (wrong: a try used, the last one
+ * deletes it) or GH_ENOTFOUND (none live). Returns 0 (*result set) or the
+ * store's error. */
+int gh_store_sms_code_check(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                            uint64_t now_ms, int *result);
+
 /* ---- messages between the nodes of a cluster ----
  *
  * On the postgres backend the data functions that end a credential
