@@ -110,7 +110,12 @@ static const char *const migrations[] = {
     " code_hash bytea NOT NULL,"
     " expires_ms bigint NOT NULL,"
     " tries bigint NOT NULL);"
-    "CREATE INDEX sms_codes_expires ON sms_codes(expires_ms);",
+    "CREATE INDEX sms_codes_expires ON sms_codes(expires_ms);"
+    "CREATE TABLE sms_outbox ("
+    " id bigserial PRIMARY KEY,"
+    " msg bytea NOT NULL,"
+    " lease_ms bigint NOT NULL);"
+    "CREATE INDEX sms_outbox_lease ON sms_outbox(lease_ms);",
 };
 
 /* ---- connections ---- */
@@ -1117,6 +1122,66 @@ static int pg_sms_code_check(struct gh_store_conn *c, const uint8_t key[32], con
     return run_cmd(c, "UPDATE sms_codes SET tries = tries - 1 WHERE key = $1", &a, NULL);
 }
 
+/* ---- the SMS outbox ---- */
+
+static int pg_sms_outbox_add(struct gh_store_conn *c, const void *msg, size_t len,
+                             uint64_t lease_ms, uint64_t *id)
+{
+    uint8_t sealed[GH_STORE_SEAL_OVERHEAD + GH_STORE_OUTBOX_MSG_MAX];
+    struct args a = {0};
+    arg_bytes(&a, sealed, gh_store_seal(c->enc_key, msg, len, sealed));
+    arg_u64(&a, lease_ms);
+    PGresult *r;
+    int rc = run(c, "INSERT INTO sms_outbox (msg, lease_ms) VALUES ($1,$2) RETURNING id", &a, &r);
+    if (!rc)
+        *id = PQntuples(r) == 1 ? col_u64(r, 0, 0) : 0;
+    PQclear(r);
+    return rc;
+}
+
+static int pg_sms_outbox_delete(struct gh_store_conn *c, uint64_t id)
+{
+    struct args a = {0};
+    arg_u64(&a, id);
+    return run_one(c, "DELETE FROM sms_outbox WHERE id = $1", &a);
+}
+
+static int pg_sms_outbox_claim(struct gh_store_conn *c, uint64_t now_ms, uint64_t lease_ms,
+                               unsigned max,
+                               void (*fn)(uint64_t id, const void *msg, size_t len, void *arg),
+                               void *arg)
+{
+    struct args a = {0};
+    arg_u64(&a, lease_ms);
+    arg_u64(&a, now_ms);
+    arg_u64(&a, max);
+    PGresult *r;
+    /* SKIP LOCKED: nodes sweeping at once take different rows */
+    int rc = run(c,
+                 "UPDATE sms_outbox SET lease_ms = $1 WHERE id IN (SELECT id FROM sms_outbox"
+                 " WHERE lease_ms <= $2 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                 " RETURNING id, msg",
+                 &a, &r);
+    int n = 0;
+    for (int i = 0; !rc && i < PQntuples(r); i++, n++) {
+        uint64_t id = col_u64(r, i, 0);
+        uint8_t msg[GH_STORE_OUTBOX_MSG_MAX];
+        long len = gh_store_unseal(c->enc_key, (const uint8_t *)PQgetvalue(r, i, 1),
+                                   (size_t)PQgetlength(r, i, 1), msg, sizeof msg);
+        if (len >= 0) {
+            fn(id, msg, (size_t)len, arg);
+            sodium_memzero(msg, sizeof msg);
+            continue;
+        }
+        gh_log(GH_LOG_WARN, "sms_outbox_unreadable",
+               "SMS outbox row %llu cannot be opened with this node's key: deleted",
+               (unsigned long long)id);
+        rc = pg_sms_outbox_delete(c, id);
+    }
+    PQclear(r);
+    return rc ? rc : n;
+}
+
 /* ---- messages between nodes ---- */
 
 static int pg_notify(struct gh_store_conn *c, const char *payload)
@@ -1209,6 +1274,9 @@ const struct gh_store_backend gh_store_postgres = {
     .setting_put = pg_setting_put,
     .sms_code_put = pg_sms_code_put,
     .sms_code_check = pg_sms_code_check,
+    .sms_outbox_add = pg_sms_outbox_add,
+    .sms_outbox_delete = pg_sms_outbox_delete,
+    .sms_outbox_claim = pg_sms_outbox_claim,
     .notify = pg_notify,
     .listen = pg_listen,
 };
