@@ -32,7 +32,7 @@
 struct msg {
     struct msg *next;
     uint64_t id; /* the SMS outbox row, 0 when none */
-    char *line; /* the JSON object, newline included */
+    char *line;  /* the JSON object, newline included */
     size_t len;
 };
 

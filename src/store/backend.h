@@ -86,8 +86,8 @@ struct gh_store_backend {
                         uint64_t expires_ms, unsigned tries);
     int (*sms_code_check)(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
                           uint64_t now_ms, int *result);
-    int (*sms_outbox_add)(struct gh_store_conn *c, const void *msg, size_t len,
-                          uint64_t lease_ms, uint64_t *id);
+    int (*sms_outbox_add)(struct gh_store_conn *c, const void *msg, size_t len, uint64_t lease_ms,
+                          uint64_t *id);
     int (*sms_outbox_delete)(struct gh_store_conn *c, uint64_t id);
     int (*sms_outbox_claim)(struct gh_store_conn *c, uint64_t now_ms, uint64_t lease_ms,
                             unsigned max,

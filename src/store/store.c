@@ -866,8 +866,8 @@ int gh_store_sms_code_check(struct gh_store_conn *c, const uint8_t key[32], cons
     return c->be->sms_code_check ? c->be->sms_code_check(c, key, hash, now_ms, result) : GH_EINVAL;
 }
 
-int gh_store_sms_outbox_add(struct gh_store_conn *c, const void *msg, size_t len,
-                            uint64_t lease_ms, uint64_t *id)
+int gh_store_sms_outbox_add(struct gh_store_conn *c, const void *msg, size_t len, uint64_t lease_ms,
+                            uint64_t *id)
 {
     if (len > GH_STORE_OUTBOX_MSG_MAX)
         return GH_ETOOBIG;

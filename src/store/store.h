@@ -233,8 +233,8 @@ int gh_store_sms_code_check(struct gh_store_conn *c, const uint8_t key[32], cons
 
 /* Adds msg (len bytes, at most GH_STORE_OUTBOX_MSG_MAX) leased until
  * lease_ms (wall clock); *id gets the row's id. */
-int gh_store_sms_outbox_add(struct gh_store_conn *c, const void *msg, size_t len,
-                            uint64_t lease_ms, uint64_t *id);
+int gh_store_sms_outbox_add(struct gh_store_conn *c, const void *msg, size_t len, uint64_t lease_ms,
+                            uint64_t *id);
 /* Deletes row id (delivered or given up). GH_ENOTFOUND. */
 int gh_store_sms_outbox_delete(struct gh_store_conn *c, uint64_t id);
 /* Claims at most max rows whose lease ended by now_ms (rows another node

@@ -84,3 +84,37 @@ test('SMS acknowledged before a SIGKILL are delivered by another node', opts, as
   assert.ok((await cl.metric(2, 'gatehouse_sms_outbox_claimed_total')) >= phones.length);
   assert.ok((await cl.metric(2, 'gatehouse_sms_outbox_delivered_total')) >= phones.length);
 });
+
+test('a graceful stop leaves undelivered SMS in the outbox; the restarted nodes deliver them', opts, async (t) => {
+  await new Promise((resolve) => {
+    receiver.close(resolve);
+    receiver.closeAllConnections();
+  });
+  const phones = Array.from({ length: 3 }, () => cnPhone());
+  for (const phone of phones) {
+    const r = await api(cl.url(2), 'POST', '/api/auth/sms-code', { body: { phone, purpose: 'register' } });
+    assert.equal(r.status, 202, r.text);
+  }
+  const pid = Number(fs.readFileSync(path.join(cl.dir, 'node2.pid'), 'utf8'));
+  process.kill(pid, 'SIGTERM');
+  await waitUntil(
+    () => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    },
+    { what: 'node 2 stopped', timeout: 15000 },
+  );
+  // not counted as failed, not deleted: still in the table
+  assert.equal(Number(cl.psql('SELECT count(*) FROM sms_outbox').trim()), phones.length);
+  const before = got.length;
+  await new Promise((resolve) => receiver.listen(cl.hookPort, '127.0.0.1', resolve));
+  const r = cl.run('up'); // starts the stopped nodes again
+  assert.equal(r.code, 0, r.out);
+  await waitUntil(() => phones.every((p) => got.slice(before).some((m) => m.to === p)), { what: 'the SMS left at the stop', timeout: 20000 });
+  await waitUntil(() => Number(cl.psql('SELECT count(*) FROM sms_outbox').trim()) === 0, { what: 'an empty outbox' });
+  t.diagnostic(`${got.length - before} deliveries of ${phones.length} messages after the restart`);
+});
