@@ -240,6 +240,9 @@ static const struct key_def keys[] = {
      "timeout of one webhook attempt"},
     {"sms", "webhook_retries", T_UINT, OFF(sms.webhook_retries), 0, 20, "3",
      "retries of a failed webhook delivery"},
+    {"sms", "outbox_lease", T_DURATION, OFF(sms.outbox_lease_ms), 1000, 24 * HOUR, "60s",
+     "shared store: how long an accepted SMS is its node's to deliver before another node's "
+     "sweeper may send it (more than a webhook delivery's retries take)"},
     {"sms", "cooldown", T_DURATION, OFF(sms.cooldown_ms), 0, HOUR, "60s",
      "minimum time between two codes to one number"},
     {"sms", "per_number_day", T_UINT, OFF(sms.per_number_day), 1, 100000000, "10",

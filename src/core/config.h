@@ -121,6 +121,7 @@ struct gh_config {
         char *webhook_url;
         uint64_t webhook_timeout_ms;
         unsigned webhook_retries;
+        uint64_t outbox_lease_ms; /* shared store: an accepted SMS is its node's this long */
         uint64_t cooldown_ms;
         unsigned per_number_day;
         unsigned per_addr_hour;

@@ -790,8 +790,8 @@ static int principal_prefetch(const struct gh_http_req *req, void (*wake)(void *
 
 static void on_policy_timer(uv_timer_t *t)
 {
-    (void)t;
     gh_policy_tick();
+    id_outbox_sweep(t->data);
 }
 
 static int id_worker_init(struct gh_worker *w, void *data)
@@ -804,6 +804,7 @@ static int id_worker_init(struct gh_worker *w, void *data)
     if (p)
         report_component(p);
     int rc = uv_timer_init(&w->loop, &ids.policy_timer);
+    ids.policy_timer.data = w; /* the outbox's sweeps answer there */
     if (!rc)
         rc = uv_timer_start(&ids.policy_timer, on_policy_timer, 1000, 1000);
     ids.timer_on = rc == 0;
@@ -1075,7 +1076,8 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
                                      .timeout_ms = cfg->sms.webhook_timeout_ms,
                                      .retries = cfg->sms.webhook_retries,
                                      .hmac_key = hookkey,
-                                     .queue_max = 10000};
+                                     .queue_max = 10000,
+                                     .done = id_outbox_done};
     rc = gh_smssend_new(&sso, &ids.sender);
     sodium_memzero(hookkey, sizeof hookkey);
     if (rc) {
@@ -1123,6 +1125,7 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
     }
     ids.shared_store = gh_store_shared(ids.store);
     if (ids.shared_store) {
+        id_outbox_init(cfg);
         gh_tokens_set_ttl(cfg->store.cache_ttl_ms, recheck);
         ids.m_rechecks = gh_metrics_counter(
             "gatehouse_identity_credential_rechecks_total", "",
@@ -1157,10 +1160,12 @@ void gh_identity_dispose(void)
     /* the password pool first: its jobs post into the store */
     gh_pwpool_free(ids.pool);
     ids.pool = NULL;
-    gh_store_close(ids.store);
-    ids.store = NULL;
+    /* the sender before the store: what it delivers while it drains is
+     * deleted from the SMS outbox (id_outbox_done queues store jobs) */
     gh_smssend_free(ids.sender);
     ids.sender = NULL;
+    gh_store_close(ids.store);
+    ids.store = NULL;
     gh_sms_free(ids.sms);
     ids.sms = NULL;
     gh_kvtab_free(ids.fails);

@@ -60,6 +60,10 @@ struct identity {
     _Atomic uint64_t *m_reloads;   /* credential cache misses looked up in the store */
     _Atomic uint64_t *m_cred_msgs; /* credentials ended by another node (store messages) */
     _Atomic uint64_t *m_rechecks;  /* cached credentials read again past [store] cache_ttl */
+    /* the SMS outbox (shared store): outbox.c */
+    _Atomic uint64_t outbox_lease_ms;
+    _Atomic bool outbox_sweeping; /* a claim job is queued or running */
+    _Atomic uint64_t *m_outbox_claimed, *m_outbox_delivered;
 };
 extern struct identity ids;
 
@@ -154,13 +158,34 @@ void id_h_reset(struct gh_http_req *req);
 void id_h_password_change(struct gh_http_req *req);
 void id_h_logout(struct gh_http_req *req);
 
+/* ---- outbox.c: the SMS outbox on a shared store ---- */
+
+/* Metrics and the lease; main thread, at start. */
+void id_outbox_init(const struct gh_config *cfg);
+/* Adds msg to the outbox in c's transaction, leased to this node: *id. */
+int id_outbox_add(struct gh_store_conn *c, const struct gh_smssend_msg *msg, uint64_t *id);
+/* Hands row id's message to this node's sender. Any thread. */
+void id_outbox_send(uint64_t id, const struct gh_smssend_msg *msg);
+/* The sender's verdict on row id (sender thread): the row is deleted. */
+void id_outbox_done(uint64_t id, bool delivered, void *arg);
+/* Claims the rows whose lease ended (other nodes' or this one's, after a
+ * stop or a crash) and hands them to the sender; w runs the answer. Once a
+ * second on the admin worker. */
+void id_outbox_sweep(struct gh_worker *w);
+
 /* ---- signup.c ---- */
 
 void id_h_sms_code(struct gh_http_req *req);
 void id_hash_fn(void *arg);
 void id_respond_bad_code(struct gh_http_req *req);
-bool id_check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpose p,
-                   const char *code, size_t len);
+/* Checks (and consumes) a code: in the cluster's shared store when there
+ * is one (a store job), else in this node's memory (at once). Answers 400
+ * invalid_code for a wrong one (503 busy when the store cannot tell), then
+ * calls then(req, ok, arg) on req's worker, or then(NULL, false, arg) on a
+ * store thread when the worker stopped (only to free arg). */
+typedef void (*id_code_fn)(struct gh_http_req *req, bool ok, void *arg);
+void id_check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpose p,
+                   const char *code, size_t len, id_code_fn then, void *arg);
 void id_h_register(struct gh_http_req *req);
 
 /* ---- account.c (route handlers) ---- */

@@ -422,6 +422,25 @@ static void login_wait_free(struct login_wait *lw)
     free(lw);
 }
 
+/* Reads the account of op (the pool or the answer owns op after). */
+static void login_read(struct gh_http_req *req, struct op *op)
+{
+    if (gh_store_read(ids.store, login_read_fn, op, req->worker, login_read_done)) {
+        id_respond_busy(req, "sign-in");
+        id_op_free(op);
+    }
+}
+
+static void login_code_checked(struct gh_http_req *req, bool ok, void *arg)
+{
+    struct login_wait *lw = arg;
+    if (ok) {
+        login_read(req, lw->op);
+        lw->op = NULL;
+    }
+    login_wait_free(lw);
+}
+
 static void login_go(struct login_wait *lw, const struct shared_fails *shared)
 {
     struct op *op = lw->op;
@@ -449,24 +468,20 @@ static void login_go(struct login_wait *lw, const struct shared_fails *shared)
         goto out;
     }
     if (lw->by_code) {
-        if (!id_check_code(req, op->phone.e164, GH_SMS_LOGIN, lw->code, lw->clen)) {
-            id_op_free(op);
-            goto out;
-        }
-    } else {
-        if (sms_only) {
-            login_fail_answer(req, true);
-            id_op_free(op);
-            goto out;
-        }
-        memcpy(op->password, lw->pw, lw->pwlen);
-        op->pwlen = lw->pwlen;
-        source_attempt(req);
+        id_check_code(req, op->phone.e164, GH_SMS_LOGIN, lw->code, lw->clen, login_code_checked,
+                      lw);
+        return;
     }
-    if (gh_store_read(ids.store, login_read_fn, op, req->worker, login_read_done)) {
-        id_respond_busy(req, "sign-in");
+    if (sms_only) {
+        login_fail_answer(req, true);
         id_op_free(op);
+        goto out;
     }
+    memcpy(op->password, lw->pw, lw->pwlen);
+    op->pwlen = lw->pwlen;
+    source_attempt(req);
+    lw->op = NULL;
+    login_read(req, op);
 out:
     json_decref(o);
     free(lw);
@@ -637,13 +652,11 @@ fail:
     id_op_free(op);
 }
 
-static void reset_gated(struct gh_http_req *req, bool go_on, void *arg)
+static void reset_code_checked(struct gh_http_req *req, bool ok, void *arg)
 {
     struct login_wait *lw = arg;
     struct op *op = lw->op;
-    if (!go_on || !id_limit_phone(req, GH_CLASS_LOGIN, &op->phone) ||
-        !gh_shield_admit(req, GH_CLASS_LOGIN) ||
-        !id_check_code(req, op->phone.e164, GH_SMS_RESET, lw->code, lw->clen))
+    if (!ok)
         goto fail;
     memcpy(op->password, lw->pw, lw->pwlen);
     op->pwlen = lw->pwlen;
@@ -655,6 +668,18 @@ static void reset_gated(struct gh_http_req *req, bool go_on, void *arg)
     lw->op = NULL; /* the pool's now */
 fail:
     login_wait_free(lw);
+}
+
+static void reset_gated(struct gh_http_req *req, bool go_on, void *arg)
+{
+    struct login_wait *lw = arg;
+    struct op *op = lw->op;
+    if (!go_on || !id_limit_phone(req, GH_CLASS_LOGIN, &op->phone) ||
+        !gh_shield_admit(req, GH_CLASS_LOGIN)) {
+        login_wait_free(lw);
+        return;
+    }
+    id_check_code(req, op->phone.e164, GH_SMS_RESET, lw->code, lw->clen, reset_code_checked, lw);
 }
 
 void id_h_reset(struct gh_http_req *req)

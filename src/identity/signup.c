@@ -70,36 +70,120 @@ static void number_budgets(struct sms_job *j)
     }
 }
 
-/* Issues the code and hands the text to the sender; frees j. */
-static void sms_issue_send(struct sms_job *j)
+/* The text of code for j into text (GH_SMSSEND_TEXT_MAX bytes). */
+static void sms_text(const struct sms_job *j, const char *code, char *text)
 {
-    char code[7];
-    if (gh_sms_code_issue(ids.sms, j->phone.e164, j->purpose, gh_now_ms(), code))
-        goto out;
-    char text[400];
     unsigned mins = (unsigned)GH_MAX(j->ttl_ms / 60000, 1ull);
     if (j->purpose == GH_SMS_REGISTER && j->exists)
-        snprintf(text, sizeof text,
+        snprintf(text, GH_SMSSEND_TEXT_MAX,
                  "gatehouse: someone asked to register this number, which already has an "
                  "account. If it was you, sign in or reset your password instead. Code %s "
                  "(%u min).",
                  code, mins);
     else if (j->purpose == GH_SMS_REGISTER)
-        snprintf(text, sizeof text,
+        snprintf(text, GH_SMSSEND_TEXT_MAX,
                  "gatehouse: your registration code is %s. It expires in %u min. Never share it.",
                  code, mins);
     else if (j->purpose == GH_SMS_LOGIN)
-        snprintf(text, sizeof text,
+        snprintf(text, GH_SMSSEND_TEXT_MAX,
                  "gatehouse: your sign-in code is %s. It expires in %u min. Never share it.", code,
                  mins);
     else
-        snprintf(text, sizeof text,
+        snprintf(text, GH_SMSSEND_TEXT_MAX,
                  "gatehouse: your password reset code is %s. It expires in %u min. Never share "
                  "it.",
                  code, mins);
-    gh_smssend_send(ids.sender, j->phone.e164, gh_sms_purpose_name(j->purpose), code, text);
+}
+
+/* The 202 of a code request. */
+static void sms_accepted(struct gh_http_req *req)
+{
+    gh_shield_signal(req, GH_SIGNAL_SMS_SENT);
+    char body[64];
+    int n = snprintf(body, sizeof body, "{\"sent\":true,\"retry_after\":%llu}",
+                     (unsigned long long)(req->cfg->sms.cooldown_ms / 1000));
+    gh_http_respond_json(req, 202, body, (size_t)n);
+}
+
+/* Frees j, answering first when its request waits for the message to be
+ * in the SMS outbox (a registration code on a shared store): 202 when it
+ * is (rc 0), else 503; w NULL (the worker stopped): no answer. */
+static void sms_job_end(struct sms_job *j, struct gh_worker *w, int rc)
+{
+    if (w && j->req) {
+        if (rc)
+            id_respond_busy(j->req, "the SMS service");
+        else
+            sms_accepted(j->req);
+    }
+    free(j);
+}
+
+/* A code kept in the cluster's shared store: what the write job stores
+ * (the code's hashes and its message in the SMS outbox, one transaction). */
+struct code_put {
+    struct sms_job *j;
+    struct gh_smssend_msg msg;
+    uint8_t key[32], hash[32];
+    uint64_t expires_ms;
+    unsigned tries;
+    uint64_t row; /* the outbox row */
+};
+
+static void code_put_free(struct code_put *cp, struct gh_worker *w, int rc)
+{
+    sms_job_end(cp->j, w, rc);
+    sodium_memzero(cp, sizeof *cp);
+    free(cp);
+}
+
+static int code_put_fn(struct gh_store_conn *c, void *arg)
+{
+    struct code_put *cp = arg;
+    int rc = gh_store_sms_code_put(c, cp->key, cp->hash, cp->expires_ms, cp->tries);
+    return rc ? rc : id_outbox_add(c, &cp->msg, &cp->row);
+}
+
+/* The code and its message are in the store (committed): any node can
+ * check the code, and the message is sent even if this node dies now. */
+static void code_put_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct code_put *cp = arg;
+    if (w && !rc)
+        id_outbox_send(cp->row, &cp->msg);
+    code_put_free(cp, w, rc);
+}
+
+/* Issues the code and hands the text to the sender; frees j. With a shared
+ * store the code goes there first, so that every node can check it. */
+static void sms_issue_send(struct sms_job *j)
+{
+    if (ids.shared_store) {
+        struct code_put *cp = calloc(1, sizeof *cp);
+        if (!cp) {
+            sms_job_end(j, j->worker, GH_ENOMEM);
+            return;
+        }
+        cp->j = j;
+        uint64_t ttl;
+        struct gh_smssend_msg *m = &cp->msg;
+        gh_sms_code_new(ids.sms, m->code, &ttl, &cp->tries);
+        gh_sms_code_hashes(ids.sms, j->phone.e164, j->purpose, m->code, 6, cp->key, cp->hash);
+        cp->expires_ms = gh_wall_ms() + ttl;
+        snprintf(m->to, sizeof m->to, "%s", j->phone.e164);
+        snprintf(m->purpose, sizeof m->purpose, "%s", gh_sms_purpose_name(j->purpose));
+        sms_text(j, m->code, m->text);
+        if (gh_store_write(ids.store, code_put_fn, cp, j->worker, code_put_done))
+            code_put_free(cp, j->worker, GH_EBUSY);
+        return;
+    }
+    char code[7], text[GH_SMSSEND_TEXT_MAX];
+    if (!gh_sms_code_issue(ids.sms, j->phone.e164, j->purpose, gh_now_ms(), code)) {
+        sms_text(j, code, text);
+        gh_smssend_send(ids.sender, j->phone.e164, gh_sms_purpose_name(j->purpose), code, text);
+        sodium_memzero(text, sizeof text);
+    }
     sodium_memzero(code, sizeof code);
-out:
     free(j);
 }
 
@@ -138,7 +222,7 @@ static void sms_lookup_done(struct gh_worker *w, void *arg, int rc)
     sms_issue_send(j);
     return;
 drop:
-    free(j);
+    sms_job_end(j, w, GH_EIO);
 }
 
 static void respond_too_many_codes(struct gh_http_req *req, uint64_t wait, const char *which)
@@ -151,20 +235,22 @@ static void respond_too_many_codes(struct gh_http_req *req, uint64_t wait, const
 
 /* Every budget allowed: the number is looked up (the answer does not wait
  * for it: the same bytes, at the same time, whether or not it has an
- * account) and the client told 202. Takes j. */
+ * account) and the client told 202. Takes j. On a shared store a
+ * registration code's 202 waits until its message is in the SMS outbox
+ * (committed: it is delivered even if this node dies): a registration code
+ * is sent whether or not the number has an account, so waiting tells
+ * nothing. Login and reset codes are answered first, as on one node. */
 static void sms_code_accept(struct gh_http_req *req, struct sms_job *j)
 {
-    j->req = NULL;
+    bool wait = ids.shared_store && j->purpose == GH_SMS_REGISTER;
+    j->req = wait ? req : NULL;
     if (gh_store_read(ids.store, sms_lookup_fn, j, req->worker, sms_lookup_done)) {
         free(j);
         id_respond_busy(req, "the SMS service");
         return;
     }
-    gh_shield_signal(req, GH_SIGNAL_SMS_SENT);
-    char body[64];
-    int n = snprintf(body, sizeof body, "{\"sent\":true,\"retry_after\":%llu}",
-                     (unsigned long long)(req->cfg->sms.cooldown_ms / 1000));
-    gh_http_respond_json(req, 202, body, (size_t)n);
+    if (!wait)
+        sms_accepted(req);
 }
 
 /* A registration code's number budgets, charged in the cluster's Redis
@@ -391,24 +477,77 @@ void id_respond_bad_code(struct gh_http_req *req)
                                 "code");
 }
 
-bool id_check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpose p,
-                   const char *code, size_t len)
+/* A code checked in the cluster's shared store. */
+struct code_check {
+    struct gh_http_req *req;
+    enum gh_sms_purpose purpose;
+    uint8_t key[32], hash[32];
+    uint64_t now_ms;
+    int result;
+    id_code_fn then;
+    void *arg;
+};
+
+static int code_check_fn(struct gh_store_conn *c, void *arg)
 {
-    int rc = gh_sms_code_check(ids.sms, e164, p, code, len, gh_now_ms());
-    gh_shield_signal(req, rc == 0 ? GH_SIGNAL_VERIFY_OK : GH_SIGNAL_VERIFY_FAIL);
-    if (rc == 0)
-        return true;
-    id_respond_bad_code(req);
-    return false;
+    struct code_check *cc = arg;
+    return gh_store_sms_code_check(c, cc->key, cc->hash, cc->now_ms, &cc->result);
 }
 
-static void register_gated(struct gh_http_req *req, bool go_on, void *arg)
+static const char *const code_busy_what[GH_SMS_NPURPOSE] = {
+    [GH_SMS_REGISTER] = "registration",
+    [GH_SMS_LOGIN] = "sign-in",
+    [GH_SMS_RESET] = "password reset",
+};
+
+static void code_check_done(struct gh_worker *w, void *arg, int rc)
+{
+    struct code_check *cc = arg;
+    bool ok = false;
+    if (w && rc) {
+        id_respond_busy(cc->req, code_busy_what[cc->purpose]);
+    } else if (w) {
+        ok = cc->result == 0;
+        gh_shield_signal(cc->req, ok ? GH_SIGNAL_VERIFY_OK : GH_SIGNAL_VERIFY_FAIL);
+        if (!ok)
+            id_respond_bad_code(cc->req);
+    }
+    /* w NULL (the worker stopped): then only frees what it owns */
+    cc->then(w ? cc->req : NULL, ok, cc->arg);
+    free(cc);
+}
+
+void id_check_code(struct gh_http_req *req, const char *e164, enum gh_sms_purpose p,
+                   const char *code, size_t len, id_code_fn then, void *arg)
+{
+    if (ids.shared_store) {
+        struct code_check *cc = calloc(1, sizeof *cc);
+        if (!cc) {
+            id_respond_busy(req, code_busy_what[p]);
+            then(req, false, arg);
+            return;
+        }
+        *cc = (struct code_check){
+            .req = req, .purpose = p, .now_ms = gh_wall_ms(), .then = then, .arg = arg};
+        gh_sms_code_hashes(ids.sms, e164, p, code, len, cc->key, cc->hash);
+        if (gh_store_write(ids.store, code_check_fn, cc, req->worker, code_check_done)) {
+            free(cc);
+            id_respond_busy(req, code_busy_what[p]);
+            then(req, false, arg);
+        }
+        return;
+    }
+    int rc = gh_sms_code_check(ids.sms, e164, p, code, len, gh_now_ms());
+    gh_shield_signal(req, rc == 0 ? GH_SIGNAL_VERIFY_OK : GH_SIGNAL_VERIFY_FAIL);
+    if (rc)
+        id_respond_bad_code(req);
+    then(req, rc == 0, arg);
+}
+
+static void register_code_checked(struct gh_http_req *req, bool ok, void *arg)
 {
     struct gated *g = arg;
-    if (!go_on || !id_limit_phone(req, GH_CLASS_REGISTER, &g->p) ||
-        !id_register_cap_ok(req, gh_policy_current()) || !gh_shield_admit(req, GH_CLASS_REGISTER))
-        goto out;
-    if (!id_check_code(req, g->p.e164, GH_SMS_REGISTER, g->code, g->clen))
+    if (!ok)
         goto out;
     struct op *op = id_op_new(req, OP_REGISTER, &g->p);
     if (!op) {
@@ -425,6 +564,18 @@ static void register_gated(struct gh_http_req *req, bool go_on, void *arg)
 out:
     json_decref(g->o);
     free(g);
+}
+
+static void register_gated(struct gh_http_req *req, bool go_on, void *arg)
+{
+    struct gated *g = arg;
+    if (!go_on || !id_limit_phone(req, GH_CLASS_REGISTER, &g->p) ||
+        !id_register_cap_ok(req, gh_policy_current()) || !gh_shield_admit(req, GH_CLASS_REGISTER)) {
+        json_decref(g->o);
+        free(g);
+        return;
+    }
+    id_check_code(req, g->p.e164, GH_SMS_REGISTER, g->code, g->clen, register_code_checked, g);
 }
 
 void id_h_register(struct gh_http_req *req)

@@ -267,8 +267,7 @@ int gh_sms_code_issue(struct gh_sms *s, const char *e164, enum gh_sms_purpose p,
                       char code[7])
 {
     struct gh_sms_limits l = limits(s);
-    uint32_t v = randombytes_uniform(1000000);
-    snprintf(code, 7, "%06u", v);
+    snprintf(code, 7, "%06u", (unsigned)randombytes_uniform(1000000));
     uint8_t key[16];
     code_key(key, e164, p);
     gh_kvtab_lock(s->codes);
@@ -309,4 +308,26 @@ int gh_sms_code_check(struct gh_sms *s, const char *e164, enum gh_sms_purpose p,
     }
     gh_kvtab_unlock(s->codes);
     return rc;
+}
+
+void gh_sms_code_hashes(struct gh_sms *s, const char *e164, enum gh_sms_purpose p, const char *code,
+                        size_t len, uint8_t key[32], uint8_t hash[32])
+{
+    char buf[48];
+    int n = snprintf(buf, sizeof buf, "code/%s/%d", e164, (int)p);
+    crypto_generichash(key, 32, (const unsigned char *)buf, (size_t)n, s->key, sizeof s->key);
+    /* bound to the number: the same code for two numbers is two hashes */
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, s->key, sizeof s->key, 32);
+    crypto_generichash_update(&st, key, 32);
+    crypto_generichash_update(&st, (const unsigned char *)code, len);
+    crypto_generichash_final(&st, hash, 32);
+}
+
+void gh_sms_code_new(struct gh_sms *s, char code[7], uint64_t *ttl_ms, unsigned *tries)
+{
+    struct gh_sms_limits l = limits(s);
+    snprintf(code, 7, "%06u", (unsigned)randombytes_uniform(1000000));
+    *ttl_ms = l.code_ttl_ms;
+    *tries = l.code_tries;
 }

@@ -92,6 +92,16 @@ int gh_sms_code_issue(struct gh_sms *s, const char *e164, enum gh_sms_purpose p,
 int gh_sms_code_check(struct gh_sms *s, const char *e164, enum gh_sms_purpose p,
                       const char *code, size_t len, uint64_t now_ms);
 
+/* For codes kept in a cluster's shared store (the store checks them):
+ * key, the keyed hash of (e164, p) the code is stored under; hash, the
+ * keyed hash of key and code (len bytes), what is stored instead of the
+ * code. */
+void gh_sms_code_hashes(struct gh_sms *s, const char *e164, enum gh_sms_purpose p, const char *code,
+                        size_t len, uint8_t key[32], uint8_t hash[32]);
+/* A new code (6 digits and a NUL) for the shared store, with its lifetime
+ * and tries from the limits. */
+void gh_sms_code_new(struct gh_sms *s, char code[7], uint64_t *ttl_ms, unsigned *tries);
+
 /* "register" → GH_SMS_REGISTER …; -1 when unknown. */
 int gh_sms_purpose_parse(const char *s, size_t len);
 const char *gh_sms_purpose_name(enum gh_sms_purpose p);

@@ -31,7 +31,8 @@
 
 struct msg {
     struct msg *next;
-    char *line; /* the JSON object, newline included */
+    uint64_t id; /* the SMS outbox row, 0 when none */
+    char *line;  /* the JSON object, newline included */
     size_t len;
 };
 
@@ -55,6 +56,8 @@ struct gh_smssend {
     uint8_t key[32];
     int fd;
     CURLM *multi;
+    void (*done)(uint64_t id, bool delivered, void *arg);
+    void *done_arg;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -168,8 +171,10 @@ static void msg_free(struct msg *m)
     free(m);
 }
 
-static void outcome(struct gh_smssend *s, bool ok, const char *why)
+static void outcome(struct gh_smssend *s, const struct msg *m, bool ok, const char *why)
 {
+    if (m && m->id && s->done)
+        s->done(m->id, ok, s->done_arg);
     if (ok) {
         GH_STAT_ADD(&s->sent, 1);
         count(s->m_sent, 1);
@@ -190,7 +195,7 @@ static void log_main(struct gh_smssend *s)
     struct msg *m;
     while ((m = pop(s, true, &stopping)) != NULL) {
         bool ok = write(s->fd, m->line, m->len) == (ssize_t)m->len;
-        outcome(s, ok, "outbox write failed");
+        outcome(s, m, ok, "outbox write failed");
         msg_free(m);
     }
 }
@@ -255,10 +260,10 @@ static void start(struct gh_smssend *s, struct msg *m)
         free(x);
         if (h)
             curl_easy_cleanup(h);
+        outcome(s, m, false, "out of memory");
         msg_free(m);
         s->inflight_local--;
         atomic_store_explicit(&s->inflight, s->inflight_local, memory_order_relaxed);
-        outcome(s, false, "out of memory");
         return;
     }
     x->m = m;
@@ -278,8 +283,8 @@ static void start(struct gh_smssend *s, struct msg *m)
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(h, CURLOPT_PRIVATE, x);
     if (!attempt(s, x)) {
+        outcome(s, x->m, false, "could not start a transfer");
         xfer_free(s, x);
-        outcome(s, false, "could not start a transfer");
     }
 }
 
@@ -305,13 +310,18 @@ static void finished(struct gh_smssend *s, struct xfer *x, CURLcode rc, bool sto
     curl_easy_getinfo(x->h, CURLINFO_RETRY_AFTER, &retry_after);
     curl_multi_remove_handle(s->multi, x->h);
     if (rc == CURLE_OK && status >= 200 && status <= 299) {
-        outcome(s, true, NULL);
+        outcome(s, x->m, true, NULL);
         xfer_free(s, x);
         return;
     }
-    if (gh_smssend_retryable((int)rc, status) && x->attempts <= s->retries && !stopping) {
+    bool retryable = gh_smssend_retryable((int)rc, status) && x->attempts <= s->retries;
+    if (retryable && !stopping) {
         uint64_t ra = retry_after > 0 ? (uint64_t)retry_after * 1000 : 0;
         schedule_retry(s, x, gh_now_ms(), ra);
+        return;
+    }
+    if (retryable && x->m->id) {
+        xfer_free(s, x); /* stopping: the outbox row stays for another node */
         return;
     }
     char why[160];
@@ -319,7 +329,7 @@ static void finished(struct gh_smssend *s, struct xfer *x, CURLcode rc, bool sto
         snprintf(why, sizeof why, "%s after %u attempt(s)", curl_easy_strerror(rc), x->attempts);
     else
         snprintf(why, sizeof why, "HTTP %ld after %u attempt(s)", status, x->attempts);
-    outcome(s, false, why);
+    outcome(s, x->m, false, why);
     xfer_free(s, x);
 }
 
@@ -335,7 +345,7 @@ static uint64_t run_retries(struct gh_smssend *s, uint64_t now, bool stopping)
             *pp = x->next;
             x->next = NULL;
             if (!attempt(s, x)) {
-                outcome(s, false, "could not start a retry");
+                outcome(s, x->m, false, "could not start a retry");
                 xfer_free(s, x);
             }
         } else {
@@ -395,18 +405,21 @@ static void webhook_main(struct gh_smssend *s)
             wait = GH_MIN(wait, 50u);
         curl_multi_poll(s->multi, NULL, 0, (int)wait, NULL);
     }
-    /* past the drain deadline: whatever is left has failed */
+    /* past the drain deadline: whatever is left has failed, but for
+     * outbox rows, which stay for another node or the restart */
     s->retry_head = NULL;
     while (s->all) {
         struct xfer *x = s->all;
         curl_multi_remove_handle(s->multi, x->h); /* harmless when not added */
-        outcome(s, false, "stopped before it was delivered");
+        if (!x->m->id)
+            outcome(s, NULL, false, "stopped before it was delivered");
         xfer_free(s, x);
     }
     bool st;
     struct msg *m;
     while ((m = pop(s, false, &st)) != NULL) {
-        outcome(s, false, "stopped before sending");
+        if (!m->id)
+            outcome(s, NULL, false, "stopped before sending");
         msg_free(m);
     }
 }
@@ -488,6 +501,8 @@ int gh_smssend_new(const struct gh_smssend_options *o, struct gh_smssend **out)
     s->max_inflight = o->max_inflight ? o->max_inflight : 64;
     memcpy(s->key, o->hmac_key, 32);
     s->max = o->queue_max ? o->queue_max : 10000;
+    s->done = o->done;
+    s->done_arg = o->done_arg;
     register_metrics(s);
     if (pthread_create(&s->thread, NULL, sender_main, s)) {
         destroy(s);
@@ -514,6 +529,12 @@ void gh_smssend_free(struct gh_smssend *s)
 int gh_smssend_send(struct gh_smssend *s, const char *to, const char *purpose, const char *code,
                     const char *text)
 {
+    return gh_smssend_send_id(s, 0, to, purpose, code, text);
+}
+
+int gh_smssend_send_id(struct gh_smssend *s, uint64_t id, const char *to, const char *purpose,
+                       const char *code, const char *text)
+{
     struct gh_buf b;
     gh_buf_init(&b, 4096);
     char ts[40];
@@ -533,6 +554,7 @@ int gh_smssend_send(struct gh_smssend *s, const char *to, const char *purpose, c
         return rc ? rc : GH_ENOMEM;
     }
     m->line = gh_buf_steal(&b, &m->len);
+    m->id = id;
     pthread_mutex_lock(&s->mu);
     if (s->stopping || s->n >= s->max) {
         pthread_mutex_unlock(&s->mu);
@@ -574,4 +596,60 @@ uint64_t gh_smssend_sent(struct gh_smssend *s)
 uint64_t gh_smssend_failed(struct gh_smssend *s)
 {
     return GH_STAT_GET(&s->failed);
+}
+
+/* ---- the outbox's messages ---- */
+
+static bool all_of(const char *s, size_t len, size_t min, size_t max, const char *set)
+{
+    if (len < min || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!s[i] || !strchr(set, s[i]))
+            return false;
+    return true;
+}
+
+static bool fields_ok(const char *to, size_t tl, const char *pu, size_t pl, const char *co,
+                      size_t cl, const char *te, size_t xl)
+{
+    return tl >= 2 && to[0] == '+' && all_of(to + 1, tl - 1, 1, 15, "0123456789") &&
+           all_of(pu, pl, 1, 15, "abcdefghijklmnopqrstuvwxyz") &&
+           all_of(co, cl, 6, 6, "0123456789") && xl >= 1 && xl < GH_SMSSEND_TEXT_MAX &&
+           !memchr(te, 0, xl) && !memchr(te, '\n', xl);
+}
+
+int gh_smssend_msg_encode(const struct gh_smssend_msg *m, char *out, size_t cap)
+{
+    size_t tl = strnlen(m->to, sizeof m->to), pl = strnlen(m->purpose, sizeof m->purpose);
+    size_t cl = strnlen(m->code, sizeof m->code), xl = strnlen(m->text, sizeof m->text);
+    if (!fields_ok(m->to, tl, m->purpose, pl, m->code, cl, m->text, xl))
+        return GH_EINVAL;
+    int n = snprintf(out, cap, "v1\n%s\n%s\n%s\n%s", m->to, m->purpose, m->code, m->text);
+    return n < 0 || (size_t)n >= cap ? GH_ETOOBIG : n;
+}
+
+int gh_smssend_msg_decode(const char *s, size_t len, struct gh_smssend_msg *m)
+{
+    memset(m, 0, sizeof *m);
+    if (len < 3 || memcmp(s, "v1\n", 3))
+        return GH_EINVAL;
+    const char *f[4];
+    size_t fl[4];
+    const char *p = s + 3, *end = s + len;
+    for (int i = 0; i < 4; i++) {
+        const char *nl = i < 3 ? memchr(p, '\n', (size_t)(end - p)) : end;
+        if (!nl)
+            return GH_EINVAL;
+        f[i] = p;
+        fl[i] = (size_t)(nl - p);
+        p = nl + (i < 3);
+    }
+    if (!fields_ok(f[0], fl[0], f[1], fl[1], f[2], fl[2], f[3], fl[3]))
+        return GH_EINVAL;
+    memcpy(m->to, f[0], fl[0]);
+    memcpy(m->purpose, f[1], fl[1]);
+    memcpy(m->code, f[2], fl[2]);
+    memcpy(m->text, f[3], fl[3]);
+    return 0;
 }

@@ -36,6 +36,11 @@ struct gh_smssend_options {
     unsigned queue_max;       /* messages waiting; 0 = 10000 */
     unsigned max_inflight;    /* webhook transfers at once (attempts and back-offs); 0 = 64 */
     uint64_t backoff_base_ms; /* first retry's delay; 0 = 500 ms (doubling, capped) */
+    /* called on the sender thread when a message sent with an id (an SMS
+     * outbox row) ends: delivered, or given up (counted as failed). Not
+     * for what is left at stop: that stays in the outbox. May be NULL. */
+    void (*done)(uint64_t id, bool delivered, void *arg);
+    void *done_arg;
 };
 
 /* Back-off before retry n (n >= 1): base * 2^(n-1), capped at
@@ -71,6 +76,30 @@ void gh_smssend_free(struct gh_smssend *s);
  * GH_ENOMEM. */
 int gh_smssend_send(struct gh_smssend *s, const char *to, const char *purpose, const char *code,
                     const char *text);
+/* The same for the message of SMS outbox row id (not 0): o->done hears
+ * how it ended; left at stop, it is neither failed nor done (the row
+ * stays for another node or the restart). */
+int gh_smssend_send_id(struct gh_smssend *s, uint64_t id, const char *to, const char *purpose,
+                       const char *code, const char *text);
+
+/* A message as the SMS outbox keeps it (sealed by the store):
+ * "v1\n<to>\n<purpose>\n<code>\n<text>" with to "+" and 1-15 digits,
+ * purpose 1-15 of [a-z], code 6 digits, text 1-399 bytes without NUL or
+ * newline. */
+#define GH_SMSSEND_TEXT_MAX 400
+struct gh_smssend_msg {
+    char to[24];
+    char purpose[16];
+    char code[7];
+    char text[GH_SMSSEND_TEXT_MAX];
+};
+#define GH_SMSSEND_MSG_MAX (3 + 24 + 16 + 7 + GH_SMSSEND_TEXT_MAX)
+/* Its length written into out (cap bytes; GH_SMSSEND_MSG_MAX is enough),
+ * or GH_EINVAL when a field is not as above / GH_ETOOBIG. */
+int gh_smssend_msg_encode(const struct gh_smssend_msg *m, char *out, size_t cap);
+/* Parses len bytes of s (not NUL-terminated): 0, or GH_EINVAL for
+ * anything gh_smssend_msg_encode would not write. */
+int gh_smssend_msg_decode(const char *s, size_t len, struct gh_smssend_msg *m);
 
 struct gh_smssend_stats {
     uint64_t sent;     /* written (log) or answered 2xx (webhook) */

@@ -81,6 +81,19 @@ struct gh_store_backend {
     int (*setting_get)(struct gh_store_conn *c, const char *name, struct gh_buf *out);
     int (*setting_put)(struct gh_store_conn *c, const char *name, const char *value);
 
+    /* SMS codes shared by the nodes; NULL on a backend of one node. */
+    int (*sms_code_put)(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                        uint64_t expires_ms, unsigned tries);
+    int (*sms_code_check)(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                          uint64_t now_ms, int *result);
+    int (*sms_outbox_add)(struct gh_store_conn *c, const void *msg, size_t len, uint64_t lease_ms,
+                          uint64_t *id);
+    int (*sms_outbox_delete)(struct gh_store_conn *c, uint64_t id);
+    int (*sms_outbox_claim)(struct gh_store_conn *c, uint64_t now_ms, uint64_t lease_ms,
+                            unsigned max,
+                            void (*fn)(uint64_t id, const void *msg, size_t len, void *arg),
+                            void *arg);
+
     /* Messages between nodes; NULL on a backend of one node. notify sends
      * payload on the cluster's channel in the current transaction (at its
      * commit). listen waits on c (LISTEN issued on each new connection, and
@@ -101,6 +114,15 @@ extern const struct gh_store_backend gh_store_postgres;
 /* Seals the E.164 text phone with key into out (GH_STORE_SEAL_MAX bytes);
  * returns the sealed length. */
 size_t gh_store_phone_seal(const uint8_t key[32], const char *phone, uint8_t *out);
+/* Seals len bytes of in with key into out (GH_STORE_SEAL_OVERHEAD + len
+ * bytes); returns the sealed length. */
+#define GH_STORE_SEAL_OVERHEAD (24 + 16)
+size_t gh_store_seal(const uint8_t key[32], const void *in, size_t len, uint8_t *out);
+/* Opens sealed (len bytes) into out (cap bytes): the opened length, or -1
+ * (wrong key, damaged, too long). */
+long gh_store_unseal(const uint8_t key[32], const uint8_t *sealed, size_t len, uint8_t *out,
+                     size_t cap);
+
 /* Opens sealed into phone (GH_PHONE_MAX bytes, NUL-terminated); an
  * unreadable value (wrong key, damaged) leaves phone empty. */
 void gh_store_phone_open(const uint8_t key[32], const uint8_t *sealed, size_t len, char *phone);

@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 #include <limits.h>
 #include <poll.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,18 @@ static const char *const migrations[] = {
     " reasoning_tokens bigint NOT NULL DEFAULT 0,"
     " cut_short bigint NOT NULL DEFAULT 0,"
     " PRIMARY KEY (day, key_id, user_id));",
+    /* 3: SMS codes shared by the nodes (they were in each node's memory) */
+    "CREATE TABLE sms_codes ("
+    " key bytea PRIMARY KEY,"
+    " code_hash bytea NOT NULL,"
+    " expires_ms bigint NOT NULL,"
+    " tries bigint NOT NULL);"
+    "CREATE INDEX sms_codes_expires ON sms_codes(expires_ms);"
+    "CREATE TABLE sms_outbox ("
+    " id bigserial PRIMARY KEY,"
+    " msg bytea NOT NULL,"
+    " lease_ms bigint NOT NULL);"
+    "CREATE INDEX sms_outbox_lease ON sms_outbox(lease_ms);",
 };
 
 /* ---- connections ---- */
@@ -1049,6 +1062,126 @@ static int pg_setting_put(struct gh_store_conn *c, const char *name, const char 
                    &a, NULL);
 }
 
+/* ---- SMS codes ---- */
+
+static int pg_sms_code_put(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                           uint64_t expires_ms, unsigned tries)
+{
+    struct args a = {0};
+    arg_u64(&a, gh_wall_ms());
+    int rc = run_cmd(c, "DELETE FROM sms_codes WHERE expires_ms <= $1", &a, NULL);
+    if (rc)
+        return rc;
+    a = (struct args){0};
+    arg_bytes(&a, key, 32);
+    arg_bytes(&a, hash, 32);
+    arg_u64(&a, expires_ms);
+    arg_u64(&a, tries);
+    return run_cmd(c,
+                   "INSERT INTO sms_codes (key, code_hash, expires_ms, tries) VALUES ($1,$2,$3,$4)"
+                   " ON CONFLICT (key) DO UPDATE SET code_hash = excluded.code_hash,"
+                   " expires_ms = excluded.expires_ms, tries = excluded.tries",
+                   &a, NULL);
+}
+
+struct code_row {
+    uint8_t hash[32];
+    uint64_t expires_ms, tries;
+};
+
+static void code_row(struct gh_store_conn *c, const PGresult *r, int row, void *out)
+{
+    (void)c;
+    struct code_row *cr = out;
+    col_blob32(cr->hash, r, row, 0);
+    cr->expires_ms = col_u64(r, row, 1);
+    cr->tries = col_u64(r, row, 2);
+}
+
+static int pg_sms_code_check(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                             uint64_t now_ms, int *result)
+{
+    struct args a = {0};
+    arg_bytes(&a, key, 32);
+    struct code_row cr;
+    /* FOR UPDATE: two nodes checking the same number take turns */
+    int rc =
+        run_row(c, "SELECT code_hash, expires_ms, tries FROM sms_codes WHERE key = $1 FOR UPDATE",
+                &a, code_row, &cr);
+    if (rc == GH_ENOTFOUND || (!rc && (cr.expires_ms <= now_ms || cr.tries == 0))) {
+        *result = GH_ENOTFOUND;
+        return rc == GH_ENOTFOUND ? 0
+                                  : run_cmd(c, "DELETE FROM sms_codes WHERE key = $1", &a, NULL);
+    }
+    if (rc)
+        return rc;
+    bool right = sodium_memcmp(cr.hash, hash, 32) == 0;
+    *result = right ? 0 : GH_EINVAL;
+    if (right || cr.tries <= 1)
+        return run_cmd(c, "DELETE FROM sms_codes WHERE key = $1", &a, NULL);
+    return run_cmd(c, "UPDATE sms_codes SET tries = tries - 1 WHERE key = $1", &a, NULL);
+}
+
+/* ---- the SMS outbox ---- */
+
+static int pg_sms_outbox_add(struct gh_store_conn *c, const void *msg, size_t len,
+                             uint64_t lease_ms, uint64_t *id)
+{
+    uint8_t sealed[GH_STORE_SEAL_OVERHEAD + GH_STORE_OUTBOX_MSG_MAX];
+    struct args a = {0};
+    arg_bytes(&a, sealed, gh_store_seal(c->enc_key, msg, len, sealed));
+    arg_u64(&a, lease_ms);
+    PGresult *r;
+    int rc = run(c, "INSERT INTO sms_outbox (msg, lease_ms) VALUES ($1,$2) RETURNING id", &a, &r);
+    if (!rc)
+        *id = PQntuples(r) == 1 ? col_u64(r, 0, 0) : 0;
+    PQclear(r);
+    return rc;
+}
+
+static int pg_sms_outbox_delete(struct gh_store_conn *c, uint64_t id)
+{
+    struct args a = {0};
+    arg_u64(&a, id);
+    return run_one(c, "DELETE FROM sms_outbox WHERE id = $1", &a);
+}
+
+static int pg_sms_outbox_claim(struct gh_store_conn *c, uint64_t now_ms, uint64_t lease_ms,
+                               unsigned max,
+                               void (*fn)(uint64_t id, const void *msg, size_t len, void *arg),
+                               void *arg)
+{
+    struct args a = {0};
+    arg_u64(&a, lease_ms);
+    arg_u64(&a, now_ms);
+    arg_u64(&a, max);
+    PGresult *r;
+    /* SKIP LOCKED: nodes sweeping at once take different rows */
+    int rc = run(c,
+                 "UPDATE sms_outbox SET lease_ms = $1 WHERE id IN (SELECT id FROM sms_outbox"
+                 " WHERE lease_ms <= $2 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                 " RETURNING id, msg",
+                 &a, &r);
+    int n = 0;
+    for (int i = 0; !rc && i < PQntuples(r); i++, n++) {
+        uint64_t id = col_u64(r, i, 0);
+        uint8_t msg[GH_STORE_OUTBOX_MSG_MAX];
+        long len = gh_store_unseal(c->enc_key, (const uint8_t *)PQgetvalue(r, i, 1),
+                                   (size_t)PQgetlength(r, i, 1), msg, sizeof msg);
+        if (len >= 0) {
+            fn(id, msg, (size_t)len, arg);
+            sodium_memzero(msg, sizeof msg);
+            continue;
+        }
+        gh_log(GH_LOG_WARN, "sms_outbox_unreadable",
+               "SMS outbox row %llu cannot be opened with this node's key: deleted",
+               (unsigned long long)id);
+        rc = pg_sms_outbox_delete(c, id);
+    }
+    PQclear(r);
+    return rc ? rc : n;
+}
+
 /* ---- messages between nodes ---- */
 
 static int pg_notify(struct gh_store_conn *c, const char *payload)
@@ -1139,6 +1272,11 @@ const struct gh_store_backend gh_store_postgres = {
     .usage_each = pg_usage_each,
     .setting_get = pg_setting_get,
     .setting_put = pg_setting_put,
+    .sms_code_put = pg_sms_code_put,
+    .sms_code_check = pg_sms_code_check,
+    .sms_outbox_add = pg_sms_outbox_add,
+    .sms_outbox_delete = pg_sms_outbox_delete,
+    .sms_outbox_claim = pg_sms_outbox_claim,
     .notify = pg_notify,
     .listen = pg_listen,
 };

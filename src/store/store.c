@@ -514,13 +514,27 @@ unsigned gh_store_pending(struct gh_store *s)
 
 /* ---- phone sealing, shared by the backends ---- */
 
+size_t gh_store_seal(const uint8_t key[32], const void *in, size_t len, uint8_t *out)
+{
+    randombytes_buf(out, crypto_secretbox_NONCEBYTES);
+    crypto_secretbox_easy(out + crypto_secretbox_NONCEBYTES, in, len, out, key);
+    return crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + len;
+}
+
+long gh_store_unseal(const uint8_t key[32], const uint8_t *sealed, size_t len, uint8_t *out,
+                     size_t cap)
+{
+    size_t overhead = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES;
+    if (!sealed || len < overhead || len - overhead > cap ||
+        crypto_secretbox_open_easy(out, sealed + crypto_secretbox_NONCEBYTES,
+                                   len - crypto_secretbox_NONCEBYTES, sealed, key))
+        return -1;
+    return (long)(len - overhead);
+}
+
 size_t gh_store_phone_seal(const uint8_t key[32], const char *phone, uint8_t *out)
 {
-    size_t plen = strnlen(phone, GH_PHONE_MAX - 1);
-    randombytes_buf(out, crypto_secretbox_NONCEBYTES);
-    crypto_secretbox_easy(out + crypto_secretbox_NONCEBYTES, (const uint8_t *)phone, plen, out,
-                          key);
-    return crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plen;
+    return gh_store_seal(key, phone, strnlen(phone, GH_PHONE_MAX - 1), out);
 }
 
 void gh_store_phone_open(const uint8_t key[32], const uint8_t *sealed, size_t len, char *phone)
@@ -838,4 +852,38 @@ int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_bu
 int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *value)
 {
     return published(c->be->setting_put(c, name, value), c, GH_STORE_MSG_SETTING, NULL, 0, name);
+}
+
+int gh_store_sms_code_put(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                          uint64_t expires_ms, unsigned tries)
+{
+    return c->be->sms_code_put ? c->be->sms_code_put(c, key, hash, expires_ms, tries) : GH_EINVAL;
+}
+
+int gh_store_sms_code_check(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                            uint64_t now_ms, int *result)
+{
+    return c->be->sms_code_check ? c->be->sms_code_check(c, key, hash, now_ms, result) : GH_EINVAL;
+}
+
+int gh_store_sms_outbox_add(struct gh_store_conn *c, const void *msg, size_t len, uint64_t lease_ms,
+                            uint64_t *id)
+{
+    if (len > GH_STORE_OUTBOX_MSG_MAX)
+        return GH_ETOOBIG;
+    return c->be->sms_outbox_add ? c->be->sms_outbox_add(c, msg, len, lease_ms, id) : GH_EINVAL;
+}
+
+int gh_store_sms_outbox_delete(struct gh_store_conn *c, uint64_t id)
+{
+    return c->be->sms_outbox_delete ? c->be->sms_outbox_delete(c, id) : GH_EINVAL;
+}
+
+int gh_store_sms_outbox_claim(struct gh_store_conn *c, uint64_t now_ms, uint64_t lease_ms,
+                              unsigned max,
+                              void (*fn)(uint64_t id, const void *msg, size_t len, void *arg),
+                              void *arg)
+{
+    return c->be->sms_outbox_claim ? c->be->sms_outbox_claim(c, now_ms, lease_ms, max, fn, arg)
+                                   : GH_EINVAL;
 }

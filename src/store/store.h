@@ -202,6 +202,51 @@ int gh_store_usage_each(struct gh_store_conn *c, uint32_t from, unsigned limit,
 int gh_store_setting_get(struct gh_store_conn *c, const char *name, struct gh_buf *out);
 int gh_store_setting_put(struct gh_store_conn *c, const char *name, const char *value);
 
+/* ---- SMS codes shared by the nodes (postgres only) ----
+ *
+ * The live code of a number and purpose under key (the caller's keyed hash
+ * of both): the code's keyed hash (never the code), its expiry (wall clock)
+ * and the tries left; one live code per key. On sqlite (one node) codes
+ * stay in the node's memory (identity/sms.c): both return GH_EINVAL. */
+
+/* Stores the code of key, replacing any live one (and dropping expired
+ * codes of every number). */
+int gh_store_sms_code_put(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                          uint64_t expires_ms, unsigned tries);
+/* Checks hash against the live code of key at now_ms and consumes it:
+ * *result 0 (right: deleted), GH_EINVAL (wrong: a try used, the last one
+ * deletes it) or GH_ENOTFOUND (none live). Returns 0 (*result set) or the
+ * store's error. */
+int gh_store_sms_code_check(struct gh_store_conn *c, const uint8_t key[32], const uint8_t hash[32],
+                            uint64_t now_ms, int *result);
+
+/* ---- the SMS outbox (postgres only) ----
+ *
+ * Messages accepted but maybe not delivered yet: a row per message (the
+ * message sealed with the encryption key: it holds a phone number and a
+ * code) with a lease. The node that adds a row leases it and hands it to
+ * its sender; a row whose lease ran out (its node died, or stopped before
+ * delivering) is claimed by any node's sweeper. Delivered (or given up):
+ * deleted. On sqlite: GH_EINVAL. */
+
+#define GH_STORE_OUTBOX_MSG_MAX 1024 /* a message's bytes */
+
+/* Adds msg (len bytes, at most GH_STORE_OUTBOX_MSG_MAX) leased until
+ * lease_ms (wall clock); *id gets the row's id. */
+int gh_store_sms_outbox_add(struct gh_store_conn *c, const void *msg, size_t len, uint64_t lease_ms,
+                            uint64_t *id);
+/* Deletes row id (delivered or given up). GH_ENOTFOUND. */
+int gh_store_sms_outbox_delete(struct gh_store_conn *c, uint64_t id);
+/* Claims at most max rows whose lease ended by now_ms (rows another node
+ * is claiming are skipped, never waited for), leases them until lease_ms
+ * and calls fn for each with its opened message (a row that cannot be
+ * opened, written with other keys or damaged, is deleted: no node could
+ * send it). Returns how many were claimed (>= 0) or an error. */
+int gh_store_sms_outbox_claim(struct gh_store_conn *c, uint64_t now_ms, uint64_t lease_ms,
+                              unsigned max,
+                              void (*fn)(uint64_t id, const void *msg, size_t len, void *arg),
+                              void *arg);
+
 /* ---- messages between the nodes of a cluster ----
  *
  * On the postgres backend the data functions that end a credential

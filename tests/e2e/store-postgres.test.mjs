@@ -88,7 +88,7 @@ test('accounts on PostgreSQL: register, log in, keys, delete; phones sealed', op
   assert.ok(!rows.includes(phone.slice(1)) && !rows.includes(hex), 'no phone number in the users table');
   assert.ok(!rows.includes(jar.c.gh_session), 'no session token in the sessions table');
   assert.match(pg.psql('SELECT count(*) FROM audit WHERE event = \'register\''), /^1$/m);
-  assert.equal(pg.psql('SELECT string_agg(version::text, \',\' ORDER BY version) FROM schema_version').trim(), '1,2');
+  assert.equal(pg.psql('SELECT string_agg(version::text, \',\' ORDER BY version) FROM schema_version').trim(), '1,2,3');
 
   // the account's deletion takes its sessions and keys with it
   r = await api(srv.url, 'DELETE', '/api/me', { jar: j2 });
@@ -255,7 +255,7 @@ test('the data functions answer the same on both backends (unit program against 
   const r = spawnSync(unit, [], { encoding: 'utf8', timeout: 60000, env: { ...process.env, GH_TEST_PG_URL: db.url, CMOCKA_MESSAGE_OUTPUT: 'stdout' } });
   assert.equal(r.status, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /\[ {7}OK \] test_postgres/);
-  assert.equal(db.psql('SELECT max(version) FROM schema_version').trim(), '2');
+  assert.equal(db.psql('SELECT max(version) FROM schema_version').trim(), '3');
 });
 
 test('two nodes on one PostgreSQL: other keys are refused; the cluster\'s keys sign in the other node\'s users', opts, async (t) => {
