@@ -167,8 +167,6 @@ defaults
     timeout client 15m
     timeout server 15m
     timeout http-request 10s
-    option redispatch
-    retries 2
 frontend www
     bind 127.0.0.1:$LB_PORT
     default_backend nodes
@@ -179,6 +177,17 @@ backend nodes
     balance source
     hash-type consistent
     option httpchk GET /healthz
+    # a connection a dead node refuses is retried at once on another node
+    # (every retry redispatched: no 1 s pause before retrying the dead one)
+    option redispatch 1
+    retries 2
+    # a GET or HEAD whose node died before answering is sent again to
+    # another; any other method only when it never reached a node (it
+    # may have taken effect: the client sees 502)
+    retry-on conn-failure empty-response
+    http-request disable-l7-retry unless METH_GET
+    # which node answered (development and tests; not for production)
+    http-response set-header x-gatehouse-node %[srv_name]
     default-server send-proxy-v2 check check-send-proxy inter 1s fall 2 rise 1 source 127.0.0.2
 EOF
         for i in $(seq "$NODES"); do

@@ -85,6 +85,16 @@ export class Cluster {
     return `http://127.0.0.1:${this.base + 10 + i}`;
   }
 
+  /** HAProxy's URL: the cluster as clients see it. */
+  lbUrl() {
+    return `http://127.0.0.1:${this.base}`;
+  }
+
+  /** Node i's process id. */
+  pid(i) {
+    return Number(fs.readFileSync(path.join(this.dir, `node${i}.pid`), 'utf8'));
+  }
+
   adminUrl(i) {
     return `http://127.0.0.1:${this.base + 20 + i}`;
   }
@@ -126,17 +136,23 @@ export class Cluster {
     return r.stdout;
   }
 
-  /** The SMS code sent to phone for purpose, from whichever node's outbox has it. */
-  async codeFor(phone, purpose = 'register') {
+  /**
+   * The last SMS code sent to phone for purpose, whichever node's outbox
+   * has it (a new code replaces the old one), sent at or after since
+   * (ms); waits up to timeout ms.
+   */
+  async codeFor(phone, purpose = 'register', timeout = 5000, since = 0) {
+    const from = new Date(since).toISOString();
     return waitUntil(
       () => {
+        let last = null;
         for (let i = 1; i <= this.nodes; i++) {
-          const m = outbox(path.join(this.dir, `node${i}`)).filter((x) => x.to === phone && x.purpose === purpose).at(-1);
-          if (m) return m.code;
+          const m = outbox(path.join(this.dir, `node${i}`)).filter((x) => x.to === phone && x.purpose === purpose && x.ts >= from).at(-1);
+          if (m && (!last || m.ts > last.ts)) last = m;
         }
-        return null;
+        return last?.code ?? null;
       },
-      { what: `the SMS code for ${phone}` },
+      { what: `the SMS code for ${phone}`, timeout },
     );
   }
 
