@@ -157,6 +157,9 @@ static const struct key_def keys[] = {
     {"redis", "login_mode", T_STR, OFF(redis.login_mode), 4, 6, "local",
      "accounts' failed sign-ins while Redis is unreachable: local (the back-off of the "
      "failures this node saw), open (none), closed (sign-ins 503 busy)"},
+    {"redis", "level_flush", T_DURATION, OFF(redis.level_flush_ms), 50, SEC, "250ms",
+     "how often a node adds its attack-level signals to the cluster's sums in Redis (one "
+     "round trip per node)"},
 
     /* @identity-keys */
     {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",

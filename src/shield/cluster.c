@@ -126,6 +126,11 @@ bool gh_cluster_owns(const struct gh_limit_rule *r)
     }
 }
 
+struct gh_redis *gh_cluster_redis(void)
+{
+    return the_cluster ? the_cluster->redis : NULL;
+}
+
 /* ---- shield.h's side ---- */
 
 int gh_shield_cluster_state(void)
