@@ -961,6 +961,31 @@ static int header_filter(struct gh_http_req *req, unsigned *retry_after_s, void 
     return 0;
 }
 
+/* An anonymous request the anon class's shared rules let through: its
+ * handler runs now, on the worker. */
+static void anon_gated(struct gh_http_req *req, bool go_on, void *arg)
+{
+    (void)arg;
+    if (go_on)
+        req->route->handler(req);
+}
+
+/* Asks Redis for the anon class's shared rules (prefix, prefix48, global:
+ * cluster.c); true when the request waits for them (anon_gated goes on)
+ * or was answered, false when there is nothing to ask. */
+static bool anon_gate(struct gh_http_req *req)
+{
+    int rc = gh_shield_cluster_gate(req, GH_CLASS_ANON, NULL, NULL, NULL, anon_gated, NULL);
+    if (rc == GH_ENOTFOUND)
+        return false;
+    if (rc) {
+        gh_http_add_header(req, "Retry-After", "%u", SHED_RETRY_S);
+        gh_http_respond_error(req, 503, "busy", "the service is busy; please retry in %u seconds",
+                              SHED_RETRY_S);
+    }
+    return true;
+}
+
 static bool request_filter(struct gh_http_req *req, void *data)
 {
     struct gh_shield *sh = data;
@@ -1001,7 +1026,7 @@ static bool request_filter(struct gh_http_req *req, void *data)
     /* after the limiter: its 429s are not registration traffic */
     if (cls == GH_CLASS_REGISTER)
         gh_level_tally_add(sh->tally, GH_LEVEL_EV_REGISTER, &req->client, 1);
-    return true;
+    return cls != GH_CLASS_ANON || !anon_gate(req);
 }
 
 bool gh_shield_limit_phone(struct gh_http_req *req, enum gh_class cls, const char *e164,
