@@ -11,6 +11,7 @@
 #include "shield/cluster.h"
 #include "shield/redis.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,36 +19,38 @@
 #define SLOTS GH_LEVEL_TALLY_SLOTS
 #define NEV   GH_LEVEL_EV_COUNT
 /* the sums' answer: per event its capped events and its slots, then the
- * worst queue delay and loop lag */
+ * nodes' mean queue delay and loop lag */
 #define NSUMS (2 * NEV + 2)
 /* "FIELD COUNT " at most: a field below NEV × SLOTS, a 32-bit count */
 #define PACK_ENTRY 18
 
 /* KEYS[1] a period's hash; ARGV: its lifetime in ms, this node's worst
- * queue delay and loop lag in ms (kept as the cluster's maxima, fields
- * "q" and "l"), and "FIELD COUNT …" pairs (field = event × slots + slot)
- * added to the sums. */
+ * queue delay of the period so far and its loop lag now in ms, "FIELD
+ * COUNT …" pairs (field = event × slots + slot) added to the sums, and
+ * this node's id: its pressure is kept as its own fields "q.ID" (the
+ * period's worst) and "l.ID" (the last sample). */
 static const char add_lua[] =
     "local k = KEYS[1]\n"
     "for f, n in string.gmatch(ARGV[4], '(%d+) (%d+)') do redis.call('HINCRBY', k, f, n) end\n"
-    "local q, l = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "if q > tonumber(redis.call('HGET', k, 'q') or '0') then redis.call('HSET', k, 'q', q) end\n"
-    "if l > tonumber(redis.call('HGET', k, 'l') or '0') then redis.call('HSET', k, 'l', l) end\n"
+    "local q, qf = tonumber(ARGV[2]), 'q.' .. ARGV[5]\n"
+    "if q > tonumber(redis.call('HGET', k, qf) or '-1') then redis.call('HSET', k, qf, q) end\n"
+    "redis.call('HSET', k, 'l.' .. ARGV[5], ARGV[3])\n"
     "redis.call('PEXPIRE', k, ARGV[1])\n"
     "return {1}\n";
 
 /* KEYS[1] a period's hash; ARGV: the events one slot adds at most (0 = no
  * cap), the slots per event, the events. Answers per event {capped sum,
- * slots used}, then {queue delay, loop lag}. */
+ * slots used}, then the nodes' mean queue delay and loop lag. */
 static const char sum_lua[] =
     "local cap, slots, nev = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "local r = {}\n"
+    "local r, qs, qn, ls, ln = {}, 0, 0, 0, 0\n"
     "for i = 1, 2 * nev + 2 do r[i] = 0 end\n"
     "local h = redis.call('HGETALL', KEYS[1])\n"
     "for i = 1, #h, 2 do\n"
     "  local f, v = h[i], tonumber(h[i + 1])\n"
-    "  if f == 'q' then r[2 * nev + 1] = v\n"
-    "  elseif f == 'l' then r[2 * nev + 2] = v\n"
+    "  local p = string.sub(f, 1, 2)\n"
+    "  if p == 'q.' then qs, qn = qs + v, qn + 1\n"
+    "  elseif p == 'l.' then ls, ln = ls + v, ln + 1\n"
     "  elseif v > 0 then\n"
     "    local ev = math.floor(tonumber(f) / slots)\n"
     "    if ev < nev then\n"
@@ -57,6 +60,8 @@ static const char sum_lua[] =
     "    end\n"
     "  end\n"
     "end\n"
+    "if qn > 0 then r[2 * nev + 1] = math.floor(qs / qn) end\n"
+    "if ln > 0 then r[2 * nev + 2] = math.floor(ls / ln) end\n"
     "return r\n";
 
 struct lvl {
@@ -78,6 +83,7 @@ struct lvl {
     bool local;   /* the last period was fed from this node's own signals */
     bool enabled; /* the shield was on at the last flush */
     char *pack;
+    char id[17]; /* this node's, in the periods' hashes */
     atomic_bool on;
     _Atomic uint64_t *m_feeds[2]; /* cluster, local */
 };
@@ -215,16 +221,18 @@ static void flush(struct lvl *L, uint64_t period)
     L->pack[len] = '\0';
     struct gh_level_signals p = {0};
     L->enabled = gh_shield_level_pressure(&p);
+    /* as the shield's own feed has them: the period's worst queue delay,
+     * the loop lag sampled once (the last flush's stands) */
     L->own[i].queue_ms = GH_MAX(L->own[i].queue_ms, p.queue_delay_ms);
-    L->own[i].lag_ms = GH_MAX(L->own[i].lag_ms, p.loop_lag_ms);
+    L->own[i].lag_ms = p.loop_lag_ms;
     char key[GH_REDIS_KEY_MAX], ttl[24], q[24], l[24];
     period_key(L, period, key);
     /* the hash outlives the period by two: late readers still find it */
     snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)(3 * L->interval_ms + L->settle_ms));
-    snprintf(q, sizeof q, "%.0f", p.queue_delay_ms);
+    snprintf(q, sizeof q, "%.0f", L->own[i].queue_ms);
     snprintf(l, sizeof l, "%.0f", p.loop_lag_ms);
-    const char *args[4] = {ttl, q, l, L->pack};
-    if (gh_redis_eval_send(L->redis, L->w, add_lua, key, 4, args, on_added,
+    const char *args[5] = {ttl, q, l, L->pack, L->id};
+    if (gh_redis_eval_send(L->redis, L->w, add_lua, key, 5, args, on_added,
                            (void *)(uintptr_t)period))
         L->own[i].failed = true;
 }
@@ -300,6 +308,9 @@ int gh_level_redis_init(struct gh_server *srv, const struct gh_config *cfg)
     L->flush_ms = GH_MIN(cfg->redis.level_flush_ms, L->interval_ms / 2);
     L->settle_ms = GH_MIN(2 * L->flush_ms + cfg->redis.timeout_ms, L->interval_ms / 2);
     L->pack = malloc((size_t)NEV * SLOTS * PACK_ENTRY + 1);
+    uint8_t id[8];
+    randombytes_buf(id, sizeof id);
+    sodium_bin2hex(L->id, sizeof L->id, id, sizeof id);
     for (int i = 0; i < 2; i++) {
         L->own[i].tally = gh_level_tally_new(NULL);
         L->own[i].period = UINT64_MAX;
