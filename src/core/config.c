@@ -157,6 +157,12 @@ static const struct key_def keys[] = {
     {"redis", "login_mode", T_STR, OFF(redis.login_mode), 4, 6, "local",
      "accounts' failed sign-ins while Redis is unreachable: local (the back-off of the "
      "failures this node saw), open (none), closed (sign-ins 503 busy)"},
+    {"redis", "anon_mode", T_STR, OFF(redis.anon_mode), 4, 6, "local",
+     "the anon class's shared rules (prefix, prefix48, global) while Redis is unreachable: "
+     "local (1/nodes of each rule on each node), open (no limit), closed (503 busy)"},
+    {"redis", "level_flush", T_DURATION, OFF(redis.level_flush_ms), 50, SEC, "250ms",
+     "how often a node adds its attack-level signals to the cluster's sums in Redis (one "
+     "round trip per node)"},
 
     /* @identity-keys */
     {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",
@@ -1124,10 +1130,11 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
                 "postgresql://gatehouse@127.0.0.1:5432/gatehouse)");
         return GH_EINVAL;
     }
-    const char *modes[3][2] = {{"register_mode", c->redis.register_mode},
+    const char *modes[4][2] = {{"register_mode", c->redis.register_mode},
                                {"sms_mode", c->redis.sms_mode},
-                               {"login_mode", c->redis.login_mode}};
-    for (int i = 0; i < 3; i++)
+                               {"login_mode", c->redis.login_mode},
+                               {"anon_mode", c->redis.anon_mode}};
+    for (int i = 0; i < 4; i++)
         if (strcmp(modes[i][1], "closed") && strcmp(modes[i][1], "local") &&
             strcmp(modes[i][1], "open")) {
             set_err(err, origin, 0, find_key("redis", modes[i][0]), NULL, NULL,

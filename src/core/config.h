@@ -79,6 +79,8 @@ struct gh_config {
         char *register_mode;     /* local | open | closed: register-class rules, PoW claims */
         char *sms_mode;          /* local | open | closed: the numbers' SMS budgets */
         char *login_mode;        /* local | open | closed: accounts' failed sign-ins */
+        char *anon_mode;         /* local | open | closed: the anon class's shared rules */
+        uint64_t level_flush_ms; /* a node's attack-level signals to Redis this often */
     } redis;
 
     /* Subsystem sections: each subsystem adds its own struct below its

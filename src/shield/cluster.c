@@ -32,6 +32,7 @@ struct gh_cluster {
     atomic_int register_mode;
     atomic_int sms_mode;
     atomic_int login_mode;
+    atomic_int anon_mode;
     struct {
         void (*fn)(bool up, void *data);
         void *data;
@@ -77,6 +78,7 @@ int gh_cluster_init(struct gh_server *srv, const struct gh_config *cfg, struct g
     atomic_init(&cl->register_mode, (int)parse_mode(cfg->redis.register_mode));
     atomic_init(&cl->sms_mode, (int)parse_mode(cfg->redis.sms_mode));
     atomic_init(&cl->login_mode, (int)parse_mode(cfg->redis.login_mode));
+    atomic_init(&cl->anon_mode, (int)parse_mode(cfg->redis.anon_mode));
     for (int m = 0; m < MODE_COUNT; m++) {
         char labels[32];
         snprintf(labels, sizeof labels, "mode=\"%s\"", mode_names[m]);
@@ -108,12 +110,15 @@ void gh_cluster_reload(const struct gh_config *cfg)
     atomic_store(&the_cluster->register_mode, (int)parse_mode(cfg->redis.register_mode));
     atomic_store(&the_cluster->sms_mode, (int)parse_mode(cfg->redis.sms_mode));
     atomic_store(&the_cluster->login_mode, (int)parse_mode(cfg->redis.login_mode));
+    atomic_store(&the_cluster->anon_mode, (int)parse_mode(cfg->redis.anon_mode));
 }
 
 bool gh_cluster_owns(const struct gh_limit_rule *r)
 {
-    if (!the_cluster || (r->cls != GH_CLASS_REGISTER && r->cls != GH_CLASS_LOGIN))
+    if (!the_cluster ||
+        (r->cls != GH_CLASS_REGISTER && r->cls != GH_CLASS_LOGIN && r->cls != GH_CLASS_ANON))
         return false;
+    /* anon's per-address rule stays local (the hot path's: docs/internals/shield.md) */
     switch (r->kind) {
     case GH_LKEY_PREFIX:
     case GH_LKEY_PREFIX48:
@@ -126,6 +131,11 @@ bool gh_cluster_owns(const struct gh_limit_rule *r)
     }
 }
 
+struct gh_redis *gh_cluster_redis(void)
+{
+    return the_cluster ? the_cluster->redis : NULL;
+}
+
 /* ---- shield.h's side ---- */
 
 int gh_shield_cluster_state(void)
@@ -133,10 +143,13 @@ int gh_shield_cluster_state(void)
     return the_cluster ? (gh_redis_up(the_cluster->redis) ? 1 : 0) : -1;
 }
 
-/* The failure mode of cls's shared rules: registration's, or sign-in's. */
+/* The failure mode of cls's shared rules: registration's, sign-in's or
+ * anonymous traffic's. */
 static enum mode class_mode(struct gh_cluster *cl, enum gh_class cls)
 {
-    return (enum mode)atomic_load(cls == GH_CLASS_LOGIN ? &cl->login_mode : &cl->register_mode);
+    return (enum mode)atomic_load(cls == GH_CLASS_LOGIN  ? &cl->login_mode
+                                  : cls == GH_CLASS_ANON ? &cl->anon_mode
+                                                         : &cl->register_mode);
 }
 
 bool gh_shield_cluster_closed(enum gh_class cls)
@@ -237,7 +250,10 @@ static void closed_answer(struct gh_http_req *req, enum gh_class cls)
     gh_http_respond_error(req, 503, "busy",
                           "%s is paused: the limits this service's nodes share (Redis) cannot "
                           "be reached; please retry in %u seconds",
-                          cls == GH_CLASS_LOGIN ? "sign-in" : "registration", CLOSED_RETRY_S);
+                          cls == GH_CLASS_LOGIN  ? "sign-in"
+                          : cls == GH_CLASS_ANON ? "anonymous access"
+                                                 : "registration",
+                          CLOSED_RETRY_S);
 }
 
 static void gate_finish(struct gate *g)

@@ -371,40 +371,44 @@ struct taken {
     double prefixes; /* estimated distinct prefixes */
 };
 
+/* linear counting: n ~ -m ln(V/m), V the empty slots; rounded, so that
+ * k prefixes in k slots read k */
+static double prefixes_of(unsigned used)
+{
+    double m = GH_LEVEL_TALLY_SLOTS;
+    unsigned zero = GH_LEVEL_TALLY_SLOTS - GH_MIN(used, (unsigned)GH_LEVEL_TALLY_SLOTS);
+    double p = zero ? -m * log((double)zero / m) : m * log(m);
+    return floor(p + 0.5);
+}
+
 /* Empties one event's slots. */
 static struct taken take_event(struct gh_level_tally *t, enum gh_level_event ev, unsigned cap)
 {
     uint64_t sum = 0;
-    unsigned zero = 0;
+    unsigned used = 0;
     for (unsigned i = 0; i < GH_LEVEL_TALLY_SLOTS; i++) {
         uint32_t c = atomic_exchange_explicit(&t->slot[ev][i], 0, memory_order_relaxed);
-        if (!c)
-            zero++;
-        else
+        if (c) {
+            used++;
             sum += cap ? GH_MIN(c, cap) : c;
+        }
     }
-    /* linear counting: n ~ -m ln(V/m), V the empty slots; rounded, so
-     * that k prefixes in k slots read k */
-    double m = GH_LEVEL_TALLY_SLOTS;
-    double p = zero ? -m * log((double)zero / m) : m * log(m);
-    return (struct taken){(double)sum, floor(p + 0.5)};
+    return (struct taken){(double)sum, prefixes_of(used)};
 }
 
-enum gh_level gh_level_feed_tally(struct gh_level_machine *m, struct gh_level_tally *t,
-                                  double dt_s, struct gh_level_signals *s, uint64_t now_ms)
+/* The event signals of s from each event's capped events and distinct
+ * prefixes, then feeds s. */
+static enum gh_level feed_taken(struct gh_level_machine *m, const struct taken *e, double dt_s,
+                                struct gh_level_signals *s, uint64_t now_ms)
 {
     pthread_mutex_lock(&m->mu);
-    unsigned cap = m->cfg.source_cap, min_ev = GH_MAX(m->cfg.min_events, 1u),
-             min_pfx = m->cfg.min_prefixes;
+    unsigned min_ev = GH_MAX(m->cfg.min_events, 1u), min_pfx = m->cfg.min_prefixes;
     pthread_mutex_unlock(&m->mu);
     if (dt_s <= 0)
         dt_s = 1e-3;
-    struct taken e[GH_LEVEL_EV_COUNT];
     bool broad[GH_LEVEL_EV_COUNT];
-    for (int i = 0; i < GH_LEVEL_EV_COUNT; i++) {
-        e[i] = take_event(t, (enum gh_level_event)i, cap);
+    for (int i = 0; i < GH_LEVEL_EV_COUNT; i++)
         broad[i] = e[i].events >= min_ev && e[i].prefixes >= min_pfx;
-    }
     /* a signal without volume and breadth says nothing about an attack:
      * it reads 0, whatever one source did */
     s->register_rate = broad[GH_LEVEL_EV_REGISTER] ? e[GH_LEVEL_EV_REGISTER].events / dt_s : 0;
@@ -418,4 +422,31 @@ enum gh_level gh_level_feed_tally(struct gh_level_machine *m, struct gh_level_ta
     s->login_fail_ratio = broad[GH_LEVEL_EV_LOGIN_FAIL] ? lfail / (lok + lfail) : 0;
     s->login_fail_rate = broad[GH_LEVEL_EV_LOGIN_FAIL] ? lfail / dt_s : 0;
     return gh_level_feed(m, s, now_ms);
+}
+
+enum gh_level gh_level_feed_tally(struct gh_level_machine *m, struct gh_level_tally *t,
+                                  double dt_s, struct gh_level_signals *s, uint64_t now_ms)
+{
+    unsigned cap = gh_level_source_cap(m);
+    struct taken e[GH_LEVEL_EV_COUNT];
+    for (int i = 0; i < GH_LEVEL_EV_COUNT; i++)
+        e[i] = take_event(t, (enum gh_level_event)i, cap);
+    return feed_taken(m, e, dt_s, s, now_ms);
+}
+
+enum gh_level gh_level_feed_counts(struct gh_level_machine *m, const struct gh_level_counts *c,
+                                   double dt_s, struct gh_level_signals *s, uint64_t now_ms)
+{
+    struct taken e[GH_LEVEL_EV_COUNT];
+    for (int i = 0; i < GH_LEVEL_EV_COUNT; i++)
+        e[i] = (struct taken){c->events[i], prefixes_of(c->slots[i])};
+    return feed_taken(m, e, dt_s, s, now_ms);
+}
+
+unsigned gh_level_source_cap(struct gh_level_machine *m)
+{
+    pthread_mutex_lock(&m->mu);
+    unsigned cap = m->cfg.source_cap;
+    pthread_mutex_unlock(&m->mu);
+    return cap;
 }

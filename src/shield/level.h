@@ -161,6 +161,20 @@ void gh_level_tally_add(struct gh_level_tally *t, enum gh_level_event ev, const 
 enum gh_level gh_level_feed_tally(struct gh_level_machine *m, struct gh_level_tally *t,
                                   double dt_s, struct gh_level_signals *s, uint64_t now_ms);
 
+/* A period's events summed elsewhere (the cluster's, level_redis.c): per
+ * event, the events with each slot capped at source_cap, and the slots
+ * that held any (the distinct prefixes are estimated from them as from a
+ * tally's). */
+struct gh_level_counts {
+    double events[GH_LEVEL_EV_COUNT];
+    unsigned slots[GH_LEVEL_EV_COUNT];
+};
+/* Like gh_level_feed_tally, from counts. Any thread. */
+enum gh_level gh_level_feed_counts(struct gh_level_machine *m, const struct gh_level_counts *c,
+                                   double dt_s, struct gh_level_signals *s, uint64_t now_ms);
+/* The events one /24 (/48) adds to a signal per period (configured). */
+unsigned gh_level_source_cap(struct gh_level_machine *m);
+
 void gh_level_init(struct gh_level_machine *m, const struct gh_level_config *cfg, uint64_t now_ms);
 void gh_level_dispose(struct gh_level_machine *m);
 /* Replaces the thresholds (reload). */

@@ -109,7 +109,7 @@ static const char *const scripts[S_COUNT] = {gh_redis_gcra_lua, gh_redis_window_
 static const unsigned script_answers[S_COUNT] = {4, 2, 2};
 static const unsigned script_args[S_COUNT] = {4, 3, 5};
 
-enum cmd_kind { CMD_SCRIPT, CMD_CLAIM, CMD_SETUP };
+enum cmd_kind { CMD_SCRIPT, CMD_CLAIM, CMD_SETUP, CMD_INTS };
 
 /* One command in flight, in its worker's list, oldest first. */
 struct cmd {
@@ -124,6 +124,7 @@ struct cmd {
         gh_redis_window_cb window;
         gh_redis_fails_cb fails;
         gh_redis_claim_cb claim;
+        gh_redis_ints_cb ints;
     } cb;
     void *arg;
     /* kept to resend as EVAL after NOSCRIPT */
@@ -213,6 +214,9 @@ static double up_gauge(void *data)
 
 /* ---- commands ---- */
 
+static void ints_finish(struct cmd *c, int status, const redisReply *rep);
+static bool ints_reply_ok(const redisReply *rep);
+
 static void cmd_finish(struct cmd *c, int status, const redisReply *rep)
 {
     if (gh_list_linked(&c->node)) {
@@ -245,6 +249,8 @@ static void cmd_finish(struct cmd *c, int status, const redisReply *rep)
         c->cb.gcra(c->arg, status, status ? NULL : &g);
     } else if (c->kind == CMD_CLAIM && c->cb.claim) {
         c->cb.claim(c->arg, status, !status && rep->type == REDIS_REPLY_STATUS);
+    } else if (c->kind == CMD_INTS && c->cb.ints) {
+        ints_finish(c, status, rep);
     }
     free(c);
 }
@@ -285,7 +291,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     bool ok =
         rep->type != REDIS_REPLY_ERROR &&
         (c->kind != CMD_SCRIPT || script_reply_ok(rep, c->script)) &&
-        (c->kind != CMD_CLAIM || rep->type == REDIS_REPLY_STATUS || rep->type == REDIS_REPLY_NIL);
+        (c->kind != CMD_CLAIM || rep->type == REDIS_REPLY_STATUS || rep->type == REDIS_REPLY_NIL) &&
+        (c->kind != CMD_INTS || ints_reply_ok(rep));
     if (c->kind == CMD_SETUP) {
         if (!ok) {
             gh_log(GH_LOG_ERROR, "redis_error", "Redis refused the connection's setup: %.200s",
@@ -740,4 +747,46 @@ void gh_redis_free(struct gh_redis *r)
     sodium_memzero(r->password, sizeof r->password);
     free(r->workers);
     free(r);
+}
+
+/* ---- scripts sent whole, answering integers (the attack level's sums) ---- */
+
+static bool ints_reply_ok(const redisReply *rep)
+{
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements > GH_REDIS_INTS_MAX)
+        return false;
+    for (size_t i = 0; i < rep->elements; i++)
+        if (rep->element[i]->type != REDIS_REPLY_INTEGER)
+            return false;
+    return true;
+}
+
+static void ints_finish(struct cmd *c, int status, const redisReply *rep)
+{
+    long long v[GH_REDIS_INTS_MAX];
+    size_t n = status ? 0 : rep->elements;
+    for (size_t i = 0; i < n; i++)
+        v[i] = rep->element[i]->integer;
+    c->cb.ints(c->arg, status, status ? NULL : v, n);
+}
+
+int gh_redis_eval_send(struct gh_redis *r, struct gh_worker *w, const char *script, const char *key,
+                       unsigned nargs, const char *const *args, gh_redis_ints_cb cb, void *arg)
+{
+    struct rworker *rw = usable(r, w);
+    if (!rw || nargs > 5)
+        return GH_EIO;
+    struct cmd *c = cmd_new(rw, CMD_INTS, key, arg);
+    if (!c)
+        return GH_EIO;
+    c->cb.ints = cb;
+    const char *argv[9] = {"EVAL", script, "1", c->key};
+    for (unsigned i = 0; i < nargs; i++)
+        argv[4 + i] = args[i];
+    /* hiredis copies the command into its output buffer: args may go now */
+    if (send_argv(rw, c, 4 + (int)nargs, argv)) {
+        free(c);
+        return GH_EIO;
+    }
+    return 0;
 }

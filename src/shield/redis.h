@@ -107,3 +107,15 @@ int gh_redis_claim_send(struct gh_redis *r, struct gh_worker *w, const char *key
 extern const char gh_redis_gcra_lua[];
 extern const char gh_redis_window_lua[];
 extern const char gh_redis_fails_lua[];
+
+/* A script sent whole (EVAL: Redis keeps it compiled under its SHA-1, so
+ * only the text travels again) on one key with up to 5 arguments (copied
+ * before this returns), answering an array of at most GH_REDIS_INTS_MAX
+ * integers: cb(arg, 0, v, n), or cb(arg, GH_EIO, NULL, 0) when Redis
+ * failed or answered another shape. For the few commands a node sends on
+ * its own (the attack level's, level_redis.c), not per request. 0 (cb
+ * later on w's loop) or GH_EIO at once (no callback). */
+#define GH_REDIS_INTS_MAX 32
+typedef void (*gh_redis_ints_cb)(void *arg, int status, const long long *v, size_t n);
+int gh_redis_eval_send(struct gh_redis *r, struct gh_worker *w, const char *script, const char *key,
+                       unsigned nargs, const char *const *args, gh_redis_ints_cb cb, void *arg);

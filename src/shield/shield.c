@@ -9,6 +9,7 @@
 #include "shield/admission.h"
 #include "shield/cluster.h"
 #include "shield/ipset.h"
+#include "shield/level_redis.h"
 #include "shield/limiter.h"
 #include "shield/nftban.h"
 #include "shield/penalty.h"
@@ -17,6 +18,7 @@
 #include "status/status.h"
 
 #include <jansson.h>
+#include <sodium.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -293,6 +295,30 @@ static double take(atomic_ullong *c)
     return (double)atomic_exchange_explicit(c, 0, memory_order_relaxed);
 }
 
+/* The period's signals that are not events (the worst queue delay, taken,
+ * and loop lag) into s; false while the shield is off (s is then to be
+ * ignored). */
+static bool level_pressure(struct gh_shield *sh, struct gh_level_signals *s)
+{
+    /* limiter refusals are the service's own answers, never evidence:
+     * refusal_rate stays 0 */
+    take(&sh->refusals);
+    s->queue_delay_ms = (double)atomic_exchange(&sh->queue_delay_max_ms, 0);
+    uint64_t lag_us = 0;
+    for (unsigned i = 0; i < sh->srv->nworkers; i++)
+        lag_us = GH_MAX(lag_us, GH_STAT_GET(&sh->srv->workers[i].stats.loop_lag_us));
+    s->loop_lag_ms = (double)lag_us / 1000.0;
+    return atomic_load(&sh->enabled);
+}
+
+static void level_fed(struct gh_shield *sh, const struct gh_level_signals *s)
+{
+    if (sh->m_sig_register)
+        atomic_store(sh->m_sig_register, (uint64_t)(s->register_rate * 1000));
+    if (sh->m_sig_prefixes)
+        atomic_store(sh->m_sig_prefixes, (uint64_t)s->distinct_prefixes);
+}
+
 static void feed_level(struct gh_shield *sh, uint64_t now)
 {
     double dt = (double)(now - sh->last_feed_ms) / 1000.0;
@@ -300,27 +326,42 @@ static void feed_level(struct gh_shield *sh, uint64_t now)
     if (dt <= 0)
         dt = 1e-3;
     /* the event signals come from the tally (gh_level_feed_tally): capped
-     * per /24 (/48), ignored without volume and breadth. Limiter refusals
-     * are the service's own answers, never evidence: refusal_rate stays 0 */
+     * per /24 (/48), ignored without volume and breadth */
     struct gh_level_signals s = {0};
-    take(&sh->refusals);
-    s.queue_delay_ms = (double)atomic_exchange(&sh->queue_delay_max_ms, 0);
-    uint64_t lag_us = 0;
-    for (unsigned i = 0; i < sh->srv->nworkers; i++)
-        lag_us = GH_MAX(lag_us, GH_STAT_GET(&sh->srv->workers[i].stats.loop_lag_us));
-    s.loop_lag_ms = (double)lag_us / 1000.0;
-    if (!atomic_load(&sh->enabled))
+    if (!level_pressure(sh, &s))
         s = (struct gh_level_signals){0};
     gh_level_feed_tally(&sh->level, sh->tally, dt, &s, now);
-    if (sh->m_sig_register)
-        atomic_store(sh->m_sig_register, (uint64_t)(s.register_rate * 1000));
-    if (sh->m_sig_prefixes)
-        atomic_store(sh->m_sig_prefixes, (uint64_t)s.distinct_prefixes);
+    level_fed(sh, &s);
 }
 
 static void on_timer(uv_timer_t *t)
 {
-    feed_level(t->data, gh_now_ms());
+    /* in a cluster the level is fed from the cluster's sums (level_redis.c) */
+    if (!gh_level_redis_on())
+        feed_level(t->data, gh_now_ms());
+}
+
+/* ---- lent to level_redis.c ---- */
+
+struct gh_level_machine *gh_shield_level_machine(void)
+{
+    return the_shield ? &the_shield->level : NULL;
+}
+
+struct gh_level_tally *gh_shield_level_tally(void)
+{
+    return the_shield ? the_shield->tally : NULL;
+}
+
+bool gh_shield_level_pressure(struct gh_level_signals *s)
+{
+    return the_shield && level_pressure(the_shield, s);
+}
+
+void gh_shield_level_fed(const struct gh_level_signals *s)
+{
+    if (the_shield)
+        level_fed(the_shield, s);
 }
 
 static void level_to_status(enum gh_level from, enum gh_level to, const char *reason,
@@ -920,6 +961,31 @@ static int header_filter(struct gh_http_req *req, unsigned *retry_after_s, void 
     return 0;
 }
 
+/* An anonymous request the anon class's shared rules let through: its
+ * handler runs now, on the worker. */
+static void anon_gated(struct gh_http_req *req, bool go_on, void *arg)
+{
+    (void)arg;
+    if (go_on)
+        req->route->handler(req);
+}
+
+/* Asks Redis for the anon class's shared rules (prefix, prefix48, global:
+ * cluster.c); true when the request waits for them (anon_gated goes on)
+ * or was answered, false when there is nothing to ask. */
+static bool anon_gate(struct gh_http_req *req)
+{
+    int rc = gh_shield_cluster_gate(req, GH_CLASS_ANON, NULL, NULL, NULL, anon_gated, NULL);
+    if (rc == GH_ENOTFOUND)
+        return false;
+    if (rc) {
+        gh_http_add_header(req, "Retry-After", "%u", SHED_RETRY_S);
+        gh_http_respond_error(req, 503, "busy", "the service is busy; please retry in %u seconds",
+                              SHED_RETRY_S);
+    }
+    return true;
+}
+
 static bool request_filter(struct gh_http_req *req, void *data)
 {
     struct gh_shield *sh = data;
@@ -960,7 +1026,7 @@ static bool request_filter(struct gh_http_req *req, void *data)
     /* after the limiter: its 429s are not registration traffic */
     if (cls == GH_CLASS_REGISTER)
         gh_level_tally_add(sh->tally, GH_LEVEL_EV_REGISTER, &req->client, 1);
-    return true;
+    return cls != GH_CLASS_ANON || !anon_gate(req);
 }
 
 bool gh_shield_limit_phone(struct gh_http_req *req, enum gh_class cls, const char *e164,
@@ -1587,7 +1653,12 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     sh->block = gh_iplist_new(cfg->shield.list_max);
     sh->allow = gh_iplist_new(cfg->shield.list_max);
     sh->pow = gh_pow_new(srv->secrets.hmac_key, cfg->shield.pow_replay_entries);
-    sh->tally = gh_level_tally_new(NULL);
+    /* a cluster's nodes slot a prefix alike, so that their tallies add up
+     * (level_redis.c); the key is secret all the same */
+    uint8_t tally_key[16];
+    crypto_generichash(tally_key, sizeof tally_key, (const unsigned char *)"gatehouse level tally",
+                       21, srv->secrets.hmac_key, sizeof srv->secrets.hmac_key);
+    sh->tally = gh_level_tally_new(*cfg->redis.url ? tally_key : NULL);
     sh->box = gh_penalty_new(cfg->shield.ban_max, cfg->shield.ban_max);
     if (!sh->lim || !sh->block || !sh->allow || !sh->pow || !sh->tally || !sh->box)
         goto fail;
@@ -1677,6 +1748,8 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
         gh_server_add_reload_hook(srv, on_reload, sh))
         goto fail_routes;
     rc = gh_cluster_init(srv, cfg, err); /* [redis]: limits shared by the nodes */
+    if (!rc)
+        rc = gh_level_redis_init(srv, cfg); /* and the attack level's signals */
     if (rc)
         goto fail;
     srv->http->accept_filter = accept_filter;
@@ -1710,6 +1783,7 @@ void gh_shield_dispose(void)
     if (!sh)
         return;
     the_shield = NULL;
+    gh_level_redis_dispose();
     gh_cluster_dispose();
     free(atomic_load(&sh->rules));
     gh_ipset_unref(atomic_load(&sh->trusted));

@@ -352,6 +352,60 @@ static void broad_flood_raises(void **state)
     gh_level_dispose(&m);
 }
 
+/* Three nodes each see a third of a broad flood: alone, no node has the
+ * evidence; the cluster's sums (slot by slot, then capped, as
+ * level_redis.c's script adds them) do, and read as one node's tally of
+ * the whole flood would. */
+static void cluster_counts(void **state)
+{
+    (void)state;
+    struct gh_level_config c;
+    default_config(&c);
+    c.min_events = 120;
+    struct gh_level_machine m;
+    gh_level_init(&m, &c, 0);
+    struct gh_level_tally *node[3], *whole = fixed_tally();
+    for (int n = 0; n < 3; n++)
+        node[n] = fixed_tally();
+    /* 150 /24s, 2 registrations each (one from each of two nodes) */
+    for (unsigned p = 0; p < 150; p++) {
+        struct gh_addr a = v4(10, p, 0, 1);
+        gh_level_tally_add(node[p % 3], GH_LEVEL_EV_REGISTER, &a, 1);
+        gh_level_tally_add(node[(p + 1) % 3], GH_LEVEL_EV_REGISTER, &a, 1);
+        gh_level_tally_add(whole, GH_LEVEL_EV_REGISTER, &a, 2);
+    }
+    struct gh_level_counts sum = {0};
+    for (unsigned i = 0; i < GH_LEVEL_TALLY_SLOTS; i++) {
+        uint32_t v = 0;
+        for (int n = 0; n < 3; n++)
+            v += atomic_load(&node[n]->slot[GH_LEVEL_EV_REGISTER][i]);
+        if (v) {
+            sum.events[GH_LEVEL_EV_REGISTER] += GH_MIN(v, c.source_cap);
+            sum.slots[GH_LEVEL_EV_REGISTER]++;
+        }
+    }
+    uint64_t now = 0;
+    for (int n = 0; n < 3; n++) { /* 100 events a node: below min_events */
+        struct gh_level_machine one;
+        gh_level_init(&one, &c, 0);
+        struct gh_level_signals s = {0};
+        gh_level_feed_tally(&one, node[n], PERIOD_MS / 1000.0, &s, PERIOD_MS);
+        assert_true(s.register_rate == 0);
+        assert_int_equal(gh_level_get(&one), GH_LEVEL_NORMAL);
+        gh_level_dispose(&one);
+    }
+    struct gh_level_signals sc = {0}, sw = {0};
+    gh_level_feed_counts(&m, &sum, PERIOD_MS / 1000.0, &sc, now += PERIOD_MS);
+    gh_level_feed_tally(&m, whole, PERIOD_MS / 1000.0, &sw, now += PERIOD_MS);
+    assert_true(sc.register_rate == sw.register_rate && sc.register_rate == 300 / 5.0);
+    assert_true(sc.distinct_prefixes == sw.distinct_prefixes);
+    assert_int_equal(gh_level_get(&m), GH_LEVEL_ELEVATED);
+    for (int n = 0; n < 3; n++)
+        gh_level_tally_free(node[n]);
+    gh_level_tally_free(whole);
+    gh_level_dispose(&m);
+}
+
 /* One source's share of a ratio is capped both ways: its failures cannot
  * fill a ratio, and its successes cannot hide a broad failing flood. */
 static void source_share_capped(void **state)
@@ -495,6 +549,7 @@ int main(void)
         cmocka_unit_test(one_source_cannot_raise),
         cmocka_unit_test(broad_flood_raises),
         cmocka_unit_test(source_share_capped),
+        cmocka_unit_test(cluster_counts),
         cmocka_unit_test(public_after_hold),
         cmocka_unit_test(names),
     };
