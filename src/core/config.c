@@ -157,6 +157,9 @@ static const struct key_def keys[] = {
     {"redis", "login_mode", T_STR, OFF(redis.login_mode), 4, 6, "local",
      "accounts' failed sign-ins while Redis is unreachable: local (the back-off of the "
      "failures this node saw), open (none), closed (sign-ins 503 busy)"},
+    {"redis", "quota_mode", T_STR, OFF(redis.quota_mode), 4, 6, "local",
+     "the chat API's quotas (rpm, tpm, tpd, concurrency) while Redis is unreachable: local "
+     "(1/nodes of each limit on each node), open (no quota), closed (chat 503 busy)"},
 
     /* @identity-keys */
     {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",
@@ -1124,10 +1127,11 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
                 "postgresql://gatehouse@127.0.0.1:5432/gatehouse)");
         return GH_EINVAL;
     }
-    const char *modes[3][2] = {{"register_mode", c->redis.register_mode},
-                               {"sms_mode", c->redis.sms_mode},
-                               {"login_mode", c->redis.login_mode}};
-    for (int i = 0; i < 3; i++)
+    const char *modes[][2] = {{"register_mode", c->redis.register_mode},
+                              {"sms_mode", c->redis.sms_mode},
+                              {"login_mode", c->redis.login_mode},
+                              {"quota_mode", c->redis.quota_mode}};
+    for (size_t i = 0; i < GH_ARRAY_LEN(modes); i++)
         if (strcmp(modes[i][1], "closed") && strcmp(modes[i][1], "local") &&
             strcmp(modes[i][1], "open")) {
             set_err(err, origin, 0, find_key("redis", modes[i][0]), NULL, NULL,

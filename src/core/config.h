@@ -79,6 +79,7 @@ struct gh_config {
         char *register_mode;     /* local | open | closed: register-class rules, PoW claims */
         char *sms_mode;          /* local | open | closed: the numbers' SMS budgets */
         char *login_mode;        /* local | open | closed: accounts' failed sign-ins */
+        char *quota_mode;        /* local | open | closed: the chat API's quotas */
     } redis;
 
     /* Subsystem sections: each subsystem adds its own struct below its

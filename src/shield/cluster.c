@@ -133,6 +133,11 @@ int gh_shield_cluster_state(void)
     return the_cluster ? (gh_redis_up(the_cluster->redis) ? 1 : 0) : -1;
 }
 
+struct gh_redis *gh_shield_cluster_redis(void)
+{
+    return the_cluster ? the_cluster->redis : NULL;
+}
+
 /* The failure mode of cls's shared rules: registration's, or sign-in's. */
 static enum mode class_mode(struct gh_cluster *cl, enum gh_class cls)
 {
