@@ -789,28 +789,15 @@ static void usage_route(struct gh_http_req *req)
  * the smaller of the key's and the user's, in tokens as whole-number
  * strings, currency "TOKENS". With no daily allowance at all there is no
  * balance to count: is_available true and no balance_infos. */
-static void balance(struct gh_http_req *req)
+void gw_balance_respond(struct gh_http_req *req, const unsigned tpd[2], const uint64_t spent[2])
 {
-    struct gh_gateway *gw = req->route->ctx;
-    struct gh_principal who;
-    if (!authenticate(req, &who, false))
-        return;
-    uint32_t day = gh_usage_today();
-    struct gh_quota_limits d, l;
     bool limited = false;
     uint64_t left = UINT64_MAX;
     for (int k = 0; k < 2; k++) {
-        enum gh_quota_kind kind = k ? GH_QUOTA_USER : GH_QUOTA_KEY;
-        uint64_t id = k ? who.user_id : who.key_id;
-        if (!id)
-            continue; /* the web chat's session has no key */
-        defaults_of(req->cfg, kind, &d);
-        gh_quota_limits_of(gw->quotas, kind, id, &d, &l);
-        if (!l.tpd)
+        if (!tpd[k])
             continue;
-        uint64_t spent = gh_quota_spent(gw->quotas, kind, id, day);
         limited = true;
-        left = GH_MIN(left, spent >= l.tpd ? 0 : l.tpd - spent);
+        left = GH_MIN(left, spent[k] >= tpd[k] ? 0 : tpd[k] - spent[k]);
     }
     struct gh_buf b;
     gh_buf_init(&b, 4096);
@@ -825,6 +812,41 @@ static void balance(struct gh_http_req *req)
     gh_http_add_header(req, "Cache-Control", "no-store");
     gh_http_respond_json(req, 200, b.data, b.len);
     gh_buf_dispose(&b);
+}
+
+void gw_balance_local(struct gh_gateway *gw, struct gh_http_req *req, const struct gh_principal *who,
+                      const unsigned tpd[2])
+{
+    uint32_t day = gh_usage_today();
+    uint64_t spent[2] = {0, 0};
+    if (tpd[0])
+        spent[0] = gh_quota_spent(gw->quotas, GH_QUOTA_USER, who->user_id, day);
+    if (tpd[1])
+        spent[1] = gh_quota_spent(gw->quotas, GH_QUOTA_KEY, who->key_id, day);
+    gw_balance_respond(req, tpd, spent);
+}
+
+static void balance(struct gh_http_req *req)
+{
+    struct gh_gateway *gw = req->route->ctx;
+    struct gh_principal who;
+    if (!authenticate(req, &who, false))
+        return;
+    struct gh_quota_limits d, l;
+    unsigned tpd[2] = {0, 0}; /* the user's, the key's */
+    for (int k = 0; k < 2; k++) {
+        enum gh_quota_kind kind = k ? GH_QUOTA_KEY : GH_QUOTA_USER;
+        uint64_t id = k ? who.key_id : who.user_id;
+        if (!id)
+            continue; /* the web chat's session has no key */
+        defaults_of(req->cfg, kind, &d);
+        gh_quota_limits_of(gw->quotas, kind, id, &d, &l);
+        tpd[k] = l.tpd;
+    }
+    if (tpd[0] || tpd[1])
+        gw_quota_balance(gw, req, &who, tpd); /* the cluster's count, in Redis */
+    else
+        gw_balance_respond(req, tpd, (const uint64_t[2]){0, 0});
 }
 
 /* ---- admin: quotas and upstreams ---- */

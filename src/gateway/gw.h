@@ -174,6 +174,12 @@ bool gw_quota_admit_local(struct gw_call *c);
 bool gw_quota_answer(struct gw_call *c, enum gh_quota_verdict v, bool user_refused,
                      const struct gh_quota_info *ki, const struct gh_quota_info *ui);
 
+/* Answers GET /user/balance from tpd and spent ([0] the user's, [1] the
+ * key's; tpd 0: no daily allowance), or from this process's table. */
+void gw_balance_respond(struct gh_http_req *req, const unsigned tpd[2], const uint64_t spent[2]);
+void gw_balance_local(struct gh_gateway *gw, struct gh_http_req *req, const struct gh_principal *who,
+                      const unsigned tpd[2]);
+
 /* qshare.c: the quotas shared by the cluster's nodes in Redis */
 /* Admits c on its quotas, in Redis (one round trip, the loop never waits)
  * when the cluster shares them, else in this process's table; while
@@ -183,6 +189,11 @@ void gw_quota_admit(struct gw_call *c);
 /* Settles c's quotas where they were taken (actual tokens), freeing its
  * concurrency. */
 void gw_quota_settle(struct gw_call *c);
+/* Answers GET /user/balance for who with the tokens spent today: in
+ * Redis (the request waits, the loop does not) when the cluster shares
+ * the quotas, else (or when Redis cannot answer) this process's count. */
+void gw_quota_balance(struct gh_gateway *gw, struct gh_http_req *req, const struct gh_principal *who,
+                      const unsigned tpd[2]);
 /* The worker's timer: renews the leases of its calls in Redis. */
 void gw_quota_start_renewal(struct gw_worker *ww);
 

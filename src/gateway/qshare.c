@@ -209,3 +209,51 @@ void gw_quota_start_renewal(struct gw_worker *ww)
     if (ww->gw->redis)
         uv_timer_start(&ww->lease_timer, on_lease_timer, LEASE_MS / 3, LEASE_MS / 3);
 }
+
+/* ---- GET /user/balance ---- */
+
+struct peek {
+    struct gh_gateway *gw;
+    struct gh_http_req *req;
+    struct gh_principal who;
+    unsigned tpd[2];
+};
+
+static void on_peek(void *arg, int status, const struct gh_redis_quota *res)
+{
+    struct peek *p = arg;
+    if (status) {
+        gw_balance_local(p->gw, p->req, &p->who, p->tpd);
+    } else {
+        uint64_t spent[2] = {res->e[0].spent, res->e[1].spent};
+        gw_balance_respond(p->req, p->tpd, spent);
+    }
+    free(p);
+}
+
+void gw_quota_balance(struct gh_gateway *gw, struct gh_http_req *req, const struct gh_principal *who,
+                      const unsigned tpd[2])
+{
+    struct peek *p = gw->redis ? calloc(1, sizeof *p) : NULL;
+    if (!p) {
+        gw_balance_local(gw, req, who, tpd);
+        return;
+    }
+    *p = (struct peek){.gw = gw, .req = req, .who = *who, .tpd = {tpd[0], tpd[1]}};
+    /* only the day's counts are read; a limit field above 0 says "look" */
+    struct gh_redis_quota_args a = {.op = GH_REDIS_QUOTA_PEEK,
+                                    .user = NULL,
+                                    .lease = "",
+                                    .limits = {{0, 0, tpd[0], 0}, {0, 0, tpd[1], 0}}};
+    char user[GH_REDIS_KEY_MAX], key[GH_REDIS_KEY_MAX];
+    gh_redis_key(gw->redis, "quota_user", &who->user_id, sizeof who->user_id, user);
+    a.user = user;
+    if (who->key_id) {
+        gh_redis_key(gw->redis, "quota_key", &who->key_id, sizeof who->key_id, key);
+        a.key = key;
+    }
+    if (gh_redis_quota_send(gw->redis, req->worker, &a, on_peek, p)) {
+        free(p);
+        gw_balance_local(gw, req, who, tpd);
+    }
+}

@@ -126,6 +126,11 @@ test("a user's daily tokens spent on node 1 answer 402 on node 2", opts, async (
   assert.equal(r.status, 402, r.text);
   assert.equal(r.json.error.code, 'insufficient_balance');
   assert.ok(Number(r.headers['retry-after']) >= 1);
+  // the balance node 2 reports is the cluster's
+  const bal = await api(cl.url(2), 'GET', '/user/balance', { bearer: a.key });
+  assert.equal(bal.status, 200, bal.text);
+  assert.equal(bal.json.is_available, false, bal.text);
+  assert.equal(bal.json.balance_infos[0].total_balance, '0');
 });
 
 test('Redis stopped: each node allows its local share; Redis back: shared again', opts, async () => {
