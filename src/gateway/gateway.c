@@ -814,8 +814,8 @@ void gw_balance_respond(struct gh_http_req *req, const unsigned tpd[2], const ui
     gh_buf_dispose(&b);
 }
 
-void gw_balance_local(struct gh_gateway *gw, struct gh_http_req *req, const struct gh_principal *who,
-                      const unsigned tpd[2])
+void gw_balance_local(struct gh_gateway *gw, struct gh_http_req *req,
+                      const struct gh_principal *who, const unsigned tpd[2])
 {
     uint32_t day = gh_usage_today();
     uint64_t spent[2] = {0, 0};

@@ -27,7 +27,7 @@ struct gh_gateway {
     struct gh_usage *usage;
     char quota_path[4200];
     struct gh_shared_doc *quota_doc; /* the overrides every node keeps (a shared store) */
-    struct gh_redis *redis; /* the cluster's quotas ([redis] url), or NULL: this table's */
+    struct gh_redis *redis;          /* the cluster's quotas ([redis] url), or NULL: this table's */
     struct gh_breaker breaker;
     struct gh_fairq *fq; /* calls waiting for a model slot, all workers */
     /* users with an id up to this were created tier_established_age ago
@@ -177,8 +177,8 @@ bool gw_quota_answer(struct gw_call *c, enum gh_quota_verdict v, bool user_refus
 /* Answers GET /user/balance from tpd and spent ([0] the user's, [1] the
  * key's; tpd 0: no daily allowance), or from this process's table. */
 void gw_balance_respond(struct gh_http_req *req, const unsigned tpd[2], const uint64_t spent[2]);
-void gw_balance_local(struct gh_gateway *gw, struct gh_http_req *req, const struct gh_principal *who,
-                      const unsigned tpd[2]);
+void gw_balance_local(struct gh_gateway *gw, struct gh_http_req *req,
+                      const struct gh_principal *who, const unsigned tpd[2]);
 
 /* qshare.c: the quotas shared by the cluster's nodes in Redis */
 /* Admits c on its quotas, in Redis (one round trip, the loop never waits)
@@ -192,8 +192,8 @@ void gw_quota_settle(struct gw_call *c);
 /* Answers GET /user/balance for who with the tokens spent today: in
  * Redis (the request waits, the loop does not) when the cluster shares
  * the quotas, else (or when Redis cannot answer) this process's count. */
-void gw_quota_balance(struct gh_gateway *gw, struct gh_http_req *req, const struct gh_principal *who,
-                      const unsigned tpd[2]);
+void gw_quota_balance(struct gh_gateway *gw, struct gh_http_req *req,
+                      const struct gh_principal *who, const unsigned tpd[2]);
 /* The worker's timer: renews the leases of its calls in Redis. */
 void gw_quota_start_renewal(struct gw_worker *ww);
 

@@ -231,8 +231,8 @@ static void on_peek(void *arg, int status, const struct gh_redis_quota *res)
     free(p);
 }
 
-void gw_quota_balance(struct gh_gateway *gw, struct gh_http_req *req, const struct gh_principal *who,
-                      const unsigned tpd[2])
+void gw_quota_balance(struct gh_gateway *gw, struct gh_http_req *req,
+                      const struct gh_principal *who, const unsigned tpd[2])
 {
     struct peek *p = gw->redis ? calloc(1, sizeof *p) : NULL;
     if (!p) {

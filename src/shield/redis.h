@@ -120,11 +120,11 @@ enum gh_redis_quota_op {
 };
 struct gh_redis_quota_args {
     enum gh_redis_quota_op op;
-    const char *user; /* gh_redis_key of the user: the hash tag */
-    const char *key;  /* gh_redis_key of the API key, or NULL (limits then 0) */
+    const char *user;  /* gh_redis_key of the user: the hash tag */
+    const char *key;   /* gh_redis_key of the API key, or NULL (limits then 0) */
     const char *lease; /* the call's unique id (at most 63 bytes) */
     unsigned est, actual;
-    uint32_t day;      /* settle: the day the take answered */
+    uint32_t day; /* settle: the day the take answered */
     uint64_t lease_ms;
     unsigned limits[2][4]; /* [0] the user's, [1] the key's: rpm, tpm, tpd, concurrency */
 };

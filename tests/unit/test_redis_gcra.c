@@ -202,8 +202,8 @@ static void quota(const char *op, const char *u, const char *k, const char *leas
     snprintf(a[3], sizeof a[3], "%u", lease_ms);
     for (int i = 0; i < 8; i++)
         snprintf(a[4 + i], sizeof a[4 + i], "%u", lim[i]);
-    const char *argv[21] = {"EVAL", gh_redis_quota_lua, "4", keys[0], keys[1], keys[2], keys[3],
-                            op,     lease};
+    const char *argv[21] = {"EVAL", gh_redis_quota_lua, "4", keys[0], keys[1], keys[2], keys[3], op,
+                            lease};
     for (int i = 0; i < 12; i++)
         argv[9 + i] = a[i];
     redisReply *r = redisCommandArgv(rc, 21, argv, NULL);
