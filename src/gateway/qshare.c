@@ -177,7 +177,10 @@ void gw_quota_settle(struct gw_call *c)
     unsigned actual = c->prompt_tokens + c->completion_tokens;
     if (gh_list_linked(&c->lease_node))
         gh_list_remove(&c->lease_node);
-    if (c->quota_by == GW_QUOTA_REDIS) {
+    /* rpm alone needs no settle: the request was counted at its take */
+    bool settles = c->user_limits.tpm || c->user_limits.tpd || c->user_limits.concurrency ||
+                   c->key_limits.tpm || c->key_limits.tpd || c->key_limits.concurrency;
+    if (c->quota_by == GW_QUOTA_REDIS && settles) {
         /* unanswered (Redis gone): the lease expires by itself and the
          * estimate stays charged to the day */
         struct gh_redis_quota_args a;

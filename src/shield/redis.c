@@ -764,7 +764,8 @@ void gh_redis_free(struct gh_redis *r)
 /* ---- the chat API's quotas (redis.h, gh_redis_quota_send) ---- */
 
 /* KEYS: the user's state {tr, tt: GCRA times in µs; d: the UTC day of dt;
- * dt: tokens of that day, spent and reserved} and leases (a sorted set:
+ * dt: tokens of that day, spent and reserved, counted while a tpd is
+ * set} and leases (a sorted set:
  * call id -> expiry in ms), then the API key's two. ARGV: the op (take,
  * settle, renew, peek), the call's id, its estimate, its actual tokens,
  * the day of its take, the lease in ms, the user's and the key's rpm, tpm,
@@ -860,7 +861,7 @@ const char gh_redis_quota_lua[] =
     "    end\n"
     "    if s.rated then\n"
     "      rates(e, true)\n"
-    "      s.dt = s.dt + est\n"
+    "      if s.l[3] > 0 then s.dt = s.dt + est end\n"
     "      save(e)\n"
     "    end\n"
     "  end\n"
@@ -873,9 +874,9 @@ const char gh_redis_quota_lua[] =
     "    elseif s.l[4] > 0 then\n"
     "      redis.call('ZREM', KEYS[2 * e], member)\n"
     "    end\n"
-    "    if s.rated and op == 'settle' then\n"
-    "      if tday == day then s.dt = math.max(s.dt - est, 0) end\n"
-    "      s.dt = s.dt + actual\n"
+    "    if s.l[2] + s.l[3] > 0 and op == 'settle' then\n"
+    "      if s.l[3] > 0 and tday == day then s.dt = math.max(s.dt - est, 0) end\n"
+    "      if s.l[3] > 0 then s.dt = s.dt + actual end\n"
     "      if s.l[2] > 0 then\n"
     "        local T = math.max(math.floor(P / s.l[2]), 1)\n"
     "        local charged = math.min(math.max(est, 1), s.l[2])\n"
