@@ -44,6 +44,14 @@ function pgPids(pg) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const RULES = 'login:global:1/1h';
+/* QUOTAS=1: every chat runs the quota path (the single node's table, the
+ * cluster node's Redis script: one round trip per call and its settle),
+ * with limits it never reaches; default: no quota at all (no Redis call). */
+const QUOTA_SET = process.env.QUOTAS === '1'
+  ? ['gateway.key_rpm=100000000', 'gateway.key_tpm=0', 'gateway.user_rpm=100000000', 'gateway.user_tpm=0',
+    'gateway.user_tpd=4000000000', 'gateway.key_concurrency=0', 'gateway.user_concurrency=1000']
+  : ['gateway.key_rpm=0', 'gateway.key_tpm=0', 'gateway.user_rpm=0', 'gateway.user_tpm=0',
+    'gateway.user_tpd=0', 'gateway.key_concurrency=0', 'gateway.user_concurrency=0'];
 async function startNode(name, port, extra) {
   const dir = path.join(tmp, name);
   fs.mkdirSync(dir, { recursive: true });
@@ -51,8 +59,7 @@ async function startNode(name, port, extra) {
   const args = ['-c', serverCpu, bin, 'serve', '--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${port + 1}`,
     '--data', dir, '--workers', '1', '--set', 'log.access_log=off', '--set', 'log.level=warn',
     '--set', 'identity.cookie_secure=false', '--set', 'gateway.echo=true', '--set', 'gateway.echo_delay=0ms',
-    '--set', 'gateway.key_rpm=0', '--set', 'gateway.key_tpm=0', '--set', 'gateway.user_rpm=0', '--set', 'gateway.user_tpm=0',
-    '--set', 'gateway.user_tpd=0', '--set', 'gateway.key_concurrency=0', '--set', 'gateway.user_concurrency=0',
+    ...QUOTA_SET.flatMap((kv) => ['--set', kv]),
     '--set', `shield.rules=${RULES}`, ...extra];
   const child = spawn('taskset', args, { stdio: ['ignore', log, log] });
   const base = `http://127.0.0.1:${port}`;
@@ -176,6 +183,7 @@ try {
   console.log('md: their processes\' CPU time is counted with the node\'s.');
   console.log('md: Loads: `me` GET /api/me with a session; `chat` a streamed echo completion with an API key;');
   console.log(`md: \`refusal\` POST /api/auth/login answered 429 before its body (\`shield.rules = ${RULES}\`, spent).`);
+  console.log(`md: Chat quotas: ${process.env.QUOTAS === '1' ? 'on (QUOTAS=1: rpm, tpd and concurrency set, never reached; cluster: one Redis round trip per call and its settle)' : 'none (no quota, no Redis call; QUOTAS=1 measures them)'}.`);
   console.log('md: ');
   console.log('md: | load | single req/s | cluster req/s | single p99 ms | cluster p99 ms | p99 ratio (≤ 1.5) | single CPU µs/req | cluster CPU µs/req | CPU ratio (≤ 1.15) |');
   console.log('md: |---|---|---|---|---|---|---|---|---|');

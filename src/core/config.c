@@ -163,6 +163,9 @@ static const struct key_def keys[] = {
     {"redis", "level_flush", T_DURATION, OFF(redis.level_flush_ms), 50, SEC, "250ms",
      "how often a node adds its attack-level signals to the cluster's sums in Redis (one "
      "round trip per node)"},
+    {"redis", "quota_mode", T_STR, OFF(redis.quota_mode), 4, 6, "local",
+     "the chat API's quotas (rpm, tpm, tpd, concurrency) while Redis is unreachable: local "
+     "(1/nodes of each limit on each node), open (no quota), closed (chat 503 busy)"},
 
     /* @identity-keys */
     {"identity", "argon2_ops", T_UINT, OFF(identity.argon2_ops), 0, 100, "0",
@@ -1130,11 +1133,12 @@ int gh_config_validate(const struct gh_config *c, struct gh_buf *err)
                 "postgresql://gatehouse@127.0.0.1:5432/gatehouse)");
         return GH_EINVAL;
     }
-    const char *modes[4][2] = {{"register_mode", c->redis.register_mode},
-                               {"sms_mode", c->redis.sms_mode},
-                               {"login_mode", c->redis.login_mode},
-                               {"anon_mode", c->redis.anon_mode}};
-    for (int i = 0; i < 4; i++)
+    const char *modes[][2] = {{"register_mode", c->redis.register_mode},
+                              {"sms_mode", c->redis.sms_mode},
+                              {"login_mode", c->redis.login_mode},
+                              {"anon_mode", c->redis.anon_mode},
+                              {"quota_mode", c->redis.quota_mode}};
+    for (size_t i = 0; i < GH_ARRAY_LEN(modes); i++)
         if (strcmp(modes[i][1], "closed") && strcmp(modes[i][1], "local") &&
             strcmp(modes[i][1], "open")) {
             set_err(err, origin, 0, find_key("redis", modes[i][0]), NULL, NULL,

@@ -81,6 +81,7 @@ struct gh_config {
         char *login_mode;        /* local | open | closed: accounts' failed sign-ins */
         char *anon_mode;         /* local | open | closed: the anon class's shared rules */
         uint64_t level_flush_ms; /* a node's attack-level signals to Redis this often */
+        char *quota_mode;        /* local | open | closed: the chat API's quotas */
     } redis;
 
     /* Subsystem sections: each subsystem adds its own struct below its

@@ -8,6 +8,7 @@
 #include "http/jsonbody.h"
 #include "http/server.h"
 #include "identity/identity.h"
+#include "shield/shield.h"
 #include "store/store.h"
 
 #include <http_parser.h>
@@ -172,21 +173,39 @@ static void ratelimit_headers(struct gh_http_req *req, const struct gh_quota_inf
     }
 }
 
-/* Admits c on its key's and its user's quotas, or answers 429/402 and
- * returns false. The headers describe the key's limits when it has any,
- * else the user's. */
-static bool admit(struct gw_call *c)
+static unsigned share_of(unsigned limit, unsigned share)
+{
+    return limit && share > 1 ? GH_MAX(limit / share, 1u) : limit;
+}
+
+void gw_quota_limits(struct gw_call *c, unsigned share)
 {
     struct gh_gateway *gw = c->gw;
-    struct gh_http_req *req = c->req;
-    int64_t now = (int64_t)gh_now_ns();
-    c->day = gh_usage_today();
     struct gh_quota_limits kd, ud;
-    defaults_of(req->cfg, GH_QUOTA_KEY, &kd);
-    defaults_of(req->cfg, GH_QUOTA_USER, &ud);
+    defaults_of(c->req->cfg, GH_QUOTA_KEY, &kd);
+    defaults_of(c->req->cfg, GH_QUOTA_USER, &ud);
+    memset(&c->key_limits, 0, sizeof c->key_limits);
     if (c->who.key_id)
         gh_quota_limits_of(gw->quotas, GH_QUOTA_KEY, c->who.key_id, &kd, &c->key_limits);
     gh_quota_limits_of(gw->quotas, GH_QUOTA_USER, c->who.user_id, &ud, &c->user_limits);
+    struct gh_quota_limits *ls[2] = {&c->key_limits, &c->user_limits};
+    for (int i = 0; i < 2; i++) {
+        ls[i]->rpm = share_of(ls[i]->rpm, share);
+        ls[i]->tpm = share_of(ls[i]->tpm, share);
+        ls[i]->tpd = share_of(ls[i]->tpd, share);
+        ls[i]->concurrency = share_of(ls[i]->concurrency, share);
+    }
+}
+
+/* Admits c on its key's and its user's quotas (c's limits filled by
+ * gw_quota_limits), or answers 429/402 and returns false. The headers
+ * describe the key's limits when it has any, else the user's. */
+bool gw_quota_admit_local(struct gw_call *c)
+{
+    struct gh_gateway *gw = c->gw;
+    int64_t now = (int64_t)gh_now_ns();
+    c->day = gh_usage_today();
+    c->quota_by = GW_QUOTA_LOCAL;
     struct gh_quota_info ki = {0}, ui = {0};
     enum gh_quota_verdict v = GH_QUOTA_OK;
     if (c->who.key_id)
@@ -205,13 +224,21 @@ static bool admit(struct gw_call *c)
             gh_quota_release(gw->quotas, GH_QUOTA_USER, c->who.user_id, &c->user_limits, now,
                              c->day, c->est, 0);
     }
+    return gw_quota_answer(c, v, user_refused, &ki, &ui);
+}
+
+bool gw_quota_answer(struct gw_call *c, enum gh_quota_verdict v, bool user_refused,
+                     const struct gh_quota_info *ki, const struct gh_quota_info *ui)
+{
+    struct gh_gateway *gw = c->gw;
+    struct gh_http_req *req = c->req;
     const struct gh_quota_info *shown =
-        user_refused || !(ki.has_requests || ki.has_tokens) ? &ui : &ki;
+        user_refused || !(ki->has_requests || ki->has_tokens) ? ui : ki;
     ratelimit_headers(req, shown);
     if (v == GH_QUOTA_OK)
         return true;
     GH_STAT_ADD(gw->m_quota_refused, 1);
-    const struct gh_quota_info *why = user_refused ? &ui : &ki;
+    const struct gh_quota_info *why = user_refused ? ui : ki;
     uint64_t retry_s = (why->retry_after_ms + 999) / 1000;
     gh_http_add_header(req, "Retry-After", "%llu", (unsigned long long)(retry_s ? retry_s : 1));
     const char *who = user_refused ? "your account" : "this API key";
@@ -279,13 +306,7 @@ void gw_call_finish(struct gw_call *c)
             gh_http_respond_error(req, 500, "internal_error", "the call ended unanswered");
     }
     gw_relay_abort(c);
-    int64_t now = (int64_t)gh_now_ns();
-    unsigned actual = c->prompt_tokens + c->completion_tokens;
-    gh_quota_release(gw->quotas, GH_QUOTA_USER, c->who.user_id, &c->user_limits, now, c->day,
-                     c->est, actual);
-    if (c->who.key_id)
-        gh_quota_release(gw->quotas, GH_QUOTA_KEY, c->who.key_id, &c->key_limits, now, c->day,
-                         c->est, actual);
+    gw_quota_settle(c);
     struct gh_usage_rec rec = {
         .key_id = c->who.key_id,
         .user_id = c->who.user_id,
@@ -638,6 +659,7 @@ static void start_call(struct gh_http_req *req, bool fim)
     c->granted = GH_EBUSY;
     gh_list_init(&c->fw.node);
     gh_list_init(&c->grant_node);
+    gh_list_init(&c->lease_node);
     gh_buf_init(&c->err_body, 64u << 10);
     gh_sse_init(&c->sse, 4u << 20);
     struct gh_chat_error err;
@@ -677,16 +699,34 @@ static void start_call(struct gh_http_req *req, bool fim)
         out_est = GH_MIN(out_est, gh_chat_estimate_tokens(NULL, c->chat.last_user_len) + 2);
     uint64_t est = (uint64_t)c->chat.prompt_tokens + out_est;
     c->est = est > UINT32_MAX ? UINT32_MAX : (unsigned)est;
-    if (!admit(c))
-        goto drop;
+    gh_chat_new_id(c->id, sizeof c->id); /* also the call's lease in Redis */
+    gw_quota_admit(c);                   /* ends in gw_call_admitted or gw_call_drop */
+    return;
+drop:
+    gw_call_drop(c);
+}
+
+void gw_call_drop(struct gw_call *c)
+{
+    gh_sse_dispose(&c->sse);
+    gh_buf_dispose(&c->err_body);
+    gh_chat_req_dispose(&c->chat);
+    free(c);
+}
+
+void gw_call_admitted(struct gw_call *c)
+{
     /* from here on the call holds quota and must end in gw_call_finish */
-    gh_chat_new_id(c->id, sizeof c->id);
+    struct gh_gateway *gw = c->gw;
+    struct gh_http_req *req = c->req;
+    struct gh_config *cfg = req->cfg;
+    bool echo = cfg->gateway.echo && !strcmp(c->chat.model, "echo");
     c->created = gh_wall_ms() / 1000;
     c->start_ms = gh_now_ms();
     uint64_t hint = client_timeout_ms(req);
     c->deadline_ms = c->start_ms + GH_MIN(cfg->gateway.first_byte_timeout_ms, hint);
     c->queue_deadline_ms = c->start_ms + GH_MIN(cfg->gateway.queue_timeout_ms, hint);
-    c->tier = tier_of(gw, &who);
+    c->tier = tier_of(gw, &c->who);
     c->model_idx = gh_upstreams_model_index(&gw->ups, c->model);
     c->up_est = c->est;
     uv_timer_init(&req->worker->loop, &c->timer);
@@ -699,12 +739,6 @@ static void start_call(struct gh_http_req *req, bool fim)
         gh_buf_init(&c->body, 2 * req->body.len + (64u << 10));
         gw_relay_start(c);
     }
-    return;
-drop:
-    gh_sse_dispose(&c->sse);
-    gh_buf_dispose(&c->err_body);
-    gh_chat_req_dispose(&c->chat);
-    free(c);
 }
 
 static void chat_completions(struct gh_http_req *req)
@@ -755,28 +789,15 @@ static void usage_route(struct gh_http_req *req)
  * the smaller of the key's and the user's, in tokens as whole-number
  * strings, currency "TOKENS". With no daily allowance at all there is no
  * balance to count: is_available true and no balance_infos. */
-static void balance(struct gh_http_req *req)
+void gw_balance_respond(struct gh_http_req *req, const unsigned tpd[2], const uint64_t spent[2])
 {
-    struct gh_gateway *gw = req->route->ctx;
-    struct gh_principal who;
-    if (!authenticate(req, &who, false))
-        return;
-    uint32_t day = gh_usage_today();
-    struct gh_quota_limits d, l;
     bool limited = false;
     uint64_t left = UINT64_MAX;
     for (int k = 0; k < 2; k++) {
-        enum gh_quota_kind kind = k ? GH_QUOTA_USER : GH_QUOTA_KEY;
-        uint64_t id = k ? who.user_id : who.key_id;
-        if (!id)
-            continue; /* the web chat's session has no key */
-        defaults_of(req->cfg, kind, &d);
-        gh_quota_limits_of(gw->quotas, kind, id, &d, &l);
-        if (!l.tpd)
+        if (!tpd[k])
             continue;
-        uint64_t spent = gh_quota_spent(gw->quotas, kind, id, day);
         limited = true;
-        left = GH_MIN(left, spent >= l.tpd ? 0 : l.tpd - spent);
+        left = GH_MIN(left, spent[k] >= tpd[k] ? 0 : tpd[k] - spent[k]);
     }
     struct gh_buf b;
     gh_buf_init(&b, 4096);
@@ -791,6 +812,41 @@ static void balance(struct gh_http_req *req)
     gh_http_add_header(req, "Cache-Control", "no-store");
     gh_http_respond_json(req, 200, b.data, b.len);
     gh_buf_dispose(&b);
+}
+
+void gw_balance_local(struct gh_gateway *gw, struct gh_http_req *req,
+                      const struct gh_principal *who, const unsigned tpd[2])
+{
+    uint32_t day = gh_usage_today();
+    uint64_t spent[2] = {0, 0};
+    if (tpd[0])
+        spent[0] = gh_quota_spent(gw->quotas, GH_QUOTA_USER, who->user_id, day);
+    if (tpd[1])
+        spent[1] = gh_quota_spent(gw->quotas, GH_QUOTA_KEY, who->key_id, day);
+    gw_balance_respond(req, tpd, spent);
+}
+
+static void balance(struct gh_http_req *req)
+{
+    struct gh_gateway *gw = req->route->ctx;
+    struct gh_principal who;
+    if (!authenticate(req, &who, false))
+        return;
+    struct gh_quota_limits d, l;
+    unsigned tpd[2] = {0, 0}; /* the user's, the key's */
+    for (int k = 0; k < 2; k++) {
+        enum gh_quota_kind kind = k ? GH_QUOTA_KEY : GH_QUOTA_USER;
+        uint64_t id = k ? who.key_id : who.user_id;
+        if (!id)
+            continue; /* the web chat's session has no key */
+        defaults_of(req->cfg, kind, &d);
+        gh_quota_limits_of(gw->quotas, kind, id, &d, &l);
+        tpd[k] = l.tpd;
+    }
+    if (tpd[0] || tpd[1])
+        gw_quota_balance(gw, req, &who, tpd); /* the cluster's count, in Redis */
+    else
+        gw_balance_respond(req, tpd, (const uint64_t[2]){0, 0});
 }
 
 /* ---- admin: quotas and upstreams ---- */
@@ -1085,6 +1141,7 @@ static int worker_init(struct gh_worker *w, void *data)
         free(ww);
         return rc;
     }
+    gw_quota_start_renewal(ww);
     gw->wws[i] = ww;
     return 0;
 }
@@ -1235,6 +1292,41 @@ static void register_metrics(struct gh_gateway *gw)
     }
 }
 
+/* The switch of the quotas to their failure mode and back, logged. */
+static void on_cluster(bool up, void *data)
+{
+    struct gh_gateway *gw = data;
+    struct gh_config *cfg = gh_server_config(gw->srv);
+    if (up)
+        gh_log(GH_LOG_INFO, "quota_shared", "chat quotas are counted in Redis again");
+    else
+        gh_log(GH_LOG_WARN, "quota_fallback",
+               "chat quotas cannot be counted in Redis: [redis] quota_mode = %s (%s) until it "
+               "answers",
+               cfg->redis.quota_mode,
+               !strcmp(cfg->redis.quota_mode, "open")     ? "no quota"
+               : !strcmp(cfg->redis.quota_mode, "closed") ? "chat requests 503 busy"
+                                                          : "each node allows 1/nodes of each");
+    gh_config_unref(cfg);
+}
+
+static void register_quota_fallbacks(struct gh_gateway *gw)
+{
+    static const char *const modes[3] = {"local", "open", "closed"};
+    gw->redis = gh_shield_cluster_redis();
+    if (!gw->redis)
+        return;
+    for (int m = 0; m < 3; m++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "mode=\"%s\"", modes[m]);
+        /* the shield's counter: one series per mode for every shared limit */
+        gw->m_quota_fallbacks[m] = gh_metrics_counter(
+            "gatehouse_redis_fallbacks_total", labels,
+            "requests whose shared limits were decided without Redis, by failure mode");
+    }
+    gh_shield_subscribe_cluster(on_cluster, gw);
+}
+
 static void prime_quota(uint64_t key_id, uint64_t user_id, uint64_t tokens, void *data)
 {
     struct gh_gateway *gw = data;
@@ -1337,6 +1429,7 @@ int gh_gateway_init(struct gh_server *srv)
         goto fail;
     }
     register_metrics(gw);
+    register_quota_fallbacks(gw);
     gh_log(GH_LOG_INFO, "gateway_start", "echo model %s, %u upstream(s)%s%s",
            cfg->gateway.echo ? "on" : "off", gw->ups.n, gw->ups.n ? " from " : "",
            gw->ups.n ? cfg->gateway.upstreams_file : "");

@@ -15,6 +15,7 @@
 #include "gateway/upstream.h"
 #include "gateway/usage.h"
 #include "identity/auth.h"
+#include "shield/redis.h"
 
 #include <curl/curl.h>
 #include <uv.h>
@@ -26,6 +27,7 @@ struct gh_gateway {
     struct gh_usage *usage;
     char quota_path[4200];
     struct gh_shared_doc *quota_doc; /* the overrides every node keeps (a shared store) */
+    struct gh_redis *redis;          /* the cluster's quotas ([redis] url), or NULL: this table's */
     struct gh_breaker breaker;
     struct gh_fairq *fq; /* calls waiting for a model slot, all workers */
     /* users with an id up to this were created tier_established_age ago
@@ -44,6 +46,7 @@ struct gh_gateway {
     struct gw_worker *wws[1 + 257];
     _Atomic uint64_t *m_requests, *m_prompt_tokens, *m_completion_tokens, *m_quota_refused,
         *m_cut_short, *m_failovers, *m_upstream_errors;
+    _Atomic uint64_t *m_quota_fallbacks[3]; /* by [redis] quota_mode: local, open, closed */
 };
 
 #define GW_EASY_POOL 64
@@ -55,6 +58,8 @@ struct gw_worker {
     CURLM *multi;
     uv_timer_t curl_timer;
     uv_timer_t wait_timer; /* polls for upstream slots while calls wait */
+    uv_timer_t lease_timer; /* renews the concurrency leases of calls in ww->leases */
+    struct gh_list leases;  /* calls holding concurrency leases in Redis (qshare.c) */
     uv_async_t wake;       /* a call of this worker was given a slot (any thread) */
     struct gh_list granted; /* those calls: under the fair queue's lock */
     unsigned nwaiting;      /* this worker's calls in the fair queue: under its lock */
@@ -78,6 +83,12 @@ struct gw_call {
     struct gh_quota_limits key_limits, user_limits;
     unsigned est;
     uint32_t day;
+    /* where the quotas were taken, to settle them there (qshare.c) */
+    enum gw_quota_by { GW_QUOTA_LOCAL, GW_QUOTA_REDIS, GW_QUOTA_NONE } quota_by;
+    uint32_t quota_day;                /* Redis's day of the take */
+    char quota_user[GH_REDIS_KEY_MAX]; /* the user's and the key's names in Redis */
+    char quota_key[GH_REDIS_KEY_MAX];
+    struct gh_list lease_node; /* in ww->leases while its leases need renewing */
     char id[48];
     uint64_t created;
     char model[136];
@@ -145,6 +156,46 @@ void gw_call_fail(struct gw_call *c, int status, const char *code, const char *m
 /* Ends the call: settles quotas, records usage, frees everything (the
  * request was answered, or the client has gone). */
 void gw_call_finish(struct gw_call *c);
+
+/* Continues a call admitted on its quotas (gw_quota_admit): the model's
+ * answer starts. */
+void gw_call_admitted(struct gw_call *c);
+/* Frees a call that was answered (a refusal) before it was admitted. */
+void gw_call_drop(struct gw_call *c);
+/* Fills c's effective limits (overrides, else the defaults), divided by
+ * share (1: the whole limit; a limit stays at least 1). */
+void gw_quota_limits(struct gw_call *c, unsigned share);
+/* Decides c's quotas in this process's table and answers a refusal
+ * (x-ratelimit-* headers either way). True when admitted. */
+bool gw_quota_admit_local(struct gw_call *c);
+/* Writes the x-ratelimit-* headers of in, and answers the refusal v of
+ * the user (user_refused) or the key with why's Retry-After. True for
+ * GH_QUOTA_OK (nothing answered). */
+bool gw_quota_answer(struct gw_call *c, enum gh_quota_verdict v, bool user_refused,
+                     const struct gh_quota_info *ki, const struct gh_quota_info *ui);
+
+/* Answers GET /user/balance from tpd and spent ([0] the user's, [1] the
+ * key's; tpd 0: no daily allowance), or from this process's table. */
+void gw_balance_respond(struct gh_http_req *req, const unsigned tpd[2], const uint64_t spent[2]);
+void gw_balance_local(struct gh_gateway *gw, struct gh_http_req *req,
+                      const struct gh_principal *who, const unsigned tpd[2]);
+
+/* qshare.c: the quotas shared by the cluster's nodes in Redis */
+/* Admits c on its quotas, in Redis (one round trip, the loop never waits)
+ * when the cluster shares them, else in this process's table; while
+ * Redis is unreachable, as [redis] quota_mode says. Ends in
+ * gw_call_admitted(c), or in gw_call_drop(c) after a refusal. */
+void gw_quota_admit(struct gw_call *c);
+/* Settles c's quotas where they were taken (actual tokens), freeing its
+ * concurrency. */
+void gw_quota_settle(struct gw_call *c);
+/* Answers GET /user/balance for who with the tokens spent today: in
+ * Redis (the request waits, the loop does not) when the cluster shares
+ * the quotas, else (or when Redis cannot answer) this process's count. */
+void gw_quota_balance(struct gh_gateway *gw, struct gh_http_req *req,
+                      const struct gh_principal *who, const unsigned tpd[2]);
+/* The worker's timer: renews the leases of its calls in Redis. */
+void gw_quota_start_renewal(struct gw_worker *ww);
 
 /* relay.c */
 int gw_relay_worker_init(struct gw_worker *ww);

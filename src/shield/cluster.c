@@ -131,16 +131,16 @@ bool gh_cluster_owns(const struct gh_limit_rule *r)
     }
 }
 
-struct gh_redis *gh_cluster_redis(void)
-{
-    return the_cluster ? the_cluster->redis : NULL;
-}
-
 /* ---- shield.h's side ---- */
 
 int gh_shield_cluster_state(void)
 {
     return the_cluster ? (gh_redis_up(the_cluster->redis) ? 1 : 0) : -1;
+}
+
+struct gh_redis *gh_shield_cluster_redis(void)
+{
+    return the_cluster ? the_cluster->redis : NULL;
 }
 
 /* The failure mode of cls's shared rules: registration's, sign-in's or

@@ -24,9 +24,6 @@ void gh_cluster_reload(const struct gh_config *cfg);
  * gh_shield_limit_phone skip it). Any thread. */
 bool gh_cluster_owns(const struct gh_limit_rule *r);
 
-/* The cluster's Redis client (NULL without [redis] url). */
-struct gh_redis *gh_cluster_redis(void);
-
 /* ---- lent by shield.c ---- */
 
 /* The rules in force now (any thread; valid until 64 reloads later). */

@@ -10,6 +10,7 @@
 #include "obs/metrics.h"
 #include "shield/cluster.h"
 #include "shield/redis.h"
+#include "shield/shield.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -297,7 +298,7 @@ static void lvl_free(struct lvl *L)
 
 int gh_level_redis_init(struct gh_server *srv, const struct gh_config *cfg)
 {
-    struct gh_redis *redis = gh_cluster_redis();
+    struct gh_redis *redis = gh_shield_cluster_redis();
     if (!redis)
         return 0;
     struct lvl *L = calloc(1, sizeof *L);

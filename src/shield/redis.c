@@ -103,11 +103,14 @@ const char gh_redis_fails_lua[] =
     "if u > now then left = u - now end\n"
     "return {n, left}\n";
 
-enum script { S_GCRA, S_WINDOW, S_FAILS, S_COUNT };
+enum script { S_GCRA, S_WINDOW, S_FAILS, S_QUOTA, S_COUNT };
 static const char *const scripts[S_COUNT] = {gh_redis_gcra_lua, gh_redis_window_lua,
-                                             gh_redis_fails_lua};
-static const unsigned script_answers[S_COUNT] = {4, 2, 2};
-static const unsigned script_args[S_COUNT] = {4, 3, 5};
+                                             gh_redis_fails_lua, gh_redis_quota_lua};
+static const unsigned script_answers[S_COUNT] = {4, 2, 2, 14};
+/* S_QUOTA's keys and arguments are its command's own (cmd.xargv) */
+static const unsigned script_args[S_COUNT] = {4, 3, 5, 0};
+/* the most words of a command: EVALSHA, the SHA-1 and S_QUOTA's */
+#define ARGV_MAX 24
 
 enum cmd_kind { CMD_SCRIPT, CMD_CLAIM, CMD_SETUP, CMD_INTS };
 
@@ -125,11 +128,16 @@ struct cmd {
         gh_redis_fails_cb fails;
         gh_redis_claim_cb claim;
         gh_redis_ints_cb ints;
+        gh_redis_quota_cb quota;
     } cb;
     void *arg;
     /* kept to resend as EVAL after NOSCRIPT */
     char key[GH_REDIS_KEY_MAX];
     char a[5][24];
+    /* a script with several keys (S_QUOTA): what follows the script, from
+     * numkeys on, in memory allocated with the command */
+    const char **xargv;
+    int xargc;
 };
 
 enum rw_state { RW_DOWN, RW_CONNECTING, RW_READY };
@@ -170,6 +178,7 @@ struct gh_redis {
 
 static void rw_schedule(struct rworker *rw, uint64_t now);
 static void rw_connect(struct rworker *rw, uint64_t now);
+static void quota_finish(struct cmd *c, int status, const redisReply *rep);
 
 /* ---- reachable or not ---- */
 
@@ -223,7 +232,9 @@ static void cmd_finish(struct cmd *c, int status, const redisReply *rep)
         gh_list_remove(&c->node);
         c->rw->ncmds--;
     }
-    if (c->kind == CMD_SCRIPT && c->script == S_FAILS) {
+    if (c->kind == CMD_SCRIPT && c->script == S_QUOTA) {
+        quota_finish(c, status, rep);
+    } else if (c->kind == CMD_SCRIPT && c->script == S_FAILS) {
         if (c->cb.fails) {
             long long n = status ? 0 : rep->element[0]->integer;
             long long left = status ? 0 : rep->element[1]->integer;
@@ -327,7 +338,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 /* Queues c on rw's connection (argv built from c). 0 or GH_EIO. */
 static int send_argv(struct rworker *rw, struct cmd *c, int argc, const char **argv)
 {
-    size_t lens[9];
+    size_t lens[ARGV_MAX];
+    GH_ASSERT(argc <= ARGV_MAX);
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     if (redisAsyncCommandArgv(rw->ac, on_reply, c, argc, argv, lens) != REDIS_OK)
@@ -347,6 +359,13 @@ static int send_script(struct rworker *rw, struct cmd *c)
     struct gh_redis *r = rw->r;
     if (!c->eval && !atomic_load_explicit(&r->sha_known[c->script], memory_order_acquire))
         c->eval = true;
+    if (c->xargv) {
+        const char *argv[ARGV_MAX] = {c->eval ? "EVAL" : "EVALSHA",
+                                      c->eval ? scripts[c->script] : r->sha[c->script]};
+        for (int i = 0; i < c->xargc && i + 2 < ARGV_MAX; i++)
+            argv[i + 2] = c->xargv[i];
+        return send_argv(rw, c, 2 + c->xargc, argv);
+    }
     const char *argv[9] = {c->eval ? "EVAL" : "EVALSHA",
                            c->eval ? scripts[c->script] : r->sha[c->script],
                            "1",
@@ -789,4 +808,209 @@ int gh_redis_eval_send(struct gh_redis *r, struct gh_worker *w, const char *scri
         return GH_EIO;
     }
     return 0;
+}
+
+/* ---- the chat API's quotas (redis.h, gh_redis_quota_send) ---- */
+
+/* KEYS: the user's state {tr, tt: GCRA times in µs; d: the UTC day of dt;
+ * dt: tokens of that day, spent and reserved, counted while a tpd is
+ * set} and leases (a sorted set:
+ * call id -> expiry in ms), then the API key's two. ARGV: the op (take,
+ * settle, renew, peek), the call's id, its estimate, its actual tokens,
+ * the day of its take, the lease in ms, the user's and the key's rpm, tpm,
+ * tpd and concurrency. Rates are GCRA over a minute with the whole minute
+ * as burst, as gh_quota_check (gateway/quota.c) has them; the key is
+ * checked first, then the user, and nothing is taken unless both pass.
+ * Answers {verdict, who, retry_ms, day, then for the user and the key:
+ * remaining requests, their reset ms, remaining tokens, their reset ms,
+ * tokens of today}. */
+const char gh_redis_quota_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local sec = tonumber(t[1])\n"
+    "local now = sec * 1000000 + tonumber(t[2])\n"
+    "local nowms = math.floor(now / 1000)\n"
+    "local day = math.floor(sec / 86400)\n"
+    "local eod = (86400 - sec % 86400) * 1000\n"
+    "local P = 60000000\n"
+    "local op, member = ARGV[1], ARGV[2]\n"
+    "local est, actual = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+    "local tday, lease = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    "local out = {0, 0, 0, day, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}\n"
+    "local S = {}\n"
+    "for e = 1, 2 do\n"
+    "  local l = {}\n"
+    "  for i = 1, 4 do l[i] = tonumber(ARGV[6 + 4 * (e - 1) + i]) end\n"
+    "  local s = {l = l, tr = 0, tt = 0, dt = 0, rated = l[1] + l[2] + l[3] > 0}\n"
+    "  if s.rated then\n"
+    "    local v = redis.call('HMGET', KEYS[2 * e - 1], 'tr', 'tt', 'd', 'dt')\n"
+    "    s.tr, s.tt = tonumber(v[1] or '0'), tonumber(v[2] or '0')\n"
+    "    if tonumber(v[3] or '-1') == day then s.dt = tonumber(v[4] or '0') end\n"
+    "  end\n"
+    "  S[e] = s\n"
+    "end\n"
+    "local function save(e)\n"
+    "  local s = S[e]\n"
+    "  local ttl = math.max(s.tr - now, s.tt - now, 0) / 1000\n"
+    "  if s.dt > 0 then ttl = math.max(ttl, eod) end\n"
+    "  redis.call('HSET', KEYS[2 * e - 1], 'tr', string.format('%.0f', s.tr), 'tt',\n"
+    "    string.format('%.0f', s.tt), 'd', string.format('%.0f', day), 'dt',\n"
+    "    string.format('%.0f', s.dt))\n"
+    "  redis.call('PEXPIRE', KEYS[2 * e - 1], math.ceil(ttl) + 1000)\n"
+    "end\n"
+    "local function gcra(tat, lim, cost, commit)\n"
+    "  local T = math.max(math.floor(P / lim), 1)\n"
+    "  if cost > lim then cost = lim end\n"
+    "  local base = math.max(tat, now)\n"
+    "  local nxt = base + T * cost\n"
+    "  local ok = nxt - now <= P\n"
+    "  local cur = base\n"
+    "  if ok and commit then cur = nxt end\n"
+    "  local room, rem, retry = P - (cur - now), 0, 0\n"
+    "  if room > 0 then rem = math.min(lim, math.floor(room / T)) end\n"
+    "  if not ok then retry = math.ceil((nxt - now - P) / 1000) end\n"
+    "  return ok, cur, rem, math.ceil((cur - now) / 1000), retry\n"
+    "end\n"
+    "local function rates(e, commit)\n"
+    "  local s, o = S[e], 5 * e\n"
+    "  local okr, okt, rr, rt, cur = true, true, 0, 0, 0\n"
+    "  if s.l[1] > 0 then\n"
+    "    okr, cur, out[o], out[o + 1], rr = gcra(s.tr, s.l[1], 1, commit)\n"
+    "    if commit then s.tr = cur end\n"
+    "  end\n"
+    "  if s.l[2] > 0 then\n"
+    "    okt, cur, out[o + 2], out[o + 3], rt = gcra(s.tt, s.l[2], math.max(est, 1), commit)\n"
+    "    if commit then s.tt = cur end\n"
+    "  end\n"
+    "  if not okr then return 1, math.max(rr, rt) end\n"
+    "  if not okt then return 2, math.max(rr, rt) end\n"
+    "  return 0, 0\n"
+    "end\n"
+    "local function check(e)\n"
+    "  local s = S[e]\n"
+    "  if s.l[4] > 0 then\n"
+    "    redis.call('ZREMRANGEBYSCORE', KEYS[2 * e], '-inf', nowms)\n"
+    "    if redis.call('ZCARD', KEYS[2 * e]) >= s.l[4] then return 3, 1000 end\n"
+    "  end\n"
+    "  if s.l[3] > 0 and s.dt >= s.l[3] then return 4, eod end\n"
+    "  return rates(e, false)\n"
+    "end\n"
+    "if op == 'take' then\n"
+    "  for _, e in ipairs({2, 1}) do\n"
+    "    local v, retry = check(e)\n"
+    "    if v > 0 then\n"
+    "      out[1], out[2], out[3] = v, 3 - e, retry\n"
+    "      return out\n"
+    "    end\n"
+    "  end\n"
+    "  for e = 1, 2 do\n"
+    "    local s = S[e]\n"
+    "    if s.l[4] > 0 then\n"
+    "      redis.call('ZADD', KEYS[2 * e], nowms + lease, member)\n"
+    "      redis.call('PEXPIRE', KEYS[2 * e], lease + 1000)\n"
+    "    end\n"
+    "    if s.rated then\n"
+    "      rates(e, true)\n"
+    "      if s.l[3] > 0 then s.dt = s.dt + est end\n"
+    "      save(e)\n"
+    "    end\n"
+    "  end\n"
+    "elseif op == 'settle' or op == 'renew' then\n"
+    "  for e = 1, 2 do\n"
+    "    local s = S[e]\n"
+    "    if s.l[4] > 0 and op == 'renew' then\n"
+    "      redis.call('ZADD', KEYS[2 * e], 'XX', nowms + lease, member)\n"
+    "      redis.call('PEXPIRE', KEYS[2 * e], lease + 1000)\n"
+    "    elseif s.l[4] > 0 then\n"
+    "      redis.call('ZREM', KEYS[2 * e], member)\n"
+    "    end\n"
+    "    if s.l[2] + s.l[3] > 0 and op == 'settle' then\n"
+    "      if s.l[3] > 0 and tday == day then s.dt = math.max(s.dt - est, 0) end\n"
+    "      if s.l[3] > 0 then s.dt = s.dt + actual end\n"
+    "      if s.l[2] > 0 then\n"
+    "        local T = math.max(math.floor(P / s.l[2]), 1)\n"
+    "        local charged = math.min(math.max(est, 1), s.l[2])\n"
+    "        s.tt = s.tt + math.min((actual - charged) * T, P)\n"
+    "      end\n"
+    "      save(e)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "out[9], out[14] = S[1].dt, S[2].dt\n"
+    "return out\n";
+
+/* A quota command with its keys and arguments (one allocation). */
+struct qcmd {
+    struct cmd c; /* first: freeing it frees the whole */
+    const char *argv[19];
+    char keys[4][GH_REDIS_KEY_MAX + 48];
+    char lease[64];
+    char a[12][24];
+};
+
+static void quota_finish(struct cmd *c, int status, const redisReply *rep)
+{
+    if (!c->cb.quota)
+        return;
+    struct gh_redis_quota q = {0};
+    if (!status) {
+        long long v[14];
+        for (int i = 0; i < 14; i++)
+            v[i] = rep->element[i]->integer > 0 ? rep->element[i]->integer : 0;
+        q.verdict = (unsigned)GH_MIN(v[0], 99ll);
+        q.who = (unsigned)GH_MIN(v[1], 2ll);
+        q.retry_ms = (uint64_t)v[2];
+        q.day = (uint32_t)GH_MIN(v[3], (long long)UINT32_MAX);
+        for (int e = 0; e < 2; e++) {
+            const long long *x = v + 4 + 5 * e;
+            q.e[e].remaining_requests = (uint32_t)GH_MIN(x[0], (long long)UINT32_MAX);
+            q.e[e].reset_requests_ms = (uint64_t)x[1];
+            q.e[e].remaining_tokens = (uint32_t)GH_MIN(x[2], (long long)UINT32_MAX);
+            q.e[e].reset_tokens_ms = (uint64_t)x[3];
+            q.e[e].spent = (uint64_t)x[4];
+        }
+    }
+    c->cb.quota(c->arg, status, status ? NULL : &q);
+}
+
+int gh_redis_quota_send(struct gh_redis *r, struct gh_worker *w,
+                        const struct gh_redis_quota_args *a, gh_redis_quota_cb cb, void *arg)
+{
+    static const char *const ops[] = {"take", "settle", "renew", "peek"};
+    struct rworker *rw = usable(r, w);
+    struct qcmd *q = rw ? calloc(1, sizeof *q) : NULL;
+    if (!q)
+        return GH_EIO;
+    struct cmd *c = &q->c;
+    c->rw = rw;
+    c->kind = CMD_SCRIPT;
+    c->script = S_QUOTA;
+    c->cb.quota = cb;
+    c->arg = arg;
+    /* the key's names under the user's hash tag: "gh:{U}:k" and K's hex */
+    const char *kh = a->key && strlen(a->key) > 5 ? a->key + 4 : "";
+    int khl = *kh ? (int)strlen(kh) - 1 : 0;
+    snprintf(q->keys[0], sizeof q->keys[0], "%s:u", a->user);
+    snprintf(q->keys[1], sizeof q->keys[1], "%s:uc", a->user);
+    snprintf(q->keys[2], sizeof q->keys[2], "%s:k%.*s", a->user, khl, kh);
+    snprintf(q->keys[3], sizeof q->keys[3], "%s:kc%.*s", a->user, khl, kh);
+    snprintf(q->lease, sizeof q->lease, "%s", a->lease ? a->lease : "");
+    snprintf(q->a[0], sizeof q->a[0], "%u", a->est);
+    snprintf(q->a[1], sizeof q->a[1], "%u", a->actual);
+    snprintf(q->a[2], sizeof q->a[2], "%u", a->day);
+    snprintf(q->a[3], sizeof q->a[3], "%llu", (unsigned long long)GH_MAX(a->lease_ms, 1ull));
+    for (int e = 0; e < 2; e++)
+        for (int i = 0; i < 4; i++)
+            snprintf(q->a[4 + 4 * e + i], sizeof q->a[0], "%u", a->limits[e][i]);
+    const char **v = q->argv;
+    int n = 0;
+    v[n++] = "4";
+    for (int i = 0; i < 4; i++)
+        v[n++] = q->keys[i];
+    v[n++] = ops[a->op];
+    v[n++] = q->lease;
+    for (int i = 0; i < 12; i++)
+        v[n++] = q->a[i];
+    c->xargv = q->argv;
+    c->xargc = n;
+    return script_send(c);
 }

@@ -103,6 +103,54 @@ int gh_redis_fails_send(struct gh_redis *r, struct gh_worker *w, const char *key
 int gh_redis_claim_send(struct gh_redis *r, struct gh_worker *w, const char *key, uint64_t ttl_ms,
                         gh_redis_claim_cb cb, void *arg);
 
+/* The chat API's quotas of one call, its user's and its API key's
+ * (rpm, tpm, tpd, concurrency), in a fourth script that checks and takes
+ * them all at once: both GCRA rates per minute (the whole minute as
+ * burst), the tokens of Redis's UTC day (the estimate reserved at take,
+ * corrected to the real count at settle) and the concurrent calls, each a
+ * lease that expires by itself (a node that dies holding one frees it
+ * within lease_ms). The four keys share the user's hash tag: one slot,
+ * one round trip, atomic. Limits 0 are unlimited; an entity whose
+ * limits are all 0 is neither read nor written. */
+enum gh_redis_quota_op {
+    GH_REDIS_QUOTA_TAKE,   /* check every limit, take all or nothing */
+    GH_REDIS_QUOTA_SETTLE, /* the call ended: actual tokens, free its lease */
+    GH_REDIS_QUOTA_RENEW,  /* the call goes on: its leases last lease_ms more */
+    GH_REDIS_QUOTA_PEEK    /* the tokens spent today (and reserved), nothing taken */
+};
+struct gh_redis_quota_args {
+    enum gh_redis_quota_op op;
+    const char *user;  /* gh_redis_key of the user: the hash tag */
+    const char *key;   /* gh_redis_key of the API key, or NULL (limits then 0) */
+    const char *lease; /* the call's unique id (at most 63 bytes) */
+    unsigned est, actual;
+    uint32_t day; /* settle: the day the take answered */
+    uint64_t lease_ms;
+    unsigned limits[2][4]; /* [0] the user's, [1] the key's: rpm, tpm, tpd, concurrency */
+};
+/* What the script answered (every op): the verdict of a take (0 taken;
+ * 1 requests per minute, 2 tokens per minute, 3 concurrency, 4 tokens of
+ * the day: nothing taken), who refused (1 the key, 2 the user), the wait
+ * before a retry, Redis's UTC day (days since the epoch), and for [0] the
+ * user and [1] the key the x-ratelimit-* numbers and today's tokens
+ * (spent and reserved). */
+struct gh_redis_quota {
+    unsigned verdict, who;
+    uint64_t retry_ms;
+    uint32_t day;
+    struct {
+        uint32_t remaining_requests, remaining_tokens;
+        uint64_t reset_requests_ms, reset_tokens_ms;
+        uint64_t spent;
+    } e[2];
+};
+typedef void (*gh_redis_quota_cb)(void *arg, int status, const struct gh_redis_quota *res);
+/* Runs op on a's quotas on w's connection. 0 (cb, which may be NULL, runs
+ * later on w's loop with status 0 and *res, or GH_EIO and NULL) or GH_EIO
+ * at once (no callback). */
+int gh_redis_quota_send(struct gh_redis *r, struct gh_worker *w,
+                        const struct gh_redis_quota_args *a, gh_redis_quota_cb cb, void *arg);
+
 /* The scripts' texts (for tests that run them against a redis-server). */
 extern const char gh_redis_gcra_lua[];
 extern const char gh_redis_window_lua[];
@@ -119,3 +167,4 @@ extern const char gh_redis_fails_lua[];
 typedef void (*gh_redis_ints_cb)(void *arg, int status, const long long *v, size_t n);
 int gh_redis_eval_send(struct gh_redis *r, struct gh_worker *w, const char *script, const char *key,
                        unsigned nargs, const char *const *args, gh_redis_ints_cb cb, void *arg);
+extern const char gh_redis_quota_lua[];

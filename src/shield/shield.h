@@ -187,6 +187,10 @@ enum gh_shield_mode { GH_SHIELD_MODE_LOCAL, GH_SHIELD_MODE_OPEN, GH_SHIELD_MODE_
 enum gh_shield_mode gh_shield_cluster_login_fallback(void);
 /* -1 without [redis], 0 while Redis is unreachable, 1 while it answers. */
 int gh_shield_cluster_state(void);
+/* The cluster's Redis client (shield/redis.h) for other subsystems' shared
+ * counters (the gateway's quotas), or NULL without [redis]. */
+struct gh_redis;
+struct gh_redis *gh_shield_cluster_redis(void);
 /* True while Redis is unreachable and cls's shared rules refuse (closed). */
 bool gh_shield_cluster_closed(enum gh_class cls);
 /* Hears each switch between reachable and unreachable (on a worker

@@ -3,12 +3,15 @@
  * its answers match gh_limit_gcra's (limiter.c) step by step, a refusal's
  * retry and reset times, a cost that can never pass, the refund that gives
  * a unit back, the key's expiry, an account's failed sign-ins and their
- * back-off, and the Redis URL parser. The script runs
+ * back-off, the chat quotas' script (rates as gh_quota_check has them, all
+ * or nothing, leases that expire or are renewed, the day's tokens reserved
+ * and settled), and the Redis URL parser. The scripts run
  * on Redis's clock, so the rates are slow (one unit an hour): the seconds a
  * test takes change nothing. Skipped when redis-server is not installed. */
 #include "test_util.h"
 
 #include "core/redisurl.h"
+#include "gateway/quota.h"
 #include "shield/limiter.h"
 #include "shield/redis.h"
 
@@ -179,6 +182,152 @@ static void failed_sign_ins(void **state)
     freeReplyObject(r);
 }
 
+/* ---- the chat API's quotas (gh_redis_quota_lua) ---- */
+
+/* One run of the quota script on user u's and key k's keys (as
+ * gh_redis_quota_send names them): lim = the user's then the key's rpm,
+ * tpm, tpd, concurrency. out: its 14 numbers. */
+static void quota(const char *op, const char *u, const char *k, const char *lease, unsigned est,
+                  unsigned actual, long long day, unsigned lease_ms, const unsigned lim[8],
+                  long long out[14])
+{
+    char keys[4][64], a[12][24];
+    snprintf(keys[0], sizeof keys[0], "gh:{%s}:u", u);
+    snprintf(keys[1], sizeof keys[1], "gh:{%s}:uc", u);
+    snprintf(keys[2], sizeof keys[2], "gh:{%s}:k%s", u, k);
+    snprintf(keys[3], sizeof keys[3], "gh:{%s}:kc%s", u, k);
+    snprintf(a[0], sizeof a[0], "%u", est);
+    snprintf(a[1], sizeof a[1], "%u", actual);
+    snprintf(a[2], sizeof a[2], "%lld", day);
+    snprintf(a[3], sizeof a[3], "%u", lease_ms);
+    for (int i = 0; i < 8; i++)
+        snprintf(a[4 + i], sizeof a[4 + i], "%u", lim[i]);
+    const char *argv[21] = {"EVAL", gh_redis_quota_lua, "4", keys[0], keys[1], keys[2], keys[3], op,
+                            lease};
+    for (int i = 0; i < 12; i++)
+        argv[9 + i] = a[i];
+    redisReply *r = redisCommandArgv(rc, 21, argv, NULL);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 14);
+    for (int i = 0; i < 14; i++)
+        out[i] = r->element[i]->integer;
+    freeReplyObject(r);
+}
+
+/* rpm 3 on the key: the script and gh_quota_check (gateway/quota.c) agree
+ * at each step, remaining and Retry-After; a refusal takes nothing. */
+static void quota_rates_match_local(void **state)
+{
+    (void)state;
+    NEED_REDIS();
+    const unsigned lim[8] = {0, 0, 0, 0, 3, 0, 0, 0};
+    struct gh_quota_limits l = {.rpm = 3};
+    struct gh_quota_state st = {0};
+    struct gh_quota_info info;
+    long long v[14];
+    for (int i = 0; i < 4; i++) {
+        enum gh_quota_verdict want = gh_quota_check(&st, &l, 0, 1, 5, true, &info);
+        quota("take", "q1", "k", "c1", 5, 0, 0, 60000, lim, v);
+        assert_int_equal(v[0], want == GH_QUOTA_OK ? 0 : 1);
+        if (want == GH_QUOTA_OK) {
+            assert_int_equal(v[9], info.remaining_requests);
+        } else {
+            assert_int_equal(v[1], 1); /* the key refused */
+            /* 20 s of the minute, less the instants the test took */
+            assert_true(v[2] > 19000 && v[2] <= 20000);
+        }
+    }
+    /* all or nothing: the user (rpm 2) passed, the key (rpm 1) refused:
+     * the user's allowance is untouched by the refusal */
+    const unsigned both[8] = {2, 0, 0, 0, 1, 0, 0, 0};
+    quota("take", "q2", "k", "c1", 5, 0, 0, 60000, both, v);
+    assert_int_equal(v[0], 0);
+    assert_int_equal(v[4], 1);
+    quota("take", "q2", "k", "c2", 5, 0, 0, 60000, both, v);
+    assert_int_equal(v[0], 1);
+    assert_int_equal(v[1], 1);
+    const unsigned other[8] = {2, 0, 0, 0, 0, 0, 0, 0};
+    quota("take", "q2", "other", "c3", 5, 0, 0, 60000, other, v);
+    assert_int_equal(v[0], 0);
+    assert_int_equal(v[4], 0);
+    /* every key of the call is under the user's hash tag: one slot */
+    redisReply *r = redisCommand(rc, "KEYS *q2*");
+    for (size_t i = 0; i < r->elements; i++)
+        assert_memory_equal(r->element[i]->str, "gh:{q2}:", 8);
+    assert_true(r->elements >= 2);
+    freeReplyObject(r);
+}
+
+/* Concurrency 1 on the user: a second call waits for the first's settle,
+ * or for its lease to expire (a node that died holding it). */
+static void quota_concurrency_leases(void **state)
+{
+    (void)state;
+    NEED_REDIS();
+    const unsigned lim[8] = {0, 0, 0, 1, 0, 0, 0, 0};
+    long long v[14];
+    quota("take", "q3", "", "a", 5, 0, 0, 60000, lim, v);
+    assert_int_equal(v[0], 0);
+    quota("take", "q3", "", "b", 5, 0, 0, 60000, lim, v);
+    assert_int_equal(v[0], 3);
+    assert_int_equal(v[1], 2);
+    quota("settle", "q3", "", "a", 5, 5, v[3], 60000, lim, v);
+    quota("take", "q3", "", "b", 5, 0, 0, 200, lim, v);
+    assert_int_equal(v[0], 0);
+    /* renewed, b outlives its first lease */
+    usleep(100000);
+    quota("renew", "q3", "", "b", 5, 0, 0, 60000, lim, v);
+    usleep(200000);
+    quota("take", "q3", "", "c", 5, 0, 0, 100, lim, v);
+    assert_int_equal(v[0], 3);
+    quota("settle", "q3", "", "b", 5, 5, v[3], 60000, lim, v);
+    /* c's lease runs out unsettled: the slot frees by itself */
+    quota("take", "q3", "", "c", 5, 0, 0, 100, lim, v);
+    assert_int_equal(v[0], 0);
+    usleep(250000);
+    quota("take", "q3", "", "d", 5, 0, 0, 60000, lim, v);
+    assert_int_equal(v[0], 0);
+}
+
+/* tpd 10 on the user: estimates are reserved at take, the real count
+ * replaces them at settle; spent, the day is refused until it renews. */
+static void quota_day_tokens(void **state)
+{
+    (void)state;
+    NEED_REDIS();
+    const unsigned lim[8] = {0, 0, 10, 0, 0, 0, 0, 0};
+    long long v[14], day;
+    quota("take", "q4", "", "a", 8, 0, 0, 60000, lim, v);
+    assert_int_equal(v[0], 0);
+    assert_int_equal(v[8], 8);
+    day = v[3];
+    quota("take", "q4", "", "b", 8, 0, 0, 60000, lim, v);
+    assert_int_equal(v[0], 0);
+    assert_int_equal(v[8], 16);
+    quota("take", "q4", "", "c", 8, 0, 0, 60000, lim, v);
+    assert_int_equal(v[0], 4);
+    assert_true(v[2] > 0 && v[2] <= 86400000);
+    quota("settle", "q4", "", "a", 8, 3, day, 60000, lim, v);
+    assert_int_equal(v[8], 11);
+    quota("settle", "q4", "", "b", 8, 3, day, 60000, lim, v);
+    assert_int_equal(v[8], 6);
+    quota("peek", "q4", "", "", 0, 0, 0, 60000, lim, v);
+    assert_int_equal(v[8], 6);
+    quota("take", "q4", "", "c", 8, 0, 0, 60000, lim, v);
+    assert_int_equal(v[0], 0);
+    /* tpm 100: an estimate of 90 leaves no room for 20 until its settle
+     * gives back what was not used */
+    const unsigned tpm[8] = {0, 100, 0, 0, 0, 0, 0, 0};
+    quota("take", "q5", "", "a", 90, 0, 0, 60000, tpm, v);
+    assert_int_equal(v[0], 0);
+    quota("take", "q5", "", "b", 20, 0, 0, 60000, tpm, v);
+    assert_int_equal(v[0], 2);
+    quota("settle", "q5", "", "a", 90, 10, v[3], 60000, tpm, v);
+    quota("take", "q5", "", "b", 20, 0, 0, 60000, tpm, v);
+    assert_int_equal(v[0], 0);
+}
+
 static void url_parse(void **state)
 {
     (void)state;
@@ -210,6 +359,9 @@ int main(void)
         cmocka_unit_test(matches_local_gcra),
         cmocka_unit_test(impossible_and_refund),
         cmocka_unit_test(failed_sign_ins),
+        cmocka_unit_test(quota_rates_match_local),
+        cmocka_unit_test(quota_concurrency_leases),
+        cmocka_unit_test(quota_day_tokens),
         cmocka_unit_test(url_parse),
     };
     return cmocka_run_group_tests(tests, start, stop);

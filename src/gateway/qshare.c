@@ -1,0 +1,262 @@
+/* This module implements the chat API's quotas shared by a cluster's
+ * nodes (gw.h's gw_quota_*): with [redis] url set, a call's rpm, tpm, tpd
+ * and concurrency, its API key's and its user's, are checked and taken in
+ * Redis in one round trip (gh_redis_quota_send), settled there when the
+ * call ends, and its concurrency leases renewed while it runs; while Redis
+ * is unreachable, [redis] quota_mode decides (local: this process's table
+ * with 1/nodes of each limit). Without [redis], this process's table. */
+#include "gateway/gw.h"
+
+#include "core/log.h"
+#include "shield/shield.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A concurrency slot's lease in Redis: a node that dies holding one frees
+ * it within this; a live call renews it every third of it. */
+#define LEASE_MS       60000
+#define CLOSED_RETRY_S 5
+
+enum mode { MODE_LOCAL, MODE_OPEN, MODE_CLOSED };
+
+static enum mode mode_of(const struct gh_config *cfg)
+{
+    const char *m = cfg->redis.quota_mode;
+    return !strcmp(m, "open") ? MODE_OPEN : !strcmp(m, "closed") ? MODE_CLOSED : MODE_LOCAL;
+}
+
+static void args_of(const struct gw_call *c, enum gh_redis_quota_op op, unsigned actual,
+                    struct gh_redis_quota_args *a)
+{
+    *a = (struct gh_redis_quota_args){.op = op,
+                                      .user = c->quota_user,
+                                      .key = c->who.key_id ? c->quota_key : NULL,
+                                      .lease = c->id,
+                                      .est = c->est,
+                                      .actual = actual,
+                                      .day = c->quota_day,
+                                      .lease_ms = LEASE_MS};
+    const struct gh_quota_limits *l[2] = {&c->user_limits, &c->key_limits};
+    for (int e = 0; e < 2; e++) {
+        a->limits[e][0] = l[e]->rpm;
+        a->limits[e][1] = l[e]->tpm;
+        a->limits[e][2] = l[e]->tpd;
+        a->limits[e][3] = l[e]->concurrency;
+    }
+}
+
+static bool unlimited(const struct gh_quota_limits *l)
+{
+    return !l->rpm && !l->tpm && !l->tpd && !l->concurrency;
+}
+
+static void admit_local(struct gw_call *c, unsigned share)
+{
+    gw_quota_limits(c, share);
+    if (gw_quota_admit_local(c))
+        gw_call_admitted(c);
+    else
+        gw_call_drop(c);
+}
+
+/* Redis could not answer for c: [redis] quota_mode decides, counted. */
+static void fallback(struct gw_call *c)
+{
+    struct gh_gateway *gw = c->gw;
+    struct gh_http_req *req = c->req;
+    enum mode m = mode_of(req->cfg);
+    GH_STAT_ADD(gw->m_quota_fallbacks[m], 1);
+    switch (m) {
+    case MODE_LOCAL:
+        admit_local(c, req->cfg->redis.nodes ? req->cfg->redis.nodes : 1);
+        return;
+    case MODE_OPEN:
+        c->quota_by = GW_QUOTA_NONE;
+        gw_call_admitted(c);
+        return;
+    default:
+        gh_http_add_header(req, "Retry-After", "%u", CLOSED_RETRY_S);
+        gh_http_respond_error(req, 503, "busy",
+                              "chat requests are paused: the quotas this service's nodes share "
+                              "(Redis) cannot be reached; please retry in %u seconds",
+                              CLOSED_RETRY_S);
+        gw_call_drop(c);
+        return;
+    }
+}
+
+/* The x-ratelimit-* numbers of one entity from Redis's answer. */
+static void info_of(const struct gh_quota_limits *l, const struct gh_redis_quota *q, int e,
+                    bool rates, struct gh_quota_info *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!rates)
+        return;
+    out->has_requests = l->rpm > 0;
+    out->limit_requests = l->rpm;
+    out->remaining_requests = q->e[e].remaining_requests;
+    out->reset_requests_ms = q->e[e].reset_requests_ms;
+    out->has_tokens = l->tpm > 0;
+    out->limit_tokens = l->tpm;
+    out->remaining_tokens = q->e[e].remaining_tokens;
+    out->reset_tokens_ms = q->e[e].reset_tokens_ms;
+}
+
+static void on_take(void *arg, int status, const struct gh_redis_quota *res)
+{
+    static const enum gh_quota_verdict verdicts[] = {
+        GH_QUOTA_OK, GH_QUOTA_REQUESTS, GH_QUOTA_TOKENS, GH_QUOTA_CONCURRENCY, GH_QUOTA_BALANCE};
+    struct gw_call *c = arg;
+    struct gh_gateway *gw = c->gw;
+    if (!status)
+        c->quota_day = res->day;
+    if (!c->req->conn) {
+        /* the client left while Redis answered: give back what was taken */
+        if (!status && !res->verdict) {
+            struct gh_redis_quota_args a;
+            args_of(c, GH_REDIS_QUOTA_SETTLE, 0, &a);
+            gh_redis_quota_send(gw->redis, c->ww->w, &a, NULL, NULL);
+        }
+        gh_http_respond_error(c->req, 503, "busy", "the client has gone"); /* frees it */
+        gw_call_drop(c);
+        return;
+    }
+    if (status) {
+        fallback(c);
+        return;
+    }
+    c->quota_by = GW_QUOTA_REDIS;
+    enum gh_quota_verdict v =
+        res->verdict < GH_ARRAY_LEN(verdicts) ? verdicts[res->verdict] : GH_QUOTA_FULL;
+    bool user_refused = v != GH_QUOTA_OK && res->who == 2;
+    bool rate_refusal = v == GH_QUOTA_REQUESTS || v == GH_QUOTA_TOKENS;
+    /* whose rates the script looked at: the key's first, then the user's */
+    bool key_rates = v == GH_QUOTA_OK || user_refused || rate_refusal;
+    bool user_rates = v == GH_QUOTA_OK || (user_refused && rate_refusal);
+    struct gh_quota_info ki, ui;
+    info_of(&c->key_limits, res, 1, key_rates && c->who.key_id, &ki);
+    info_of(&c->user_limits, res, 0, user_rates, &ui);
+    (user_refused ? &ui : &ki)->retry_after_ms = res->retry_ms;
+    if (!gw_quota_answer(c, v, user_refused, &ki, &ui)) {
+        gw_call_drop(c);
+        return;
+    }
+    if (c->user_limits.concurrency || c->key_limits.concurrency)
+        gh_list_push_back(&c->ww->leases, &c->lease_node);
+    gw_call_admitted(c);
+}
+
+void gw_quota_admit(struct gw_call *c)
+{
+    struct gh_gateway *gw = c->gw;
+    c->day = gh_usage_today();
+    gw_quota_limits(c, 1);
+    if (!gw->redis) {
+        admit_local(c, 1);
+        return;
+    }
+    if (unlimited(&c->user_limits) && unlimited(&c->key_limits)) {
+        c->quota_by = GW_QUOTA_NONE; /* nothing to count anywhere */
+        gw_call_admitted(c);
+        return;
+    }
+    /* the key's counters live under the user's hash tag (one slot) */
+    gh_redis_key(gw->redis, "quota_user", &c->who.user_id, sizeof c->who.user_id, c->quota_user);
+    if (c->who.key_id)
+        gh_redis_key(gw->redis, "quota_key", &c->who.key_id, sizeof c->who.key_id, c->quota_key);
+    struct gh_redis_quota_args a;
+    args_of(c, GH_REDIS_QUOTA_TAKE, 0, &a);
+    if (gh_redis_quota_send(gw->redis, c->ww->w, &a, on_take, c))
+        fallback(c);
+}
+
+void gw_quota_settle(struct gw_call *c)
+{
+    struct gh_gateway *gw = c->gw;
+    unsigned actual = c->prompt_tokens + c->completion_tokens;
+    if (gh_list_linked(&c->lease_node))
+        gh_list_remove(&c->lease_node);
+    /* rpm alone needs no settle: the request was counted at its take */
+    bool settles = c->user_limits.tpm || c->user_limits.tpd || c->user_limits.concurrency ||
+                   c->key_limits.tpm || c->key_limits.tpd || c->key_limits.concurrency;
+    if (c->quota_by == GW_QUOTA_REDIS && settles) {
+        /* unanswered (Redis gone): the lease expires by itself and the
+         * estimate stays charged to the day */
+        struct gh_redis_quota_args a;
+        args_of(c, GH_REDIS_QUOTA_SETTLE, actual, &a);
+        gh_redis_quota_send(gw->redis, c->ww->w, &a, NULL, NULL);
+    } else if (c->quota_by == GW_QUOTA_LOCAL) {
+        int64_t now = (int64_t)gh_now_ns();
+        gh_quota_release(gw->quotas, GH_QUOTA_USER, c->who.user_id, &c->user_limits, now, c->day,
+                         c->est, actual);
+        if (c->who.key_id)
+            gh_quota_release(gw->quotas, GH_QUOTA_KEY, c->who.key_id, &c->key_limits, now, c->day,
+                             c->est, actual);
+    }
+}
+
+static void on_lease_timer(uv_timer_t *t)
+{
+    struct gw_worker *ww = t->data;
+    for (struct gh_list *n = ww->leases.next; n != &ww->leases; n = n->next) {
+        struct gw_call *c = GH_CONTAINER_OF(n, struct gw_call, lease_node);
+        struct gh_redis_quota_args a;
+        args_of(c, GH_REDIS_QUOTA_RENEW, 0, &a);
+        gh_redis_quota_send(ww->gw->redis, ww->w, &a, NULL, NULL);
+    }
+}
+
+void gw_quota_start_renewal(struct gw_worker *ww)
+{
+    if (ww->gw->redis)
+        uv_timer_start(&ww->lease_timer, on_lease_timer, LEASE_MS / 3, LEASE_MS / 3);
+}
+
+/* ---- GET /user/balance ---- */
+
+struct peek {
+    struct gh_gateway *gw;
+    struct gh_http_req *req;
+    struct gh_principal who;
+    unsigned tpd[2];
+};
+
+static void on_peek(void *arg, int status, const struct gh_redis_quota *res)
+{
+    struct peek *p = arg;
+    if (status) {
+        gw_balance_local(p->gw, p->req, &p->who, p->tpd);
+    } else {
+        uint64_t spent[2] = {res->e[0].spent, res->e[1].spent};
+        gw_balance_respond(p->req, p->tpd, spent);
+    }
+    free(p);
+}
+
+void gw_quota_balance(struct gh_gateway *gw, struct gh_http_req *req,
+                      const struct gh_principal *who, const unsigned tpd[2])
+{
+    struct peek *p = gw->redis ? calloc(1, sizeof *p) : NULL;
+    if (!p) {
+        gw_balance_local(gw, req, who, tpd);
+        return;
+    }
+    *p = (struct peek){.gw = gw, .req = req, .who = *who, .tpd = {tpd[0], tpd[1]}};
+    /* only the day's counts are read; a limit field above 0 says "look" */
+    struct gh_redis_quota_args a = {.op = GH_REDIS_QUOTA_PEEK,
+                                    .user = NULL,
+                                    .lease = "",
+                                    .limits = {{0, 0, tpd[0], 0}, {0, 0, tpd[1], 0}}};
+    char user[GH_REDIS_KEY_MAX], key[GH_REDIS_KEY_MAX];
+    gh_redis_key(gw->redis, "quota_user", &who->user_id, sizeof who->user_id, user);
+    a.user = user;
+    if (who->key_id) {
+        gh_redis_key(gw->redis, "quota_key", &who->key_id, sizeof who->key_id, key);
+        a.key = key;
+    }
+    if (gh_redis_quota_send(gw->redis, req->worker, &a, on_peek, p)) {
+        free(p);
+        gw_balance_local(gw, req, who, tpd);
+    }
+}
