@@ -14,8 +14,8 @@
 
 #define TICK_MS 100
 
-int gh_server_build_config(const char *path, char **overrides, unsigned noverrides,
-                           char **envp, struct gh_config **out, struct gh_buf *err)
+int gh_server_build_config(const char *path, char **overrides, unsigned noverrides, char **envp,
+                           struct gh_config **out, struct gh_buf *err)
 {
     struct gh_config *c = gh_config_new();
     if (!c) {
@@ -155,16 +155,20 @@ static void worker_exit(struct gh_worker *w)
 {
     if (uv_is_closing((uv_handle_t *)&w->async))
         return;
+    /* tasks posted from now on are refused (their senders then finish
+     * them off the loop, with no worker); those queued run now, while the
+     * modules they were posted for still live: a hook's dispose may free
+     * what a task writes to (a store job's answer ran after the gateway
+     * that asked had been freed) */
+    pthread_mutex_lock(&w->task_mu);
+    w->task_closed = true;
+    pthread_mutex_unlock(&w->task_mu);
+    run_tasks(w);
     for (unsigned i = 0; i < w->srv->nhooks; i++)
         if (w->srv->hooks[i].dispose)
             w->srv->hooks[i].dispose(w, w->srv->hooks[i].data);
     uv_close((uv_handle_t *)&w->async, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
-    /* tasks posted from now on are refused; those queued still run */
-    pthread_mutex_lock(&w->task_mu);
-    w->task_closed = true;
-    pthread_mutex_unlock(&w->task_mu);
-    run_tasks(w);
     uv_close((uv_handle_t *)&w->task_async, NULL);
     w->srv->proto->exit(w);
 }
@@ -223,22 +227,33 @@ static void worker_main(void *arg)
     int rc = srv->proto->start(w);
     if (!rc)
         rc = uv_async_init(&w->loop, &w->async, on_worker_async);
+    if (!rc) {
+        /* a command posted before this (a stop asked while the workers
+         * were still starting) did not wake the loop: wake it now */
+        atomic_store(&w->async_ready, true);
+        if (atomic_load(&w->commands))
+            uv_async_send(&w->async);
+    }
     w->task_async.data = w;
     if (!rc)
         rc = uv_async_init(&w->loop, &w->task_async, on_task_async);
     if (!rc)
         rc = uv_timer_init(&w->loop, &w->tick);
-    if (!rc) {
-        w->last_tick_ns = gh_now_ns();
-        w->lag_window_start_ms = w->last_tick_ns / 1000000u;
-        rc = uv_timer_start(&w->tick, on_tick, TICK_MS, TICK_MS);
-    }
     /* libuv's codes above, the hooks' GH_E* codes below: the two ranges
      * overlap (-1 is both UV_EPERM and GH_EINVAL), so each is named apart */
     int hrc = 0;
     for (unsigned i = 0; !rc && !hrc && i < srv->nhooks; i++)
         if (srv->hooks[i].init)
             hrc = srv->hooks[i].init(w, srv->hooks[i].data);
+    /* the tick's lag counts from here, when the loop is about to run: the
+     * time the hooks took to start is not the loop's lag (it was read as
+     * a first tick late by that much, and the shield shed for it) */
+    if (!rc && !hrc) {
+        uv_update_time(&w->loop);
+        w->last_tick_ns = gh_now_ns();
+        w->lag_window_start_ms = w->last_tick_ns / 1000000u;
+        rc = uv_timer_start(&w->tick, on_tick, TICK_MS, TICK_MS);
+    }
     w->start_rc = rc ? GH_EIO : hrc;
     if (w->start_rc) {
         gh_log(GH_LOG_ERROR, "worker_start", "worker %u failed to start: %s", w->id,
@@ -264,10 +279,14 @@ static void worker_main(void *arg)
     uv_async_send(&srv->exit_async);
 }
 
+/* Any thread. The command waits in w->commands until the worker's async
+ * exists (worker_main sends it then): a stop may be asked, by a worker
+ * that failed to start say, while other workers are still starting. */
 static void post(struct gh_worker *w, int cmd)
 {
     atomic_fetch_or(&w->commands, cmd);
-    uv_async_send(&w->async);
+    if (atomic_load(&w->async_ready))
+        uv_async_send(&w->async);
 }
 
 static void for_each_worker(struct gh_server *srv, void (*fn)(struct gh_worker *, int), int arg)
@@ -355,8 +374,9 @@ static void on_signal(uv_signal_t *s, int signum)
         struct gh_buf err;
         gh_buf_init(&err, 1024);
         if (gh_server_reload(srv, &err))
-            gh_log(GH_LOG_ERROR, "reload_refused", "configuration not reloaded, keeping the "
-                                                   "running one: %s",
+            gh_log(GH_LOG_ERROR, "reload_refused",
+                   "configuration not reloaded, keeping the "
+                   "running one: %s",
                    err.data ? err.data : "error");
         else
             gh_log(GH_LOG_INFO, "reload", "configuration reloaded");

@@ -32,7 +32,7 @@ typedef void (*gh_reload_fn)(struct gh_server *srv, const struct gh_config *cfg,
 /* A function to run on a worker's loop, posted from any thread. */
 typedef void (*gh_worker_task_fn)(struct gh_worker *w, void *data);
 struct gh_worker_task;
-#define GH_HOOKS_MAX    16
+#define GH_HOOKS_MAX 16
 
 struct gh_http_worker;
 struct gh_http_server;
@@ -44,7 +44,8 @@ struct gh_worker {
     uv_loop_t loop;
     uv_thread_t thread;
     uv_async_t async;
-    atomic_int commands; /* GH_WCMD_* bits posted by the main thread */
+    atomic_int commands;     /* GH_WCMD_* bits posted by the main thread */
+    atomic_bool async_ready; /* async initialised: commands can wake the loop */
     uv_timer_t tick;
     struct gh_config *cfg; /* the worker's reference to the current config */
     bool stopping;
@@ -153,8 +154,8 @@ struct gh_server {
 
 /* Builds the configuration from the file (or NULL), the overrides and the
  * environment, and validates it. 0 or GH_EINVAL with the message in err. */
-int gh_server_build_config(const char *path, char **overrides, unsigned noverrides,
-                           char **envp, struct gh_config **out, struct gh_buf *err);
+int gh_server_build_config(const char *path, char **overrides, unsigned noverrides, char **envp,
+                           struct gh_config **out, struct gh_buf *err);
 
 /* Prepares a server around cfg (taking over its reference): data
  * directory, secrets, logs, routes. 0 or a negative code with err set. */
