@@ -294,8 +294,22 @@ describe('web pages in Chromium', { skip: SKIP_REASON || false }, () => {
     await page.locator('#submit').click();
     await page.waitForURL(/\/chat$/);
     // and in Chinese
-    const zh = await openPage(browser, srv, '/login?lang=zh');
-    await zh.page.locator('#banner').filter({ hasText: '注册受限' }).waitFor();
+    // what the page's incident requests got, for the message if it fails
+    const seen = [];
+    const zhCtx = await browser.newContext({ locale: 'en-US', viewport: PHONE_VIEWPORT });
+    zhCtx.on('response', (res) => {
+      if (res.url().includes('/api/v2/incidents/')) seen.push(`${res.status()} ${res.headers()['retry-after'] || ''}`);
+    });
+    zhCtx.on('requestfailed', (req) => {
+      if (req.url().includes('/api/v2/incidents/')) seen.push(`failed: ${req.failure()?.errorText}`);
+    });
+    const zh = await openPage(browser, srv, '/login?lang=zh', { context: zhCtx });
+    // under a momentary refusal (429/503) the page asks again after the
+    // Retry-After it is given (up to 4 times, at most 5 s each): wait
+    // that long, and say what it got if the notice never shows
+    await zh.page.locator('#banner').filter({ hasText: '注册受限' }).waitFor({ timeout: 30000 }).catch((e) => {
+      throw new Error(`zh banner not shown: incident requests answered [${seen.join('; ')}]: ${e.message}`);
+    });
     await screenshot(zh.page, 'login-incident-banner-zh');
     assertClean(errors, 'login banner');
     assertClean(zh.errors, 'login banner zh');
