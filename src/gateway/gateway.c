@@ -1295,6 +1295,9 @@ static void register_metrics(struct gh_gateway *gw)
 /* The switch of the quotas to their failure mode and back, logged. */
 static void on_cluster(bool up, void *data)
 {
+    static const char *const whats[] = {[GH_SHIELD_MODE_LOCAL] = "each node allows 1/nodes of each",
+                                        [GH_SHIELD_MODE_OPEN] = "no quota",
+                                        [GH_SHIELD_MODE_CLOSED] = "chat requests 503 busy"};
     struct gh_gateway *gw = data;
     struct gh_config *cfg = gh_server_config(gw->srv);
     if (up)
@@ -1303,28 +1306,16 @@ static void on_cluster(bool up, void *data)
         gh_log(GH_LOG_WARN, "quota_fallback",
                "chat quotas cannot be counted in Redis: [redis] quota_mode = %s (%s) until it "
                "answers",
-               cfg->redis.quota_mode,
-               !strcmp(cfg->redis.quota_mode, "open")     ? "no quota"
-               : !strcmp(cfg->redis.quota_mode, "closed") ? "chat requests 503 busy"
-                                                          : "each node allows 1/nodes of each");
+               cfg->redis.quota_mode, whats[gh_shield_mode_parse(cfg->redis.quota_mode)]);
     gh_config_unref(cfg);
 }
 
+/* The quotas use the shield's Redis client, and its fallback counters. */
 static void register_quota_fallbacks(struct gh_gateway *gw)
 {
-    static const char *const modes[3] = {"local", "open", "closed"};
     gw->redis = gh_shield_cluster_redis();
-    if (!gw->redis)
-        return;
-    for (int m = 0; m < 3; m++) {
-        char labels[32];
-        snprintf(labels, sizeof labels, "mode=\"%s\"", modes[m]);
-        /* the shield's counter: one series per mode for every shared limit */
-        gw->m_quota_fallbacks[m] = gh_metrics_counter(
-            "gatehouse_redis_fallbacks_total", labels,
-            "requests whose shared limits were decided without Redis, by failure mode");
-    }
-    gh_shield_subscribe_cluster(on_cluster, gw);
+    if (gw->redis)
+        gh_shield_subscribe_cluster(on_cluster, gw);
 }
 
 static void prime_quota(uint64_t key_id, uint64_t user_id, uint64_t tokens, void *data)

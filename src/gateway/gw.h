@@ -46,7 +46,6 @@ struct gh_gateway {
     struct gw_worker *wws[1 + 257];
     _Atomic uint64_t *m_requests, *m_prompt_tokens, *m_completion_tokens, *m_quota_refused,
         *m_cut_short, *m_failovers, *m_upstream_errors;
-    _Atomic uint64_t *m_quota_fallbacks[3]; /* by [redis] quota_mode: local, open, closed */
 };
 
 #define GW_EASY_POOL 64

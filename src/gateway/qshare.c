@@ -18,14 +18,6 @@
 #define LEASE_MS       60000
 #define CLOSED_RETRY_S 5
 
-enum mode { MODE_LOCAL, MODE_OPEN, MODE_CLOSED };
-
-static enum mode mode_of(const struct gh_config *cfg)
-{
-    const char *m = cfg->redis.quota_mode;
-    return !strcmp(m, "open") ? MODE_OPEN : !strcmp(m, "closed") ? MODE_CLOSED : MODE_LOCAL;
-}
-
 static void args_of(const struct gw_call *c, enum gh_redis_quota_op op, unsigned actual,
                     struct gh_redis_quota_args *a)
 {
@@ -63,15 +55,14 @@ static void admit_local(struct gw_call *c, unsigned share)
 /* Redis could not answer for c: [redis] quota_mode decides, counted. */
 static void fallback(struct gw_call *c)
 {
-    struct gh_gateway *gw = c->gw;
     struct gh_http_req *req = c->req;
-    enum mode m = mode_of(req->cfg);
-    GH_STAT_ADD(gw->m_quota_fallbacks[m], 1);
+    enum gh_shield_mode m = gh_shield_mode_parse(req->cfg->redis.quota_mode);
+    gh_shield_cluster_count_fallback(m);
     switch (m) {
-    case MODE_LOCAL:
+    case GH_SHIELD_MODE_LOCAL:
         admit_local(c, req->cfg->redis.nodes ? req->cfg->redis.nodes : 1);
         return;
-    case MODE_OPEN:
+    case GH_SHIELD_MODE_OPEN:
         c->quota_by = GW_QUOTA_NONE;
         gw_call_admitted(c);
         return;

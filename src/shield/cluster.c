@@ -54,6 +54,11 @@ static enum mode parse_mode(const char *s)
     return MODE_CLOSED;
 }
 
+enum gh_shield_mode gh_shield_mode_parse(const char *s)
+{
+    return (enum gh_shield_mode)parse_mode(s);
+}
+
 static void on_change(bool up, void *data)
 {
     struct gh_cluster *cl = data;
@@ -599,13 +604,19 @@ int gh_shield_cluster_fails(struct gh_worker *worker, enum gh_shield_fails_op op
     return 0;
 }
 
+void gh_shield_cluster_count_fallback(enum gh_shield_mode m)
+{
+    struct gh_cluster *cl = the_cluster;
+    if (cl && (int)m >= 0 && (int)m < MODE_COUNT && cl->m_fallbacks[m])
+        atomic_fetch_add_explicit(cl->m_fallbacks[m], 1, memory_order_relaxed);
+}
+
 enum gh_shield_mode gh_shield_cluster_login_fallback(void)
 {
     struct gh_cluster *cl = the_cluster;
     if (!cl)
         return GH_SHIELD_MODE_LOCAL;
-    enum mode m = (enum mode)atomic_load(&cl->login_mode);
-    if (cl->m_fallbacks[m])
-        atomic_fetch_add_explicit(cl->m_fallbacks[m], 1, memory_order_relaxed);
-    return (enum gh_shield_mode)m;
+    enum gh_shield_mode m = (enum gh_shield_mode)atomic_load(&cl->login_mode);
+    gh_shield_cluster_count_fallback(m);
+    return m;
 }

@@ -183,6 +183,13 @@ int gh_shield_cluster_fails(struct gh_worker *worker, enum gh_shield_fails_op op
                             uint64_t max_ms, gh_shield_fails_cb cb, void *arg);
 /* What an unreachable Redis means for a rule or a counter. */
 enum gh_shield_mode { GH_SHIELD_MODE_LOCAL, GH_SHIELD_MODE_OPEN, GH_SHIELD_MODE_CLOSED };
+/* A [redis] *_mode value ("local", "open", "closed"; the configuration
+ * has validated it). Any thread. */
+enum gh_shield_mode gh_shield_mode_parse(const char *s);
+/* Counts one request whose shared limits were decided without Redis, in
+ * mode m (gatehouse_redis_fallbacks_total{mode}); nothing without
+ * [redis]. Any thread. */
+void gh_shield_cluster_count_fallback(enum gh_shield_mode m);
 /* [redis] login_mode (local without [redis]); counts a fallback. */
 enum gh_shield_mode gh_shield_cluster_login_fallback(void);
 /* -1 without [redis], 0 while Redis is unreachable, 1 while it answers. */
