@@ -197,14 +197,13 @@ void gw_quota_limits(struct gw_call *c, unsigned share)
     }
 }
 
-/* Admits c on its key's and its user's quotas (c's limits filled by
- * gw_quota_limits), or answers 429/402 and returns false. The headers
+/* Admits c on its key's and its user's quotas (c's limits and day filled
+ * by gw_quota_admit), or answers 429/402 and returns false. The headers
  * describe the key's limits when it has any, else the user's. */
 bool gw_quota_admit_local(struct gw_call *c)
 {
     struct gh_gateway *gw = c->gw;
     int64_t now = (int64_t)gh_now_ns();
-    c->day = gh_usage_today();
     c->quota_by = GW_QUOTA_LOCAL;
     struct gh_quota_info ki = {0}, ui = {0};
     enum gh_quota_verdict v = GH_QUOTA_OK;

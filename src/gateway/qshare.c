@@ -43,9 +43,9 @@ static bool unlimited(const struct gh_quota_limits *l)
     return !l->rpm && !l->tpm && !l->tpd && !l->concurrency;
 }
 
-static void admit_local(struct gw_call *c, unsigned share)
+/* c's limits are filled (gw_quota_limits) */
+static void admit_local(struct gw_call *c)
 {
-    gw_quota_limits(c, share);
     if (gw_quota_admit_local(c))
         gw_call_admitted(c);
     else
@@ -60,7 +60,8 @@ static void fallback(struct gw_call *c)
     gh_shield_cluster_count_fallback(m);
     switch (m) {
     case GH_SHIELD_MODE_LOCAL:
-        admit_local(c, req->cfg->redis.nodes ? req->cfg->redis.nodes : 1);
+        gw_quota_limits(c, req->cfg->redis.nodes ? req->cfg->redis.nodes : 1);
+        admit_local(c);
         return;
     case GH_SHIELD_MODE_OPEN:
         c->quota_by = GW_QUOTA_NONE;
@@ -144,7 +145,7 @@ void gw_quota_admit(struct gw_call *c)
     c->day = gh_usage_today();
     gw_quota_limits(c, 1);
     if (!gw->redis) {
-        admit_local(c, 1);
+        admit_local(c);
         return;
     }
     if (unlimited(&c->user_limits) && unlimited(&c->key_limits)) {

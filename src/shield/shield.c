@@ -1655,9 +1655,10 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
     sh->pow = gh_pow_new(srv->secrets.hmac_key, cfg->shield.pow_replay_entries);
     /* a cluster's nodes slot a prefix alike, so that their tallies add up
      * (level_redis.c); the key is secret all the same */
+    static const char tally_ctx[] = "gatehouse level tally";
     uint8_t tally_key[16];
-    crypto_generichash(tally_key, sizeof tally_key, (const unsigned char *)"gatehouse level tally",
-                       21, srv->secrets.hmac_key, sizeof srv->secrets.hmac_key);
+    crypto_generichash(tally_key, sizeof tally_key, (const unsigned char *)tally_ctx,
+                       sizeof tally_ctx - 1, srv->secrets.hmac_key, sizeof srv->secrets.hmac_key);
     sh->tally = gh_level_tally_new(*cfg->redis.url ? tally_key : NULL);
     sh->box = gh_penalty_new(cfg->shield.ban_max, cfg->shield.ban_max);
     if (!sh->lim || !sh->block || !sh->allow || !sh->pow || !sh->tally || !sh->box)
