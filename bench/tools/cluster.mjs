@@ -116,11 +116,13 @@ function toMs(s) {
   return Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2]];
 }
 
-function measure(load, node, pids) {
+function measure(load, node, pids, redisPid) {
+  const parts = pids.map((p) => ticks([p]));
   const t0 = ticks(pids);
   const r = spawnSync('taskset', ['-c', clientCpu, 'wrk', '-t1', `-c${CONNS}`, `-d${DURATION}s`, '--latency', '-s', luaFor(load, node), node.base + PATHS[load]],
     { encoding: 'utf8', timeout: (DURATION + 30) * 1000 });
   const t1 = ticks(pids);
+  const partUs = pids.map((p, i) => ((ticks([p]) - parts[i]) / TICK) * 1e6);
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}${r.stdout}`);
   const reqs = Number(/(\d+) requests in/.exec(r.stdout)?.[1] || 0);
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1] || 0);
@@ -128,7 +130,7 @@ function measure(load, node, pids) {
   if (EXPECT[load] === 200 && non2xx) throw new Error(`${node.name} ${load}: ${non2xx} of ${reqs} answers not 2xx`);
   if (EXPECT[load] === 429 && non2xx < reqs * 0.99) throw new Error(`${node.name} ${load}: only ${non2xx} of ${reqs} refused`);
   const p99 = toMs(/\s99%\s+(\S+)/.exec(r.stdout)?.[1] || '');
-  return { reqs, perS: reqs / DURATION, p99, cpuUs: (((t1 - t0) / TICK) * 1e6) / reqs };
+  return { reqs, perS: reqs / DURATION, p99, cpuUs: (((t1 - t0) / TICK) * 1e6) / reqs, nodeUs: partUs[0] / reqs, redisUs: redisPid ? partUs[pids.indexOf(redisPid)] / reqs : 0 };
 }
 
 const median = (a) => {
@@ -166,11 +168,14 @@ try {
     for (let run = 1; run <= RUNS; run++) {
       for (const n of run % 2 ? nodes : [...nodes].reverse()) {
         const pids = n.name === 'cluster' ? [n.child.pid, ...pgPids(pg), ...(redis ? [redis.pid] : [])] : [n.child.pid];
-        const m = measure(load, n, pids);
+        const m = measure(load, n, pids, n.name === 'cluster' ? redis?.pid : undefined);
         got[`${n.name}.${load}`].push(m);
         console.log(`row: ${n.name} ${run} ${load}_per_s ${m.perS.toFixed(0)} 1/s`);
         console.log(`row: ${n.name} ${run} ${load}_p99 ${m.p99.toFixed(3)} ms`);
         console.log(`row: ${n.name} ${run} ${load}_cpu_per_request ${m.cpuUs.toFixed(2)} us`);
+        // the node's own share, Redis's; the rest is PostgreSQL's
+        console.log(`row: ${n.name} ${run} ${load}_node_cpu_per_request ${m.nodeUs.toFixed(2)} us`);
+        if (m.redisUs) console.log(`row: ${n.name} ${run} ${load}_redis_cpu_per_request ${m.redisUs.toFixed(2)} us`);
       }
     }
   }

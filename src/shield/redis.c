@@ -812,18 +812,22 @@ int gh_redis_eval_send(struct gh_redis *r, struct gh_worker *w, const char *scri
 
 /* ---- the chat API's quotas (redis.h, gh_redis_quota_send) ---- */
 
-/* KEYS: the user's state {tr, tt: GCRA times in µs; d: the UTC day of dt;
- * dt: tokens of that day, spent and reserved, counted while a tpd is
- * set} and leases (a sorted set:
- * call id -> expiry in ms), then the API key's two. ARGV: the op (take,
- * settle, renew, peek), the call's id, its estimate, its actual tokens,
- * the day of its take, the lease in ms, the user's and the key's rpm, tpm,
- * tpd and concurrency. Rates are GCRA over a minute with the whole minute
- * as burst, as gh_quota_check (gateway/quota.c) has them; the key is
- * checked first, then the user, and nothing is taken unless both pass.
- * Answers {verdict, who, retry_ms, day, then for the user and the key:
- * remaining requests, their reset ms, remaining tokens, their reset ms,
- * tokens of today}. */
+/* KEYS: the user's state and leases, then the API key's two. A state is
+ * one string of four little-endian doubles (struct.pack "<dddd"): tr, tt
+ * (GCRA times in µs on Redis's clock), d (the UTC day of dt) and dt
+ * (tokens of that day, spent and reserved, counted while a tpd is set),
+ * read for both entities with one MGET (both are under the user's hash
+ * tag) and written with one SET PX each: Redis 7 charges about 0.5 µs a
+ * redis.call and 0.3 µs a string.format, which the hash with its PEXPIRE
+ * and decimal fields spent three times over. Leases: a sorted set, call id
+ * -> expiry in ms. ARGV: the op (take, settle, renew, peek), the call's
+ * id, its estimate, its actual tokens, the day of its take, the lease in
+ * ms, the user's and the key's rpm, tpm, tpd and concurrency. Rates are
+ * GCRA over a minute with the whole minute as burst, as gh_quota_check
+ * (gateway/quota.c) has them; the key is checked first, then the user, and
+ * nothing is taken unless both pass. Answers {verdict, who, retry_ms, day,
+ * then for the user and the key: remaining requests, their reset ms,
+ * remaining tokens, their reset ms, tokens of today}. */
 const char gh_redis_quota_lua[] =
     "local t = redis.call('TIME')\n"
     "local sec = tonumber(t[1])\n"
@@ -837,25 +841,31 @@ const char gh_redis_quota_lua[] =
     "local tday, lease = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
     "local out = {0, 0, 0, day, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}\n"
     "local S = {}\n"
+    "local any = false\n"
     "for e = 1, 2 do\n"
     "  local l = {}\n"
     "  for i = 1, 4 do l[i] = tonumber(ARGV[6 + 4 * (e - 1) + i]) end\n"
-    "  local s = {l = l, tr = 0, tt = 0, dt = 0, rated = l[1] + l[2] + l[3] > 0}\n"
-    "  if s.rated then\n"
-    "    local v = redis.call('HMGET', KEYS[2 * e - 1], 'tr', 'tt', 'd', 'dt')\n"
-    "    s.tr, s.tt = tonumber(v[1] or '0'), tonumber(v[2] or '0')\n"
-    "    if tonumber(v[3] or '-1') == day then s.dt = tonumber(v[4] or '0') end\n"
+    "  local rated = l[1] + l[2] + l[3] > 0\n"
+    "  any = any or rated\n"
+    "  S[e] = {l = l, tr = 0, tt = 0, dt = 0, rated = rated}\n"
+    "end\n"
+    "if any then\n"
+    "  local v = redis.call('MGET', KEYS[1], KEYS[3])\n"
+    "  for e = 1, 2 do\n"
+    "    local s, x = S[e], v[e]\n"
+    "    if s.rated and x and #x == 32 then\n"
+    "      local d, dt\n"
+    "      s.tr, s.tt, d, dt = struct.unpack('<dddd', x)\n"
+    "      if d == day then s.dt = dt end\n"
+    "    end\n"
     "  end\n"
-    "  S[e] = s\n"
     "end\n"
     "local function save(e)\n"
     "  local s = S[e]\n"
     "  local ttl = math.max(s.tr - now, s.tt - now, 0) / 1000\n"
     "  if s.dt > 0 then ttl = math.max(ttl, eod) end\n"
-    "  redis.call('HSET', KEYS[2 * e - 1], 'tr', string.format('%.0f', s.tr), 'tt',\n"
-    "    string.format('%.0f', s.tt), 'd', string.format('%.0f', day), 'dt',\n"
-    "    string.format('%.0f', s.dt))\n"
-    "  redis.call('PEXPIRE', KEYS[2 * e - 1], math.ceil(ttl) + 1000)\n"
+    "  redis.call('SET', KEYS[2 * e - 1], struct.pack('<dddd', s.tr, s.tt, day, s.dt), 'PX',\n"
+    "    math.ceil(ttl) + 1000)\n"
     "end\n"
     "local function gcra(tat, lim, cost, commit)\n"
     "  local T = math.max(math.floor(P / lim), 1)\n"
@@ -989,9 +999,9 @@ int gh_redis_quota_send(struct gh_redis *r, struct gh_worker *w,
     /* the key's names under the user's hash tag: "gh:{U}:k" and K's hex */
     const char *kh = a->key && strlen(a->key) > 5 ? a->key + 4 : "";
     int khl = *kh ? (int)strlen(kh) - 1 : 0;
-    snprintf(q->keys[0], sizeof q->keys[0], "%s:u", a->user);
+    snprintf(q->keys[0], sizeof q->keys[0], "%s:q", a->user);
     snprintf(q->keys[1], sizeof q->keys[1], "%s:uc", a->user);
-    snprintf(q->keys[2], sizeof q->keys[2], "%s:k%.*s", a->user, khl, kh);
+    snprintf(q->keys[2], sizeof q->keys[2], "%s:kq%.*s", a->user, khl, kh);
     snprintf(q->keys[3], sizeof q->keys[3], "%s:kc%.*s", a->user, khl, kh);
     snprintf(q->lease, sizeof q->lease, "%s", a->lease ? a->lease : "");
     snprintf(q->a[0], sizeof q->a[0], "%u", a->est);

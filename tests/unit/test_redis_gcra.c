@@ -192,9 +192,9 @@ static void quota(const char *op, const char *u, const char *k, const char *leas
                   long long out[14])
 {
     char keys[4][64], a[12][24];
-    snprintf(keys[0], sizeof keys[0], "gh:{%s}:u", u);
+    snprintf(keys[0], sizeof keys[0], "gh:{%s}:q", u);
     snprintf(keys[1], sizeof keys[1], "gh:{%s}:uc", u);
-    snprintf(keys[2], sizeof keys[2], "gh:{%s}:k%s", u, k);
+    snprintf(keys[2], sizeof keys[2], "gh:{%s}:kq%s", u, k);
     snprintf(keys[3], sizeof keys[3], "gh:{%s}:kc%s", u, k);
     snprintf(a[0], sizeof a[0], "%u", est);
     snprintf(a[1], sizeof a[1], "%u", actual);
@@ -328,6 +328,31 @@ static void quota_day_tokens(void **state)
     assert_int_equal(v[0], 0);
 }
 
+/* A state is 32 bytes of four doubles: a value of any other length under
+ * a state's name (a foreign writer, a truncated copy) reads as no state,
+ * and the take writes a good one over it; the state's expiry follows the
+ * backlog (rpm 60: one take holds 1 s of it, plus a second). */
+static void quota_state_format(void **state)
+{
+    (void)state;
+    NEED_REDIS();
+    const unsigned lim[8] = {60, 0, 0, 0, 0, 0, 0, 0};
+    long long v[14];
+    redisReply *r = redisCommand(rc, "SET gh:{q6}:q %s", "not a state");
+    freeReplyObject(r);
+    quota("take", "q6", "", "a", 5, 0, 0, 60000, lim, v);
+    assert_int_equal(v[0], 0);
+    assert_int_equal(v[4], 59);
+    r = redisCommand(rc, "STRLEN gh:{q6}:q");
+    assert_int_equal(r->integer, 32);
+    freeReplyObject(r);
+    r = redisCommand(rc, "PTTL gh:{q6}:q");
+    assert_true(r->integer > 1000 && r->integer <= 2000);
+    freeReplyObject(r);
+    quota("take", "q6", "", "b", 5, 0, 0, 60000, lim, v);
+    assert_int_equal(v[4], 58);
+}
+
 static void url_parse(void **state)
 {
     (void)state;
@@ -356,13 +381,10 @@ static void url_parse(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(matches_local_gcra),
-        cmocka_unit_test(impossible_and_refund),
-        cmocka_unit_test(failed_sign_ins),
-        cmocka_unit_test(quota_rates_match_local),
-        cmocka_unit_test(quota_concurrency_leases),
-        cmocka_unit_test(quota_day_tokens),
-        cmocka_unit_test(url_parse),
+        cmocka_unit_test(matches_local_gcra),       cmocka_unit_test(impossible_and_refund),
+        cmocka_unit_test(failed_sign_ins),          cmocka_unit_test(quota_rates_match_local),
+        cmocka_unit_test(quota_concurrency_leases), cmocka_unit_test(quota_day_tokens),
+        cmocka_unit_test(quota_state_format),       cmocka_unit_test(url_parse),
     };
     return cmocka_run_group_tests(tests, start, stop);
 }
