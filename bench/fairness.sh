@@ -4,24 +4,26 @@
 # LOAD (3) × its capacity from 50 users with a Zipf mix of answer sizes,
 # 10 % of them new accounts (bench/tools/fairness.mjs drives it). Per
 # tier: success, time to first token p50/p99, share of capacity; Jain's
-# fairness index across the users of a tier (served / asked); the
-# established users' p99 against their calm value.
+# fairness index across the users of a tier (slot time served over each
+# user's max-min fair share; also served / asked); the established users'
+# p99 against their calm value.
 #
 # The tiers: gateway.tier_established_age = AGE_S; the 45 old accounts are
 # registered first, the 5 new ones AGE_S + 1 s later, and the calm and
 # saturated phases (CALM_S + SAT_S) end before the new ones are AGE_S old.
 #
-# Environment: SLOTS (4), TPS (100), TTFT_MS (50), AGE_S (25), CALM_S (6),
-# SAT_S (15), LOAD (3), DEADLINE_S (the gateway's queue_timeout, 10), and
-# those of bench/lib.sh. About 1 minute.
+# Environment: SLOTS (4), TPS (100), TTFT_MS (50), AGE_S (75), CALM_S (6),
+# SAT_S (60: about 28 calls per user, enough for Jain's index to tell a
+# queue's fairness from chance), LOAD (3), DEADLINE_S (the gateway's
+# queue_timeout, 10), and those of bench/lib.sh. About 2.5 minutes.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 bench_init fairness
 
 command -v node >/dev/null || die "node missing"
-export SLOTS=${SLOTS:-4} TPS=${TPS:-100} TTFT_MS=${TTFT_MS:-50} AGE_S=${AGE_S:-25}
-export CALM_S=${CALM_S:-6} SAT_S=${SAT_S:-15} LOAD=${LOAD:-3} DEADLINE_S=${DEADLINE_S:-10}
+export SLOTS=${SLOTS:-4} TPS=${TPS:-100} TTFT_MS=${TTFT_MS:-50} AGE_S=${AGE_S:-75}
+export CALM_S=${CALM_S:-6} SAT_S=${SAT_S:-60} LOAD=${LOAD:-3} DEADLINE_S=${DEADLINE_S:-10}
 ((CALM_S + SAT_S < AGE_S)) || die "CALM_S + SAT_S must stay under AGE_S (the new accounts would turn established)"
 
 taskset -c "$CLIENT_CPU" node "$BENCH_ROOT/tests/e2e/model-sim.mjs" --slots "$SLOTS" --tps "$TPS" \

@@ -37,6 +37,9 @@ struct gh_fairq {
     struct gh_fairq_tier_stats stats[GH_TIER_COUNT];
 };
 
+/* The most one call is charged, in mean calls (gh_fairq_done_locked). */
+#define MAX_COST 16.0
+
 /* A call's length in virtual time for a user of tier: 1 / the tier's
  * weight, so a user of weight 8 has 8 calls served for one of a user of
  * weight 1 while both wait. */
@@ -166,9 +169,26 @@ void gh_fairq_done_locked(struct gh_fairq *q, struct gh_fairq_user *u, unsigned 
                           uint64_t hold_ms)
 {
     struct model_q *m = &q->models[model < GH_FAIRQ_MODELS ? model : 0];
-    /* a moving average over about the last 8 calls: recent, not jumpy */
-    m->hold_ms = m->hold_ms > 0 ? m->hold_ms * 0.875 + (double)hold_ms * 0.125
-                                : (double)(hold_ms ? hold_ms : 1);
+    /* What a slot gives is time, and answers' lengths are unknown until
+     * they end: a dispatch charged the user one step, a mean call; now
+     * that the call's hold is known, the charge becomes its length in mean
+     * calls (so a user of long answers has fewer of them served, one of
+     * short answers more, and the capacity splits by slot time, as
+     * start-time fair queueing charges a packet's real length). At most
+     * MAX_COST steps for one call (a stuck stream does not push its user's
+     * turn past that), and never below the last dispatch: no credit. */
+    if (u && m->hold_ms > 0 && u->epoch == m->epoch) {
+        double cost = GH_MIN((double)hold_ms / m->hold_ms, MAX_COST);
+        u->tag += step(q, u->tier) * (cost - 1.0);
+        if (u->tag < m->v)
+            u->tag = m->v;
+    }
+    /* a moving average over about the last 8 calls: recent, not jumpy;
+     * one call counts at most MAX_COST means (one stuck stream does not
+     * turn every wait estimate into a refusal) */
+    m->hold_ms = m->hold_ms > 0
+                     ? m->hold_ms * 0.875 + GH_MIN((double)hold_ms, m->hold_ms * MAX_COST) * 0.125
+                     : (double)(hold_ms ? hold_ms : 1);
     if (!u)
         return;
     GH_ASSERT(u->active > 0);

@@ -8,7 +8,9 @@
  *   - each waiting user has a virtual start tag; its next call finishes
  *     (virtually) one step later, a step being 1 / its tier's weight, and
  *     the call with the earliest finish goes next (ties: the better tier,
- *     then the earlier arrival); the user's tag then grows by a step;
+ *     then the earlier arrival); the user's tag then grows by a step, and
+ *     when the call ends, by its hold time in mean holds less one step
+ *     (at most 16 steps): slot time is what is shared;
  *   - a user joins the queue at the start tag of the last dispatch plus
  *     a step per call it holds in flight already (so one with 4 running
  *     comes after those with none), never lower than its own tag: no

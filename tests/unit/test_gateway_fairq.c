@@ -86,6 +86,59 @@ static void users_take_turns(void **state)
     gh_fairq_free(q);
 }
 
+/* Slot time is what is shared: user 1's answers hold a slot 300 ms, user
+ * 2's 100 ms; both always waiting, one slot: user 2 has about three calls
+ * served for each of user 1's, and the two get about equal slot time
+ * (a step per call, before: one call each in turn, user 1 three quarters
+ * of the time). One stuck call is charged MAX_COST calls at most. */
+static void charged_by_slot_time(void **state)
+{
+    struct gh_fairq *q = queue(1000, 200);
+    static struct gh_fairq_waiter w[200];
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(gh_fairq_push_locked(q, &w[i], 1, M, GH_TIER_NEW, 1), 0);
+        assert_int_equal(gh_fairq_push_locked(q, &w[100 + i], 2, M, GH_TIER_NEW, 1), 0);
+    }
+    struct gh_fairq_user *g;
+    unsigned n[3] = {0}, ms[3] = {0};
+    for (int i = 0; i < 120; i++) {
+        uint64_t u = grant(q, w, GH_ARRAY_LEN(w), &g);
+        assert_true(u == 1 || u == 2);
+        unsigned hold = u == 1 ? 300 : 100;
+        n[u]++;
+        ms[u] += hold;
+        gh_fairq_done_locked(q, g, M, hold);
+    }
+    assert_true(n[2] >= 2.5 * n[1] && n[2] <= 3.5 * n[1]);
+    assert_true(ms[1] >= 0.8 * ms[2] && ms[1] <= 1.25 * ms[2]);
+    gh_fairq_free(q);
+
+    /* a call held 100 x the mean costs its user MAX_COST turns, not 100
+     * (24 others' turns: it raised the mean they are measured against,
+     * counted as MAX_COST means, so theirs cost less for a while) */
+    q = queue(1000, 200);
+    for (int i = 0; i < 60; i++) {
+        assert_int_equal(gh_fairq_push_locked(q, &w[i], 1, M, GH_TIER_NEW, 1), 0);
+        assert_int_equal(gh_fairq_push_locked(q, &w[100 + i], 2, M, GH_TIER_NEW, 1), 0);
+    }
+    for (int i = 0; i < 4; i++) { /* the mean: 100 ms */
+        grant(q, w, GH_ARRAY_LEN(w), &g);
+        gh_fairq_done_locked(q, g, M, 100);
+    }
+    uint64_t stuck = grant(q, w, GH_ARRAY_LEN(w), &g);
+    gh_fairq_done_locked(q, g, M, 10000);
+    unsigned other = 0;
+    for (;;) {
+        uint64_t u = grant(q, w, GH_ARRAY_LEN(w), &g);
+        gh_fairq_done_locked(q, g, M, 100);
+        if (u == stuck)
+            break;
+        other++;
+    }
+    assert_true(other >= 16 && other <= 30);
+    gh_fairq_free(q);
+}
+
 static void tiers_by_weight(void **state)
 {
     struct gh_fairq *q = queue(1000, 100);
@@ -291,6 +344,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(heavy_user_after_the_others),
         cmocka_unit_test(users_take_turns),
+        cmocka_unit_test(charged_by_slot_time),
         cmocka_unit_test(tiers_by_weight),
         cmocka_unit_test(bounds_and_removal),
         cmocka_unit_test(pool_exhaustion),
