@@ -17,10 +17,10 @@
 # PostgreSQL server's processes (the work the node hands to the store
 # counts). Targets: CPU <= 1.15 x single-node, p99 <= 1.5 x.
 #
-# Environment: RUNS (3), DURATION seconds (5), CONNS (8), QUOTAS (1: chat
-# with quotas set, the cluster node counting them in Redis; default none),
-# and those of
-# bench/lib.sh. Skipped with a message where PostgreSQL is not installed.
+# Environment: RUNS (3), DURATION seconds (5), CONNS (8), QUOTAS (unset:
+# gatehouse's default chat quotas, a concurrency of 16 per user that the
+# cluster node counts in Redis; 1: rates and a day's tokens too; 0: none),
+# and those of bench/lib.sh. Skipped with a message where PostgreSQL is not installed.
 # Usage: bench/cluster.sh   (or bench/run.sh cluster)
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"

@@ -44,14 +44,19 @@ function pgPids(pg) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const RULES = 'login:global:1/1h';
-/* QUOTAS=1: every chat runs the quota path (the single node's table, the
- * cluster node's Redis script: one round trip per call and its settle),
- * with limits it never reaches; default: no quota at all (no Redis call). */
-const QUOTA_SET = process.env.QUOTAS === '1'
-  ? ['gateway.key_rpm=100000000', 'gateway.key_tpm=0', 'gateway.user_rpm=100000000', 'gateway.user_tpm=0',
-    'gateway.user_tpd=4000000000', 'gateway.key_concurrency=0', 'gateway.user_concurrency=1000']
-  : ['gateway.key_rpm=0', 'gateway.key_tpm=0', 'gateway.user_rpm=0', 'gateway.user_tpm=0',
-    'gateway.user_tpd=0', 'gateway.key_concurrency=0', 'gateway.user_concurrency=0'];
+/* Chat quotas. Default: gatehouse's own defaults, as a node runs out of
+ * the box (gateway.user_concurrency = 16, no rate: the cluster node
+ * counts each call's concurrency slot in Redis, one round trip per call
+ * and its release). QUOTAS=1: rpm, tpd and concurrency set, never
+ * reached (the whole quota script). QUOTAS=0: no quota at all (no Redis
+ * call). */
+const QUOTAS = process.env.QUOTAS ?? 'default';
+const QUOTA_SET = {
+  1: ['gateway.key_rpm=100000000', 'gateway.key_tpm=0', 'gateway.user_rpm=100000000', 'gateway.user_tpm=0',
+    'gateway.user_tpd=4000000000', 'gateway.key_concurrency=0', 'gateway.user_concurrency=1000'],
+  0: ['gateway.key_rpm=0', 'gateway.key_tpm=0', 'gateway.user_rpm=0', 'gateway.user_tpm=0',
+    'gateway.user_tpd=0', 'gateway.key_concurrency=0', 'gateway.user_concurrency=0'],
+}[QUOTAS] ?? [];
 async function startNode(name, port, extra) {
   const dir = path.join(tmp, name);
   fs.mkdirSync(dir, { recursive: true });
@@ -188,7 +193,10 @@ try {
   console.log('md: their processes\' CPU time is counted with the node\'s.');
   console.log('md: Loads: `me` GET /api/me with a session; `chat` a streamed echo completion with an API key;');
   console.log(`md: \`refusal\` POST /api/auth/login answered 429 before its body (\`shield.rules = ${RULES}\`, spent).`);
-  console.log(`md: Chat quotas: ${process.env.QUOTAS === '1' ? 'on (QUOTAS=1: rpm, tpd and concurrency set, never reached; cluster: one Redis round trip per call and its settle)' : 'none (no quota, no Redis call; QUOTAS=1 measures them)'}.`);
+  console.log(`md: Chat quotas: ${{
+    1: 'QUOTAS=1: rpm, tpd and concurrency set, never reached (cluster: the quota script, one Redis round trip per call and its settle)',
+    0: 'QUOTAS=0: none (no Redis call)',
+  }[QUOTAS] ?? 'the defaults (gateway.user_concurrency = 16; cluster: the slot taken in Redis, one round trip per call and its release; QUOTAS=0 drops it, QUOTAS=1 sets rates too)'}.`);
   console.log('md: ');
   console.log('md: | load | single req/s | cluster req/s | single p99 ms | cluster p99 ms | p99 ratio (≤ 1.5) | single CPU µs/req | cluster CPU µs/req | CPU ratio (≤ 1.15) |');
   console.log('md: |---|---|---|---|---|---|---|---|---|');

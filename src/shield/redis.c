@@ -9,7 +9,7 @@
 #include "core/redisurl.h"
 #include "obs/metrics.h"
 
-#include <hiredis/adapters/libuv.h>
+#include "shield/redis_uv.h"
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
@@ -561,7 +561,7 @@ static void rw_connect(struct rworker *rw, uint64_t now)
     struct gh_redis *r = rw->r;
     redisAsyncContext *ac = redisAsyncConnect(r->ip, (int)r->port);
     rw->state_ms = now;
-    if (!ac || ac->err || redisLibuvAttach(ac, &rw->w->loop) != REDIS_OK) {
+    if (!ac || ac->err || gh_redis_uv_attach(ac, &rw->w->loop) != REDIS_OK) {
         failed(r, r->m_fail_connect, ac && ac->err ? ac->errstr : "cannot start a connection");
         if (ac)
             redisAsyncFree(ac);

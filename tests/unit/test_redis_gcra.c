@@ -5,7 +5,9 @@
  * a unit back, the key's expiry, an account's failed sign-ins and their
  * back-off, the chat quotas' script (rates as gh_quota_check has them, all
  * or nothing, leases that expire or are renewed, the day's tokens reserved
- * and settled), and the Redis URL parser. The scripts run
+ * and settled), the loop adapter (shield/redis_uv.h: a turn's commands,
+ * one that overfills the socket, a refused connect, nothing left on the
+ * loop), and the Redis URL parser. The scripts run
  * on Redis's clock, so the rates are slow (one unit an hour): the seconds a
  * test takes change nothing. Skipped when redis-server is not installed. */
 #include "test_util.h"
@@ -14,7 +16,9 @@
 #include "gateway/quota.h"
 #include "shield/limiter.h"
 #include "shield/redis.h"
+#include "shield/redis_uv.h"
 
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,13 +31,14 @@
 
 static pid_t server;
 static redisContext *rc;
+static int port;
 
 static int start(void **state)
 {
     (void)state;
     if (system("command -v redis-server >/dev/null 2>&1") != 0)
         return 0;
-    int port = 20000 + (int)(getpid() % 20000);
+    port = 20000 + (int)(getpid() % 20000);
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     server = fork();
@@ -353,6 +358,118 @@ static void quota_state_format(void **state)
     assert_int_equal(v[4], 58);
 }
 
+/* ---- the loop adapter (redis_uv.c) ---- */
+
+#define ADAPTER_CMDS 200
+#define BIG_VALUE    (32u << 20) /* far more than a loopback socket takes at once */
+
+struct adapter_run {
+    int replies, in_order, connected, disconnected;
+    size_t big_len;
+};
+
+static void on_adapter_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct adapter_run *run = ac->data;
+    redisReply *rep = r;
+    intptr_t i = (intptr_t)priv;
+    if (!rep)
+        return;
+    if (i == run->replies)
+        run->in_order++;
+    run->replies++;
+    if (i == ADAPTER_CMDS + 1 && rep->type == REDIS_REPLY_STRING)
+        run->big_len = rep->len;
+    if (run->replies == ADAPTER_CMDS + 2)
+        redisAsyncDisconnect(ac);
+}
+
+/* Queues the test's commands: from a reply's callback, so they go out
+ * at the turn's end (the prepare), where the big one fills the socket
+ * and the rest waits for room (the poll). */
+static void adapter_send(redisAsyncContext *ac)
+{
+    char *big = malloc(BIG_VALUE);
+    assert_non_null(big);
+    memset(big, 'x', BIG_VALUE);
+    for (intptr_t i = 0; i < ADAPTER_CMDS; i++)
+        assert_int_equal(
+            redisAsyncCommand(ac, on_adapter_reply, (void *)i, "SET gh:ad:%d %d", (int)i, (int)i),
+            REDIS_OK);
+    assert_int_equal(redisAsyncCommand(ac, on_adapter_reply, (void *)(intptr_t)ADAPTER_CMDS,
+                                       "SET gh:ad:big %b", big, (size_t)BIG_VALUE),
+                     REDIS_OK);
+    free(big);
+    assert_int_equal(redisAsyncCommand(ac, on_adapter_reply, (void *)(intptr_t)(ADAPTER_CMDS + 1),
+                                       "GET gh:ad:big"),
+                     REDIS_OK);
+}
+
+static void on_adapter_pong(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)priv;
+    if (r)
+        adapter_send(ac);
+}
+
+/* The batch goes after a first answer: from a read callback, not from
+ * the connect's write (which writes whatever is queued itself). */
+static void on_adapter_connect(const redisAsyncContext *ac, int status)
+{
+    struct adapter_run *run = ac->data;
+    run->connected = status == REDIS_OK ? 1 : -1;
+    if (status == REDIS_OK)
+        redisAsyncCommand((redisAsyncContext *)ac, on_adapter_pong, NULL, "PING");
+}
+
+static void on_adapter_disconnect(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    ((struct adapter_run *)ac->data)->disconnected++;
+}
+
+/* A turn's commands, written together, answered in order; a value that
+ * overfills the socket's buffer (the write that waits for room); the
+ * disconnect closes the adapter's handles: the loop closes empty. */
+static void loop_adapter(void **state)
+{
+    (void)state;
+    NEED_REDIS();
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct adapter_run run = {0};
+    redisAsyncContext *ac = redisAsyncConnect("127.0.0.1", port);
+    assert_non_null(ac);
+    assert_int_equal(ac->err, 0);
+    assert_int_equal(gh_redis_uv_attach(ac, &loop), REDIS_OK);
+    assert_int_equal(gh_redis_uv_attach(ac, &loop), REDIS_ERR); /* once */
+    ac->data = &run;
+    redisAsyncSetConnectCallback(ac, on_adapter_connect);
+    redisAsyncSetDisconnectCallback(ac, on_adapter_disconnect);
+    uv_run(&loop, UV_RUN_DEFAULT); /* returns once nothing is left on the loop */
+    assert_int_equal(run.connected, 1);
+    assert_int_equal(run.replies, ADAPTER_CMDS + 2);
+    assert_int_equal(run.in_order, ADAPTER_CMDS + 2);
+    assert_int_equal(run.big_len, BIG_VALUE);
+    assert_int_equal(run.disconnected, 1);
+    assert_int_equal(uv_loop_close(&loop), 0);
+
+    /* a refused connect: reported, and the handles close all the same */
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct adapter_run none = {0};
+    ac = redisAsyncConnect("127.0.0.1", 1);
+    assert_non_null(ac);
+    assert_int_equal(gh_redis_uv_attach(ac, &loop), REDIS_OK);
+    ac->data = &none;
+    redisAsyncSetConnectCallback(ac, on_adapter_connect);
+    redisAsyncSetDisconnectCallback(ac, on_adapter_disconnect);
+    redisAsyncCommand(ac, on_adapter_reply, (void *)0, "PING");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(none.connected, -1);
+    assert_int_equal(none.replies, 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void url_parse(void **state)
 {
     (void)state;
@@ -381,10 +498,15 @@ static void url_parse(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(matches_local_gcra),       cmocka_unit_test(impossible_and_refund),
-        cmocka_unit_test(failed_sign_ins),          cmocka_unit_test(quota_rates_match_local),
-        cmocka_unit_test(quota_concurrency_leases), cmocka_unit_test(quota_day_tokens),
-        cmocka_unit_test(quota_state_format),       cmocka_unit_test(url_parse),
+        cmocka_unit_test(matches_local_gcra),
+        cmocka_unit_test(impossible_and_refund),
+        cmocka_unit_test(failed_sign_ins),
+        cmocka_unit_test(quota_rates_match_local),
+        cmocka_unit_test(quota_concurrency_leases),
+        cmocka_unit_test(quota_day_tokens),
+        cmocka_unit_test(quota_state_format),
+        cmocka_unit_test(loop_adapter),
+        cmocka_unit_test(url_parse),
     };
     return cmocka_run_group_tests(tests, start, stop);
 }
