@@ -49,6 +49,7 @@ struct gh_gateway {
 };
 
 #define GW_EASY_POOL 64
+#define GW_SPARES    64 /* spare concurrency slots per worker (qshare.c) */
 
 /* Per-worker state: the curl multi handle driven by this loop. */
 struct gw_worker {
@@ -59,6 +60,17 @@ struct gw_worker {
     uv_timer_t wait_timer; /* polls for upstream slots while calls wait */
     uv_timer_t lease_timer; /* renews the concurrency leases of calls in ww->leases */
     struct gh_list leases;  /* calls holding concurrency leases in Redis (qshare.c) */
+    /* finished calls' concurrency slots, kept in Redis a moment for the
+     * same user's next call on this worker (qshare.c) */
+    uv_timer_t spare_timer;
+    struct gw_spare {
+        uint64_t user_id;
+        unsigned limit;    /* the user's concurrency when it was kept */
+        uint64_t until_ms; /* the loop's time */
+        char user[GH_REDIS_KEY_MAX];
+        char lease[48];
+    } spares[GW_SPARES];
+    unsigned nspares;
     uv_async_t wake;       /* a call of this worker was given a slot (any thread) */
     struct gh_list granted; /* those calls: under the fair queue's lock */
     unsigned nwaiting;      /* this worker's calls in the fair queue: under its lock */
@@ -88,6 +100,8 @@ struct gw_call {
     char quota_user[GH_REDIS_KEY_MAX]; /* the user's and the key's names in Redis */
     char quota_key[GH_REDIS_KEY_MAX];
     struct gh_list lease_node; /* in ww->leases while its leases need renewing */
+    char lease[48];            /* its concurrency lease in Redis: its id, or a spare's */
+    bool roomy;                /* few of the user's slots were taken: its may be kept */
     char id[48];
     uint64_t created;
     char model[136];

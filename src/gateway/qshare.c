@@ -18,13 +18,28 @@
 #define LEASE_MS       60000
 #define CLOSED_RETRY_S 5
 
+/* Spare slots. With only a concurrency limit on the user (the default,
+ * gateway.user_concurrency), a call's whole cost in Redis is taking its
+ * slot and giving it back, two round trips that cost a cluster node more
+ * than the chat itself. So a finished call's slot stays in Redis for
+ * SPARE_MS, and the same user's next call on this worker takes it without
+ * asking. The count in Redis never falls below what runs: the limit holds
+ * exactly across the cluster; what a spare costs is a slot that another
+ * node cannot have for at most SPARE_MS, so spares are kept only while
+ * the user's slots were at most half its limit at the take (the Redis
+ * answer says), at most half its limit and SPARES_PER_USER per user on a
+ * worker, GW_SPARES per worker. A node that stops leaves its spares to
+ * their leases. */
+#define SPARE_MS        50
+#define SPARES_PER_USER 8
+
 static void args_of(const struct gw_call *c, enum gh_redis_quota_op op, unsigned actual,
                     struct gh_redis_quota_args *a)
 {
     *a = (struct gh_redis_quota_args){.op = op,
                                       .user = c->quota_user,
                                       .key = c->who.key_id ? c->quota_key : NULL,
-                                      .lease = c->id,
+                                      .lease = c->lease,
                                       .est = c->est,
                                       .actual = actual,
                                       .day = c->quota_day,
@@ -41,6 +56,81 @@ static void args_of(const struct gw_call *c, enum gh_redis_quota_op op, unsigned
 static bool unlimited(const struct gh_quota_limits *l)
 {
     return !l->rpm && !l->tpm && !l->tpd && !l->concurrency;
+}
+
+/* Whether c's only quota is its user's concurrency: its slot may be a
+ * spare, or become one. */
+static bool spare_kind(const struct gw_call *c)
+{
+    const struct gh_quota_limits *u = &c->user_limits;
+    return u->concurrency && !u->rpm && !u->tpm && !u->tpd && unlimited(&c->key_limits);
+}
+
+static void spare_release(struct gw_worker *ww, const struct gw_spare *sp)
+{
+    struct gh_redis_quota_args a = {
+        .op = GH_REDIS_QUOTA_SETTLE, .user = sp->user, .lease = sp->lease, .lease_ms = LEASE_MS};
+    a.limits[0][3] = sp->limit;
+    gh_redis_quota_send(ww->gw->redis, ww->w, &a, NULL, NULL);
+}
+
+static void on_spare_timer(uv_timer_t *t)
+{
+    struct gw_worker *ww = t->data;
+    uint64_t now = uv_now(&ww->w->loop), next = 0;
+    unsigned kept = 0;
+    for (unsigned i = 0; i < ww->nspares; i++) {
+        struct gw_spare *sp = &ww->spares[i];
+        if (sp->until_ms <= now) {
+            spare_release(ww, sp);
+            continue;
+        }
+        if (!next || sp->until_ms < next)
+            next = sp->until_ms;
+        ww->spares[kept++] = *sp;
+    }
+    ww->nspares = kept;
+    if (kept)
+        uv_timer_start(t, on_spare_timer, next - now, 0);
+}
+
+/* Gives c a spare slot of its user's: true, c->lease set. */
+static bool spare_take(struct gw_call *c)
+{
+    struct gw_worker *ww = c->ww;
+    uint64_t now = uv_now(&ww->w->loop);
+    for (unsigned i = ww->nspares; i-- > 0;) {
+        struct gw_spare *sp = &ww->spares[i];
+        if (sp->user_id != c->who.user_id || sp->limit != c->user_limits.concurrency ||
+            sp->until_ms <= now)
+            continue;
+        memcpy(c->lease, sp->lease, sizeof c->lease);
+        ww->spares[i] = ww->spares[--ww->nspares];
+        return true;
+    }
+    return false;
+}
+
+/* Keeps finished c's slot as a spare: true, or false (settle it). */
+static bool spare_put(struct gw_call *c)
+{
+    struct gw_worker *ww = c->ww;
+    if (!c->roomy || !spare_kind(c) || ww->nspares == GW_SPARES)
+        return false;
+    unsigned mine = 0;
+    for (unsigned i = 0; i < ww->nspares; i++)
+        mine += ww->spares[i].user_id == c->who.user_id;
+    if (mine >= GH_MIN(SPARES_PER_USER, c->user_limits.concurrency / 2))
+        return false;
+    struct gw_spare *sp = &ww->spares[ww->nspares++];
+    sp->user_id = c->who.user_id;
+    sp->limit = c->user_limits.concurrency;
+    sp->until_ms = uv_now(&ww->w->loop) + SPARE_MS;
+    memcpy(sp->user, c->quota_user, sizeof sp->user);
+    memcpy(sp->lease, c->lease, sizeof sp->lease);
+    if (!uv_is_active((uv_handle_t *)&ww->spare_timer))
+        uv_timer_start(&ww->spare_timer, on_spare_timer, SPARE_MS, 0);
+    return true;
 }
 
 /* c's limits are filled (gw_quota_limits) */
@@ -119,6 +209,7 @@ static void on_take(void *arg, int status, const struct gh_redis_quota *res)
         return;
     }
     c->quota_by = GW_QUOTA_REDIS;
+    c->roomy = res->user_leases && res->user_leases * 2 <= c->user_limits.concurrency;
     enum gh_quota_verdict v =
         res->verdict < GH_ARRAY_LEN(verdicts) ? verdicts[res->verdict] : GH_QUOTA_FULL;
     bool user_refused = v != GH_QUOTA_OK && res->who == 2;
@@ -157,6 +248,14 @@ void gw_quota_admit(struct gw_call *c)
     gh_redis_key(gw->redis, "quota_user", &c->who.user_id, sizeof c->who.user_id, c->quota_user);
     if (c->who.key_id)
         gh_redis_key(gw->redis, "quota_key", &c->who.key_id, sizeof c->who.key_id, c->quota_key);
+    if (spare_kind(c) && spare_take(c)) {
+        c->quota_by = GW_QUOTA_REDIS;
+        c->roomy = true;
+        gh_list_push_back(&c->ww->leases, &c->lease_node);
+        gw_call_admitted(c);
+        return;
+    }
+    snprintf(c->lease, sizeof c->lease, "%s", c->id);
     struct gh_redis_quota_args a;
     args_of(c, GH_REDIS_QUOTA_TAKE, 0, &a);
     if (gh_redis_quota_send(gw->redis, c->ww->w, &a, on_take, c))
@@ -172,7 +271,9 @@ void gw_quota_settle(struct gw_call *c)
     /* rpm alone needs no settle: the request was counted at its take */
     bool settles = c->user_limits.tpm || c->user_limits.tpd || c->user_limits.concurrency ||
                    c->key_limits.tpm || c->key_limits.tpd || c->key_limits.concurrency;
-    if (c->quota_by == GW_QUOTA_REDIS && settles) {
+    if (c->quota_by == GW_QUOTA_REDIS && spare_put(c)) {
+        /* kept for the user's next call on this worker */
+    } else if (c->quota_by == GW_QUOTA_REDIS && settles) {
         /* unanswered (Redis gone): the lease expires by itself and the
          * estimate stays charged to the day */
         struct gh_redis_quota_args a;

@@ -206,6 +206,7 @@ int gw_relay_worker_init(struct gw_worker *ww)
     uv_timer_init(&ww->w->loop, &ww->curl_timer);
     uv_timer_init(&ww->w->loop, &ww->wait_timer);
     uv_timer_init(&ww->w->loop, &ww->lease_timer);
+    uv_timer_init(&ww->w->loop, &ww->spare_timer);
     gh_list_init(&ww->granted);
     gh_list_init(&ww->leases);
     int rc = uv_async_init(&ww->w->loop, &ww->wake, on_wake);
@@ -214,11 +215,13 @@ int gw_relay_worker_init(struct gw_worker *ww)
         uv_close((uv_handle_t *)&ww->curl_timer, NULL);
         uv_close((uv_handle_t *)&ww->wait_timer, NULL);
         uv_close((uv_handle_t *)&ww->lease_timer, NULL);
+        uv_close((uv_handle_t *)&ww->spare_timer, NULL);
         return rc;
     }
     ww->curl_timer.data = ww;
     ww->wait_timer.data = ww;
     ww->lease_timer.data = ww;
+    ww->spare_timer.data = ww;
     ww->wake.data = ww;
     return 0;
 }
@@ -244,7 +247,7 @@ void gw_relay_worker_dispose(struct gw_worker *ww)
     while (ww->neasy_pool)
         curl_easy_cleanup(ww->easy_pool[--ww->neasy_pool]);
     ww->multi = NULL;
-    ww->closing = 4;
+    ww->closing = 5;
     for (size_t i = 0; i < ww->nsocks; i++) {
         if (ww->socks[i]) {
             ww->closing++;
@@ -258,6 +261,7 @@ void gw_relay_worker_dispose(struct gw_worker *ww)
     uv_close((uv_handle_t *)&ww->wait_timer, on_ww_closed);
     uv_close((uv_handle_t *)&ww->wake, on_ww_closed);
     uv_close((uv_handle_t *)&ww->lease_timer, on_ww_closed);
+    uv_close((uv_handle_t *)&ww->spare_timer, on_ww_closed);
 }
 
 /* ---- one attempt ---- */

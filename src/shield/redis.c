@@ -14,6 +14,7 @@
 #include <hiredis/hiredis.h>
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netdb.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -106,7 +107,7 @@ const char gh_redis_fails_lua[] =
 enum script { S_GCRA, S_WINDOW, S_FAILS, S_QUOTA, S_COUNT };
 static const char *const scripts[S_COUNT] = {gh_redis_gcra_lua, gh_redis_window_lua,
                                              gh_redis_fails_lua, gh_redis_quota_lua};
-static const unsigned script_answers[S_COUNT] = {4, 2, 2, 14};
+static const unsigned script_answers[S_COUNT] = {4, 2, 2, 15};
 /* S_QUOTA's keys and arguments are its command's own (cmd.xargv) */
 static const unsigned script_args[S_COUNT] = {4, 3, 5, 0};
 /* the most words of a command: EVALSHA, the SHA-1 and S_QUOTA's */
@@ -827,7 +828,8 @@ int gh_redis_eval_send(struct gh_redis *r, struct gh_worker *w, const char *scri
  * (gateway/quota.c) has them; the key is checked first, then the user, and
  * nothing is taken unless both pass. Answers {verdict, who, retry_ms, day,
  * then for the user and the key: remaining requests, their reset ms,
- * remaining tokens, their reset ms, tokens of today}. */
+ * remaining tokens, their reset ms, tokens of today; then, for a take
+ * that added a lease to the user's, the user's leases with it}. */
 const char gh_redis_quota_lua[] =
     "local t = redis.call('TIME')\n"
     "local sec = tonumber(t[1])\n"
@@ -839,7 +841,7 @@ const char gh_redis_quota_lua[] =
     "local op, member = ARGV[1], ARGV[2]\n"
     "local est, actual = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "local tday, lease = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
-    "local out = {0, 0, 0, day, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}\n"
+    "local out = {0, 0, 0, day, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}\n"
     "local S = {}\n"
     "local any = false\n"
     "for e = 1, 2 do\n"
@@ -847,7 +849,7 @@ const char gh_redis_quota_lua[] =
     "  for i = 1, 4 do l[i] = tonumber(ARGV[6 + 4 * (e - 1) + i]) end\n"
     "  local rated = l[1] + l[2] + l[3] > 0\n"
     "  any = any or rated\n"
-    "  S[e] = {l = l, tr = 0, tt = 0, dt = 0, rated = rated}\n"
+    "  S[e] = {l = l, tr = 0, tt = 0, dt = 0, held = 0, rated = rated}\n"
     "end\n"
     "if any then\n"
     "  local v = redis.call('MGET', KEYS[1], KEYS[3])\n"
@@ -899,7 +901,8 @@ const char gh_redis_quota_lua[] =
     "  local s = S[e]\n"
     "  if s.l[4] > 0 then\n"
     "    redis.call('ZREMRANGEBYSCORE', KEYS[2 * e], '-inf', nowms)\n"
-    "    if redis.call('ZCARD', KEYS[2 * e]) >= s.l[4] then return 3, 1000 end\n"
+    "    s.held = redis.call('ZCARD', KEYS[2 * e])\n"
+    "    if s.held >= s.l[4] then return 3, 1000 end\n"
     "  end\n"
     "  if s.l[3] > 0 and s.dt >= s.l[3] then return 4, eod end\n"
     "  return rates(e, false)\n"
@@ -915,7 +918,9 @@ const char gh_redis_quota_lua[] =
     "  for e = 1, 2 do\n"
     "    local s = S[e]\n"
     "    if s.l[4] > 0 then\n"
-    "      redis.call('ZADD', KEYS[2 * e], nowms + lease, member)\n"
+    "      if redis.call('ZADD', KEYS[2 * e], nowms + lease, member) > 0 and e == 1 then\n"
+    "        out[15] = S[1].held + 1\n"
+    "      end\n"
     "      redis.call('PEXPIRE', KEYS[2 * e], lease + 1000)\n"
     "    end\n"
     "    if s.rated then\n"
@@ -963,8 +968,8 @@ static void quota_finish(struct cmd *c, int status, const redisReply *rep)
         return;
     struct gh_redis_quota q = {0};
     if (!status) {
-        long long v[14];
-        for (int i = 0; i < 14; i++)
+        long long v[15];
+        for (int i = 0; i < 15; i++)
             v[i] = rep->element[i]->integer > 0 ? rep->element[i]->integer : 0;
         q.verdict = (unsigned)GH_MIN(v[0], 99ll);
         q.who = (unsigned)GH_MIN(v[1], 2ll);
@@ -978,6 +983,7 @@ static void quota_finish(struct cmd *c, int status, const redisReply *rep)
             q.e[e].reset_tokens_ms = (uint64_t)x[3];
             q.e[e].spent = (uint64_t)x[4];
         }
+        q.user_leases = (unsigned)GH_MIN(v[14], (long long)UINT_MAX);
     }
     c->cb.quota(c->arg, status, status ? NULL : &q);
 }

@@ -133,7 +133,8 @@ struct gh_redis_quota_args {
  * the day: nothing taken), who refused (1 the key, 2 the user), the wait
  * before a retry, Redis's UTC day (days since the epoch), and for [0] the
  * user and [1] the key the x-ratelimit-* numbers and today's tokens
- * (spent and reserved). */
+ * (spent and reserved); for a take that added a lease to the user's
+ * concurrency, the user's leases with it (else 0). */
 struct gh_redis_quota {
     unsigned verdict, who;
     uint64_t retry_ms;
@@ -143,6 +144,7 @@ struct gh_redis_quota {
         uint64_t reset_requests_ms, reset_tokens_ms;
         uint64_t spent;
     } e[2];
+    unsigned user_leases;
 };
 typedef void (*gh_redis_quota_cb)(void *arg, int status, const struct gh_redis_quota *res);
 /* Runs op on a's quotas on w's connection. 0 (cb, which may be NULL, runs

@@ -171,3 +171,38 @@ test('Redis stopped: each node allows its local share; Redis back: shared again'
   assert.match(log, /quota_fallback/);
   assert.match(log, /quota_shared/);
 });
+
+/** redis-cli on the cluster's Redis: its output lines. */
+function redisCli(...args) {
+  const r = spawnSync('redis-cli', ['-p', String(cl.base + 2), ...args], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout.trim().split('\n').filter(Boolean);
+}
+const evalshaCalls = () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(redisCli('INFO', 'commandstats').join('\n'))?.[1] || 0);
+
+test("a user's calls one after another on one node reuse its slot; the slot goes back after", opts, async () => {
+  // the defaults: only gateway.user_concurrency (16) applies to this user
+  const a = await account();
+  const before = new Set(redisCli('--scan', '--pattern', 'gh:*:uc'));
+  const calls0 = evalshaCalls();
+  for (let i = 0; i < 10; i++) assert.equal((await chat(1, a.key)).status, 200);
+  const calls = evalshaCalls() - calls0;
+  // without spare slots: a take and a release per call, 20 at least
+  assert.ok(calls <= 5, `${calls} scripts run in Redis for 10 calls`);
+  const mine = redisCli('--scan', '--pattern', 'gh:*:uc').filter((k) => !before.has(k));
+  assert.equal(mine.length, 1, mine.join(' '));
+  // nothing runs: within SPARE_MS (50 ms) and a turn, the slot is released
+  await waitUntil(async () => Number(redisCli('ZCARD', mine[0])[0]) === 0, { timeout: 2000, what: 'the spare slot released' });
+});
+
+test('with spare slots the limit still holds exactly across nodes', opts, async () => {
+  const a = await account();
+  await override('users', a.userId, { concurrency: 4 });
+  // a spare on node 1 (1 slot of 4 was taken: few)
+  for (let i = 0; i < 3; i++) assert.equal((await chat(1, a.key)).status, 200);
+  const streams = [];
+  for (let i = 0; i < 6; i++) streams.push(await openStream(1 + (i % 2), a.key, 100));
+  const st = streams.map((s) => s.status);
+  assert.deepEqual(st, [200, 200, 200, 200, 429, 429], st.join(','));
+  await Promise.all(streams.map((s) => s.done));
+});

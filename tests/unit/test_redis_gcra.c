@@ -191,10 +191,10 @@ static void failed_sign_ins(void **state)
 
 /* One run of the quota script on user u's and key k's keys (as
  * gh_redis_quota_send names them): lim = the user's then the key's rpm,
- * tpm, tpd, concurrency. out: its 14 numbers. */
+ * tpm, tpd, concurrency. out: its 15 numbers. */
 static void quota(const char *op, const char *u, const char *k, const char *lease, unsigned est,
                   unsigned actual, long long day, unsigned lease_ms, const unsigned lim[8],
-                  long long out[14])
+                  long long out[15])
 {
     char keys[4][64], a[12][24];
     snprintf(keys[0], sizeof keys[0], "gh:{%s}:q", u);
@@ -214,8 +214,8 @@ static void quota(const char *op, const char *u, const char *k, const char *leas
     redisReply *r = redisCommandArgv(rc, 21, argv, NULL);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    assert_int_equal(r->elements, 14);
-    for (int i = 0; i < 14; i++)
+    assert_int_equal(r->elements, 15);
+    for (int i = 0; i < 15; i++)
         out[i] = r->element[i]->integer;
     freeReplyObject(r);
 }
@@ -230,7 +230,7 @@ static void quota_rates_match_local(void **state)
     struct gh_quota_limits l = {.rpm = 3};
     struct gh_quota_state st = {0};
     struct gh_quota_info info;
-    long long v[14];
+    long long v[15];
     for (int i = 0; i < 4; i++) {
         enum gh_quota_verdict want = gh_quota_check(&st, &l, 0, 1, 5, true, &info);
         quota("take", "q1", "k", "c1", 5, 0, 0, 60000, lim, v);
@@ -271,7 +271,7 @@ static void quota_concurrency_leases(void **state)
     (void)state;
     NEED_REDIS();
     const unsigned lim[8] = {0, 0, 0, 1, 0, 0, 0, 0};
-    long long v[14];
+    long long v[15];
     quota("take", "q3", "", "a", 5, 0, 0, 60000, lim, v);
     assert_int_equal(v[0], 0);
     quota("take", "q3", "", "b", 5, 0, 0, 60000, lim, v);
@@ -293,6 +293,20 @@ static void quota_concurrency_leases(void **state)
     usleep(250000);
     quota("take", "q3", "", "d", 5, 0, 0, 60000, lim, v);
     assert_int_equal(v[0], 0);
+    /* a take answers the user's leases with its own (the gateway keeps a
+     * spare slot only while they are few); a refusal, a renew: 0 */
+    const unsigned four[8] = {0, 0, 0, 4, 0, 0, 0, 0};
+    quota("take", "q7", "", "a", 5, 0, 0, 60000, four, v);
+    assert_int_equal(v[14], 1);
+    quota("take", "q7", "", "b", 5, 0, 0, 60000, four, v);
+    assert_int_equal(v[14], 2);
+    quota("renew", "q7", "", "b", 5, 0, 0, 60000, four, v);
+    assert_int_equal(v[14], 0);
+    quota("settle", "q7", "", "a", 5, 5, v[3], 60000, four, v);
+    quota("take", "q7", "", "c", 5, 0, 0, 60000, four, v);
+    assert_int_equal(v[14], 2);
+    quota("take", "q7", "", "c", 5, 0, 0, 60000, four, v); /* the same id again */
+    assert_int_equal(v[14], 0);
 }
 
 /* tpd 10 on the user: estimates are reserved at take, the real count
@@ -302,7 +316,7 @@ static void quota_day_tokens(void **state)
     (void)state;
     NEED_REDIS();
     const unsigned lim[8] = {0, 0, 10, 0, 0, 0, 0, 0};
-    long long v[14], day;
+    long long v[15], day;
     quota("take", "q4", "", "a", 8, 0, 0, 60000, lim, v);
     assert_int_equal(v[0], 0);
     assert_int_equal(v[8], 8);
@@ -342,7 +356,7 @@ static void quota_state_format(void **state)
     (void)state;
     NEED_REDIS();
     const unsigned lim[8] = {60, 0, 0, 0, 0, 0, 0, 0};
-    long long v[14];
+    long long v[15];
     redisReply *r = redisCommand(rc, "SET gh:{q6}:q %s", "not a state");
     freeReplyObject(r);
     quota("take", "q6", "", "a", 5, 0, 0, 60000, lim, v);
