@@ -46,8 +46,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const RULES = 'login:global:1/1h';
 /* Chat quotas. Default: gatehouse's own defaults, as a node runs out of
  * the box (gateway.user_concurrency = 16, no rate: the cluster node
- * counts each call's concurrency slot in Redis, one round trip per call
- * and its release). QUOTAS=1: rpm, tpd and concurrency set, never
+ * counts the concurrency slots in Redis, and reuses a finished call's for
+ * the same user's next call: spare slots, gateway/qshare.c). QUOTAS=1: rpm, tpd and concurrency set, never
  * reached (the whole quota script). QUOTAS=0: no quota at all (no Redis
  * call). */
 const QUOTAS = process.env.QUOTAS ?? 'default';
@@ -196,7 +196,7 @@ try {
   console.log(`md: Chat quotas: ${{
     1: 'QUOTAS=1: rpm, tpd and concurrency set, never reached (cluster: the quota script, one Redis round trip per call and its settle)',
     0: 'QUOTAS=0: none (no Redis call)',
-  }[QUOTAS] ?? 'the defaults (gateway.user_concurrency = 16; cluster: the slot taken in Redis, one round trip per call and its release; QUOTAS=0 drops it, QUOTAS=1 sets rates too)'}.`);
+  }[QUOTAS] ?? 'the defaults (gateway.user_concurrency = 16; cluster: the slots counted in Redis, a finished call's slot reused by the same user's next call on the worker within 50 ms; QUOTAS=0 drops it, QUOTAS=1 sets rates too)'}.`);
   console.log('md: ');
   console.log('md: | load | single req/s | cluster req/s | single p99 ms | cluster p99 ms | p99 ratio (≤ 1.5) | single CPU µs/req | cluster CPU µs/req | CPU ratio (≤ 1.15) |');
   console.log('md: |---|---|---|---|---|---|---|---|---|');
