@@ -187,8 +187,10 @@ test("a user's calls one after another on one node reuse its slot; the slot goes
   const calls0 = evalshaCalls();
   for (let i = 0; i < 10; i++) assert.equal((await chat(1, a.key)).status, 200);
   const calls = evalshaCalls() - calls0;
-  // without spare slots: a take and a release per call, 20 at least
-  assert.ok(calls <= 5, `${calls} scripts run in Redis for 10 calls`);
+  // without spare slots: a take and a release per call, 20 at least; with
+  // them 1, and 2 more for each pause over 50 ms between two calls (a
+  // loaded machine may make a few)
+  assert.ok(calls <= 10, `${calls} scripts run in Redis for 10 calls`);
   const mine = redisCli('--scan', '--pattern', 'gh:*:uc').filter((k) => !before.has(k));
   assert.equal(mine.length, 1, mine.join(' '));
   // nothing runs: within SPARE_MS (50 ms) and a turn, the slot is released
