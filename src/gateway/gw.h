@@ -67,6 +67,7 @@ struct gw_worker {
         uint64_t user_id;
         unsigned limit;    /* the user's concurrency when it was kept */
         uint64_t until_ms; /* the loop's time */
+        uint64_t lease_ms; /* when its lease was taken or last renewed */
         char user[GH_REDIS_KEY_MAX];
         char lease[48];
     } spares[GW_SPARES];
@@ -101,6 +102,7 @@ struct gw_call {
     char quota_key[GH_REDIS_KEY_MAX];
     struct gh_list lease_node; /* in ww->leases while its leases need renewing */
     char lease[48];            /* its concurrency lease in Redis: its id, or a spare's */
+    uint64_t lease_ms;         /* when that lease was taken or last renewed (loop time) */
     bool roomy;                /* few of the user's slots were taken: its may be kept */
     char id[48];
     uint64_t created;

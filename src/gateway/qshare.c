@@ -28,8 +28,11 @@
  * node cannot have for at most SPARE_MS, so spares are kept only while
  * the user's slots were at most half its limit at the take (the Redis
  * answer says), at most half its limit and SPARES_PER_USER per user on a
- * worker, GW_SPARES per worker. A node that stops leaves its spares to
- * their leases. */
+ * worker, GW_SPARES per worker. A spare is reused only while its lease
+ * was taken or renewed within the last third of its life: the renewals
+ * go to running calls, and a chain of short calls on one slot, idle at
+ * each renewal, would otherwise outlive its lease in Redis and run
+ * uncounted. A node that stops leaves its spares to their leases. */
 #define SPARE_MS        50
 #define SPARES_PER_USER 8
 
@@ -101,10 +104,13 @@ static bool spare_take(struct gw_call *c)
     uint64_t now = uv_now(&ww->w->loop);
     for (unsigned i = ww->nspares; i-- > 0;) {
         struct gw_spare *sp = &ww->spares[i];
+        /* a lease renewed within a third of its life: Redis keeps it two
+         * thirds more, and the call's own renewals start within a third */
         if (sp->user_id != c->who.user_id || sp->limit != c->user_limits.concurrency ||
-            sp->until_ms <= now)
+            sp->until_ms <= now || now - sp->lease_ms >= LEASE_MS / 3)
             continue;
         memcpy(c->lease, sp->lease, sizeof c->lease);
+        c->lease_ms = sp->lease_ms;
         ww->spares[i] = ww->spares[--ww->nspares];
         return true;
     }
@@ -126,6 +132,7 @@ static bool spare_put(struct gw_call *c)
     sp->user_id = c->who.user_id;
     sp->limit = c->user_limits.concurrency;
     sp->until_ms = uv_now(&ww->w->loop) + SPARE_MS;
+    sp->lease_ms = c->lease_ms;
     memcpy(sp->user, c->quota_user, sizeof sp->user);
     memcpy(sp->lease, c->lease, sizeof sp->lease);
     if (!uv_is_active((uv_handle_t *)&ww->spare_timer))
@@ -210,6 +217,7 @@ static void on_take(void *arg, int status, const struct gh_redis_quota *res)
     }
     c->quota_by = GW_QUOTA_REDIS;
     c->roomy = res->user_leases && res->user_leases * 2 <= c->user_limits.concurrency;
+    c->lease_ms = uv_now(&c->ww->w->loop);
     enum gh_quota_verdict v =
         res->verdict < GH_ARRAY_LEN(verdicts) ? verdicts[res->verdict] : GH_QUOTA_FULL;
     bool user_refused = v != GH_QUOTA_OK && res->who == 2;
@@ -296,7 +304,8 @@ static void on_lease_timer(uv_timer_t *t)
         struct gw_call *c = GH_CONTAINER_OF(n, struct gw_call, lease_node);
         struct gh_redis_quota_args a;
         args_of(c, GH_REDIS_QUOTA_RENEW, 0, &a);
-        gh_redis_quota_send(ww->gw->redis, ww->w, &a, NULL, NULL);
+        if (!gh_redis_quota_send(ww->gw->redis, ww->w, &a, NULL, NULL))
+            c->lease_ms = uv_now(&ww->w->loop);
     }
 }
 
