@@ -279,14 +279,15 @@ void gw_quota_settle(struct gw_call *c)
     /* rpm alone needs no settle: the request was counted at its take */
     bool settles = c->user_limits.tpm || c->user_limits.tpd || c->user_limits.concurrency ||
                    c->key_limits.tpm || c->key_limits.tpd || c->key_limits.concurrency;
-    if (c->quota_by == GW_QUOTA_REDIS && spare_put(c)) {
-        /* kept for the user's next call on this worker */
-    } else if (c->quota_by == GW_QUOTA_REDIS && settles) {
-        /* unanswered (Redis gone): the lease expires by itself and the
+    if (c->quota_by == GW_QUOTA_REDIS) {
+        /* a slot kept as a spare is settled when it expires unused;
+         * unanswered (Redis gone): the lease expires by itself and the
          * estimate stays charged to the day */
-        struct gh_redis_quota_args a;
-        args_of(c, GH_REDIS_QUOTA_SETTLE, actual, &a);
-        gh_redis_quota_send(gw->redis, c->ww->w, &a, NULL, NULL);
+        if (settles && !spare_put(c)) {
+            struct gh_redis_quota_args a;
+            args_of(c, GH_REDIS_QUOTA_SETTLE, actual, &a);
+            gh_redis_quota_send(gw->redis, c->ww->w, &a, NULL, NULL);
+        }
     } else if (c->quota_by == GW_QUOTA_LOCAL) {
         int64_t now = (int64_t)gh_now_ns();
         gh_quota_release(gw->quotas, GH_QUOTA_USER, c->who.user_id, &c->user_limits, now, c->day,
