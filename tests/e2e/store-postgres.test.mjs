@@ -45,7 +45,7 @@ function pgSet(pg, extra = {}) {
 test('accounts on PostgreSQL: register, log in, keys, delete; phones sealed', opts, async (t) => {
   const pg = freshDb('accounts');
   const srv = await startServer({ t, set: pgSet(pg) });
-  assert.match(srv.stderr(), /"event":"store_migrated"/);
+  await srv.waitStderr(/"event":"store_migrated"/); // the log's thread writes it
 
   const phone = cnPhone();
   const { jar, user } = await registerUser(srv, phone, PW);

@@ -58,7 +58,8 @@ test('usage is kept in the store: it survives a restart; an old usage.jsonl is m
   const legacy = path.join(dataDir, 'usage.jsonl');
   fs.writeFileSync(legacy, `${line()}\n${line({ cut_short: true })}\n{"ts":"tor`, { mode: 0o600 });
   srv = await startServer({ t, dataDir, set: FAST, name: 'usage-import' });
-  assert.match(srv.stderr(), /"event":"usage_imported"/);
+  // the log's own thread writes it: it may come after the server answers
+  await srv.waitStderr(/"event":"usage_imported"/);
   assert.ok(!fs.existsSync(legacy) && fs.existsSync(`${legacy}.imported`), 'renamed once moved');
   rows = await usage(srv, key);
   assert.equal(rows[yesterday].requests, 2);
@@ -71,6 +72,7 @@ test('usage is kept in the store: it survives a restart; an old usage.jsonl is m
 
   // started again: nothing imported twice
   srv = await startServer({ t, dataDir, set: FAST, name: 'usage-again' });
+  await srv.waitStderr(/"event":"listening"/); // logged after the import would be
   assert.doesNotMatch(srv.stderr(), /"event":"usage_imported"/);
   rows = await usage(srv, key);
   assert.equal(rows[yesterday].requests, 2);
