@@ -40,11 +40,20 @@ enum conn_state { ST_HEADER, ST_BODY, ST_BUSY, ST_IDLE, ST_CLOSING };
 /* A stream's drain callback fires when the queue falls under this. */
 #define WRITE_LOW_MARK (64u << 10)
 
+/* the loop's turns (accepting, paced; should_park) */
+#define ACCEPT_MIN     1
+#define ACCEPT_START   16
+#define ACCEPT_MAX     256
+#define TURN_TARGET_US 100
+/* a turn whose poll slept less than this found events waiting */
+#define SATURATED_SLEEP_NS 20000
+
 struct gh_conn {
     uv_tcp_t tcp;
     struct gh_worker *w;
     struct gh_list node;
     struct gh_list ready_node; /* in w->http->ready while its request waits for the turn's end */
+    struct gh_list park_node;  /* in w->http->parked while its headers wait for the turn's end */
     uint64_t since_ms;
     uint64_t first_byte_ns;
     struct gh_reqparser parser;
@@ -66,6 +75,7 @@ struct gh_conn {
     bool continue_sent;
     bool shutting;
     bool got_bytes;
+    bool unparked;  /* its headers' turn has come: on_headers goes on */
     bool linger;    /* refused mid-request: drain what the client still sends */
     bool lingering; /* our side is shut; reading and discarding until EOF */
     uint32_t lingered; /* bytes discarded while lingering */
@@ -96,6 +106,8 @@ static void on_turn_spin(uv_idle_t *h)
     (void)h; /* its being active is what counts: the poll does not block */
 }
 static void process_input(struct gh_conn *c);
+static void refuse_parsed(struct gh_conn *c, size_t avail);
+static void enqueue(struct gh_conn *c, struct gh_http_req *req);
 static void finish_request(struct gh_http_req *req);
 static void account(struct gh_http_req *req, unsigned route_idx);
 static unsigned route_index(struct gh_http_req *req);
@@ -139,8 +151,11 @@ static void set_state(struct gh_conn *c, enum conn_state st, uint64_t now_ms)
 {
     struct gh_worker *w = c->w;
     GH_ASSERT(state_may_follow((enum conn_state)c->state, st, c->lingering));
-    if (c->state == ST_BODY && st != ST_BODY)
+    if (c->state == ST_BODY && st != ST_BODY) {
         body_release(c); /* received, refused or closed: no longer in flight */
+        if (gh_list_linked(&c->park_node))
+            gh_list_remove(&c->park_node);
+    }
     if (c->state == ST_HEADER && st != ST_HEADER) {
         w->http->npending--;
         GH_STAT_ADD(&w->stats.pending_headers, -1);
@@ -195,6 +210,10 @@ static void on_shutdown(uv_shutdown_t *sr, int status)
         c->lingering = true;
         set_state(c, ST_BODY, uv_now(&c->w->loop)); /* the sweep ends it */
         c->rate_mark_ms = uv_now(&c->w->loop);      /* the last read, while lingering */
+        if (c->read_paused) { /* refused while its reading waited (should_park, cred_wake) */
+            c->read_paused = false;
+            resume_read(c);
+        }
         return;
     }
     conn_close(c);
@@ -879,9 +898,11 @@ static void pause_read(struct gh_conn *c)
     }
 }
 
-/* The credentials look-up of body_admit is done: the parser asks
- * on_headers again (a feed with no bytes), then the bytes that arrived
- * meanwhile are parsed and reading resumes. */
+/* The credentials look-up of body_admit or shared_admit is done, or
+ * parked headers' turn has come (run_ready): the parser asks on_headers
+ * again (a feed with no bytes), which may complete a request without a
+ * body; else the bytes that arrived meanwhile are parsed and reading
+ * resumes. */
 static void cred_wake(void *arg)
 {
     struct gh_conn *c = arg;
@@ -891,7 +912,14 @@ static void cred_wake(void *arg)
     size_t used = 0;
     enum gh_parse_result r = gh_reqparser_feed(&c->parser, "", 0, &used);
     if (r == GH_PARSE_ERROR) {
-        refuse(c, c->parser.error_status, c->parser.error_msg);
+        refuse_parsed(c, c->in.len);
+        return;
+    }
+    if (r == GH_PARSE_WAIT)
+        return; /* asked to wait again */
+    if (r == GH_PARSE_DONE) {
+        /* a request without a body: what follows it waits for its answer */
+        enqueue(c, gh_reqparser_take(&c->parser));
         return;
     }
     if (c->in.len) {
@@ -969,6 +997,44 @@ static int shared_admit(struct gh_conn *c, struct gh_http_req *req)
     return 429;
 }
 
+/* The work of the loop's current turn so far, in µs: the wall time since
+ * the last turn's end less the time the poll slept meanwhile. */
+static uint64_t turn_busy_us(struct gh_worker *w, uint64_t now_ns, uint64_t *idle_ns)
+{
+    uint64_t idle = uv_metrics_idle_time(&w->loop);
+    uint64_t span = now_ns - w->http->turn_mark_ns, slept = idle - w->http->turn_idle_mark_ns;
+    if (idle_ns)
+        *idle_ns = idle;
+    return (span - GH_MIN(span, slept)) / 1000;
+}
+
+/* Whether req's headers wait for the turn's end: once the turn has done
+ * TURN_TARGET_US of work, a request without valid credentials and not
+ * for an operator route is neither checked by the shield nor refused nor
+ * read further in this turn (its connection stops reading). So under a
+ * flood the reads of a turn cost a parse each past the budget, not a
+ * refusal's writes and close, and a user's request in the same poll waits
+ * behind that much. run_ready takes them up in arrival order. */
+static bool should_park(struct gh_conn *c, struct gh_http_req *req)
+{
+    struct gh_worker *w = c->w;
+    struct gh_server *srv = w->srv;
+    if (w->admin || (req->route && req->route->cls == GH_CLASS_OPS))
+        return false;
+    if (gh_list_linked(&c->park_node))
+        return true; /* asked again before its turn came */
+    if (turn_busy_us(w, uv_hrtime(), NULL) <= TURN_TARGET_US)
+        return false;
+    if (srv->http->credentials && srv->http->credentials(req, srv->http->credentials_data))
+        return false;
+    GH_STAT_ADD(&w->stats.parked, 1);
+    pause_read(c);
+    gh_list_push_back(&w->http->parked, &c->park_node);
+    if (!uv_is_active((uv_handle_t *)&w->http->turn_spin))
+        uv_idle_start(&w->http->turn_spin, on_turn_spin);
+    return true;
+}
+
 static int on_headers(struct gh_http_req *req, void *data)
 {
     struct gh_conn *c = data;
@@ -990,8 +1056,9 @@ static int on_headers(struct gh_http_req *req, void *data)
             req->body_max = rt->body_max;
     } else if (m == GH_MATCH_BAD_METHOD) {
         /* remembered for dispatch; the body (capped) is read first so the
-         * connection stays usable */
-        gh_http_add_header(req, "Allow", "%s", allow);
+         * connection stays usable (asked again after GH_HEADERS_WAIT: once) */
+        if (req->status != 405)
+            gh_http_add_header(req, "Allow", "%s", allow);
         req->status = 405;
     } else {
         req->status = 404;
@@ -1000,6 +1067,10 @@ static int on_headers(struct gh_http_req *req, void *data)
         set_state(c, ST_BODY, uv_now(&w->loop));
     if (c->state != ST_BODY)
         return 0;
+    if (c->unparked)
+        c->unparked = false;
+    else if (should_park(c, req))
+        return GH_HEADERS_WAIT;
     if (c->shared_addr && !w->admin) {
         int rc = shared_admit(c, req);
         if (rc)
@@ -1192,6 +1263,20 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
                           msg ? msg : gh_http_reason(status));
 }
 
+/* Answers the request the parser refused, with avail bytes of it in hand
+ * after the point it stopped at. A request that said Connection: close
+ * and whose whole body is in hand has nothing more to send: no lingering
+ * needed. */
+static void refuse_parsed(struct gh_conn *c, size_t avail)
+{
+    const struct gh_http_req *pr = c->parser.req;
+    bool done =
+        pr && !pr->keep_alive && pr->content_length != UINT64_MAX && pr->content_length <= avail;
+    refuse(c, c->parser.error_status, c->parser.error_msg);
+    if (done && c->state != ST_CLOSING)
+        c->linger = false;
+}
+
 /* Parses as much of data as one request at a time allows; returns bytes
  * used. */
 static size_t parse(struct gh_conn *c, const char *data, size_t len, uint64_t now_ns)
@@ -1212,14 +1297,7 @@ static size_t parse(struct gh_conn *c, const char *data, size_t len, uint64_t no
         len -= used;
         used_total += used;
         if (r == GH_PARSE_ERROR) {
-            /* a request that said Connection: close and whose whole body is
-             * in hand has nothing more to send: no lingering needed */
-            const struct gh_http_req *pr = c->parser.req;
-            bool done = pr && !pr->keep_alive && pr->content_length != UINT64_MAX &&
-                        pr->content_length <= len;
-            refuse(c, c->parser.error_status, c->parser.error_msg);
-            if (done && c->state != ST_CLOSING)
-                c->linger = false;
+            refuse_parsed(c, len);
             return used_total + len; /* the rest is discarded with the connection */
         }
         if (r == GH_PARSE_DONE) {
@@ -1261,7 +1339,7 @@ static void process_input(struct gh_conn *c)
         c->close_after = true;
         maybe_close_after_write(c);
     } else if (c->read_paused && !c->eof && !c->req && !c->cred_job &&
-               c->in.len < c->w->cfg->limits.pipeline_max) {
+               !gh_list_linked(&c->park_node) && c->in.len < c->w->cfg->limits.pipeline_max) {
         /* the backlog that paused reading has been worked off */
         c->read_paused = false;
         resume_read(c);
@@ -1455,12 +1533,6 @@ static void conn_close(struct gh_conn *c)
  * backlog is waiting): so a user's request waits behind about one turn's
  * worth of new-connection work, whatever the flood; the kernel's backlog
  * holds the rest, as it does for nginx with multi_accept off. */
-#define ACCEPT_MIN     1
-#define ACCEPT_START   16
-#define ACCEPT_MAX     256
-#define TURN_TARGET_US 250
-/* a turn whose poll slept less than this found events waiting */
-#define SATURATED_SLEEP_NS 20000
 
 /* Whether an address may connect: the checks made before anything is
  * allocated for a connection (for a direct client at accept, for a
@@ -1555,6 +1627,7 @@ static void accept_fd(struct gh_worker *w, int fd, const struct sockaddr_storage
     c->tcp.data = c;
     gh_list_init(&c->node);
     gh_list_init(&c->ready_node);
+    gh_list_init(&c->park_node);
     c->state = ST_IDLE; /* so the first set_state counts it pending */
     gh_reqparser_init(&c->parser, cfg->limits.header_max, cfg->limits.header_count_max,
                       on_headers, c);
@@ -1603,36 +1676,45 @@ static void on_listener(uv_poll_t *p, int status, int events)
 }
 
 /* Dispatches the anonymous requests completed before the turn's end
- * (users' and operators' went at once: enqueue). Requests that complete
- * while these run (pipelined ones) wait for the next turn. */
+ * (users' and operators' went at once: enqueue), in arrival order, then
+ * takes up parked headers (should_park), while the turn's work is within
+ * TURN_TARGET_US, and at least one of each: the rest wait for the next
+ * turn (turn_spin keeps its poll from blocking). */
 static void run_ready(struct gh_worker *w)
 {
-    if (gh_list_empty(&w->http->ready))
-        return;
-    struct gh_list now;
-    now.next = w->http->ready.next;
-    now.prev = w->http->ready.prev;
-    now.next->prev = &now;
-    now.prev->next = &now;
-    gh_list_init(&w->http->ready);
     struct gh_list *n;
-    while ((n = gh_list_first(&now))) {
+    bool first = true;
+    while ((n = gh_list_first(&w->http->ready))) {
+        if (!first && turn_busy_us(w, uv_hrtime(), NULL) > TURN_TARGET_US)
+            break;
+        first = false;
         struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, ready_node);
         gh_list_remove(n);
         dispatch(c, c->req);
+    }
+    first = true;
+    while ((n = gh_list_first(&w->http->parked))) {
+        if (!first && turn_busy_us(w, uv_hrtime(), NULL) > TURN_TARGET_US)
+            return;
+        first = false;
+        struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, park_node);
+        gh_list_remove(n);
+        c->unparked = true;
+        cred_wake(c); /* asks on_headers again, then reads on */
     }
 }
 
 static void on_turn_end(uv_check_t *h)
 {
     struct gh_worker *w = h->data;
-    /* the work of the last turn: its wall time less the time the poll slept */
-    uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(&w->loop);
-    uint64_t span = now - w->http->turn_mark_ns, slept = idle - w->http->turn_idle_mark_ns;
-    uint64_t busy_us = (span - GH_MIN(span, slept)) / 1000;
+    run_ready(w);
+    /* the turn's work: the poll's callbacks and run_ready; the accepts
+     * below count in the next turn's */
+    uint64_t now = uv_hrtime(), idle;
+    uint64_t busy_us = turn_busy_us(w, now, &idle);
+    uint64_t slept = idle - w->http->turn_idle_mark_ns;
     w->http->turn_mark_ns = now;
     w->http->turn_idle_mark_ns = idle;
-    run_ready(w);
     if (busy_us > TURN_TARGET_US)
         w->http->accept_budget = GH_MAX(ACCEPT_MIN, w->http->accept_budget / 2);
     if (w->http->accept_ready && !accept_some(w) && busy_us <= TURN_TARGET_US)
@@ -1642,18 +1724,22 @@ static void on_turn_end(uv_check_t *h)
      * thread that shares its CPU and has a user's answer to compute waits
      * for the scheduler to preempt the loop (a time slice: milliseconds).
      * While such a job is out, a turn whose poll did not sleep (the loop
-     * is saturated: events were waiting) ends by giving way to it. */
+     * is saturated: events were waiting) ends by giving way to it; the
+     * time given is not the loop's work. */
     if (slept < SATURATED_SLEEP_NS && atomic_load_explicit(&w->jobs_out, memory_order_relaxed)) {
         GH_STAT_ADD(&w->stats.loop_yields, 1);
+        uint64_t t = uv_hrtime();
         sched_yield();
+        w->http->turn_mark_ns += uv_hrtime() - t;
     }
-    if (gh_list_empty(&w->http->ready))
+    if (gh_list_empty(&w->http->ready) && gh_list_empty(&w->http->parked))
         uv_idle_stop(&w->http->turn_spin);
 }
 
 int gh_conn_listen(struct gh_worker *w)
 {
     gh_list_init(&w->http->ready);
+    gh_list_init(&w->http->parked);
     w->http->accept_budget = ACCEPT_START;
     w->http->listener.data = w;
     w->http->turn_end.data = w;
@@ -1748,8 +1834,9 @@ void gh_conn_sweep(struct gh_worker *w, uint64_t now)
                 conn_close(c);
             continue;
         }
+        /* parked headers wait for the loop, not for the client */
         if (elapsed < cfg->limits.body_rate_grace_ms || !c->parser.req ||
-            now - c->rate_mark_ms < window)
+            now - c->rate_mark_ms < window || gh_list_linked(&c->park_node))
             continue;
         uint64_t got = c->parser.req->body.len;
         uint64_t span = now - c->rate_mark_ms;

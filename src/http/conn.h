@@ -7,10 +7,12 @@
 
 /* Starts w's loop priorities and polls its listening socket (w->http->listen_fd):
  * each loop turn serves the reads of established connections, then the
- * requests they completed (valid credentials and operator routes first),
- * and only then accepts new connections, at most w->http->accept_budget, a bound
- * that shrinks when turns run long. Worker thread, before its loop runs.
- * 0 or a libuv error code. */
+ * requests they completed (valid credentials and operator routes at
+ * once, the others at the turn's end; past the turn's work budget the
+ * others' headers wait for it too), and only then accepts new
+ * connections, at most w->http->accept_budget, a bound that shrinks when
+ * turns run long. Worker thread, before its loop runs. 0 or a libuv
+ * error code. */
 int gh_conn_listen(struct gh_worker *w);
 /* Stops accepting and closes the listening socket (graceful stop). */
 void gh_conn_unlisten(struct gh_worker *w);

@@ -514,9 +514,9 @@ enum gh_parse_result gh_reqparser_feed(struct gh_reqparser *p, const char *data,
         }
         if (rc)
             return GH_PARSE_ERROR;
+        /* on with what is in hand, none included: a request without a
+         * body completes here */
         llhttp_resume(hp);
-        if (!len)
-            return GH_PARSE_AGAIN;
     }
     for (;;) {
         p->scan_from = at;

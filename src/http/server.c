@@ -422,6 +422,10 @@ void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out)
                          "Busy loop turns that ended by yielding the CPU to the store or "
                          "password threads working on the worker's requests.",
                          "counter", offsetof(struct gh_worker_stats, loop_yields), 1);
+    render_per_worker_as(out, srv, "gatehouse_event_loop_parked_total",
+                         "Requests without credentials whose headers arrived after the loop "
+                         "turn's work budget was spent, checked at the turn's end instead.",
+                         "counter", offsetof(struct gh_worker_stats, parked), 1);
     gh_buf_printf(out,
                   "# HELP gatehouse_log_lines_dropped_total Log lines dropped because the "
                   "buffer was full.\n# TYPE gatehouse_log_lines_dropped_total counter\n"

@@ -73,12 +73,14 @@ struct gh_http_worker {
     bool listening;
     /* the loop's priorities (conn.c): users' and operators' requests are
      * dispatched as soon as they are parsed; the others parsed in a turn
-     * wait in ready until the turn's end, then new connections are
+     * wait in ready until the turn's end (past the turn's work budget,
+     * their headers wait in parked, unread further), then new connections are
      * accepted, at most accept_budget of them, a bound that adapts to how
      * long the loop's turns take */
     uv_check_t turn_end;
     uv_idle_t turn_spin; /* keeps the poll from blocking while ready holds requests */
     struct gh_list ready;
+    struct gh_list parked; /* connections whose anonymous headers wait for the turn's end */
     bool accept_ready;  /* the listening socket was readable this turn */
     bool accept_paused; /* out of descriptors: polled again by the tick */
     unsigned accept_budget;

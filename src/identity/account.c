@@ -5,6 +5,14 @@
 
 /* ---- GET /api/me, GET /api/me/export, DELETE /api/me ---- */
 
+enum { ME_READ_CACHED, ME_READ_WAITED, ME_READ_REFRESH };
+
+static void me_count(int kind)
+{
+    if (ids.m_me_reads[kind])
+        atomic_fetch_add_explicit(ids.m_me_reads[kind], 1, memory_order_relaxed);
+}
+
 struct me_job {
     struct gh_http_req *req;
     uint64_t user_id;
@@ -85,7 +93,14 @@ static int me_read_fn(struct gh_store_conn *c, void *arg)
 static void me_done(struct gh_worker *w, void *arg, int rc)
 {
     struct me_job *j = arg;
-    if (w) {
+    if (w && !j->req) {
+        /* a refresh behind a cached answer: only the cache hears it (a
+         * record gone elsewhere leaves it: the next ask reads again) */
+        if (!rc && j->out.len > 9)
+            gh_mecache_put(j->user_id, j->gen, gh_now_ms(), j->out.data + 8, j->out.len - 9);
+        else if (rc == GH_ENOTFOUND)
+            gh_mecache_drop(j->user_id);
+    } else if (w) {
         if (rc == GH_ENOTFOUND)
             gh_http_respond_error(j->req, 401, "unauthorized", "sign in first");
         else if (rc)
@@ -108,6 +123,27 @@ static void me_done(struct gh_worker *w, void *arg, int rc)
     free(j);
 }
 
+/* Reads user_id's record on the store's reader pool for req (NULL: a
+ * refresh of the answer cache, answered to no one), back on w's loop. 0
+ * or GH_E* (nothing started). */
+static int me_read(struct gh_worker *w, struct gh_http_req *req, uint64_t user_id, bool export)
+{
+    struct me_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return GH_ENOMEM;
+    j->req = req;
+    j->user_id = user_id;
+    j->export = export;
+    j->gen = gh_mecache_gen(user_id);
+    gh_buf_init(&j->out, export ? 16u << 20 : 64u << 10);
+    int rc = gh_store_read(ids.store, me_read_fn, j, w, me_done);
+    if (rc) {
+        gh_buf_dispose(&j->out);
+        free(j);
+    }
+    return rc;
+}
+
 static void me_common(struct gh_http_req *req, bool export)
 {
     struct gh_principal pr;
@@ -115,30 +151,26 @@ static void me_common(struct gh_http_req *req, bool export)
         return;
     if (!export) {
         char json[GH_MECACHE_MAX];
-        size_t n = gh_mecache_get(pr.user_id, gh_now_ms(), json);
+        bool refresh;
+        size_t n = gh_mecache_get(pr.user_id, gh_now_ms(), json, &refresh);
         if (n) {
+            struct gh_worker *w = req->worker;
             gh_http_add_header(req, "Cache-Control", "no-store");
             char body[GH_MECACHE_MAX + 16];
             int len = snprintf(body, sizeof body, "{\"user\":%.*s}", (int)n, json);
             gh_http_respond_json(req, 200, body, (size_t)len);
+            me_count(ME_READ_CACHED);
+            /* the answer is out; the read behind it (its failure leaves the
+             * entry to expire, and the next ask after that waits) */
+            if (refresh && !me_read(w, NULL, pr.user_id, false))
+                me_count(ME_READ_REFRESH);
             return;
         }
     }
-    struct me_job *j = calloc(1, sizeof *j);
-    if (!j) {
+    if (!export)
+        me_count(ME_READ_WAITED);
+    if (me_read(req->worker, req, pr.user_id, export))
         id_respond_busy(req, "the account service");
-        return;
-    }
-    j->req = req;
-    j->user_id = pr.user_id;
-    j->export = export;
-    j->gen = gh_mecache_gen(pr.user_id);
-    gh_buf_init(&j->out, 16u << 20);
-    if (gh_store_read(ids.store, me_read_fn, j, req->worker, me_done)) {
-        gh_buf_dispose(&j->out);
-        free(j);
-        id_respond_busy(req, "the account service");
-    }
 }
 
 void id_h_me(struct gh_http_req *req)

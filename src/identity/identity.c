@@ -996,6 +996,15 @@ int gh_identity_init(struct gh_server *srv, struct gh_buf *err)
             gh_metrics_counter("gatehouse_identity_policy_changes_total", labels,
                                "changes of the effective registration policy, by cause");
     }
+    static const char *const me_from[] = {"cache", "store", "refresh"};
+    for (size_t i = 0; i < GH_ARRAY_LEN(me_from); i++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "from=\"%s\"", me_from[i]);
+        ids.m_me_reads[i] = gh_metrics_counter(
+            "gatehouse_identity_me_reads_total", labels,
+            "GET /api/me: answers from memory (cache), answers that waited for the store "
+            "(store), and store reads behind a cached answer that refresh it (refresh)");
+    }
     ids.m_reg_capped =
         gh_metrics_counter("gatehouse_identity_register_capped_total", "",
                            "registrations refused 503 by the attack level's registration cap");

@@ -60,6 +60,9 @@ struct identity {
     _Atomic uint64_t *m_reloads;   /* credential cache misses looked up in the store */
     _Atomic uint64_t *m_cred_msgs; /* credentials ended by another node (store messages) */
     _Atomic uint64_t *m_rechecks;  /* cached credentials read again past [store] cache_ttl */
+    /* GET /api/me answers: from memory, after a wait for the store; and
+     * store reads behind a cached answer (account.c) */
+    _Atomic uint64_t *m_me_reads[3];
     /* the SMS outbox (shared store): outbox.c */
     _Atomic uint64_t outbox_lease_ms;
     _Atomic bool outbox_sweeping; /* a claim job is queued or running */

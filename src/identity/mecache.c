@@ -11,7 +11,9 @@
 struct slot {
     uint64_t user_id; /* 0 = empty */
     uint64_t expires_ms;
-    uint64_t gen; /* drops so far (never reset) */
+    uint64_t refresh_ms; /* from then on a get asks for a refresh */
+    uint64_t gen;        /* drops so far (never reset) */
+    bool refreshing;     /* a refresh is out (until the next put or drop) */
     uint16_t len;
     char json[GH_MECACHE_MAX];
 };
@@ -53,8 +55,10 @@ void gh_mecache_free(void)
         pthread_mutex_destroy(&locks[i]);
 }
 
-size_t gh_mecache_get(uint64_t user_id, uint64_t now_ms, char *out)
+size_t gh_mecache_get(uint64_t user_id, uint64_t now_ms, char *out, bool *refresh)
 {
+    if (refresh)
+        *refresh = false;
     if (!slots || !user_id)
         return 0;
     size_t i = slot_of(user_id), n = 0;
@@ -63,6 +67,10 @@ size_t gh_mecache_get(uint64_t user_id, uint64_t now_ms, char *out)
     if (s->user_id == user_id && now_ms < s->expires_ms) {
         n = s->len;
         memcpy(out, s->json, n);
+        if (refresh && now_ms >= s->refresh_ms && !s->refreshing) {
+            s->refreshing = true;
+            *refresh = true;
+        }
     }
     pthread_mutex_unlock(lock_of(i));
     return n;
@@ -95,6 +103,8 @@ void gh_mecache_put(uint64_t user_id, uint64_t gen, uint64_t now_ms, const char 
     s->len = (uint16_t)len;
     s->user_id = user_id;
     s->expires_ms = now_ms + GH_MECACHE_TTL_MS;
+    s->refresh_ms = now_ms + GH_MECACHE_REFRESH_MS;
+    s->refreshing = false;
     pthread_mutex_unlock(lock_of(i));
 }
 
@@ -113,6 +123,7 @@ void gh_mecache_drop(uint64_t user_id)
         s->user_id = 0;
         s->len = 0;
         s->expires_ms = 0;
+        s->refreshing = false;
     }
     pthread_mutex_unlock(lock_of(i));
 }

@@ -7,12 +7,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { startServer, RawConn, parseResponses, metricValue, sleep, waitUntil } from './lib/harness.mjs';
 import { FAST, cnPhone, registerUser } from './lib/accounts.mjs';
-import { smsCodeRequest } from './lib/spray.mjs';
+import { smsCodeRequest, sprayAddr } from './lib/spray.mjs';
 
 const SPRAY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'lib', 'spray.mjs');
 
@@ -101,6 +102,107 @@ test('pacing: a signed-in keep-alive client is answered between the new connecti
   assert.ok(userAnswers >= 5, `the user got ${userAnswers} answers while the backlog of ${N} was worked off (want >= 5)`);
   assert.ok(sprayBeforeSecond >= 0 && sprayBeforeSecond < N / 2,
     `${sprayBeforeSecond} new connections were answered before the user's second request (want < ${N / 2})`);
+  srv.kill('SIGTERM');
+  await srv.expectCleanExit();
+});
+
+test('a turn does a bounded amount of anonymous work: a signed-in user is answered before the refusals of established connections whose requests were ready first', async (t) => {
+  // every sms-code request after the user's registration is refused from
+  // its headers by the class's global limit: cheap, but each refusal is a
+  // write and a shutdown, then a close
+  const srv = await startServer({
+    t,
+    workers: 1,
+    set: { ...FAST, 'log.access_log': 'off', 'shield.shed_loop_lag': '1h', 'shield.rules': 'register:global:2/1h' },
+  });
+  const N = 800;
+  const { jar } = await registerUser(srv, cnPhone());
+  // the class's allowance is spent (the registration); once a request is
+  // refused, the next ones are refused from their headers
+  const first = await RawConn.open(srv.port, { localAddress: '127.0.5.1' });
+  await first.write(smsCodeRequest(N));
+  let [r] = await first.readResponses(1);
+  assert.equal(r.status, 429, 'the class refuses');
+  first.destroy();
+  const user = await RawConn.open(srv.port, { localAddress: '127.0.0.2' });
+  const me = `GET /api/me HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ${jar.header()}\r\n\r\n`;
+  await user.write(me);
+  [r] = await user.readResponses(1);
+  assert.equal(r.status, 200, 'the user is signed in');
+
+  // N anonymous connections, accepted and idle. Then, while the server is
+  // stopped, each sends its request and the user its next one, last: the
+  // server's next poll finds the N requests ready before the user's. The
+  // order the answers arrive in is read here, in this process's own poll
+  // (the kernel reports sockets in the order they became readable): a
+  // counter taken at each first byte.
+  let seq = 0;
+  const answeredAt = [];
+  const statuses = {};
+  const socks = [];
+  t.after(() => socks.forEach((s) => s.destroy()));
+  await Promise.all(
+    Array.from({ length: N }, (_, i) => {
+      const s = net.connect({ port: srv.port, host: '127.0.0.1', localAddress: sprayAddr(i) });
+      socks.push(s);
+      s.once('data', (d) => {
+        answeredAt.push(seq++);
+        const st = d.toString('latin1').slice(9, 12);
+        statuses[`${i % 4 === 3 ? 'get' : 'post'} ${st}`] = (statuses[`${i % 4 === 3 ? 'get' : 'post'} ${st}`] ?? 0) + 1;
+        s.destroy();
+      });
+      s.on('error', () => {});
+      return new Promise((resolve, reject) => {
+        s.once('connect', resolve);
+        s.once('error', reject);
+      });
+    }),
+  );
+  await waitUntil(async () => metricValue(await srv.metrics(), 'gatehouse_connections_open') >= N + 1, {
+    timeout: 20000,
+    what: `${N} connections accepted`,
+  });
+  let userSeq = -1;
+  user.sock.once('data', () => (userSeq = seq++));
+  srv.proc.kill('SIGSTOP');
+  try {
+    // half of them keep-alive: refused, those linger for the client's end;
+    // a quarter ask for the registration policy, a GET without a body,
+    // which is answered 200 once its headers' turn comes
+    const req = (i) =>
+      i % 4 === 3
+        ? 'GET /api/policy HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'
+        : i % 2
+          ? smsCodeRequest(i).replace('Connection: close\r\n', '')
+          : smsCodeRequest(i);
+    await Promise.all(socks.map((s, i) => new Promise((resolve) => s.write(req(i), resolve))));
+    await sleep(100); // in the server's sockets
+    await user.write(me);
+  } finally {
+    srv.proc.kill('SIGCONT');
+  }
+  [r] = await user.readResponses(1, { timeout: 20000 });
+  assert.equal(r.status, 200, "the user's answer");
+  await waitUntil(() => answeredAt.length === N, { timeout: 30000, what: `${N} answers` });
+  user.sock.destroy();
+  const before = answeredAt.filter((at) => at < userSeq).length;
+  const m = await srv.metrics();
+  const parked = metricValue(m, 'gatehouse_event_loop_parked_total');
+  t.diagnostic(`anonymous answers before the user's: ${before} of ${N}; parked: ${parked}; ${JSON.stringify(statuses)}`);
+  assert.deepEqual(statuses, { 'post 429': (3 * N) / 4, 'get 200': N / 4 }, 'the anonymous answers');
+  // Refusing every request of the poll before the user's, as the loop did,
+  // answers all N first. Past 100 µs of work in a turn, anonymous headers
+  // wait for the turn's end (parked), so the user's request, read in the
+  // same poll, is answered after a few dozen at most.
+  assert.ok(before < N / 4, `${before} of ${N} anonymous answers came before the user's (want < ${N / 4})`);
+  assert.ok(parked > 0, 'requests were parked');
+  // a parked request's refusal closes as any other's: at once for those
+  // that said Connection: close and sent their whole body, at the
+  // client's end for the others (their lingering close reads it)
+  await waitUntil(async () => metricValue(await srv.metrics(), 'gatehouse_connections_open') <= 1, {
+    timeout: 3000,
+    what: 'the refused connections to close',
+  });
   srv.kill('SIGTERM');
   await srv.expectCleanExit();
 });

@@ -696,6 +696,48 @@ static void recycled_request_is_clean(void **state)
     gh_http_req_cache_flush();
 }
 
+/* on_headers may answer "ask me later" (GH_HEADERS_WAIT: conn.c's parked
+ * headers, a credential read back): the request goes on from a feed of no
+ * bytes. Without a body it completes there, and what follows it in the
+ * stream stays for the next request; with one, the body's bytes come
+ * after. */
+static void headers_wait_then_go_on(void **state)
+{
+    struct fx *f = *state;
+    size_t consumed = 0;
+    const char *get = "GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+    f->cb.ret = GH_HEADERS_WAIT;
+    char two[256];
+    snprintf(two, sizeof two, "%sGET /b HTTP/1.1\r\nHost: a\r\n\r\n", get);
+    assert_int_equal(feed(f, two, &consumed), GH_PARSE_WAIT);
+    assert_int_equal(consumed, strlen(get));
+    assert_int_equal(gh_reqparser_feed(&f->p, "", 0, &consumed), GH_PARSE_WAIT);
+    f->cb.ret = 0;
+    assert_int_equal(gh_reqparser_feed(&f->p, "", 0, &consumed), GH_PARSE_DONE);
+    assert_int_equal(f->cb.calls, 3);
+    struct gh_http_req *req = gh_reqparser_take(&f->p);
+    assert_string_equal(req->path, "/a");
+    gh_http_req_free(req);
+    gh_reqparser_next(&f->p);
+    req = parse_one(f, two + strlen(get));
+    assert_string_equal(req->path, "/b");
+    gh_http_req_free(req);
+
+    f->cb.ret = GH_HEADERS_WAIT;
+    const char *post = "POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n";
+    assert_int_equal(feed(f, post, &consumed), GH_PARSE_WAIT);
+    f->cb.ret = 0;
+    assert_int_equal(gh_reqparser_feed(&f->p, "", 0, &consumed), GH_PARSE_AGAIN);
+    assert_int_equal(feed(f, "hello", &consumed), GH_PARSE_DONE);
+    assert_int_equal(consumed, 5);
+    req = gh_reqparser_take(&f->p);
+    assert_string_equal(req->path, "/c");
+    assert_int_equal(req->body.len, 5);
+    assert_memory_equal(req->body.data, "hello", 5);
+    gh_http_req_free(req);
+    gh_reqparser_next(&f->p);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -719,6 +761,7 @@ int main(void)
         T(query_split),
         T(keep_alive_rules),
         T(on_headers_refusal),
+        T(headers_wait_then_go_on),
         cmocka_unit_test(no_callback_means_no_body),
         cmocka_unit_test(dispose_mid_request),
         T(recycled_request_is_clean),
