@@ -77,6 +77,7 @@ struct gh_conn {
     bool got_bytes;
     bool unparked;  /* its headers' turn has come: on_headers goes on */
     bool linger;    /* refused mid-request: drain what the client still sends */
+    bool peer_done; /* refused with its whole request read and Connection: close */
     bool lingering; /* our side is shut; reading and discarding until EOF */
     uint32_t lingered; /* bytes discarded while lingering */
     /* the body being received (body_admit) */
@@ -223,6 +224,13 @@ static void maybe_close_after_write(struct gh_conn *c)
 {
     if (!c->close_after || c->write_pending || c->req || c->shutting || c->state == ST_CLOSING)
         return;
+    if (c->peer_done) {
+        /* everything the client sent has been read and it asked to close:
+         * close sends the answer's rest and a FIN as a shutdown would,
+         * without a turn of the loop in between (a flood's refusals) */
+        conn_close(c);
+        return;
+    }
     c->shutting = true;
     uv_shutdown_t *sr = malloc(sizeof *sr);
     if (!sr || uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown)) {
@@ -1272,6 +1280,7 @@ static void refuse_parsed(struct gh_conn *c, size_t avail)
     const struct gh_http_req *pr = c->parser.req;
     bool done =
         pr && !pr->keep_alive && pr->content_length != UINT64_MAX && pr->content_length <= avail;
+    c->peer_done = done; /* before the answer, whose write may close */
     refuse(c, c->parser.error_status, c->parser.error_msg);
     if (done && c->state != ST_CLOSING)
         c->linger = false;

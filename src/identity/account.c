@@ -136,7 +136,8 @@ static int me_read(struct gh_worker *w, struct gh_http_req *req, uint64_t user_i
     j->export = export;
     j->gen = gh_mecache_gen(user_id);
     gh_buf_init(&j->out, export ? 16u << 20 : 64u << 10);
-    int rc = gh_store_read(ids.store, me_read_fn, j, w, me_done);
+    int rc = req ? gh_store_read(ids.store, me_read_fn, j, w, me_done)
+                 : gh_store_read_behind(ids.store, me_read_fn, j, w, me_done);
     if (rc) {
         gh_buf_dispose(&j->out);
         free(j);

@@ -34,6 +34,7 @@ struct job {
     struct gh_worker *w;
     gh_store_done_fn done;
     int rc;
+    bool awaited; /* a request waits for it: w's loop gives way while it is out */
 };
 
 struct queue {
@@ -100,7 +101,7 @@ static void queue_init(struct queue *q, unsigned max)
 }
 
 static int queue_push(struct queue *q, gh_store_fn fn, void *arg, struct gh_worker *w,
-                      gh_store_done_fn done)
+                      gh_store_done_fn done, bool awaited)
 {
     struct job *j = calloc(1, sizeof *j);
     if (!j)
@@ -109,12 +110,13 @@ static int queue_push(struct queue *q, gh_store_fn fn, void *arg, struct gh_work
     j->arg = arg;
     j->w = w;
     j->done = done;
-    if (w)
+    j->awaited = w && awaited;
+    if (j->awaited)
         gh_worker_job_begin(w);
     pthread_mutex_lock(&q->mu);
     if (q->closing || q->n >= q->max) {
         pthread_mutex_unlock(&q->mu);
-        if (w)
+        if (j->awaited)
             gh_worker_job_done(w);
         free(j);
         return GH_EBUSY;
@@ -167,7 +169,7 @@ static void deliver_task(struct gh_worker *w, void *data)
 
 static void deliver(struct job *j)
 {
-    if (j->w)
+    if (j->awaited)
         gh_worker_job_done(j->w);
     if (!j->done)
         return;
@@ -475,13 +477,19 @@ void gh_store_close(struct gh_store *s)
 int gh_store_write(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_worker *w,
                    gh_store_done_fn done)
 {
-    return queue_push(&s->wq, fn, arg, w, done);
+    return queue_push(&s->wq, fn, arg, w, done, true);
 }
 
 int gh_store_read(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_worker *w,
                   gh_store_done_fn done)
 {
-    return queue_push(&s->rq, fn, arg, w, done);
+    return queue_push(&s->rq, fn, arg, w, done, true);
+}
+
+int gh_store_read_behind(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_worker *w,
+                         gh_store_done_fn done)
+{
+    return queue_push(&s->rq, fn, arg, w, done, false);
 }
 
 int gh_store_read_now(struct gh_store *s, gh_store_fn fn, void *arg)

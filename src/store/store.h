@@ -111,9 +111,15 @@ void gh_store_close(struct gh_store *s);
  * 0, or GH_EBUSY when the queue is full (fn and done never run). */
 int gh_store_write(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_worker *w,
                    gh_store_done_fn done);
-/* Queues a read job for a reader thread; same convention. */
+/* Queues a read job for a reader thread; same convention. While it is
+ * out, w's loop, when saturated, gives way to the store's threads at the
+ * end of each turn (gh_worker_job_begin): a request waits for it. */
 int gh_store_read(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_worker *w,
                   gh_store_done_fn done);
+/* The same for a read that no request waits for (a cache refreshed
+ * behind its answer): the loop does not give way to it. */
+int gh_store_read_behind(struct gh_store *s, gh_store_fn fn, void *arg, struct gh_worker *w,
+                         gh_store_done_fn done);
 /* Runs fn on a private read connection of the calling thread, now, for
  * start-up loading on the main thread (it blocks). */
 int gh_store_read_now(struct gh_store *s, gh_store_fn fn, void *arg);
