@@ -1,8 +1,17 @@
-/* This module implements the clocks declared in common.h. */
+/* This module implements the clocks and the thread naming declared in
+ * common.h. */
 #include "core/common.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <time.h>
+
+void gh_thread_name(const char *name)
+{
+    char n[16];
+    snprintf(n, sizeof n, "%s", name);
+    pthread_setname_np(pthread_self(), n);
+}
 
 uint64_t gh_now_ns(void)
 {

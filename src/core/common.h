@@ -59,6 +59,10 @@ uint64_t gh_now_ms(void);
 uint64_t gh_now_ns(void);
 /* Milliseconds since the Unix epoch (wall clock, for timestamps only). */
 uint64_t gh_wall_ms(void);
+/* Names the calling thread in ps, top -H and /proc (at most 15 bytes:
+ * longer names are cut), so that an operator can tell the store's writer
+ * from a worker. Best effort. */
+void gh_thread_name(const char *name);
 /* Formats a wall-clock time in ms as RFC 3339 UTC with milliseconds into
  * out (at least 32 bytes). Returns out. */
 char *gh_time_rfc3339(uint64_t wall_ms, char *out, size_t outlen);

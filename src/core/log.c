@@ -96,6 +96,7 @@ static void flush_sink_locked(struct sink *s, struct gh_buf *spare)
 static void *flusher(void *arg)
 {
     (void)arg;
+    gh_thread_name("gh-log");
     struct gh_buf err_spare, acc_spare;
     gh_buf_init(&err_spare, SINK_CAP);
     gh_buf_init(&acc_spare, SINK_CAP);

@@ -190,6 +190,7 @@ static struct batch *gather(struct gh_usage *u, struct delta *list, unsigned n)
 static void *writer(void *arg)
 {
     struct gh_usage *u = arg;
+    gh_thread_name("gh-usage");
     pthread_mutex_lock(&u->mu);
     for (;;) {
         while (!u->head && !u->stop) {

@@ -108,6 +108,7 @@ static void on_turn_spin(uv_idle_t *h)
 }
 static void process_input(struct gh_conn *c);
 static void refuse_parsed(struct gh_conn *c, size_t avail);
+static void maybe_continue(struct gh_conn *c);
 static void enqueue(struct gh_conn *c, struct gh_http_req *req);
 static void finish_request(struct gh_http_req *req);
 static void account(struct gh_http_req *req, unsigned route_idx);
@@ -930,6 +931,7 @@ static void cred_wake(void *arg)
         enqueue(c, gh_reqparser_take(&c->parser));
         return;
     }
+    maybe_continue(c); /* its headers were let in: the body is wanted */
     if (c->in.len) {
         process_input(c);
     } else if (c->read_paused && !c->eof) {
@@ -1271,6 +1273,16 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
                           msg ? msg : gh_http_reason(status));
 }
 
+/* The body is wanted: a client waiting for 100 Continue gets it now. */
+static void maybe_continue(struct gh_conn *c)
+{
+    struct gh_http_req *pr = c->parser.req;
+    if (pr && pr->expect_continue && !c->continue_sent && gh_reqparser_in_body(&c->parser)) {
+        c->continue_sent = true;
+        conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    }
+}
+
 /* Answers the request the parser refused, with avail bytes of it in hand
  * after the point it stopped at. A request that said Connection: close
  * and whose whole body is in hand has nothing more to send: no lingering
@@ -1320,12 +1332,7 @@ static size_t parse(struct gh_conn *c, const char *data, size_t len, uint64_t no
             refuse(c, 503, "the server is receiving too many request bodies; retry shortly");
             return used_total + len;
         }
-        /* need more bytes: a client waiting for 100 Continue gets it now */
-        struct gh_http_req *pr = c->parser.req;
-        if (pr && pr->expect_continue && !c->continue_sent && gh_reqparser_in_body(&c->parser)) {
-            c->continue_sent = true;
-            conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        }
+        maybe_continue(c);
     }
     return used_total;
 }

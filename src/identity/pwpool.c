@@ -91,6 +91,7 @@ static bool low_waiting_locked(const struct gh_pwpool *p)
 static void *pool_main(void *data)
 {
     struct gh_pwpool *p = data;
+    gh_thread_name("gh-password");
     for (;;) {
         pthread_mutex_lock(&p->mu);
         struct pjob *j;

@@ -221,6 +221,7 @@ static void run_batch(struct gh_store *s, struct gh_store_conn *c, struct job *b
 static void *writer_main(void *data)
 {
     struct gh_store *s = data;
+    gh_thread_name("gh-store-write");
     for (;;) {
         struct job *batch = queue_take(&s->wq, GROUP_MAX);
         if (!batch)
@@ -239,6 +240,7 @@ static void *writer_main(void *data)
 static void *reader_main(void *data)
 {
     struct reader_arg *ra = data;
+    gh_thread_name("gh-store-read");
     struct gh_store *s = ra->s;
     struct gh_store_conn *c = &s->rconn[ra->idx];
     for (;;) {

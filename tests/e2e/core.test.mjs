@@ -437,3 +437,17 @@ test('a nested data directory that does not exist is created', async (t) => {
   assert.ok(fs.existsSync(path.join(dataDir, 'admin.token')));
   await srv.stop();
 });
+
+test('threads are named for ps and top -H: the store, the log, usage, passwords', async (t) => {
+  const srv = await startServer({ t });
+  const task = `/proc/${srv.proc.pid}/task`;
+  const threads = fs.readdirSync(task).map((tid) => {
+    return fs.readFileSync(path.join(task, tid, 'comm'), 'utf8').trim();
+  });
+  for (const name of ['gh-store-write', 'gh-store-read', 'gh-log', 'gh-usage', 'gh-password']) {
+    assert.ok(threads.includes(name), `a thread named ${name}: ${JSON.stringify(threads)}`);
+  }
+  assert.ok(threads.includes('gatehouse'), 'the main thread keeps the program name');
+  srv.kill('SIGTERM');
+  await srv.expectCleanExit();
+});

@@ -158,7 +158,13 @@ test('a turn does a bounded amount of anonymous work: a signed-in user is answer
       });
     }),
   );
-  await waitUntil(async () => metricValue(await srv.metrics(), 'gatehouse_connections_open') >= N + 1, {
+  // and a client that asks before sending its body (Expect: 100-continue),
+  // as curl does for large bodies: parked headers let in later still get
+  // their interim answer
+  const loginBody = JSON.stringify({ phone: cnPhone(), password: 'not the password' });
+  const asker = await RawConn.open(srv.port, { localAddress: sprayAddr(N + 1) });
+  t.after(() => asker.destroy());
+  await waitUntil(async () => metricValue(await srv.metrics(), 'gatehouse_connections_open') >= N + 2, {
     timeout: 20000,
     what: `${N} connections accepted`,
   });
@@ -176,6 +182,10 @@ test('a turn does a bounded amount of anonymous work: a signed-in user is answer
           ? smsCodeRequest(i).replace('Connection: close\r\n', '')
           : smsCodeRequest(i);
     await Promise.all(socks.map((s, i) => new Promise((resolve) => s.write(req(i), resolve))));
+    await asker.write(
+      'POST /api/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n' +
+        `Expect: 100-continue\r\nContent-Length: ${loginBody.length}\r\n\r\n`,
+    );
     await sleep(100); // in the server's sockets
     await user.write(me);
   } finally {
@@ -183,6 +193,16 @@ test('a turn does a bounded amount of anonymous work: a signed-in user is answer
   }
   [r] = await user.readResponses(1, { timeout: 20000 });
   assert.equal(r.status, 200, "the user's answer");
+  assert.ok(
+    await asker.waitFor(() => asker.buf.toString('latin1').startsWith('HTTP/1.1 100 Continue\r\n\r\n'), 10000),
+    `100 Continue for a parked request: ${JSON.stringify(asker.buf.toString('latin1').slice(0, 80))}`,
+  );
+  await asker.write(loginBody);
+  assert.ok(
+    await asker.waitFor(() => /\r\n\r\nHTTP\/1\.1 401 /.test(asker.buf.toString('latin1')), 10000),
+    `then the login's answer: ${JSON.stringify(asker.buf.toString('latin1').slice(0, 120))}`,
+  );
+  asker.destroy();
   await waitUntil(() => answeredAt.length === N, { timeout: 30000, what: `${N} answers` });
   user.sock.destroy();
   const before = answeredAt.filter((at) => at < userSeq).length;
