@@ -106,6 +106,14 @@ static void on_turn_spin(uv_idle_t *h)
 {
     (void)h; /* its being active is what counts: the poll does not block */
 }
+
+/* Queues node on list (w->http->ready or parked) for the turn's end; the
+ * poll does not block while anything waits there. */
+static void turn_queue(struct gh_worker *w, struct gh_list *list, struct gh_list *node)
+{
+    gh_list_push_back(list, node);
+    uv_idle_start(&w->http->turn_spin, on_turn_spin); /* nothing when active */
+}
 static void process_input(struct gh_conn *c);
 static void refuse_parsed(struct gh_conn *c, size_t avail);
 static void maybe_continue(struct gh_conn *c);
@@ -1039,9 +1047,7 @@ static bool should_park(struct gh_conn *c, struct gh_http_req *req)
         return false;
     GH_STAT_ADD(&w->stats.parked, 1);
     pause_read(c);
-    gh_list_push_back(&w->http->parked, &c->park_node);
-    if (!uv_is_active((uv_handle_t *)&w->http->turn_spin))
-        uv_idle_start(&w->http->turn_spin, on_turn_spin);
+    turn_queue(w, &w->http->parked, &c->park_node);
     return true;
 }
 
@@ -1188,9 +1194,7 @@ static void enqueue(struct gh_conn *c, struct gh_http_req *req)
         dispatch(c, req);
         return;
     }
-    gh_list_push_back(&w->http->ready, &c->ready_node);
-    if (!uv_is_active((uv_handle_t *)&w->http->turn_spin))
-        uv_idle_start(&w->http->turn_spin, on_turn_spin);
+    turn_queue(w, &w->http->ready, &c->ready_node);
 }
 
 /* Answers a request the parser refused, then closes. */
@@ -1230,7 +1234,7 @@ static void refuse(struct gh_conn *c, int status, const char *msg)
     }
     bool name_cap = status == 413 && !no_cred && !c->refuse_msg;
     c->refuse_msg = NULL;
-    c->linger = true;
+    c->linger = !c->peer_done;
     struct gh_http_req *req = gh_reqparser_take(&c->parser);
     if (!req)
         req = gh_http_req_new();
@@ -1285,17 +1289,14 @@ static void maybe_continue(struct gh_conn *c)
 
 /* Answers the request the parser refused, with avail bytes of it in hand
  * after the point it stopped at. A request that said Connection: close
- * and whose whole body is in hand has nothing more to send: no lingering
- * needed. */
+ * and whose whole body is in hand has nothing more to send: no lingering,
+ * and the connection closes as soon as the answer is written. */
 static void refuse_parsed(struct gh_conn *c, size_t avail)
 {
     const struct gh_http_req *pr = c->parser.req;
-    bool done =
+    c->peer_done =
         pr && !pr->keep_alive && pr->content_length != UINT64_MAX && pr->content_length <= avail;
-    c->peer_done = done; /* before the answer, whose write may close */
     refuse(c, c->parser.error_status, c->parser.error_msg);
-    if (done && c->state != ST_CLOSING)
-        c->linger = false;
 }
 
 /* Parses as much of data as one request at a time allows; returns bytes
@@ -1691,6 +1692,18 @@ static void on_listener(uv_poll_t *p, int status, int events)
         w->http->accept_ready = true;
 }
 
+/* Takes list's first entry off it, the first time (*first) whatever the
+ * time, after that only before end (uv_hrtime); else NULL. */
+static struct gh_list *turn_next(struct gh_list *list, uint64_t end, bool *first)
+{
+    struct gh_list *n = gh_list_first(list);
+    if (!n || (!*first && uv_hrtime() > end))
+        return NULL;
+    *first = false;
+    gh_list_remove(n);
+    return n;
+}
+
 /* Dispatches the anonymous requests completed before the turn's end
  * (users' and operators' went at once: enqueue), in arrival order, then
  * takes up parked headers (should_park), while the turn's work is within
@@ -1698,23 +1711,19 @@ static void on_listener(uv_poll_t *p, int status, int events)
  * turn (turn_spin keeps its poll from blocking). */
 static void run_ready(struct gh_worker *w)
 {
+    /* the poll does not run meanwhile: the turn's budget ends at a time */
+    uint64_t now = uv_hrtime();
+    uint64_t end =
+        now + (TURN_TARGET_US - GH_MIN(turn_busy_us(w, now, NULL), TURN_TARGET_US)) * 1000;
     struct gh_list *n;
     bool first = true;
-    while ((n = gh_list_first(&w->http->ready))) {
-        if (!first && turn_busy_us(w, uv_hrtime(), NULL) > TURN_TARGET_US)
-            break;
-        first = false;
+    while ((n = turn_next(&w->http->ready, end, &first))) {
         struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, ready_node);
-        gh_list_remove(n);
         dispatch(c, c->req);
     }
     first = true;
-    while ((n = gh_list_first(&w->http->parked))) {
-        if (!first && turn_busy_us(w, uv_hrtime(), NULL) > TURN_TARGET_US)
-            return;
-        first = false;
+    while ((n = turn_next(&w->http->parked, end, &first))) {
         struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, park_node);
-        gh_list_remove(n);
         c->unparked = true;
         cred_wake(c); /* asks on_headers again, then reads on */
     }

@@ -93,12 +93,13 @@ static int me_read_fn(struct gh_store_conn *c, void *arg)
 static void me_done(struct gh_worker *w, void *arg, int rc)
 {
     struct me_job *j = arg;
+    /* {"user":…}: the cache keeps the user object */
+    if (w && !rc && !j->export && j->out.len > 9)
+        gh_mecache_put(j->user_id, j->gen, gh_now_ms(), j->out.data + 8, j->out.len - 9);
     if (w && !j->req) {
-        /* a refresh behind a cached answer: only the cache hears it (a
-         * record gone elsewhere leaves it: the next ask reads again) */
-        if (!rc && j->out.len > 9)
-            gh_mecache_put(j->user_id, j->gen, gh_now_ms(), j->out.data + 8, j->out.len - 9);
-        else if (rc == GH_ENOTFOUND)
+        /* a refresh behind a cached answer: only the cache hears it; a
+         * record deleted elsewhere drops the entry (the next ask reads) */
+        if (rc == GH_ENOTFOUND)
             gh_mecache_drop(j->user_id);
     } else if (w) {
         if (rc == GH_ENOTFOUND)
@@ -111,10 +112,6 @@ static void me_done(struct gh_worker *w, void *arg, int rc)
                                    "attachment; filename=\"gatehouse-export.json\"");
                 gh_audit_queue(ids.store, "export", j->user_id, NULL);
             }
-            /* {"user":…}: the cache keeps the user object */
-            if (!j->export && j->out.len > 9)
-                gh_mecache_put(j->user_id, j->gen, gh_now_ms(), j->out.data + 8,
-                               j->out.len - 9);
             gh_http_add_header(j->req, "Cache-Control", "no-store");
             id_respond_json_buf(j->req, 200, &j->out);
         }
