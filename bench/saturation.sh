@@ -35,13 +35,16 @@
 # servers; with it, it is the server's latency. PROBE_RT=0 measures the
 # probes as ordinary processes.
 #
-# CPU_WARM (1): a busy loop at the lowest scheduling class (SCHED_IDLE,
-# chrt -i 0) on each server and client CPU for the whole run, so that no
-# CPU idles. On a virtual machine an idle vCPU is halted, and waking it
-# for a request takes up to milliseconds: calm phases suffered that and
-# spray phases (every CPU busy) did not, so "p99 under spray <= 2 x calm"
-# compared the spray with the hypervisor. Any other thread preempts the
-# loop at once, and the servers' CPU figures are their own processes'.
+# CPU_WARM (1): no CPU halts while idle for the whole run: the script
+# holds a CPU latency request of 0 (/dev/cpu_dma_latency, PM QoS), so the
+# kernel's idle loop polls instead of halting, and the request ends with
+# the script. On a virtual machine a halted vCPU takes up to milliseconds
+# to wake for a request: calm phases suffered that and spray phases
+# (every CPU busy) did not, so "p99 under spray <= 2 x calm" compared the
+# spray with the hypervisor. (A SCHED_IDLE busy loop did the same before,
+# and was worse: the scheduler gave it a whole tick, 4 ms at HZ=250, now
+# and then while the server's loop was runnable, so the spray phases
+# paid stalls of 4 ms that no server caused.)
 #
 # PENALTY (off) runs gatehouse with its penalty box: "memory" sets
 # shield.ban_after/ban_window/ban_time (BAN_AFTER 200, BAN_WINDOW 10s,
@@ -118,25 +121,13 @@ fi
 SPRAY="$BUILD/spray"
 CPU_WARM=${CPU_WARM:-1}
 
-# cpus_each LIST: the CPUs of a taskset list ("0-3,6"), one per line.
-cpus_each() {
-    local part
-    for part in ${1//,/ }; do
-        case $part in
-        *-*) seq "${part%-*}" "${part#*-}" ;;
-        *) echo "$part" ;;
-        esac
-    done
-}
-
-if [ "$CPU_WARM" = 1 ] && chrt -i 0 true 2>/dev/null; then
-    for cpu in $( (cpus_each "$SERVER_CPU"; cpus_each "$CLIENT_CPU") | sort -un); do
-        taskset -c "$cpu" chrt -i 0 sh -c 'while :; do :; done' &
-        track_pid "$!"
-    done
-    warm_desc="a SCHED_IDLE busy loop on each of these CPUs keeps them from idling (CPU_WARM=1)"
+if [ "$CPU_WARM" = 1 ] && [ -w /dev/cpu_dma_latency ]; then
+    # the request holds while the file is open: a sleeper keeps it
+    sh -c 'printf 0 >&9 && exec sleep 100000' 9>/dev/cpu_dma_latency &
+    track_pid "$!"
+    warm_desc="CPUs poll instead of halting while idle (a CPU latency request of 0, CPU_WARM=1)"
 else
-    warm_desc="CPUs idle between requests (CPU_WARM=0): calm figures include waking them"
+    warm_desc="CPUs halt while idle (CPU_WARM=0 or no /dev/cpu_dma_latency): calm figures include waking them"
 fi
 [ -x "$SPRAY" ] || die "$SPRAY not built"
 
