@@ -160,6 +160,12 @@ static void print_bans(json_t *j)
            (long long)json_integer_value(json_object_get(j, "capacity")), kernel ? kernel : "?");
     if (kernel && !strcmp(kernel, "on"))
         printf(" (table inet %s)", table ? table : "?");
+    const char *sock = json_string_value(json_object_get(j, "socket_filter"));
+    if (sock && !strcmp(sock, "on"))
+        printf("; socket filter: %lld",
+               (long long)json_integer_value(json_object_get(j, "socket_filter_bans")));
+    else if (sock && !strcmp(sock, "refused"))
+        printf("; socket filter: refused by the kernel (closed at accept)");
     printf("\n");
     size_t i;
     json_t *v;

@@ -1813,10 +1813,36 @@ void gh_conn_turn_close(struct gh_worker *w)
 
 /* ---- deadlines ---- */
 
+/* A socket's refusal is tried once per program (see server.h). */
+void gh_conn_listen_filter_apply(struct gh_worker *w)
+{
+    struct gh_http_server *h = w->srv->http;
+    if (w->admin || !w->http->listening ||
+        atomic_load_explicit(&h->lf_gen, memory_order_acquire) ==
+            atomic_load_explicit(&w->http->lf_gen, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&h->lf_lock);
+    int rc;
+    if (h->lf_len) {
+        struct sock_fprog fp = {.len = (unsigned short)h->lf_len, .filter = h->lf_insns};
+        rc = setsockopt(w->http->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &fp, sizeof fp);
+    } else {
+        int unused = 0; /* the kernel wants an int here */
+        rc = setsockopt(w->http->listen_fd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);
+        if (rc && errno == ENOENT) /* had none */
+            rc = 0;
+    }
+    if (rc)
+        atomic_store(&h->lf_errno, errno);
+    atomic_store(&w->http->lf_gen, atomic_load_explicit(&h->lf_gen, memory_order_relaxed));
+    pthread_mutex_unlock(&h->lf_lock);
+}
+
 void gh_conn_sweep(struct gh_worker *w, uint64_t now)
 {
     const struct gh_config *cfg = w->cfg;
     update_date(w); /* the Date header is refreshed here, not per response */
+    gh_conn_listen_filter_apply(w);
     if (w->http->accept_paused && w->http->listening) { /* out of descriptors a tick ago */
         w->http->accept_paused = false;
         uv_poll_start(&w->http->listener, UV_READABLE, on_listener);

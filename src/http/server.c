@@ -241,10 +241,42 @@ static const struct gh_worker_proto http_proto = {
 void gh_http_server_attach(struct gh_server *srv, struct gh_http_server *http)
 {
     memset(http, 0, sizeof *http);
+    pthread_mutex_init(&http->lf_lock, NULL);
     srv->http = http;
     gh_router_init(&http->router);
     gh_router_init(&http->admin_router);
     srv->proto = &http_proto;
+}
+
+static void listen_filter_task(struct gh_worker *w, void *data)
+{
+    (void)data;
+    gh_conn_listen_filter_apply(w);
+}
+
+uint64_t gh_http_listen_filter(struct gh_server *srv, const struct sock_filter *insns, unsigned len)
+{
+    struct gh_http_server *h = srv->http;
+    if (len > BPF_MAXINSNS)
+        return 0;
+    pthread_mutex_lock(&h->lf_lock);
+    if (len)
+        memcpy(h->lf_insns, insns, sizeof *insns * len);
+    h->lf_len = len;
+    uint64_t gen = atomic_fetch_add_explicit(&h->lf_gen, 1, memory_order_release) + 1;
+    pthread_mutex_unlock(&h->lf_lock);
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        gh_worker_post(&srv->workers[i], listen_filter_task, NULL); /* else the tick does it */
+    return gen;
+}
+
+uint64_t gh_http_listen_filter_applied(struct gh_server *srv)
+{
+    uint64_t min = atomic_load(&srv->http->lf_gen);
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i].http) /* a worker that stopped listening lags: the gauge's care */
+            min = GH_MIN(min, atomic_load(&srv->workers[i].http->lf_gen));
+    return min;
 }
 
 /* ---- /metrics ---- */

@@ -14,6 +14,9 @@
 #include "core/server.h"
 #include "http/router.h"
 
+#include <linux/filter.h>
+#include <pthread.h>
+
 #define GH_RID_BUF 512
 
 /* Decides at accept, before any read, whether an address may connect. */
@@ -64,6 +67,13 @@ struct gh_http_server {
     /* keep-alive idle timeout factor in thousandths (0 or 1000 = as
      * configured); the shield lowers it under pressure, the sweep reads it */
     atomic_uint idle_factor_milli;
+    /* the public listening sockets' filter (gh_http_listen_filter): each
+     * worker attaches the program of a newer generation at its tick */
+    pthread_mutex_t lf_lock;
+    struct sock_filter lf_insns[BPF_MAXINSNS];
+    unsigned lf_len;         /* 0: no filter */
+    _Atomic uint64_t lf_gen; /* bumped by each gh_http_listen_filter */
+    _Atomic int lf_errno;    /* the last attach a socket refused, 0 if none */
 };
 
 struct gh_http_worker {
@@ -85,6 +95,7 @@ struct gh_http_worker {
     bool accept_paused; /* out of descriptors: polled again by the tick */
     unsigned accept_budget;
     uint64_t turn_mark_ns, turn_idle_mark_ns;
+    _Atomic uint64_t lf_gen; /* the listen filter's generation this socket has */
 
     /* connections, by what they wait for; each list is ordered by since */
     struct gh_list conns_header; /* headers not complete (slowloris guard) */
@@ -117,6 +128,20 @@ struct gh_http_worker {
  * its routers empty and no hooks. Main thread, after gh_server_init and
  * before the subsystems register routes and hooks. */
 void gh_http_server_attach(struct gh_server *srv, struct gh_http_server *http);
+/* Sets the classic BPF program (SO_ATTACH_FILTER) of every public
+ * listening socket; len 0 detaches it. Each worker attaches it to its own
+ * socket on its loop (a posted task, else its next tick: within 100 ms).
+ * Any thread. Returns the program's generation (0 when len is over
+ * BPF_MAXINSNS: nothing changes). A socket's refusal is kept in lf_errno. */
+uint64_t gh_http_listen_filter(struct gh_server *srv, const struct sock_filter *insns,
+                               unsigned len);
+/* The newest generation every public worker has attached (one that
+ * stopped listening keeps what it had). */
+uint64_t gh_http_listen_filter_applied(struct gh_server *srv);
+/* Attaches a newer listen filter to w's own listening socket (conn.c; on
+ * w's loop, which alone may use the descriptor: it closes it when it stops
+ * listening). */
+void gh_conn_listen_filter_apply(struct gh_worker *w);
 
 /* Renders /metrics: the HTTP statistics of every worker, the process's
  * own gauges and the metrics registry (any thread). */

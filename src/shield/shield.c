@@ -12,6 +12,7 @@
 #include "shield/level_redis.h"
 #include "shield/limiter.h"
 #include "shield/nftban.h"
+#include "shield/sockban.h"
 #include "shield/penalty.h"
 #include "shield/proxy.h"
 #include "shield/refusing.h"
@@ -24,12 +25,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <errno.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define RETIRED_MAX 64
 #define QUEUES_MAX  4
 #define SHED_EVERY_MS 50
 #define SHED_RETRY_S  5
+#define SOCKBAN_EVERY_MS 100   /* the listening sockets' filter: see sockban_rebuild */
+#define SOCKBAN_LIST_MAX 16384 /* bans read for it: far more than a program holds */
 
 struct gh_shield {
     struct gh_server *srv;
@@ -96,6 +101,17 @@ struct gh_shield {
     struct gh_penalty *box;
     struct gh_nftban *nft;
     _Atomic uint64_t *m_bans[GH_BAN_NREASONS], *m_ban_refused, *m_ban_full;
+    /* without the kernel's set, the listening sockets' filter (sockban.h),
+     * rebuilt on the admin worker when the bans change or one expires */
+    uv_timer_t sock_timer;
+    bool sock_timer_on, sock_warned;
+    int sock_refused; /* errno of the kernel's refusal of a socket filter; 0 = it takes one */
+    atomic_bool sock_dirty;
+    uint64_t sock_expires_ms; /* the filter's earliest expiry; 0 = none */
+    /* bans in the newest filter (its generation) and in the one before,
+     * for the gauge until every socket has attached the newest */
+    _Atomic uint64_t sock_gen, sock_entries, sock_entries_before;
+    struct gh_sockban_prog *sock_prog;
 };
 
 /* The process's shield (see shield.h): set once by init, cleared by dispose. */
@@ -371,6 +387,8 @@ static void level_to_status(enum gh_level from, enum gh_level to, const char *re
     gh_status_attack_level(gh_level_name(to));
 }
 
+static void on_sock_timer(uv_timer_t *t);
+
 static int worker_init(struct gh_worker *w, void *data)
 {
     struct gh_shield *sh = data;
@@ -384,6 +402,15 @@ static int worker_init(struct gh_worker *w, void *data)
     if (!rc)
         rc = uv_timer_start(&sh->timer, on_timer, sh->interval_ms, sh->interval_ms);
     sh->timer_on = rc == 0;
+    /* bans reach the listening sockets through a filter when the kernel's
+     * set does not hold them */
+    if (!rc && !sh->nft && !sh->sock_refused && sh->sock_prog) {
+        sh->sock_timer.data = sh;
+        rc = uv_timer_init(&w->loop, &sh->sock_timer);
+        if (!rc)
+            rc = uv_timer_start(&sh->sock_timer, on_sock_timer, SOCKBAN_EVERY_MS, SOCKBAN_EVERY_MS);
+        sh->sock_timer_on = rc == 0;
+    }
     return rc ? GH_EIO : 0; /* hooks answer GH_E* codes, not libuv's */
 }
 
@@ -393,6 +420,10 @@ static void worker_dispose(struct gh_worker *w, void *data)
     if (w->admin && sh->timer_on) {
         uv_close((uv_handle_t *)&sh->timer, NULL);
         sh->timer_on = false;
+    }
+    if (w->admin && sh->sock_timer_on) {
+        uv_close((uv_handle_t *)&sh->sock_timer, NULL);
+        sh->sock_timer_on = false;
     }
 }
 
@@ -581,6 +612,8 @@ static int ban(struct gh_shield *sh, const struct gh_cidr *c, uint64_t ttl_ms,
         atomic_fetch_add_explicit(sh->m_bans[why], 1, memory_order_relaxed);
     if (sh->nft)
         gh_nftban_add(sh->nft, &b.cidr, b.expires_ms > now_ms ? b.expires_ms - now_ms : 1);
+    else
+        atomic_store_explicit(&sh->sock_dirty, true, memory_order_relaxed);
     if (out)
         *out = b;
     return 0;
@@ -625,12 +658,38 @@ static void penalty_config(struct gh_shield *sh, const struct gh_config *cfg)
     gh_penalty_configure(sh->box, &pc);
 }
 
+/* Whether this process may put a filter on a TCP socket: 0, or the
+ * kernel's errno. Linux 6.1 lets any process; recent kernels want
+ * CAP_NET_ADMIN for a TCP socket. Asked once at start, of a socket of
+ * its own. */
+static int sock_filter_refused(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return errno;
+    struct sock_filter pass = BPF_STMT(BPF_RET | BPF_K, 0xffffffffu);
+    struct sock_fprog fp = {.len = 1, .filter = &pass};
+    int rc = setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fp, sizeof fp) ? errno : 0;
+    close(fd);
+    return rc;
+}
+
 /* Makes the kernel table when shield.kernel_ban asks for it; without the
- * right or the kernel's support it says so once, and bans close at accept. */
+ * right or the kernel's support it says so once, and the listening
+ * sockets' filter holds the bans (sockban_rebuild) where the kernel lets
+ * this process have one, else they are closed at accept. */
 static void kernel_start(struct gh_shield *sh, const struct gh_config *cfg)
 {
-    if (!cfg->shield.kernel_ban)
+    sh->sock_refused = sock_filter_refused();
+    if (!cfg->shield.kernel_ban) {
+        if (sh->sock_refused && cfg->shield.ban_after)
+            gh_log(GH_LOG_INFO, "penalty_box",
+                   "banned sources are closed at accept: the kernel refuses this process a "
+                   "filter on its listening sockets (%s%s)",
+                   strerror(sh->sock_refused),
+                   sh->sock_refused == EPERM ? "; recent kernels want CAP_NET_ADMIN for it" : "");
         return;
+    }
     struct sockaddr_storage ss;
     unsigned port = 0;
     if (!gh_parse_hostport(cfg->server.listen, &ss))
@@ -642,15 +701,77 @@ static void kernel_start(struct gh_shield *sh, const struct gh_config *cfg)
     int rc = gh_nftban_start(&nc, bans_inside, sh, &sh->nft, &err);
     if (rc)
         gh_log(GH_LOG_WARN, "kernel_ban",
-               "kernel_ban is on but the nftables table inet %s cannot be made (%s%s): banned "
-               "sources are closed at accept instead",
+               "kernel_ban is on but the nftables table inet %s cannot be made (%s%s): %s",
                cfg->shield.kernel_ban_table, err.data ? err.data : "",
-               rc == GH_EIO ? "; it needs CAP_NET_ADMIN and nf_tables" : "");
+               rc == GH_EIO ? "; it needs CAP_NET_ADMIN and nf_tables" : "",
+               sh->sock_refused ? "banned sources are closed at accept instead (the kernel "
+                                  "refuses a filter on the listening sockets too)"
+                                : "the listening sockets' filter drops banned sources' SYNs "
+                                  "instead");
     else
         gh_log(GH_LOG_INFO, "kernel_ban",
                "nftables table inet %s drops banned sources on port %u (sets of %zu)",
                cfg->shield.kernel_ban_table, port, cfg->shield.ban_max);
     gh_buf_dispose(&err);
+}
+
+/* The listening sockets' filter, for a process without the kernel's set:
+ * rebuilt from the live bans when one was made or lifted, or when one in
+ * it expired, at most every SOCKBAN_EVERY_MS; bans that overlap an exempt
+ * address now (an allow-list entry added after the ban) stay out of it
+ * and are closed at accept, where the allow list is asked first. */
+static void sockban_rebuild(struct gh_shield *sh, uint64_t now)
+{
+    size_t live = GH_MIN(gh_penalty_list(sh->box, now, NULL, 0), (size_t)SOCKBAN_LIST_MAX);
+    struct gh_ban *list = live ? malloc(sizeof *list * live) : NULL;
+    size_t n = list ? GH_MIN(gh_penalty_list(sh->box, now, list, live), live) : 0;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!ban_exempt(sh, &list[i].cidr))
+            list[k++] = list[i];
+    if (live && !list) { /* out of memory: try again at the next tick */
+        atomic_store_explicit(&sh->sock_dirty, true, memory_order_relaxed);
+        return;
+    }
+    size_t in = gh_sockban_build(list, k, sh->sock_prog);
+    free(list);
+    atomic_store(&sh->sock_entries_before, atomic_load(&sh->sock_entries));
+    atomic_store(&sh->sock_entries, in);
+    atomic_store(&sh->sock_gen,
+                 gh_http_listen_filter(sh->srv, sh->sock_prog->insns, in ? sh->sock_prog->len : 0));
+    sh->sock_expires_ms = sh->sock_prog->expires_ms;
+}
+
+static void on_sock_timer(uv_timer_t *t)
+{
+    struct gh_shield *sh = t->data;
+    int err = atomic_load(&sh->srv->http->lf_errno);
+    if (err && !sh->sock_warned) {
+        sh->sock_warned = true;
+        gh_log(GH_LOG_WARN, "penalty_box",
+               "the listening sockets refused the ban filter (%s): banned sources are closed "
+               "at accept instead",
+               strerror(err));
+        sh->sock_refused = err;
+    }
+    uint64_t now = gh_now_ms();
+    bool due = sh->sock_expires_ms && now >= sh->sock_expires_ms;
+    if (atomic_exchange_explicit(&sh->sock_dirty, false, memory_order_relaxed) || due)
+        sockban_rebuild(sh, now);
+}
+
+/* Bans the listening sockets' filter drops now: the newest program's once
+ * every socket has attached it. */
+static uint64_t sock_entries_now(struct gh_shield *sh)
+{
+    uint64_t gen = atomic_load(&sh->sock_gen);
+    bool all = gh_http_listen_filter_applied(sh->srv) >= gen;
+    return atomic_load(all ? &sh->sock_entries : &sh->sock_entries_before);
+}
+
+static double sock_entries(void *data)
+{
+    return (double)sock_entries_now(data);
 }
 
 static uint64_t kernel_stat(void *data, size_t off)
@@ -716,6 +837,10 @@ static void penalty_metrics(struct gh_shield *sh)
     gh_metrics_counter_func("gatehouse_shield_kernel_ban_queue_full_total", "",
                             "kernel-set operations dropped because their queue was full",
                             kernel_queue_full, sh);
+    gh_metrics_gauge_func("gatehouse_shield_socket_ban_entries", "",
+                          "bans whose SYNs the listening sockets' filter drops (without the "
+                          "kernel's set)",
+                          sock_entries, sh);
 }
 
 /* Ceiling of ns in whole seconds, at least 1. */
@@ -1226,8 +1351,11 @@ static void apply_bans(struct gh_shield *sh, json_t *list)
         bool keep = have[h].reason != GH_BAN_OPERATOR;
         for (size_t w = 0; !keep && w < k; w++)
             keep = gh_cidr_equal(&have[h].cidr, &want[w].cidr);
-        if (!keep && !gh_penalty_remove(sh->box, &have[h].cidr) && sh->nft)
-            gh_nftban_remove(sh->nft, &have[h].cidr);
+        if (!keep && !gh_penalty_remove(sh->box, &have[h].cidr)) {
+            if (sh->nft)
+                gh_nftban_remove(sh->nft, &have[h].cidr);
+            atomic_store_explicit(&sh->sock_dirty, true, memory_order_relaxed);
+        }
     }
     for (size_t w = 0; w < k; w++) {
         bool same = false;
@@ -1436,6 +1564,7 @@ static void admin_block(struct gh_http_req *req)
     int rc = add ? gh_iplist_add(sh->block, &c) : gh_iplist_remove(sh->block, &c);
     if (!add && !gh_penalty_remove(sh->box, &c)) {
         gh_nftban_remove(sh->nft, &c);
+        atomic_store_explicit(&sh->sock_dirty, true, memory_order_relaxed);
         gh_log(GH_LOG_WARN, "penalty_box", "%s released from the penalty box", canon);
         if (rc == GH_ENOTFOUND)
             rc = 0;
@@ -1511,8 +1640,12 @@ static void admin_bans(struct gh_http_req *req)
     gh_buf_printf(&b, "{\"kernel\":\"%s\",\"table\":\"", sh->nft ? "on" : kernel);
     const char *t = req->cfg->shield.kernel_ban_table;
     gh_buf_append_json_str(&b, t, strlen(t));
-    gh_buf_printf(&b, "\",\"capacity\":%zu,\"count\":%zu,\"truncated\":%s,\"bans\":[", st.capacity,
-                  live, live > n ? "true" : "false");
+    const char *sock = sh->nft ? "off" : sh->sock_refused ? "refused" : "on";
+    gh_buf_printf(&b,
+                  "\",\"socket_filter\":\"%s\",\"socket_filter_bans\":%llu,\"capacity\":%zu,"
+                  "\"count\":%zu,\"truncated\":%s,\"bans\":[",
+                  sock, (unsigned long long)sock_entries_now(sh), st.capacity, live,
+                  live > n ? "true" : "false");
     for (size_t i = 0; i < n; i++) {
         char cidr[64];
         gh_cidr_format(&list[i].cidr, cidr, sizeof cidr);
@@ -1661,7 +1794,9 @@ int gh_shield_init(struct gh_server *srv, struct gh_buf *err)
                        sizeof tally_ctx - 1, srv->secrets.hmac_key, sizeof srv->secrets.hmac_key);
     sh->tally = gh_level_tally_new(*cfg->redis.url ? tally_key : NULL);
     sh->box = gh_penalty_new(cfg->shield.ban_max, cfg->shield.ban_max);
-    if (!sh->lim || !sh->block || !sh->allow || !sh->pow || !sh->tally || !sh->box)
+    sh->sock_prog = malloc(sizeof *sh->sock_prog);
+    if (!sh->lim || !sh->block || !sh->allow || !sh->pow || !sh->tally || !sh->box ||
+        !sh->sock_prog)
         goto fail;
     penalty_config(sh, cfg);
     rc = load_lists(sh, cfg, true, err);
@@ -1800,6 +1935,7 @@ void gh_shield_dispose(void)
     gh_level_tally_free(sh->tally);
     gh_nftban_stop(sh->nft); /* the table goes; its bans were in the kernel only */
     gh_penalty_free(sh->box);
+    free(sh->sock_prog);
     if (sh->level_ready)
         gh_level_dispose(&sh->level);
     free(sh);

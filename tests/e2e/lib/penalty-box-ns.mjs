@@ -36,8 +36,9 @@ async function inKernelSet(addr) {
 }
 
 // What one client from `from` sees: "answered <status>", "timeout" (no
-// SYN-ACK: the kernel dropped it) or "closed" (accepted, then closed with no
-// answer: the penalty box at accept).
+// SYN-ACK: the kernel's set or the listening socket's filter dropped it) or
+// "closed" (accepted, then closed with no answer: the penalty box at
+// accept).
 function probe(port, from, ms = 1500) {
   return new Promise((resolve) => {
     const s = net.connect({ port, host: '127.0.0.1', localAddress: from });
@@ -173,6 +174,7 @@ async function main() {
     'gatehouse_shield_kernel_ban_added_total',
     'gatehouse_shield_kernel_ban_active',
     'gatehouse_shield_ban_refused_total',
+    'gatehouse_shield_socket_ban_entries',
   ]) {
     const text = await srv.metrics();
     const line = text.split('\n').find((l) => l.startsWith(m + ' '));
