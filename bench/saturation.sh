@@ -49,7 +49,9 @@
 # PENALTY (off) runs gatehouse with its penalty box: "memory" sets
 # shield.ban_after/ban_window/ban_time (BAN_AFTER 200, BAN_WINDOW 10s,
 # BAN_TIME 10m), so that the spray's /24s, refused by the prefix rule,
-# are banned and closed at accept; "kernel" also sets shield.kernel_ban,
+# are banned: their SYNs dropped by the listening sockets' filter (closed
+# at accept where the kernel refuses the process a socket filter; the
+# report says which); "kernel" also sets shield.kernel_ban,
 # so that their SYNs are dropped by nftables: the whole run (both
 # servers, spray, probes) then happens in a network namespace the script
 # makes (unshare -n), never on the host's firewall, and is skipped with a
@@ -288,7 +290,8 @@ k_added=$(gh_metric "$dir" '^gatehouse_shield_kernel_ban_added_total')
 k_drops=$(gh_metric "$dir" '^gatehouse_shield_kernel_ban_dropped_packets_total')
 k_active=$(gh_metric "$dir" '^gatehouse_shield_kernel_ban_active')
 early=$(gh_metric "$dir" '^gatehouse_shield_refused_before_body_total')
-for m in bans at_accept k_added k_drops k_active early; do bench_row gatehouse 1 "$m" "${!m}" count; done
+sock=$(gh_metric "$dir" '^gatehouse_shield_socket_ban_entries')
+for m in bans at_accept k_added k_drops k_active early sock; do bench_row gatehouse 1 "$m" "${!m}" count; done
 stop_pid "$GH_PID"
 
 # ---- nginx
@@ -360,7 +363,9 @@ address, \`empty_gif\`: the spray's POSTs get 405).
 
 gatehouse refused before reading the body: $early. Penalty box: $bans bans
 (\`gatehouse_shield_bans_total\`), $at_accept connections closed at accept
-(\`ban_refused_total\`), kernel set active $k_active, $k_added kernel-set additions,
+(\`ban_refused_total\`), $sock bans in the listening sockets' SYN filter at the end
+(\`socket_ban_entries\`; 0 with the kernel set, or where the kernel refuses the process a
+socket filter), kernel set active $k_active, $k_added kernel-set additions,
 $k_drops packets dropped by the kernel (\`/metrics\`). Errors are connections closed
 before an answer (at accept, for a banned source); timeouts are connections the spray
 gave up on (dropped SYNs).

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -45,6 +46,8 @@ enum conn_state { ST_HEADER, ST_BODY, ST_BUSY, ST_IDLE, ST_CLOSING };
 #define ACCEPT_START   16
 #define ACCEPT_MAX     256
 #define TURN_TARGET_US 100
+/* how often a busy turn looks at signed-in users' connections (prio_check) */
+#define PRIO_EVERY_NS 20000
 /* a turn whose poll slept less than this found events waiting */
 #define SATURATED_SLEEP_NS 20000
 
@@ -78,6 +81,7 @@ struct gh_conn {
     bool unparked;  /* its headers' turn has come: on_headers goes on */
     bool linger;    /* refused mid-request: drain what the client still sends */
     bool peer_done; /* refused with its whole request read and Connection: close */
+    bool prio;      /* in the worker's prio_ep: it has sent valid credentials */
     bool lingering; /* our side is shut; reading and discarding until EOF */
     uint32_t lingered; /* bytes discarded while lingering */
     /* the body being received (body_admit) */
@@ -122,6 +126,7 @@ static void finish_request(struct gh_http_req *req);
 static void account(struct gh_http_req *req, unsigned route_idx);
 static unsigned route_index(struct gh_http_req *req);
 static void resume_read(struct gh_conn *c);
+static void prio_check(struct gh_worker *w);
 static void refuse(struct gh_conn *c, int status, const char *msg);
 static enum gh_refusal address_check(struct gh_worker *w, const struct gh_addr *a,
                                      bool *addr_counted, bool *shared);
@@ -1187,10 +1192,24 @@ static void enqueue(struct gh_conn *c, struct gh_http_req *req)
     struct gh_server *srv = w->srv;
     c->req = req;
     set_state(c, ST_BUSY, uv_now(&w->loop));
-    bool first = w->admin || (req->route &&
-                              (req->route->cls == GH_CLASS_OPS ||
-                               (srv->http->credentials && srv->http->credentials(req, srv->http->credentials_data))));
-    if (first) {
+    bool ops = w->admin || (req->route && req->route->cls == GH_CLASS_OPS);
+    bool user = !ops && req->route && srv->http->credentials &&
+                srv->http->credentials(req, srv->http->credentials_data);
+    if (user && !c->prio && w->http->prio_ep >= 0) {
+        /* its next requests are looked for during busy turns too */
+        uv_os_fd_t fd;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = c};
+        if (!uv_fileno((uv_handle_t *)&c->tcp, &fd) &&
+            !epoll_ctl(w->http->prio_ep, EPOLL_CTL_ADD, fd, &ev))
+            c->prio = true;
+    } else if (!user && !ops && c->prio) {
+        /* priority is for requests with credentials only */
+        uv_os_fd_t fd;
+        if (!uv_fileno((uv_handle_t *)&c->tcp, &fd))
+            epoll_ctl(w->http->prio_ep, EPOLL_CTL_DEL, fd, NULL);
+        c->prio = false;
+    }
+    if (ops || user) {
         dispatch(c, req);
         return;
     }
@@ -1409,7 +1428,7 @@ static void read_proxy_header(struct gh_conn *c, const char *data, size_t len, s
         gh_buf_dispose(&c->in);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void read_in(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct gh_conn *c = s->data;
     if (nread == 0 || c->state == ST_CLOSING)
@@ -1482,6 +1501,69 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->read_paused = true;
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
+}
+
+/* libuv's read callback. A connection closed by read_in is freed only
+ * by its close callback, at the loop's closing phase: c->w still holds. */
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct gh_conn *c = s->data;
+    read_in(s, nread, buf);
+    if (!c->prio)
+        prio_check(c->w);
+}
+
+/* ---- signed-in users first, within a turn ----
+ *
+ * A turn under a flood is up to TURN_TARGET_US of strangers' work, plus a
+ * read and a parse for each of the poll's other events; a user's request
+ * read in that poll waited for all of it. A connection that has sent valid
+ * credentials is also in the worker's prio_ep (edge-triggered), and while
+ * a turn is busy, every PRIO_EVERY_NS of its work (after a stranger's read,
+ * a queued request, a parked one taken up, an accept) prio_check asks that
+ * set, without waiting, whether one has bytes: it is read and served at
+ * once. libuv's own poll (level-triggered) then finds it drained. */
+
+/* Reads c as libuv would, if it waits for its next request with nothing
+ * buffered; anything else is left to the loop. */
+static void prio_read(struct gh_conn *c)
+{
+    if (c->state != ST_IDLE || c->read_paused || c->eof || c->lingering || c->linger ||
+        c->close_after || c->in_process || c->req || c->in.len || c->expect_proxy)
+        return;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd))
+        return;
+    uv_buf_t buf;
+    on_alloc((uv_handle_t *)&c->tcp, 0, &buf);
+    ssize_t n;
+    do
+        n = read(fd, buf.base, buf.len);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) { /* an end or an error the loop's own read finds too */
+        GH_STAT_ADD(&c->w->stats.prio_reads, 1);
+        read_in((uv_stream_t *)&c->tcp, n, &buf);
+    }
+}
+
+static void prio_check(struct gh_worker *w)
+{
+    struct gh_http_worker *h = w->http;
+    if (h->prio_ep < 0 || h->in_prio)
+        return;
+    uint64_t now = uv_hrtime();
+    if (now - h->prio_mark_ns < PRIO_EVERY_NS || turn_busy_us(w, now, NULL) < PRIO_EVERY_NS / 1000)
+        return;
+    h->prio_mark_ns = now;
+    /* one at a time: serving one never closes another, so the pointer the
+     * set gives is never that of a connection gone (a closed descriptor
+     * leaves the set by itself) */
+    struct epoll_event ev;
+    if (epoll_wait(h->prio_ep, &ev, 1, 0) != 1)
+        return;
+    h->in_prio = true;
+    prio_read(ev.data.ptr);
+    h->in_prio = false;
 }
 
 static void resume_read(struct gh_conn *c)
@@ -1669,6 +1751,7 @@ static bool accept_some(struct gh_worker *w)
             accept4(w->http->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             accept_fd(w, fd, &ss);
+            prio_check(w);
             continue;
         }
         if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
@@ -1720,12 +1803,14 @@ static void run_ready(struct gh_worker *w)
     while ((n = turn_next(&w->http->ready, end, &first))) {
         struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, ready_node);
         dispatch(c, c->req);
+        prio_check(w);
     }
     first = true;
     while ((n = turn_next(&w->http->parked, end, &first))) {
         struct gh_conn *c = GH_CONTAINER_OF(n, struct gh_conn, park_node);
         c->unparked = true;
         cred_wake(c); /* asks on_headers again, then reads on */
+        prio_check(w);
     }
 }
 
@@ -1780,6 +1865,8 @@ int gh_conn_listen(struct gh_worker *w)
         return rc;
     w->http->turn_mark_ns = uv_hrtime();
     w->http->turn_idle_mark_ns = uv_metrics_idle_time(&w->loop);
+    if (!w->admin)
+        w->http->prio_ep = epoll_create1(EPOLL_CLOEXEC); /* none: no priority, nothing else */
     rc = uv_poll_init_socket(&w->loop, &w->http->listener, w->http->listen_fd);
     if (!rc) {
         w->http->listening = true;

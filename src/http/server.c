@@ -177,6 +177,7 @@ static int proto_worker_init(struct gh_worker *w)
     gh_list_init(&h->conns_body);
     gh_list_init(&h->conns_idle);
     gh_list_init(&h->conns_busy);
+    h->prio_ep = -1;
     h->scratch_len = SCRATCH_BYTES;
     h->scratch = malloc(SCRATCH_BYTES);
     if (!h->scratch)
@@ -190,6 +191,8 @@ static void proto_worker_dispose(struct gh_worker *w)
     gh_worker_stats_dispose(&w->stats);
     if (!w->http)
         return;
+    if (w->http->prio_ep >= 0)
+        close(w->http->prio_ep);
     free(w->http->scratch);
     free(w->http);
     w->http = NULL;
@@ -458,6 +461,10 @@ void gh_server_render_metrics(struct gh_server *srv, struct gh_buf *out)
                          "Requests without credentials whose headers arrived after the loop "
                          "turn's work budget was spent, checked at the turn's end instead.",
                          "counter", offsetof(struct gh_worker_stats, parked), 1);
+    render_per_worker_as(out, srv, "gatehouse_event_loop_priority_reads_total",
+                         "Reads of signed-in users' connections made during a busy loop turn, "
+                         "ahead of the poll's other events.",
+                         "counter", offsetof(struct gh_worker_stats, prio_reads), 1);
     gh_buf_printf(out,
                   "# HELP gatehouse_log_lines_dropped_total Log lines dropped because the "
                   "buffer was full.\n# TYPE gatehouse_log_lines_dropped_total counter\n"

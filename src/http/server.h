@@ -95,6 +95,13 @@ struct gh_http_worker {
     bool accept_paused; /* out of descriptors: polled again by the tick */
     unsigned accept_budget;
     uint64_t turn_mark_ns, turn_idle_mark_ns;
+    /* signed-in users' keep-alive connections, also in an epoll set of
+     * their own (edge-triggered), looked at every PRIO_EVERY_NS of a busy
+     * turn's work so that a user's next request does not wait for the
+     * poll's other events (conn.c, prio_check); -1 when none */
+    int prio_ep;
+    uint64_t prio_mark_ns;
+    bool in_prio;
     _Atomic uint64_t lf_gen; /* the listen filter's generation this socket has */
 
     /* connections, by what they wait for; each list is ordered by since */

@@ -44,6 +44,7 @@ struct gh_worker_stats {
     _Atomic uint64_t loop_lag_max_us; /* max over the last 10 s */
     _Atomic uint64_t loop_yields;     /* saturated turns that gave way to its jobs (conn.c) */
     _Atomic uint64_t parked;          /* anonymous headers put off to the turn's end (conn.c) */
+    _Atomic uint64_t prio_reads;      /* users' reads ahead of the poll's order (conn.c) */
     _Atomic uint64_t access_sampled_out;
 };
 

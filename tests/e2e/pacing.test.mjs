@@ -208,7 +208,7 @@ test('a turn does a bounded amount of anonymous work: a signed-in user is answer
   const before = answeredAt.filter((at) => at < userSeq).length;
   const m = await srv.metrics();
   const parked = metricValue(m, 'gatehouse_event_loop_parked_total');
-  t.diagnostic(`anonymous answers before the user's: ${before} of ${N}; parked: ${parked}; ${JSON.stringify(statuses)}`);
+  t.diagnostic(`anonymous answers before the user's: ${before} of ${N}; parked: ${parked}; priority reads: ${metricValue(m, 'gatehouse_event_loop_priority_reads_total')}; ${JSON.stringify(statuses)}`);
   assert.deepEqual(statuses, { 'post 429': (3 * N) / 4, 'get 200': N / 4 }, 'the anonymous answers');
   // Refusing every request of the poll before the user's, as the loop did,
   // answers all N first. Past 100 µs of work in a turn, anonymous headers
@@ -216,6 +216,11 @@ test('a turn does a bounded amount of anonymous work: a signed-in user is answer
   // same poll, is answered after a few dozen at most.
   assert.ok(before < N / 4, `${before} of ${N} anonymous answers came before the user's (want < ${N / 4})`);
   assert.ok(parked > 0, 'requests were parked');
+  // and the user's request is not even read after all N: a busy turn looks
+  // at signed-in users' connections every 20 µs of its work, so it is read
+  // and answered ahead of the poll's order (before, after N reads and parses)
+  const prio = metricValue(m, 'gatehouse_event_loop_priority_reads_total');
+  assert.ok(prio >= 1, `the user's request was read ahead of the poll's order: ${prio}`);
   // a parked request's refusal closes as any other's: at once for those
   // that said Connection: close and sent their whole body, at the
   // client's end for the others (their lingering close reads it)
