@@ -47,7 +47,7 @@ enum conn_state { ST_HEADER, ST_BODY, ST_BUSY, ST_IDLE, ST_CLOSING };
 #define ACCEPT_MAX     256
 #define TURN_TARGET_US 100
 /* how often a busy turn looks at signed-in users' connections (prio_check) */
-#define PRIO_EVERY_NS 20000
+#define PRIO_EVERY_NS 40000
 /* a turn whose poll slept less than this found events waiting */
 #define SATURATED_SLEEP_NS 20000
 
@@ -1200,14 +1200,17 @@ static void enqueue(struct gh_conn *c, struct gh_http_req *req)
         uv_os_fd_t fd;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = c};
         if (!uv_fileno((uv_handle_t *)&c->tcp, &fd) &&
-            !epoll_ctl(w->http->prio_ep, EPOLL_CTL_ADD, fd, &ev))
+            !epoll_ctl(w->http->prio_ep, EPOLL_CTL_ADD, fd, &ev)) {
             c->prio = true;
+            w->http->nprio++;
+        }
     } else if (!user && !ops && c->prio) {
         /* priority is for requests with credentials only */
         uv_os_fd_t fd;
         if (!uv_fileno((uv_handle_t *)&c->tcp, &fd))
             epoll_ctl(w->http->prio_ep, EPOLL_CTL_DEL, fd, NULL);
         c->prio = false;
+        w->http->nprio--;
     }
     if (ops || user) {
         dispatch(c, req);
@@ -1549,7 +1552,7 @@ static void prio_read(struct gh_conn *c)
 static void prio_check(struct gh_worker *w)
 {
     struct gh_http_worker *h = w->http;
-    if (h->prio_ep < 0 || h->in_prio)
+    if (!h->nprio || h->in_prio) /* no user connection: nothing to ask */
         return;
     uint64_t now = uv_hrtime();
     if (now - h->prio_mark_ns < PRIO_EVERY_NS || turn_busy_us(w, now, NULL) < PRIO_EVERY_NS / 1000)
@@ -1592,6 +1595,7 @@ static void conn_close(struct gh_conn *c)
     }
     set_state(c, ST_CLOSING, 0);
     w->http->nconns--;
+    w->http->nprio -= c->prio; /* its descriptor leaves the set as it closes */
     GH_STAT_ADD(&w->stats.conns_open, -1);
     if (c->counted)
         atomic_fetch_sub_explicit(&w->srv->conns_total, 1, memory_order_relaxed);

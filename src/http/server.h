@@ -100,6 +100,7 @@ struct gh_http_worker {
      * turn's work so that a user's next request does not wait for the
      * poll's other events (conn.c, prio_check); -1 when none */
     int prio_ep;
+    unsigned nprio; /* connections in prio_ep */
     uint64_t prio_mark_ns;
     bool in_prio;
     _Atomic uint64_t lf_gen; /* the listen filter's generation this socket has */

@@ -217,7 +217,7 @@ test('a turn does a bounded amount of anonymous work: a signed-in user is answer
   assert.ok(before < N / 4, `${before} of ${N} anonymous answers came before the user's (want < ${N / 4})`);
   assert.ok(parked > 0, 'requests were parked');
   // and the user's request is not even read after all N: a busy turn looks
-  // at signed-in users' connections every 20 µs of its work, so it is read
+  // at signed-in users' connections every 40 µs of its work, so it is read
   // and answered ahead of the poll's order (before, after N reads and parses)
   const prio = metricValue(m, 'gatehouse_event_loop_priority_reads_total');
   assert.ok(prio >= 1, `the user's request was read ahead of the poll's order: ${prio}`);
