@@ -92,11 +92,18 @@ static unsigned v4_group_cost(unsigned len, size_t m)
 struct emitter {
     struct sock_filter *out;
     unsigned n;
+    bool over;
 };
 
+/* The counts above keep a program within GH_SOCKBAN_MAX_INSNS; past it
+ * nothing is written (over), and the build lets everything through. */
 static void emit(struct emitter *e, struct sock_filter f)
 {
-    e->out[e->n++] = f;
+    if (e->n < GH_SOCKBAN_MAX_INSNS)
+        e->out[e->n] = f;
+    else
+        e->over = true;
+    e->n++;
 }
 
 /* Emits the compares of one IPv4 group ents[0..m) (all of length len). */
@@ -143,7 +150,8 @@ size_t gh_sockban_build(const struct gh_ban *bans, size_t n, struct gh_sockban_p
 {
     /* the fixed part: 9 of the head, a pass after each family's section */
     const unsigned fixed = 9 + 2;
-    struct ent *ents = n ? calloc(n + 1, sizeof *ents) : NULL;
+    /* an IPv6 ban that holds the mapped space is also an IPv4 one: two each */
+    struct ent *ents = n ? calloc(2 * n, sizeof *ents) : NULL;
     size_t ne = 0;
     for (size_t i = 0; ents && i < n; i++) {
         struct ent x = {.expires_ms = bans[i].expires_ms};
@@ -196,7 +204,7 @@ size_t gh_sockban_build(const struct gh_ban *bans, size_t n, struct gh_sockban_p
         v6_all = ents[v6_end].len == 0;
     }
 
-    struct emitter e = {p->insns, 0};
+    struct emitter e = {p->insns, 0, false};
     emit(&e, (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13));
     emit(&e, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12));
     emit(&e, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 1, 0));
@@ -234,6 +242,12 @@ size_t gh_sockban_build(const struct gh_ban *bans, size_t n, struct gh_sockban_p
     }
     emit(&e, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, PASS));
     free(ents);
+    if (e.over) { /* a miscount: never a program cut short */
+        p->insns[0] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, PASS);
+        e.n = 1;
+        entries = 0;
+        expires = 0;
+    }
     p->len = e.n;
     p->entries = entries;
     p->expires_ms = expires;

@@ -222,6 +222,46 @@ static void everything_bans(void **state)
     assert_false(drops_v6("2001:db8::1"));
 }
 
+/* IPv6 bans that hold the mapped space count for IPv4 as well: several
+ * of them, and random mixes of lengths near the cap, stay well formed. */
+static void mixes_stay_in_bounds(void **state)
+{
+    (void)state;
+    struct gh_ban held[] = {ban_of("::/0", 1), ban_of("::/8", 1), ban_of("::/48", 1),
+                            ban_of("::ffff:0:0/80", 1)};
+    gh_sockban_build(held, 4, &prog);
+    well_formed(&prog);
+    assert_true(drops_v4("198.51.100.1"));
+    enum { N = 5000 };
+    struct gh_ban *bans = calloc(N, sizeof *bans);
+    assert_non_null(bans);
+    unsigned seed = 12345;
+    for (unsigned round = 0; round < 40; round++) {
+        size_t n = 1 + (size_t)(rand_r(&seed) % N);
+        for (size_t i = 0; i < n; i++) {
+            struct gh_ban *b = &bans[i];
+            b->expires_ms = 1 + (uint64_t)(rand_r(&seed) % 1000);
+            for (unsigned k = 0; k < 16; k++)
+                b->cidr.bytes[k] = (uint8_t)rand_r(&seed);
+            if (rand_r(&seed) % 3) { /* IPv4, /0 to /32 */
+                memset(b->cidr.bytes, 0, 10);
+                b->cidr.bytes[10] = b->cidr.bytes[11] = 0xff;
+                b->cidr.len = (uint8_t)(96 + rand_r(&seed) % 33);
+            } else {
+                b->cidr.len = (uint8_t)(rand_r(&seed) % 129);
+            }
+        }
+        size_t in = gh_sockban_build(bans, n, &prog);
+        well_formed(&prog);
+        assert_true(in <= 2 * n);
+        assert_true(prog.len >= 11); /* not the pass-all of a miscount */
+        /* a SYN-ACK or an ACK always passes */
+        struct seg s = v4seg("203.0.113.9", ACK);
+        assert_int_not_equal(run(&prog, &s), 0);
+    }
+    free(bans);
+}
+
 /* More than a program holds: the broadest go in, the rest are left to the
  * accept check, and blocks of compares keep every jump in reach. */
 static void too_many_keeps_the_broadest(void **state)
@@ -411,6 +451,7 @@ int main(void)
         cmocka_unit_test(ipv4_prefixes),
         cmocka_unit_test(ipv6_prefixes),
         cmocka_unit_test(everything_bans),
+        cmocka_unit_test(mixes_stay_in_bounds),
         cmocka_unit_test(too_many_keeps_the_broadest),
         cmocka_unit_test(kernel_drops_banned_syns),
     };
