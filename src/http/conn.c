@@ -1558,9 +1558,10 @@ static void prio_check(struct gh_worker *w)
     if (now - h->prio_mark_ns < PRIO_EVERY_NS || turn_busy_us(w, now, NULL) < PRIO_EVERY_NS / 1000)
         return;
     h->prio_mark_ns = now;
-    /* one at a time: serving one never closes another, so the pointer the
-     * set gives is never that of a connection gone (a closed descriptor
-     * leaves the set by itself) */
+    /* one at a time, used at once: a closed descriptor leaves the set by
+     * itself (no connection's descriptor is ever duplicated), so the
+     * pointer is that of a live connection, and none is kept while
+     * serving it could close another */
     struct epoll_event ev;
     if (epoll_wait(h->prio_ep, &ev, 1, 0) != 1)
         return;
