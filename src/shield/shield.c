@@ -104,7 +104,7 @@ struct gh_shield {
     /* without the kernel's set, the listening sockets' filter (sockban.h),
      * rebuilt on the admin worker when the bans change or one expires */
     uv_timer_t sock_timer;
-    bool sock_timer_on, sock_warned;
+    bool sock_timer_on;
     int sock_refused; /* errno of the kernel's refusal of a socket filter; 0 = it takes one */
     atomic_bool sock_dirty;
     uint64_t sock_expires_ms; /* the filter's earliest expiry; 0 = none */
@@ -722,17 +722,18 @@ static void kernel_start(struct gh_shield *sh, const struct gh_config *cfg)
  * and are closed at accept, where the allow list is asked first. */
 static void sockban_rebuild(struct gh_shield *sh, uint64_t now)
 {
-    size_t live = GH_MIN(gh_penalty_list(sh->box, now, NULL, 0), (size_t)SOCKBAN_LIST_MAX);
-    struct gh_ban *list = live ? malloc(sizeof *list * live) : NULL;
-    size_t n = list ? GH_MIN(gh_penalty_list(sh->box, now, list, live), live) : 0;
+    /* one pass over the box (pages of the list it does not fill are never touched) */
+    struct gh_ban *list = malloc(sizeof *list * SOCKBAN_LIST_MAX);
+    if (!list) { /* out of memory: try again at the next tick */
+        atomic_store_explicit(&sh->sock_dirty, true, memory_order_relaxed);
+        return;
+    }
+    size_t n =
+        GH_MIN(gh_penalty_list(sh->box, now, list, SOCKBAN_LIST_MAX), (size_t)SOCKBAN_LIST_MAX);
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         if (!ban_exempt(sh, &list[i].cidr))
             list[k++] = list[i];
-    if (live && !list) { /* out of memory: try again at the next tick */
-        atomic_store_explicit(&sh->sock_dirty, true, memory_order_relaxed);
-        return;
-    }
     size_t in = gh_sockban_build(list, k, sh->sock_prog);
     free(list);
     atomic_store(&sh->sock_entries_before, atomic_load(&sh->sock_entries));
@@ -746,8 +747,7 @@ static void on_sock_timer(uv_timer_t *t)
 {
     struct gh_shield *sh = t->data;
     int err = atomic_load(&sh->srv->http->lf_errno);
-    if (err && !sh->sock_warned) {
-        sh->sock_warned = true;
+    if (err && !sh->sock_refused) { /* said once */
         gh_log(GH_LOG_WARN, "penalty_box",
                "the listening sockets refused the ban filter (%s): banned sources are closed "
                "at accept instead",
